@@ -1,0 +1,49 @@
+"""Prometheus series of the dataflow process.
+
+They live in ``prometheus_client``'s default registry, which Bytewax serves on
+its own ``/metrics`` endpoint when ``BYTEWAX_DATAFLOW_API_ENABLED=1`` (port
+``BYTEWAX_DATAFLOW_API_PORT``, default 3030). No second HTTP server.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "EVENTS_READ",
+    "EVENTS_VALID",
+    "EVENTS_REJECTED",
+    "EVENTS_DUPLICATE",
+    "PROFILE_WRITES",
+    "FRESHNESS",
+    "SINK_SECONDS",
+    "SOURCE_ERRORS",
+    "BACKLOG",
+]
+
+EVENTS_READ = Counter("liveprofile_dataflow_events_read_total", "Buffer entries read", ["shard"])
+EVENTS_VALID = Counter("liveprofile_dataflow_events_valid_total", "Events that passed validation")
+EVENTS_REJECTED = Counter(
+    "liveprofile_dataflow_events_rejected_total", "Events dead-lettered by the dataflow", ["reason"]
+)
+EVENTS_DUPLICATE = Counter(
+    "liveprofile_dataflow_events_duplicate_total", "Events dropped as duplicate messageIds"
+)
+PROFILE_WRITES = Counter(
+    "liveprofile_profile_writes_total",
+    "Profile upserts by result (written, or stale: version guard refused a replayed write)",
+    ["result"],
+)
+FRESHNESS = Histogram(
+    "liveprofile_freshness_seconds",
+    "Collector receipt of a user's newest event -> that profile version visible in Redis",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+SINK_SECONDS = Histogram(
+    "liveprofile_sink_batch_seconds", "Duration of one sink write_batch", ["sink"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+SOURCE_ERRORS = Counter(
+    "liveprofile_source_errors_total", "Buffer read errors (Redis unreachable); the source retries", ["shard"]
+)
+BACKLOG = Gauge("liveprofile_buffer_backlog", "Entries in a buffer shard after the read position", ["shard"])

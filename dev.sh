@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# liveprofile developer entry point.
+#   ./dev.sh demo   set everything up (venv, package, redis-server) and run the local demo
+#   ./dev.sh test   set everything up and run the whole test suite (what CI runs)
+#   ./dev.sh setup  only set up
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq >/dev/null || true
+  as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+setup() {
+  local need=()
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  if [ "${1:-}" = test ]; then
+    command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  fi
+  if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing system packages: ${need[*]}" >&2
+    apt_install "${need[@]}"
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+  fi
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[dev,kafka]'
+}
+
+case "${1:-demo}" in
+  setup) setup test ;;
+  demo)  setup demo; shift || true; exec .venv/bin/liveprofile demo "$@" ;;
+  test)  setup test; shift || true; exec .venv/bin/python -m pytest -q "$@" ;;
+  *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
+esac

@@ -1,0 +1,152 @@
+"""``liveprofile`` command line: the services and tools around the dataflow.
+
+Subcommands::
+
+    liveprofile collector [--host H] [--port P] [--workers N]   HTTP collector (SPEC §2)
+    liveprofile replay FILE.jsonl [--batch N]                   import history into the buffer
+    liveprofile generate --out FILE.jsonl [--truth T.json] ...  realistic test stream
+    liveprofile profile USER_ID                                 print one profile
+    liveprofile demo                                            everything, locally, one command
+    liveprofile config [--markdown]                             show effective settings
+
+The dataflow itself runs with ``python -m bytewax.run dataflows.profiles:flow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from liveprofile.settings import SETTINGS, ConfigError, Settings
+
+__all__ = ["main"]
+
+
+def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
+    from liveprofile.collector import serve
+
+    serve(settings, args.host, args.port, workers=args.workers, log_level=args.log_level)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from liveprofile.replay import replay_file
+
+    stats = replay_file(settings, args.file, batch=args.batch, progress=not args.quiet)
+    print(orjson.dumps(stats).decode())
+    return 0 if stats["read"] else 1
+
+
+def _cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from liveprofile.keys import Keys
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    prof = client.hgetall(Keys(settings.key_prefix).profile(args.user_id))
+    if not prof:
+        print(f"no profile for {args.user_id!r}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(dict(sorted(prof.items())), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from liveprofile.generate import GenConfig, generate_to_files
+
+    end_ms = args.end_ms if args.end_ms is not None else int(time.time() * 1000)
+    cfg = GenConfig(
+        users=args.users, seed=args.seed, end_ms=end_ms, days=args.days,
+        duplicate_rate=args.duplicates, invalid_rate=args.invalid, bots=args.bots,
+    )  # fmt: skip
+    gen = generate_to_files(cfg, args.out, args.truth)
+    print(f"wrote {len(gen.events)} events for {len(gen.truth)} users to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from liveprofile.demo import run_demo
+
+    return run_demo(args)
+
+
+def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    if args.markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for name, (default, desc) in SETTINGS.items():
+            print(f"| `{name}` | `{default}` | {desc} |")
+        return 0
+    print(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2, default=str).decode())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liveprofile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("collector", help="run the HTTP collector")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8088)
+    c.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    c.set_defaults(func=_cmd_collector)
+
+    r = sub.add_parser("replay", help="import a JSONL history into the buffer")
+    r.add_argument("file")
+    r.add_argument("--batch", type=int, default=1000)
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_cmd_replay)
+
+    g = sub.add_parser("generate", help="write a realistic test stream (JSONL) and its truth")
+    g.add_argument("--out", required=True)
+    g.add_argument("--truth")
+    g.add_argument("--users", type=int, default=1000)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--days", type=float, default=30.0)
+    g.add_argument("--end-ms", type=int, default=None, help="latest event time (default: now)")
+    g.add_argument("--duplicates", type=float, default=0.0, help="fraction of events re-sent as duplicates")
+    g.add_argument("--invalid", type=float, default=0.0, help="fraction of extra invalid events")
+    g.add_argument("--bots", type=int, default=0, help="number of bot-like users")
+    g.set_defaults(func=_cmd_generate)
+
+    pr = sub.add_parser("profile", help="print one profile")
+    pr.add_argument("user_id")
+    pr.set_defaults(func=_cmd_profile)
+
+    d = sub.add_parser("demo", help="run the whole pipeline locally on a generated stream")
+    d.add_argument("--users", type=int, default=2000)
+    d.add_argument("--days", type=float, default=14.0)
+    d.add_argument("--rate", type=float, default=5000.0, help="events/s fed to the collector")
+    d.add_argument("--port", type=int, default=0, help="collector port (0: a free one)")
+    d.add_argument("--keep-running", action="store_true", help="after feeding, keep serving until Ctrl-C")
+    d.add_argument("--workdir", default=None, help="where Redis data and recovery go (default: a temp dir)")
+    d.set_defaults(func=_cmd_demo)
+
+    cf = sub.add_parser("config", help="show the effective settings")
+    cf.add_argument("--markdown", action="store_true", help="print the settings table for the README")
+    cf.set_defaults(func=_cmd_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"liveprofile: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

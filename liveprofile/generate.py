@@ -1,0 +1,818 @@
+"""Deterministic, realistic Segment-spec test streams with the expected profile of every user.
+
+Contract
+--------
+``generate(cfg)`` returns a :class:`Generated`: a list of Segment-spec event
+dicts in stream order plus, for every user that has at least one valid event,
+the profile fields the pipeline must end up with (``truth``), all computed
+*independently* of :mod:`operators.profile` from the generator's own integer
+bookkeeping. The same :class:`GenConfig` always yields the same output (every
+random choice comes from ``random.Random`` seeded with strings derived from
+``cfg.seed``; Python's ``hash()`` is never used).
+
+Stream properties:
+
+* Events carry ``type``, ``messageId`` (unique), ``userId``, ``timestamp``
+  (ISO 8601 UTC, milliseconds, ``Z``), ``context`` and, for track calls,
+  ``event`` + ``properties``. No ``sentAt`` and no ``receivedAt``: the event time
+  is the ``timestamp``.
+* Per user, event times strictly increase (>= 1 ms apart) and lie in
+  ``[end_ms - days, end_ms]``. The valid events are the global merge by time, so
+  per-user stream order is time order.
+* ``round(duplicate_rate * n_valid)`` valid events are re-emitted as exact
+  copies 1..``duplicate_max_positions`` positions after the original, never
+  more than ``duplicate_max_lag_ms`` of stream time later (so they stay inside
+  the pipeline's dedupe window). They do not count in the truth.
+* ``round(invalid_rate * n_valid)`` invalid events are spread through the
+  stream, each with a unique ``messageId``; ``Generated.invalid`` lists the
+  reason code :func:`operators.events.parse_event` must reject it with.
+  They do not count in the truth.
+
+Truth semantics (per user id, all values strings as on the profile hash):
+``event_count`` valid unique events; ``purchase_count`` / ``revenue_total`` over
+``Order Completed`` (order value = ``revenue``, else ``total``, else the sum of
+price x quantity of its products, in exact cents); first/last seen and
+purchase times; ``email`` of the newest identify; the live cart = net
+``Product Added``/``Product Removed`` quantities after the newest order;
+email opens/clicks and the newest open time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from operators.money import format_cents
+from operators.timeutil import iso
+
+__all__ = [
+    "GenConfig",
+    "Generated",
+    "Catalogue",
+    "BOT_KINDS",
+    "INVALID_REASONS",
+    "TRUTH_FIELDS",
+    "generate",
+    "generate_to_files",
+    "write_jsonl",
+    "read_jsonl",
+]
+
+SECOND_MS = 1000
+MINUTE_MS = 60 * SECOND_MS
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+#: Reason codes of the injected invalid events (as in ``operators.events.REASONS``).
+INVALID_REASONS = (
+    "missing_event",
+    "unknown_type",
+    "missing_identity",
+    "invalid_money",
+    "invalid_quantity",
+    "invalid_email",
+    "invalid_timestamp",
+)
+#: Bot behaviours, assigned round-robin to ``bot0001``, ``bot0002``, ...
+BOT_KINDS = ("scraper", "link_scanner")
+#: The profile fields the truth holds for every user.
+TRUTH_FIELDS = (
+    "event_count", "purchase_count", "revenue_total", "first_seen_at", "last_seen_at",
+    "first_purchase_at", "last_purchase_at", "email", "cart_items", "cart_value",
+    "email_opens", "email_clicks", "last_email_open_at",
+)  # fmt: skip
+
+_DEFAULT_CATEGORIES = ("electronics", "books", "fashion", "home", "sports", "beauty", "toys", "garden")
+_MAX_CART_OPS = 150  # stay well below the operator's bound on remembered cart operations
+_SITE = "https://shop.example.com"
+_UAS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/123.0.0.0 Safari/537.36",
+)
+_BOT_UAS = {
+    "scraper": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.6099.71 Safari/537.36",
+    "link_scanner": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/99.0.4844.51 Safari/537.36",
+}
+_ESP_UA = "esp-webhooks/2.4 (+https://esp.example.net)"
+_PUBLIC_OCTETS = (24, 31, 37, 50, 62, 68, 73, 81, 86, 92, 98, 109, 151, 176, 188)
+_FIRST = ("anna", "ben", "carla", "dev", "elif", "farid", "grace", "hugo", "ines", "jon", "kira", "liam", "maya", "noah", "olga", "priya", "quinn", "rosa", "sami", "tara")
+_LAST = ("smith", "garcia", "mueller", "rossi", "kim", "nguyen", "silva", "novak", "ito", "khan", "okafor", "berg")
+_DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "icloud.com", "proton.me", "web.de", "example.org")
+_NOUNS = {
+    "electronics": ("Headphones", "Charger", "Speaker", "Webcam", "Keyboard", "Monitor"),
+    "books": ("Novel", "Cookbook", "Atlas", "Biography", "Anthology", "Guide"),
+    "fashion": ("Jacket", "Sneakers", "Scarf", "T-Shirt", "Jeans", "Dress"),
+    "home": ("Lamp", "Blanket", "Vase", "Mug Set", "Cushion", "Clock"),
+    "sports": ("Yoga Mat", "Dumbbells", "Racket", "Bottle", "Jump Rope", "Helmet"),
+    "beauty": ("Serum", "Lipstick", "Shampoo", "Face Mask", "Perfume", "Cream"),
+    "toys": ("Puzzle", "Robot Kit", "Plush Bear", "Board Game", "Blocks", "Kite"),
+    "garden": ("Trowel", "Planter", "Hose", "Seed Pack", "Pruner", "Gloves"),
+}
+_PRICE_RANGE = {"electronics": (15, 400), "books": (6, 45), "fashion": (12, 180), "home": (8, 150),
+                "sports": (7, 160), "beauty": (5, 90), "toys": (6, 120), "garden": (4, 110)}  # fmt: skip
+_ADJ = ("Classic", "Pro", "Mini", "Eco", "Deluxe", "Smart", "Urban", "Soft", "Ultra", "Everyday")
+_BRANDS = ("Acme", "Northwind", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay", "Soylent")
+_QUERIES = ("gift", "sale", "wireless", "organic", "kids", "summer", "black", "best seller", "new", "cheap")
+
+
+# --------------------------------------------------------------------------- config & result
+
+
+@dataclass(frozen=True)
+class GenConfig:
+    """What to generate. ``end_ms`` (epoch ms UTC, the newest event time) is required.
+
+    ``users`` normal users ``u00001``... plus ``bots`` bot users ``bot0001``...
+    ``sessions_mean`` is the mean number of browsing sessions per normal user
+    over the span (heavy-tailed); ``preference_share`` the probability that a
+    category-bearing activity is in the user's planted category.
+    """
+
+    users: int = 1000
+    seed: int = 42
+    end_ms: int = field(kw_only=True)
+    days: float = 30.0
+    duplicate_rate: float = 0.0
+    invalid_rate: float = 0.0
+    bots: int = 0
+    categories: tuple[str, ...] = _DEFAULT_CATEGORIES
+    products: int = 200
+    preference_share: float = 0.65
+    sessions_mean: float = 5.0
+    checkout_rate: float = 0.45
+    reidentify_rate: float = 0.1
+    campaign_every_days: float = 3.0
+    duplicate_max_positions: int = 500
+    duplicate_max_lag_ms: int = 24 * HOUR_MS
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.users < 0 or self.bots < 0:
+            problems.append("users and bots must be >= 0")
+        if not self.days > 0 or not self.campaign_every_days > 0 or not self.sessions_mean >= 1:
+            problems.append("days and campaign_every_days must be > 0, sessions_mean >= 1")
+        if not 0 <= self.duplicate_rate <= 1 or self.invalid_rate < 0:
+            problems.append("duplicate_rate must be in [0, 1] and invalid_rate >= 0")
+        if not self.categories or len(set(self.categories)) != len(self.categories):
+            problems.append("categories must be non-empty and distinct")
+        if self.products < len(self.categories):
+            problems.append("need at least one product per category")
+        if not 0 <= self.preference_share <= 1 or not 0 <= self.checkout_rate <= 1:
+            problems.append("preference_share and checkout_rate must be in [0, 1]")
+        if self.duplicate_max_positions < 1 or self.duplicate_max_lag_ms < 0:
+            problems.append("duplicate_max_positions must be >= 1, duplicate_max_lag_ms >= 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def start_ms(self) -> int:
+        """The oldest possible event time."""
+        return self.end_ms - int(self.days * DAY_MS)
+
+
+@dataclass
+class Generated:
+    """A generated stream and what the pipeline must make of it."""
+
+    events: list[dict[str, Any]]
+    truth: dict[str, dict[str, str]]
+    invalid: list[dict[str, str]]
+    bots: list[str]
+    preferences: dict[str, str]
+    bot_kinds: dict[str, str] = field(default_factory=dict)
+    #: messageIds that were planted as duplicates (each appears exactly twice).
+    duplicates: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Fixed products: ``props[pid]`` is the Segment product dict (without quantity)."""
+
+    props: dict[str, dict[str, Any]]
+    cents: dict[str, int]
+    by_category: dict[str, list[str]]
+    ids: list[str]
+
+    @classmethod
+    def build(cls, seed: int, categories: tuple[str, ...], n: int) -> Catalogue:
+        """``n`` products spread round-robin over ``categories`` with fixed prices."""
+        rng = random.Random(f"{seed}/catalogue")
+        props: dict[str, dict[str, Any]] = {}
+        cents: dict[str, int] = {}
+        by_cat: dict[str, list[str]] = {c: [] for c in categories}
+        for i in range(n):
+            cat = categories[i % len(categories)]
+            pid = f"p{i + 1:04d}"
+            lo, hi = _PRICE_RANGE.get(cat, (5, 100))
+            price = rng.randint(lo, hi) * 100 + rng.choice((99, 99, 49, 95, 0))
+            brand = rng.choice(_BRANDS)
+            noun = rng.choice(_NOUNS.get(cat, ("Item",)))
+            props[pid] = {
+                "product_id": pid,
+                "sku": f"{cat[:3].upper()}-{i + 1:05d}",
+                "name": f"{brand} {rng.choice(_ADJ)} {noun}",
+                "category": cat,
+                "brand": brand,
+                "price": price / 100,
+            }
+            cents[pid] = price
+            by_cat[cat].append(pid)
+        return cls(props, cents, by_cat, list(props))
+
+    def line(self, pid: str, quantity: int) -> dict[str, Any]:
+        """A fresh product dict with ``quantity``."""
+        d = dict(self.props[pid])
+        d["quantity"] = quantity
+        return d
+
+
+# --------------------------------------------------------------------------- truth
+
+
+@dataclass(slots=True)
+class _Truth:
+    """Expected profile of one user, folded from events emitted in time order."""
+
+    count: int = 0
+    first: int | None = None
+    last: int | None = None
+    purchases: int = 0
+    revenue: int = 0
+    first_purchase: int | None = None
+    last_purchase: int | None = None
+    email: str = ""
+    cart: dict[str, list[int]] = field(default_factory=dict)  # pid -> [net qty, unit cents]
+    opens: int = 0
+    clicks: int = 0
+    last_open: int | None = None
+
+    def seen(self, ts: int) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = ts
+        self.last = ts
+
+    def order(self, ts: int, cents: int) -> None:
+        self.purchases += 1
+        self.revenue += cents
+        if self.first_purchase is None:
+            self.first_purchase = ts
+        self.last_purchase = ts
+        self.cart.clear()
+
+    def cart_op(self, pid: str, dq: int, cents: int) -> None:
+        entry = self.cart.setdefault(pid, [0, cents])
+        entry[0] += dq
+        if dq > 0:
+            entry[1] = cents
+
+    def fields(self) -> dict[str, str]:
+        """The profile hash fields, as strings."""
+        live = [(q, c) for q, c in self.cart.values() if q > 0]
+        return {
+            "event_count": str(self.count),
+            "purchase_count": str(self.purchases),
+            "revenue_total": format_cents(self.revenue),
+            "first_seen_at": _iso_or_empty(self.first),
+            "last_seen_at": _iso_or_empty(self.last),
+            "first_purchase_at": _iso_or_empty(self.first_purchase),
+            "last_purchase_at": _iso_or_empty(self.last_purchase),
+            "email": self.email,
+            "cart_items": str(sum(q for q, _ in live)),
+            "cart_value": format_cents(sum(q * c for q, c in live)),
+            "email_opens": str(self.opens),
+            "email_clicks": str(self.clicks),
+            "last_email_open_at": _iso_or_empty(self.last_open),
+        }
+
+
+def _iso_or_empty(ms: int | None) -> str:
+    return "" if ms is None else iso(ms)
+
+
+# --------------------------------------------------------------------------- one user
+
+
+class _Stop(Exception):
+    """The user's next event would be after ``end_ms``."""
+
+
+@dataclass(frozen=True)
+class _Campaign:
+    campaign_id: str
+    subject: str
+    sent_ms: int
+
+
+class _User:
+    """Emits one user's events in strictly increasing time and folds the truth alongside."""
+
+    def __init__(self, uid: str, cfg: GenConfig, cat: Catalogue, ua: str | None = None) -> None:
+        self.uid = uid
+        self.cfg = cfg
+        self.catalogue = cat
+        self.rng = random.Random(f"{cfg.seed}/{uid}")
+        self.end = cfg.end_ms
+        self.last = cfg.start_ms - 1
+        self.out: list[tuple[int, dict[str, Any]]] = []
+        self.truth = _Truth()
+        self.ua = ua or self.rng.choice(_UAS)
+        self.ip = self._ip()
+        self.page: dict[str, str] | None = None
+        self.cart: dict[str, int] = {}
+        self.cart_ops = 0
+
+    # -- primitives
+
+    def _ip(self) -> str:
+        r = self.rng
+        return f"{r.choice(_PUBLIC_OCTETS)}.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
+
+    def _tick(self, at: int) -> int:
+        ts = max(at, self.last + 1)
+        if ts > self.end:
+            raise _Stop
+        self.last = ts
+        return ts
+
+    def _emit(self, at: int, etype: str, extra: dict[str, Any], ua: str | None = None) -> int:
+        ts = self._tick(at)
+        ctx: dict[str, Any] = {"userAgent": ua or self.ua, "ip": self.ip,
+                               "library": {"name": "analytics.js", "version": "next-1.70.0"}}  # fmt: skip
+        if self.page is not None and ua is None:
+            ctx["page"] = dict(self.page)
+        ev: dict[str, Any] = {
+            "type": etype,
+            "messageId": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+            "userId": self.uid,
+            "timestamp": iso(ts),
+            "context": ctx,
+        }
+        ev.update(extra)
+        self.out.append((ts, ev))
+        self.truth.seen(ts)
+        return ts
+
+    def track(self, at: int, name: str, props: dict[str, Any], ua: str | None = None) -> int:
+        """Emit a track call; returns its time."""
+        return self._emit(at, "track", {"event": name, "properties": props}, ua)
+
+    def page_view(self, at: int, name: str, path: str, category: str | None = None) -> int:
+        """Emit a page call and make ``path`` the current page."""
+        self.page = {"path": path, "url": _SITE + path, "title": f"{name} | Shop"}
+        props: dict[str, Any] = {"path": path, "url": _SITE + path}
+        if category is not None:
+            props["category"] = category
+        return self._emit(at, "page", {"name": name, "properties": props})
+
+    def identify(self, at: int, email: str, first_name: str) -> int:
+        """Emit an identify call carrying ``email``."""
+        ts = self._emit(at, "identify", {"traits": {"email": email, "first_name": first_name}})
+        self.truth.email = email
+        return ts
+
+    def gap(self, median_ms: int = 20 * SECOND_MS) -> int:
+        """A think time between two events of a session (log-normal, 1 s .. 5 min)."""
+        g = int(self.rng.lognormvariate(math.log(median_ms), 0.8))
+        return min(max(g, SECOND_MS), 5 * MINUTE_MS)
+
+    # -- email
+
+    def email_delivered(self, at: int, camp: _Campaign, email_id: str) -> int:
+        return self.track(at, "Email Delivered", {"campaign_id": camp.campaign_id, "email_id": email_id,
+                                                   "email_subject": camp.subject}, ua=_ESP_UA)  # fmt: skip
+
+    def email_opened(self, at: int, camp: _Campaign, email_id: str) -> int:
+        ts = self.track(at, "Email Opened", {"campaign_id": camp.campaign_id, "email_id": email_id}, ua=self.ua)
+        self.truth.opens += 1
+        self.truth.last_open = ts
+        return ts
+
+    def email_clicked(self, at: int, camp: _Campaign, email_id: str, url: str) -> int:
+        props = {"campaign_id": camp.campaign_id, "email_id": email_id, "link_url": url}
+        ts = self.track(at, "Email Link Clicked", props, ua=self.ua)
+        self.truth.clicks += 1
+        return ts
+
+    # -- commerce
+
+    def product_event(self, at: int, name: str, pid: str, qty: int) -> int:
+        """Product Viewed/Added/Removed; Added/Removed update the cart and the truth."""
+        self.page = {"path": f"/p/{pid}", "url": f"{_SITE}/p/{pid}", "title": self.catalogue.props[pid]["name"]}
+        ts = self.track(at, name, self.catalogue.line(pid, qty))
+        if name in ("Product Added", "Product Removed"):
+            dq = qty if name == "Product Added" else -qty
+            self.cart[pid] = self.cart.get(pid, 0) + dq
+            if self.cart[pid] <= 0:
+                del self.cart[pid]
+            self.cart_ops += 1
+            self.truth.cart_op(pid, dq, self.catalogue.cents[pid])
+        return ts
+
+    def cart_lines(self) -> list[dict[str, Any]]:
+        return [self.catalogue.line(pid, q) for pid, q in sorted(self.cart.items())]
+
+    def cart_cents(self) -> int:
+        return sum(self.catalogue.cents[pid] * q for pid, q in self.cart.items())
+
+    def checkout(self, at: int) -> int:
+        """Cart Viewed (sometimes), Checkout Started, Order Completed; empties the cart."""
+        rng = self.rng
+        t = at
+        order_id = f"o-{rng.getrandbits(40):010x}"
+        cents = self.cart_cents()
+        if rng.random() < 0.6:
+            self.page = {"path": "/cart", "url": f"{_SITE}/cart", "title": "Cart | Shop"}
+            t = self.track(t, "Cart Viewed", {"cart_id": f"c-{self.uid}", "products": self.cart_lines()}) + self.gap()
+        self.page = {"path": "/checkout", "url": f"{_SITE}/checkout", "title": "Checkout | Shop"}
+        t = self.track(t, "Checkout Started", {"order_id": order_id, "value": cents / 100, "currency": "USD",
+                                               "products": self.cart_lines()}) + self.gap(60 * SECOND_MS)  # fmt: skip
+        props: dict[str, Any] = {"order_id": order_id, "currency": "USD", "products": self.cart_lines()}
+        mode = rng.random()
+        if mode < 1 / 3:
+            props["revenue"] = cents / 100
+        elif mode < 2 / 3:
+            props["total"] = cents / 100
+        ts = self.track(t, "Order Completed", props)
+        self.truth.order(ts, cents)
+        self.cart.clear()
+        self.cart_ops = 0
+        return ts
+
+
+# --------------------------------------------------------------------------- normal users
+
+
+class _Shopper(_User):
+    """A normal user with a planted preferred category."""
+
+    def __init__(self, uid: str, cfg: GenConfig, cat: Catalogue) -> None:
+        super().__init__(uid, cfg, cat)
+        rng = self.rng
+        self.preferred = rng.choice(cfg.categories)
+        self.others = [c for c in cfg.categories if c != self.preferred] or [self.preferred]
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        self.first_name = first.capitalize()
+        self.email = f"{first}.{last}{rng.randint(1, 999)}@{rng.choice(_DOMAINS)}"
+        self.viewed: list[str] = []
+
+    def pick_category(self) -> str:
+        """The preferred category with probability ``preference_share``, else another one."""
+        if self.rng.random() < self.cfg.preference_share:
+            return self.preferred
+        return self.rng.choice(self.others)
+
+    def pick_product(self) -> str:
+        return self.rng.choice(self.catalogue.by_category[self.pick_category()])
+
+    def plan(self, campaigns: list[_Campaign]) -> list[tuple[int, int, Callable[..., Any], tuple[Any, ...]]]:
+        """Episodes (start time, tie-break, action, args) over the user's life."""
+        cfg, rng = self.cfg, self.rng
+        span = cfg.end_ms - cfg.start_ms
+        join = cfg.start_ms + int(rng.random() * span * 0.9)
+        eps: list[tuple[int, int, Callable[..., Any], tuple[Any, ...]]] = [(join, 0, self.session, (True, None))]
+        n = max(1, round(rng.lognormvariate(math.log(cfg.sessions_mean) - 0.32, 0.8))) - 1
+        for _ in range(n):
+            eps.append((rng.randint(join, cfg.end_ms), len(eps), self.session, (False, None)))
+        if rng.random() < cfg.reidentify_rate:
+            eps.append((rng.randint(join, cfg.end_ms), len(eps), self.reidentify, ()))
+        for camp in campaigns:
+            if camp.sent_ms > join + HOUR_MS and rng.random() < 0.8:
+                eps.extend(self.plan_email(camp, len(eps)))
+        return eps
+
+    def plan_email(self, camp: _Campaign, k: int) -> list[tuple[int, int, Callable[..., Any], tuple[Any, ...]]]:
+        """Delivery, maybe an open (minutes to a day later), maybe a click leading to a session."""
+        rng = self.rng
+        email_id = f"em-{rng.getrandbits(48):012x}"
+        t = camp.sent_ms + rng.randint(0, 2 * HOUR_MS)
+        eps: list[tuple[int, int, Callable[..., Any], tuple[Any, ...]]] = [(t, k, self.email_delivered, (camp, email_id))]
+        if rng.random() < 0.35:
+            t += min(int(rng.lognormvariate(math.log(40 * MINUTE_MS), 1.3)), DAY_MS)
+            eps.append((t, k + 1, self.email_opened, (camp, email_id)))
+            if rng.random() < 0.3:
+                t += rng.randint(5 * SECOND_MS, 2 * MINUTE_MS)
+                eps.append((t, k + 2, self.click_through, (camp, email_id)))
+        return eps
+
+    def play(self, campaigns: list[_Campaign]) -> None:
+        """Run all episodes in start order until the end of the span."""
+        episodes = sorted(self.plan(campaigns), key=lambda e: (e[0], e[1]))
+        try:
+            for start, _, action, args in episodes:
+                action(start, *args)
+        except _Stop:
+            pass
+
+    def reidentify(self, at: int) -> None:
+        """A later identify with a changed address (the newest one wins)."""
+        local, _, _ = self.email.partition("@")
+        self.email = f"{local}@{self.rng.choice(_DOMAINS)}"
+        self.identify(at, self.email, self.first_name)
+
+    def click_through(self, at: int, camp: _Campaign, email_id: str) -> None:
+        cat = self.pick_category()
+        path = f"/c/{cat}?utm_source=email&utm_campaign={camp.campaign_id}"
+        t = self.email_clicked(at, camp, email_id, _SITE + path)
+        if self.rng.random() < 0.6:
+            self.session(t + self.rng.randint(2 * SECOND_MS, 10 * SECOND_MS), False, cat)
+
+    def session(self, at: int, first: bool, landing: str | None) -> None:
+        """A burst of page/product/custom events, ending in a checkout or an abandoned cart."""
+        rng = self.rng
+        self.viewed = []
+        if landing is not None:
+            t = self.page_view(at, "Category", f"/c/{landing}", landing)
+        elif rng.random() < 0.4:
+            t = self.page_view(at, "Home", "/")
+        else:
+            cat = self.pick_category()
+            t = self.page_view(at, "Category", f"/c/{cat}", cat)
+        if first:
+            t = self.identify(t + self.gap(8 * SECOND_MS), self.email, self.first_name)
+        for _ in range(rng.randint(2, 14)):
+            t = self.step(t + self.gap())
+        if self.cart and rng.random() < self.cfg.checkout_rate:
+            self.checkout(t + self.gap())
+
+    def step(self, at: int) -> int:
+        """One in-session action."""
+        rng = self.rng
+        r = rng.random()
+        can_cart = self.cart_ops < _MAX_CART_OPS
+        if r < 0.28:
+            cat = self.pick_category()
+            return self.page_view(at, "Category", f"/c/{cat}", cat)
+        if r < 0.62 or not can_cart:
+            return self.view_product(at) if r < 0.9 or r >= 0.94 or not self.cart else self.view_cart(at)
+        if r < 0.77 and self.viewed:
+            return self.product_event(at, "Product Added", rng.choice(self.viewed), rng.choice((1, 1, 1, 2, 3)))
+        if r < 0.82 and self.cart:
+            pid = rng.choice(sorted(self.cart))
+            return self.product_event(at, "Product Removed", pid, rng.randint(1, self.cart[pid]))
+        if r < 0.89:
+            return self.track(at, "Search", {"query": rng.choice(_QUERIES)})
+        if r < 0.94:
+            cat = self.pick_category()
+            return self.track(at, "Video Played", {"video_id": f"v-{cat}-{rng.randint(1, 20)}", "category": cat})
+        return self.view_product(at)
+
+    def view_product(self, at: int) -> int:
+        pid = self.pick_product()
+        self.viewed.append(pid)
+        return self.product_event(at, "Product Viewed", pid, 1)
+
+    def view_cart(self, at: int) -> int:
+        self.page = {"path": "/cart", "url": f"{_SITE}/cart", "title": "Cart | Shop"}
+        return self.track(at, "Cart Viewed", {"cart_id": f"c-{self.uid}", "products": self.cart_lines()})
+
+
+# --------------------------------------------------------------------------- bots
+
+
+class _Bot(_User):
+    """A bot: regular 200-300 ms inter-arrival, bursts, no purchases."""
+
+    def __init__(self, uid: str, kind: str, cfg: GenConfig, cat: Catalogue) -> None:
+        super().__init__(uid, cfg, cat, ua=_BOT_UAS[kind])
+        self.kind = kind
+        self.ip = f"{self.rng.choice((34, 35, 52, 54, 104, 159))}.{self.rng.randint(0, 255)}.{self.rng.randint(0, 255)}.{self.rng.randint(1, 254)}"
+
+    def tick_ms(self) -> int:
+        return self.rng.randint(200, 300)
+
+    def play(self, campaigns: list[_Campaign]) -> None:
+        try:
+            if self.kind == "scraper":
+                self.scrape()
+            else:
+                self.scan_links(campaigns)
+        except _Stop:
+            pass
+
+    def scrape(self) -> None:
+        """Bursts that walk the catalogue with Product Viewed (and listing pages)."""
+        rng, cfg = self.rng, self.cfg
+        starts = sorted(rng.randint(cfg.start_ms, cfg.end_ms - HOUR_MS) for _ in range(rng.randint(3, 8)))
+        pos = rng.randrange(len(self.catalogue.ids))
+        for start in starts:
+            t = start
+            for i in range(rng.randint(150, 600)):
+                pid = self.catalogue.ids[pos % len(self.catalogue.ids)]
+                pos += 1
+                if i % 25 == 0:
+                    cat = self.catalogue.props[pid]["category"]
+                    t = self.page_view(t, "Category", f"/c/{cat}?page={i // 25 + 1}", cat) + self.tick_ms()
+                t = self.product_event(t, "Product Viewed", pid, 1) + self.tick_ms()
+
+    def scan_links(self, campaigns: list[_Campaign]) -> None:
+        """A mail-security scanner: opens and clicks every link 1-2 s after each delivery."""
+        rng, cfg = self.rng, self.cfg
+        self.identify(cfg.start_ms + rng.randint(0, HOUR_MS), f"inbox{self.uid[3:]}@corp-{rng.randint(1, 99)}.example.com", "Security")
+        sends = [(c.sent_ms + rng.randint(0, 2 * HOUR_MS), c) for c in campaigns]
+        extra = [_Campaign(f"tx-{k:04d}", "Your receipt", rng.randint(cfg.start_ms, cfg.end_ms)) for k in range(rng.randint(40, 120))]
+        sends += [(c.sent_ms, c) for c in extra]
+        for t, camp in sorted(sends, key=lambda s: (s[0], s[1].campaign_id)):
+            email_id = f"em-{rng.getrandbits(48):012x}"
+            t0 = self.email_delivered(t, camp, email_id)
+            t = self.email_opened(t0 + rng.randint(1000, 1200), camp, email_id)
+            for j in range(rng.randint(1, 3)):
+                t = self.email_clicked(t + rng.randint(200, 260), camp, email_id, f"{_SITE}/l/{camp.campaign_id}/{j}")
+
+
+# --------------------------------------------------------------------------- invalid events
+
+
+def _invalid_event(rng: random.Random, reason: str, uid: str, ts: int, mid: str) -> dict[str, Any]:
+    """An event that ``parse_event`` must reject with ``reason`` (and nothing earlier)."""
+    ev: dict[str, Any] = {"type": "track", "messageId": mid, "userId": uid, "timestamp": iso(ts),
+                          "context": {"userAgent": rng.choice(_UAS), "ip": f"{rng.choice(_PUBLIC_OCTETS)}.0.113.{rng.randint(1, 254)}"}}  # fmt: skip
+    product = {"product_id": "p0001", "sku": "X-00001", "name": "Broken Thing", "category": "misc", "price": 9.99}
+    if reason == "missing_event":
+        ev["properties"] = {"query": "shoes"}
+    elif reason == "unknown_type":
+        ev.update(type="purchase", event="Order Completed", properties={"revenue": 10.0})
+    elif reason == "missing_identity":
+        del ev["userId"]
+        ev.update(event="Product Viewed", properties=dict(product, quantity=1))
+    elif reason == "invalid_money":
+        ev.update(event="Order Completed", properties={"order_id": f"o-bad-{mid[-6:]}", "currency": "USD",
+                                                       "revenue": rng.choice((-5, "abc")), "products": [dict(product, quantity=1)]})  # fmt: skip
+    elif reason == "invalid_quantity":
+        ev.update(event="Product Added", properties=dict(product, quantity=rng.choice((0, 1.5))))
+    elif reason == "invalid_email":
+        ev["type"] = "identify"
+        ev["traits"] = {"email": "not-an-email", "first_name": "Broken"}
+    elif reason == "invalid_timestamp":
+        ev.update(event="Search", properties={"query": "sale"}, timestamp="yesterday-ish")
+    else:  # pragma: no cover - guarded by INVALID_REASONS
+        raise ValueError(reason)
+    return ev
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def _campaigns(cfg: GenConfig) -> list[_Campaign]:
+    """The marketing calendar: one campaign every ``campaign_every_days``, mid-morning."""
+    every = int(cfg.campaign_every_days * DAY_MS)
+    out = []
+    t, k = cfg.start_ms + every // 2, 1
+    while t < cfg.end_ms - HOUR_MS:
+        out.append(_Campaign(f"cmp-{k:03d}", f"Picks for you #{k}", t))
+        t, k = t + every, k + 1
+    return out
+
+
+def _play_all(cfg: GenConfig, cat: Catalogue) -> tuple[list[_User], list[_Bot]]:
+    campaigns = _campaigns(cfg)
+    users: list[_User] = []
+    for i in range(cfg.users):
+        u = _Shopper(f"u{i + 1:05d}", cfg, cat)
+        u.play(campaigns)
+        users.append(u)
+    bots = []
+    for i in range(cfg.bots):
+        b = _Bot(f"bot{i + 1:04d}", BOT_KINDS[i % len(BOT_KINDS)], cfg, cat)
+        b.play(campaigns)
+        bots.append(b)
+    return users, bots
+
+
+class _Assembler:
+    """Interleaves the time-ordered valid events with duplicates and invalid events."""
+
+    def __init__(self, cfg: GenConfig, valid: list[tuple[int, int, int, dict[str, Any]]], uids: list[str]) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(f"{cfg.seed}/stream")
+        self.valid = valid
+        self.times = [v[0] for v in valid]
+        self.uids = uids
+        n = len(valid)
+        self.n_dup = round(cfg.duplicate_rate * n)
+        self.n_inv = round(cfg.invalid_rate * n) if uids else 0
+        self.dup_of = set(self.rng.sample(range(n), self.n_dup))
+        total = n + self.n_dup + self.n_inv
+        self.reserved: dict[int, tuple[str, Any]] = {}
+        for s in self.rng.sample(range(total), self.n_inv):
+            self.reserved[s] = ("invalid", None)
+        self.out: list[dict[str, Any]] = []
+        self.invalid: list[dict[str, str]] = []
+        self.duplicates: list[str] = []
+
+    def run(self) -> None:
+        vi = 0
+        last_ts = self.times[0] if self.times else self.cfg.end_ms
+        while vi < len(self.valid):
+            item = self.reserved.pop(len(self.out), None)
+            if item is not None:
+                self.emit_reserved(item, last_ts)
+                continue
+            last_ts, _, _, ev = self.valid[vi]
+            self.out.append(ev)
+            if vi in self.dup_of:
+                self.schedule_duplicate(vi, ev)
+            vi += 1
+        for s in sorted(self.reserved):
+            self.emit_reserved(self.reserved[s], last_ts)
+        self.reserved.clear()
+
+    def emit_reserved(self, item: tuple[str, Any], last_ts: int) -> None:
+        kind, payload = item
+        if kind == "duplicate":
+            self.out.append(payload)
+            self.duplicates.append(payload["messageId"])
+            return
+        reason = INVALID_REASONS[len(self.invalid) % len(INVALID_REASONS)] if len(self.invalid) < len(INVALID_REASONS) else self.rng.choice(INVALID_REASONS)
+        mid = f"bad-{self.cfg.seed}-{len(self.invalid) + 1:07d}"
+        self.out.append(_invalid_event(self.rng, reason, self.rng.choice(self.uids), last_ts, mid))
+        self.invalid.append({"messageId": mid, "reason": reason})
+
+    def schedule_duplicate(self, vi: int, ev: dict[str, Any]) -> None:
+        """Reserve a free slot 1..k positions after the original (k bounded by positions and lag)."""
+        s = len(self.out) - 1
+        j = bisect.bisect_right(self.times, self.times[vi] + self.cfg.duplicate_max_lag_ms)
+        kmax = max(1, min(self.cfg.duplicate_max_positions, j - vi))
+        k = self.rng.randint(1, kmax)
+        candidates = [*range(s + k, s + kmax + 1), *range(s + k - 1, s, -1)]
+        slot = next((c for c in candidates if c not in self.reserved), None)
+        if slot is None:  # only with absurd rates: take the next free slot further on
+            slot = s + kmax + 1
+            while slot in self.reserved:
+                slot += 1
+        self.reserved[slot] = ("duplicate", orjson.loads(orjson.dumps(ev)))
+
+
+def generate(cfg: GenConfig) -> Generated:
+    """Generate the stream and the expected per-user profiles for ``cfg`` (deterministic)."""
+    cat = Catalogue.build(cfg.seed, cfg.categories, cfg.products)
+    users, bots = _play_all(cfg, cat)
+    everyone: list[_User] = [*users, *bots]
+    valid = [(ts, ui, k, ev) for ui, u in enumerate(everyone) for k, (ts, ev) in enumerate(u.out)]
+    valid.sort(key=lambda v: (v[0], v[1], v[2]))
+    asm = _Assembler(cfg, valid, [u.uid for u in everyone if u.out])
+    asm.run()
+    return Generated(
+        events=asm.out,
+        truth={u.uid: u.truth.fields() for u in everyone if u.truth.count},
+        invalid=asm.invalid,
+        bots=[b.uid for b in bots],
+        preferences={u.uid: u.preferred for u in users if isinstance(u, _Shopper) and u.truth.count},
+        bot_kinds={b.uid: b.kind for b in bots},
+        duplicates=asm.duplicates,
+    )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_jsonl(path: str | Path, events: Iterable[dict[str, Any]]) -> None:
+    """Write one compact JSON object per line."""
+    with open(path, "wb") as fh:
+        for ev in events:
+            fh.write(orjson.dumps(ev))
+            fh.write(b"\n")
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the JSON object of every non-blank line."""
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield orjson.loads(line)
+
+
+def generate_to_files(cfg: GenConfig, events_path: str | Path, truth_path: str | Path | None = None) -> Generated:
+    """Generate, write the events as JSONL and (optionally) the truth as JSON.
+
+    The truth file holds ``truth``, ``invalid``, ``bots``, ``bot_kinds``,
+    ``preferences`` and ``duplicates``.
+    """
+    gen = generate(cfg)
+    write_jsonl(events_path, gen.events)
+    if truth_path is not None:
+        doc = {
+            "truth": gen.truth,
+            "invalid": gen.invalid,
+            "bots": gen.bots,
+            "bot_kinds": gen.bot_kinds,
+            "preferences": gen.preferences,
+            "duplicates": gen.duplicates,
+        }
+        Path(truth_path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return gen

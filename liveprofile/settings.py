@@ -1,0 +1,169 @@
+"""Configuration: ``LIVEPROFILE_*`` environment variables, with a file alternative.
+
+Read once at an entry point (collector, dataflow module, CLI) and passed down
+explicitly; nothing below the edge reads the environment. Precedence: the
+process environment, then the file named by ``LIVEPROFILE_CONFIG_FILE`` (lines
+of ``NAME=value``, ``#`` comments), then the defaults here.
+
+Every setting is listed in :data:`SETTINGS` with its default and meaning; the
+README table is generated from it (``liveprofile config --markdown``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from operators.dedupe import DedupeConfig
+from operators.events import Limits
+from operators.timeutil import TimestampError, parse_duration_s, parse_ts
+
+__all__ = ["Settings", "SETTINGS", "ConfigError", "load_env"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+#: name -> (default, description). Defaults are strings, parsed like the environment.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "LIVEPROFILE_REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis for buffer and profiles"),
+    "LIVEPROFILE_KEY_PREFIX": ("lp", "prefix of every Redis key"),
+    "LIVEPROFILE_WRITE_KEYS": ("", "comma-separated accepted write keys; the collector refuses to start without one, except in the demo"),
+    "LIVEPROFILE_TIMESTAMP_MIN": ("", "oldest plausible event time (ISO 8601); empty = receipt minus LIVEPROFILE_MAX_EVENT_AGE"),
+    "LIVEPROFILE_MAX_EVENT_AGE": ("400d", "when TIMESTAMP_MIN is empty: oldest plausible event time relative to receipt"),
+    "LIVEPROFILE_MAX_FUTURE_SKEW": ("3600", "newest plausible event time, seconds ahead of receipt"),
+    "LIVEPROFILE_SHARDS": ("4", "number of buffer streams (shards) the events are spread over by user"),
+    "LIVEPROFILE_DEDUPE_WINDOW": ("48h", "messageId de-duplication window, in event time"),
+    "LIVEPROFILE_DEDUPE_MAX_IDS": ("2000", "cap on remembered messageIds per user (memory bound)"),
+    "LIVEPROFILE_MAX_BACKLOG": ("2000000", "buffered events not yet processed above which the collector answers 503"),
+    "LIVEPROFILE_MAX_REQUEST_BYTES": ("512000", "largest request body, after gzip inflation (413 above)"),
+    "LIVEPROFILE_MAX_EVENT_BYTES": ("32768", "largest single event (413, or a dead letter inside a batch)"),
+    "LIVEPROFILE_READ_BATCH": ("1000", "stream entries the dataflow reads per shard per poll"),
+    "LIVEPROFILE_POLL_INTERVAL": ("0.02", "seconds the dataflow waits before polling an idle shard again"),
+}
+
+
+def _file_values(path: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if "=" not in s:
+            msg = f"{path}:{lineno}: expected NAME=value"
+            raise ConfigError(msg)
+        k, v = s.split("=", 1)
+        out[k.strip()] = v.strip().strip('"').strip("'")
+    return out
+
+
+def load_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Merge defaults, the optional config file and the environment (highest)."""
+    env = os.environ if env is None else env
+    values = {k: d for k, (d, _) in SETTINGS.items()}
+    cfg_file = env.get("LIVEPROFILE_CONFIG_FILE")
+    if cfg_file:
+        values.update(_file_values(cfg_file))
+    values.update({k: v for k, v in env.items() if k.startswith("LIVEPROFILE_")})
+    return values
+
+
+def _int(values: Mapping[str, str], name: str, lo: int = 1) -> int:
+    try:
+        v = int(values[name])
+    except ValueError:
+        msg = f"{name} must be an integer, got {values[name]!r}"
+        raise ConfigError(msg) from None
+    if v < lo:
+        msg = f"{name} must be >= {lo}"
+        raise ConfigError(msg)
+    return v
+
+
+def _dur_ms(values: Mapping[str, str], name: str) -> int:
+    try:
+        return int(parse_duration_s(values[name]) * 1000)
+    except ValueError:
+        msg = f"{name} must be a duration like 90, 15m, 24h or 7d; got {values[name]!r}"
+        raise ConfigError(msg) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated configuration shared by every component."""
+
+    redis_url: str
+    key_prefix: str
+    write_keys: tuple[str, ...]
+    limits: Limits
+    shards: int
+    dedupe: DedupeConfig
+    max_backlog: int
+    max_request_bytes: int
+    read_batch: int
+    poll_interval_s: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build from the environment (see :data:`SETTINGS`); keyword overrides win."""
+        v = load_env(env)
+        ts_min = None
+        if v["LIVEPROFILE_TIMESTAMP_MIN"].strip():
+            try:
+                ts_min = parse_ts(v["LIVEPROFILE_TIMESTAMP_MIN"])
+            except TimestampError as exc:
+                msg = f"LIVEPROFILE_TIMESTAMP_MIN: {exc}"
+                raise ConfigError(msg) from None
+        limits = Limits(
+            timestamp_min_ms=ts_min,
+            max_age_ms=_dur_ms(v, "LIVEPROFILE_MAX_EVENT_AGE"),
+            max_future_skew_ms=_dur_ms(v, "LIVEPROFILE_MAX_FUTURE_SKEW"),
+            max_event_bytes=_int(v, "LIVEPROFILE_MAX_EVENT_BYTES"),
+        )
+        prefix = v["LIVEPROFILE_KEY_PREFIX"].strip()
+        if not prefix or any(c.isspace() for c in prefix):
+            msg = "LIVEPROFILE_KEY_PREFIX must be a non-empty word"
+            raise ConfigError(msg)
+        try:
+            poll = float(v["LIVEPROFILE_POLL_INTERVAL"])
+        except ValueError:
+            msg = "LIVEPROFILE_POLL_INTERVAL must be a number of seconds"
+            raise ConfigError(msg) from None
+        s = cls(
+            redis_url=v["LIVEPROFILE_REDIS_URL"],
+            key_prefix=prefix,
+            write_keys=tuple(k.strip() for k in v["LIVEPROFILE_WRITE_KEYS"].split(",") if k.strip()),
+            limits=limits,
+            shards=_int(v, "LIVEPROFILE_SHARDS"),
+            dedupe=DedupeConfig(
+                window_ms=_dur_ms(v, "LIVEPROFILE_DEDUPE_WINDOW"),
+                max_ids=_int(v, "LIVEPROFILE_DEDUPE_MAX_IDS"),
+            ),
+            max_backlog=_int(v, "LIVEPROFILE_MAX_BACKLOG"),
+            max_request_bytes=_int(v, "LIVEPROFILE_MAX_REQUEST_BYTES"),
+            read_batch=_int(v, "LIVEPROFILE_READ_BATCH"),
+            poll_interval_s=poll,
+        )
+        if overrides:
+            known = {f.name for f in fields(cls)}
+            bad = set(overrides) - known
+            if bad:
+                msg = f"unknown settings: {sorted(bad)}"
+                raise ConfigError(msg)
+            d = {f.name: getattr(s, f.name) for f in fields(cls)}
+            d.update(overrides)
+            s = cls(**d)  # type: ignore[arg-type]
+        return s
+
+    def masked(self) -> dict[str, object]:
+        """Settings as a dict safe to log: secrets (write keys, URL passwords) masked."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["write_keys"] = [k[:2] + "***" for k in self.write_keys]
+        url = self.redis_url
+        if "@" in url:
+            scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+            d["redis_url"] = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return d

@@ -1,0 +1,424 @@
+"""Parse, validate and normalize one Segment-spec event.
+
+Contract
+--------
+``parse_event(raw, limits)`` takes the JSON bytes (or an already decoded dict)
+of one event as the collector stamped it (with ``receivedAt``) and returns
+either an :class:`Event` (valid, normalized: UTC epoch-ms times with clock skew
+corrected, money in integer cents, categories normalized, products extracted)
+or a :class:`Rejected` carrying a stable reason code, a readable message and
+the raw event. It never raises on bad input and never reads the clock.
+
+Reason codes (stable, used in dead letters and metrics): see :data:`REASONS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from operators.money import MoneyError, to_cents
+from operators.timeutil import TimestampError, iso, parse_ts
+
+__all__ = [
+    "Event",
+    "Limits",
+    "Product",
+    "Rejected",
+    "REASONS",
+    "EVENT_TYPES",
+    "MONEY_FIELDS",
+    "parse_event",
+    "validate_email",
+    "norm_category",
+]
+
+EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+
+#: Properties whose values are money (numeric, non-negative).
+MONEY_FIELDS = ("revenue", "total", "price", "value", "subtotal", "tax", "shipping", "discount")
+
+#: Reason code -> what it means. Codes are part of the dead-letter contract.
+REASONS: dict[str, str] = {
+    "malformed_json": "the event is not valid JSON",
+    "not_object": "the event is not a JSON object",
+    "event_too_large": "the event is larger than the per-event limit",
+    "unknown_type": "type is missing or not one of track/identify/page/screen/group/alias",
+    "missing_identity": "neither userId nor anonymousId is present",
+    "invalid_identity": "userId/anonymousId/previousId is not a short string",
+    "invalid_message_id": "messageId is not a short string",
+    "missing_event": "a track call without an event name",
+    "missing_previous_id": "an alias call without previousId",
+    "invalid_field_type": "properties/traits/context/products has the wrong JSON type",
+    "invalid_timestamp": "a timestamp field cannot be parsed",
+    "timestamp_too_old": "event time is before LIVEPROFILE_TIMESTAMP_MIN",
+    "timestamp_in_future": "event time is beyond receipt + LIVEPROFILE_MAX_FUTURE_SKEW",
+    "invalid_money": "a money field is not a finite non-negative number",
+    "invalid_quantity": "a quantity is not a positive integer",
+    "invalid_email": "an email trait is not a syntactically valid address",
+}
+
+_MAX_ID_LEN = 256
+_MAX_QTY = 1_000_000
+# Practical address syntax (what ESPs accept): no spaces, one @, dotted domain.
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_WS_RE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Validation bounds.
+
+    ``timestamp_min_ms`` is an absolute lower bound (``LIVEPROFILE_TIMESTAMP_MIN``);
+    when ``None`` the bound is ``receivedAt - max_age_ms``. ``max_future_skew_ms``
+    is ``LIVEPROFILE_MAX_FUTURE_SKEW``.
+    """
+
+    timestamp_min_ms: int | None = None
+    max_age_ms: int = 400 * 86_400_000
+    max_future_skew_ms: int = 3_600_000
+    max_event_bytes: int = 32 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_future_skew_ms < 0 or self.max_age_ms <= 0 or self.max_event_bytes <= 0:
+            msg = "Limits must be positive"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    """A product line as it appears in product and order events."""
+
+    product_id: str
+    name: str
+    category: str
+    price_cents: int
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid, normalized event. Times are epoch ms UTC."""
+
+    message_id: str
+    type: str
+    name: str
+    uid: str
+    user_id: str | None
+    anonymous_id: str | None
+    ts: int
+    received_at: int
+    properties: dict[str, Any] = field(repr=False)
+    traits: dict[str, Any] = field(repr=False)
+    context: dict[str, Any] = field(repr=False)
+    previous_id: str | None = None
+    email: str | None = None
+    category: str = ""
+    products: tuple[Product, ...] = ()
+    value_cents: int = 0
+    original_timestamp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event that failed validation: goes to the dead letters."""
+
+    reason: str
+    message: str
+    raw: bytes
+    received_at: int | None = None
+    message_id: str | None = None
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def validate_email(value: object) -> str:
+    """Return the address trimmed, or raise ``ValueError``.
+
+    >>> validate_email(" Ann@Example.com ")
+    'Ann@Example.com'
+    >>> validate_email("not an email")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a valid email address: 'not an email'
+    """
+    if isinstance(value, str):
+        s = value.strip()
+        if len(s) <= 254 and _EMAIL_RE.match(s):
+            return s
+    msg = f"not a valid email address: {str(value)[:80]!r}"
+    raise ValueError(msg)
+
+
+def norm_category(value: object) -> str:
+    """Normalize a category: top level of a path, lowercased, single-spaced.
+
+    >>> norm_category("  Men's  Shoes > Running"), norm_category("Books/Fiction"), norm_category(None)
+    ("men's shoes", 'books', '')
+    """
+    if not isinstance(value, str):
+        return ""
+    s = value
+    for sep in (">", "/", "|"):
+        if sep in s:
+            s = s.split(sep, 1)[0]
+    return _WS_RE.sub(" ", s).strip().lower()[:64]
+
+
+def _ident(value: object, what: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _Invalid("invalid_identity", f"{what} must be a string")
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _Invalid("invalid_identity", f"{what} must be a string, got {type(value).__name__}")
+    s = value.strip()
+    if len(s) > _MAX_ID_LEN:
+        raise _Invalid("invalid_identity", f"{what} is longer than {_MAX_ID_LEN} characters")
+    return s or None
+
+
+def _obj(ev: dict[str, Any], key: str) -> dict[str, Any]:
+    v = ev.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise _Invalid("invalid_field_type", f"{key} must be an object, got {type(v).__name__}")
+    return v
+
+
+def _ts(ev: dict[str, Any], key: str) -> int | None:
+    v = ev.get(key)
+    if v is None:
+        return None
+    try:
+        return parse_ts(v)
+    except TimestampError as exc:
+        raise _Invalid("invalid_timestamp", f"{key}: {exc}") from None
+
+
+def _cents(value: object, where: str) -> int:
+    try:
+        return to_cents(value)
+    except MoneyError as exc:
+        raise _Invalid("invalid_money", f"{where} {exc}") from None
+
+
+def _qty(value: object, where: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_QTY:
+        raise _Invalid("invalid_quantity", f"{where} must be a positive integer, got {str(value)[:40]!r}")
+    return value
+
+
+def _product(p: dict[str, Any], where: str) -> Product:
+    price = _cents(p["price"], f"{where}.price") if p.get("price") is not None else 0
+    qty = _qty(p["quantity"], f"{where}.quantity") if p.get("quantity") is not None else 1
+    pid = p.get("product_id", p.get("sku", p.get("id")))
+    name = p.get("name")
+    return Product(
+        product_id=str(pid)[:_MAX_ID_LEN] if pid is not None and not isinstance(pid, dict | list) else "",
+        name=name[:200] if isinstance(name, str) else "",
+        category=norm_category(p.get("category")),
+        price_cents=price,
+        quantity=qty,
+    )
+
+
+def _derive_message_id(ev: dict[str, Any]) -> str:
+    body = {k: v for k, v in ev.items() if k not in ("receivedAt", "sentAt", "writeKey")}
+    digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16)
+    return "lp-" + digest.hexdigest()
+
+
+def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> Event:
+    etype = ev.get("type")
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
+        raise _Invalid("unknown_type", f"type must be one of {sorted(EVENT_TYPES)}, got {str(etype)[:40]!r}")
+    user_id = _ident(ev.get("userId"), "userId")
+    anon_id = _ident(ev.get("anonymousId"), "anonymousId")
+    if user_id is None and anon_id is None:
+        raise _Invalid("missing_identity", "userId or anonymousId is required")
+    mid = ev.get("messageId")
+    if mid is None or mid == "":
+        message_id = _derive_message_id(ev)
+    elif isinstance(mid, str) and len(mid) <= _MAX_ID_LEN:
+        message_id = mid
+    elif isinstance(mid, int) and not isinstance(mid, bool):
+        message_id = str(mid)
+    else:
+        raise _Invalid("invalid_message_id", f"messageId must be a string of at most {_MAX_ID_LEN} characters")
+
+    name = ""
+    previous_id = None
+    if etype == "track":
+        name = ev.get("event")
+        if not isinstance(name, str) or not name.strip():
+            raise _Invalid("missing_event", "track calls need a non-empty string `event`")
+        name = name.strip()[:_MAX_ID_LEN]
+    elif etype in ("page", "screen"):
+        n = ev.get("name")
+        name = n[:_MAX_ID_LEN] if isinstance(n, str) else ""
+    elif etype == "alias":
+        previous_id = _ident(ev.get("previousId"), "previousId")
+        if previous_id is None:
+            raise _Invalid("missing_previous_id", "alias calls need previousId")
+        if user_id is None:
+            raise _Invalid("missing_identity", "alias calls need userId")
+
+    props = _obj(ev, "properties")
+    traits = _obj(ev, "traits")
+    context = _obj(ev, "context")
+
+    received = _ts(ev, "receivedAt")
+    if received is None:
+        if received_default is None:
+            raise _Invalid("invalid_timestamp", "receivedAt is missing")
+        received = received_default
+    client_ts = _ts(ev, "timestamp")
+    original = ev.get("originalTimestamp")
+    if client_ts is None:
+        client_ts = _ts(ev, "originalTimestamp")
+    sent_at = _ts(ev, "sentAt")
+    if client_ts is None:
+        ts = received
+    elif sent_at is not None:
+        ts = received - (sent_at - client_ts)
+        original = original if isinstance(original, str) else iso(client_ts)
+    else:
+        ts = client_ts
+    lo = limits.timestamp_min_ms if limits.timestamp_min_ms is not None else received - limits.max_age_ms
+    if ts < lo:
+        raise _Invalid("timestamp_too_old", f"event time {iso(ts)} is before the oldest accepted {iso(lo)}")
+    hi = received + limits.max_future_skew_ms
+    if ts > hi:
+        raise _Invalid("timestamp_in_future", f"event time {iso(ts)} is after receipt + skew {iso(hi)}")
+
+    email = None
+    for src in (traits, context.get("traits"), props if etype == "track" else None):
+        if isinstance(src, dict) and src.get("email") not in (None, ""):
+            try:
+                email = validate_email(src["email"])
+            except ValueError as exc:
+                raise _Invalid("invalid_email", str(exc)) from None
+            break
+
+    for key in MONEY_FIELDS:
+        if props.get(key) is not None:
+            _cents(props[key], f"properties.{key}")
+
+    products: tuple[Product, ...] = ()
+    value_cents = 0
+    category = ""
+    raw_products = props.get("products")
+    if raw_products is not None:
+        if not isinstance(raw_products, list):
+            raise _Invalid("invalid_field_type", "properties.products must be an array")
+        if len(raw_products) > 1000:
+            raise _Invalid("invalid_field_type", "properties.products has more than 1000 items")
+        plist = []
+        for i, p in enumerate(raw_products):
+            if not isinstance(p, dict):
+                raise _Invalid("invalid_field_type", f"properties.products[{i}] must be an object")
+            plist.append(_product(p, f"properties.products[{i}]"))
+        products = tuple(plist)
+    elif etype == "track" and ("product_id" in props or "sku" in props or "price" in props):
+        products = (_product(props, "properties"),)
+    elif props.get("quantity") is not None:
+        _qty(props["quantity"], "properties.quantity")
+
+    if props.get("revenue") is not None:
+        value_cents = _cents(props["revenue"], "properties.revenue")
+    elif props.get("total") is not None:
+        value_cents = _cents(props["total"], "properties.total")
+    elif products:
+        value_cents = sum(p.price_cents * p.quantity for p in products)
+    elif props.get("value") is not None:
+        value_cents = _cents(props["value"], "properties.value")
+
+    if props.get("category") is not None:
+        category = norm_category(props.get("category"))
+    if not category and products:
+        category = products[0].category
+
+    return Event(
+        message_id=message_id,
+        type=etype,
+        name=name,
+        uid=user_id if user_id is not None else anon_id,  # type: ignore[arg-type]
+        user_id=user_id,
+        anonymous_id=anon_id,
+        ts=ts,
+        received_at=received,
+        properties=props,
+        traits=traits,
+        context=context,
+        previous_id=previous_id,
+        email=email,
+        category=category,
+        products=products,
+        value_cents=value_cents,
+        original_timestamp=original if isinstance(original, str) else None,
+    )
+
+
+def parse_event(
+    raw: bytes | str | dict[str, Any],
+    limits: Limits,
+    received_at: int | None = None,
+) -> Event | Rejected:
+    """Validate and normalize one event; bad input comes back as :class:`Rejected`.
+
+    ``received_at`` (epoch ms) is used only when the event carries no
+    ``receivedAt`` of its own.
+
+    >>> lim = Limits()
+    >>> ev = parse_event(b'{"type":"track","event":"Order Completed","userId":"u1",'
+    ...     b'"messageId":"m1","timestamp":"2024-05-01T12:00:00Z","sentAt":"2024-05-01T12:00:10Z",'
+    ...     b'"receivedAt":"2024-05-01T12:00:05Z","properties":{"revenue":"19.99"}}', lim)
+    >>> ev.uid, iso(ev.ts), ev.value_cents
+    ('u1', '2024-05-01T11:59:55.000Z', 1999)
+    >>> parse_event(b'{"type":"track","userId":"u1"}', lim, received_at=0).reason
+    'missing_event'
+    >>> parse_event(b'{"type": "track", ', lim).reason
+    'malformed_json'
+    """
+    if isinstance(raw, dict):
+        ev: Any = raw
+        raw_bytes: bytes | None = None
+    else:
+        raw_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+        if len(raw_bytes) > limits.max_event_bytes:
+            return Rejected("event_too_large", f"event is {len(raw_bytes)} bytes, the limit is {limits.max_event_bytes}", raw_bytes[: limits.max_event_bytes], received_at)
+        try:
+            ev = orjson.loads(raw_bytes)
+        except orjson.JSONDecodeError as exc:
+            return Rejected("malformed_json", f"invalid JSON: {exc}", raw_bytes, received_at)
+    if not isinstance(ev, dict):
+        return Rejected("not_object", f"an event must be a JSON object, got {type(ev).__name__}", raw_bytes or orjson.dumps(ev), received_at)
+    try:
+        return _check(ev, limits, received_at)
+    except _Invalid as exc:
+        if raw_bytes is None:
+            raw_bytes = orjson.dumps(ev, option=orjson.OPT_NON_STR_KEYS)
+        rec = ev.get("receivedAt")
+        try:
+            rec_ms = parse_ts(rec) if rec is not None else received_at
+        except TimestampError:
+            rec_ms = received_at
+        mid = ev.get("messageId")
+        return Rejected(exc.reason, exc.message, raw_bytes, rec_ms, mid if isinstance(mid, str) else None)
+    except RecursionError:
+        return Rejected("invalid_field_type", "event nesting is too deep", raw_bytes or b"", received_at)

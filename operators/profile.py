@@ -1,0 +1,166 @@
+"""Per-user profile state: counters, purchases, live cart, email engagement.
+
+Contract
+--------
+``ProfileState.apply(event, dedupe)`` folds one valid :class:`~operators.events.Event`
+into the state and returns ``True`` if it changed the profile (``False`` for a
+duplicate ``messageId``). Every fold is order-insensitive for events inside the
+dedupe window: bounds are min/max, sums commute, the email is the one with the
+newest event time, and the cart is the net of the add/remove operations
+*after* the newest order in event time. ``version`` counts applied events, so
+the state at a given version is a pure function of the events applied, which
+makes a replayed write recognisable as stale (the sink's version guard).
+
+``to_fields(state)`` renders the SPEC §4 hash fields as strings, except
+``version`` (``state.version``, written by the sink's version guard) and
+``updated_at`` (the write time, set by the sink).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from operators.dedupe import DedupeConfig, SeenIds
+from operators.events import Event
+from operators.money import format_cents
+from operators.timeutil import iso
+
+__all__ = ["ProfileState", "to_fields", "CART_ADD", "CART_REMOVE", "ORDER_EVENTS", "PROFILE_FIELDS"]
+
+CART_ADD = "Product Added"
+CART_REMOVE = "Product Removed"
+ORDER_EVENTS = frozenset({"Order Completed"})
+#: Fields this module owns on the profile hash (SPEC §4 core fields).
+PROFILE_FIELDS = (
+    "user_id", "email", "event_count", "first_seen_at", "last_seen_at", "purchase_count",
+    "revenue_total", "first_purchase_at", "last_purchase_at", "cart_value", "cart_items",
+    "email_opens", "email_clicks", "last_email_open_at",
+)  # fmt: skip
+_MAX_CART_OPS = 200
+_NONE = -(2**62)
+
+
+@dataclass(slots=True)
+class ProfileState:
+    """Everything the core profile needs for one user. Picklable, small."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    uid: str
+    version: int = 0
+    event_count: int = 0
+    first_seen: int = _NONE
+    last_seen: int = _NONE
+    purchase_count: int = 0
+    revenue_cents: int = 0
+    first_purchase: int = _NONE
+    last_purchase: int = _NONE
+    last_order_ts: int = _NONE
+    # (event time, product id, signed quantity, unit price cents); only ops after last_order_ts
+    cart_ops: list[tuple[int, str, int, int]] = field(default_factory=list)
+    email: str = ""
+    email_ts: int = _NONE
+    email_opens: int = 0
+    email_clicks: int = 0
+    last_email_open: int = _NONE
+    last_received: int = 0
+    seen: SeenIds = field(default_factory=SeenIds)
+
+    def apply(self, ev: Event, dedupe: DedupeConfig) -> bool:
+        """Fold ``ev`` in; ``False`` (and no change) when it is a duplicate.
+
+        >>> from operators.events import parse_event, Limits
+        >>> st = ProfileState("u1")
+        >>> e = parse_event({"type": "track", "event": "Order Completed", "userId": "u1",
+        ...     "messageId": "m1", "receivedAt": "2024-01-01T00:00:00Z",
+        ...     "properties": {"total": 10.1}}, Limits())
+        >>> st.apply(e, DedupeConfig()), st.apply(e, DedupeConfig())
+        (True, False)
+        >>> st.purchase_count, st.revenue_cents, st.version
+        (1, 1010, 1)
+        """
+        ts = ev.ts
+        if not self.seen.first_sight(dedupe, ev.message_id, ts):
+            return False
+        self.version += 1
+        self.event_count += 1
+        if self.first_seen == _NONE or ts < self.first_seen:
+            self.first_seen = ts
+        if ts > self.last_seen:
+            self.last_seen = ts
+        if ev.received_at > self.last_received:
+            self.last_received = ev.received_at
+        if ev.email is not None and ts >= self.email_ts:
+            self.email = ev.email
+            self.email_ts = ts
+        if ev.type != "track":
+            return True
+        name = ev.name
+        if name in ORDER_EVENTS:
+            self.purchase_count += 1
+            self.revenue_cents += ev.value_cents
+            if self.first_purchase == _NONE or ts < self.first_purchase:
+                self.first_purchase = ts
+            if ts > self.last_purchase:
+                self.last_purchase = ts
+            if ts > self.last_order_ts:
+                self.last_order_ts = ts
+                self.cart_ops = [op for op in self.cart_ops if op[0] > ts]
+        elif name in (CART_ADD, CART_REMOVE):
+            if ts > self.last_order_ts:
+                sign = 1 if name == CART_ADD else -1
+                for p in ev.products:
+                    self.cart_ops.append((ts, p.product_id, sign * p.quantity, p.price_cents))
+                if len(self.cart_ops) > _MAX_CART_OPS:
+                    self.cart_ops.sort()
+                    del self.cart_ops[: len(self.cart_ops) - _MAX_CART_OPS]
+        elif name == "Email Opened":
+            self.email_opens += 1
+            if ts > self.last_email_open:
+                self.last_email_open = ts
+        elif name == "Email Link Clicked":
+            self.email_clicks += 1
+        return True
+
+    def cart(self) -> dict[str, tuple[int, int]]:
+        """Live cart: product id -> (quantity, unit price cents), net of removals.
+
+        The price is the one of the newest operation on that product.
+        """
+        qty: dict[str, int] = {}
+        price: dict[str, tuple[int, int]] = {}
+        for ts, pid, dq, cents in self.cart_ops:
+            qty[pid] = qty.get(pid, 0) + dq
+            if dq > 0 and (pid not in price or ts >= price[pid][0]):
+                price[pid] = (ts, cents)
+        return {pid: (q, price.get(pid, (0, 0))[1]) for pid, q in sorted(qty.items()) if q > 0}
+
+
+def _t(ms: int) -> str:
+    return "" if ms == _NONE else iso(ms)
+
+
+def to_fields(st: ProfileState) -> dict[str, str]:
+    """Render the profile hash fields (all strings), except ``version`` and ``updated_at``.
+
+    >>> sorted(to_fields(ProfileState("u9")).items())[:3]
+    [('cart_items', '0'), ('cart_value', '0.00'), ('email', '')]
+    """
+    cart = st.cart()
+    return {
+        "user_id": st.uid,
+        "email": st.email,
+        "event_count": str(st.event_count),
+        "first_seen_at": _t(st.first_seen),
+        "last_seen_at": _t(st.last_seen),
+        "purchase_count": str(st.purchase_count),
+        "revenue_total": format_cents(st.revenue_cents),
+        "first_purchase_at": _t(st.first_purchase),
+        "last_purchase_at": _t(st.last_purchase),
+        "cart_value": format_cents(sum(q * c for q, c in cart.values())),
+        "cart_items": str(sum(q for q, _ in cart.values())),
+        "email_opens": str(st.email_opens),
+        "email_clicks": str(st.email_clicks),
+        "last_email_open_at": _t(st.last_email_open),
+    }

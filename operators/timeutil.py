@@ -1,0 +1,108 @@
+"""Time parsing and formatting for event timestamps.
+
+Contract: every time inside liveprofile is an ``int`` of **milliseconds since the
+Unix epoch, UTC**. Cheap to compare, subtract, pickle and hash; converted to ISO
+8601 with a ``Z`` only at the edges. Nothing here reads the wall clock: callers
+pass ``now`` in.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+__all__ = ["TimestampError", "parse_ts", "iso", "ms_from_datetime", "parse_duration_s"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Years 1..9999 are all that datetime can represent; anything outside is nonsense.
+_MIN_MS = -62135596800000
+_MAX_MS = 253402300799999
+
+
+class TimestampError(ValueError):
+    """A timestamp that cannot be read as a point in time."""
+
+
+def ms_from_datetime(dt: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime (naive ones are taken as UTC).
+
+    >>> ms_from_datetime(datetime(2024, 1, 1, tzinfo=UTC))
+    1704067200000
+    """
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def parse_ts(value: object) -> int:
+    """Read a timestamp in any shape trackers send, as epoch milliseconds UTC.
+
+    Accepted: ISO 8601 strings (``Z``, offsets, any fraction, date only,
+    no zone = UTC) and numbers of epoch seconds or, above 1e11, milliseconds.
+
+    >>> parse_ts("2024-05-01T12:00:00.123456Z")
+    1714564800123
+    >>> parse_ts("2024-05-01T14:00:00+02:00") == parse_ts("2024-05-01T12:00:00Z")
+    True
+    >>> parse_ts(1714564800), parse_ts(1714564800123)
+    (1714564800000, 1714564800123)
+    >>> parse_ts("yesterday")
+    Traceback (most recent call last):
+    ...
+    operators.timeutil.TimestampError: not an ISO 8601 timestamp: 'yesterday'
+    """
+    if isinstance(value, str):
+        s = value.strip()
+        if not s or len(s) > 64:
+            msg = f"not an ISO 8601 timestamp: {value[:64]!r}"
+            raise TimestampError(msg)
+        try:
+            dt = datetime.fromisoformat(s)
+        except ValueError:
+            # Python 3.11 reads most shapes; fall back for a lowercase 'z'/'t'
+            try:
+                dt = datetime.fromisoformat(s.replace("z", "Z").replace("t", "T"))
+            except ValueError:
+                msg = f"not an ISO 8601 timestamp: {value[:64]!r}"
+                raise TimestampError(msg) from None
+        try:
+            return ms_from_datetime(dt)
+        except OverflowError:
+            msg = f"timestamp out of range: {value[:64]!r}"
+            raise TimestampError(msg) from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"timestamp must be a string or number, got {type(value).__name__}"
+        raise TimestampError(msg)
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = "timestamp is not finite"
+        raise TimestampError(msg)
+    ms = int(value) if abs(value) > 1e11 else int(value * 1000)
+    if not _MIN_MS <= ms <= _MAX_MS:
+        msg = f"timestamp out of range: {value!r}"
+        raise TimestampError(msg)
+    return ms
+
+
+def iso(ms: int) -> str:
+    """Format epoch milliseconds as ISO 8601 UTC with millisecond precision and ``Z``.
+
+    >>> iso(1714564800123)
+    '2024-05-01T12:00:00.123Z'
+    """
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+def parse_duration_s(value: str) -> float:
+    """Seconds from ``"90"``, ``"90s"``, ``"15m"``, ``"24h"`` or ``"7d"``.
+
+    >>> parse_duration_s("24h"), parse_duration_s("90"), parse_duration_s("1.5m")
+    (86400.0, 90.0, 90.0)
+    """
+    s = value.strip().lower()
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    for suffix in ("ms", "s", "m", "h", "d"):
+        if s.endswith(suffix):
+            return float(s[: -len(suffix)]) * units[suffix]
+    return float(s)
