@@ -42,9 +42,9 @@ from __future__ import annotations
 import bisect
 import math
 import random
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +301,17 @@ class _Truth:
         }
 
 
+def _uuid4(rng: random.Random) -> str:
+    """A version-4 UUID string drawn from ``rng`` (same as ``uuid.UUID(int=..., version=4)``)."""
+    n = (rng.getrandbits(128) & _UUID_CLEAR) | _UUID_SET
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
+_UUID_SET = (0x8000 << 48) | (0x4000 << 64)
+
+
 def _iso_or_empty(ms: int | None) -> str:
     return "" if ms is None else iso(ms)
 
@@ -358,7 +369,7 @@ class _User:
             ctx["page"] = dict(self.page)
         ev: dict[str, Any] = {
             "type": etype,
-            "messageId": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+            "messageId": _uuid4(self.rng),
             "userId": self.uid,
             "timestamp": iso(ts),
             "context": ctx,
@@ -551,33 +562,39 @@ class _Shopper(_User):
             self.checkout(t + self.gap())
 
     def step(self, at: int) -> int:
-        """One in-session action."""
+        """One in-session action: listing page, product view, cart change, search, video."""
         rng = self.rng
         r = rng.random()
         can_cart = self.cart_ops < _MAX_CART_OPS
         if r < 0.28:
             cat = self.pick_category()
             return self.page_view(at, "Category", f"/c/{cat}", cat)
-        if r < 0.62 or not can_cart:
-            return self.view_product(at) if r < 0.9 or r >= 0.94 or not self.cart else self.view_cart(at)
-        if r < 0.77 and self.viewed:
-            return self.product_event(at, "Product Added", rng.choice(self.viewed), rng.choice((1, 1, 1, 2, 3)))
-        if r < 0.82 and self.cart:
-            pid = rng.choice(sorted(self.cart))
-            return self.product_event(at, "Product Removed", pid, rng.randint(1, self.cart[pid]))
-        if r < 0.89:
+        if r < 0.60:
+            return self.view_product(at)
+        if r < 0.75:
+            if can_cart and self.viewed:
+                return self.product_event(at, "Product Added", rng.choice(self.viewed), rng.choice((1, 1, 1, 2, 3)))
+            return self.view_product(at)
+        if r < 0.80:
+            if can_cart and self.cart:
+                pid = rng.choice(sorted(self.cart))
+                return self.product_event(at, "Product Removed", pid, rng.randint(1, self.cart[pid]))
+            return self.view_cart_or_product(at)
+        if r < 0.87:
             return self.track(at, "Search", {"query": rng.choice(_QUERIES)})
-        if r < 0.94:
+        if r < 0.92:
             cat = self.pick_category()
             return self.track(at, "Video Played", {"video_id": f"v-{cat}-{rng.randint(1, 20)}", "category": cat})
-        return self.view_product(at)
+        return self.view_cart_or_product(at)
 
     def view_product(self, at: int) -> int:
         pid = self.pick_product()
         self.viewed.append(pid)
         return self.product_event(at, "Product Viewed", pid, 1)
 
-    def view_cart(self, at: int) -> int:
+    def view_cart_or_product(self, at: int) -> int:
+        if not self.cart:
+            return self.view_product(at)
         self.page = {"path": "/cart", "url": f"{_SITE}/cart", "title": "Cart | Shop"}
         return self.track(at, "Cart Viewed", {"cart_id": f"c-{self.uid}", "products": self.cart_lines()})
 
@@ -608,7 +625,8 @@ class _Bot(_User):
     def scrape(self) -> None:
         """Bursts that walk the catalogue with Product Viewed (and listing pages)."""
         rng, cfg = self.rng, self.cfg
-        starts = sorted(rng.randint(cfg.start_ms, cfg.end_ms - HOUR_MS) for _ in range(rng.randint(3, 8)))
+        hi = max(cfg.start_ms, cfg.end_ms - HOUR_MS)
+        starts = sorted(rng.randint(cfg.start_ms, hi) for _ in range(rng.randint(3, 8)))
         pos = rng.randrange(len(self.catalogue.ids))
         for start in starts:
             t = start
@@ -738,7 +756,9 @@ class _Assembler:
             self.out.append(payload)
             self.duplicates.append(payload["messageId"])
             return
-        reason = INVALID_REASONS[len(self.invalid) % len(INVALID_REASONS)] if len(self.invalid) < len(INVALID_REASONS) else self.rng.choice(INVALID_REASONS)
+        # every reason once first (so small streams still cover them all), then a random mix
+        k = len(self.invalid)
+        reason = INVALID_REASONS[k] if k < len(INVALID_REASONS) else self.rng.choice(INVALID_REASONS)
         mid = f"bad-{self.cfg.seed}-{len(self.invalid) + 1:07d}"
         self.out.append(_invalid_event(self.rng, reason, self.rng.choice(self.uids), last_ts, mid))
         self.invalid.append({"messageId": mid, "reason": reason})
@@ -764,7 +784,7 @@ def generate(cfg: GenConfig) -> Generated:
     users, bots = _play_all(cfg, cat)
     everyone: list[_User] = [*users, *bots]
     valid = [(ts, ui, k, ev) for ui, u in enumerate(everyone) for k, (ts, ev) in enumerate(u.out)]
-    valid.sort(key=lambda v: (v[0], v[1], v[2]))
+    valid.sort(key=itemgetter(0))  # stable: ties keep (user, sequence) order
     asm = _Assembler(cfg, valid, [u.uid for u in everyone if u.out])
     asm.run()
     return Generated(

@@ -59,7 +59,7 @@ REASONS: dict[str, str] = {
     "timestamp_in_future": "event time is beyond receipt + LIVEPROFILE_MAX_FUTURE_SKEW",
     "invalid_money": "a money field is not a finite non-negative number",
     "invalid_quantity": "a quantity is not a positive integer",
-    "invalid_email": "an email trait is not a syntactically valid address",
+    "invalid_email": "identify traits.email is not a syntactically valid address",
 }
 
 _MAX_ID_LEN = 256
@@ -307,13 +307,13 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
         raise _Invalid("timestamp_in_future", f"event time {iso(ts)} is after receipt + skew {iso(hi)}")
 
     email = None
-    for src in (traits, context.get("traits"), props if etype == "track" else None):
-        if isinstance(src, dict) and src.get("email") not in (None, ""):
-            try:
-                email = validate_email(src["email"])
-            except ValueError as exc:
-                raise _Invalid("invalid_email", str(exc)) from None
-            break
+    if etype == "identify" and traits.get("email") not in (None, ""):
+        # Only identify traits set the profile email (SPEC §4); an email-ish property on
+        # another event (an ESP's bounce address, say) must not cost that event.
+        try:
+            email = validate_email(traits["email"])
+        except ValueError as exc:
+            raise _Invalid("invalid_email", str(exc)) from None
 
     for key in MONEY_FIELDS:
         if props.get(key) is not None:

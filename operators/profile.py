@@ -113,8 +113,7 @@ class ProfileState:
                 for p in ev.products:
                     self.cart_ops.append((ts, p.product_id, sign * p.quantity, p.price_cents))
                 if len(self.cart_ops) > _MAX_CART_OPS:
-                    self.cart_ops.sort()
-                    del self.cart_ops[: len(self.cart_ops) - _MAX_CART_OPS]
+                    self.cart_ops = _compact(self.cart_ops)
         elif name == "Email Opened":
             self.email_opens += 1
             if ts > self.last_email_open:
@@ -135,6 +134,31 @@ class ProfileState:
             if dq > 0 and (pid not in price or ts >= price[pid][0]):
                 price[pid] = (ts, cents)
         return {pid: (q, price.get(pid, (0, 0))[1]) for pid, q in sorted(qty.items()) if q > 0}
+
+
+def _compact(ops: list[tuple[int, str, int, int]]) -> list[tuple[int, str, int, int]]:
+    """Fold the older half of the cart operations into one net entry per product.
+
+    Net quantities (and so the cart) are unchanged; only the per-operation times
+    of the folded half are lost, which matters only if an order older than them
+    arrives later, out of order.
+
+    >>> ops = [(1, "a", 5, 100)] + [(2 + i, "b", (-1) ** i, 50) for i in range(9)]
+    >>> folded = _compact(ops)
+    >>> len(folded) < len(ops), sum(q for _, p, q, _ in folded if p == "a"), sum(q for _, p, q, _ in folded if p == "b")
+    (True, 5, 1)
+    """
+    ops = sorted(ops)
+    half = len(ops) // 2
+    net: dict[str, list[int]] = {}  # pid -> [newest ts, net qty, newest add price]
+    for ts, pid, dq, cents in ops[:half]:
+        cur = net.setdefault(pid, [ts, 0, cents])
+        cur[0] = max(cur[0], ts)
+        cur[1] += dq
+        if dq > 0:
+            cur[2] = cents
+    folded = [(ts, pid, q, cents) for pid, (ts, q, cents) in net.items() if q != 0]
+    return sorted(folded + ops[half:])
 
 
 def _t(ms: int) -> str:

@@ -129,3 +129,12 @@ def test_dedupe_window_forgets_old_ids() -> None:
     for i in range(70):
         s.first_sight(cfg, f"n{i}", 5000 + i)
     assert s.first_sight(cfg, "old", 0)  # outside the window: forgotten by design
+
+
+def test_long_cart_histories_keep_the_net_cart() -> None:
+    evs = [mk(0, "Product Added", T0, product_id="a", price=1, quantity=5)]
+    for i in range(150):
+        evs.append(mk(2 * i + 1, "Product Added", T0 + 2 * i + 1, product_id="b", price=2))
+        evs.append(mk(2 * i + 2, "Product Removed", T0 + 2 * i + 2, product_id="b", price=2))
+    f = fold(evs)
+    assert (f["cart_items"], f["cart_value"]) == ("5", "5.00")
