@@ -89,7 +89,7 @@ class Limits:
             raise ValueError(msg)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Product:
     """A product line as it appears in product and order events."""
 
@@ -100,9 +100,13 @@ class Product:
     quantity: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """A valid, normalized event. Times are epoch ms UTC."""
+    """A valid, normalized event. Times are epoch ms UTC.
+
+    Not frozen only because frozen dataclasses are slow to build on this hot
+    path; treat instances as immutable.
+    """
 
     message_id: str
     type: str

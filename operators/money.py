@@ -53,6 +53,10 @@ def to_cents(value: object) -> int:
             msg = f"must be finite, got {value!r}"
             raise MoneyError(msg)
         text = repr(value)
+        # Fast exact path for the common shape "123.45" (no exponent, <= 2 decimals).
+        whole, dot, frac = text.partition(".")
+        if dot and len(frac) <= 2 and "e" not in frac and whole.isdigit() and len(whole) <= 11:
+            return int(whole) * 100 + int(frac.ljust(2, "0"))
     elif isinstance(value, str):
         text = value.strip()
         if len(text) > 40:

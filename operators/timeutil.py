@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 __all__ = ["TimestampError", "parse_ts", "iso", "ms_from_datetime", "parse_duration_s"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 # Years 1..9999 are all that datetime can represent; anything outside is nonsense.
 _MIN_MS = -62135596800000
 _MAX_MS = 253402300799999
@@ -31,8 +33,7 @@ def ms_from_datetime(dt: datetime) -> int:
     """
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return (dt - _EPOCH) // _MS
 
 
 def parse_ts(value: object) -> int:
@@ -53,24 +54,7 @@ def parse_ts(value: object) -> int:
     operators.timeutil.TimestampError: not an ISO 8601 timestamp: 'yesterday'
     """
     if isinstance(value, str):
-        s = value.strip()
-        if not s or len(s) > 64:
-            msg = f"not an ISO 8601 timestamp: {value[:64]!r}"
-            raise TimestampError(msg)
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError:
-            # Python 3.11 reads most shapes; fall back for a lowercase 'z'/'t'
-            try:
-                dt = datetime.fromisoformat(s.replace("z", "Z").replace("t", "T"))
-            except ValueError:
-                msg = f"not an ISO 8601 timestamp: {value[:64]!r}"
-                raise TimestampError(msg) from None
-        try:
-            return ms_from_datetime(dt)
-        except OverflowError:
-            msg = f"timestamp out of range: {value[:64]!r}"
-            raise TimestampError(msg) from None
+        return _parse_ts_str(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         msg = f"timestamp must be a string or number, got {type(value).__name__}"
         raise TimestampError(msg)
@@ -84,6 +68,30 @@ def parse_ts(value: object) -> int:
     return ms
 
 
+@lru_cache(maxsize=8192)
+def _parse_ts_str(value: str) -> int:
+    """The string case of :func:`parse_ts`, cached: batches repeat ``receivedAt``/``sentAt``."""
+    s = value.strip()
+    if not s or len(s) > 64:
+        msg = f"not an ISO 8601 timestamp: {value[:64]!r}"
+        raise TimestampError(msg)
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        # Python 3.11 reads most shapes; fall back for a lowercase 'z'/'t'
+        try:
+            dt = datetime.fromisoformat(s.replace("z", "Z").replace("t", "T"))
+        except ValueError:
+            msg = f"not an ISO 8601 timestamp: {value[:64]!r}"
+            raise TimestampError(msg) from None
+    try:
+        return ms_from_datetime(dt)
+    except OverflowError:
+        msg = f"timestamp out of range: {value[:64]!r}"
+        raise TimestampError(msg) from None
+
+
+@lru_cache(maxsize=16384)
 def iso(ms: int) -> str:
     """Format epoch milliseconds as ISO 8601 UTC with millisecond precision and ``Z``.
 
