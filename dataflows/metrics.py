@@ -19,6 +19,13 @@ __all__ = [
     "SINK_SECONDS",
     "SOURCE_ERRORS",
     "BACKLOG",
+    "RFM_RESCORED",
+    "FLAGGED",
+    "ANOMALY_SCORES",
+    "PROPENSITY_AUC",
+    "SESSIONS_CLOSED",
+    "CARTS_ABANDONED",
+    "MERGES",
 ]
 
 EVENTS_READ = Counter("liveprofile_dataflow_events_read_total", "Buffer entries read", ["shard"])
@@ -46,4 +53,18 @@ SINK_SECONDS = Histogram(
 SOURCE_ERRORS = Counter(
     "liveprofile_source_errors_total", "Buffer read errors (Redis unreachable); the source retries", ["shard"]
 )
+RFM_RESCORED = Counter(
+    "liveprofile_rfm_rescored_total", "Idle customers whose RFM scores the refresher changed"
+)
+FLAGGED = Counter("liveprofile_dataflow_events_flagged_total", "User batches flagged anomalous (suspect)")
+ANOMALY_SCORES = Histogram(
+    "liveprofile_anomaly_score", "HalfSpaceTrees anomaly scores of user batches",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+PROPENSITY_AUC = Gauge(
+    "liveprofile_propensity_roc_auc", "Running (prequential) ROC AUC of the purchase-propensity model", ["shard"]
+)
+SESSIONS_CLOSED = Counter("liveprofile_sessions_closed_total", "Sessions closed", ["converted"])
+CARTS_ABANDONED = Counter("liveprofile_carts_abandoned_total", "Cart Abandoned triggers emitted")
+MERGES = Counter("liveprofile_identity_merges_total", "Anonymous profiles merged into known users")
 BACKLOG = Gauge("liveprofile_buffer_backlog", "Entries in a buffer shard after the read position", ["shard"])

@@ -2,11 +2,16 @@
 
 Wiring only; the logic lives in :mod:`operators`::
 
-    inp (Redis Streams, one partition per shard)
-      -> parse (flat_map_batch: orjson + validate + normalize)
-      -> branch valid / rejected ----------------------------> dead_letter (Redis stream)
-      -> (keyed by user id in parse) -> profile (stateful_batch, UserLogic)
-      -> profile_out (versioned Lua upsert + change feed)
+    inp (Redis Streams, one partition per shard; resume id in the snapshot)
+      -> parse (flat_map_batch: orjson + validate + normalize; merges from the buffer)
+      -> valid? --no--> dead_letter (idempotent Redis stream)
+      -> anonymous id? --yes--> identity (keyed by anonymous id: link state) --+
+      -> user (keyed by canonical user: dedupe, counters, cart, sessions,      <-+
+               interest, bot features, timers)
+           -> profile_out (Lua upsert: seq guard, changed fields, segments, change feed, RFM scores)
+           -> models (keyed by shard: HalfSpaceTrees + propensity) -> patch_out (+ anomalies)
+           -> population (one key: RFM histograms) -> edges_out (+ bounded rescoring)
+           -> merge_out (anonymous state into the known user's buffer shard)
 
 Step ids are part of the recovery state (guide §6.4): renaming one orphans
 its state. Treat them as a schema.
@@ -16,60 +21,124 @@ from __future__ import annotations
 
 import gc
 from datetime import timedelta
+from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from dataflows import metrics
-from dataflows.redis_sinks import DeadLetter, ProfileOut, RedisDeadLetterSink, RedisProfileSink
+from dataflows.clock import CLOCK
+from dataflows.logic import IdentityLogic, ModelsLogic, PopulationLogic, UserLogic, model_shard
+from dataflows.redis_sinks import (
+    MERGE_PREFIX,
+    DeadLetter,
+    EdgesOut,
+    ModelOut,
+    RedisDeadLetterSink,
+    RedisMergeSink,
+    RedisPatchSink,
+    RedisProfileSink,
+    RfmEdgesSink,
+    decode_merge,
+)
 from dataflows.redis_source import RedisStreamSource, SourceItem
-from dataflows.user_logic import UserLogic
 from liveprofile.keys import Keys
 from liveprofile.settings import Settings
-from operators.events import Event, Limits, parse_event
+from operators.events import Event, Limits, Rejected, parse_event
+from operators.identity import anonymous_key
+from operators.user import (
+    BehaviourUpdate,
+    MergeExport,
+    MergeIn,
+    ProfileUpdate,
+    Retire,
+    RfmDelta,
+)
 
-__all__ = ["build_flow", "get_flow", "parse_batch"]
+__all__ = ["Sinks", "build_flow", "get_flow", "parse_batch"]
 
 FLOW_ID = "liveprofile"
+POPULATION_KEY = "rfm"
+
+Routed = tuple[str, str, Any]  # ("i" identity | "u" user, key, item)
 
 
-def parse_batch(limits: Limits, items: list[SourceItem]) -> list[tuple[str, Event] | DeadLetter]:
-    """Parse buffer entries into ``(user key, event)`` pairs, or dead letters with their position."""
-    out: list[tuple[str, Event] | DeadLetter] = []
+def parse_batch(limits: Limits, items: list[SourceItem]) -> list[Routed | DeadLetter]:
+    """Parse buffer entries into routed items, or dead letters with their position."""
+    out: list[Routed | DeadLetter] = []
     append = out.append
+    observe = CLOCK.observe
+    n_valid = 0
     for shard, entry_id, raw in items:
+        if raw.startswith(MERGE_PREFIX):
+            to, mid, frm, ts, state = decode_merge(raw)
+            append(("u", to, MergeIn(mid, frm, ts, state)))
+            continue
         res = parse_event(raw, limits)
         if type(res) is Event:
-            append((res.uid, res))
+            n_valid += 1
+            observe(res.ts if res.ts < res.received_at else res.received_at)
+            akey = anonymous_key(res)
+            append(("u", res.uid, res) if akey is None else ("i", akey, res))
         else:
             a, _, b = entry_id.partition(b"-")
-            append(DeadLetter(res, f"events:{shard}", (int(a), int(b or 0))))  # type: ignore[arg-type]
-    n_valid = len(out) - sum(1 for x in out if type(x) is DeadLetter)
+            assert isinstance(res, Rejected)
+            append(DeadLetter(res, f"events:{shard}", (int(a), int(b or 0))))
     if n_valid:
         metrics.EVENTS_VALID.inc(n_valid)
     return out
 
 
-def build_flow(
-    settings: Settings,
-    source: Source[SourceItem],
-    profile_sink: Sink[tuple[str, ProfileOut]],
-    dead_letter_sink: Sink[DeadLetter],
-) -> Dataflow:
-    """Assemble the dataflow from its I/O parts (tests pass testing ones)."""
+class Sinks:
+    """The outputs of the flow (tests pass testing sinks)."""
+
+    def __init__(self, profile: Sink, patch: Sink, edges: Sink, merge: Sink, dead_letter: Sink) -> None:
+        self.profile = profile
+        self.patch = patch
+        self.edges = edges
+        self.merge = merge
+        self.dead_letter = dead_letter
+
+
+def _is(*types: type) -> Any:
+    return lambda kv: type(kv[1]) in types
+
+
+def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks) -> Dataflow:
+    """Assemble the dataflow from its I/O parts."""
     limits = settings.limits
-    dedupe = settings.dedupe
+    ucfg = settings.user
+    mcfg = settings.models
+    n_shards = settings.shards
     flow = Dataflow(FLOW_ID)
     raw = op.input("inp", flow, source)
     parsed = op.flat_map_batch("parse", raw, lambda items: parse_batch(limits, items))
-    split = op.branch("valid", parsed, lambda x: type(x) is tuple)
-    op.output("dead_letter", split.falses, dead_letter_sink)
-    keyed: KeyedStream[Event] = split.trues  # type: ignore[assignment]
-    profiles = op.stateful_batch("profile", keyed, lambda resume: UserLogic(dedupe, resume))
-    op.output("profile_out", profiles, profile_sink)
+    valid = op.branch("valid", parsed, lambda x: type(x) is tuple)
+    op.output("dead_letter", valid.falses, sinks.dead_letter)
+
+    stage = op.branch("stage", valid.trues, lambda x: x[0] == "i")
+    to_identity: Stream[tuple[str, Event]] = op.map("to_identity", stage.trues, lambda x: (x[1], x[2]))
+    linked = op.stateful_batch("identity", to_identity, IdentityLogic)
+    rerouted = op.map("rerouted", linked, lambda kv: (kv[1][0], kv[1]))
+    direct = op.map("direct", stage.falses, lambda x: (x[1], (x[1], x[2])))
+    to_user = op.merge("to_user", rerouted, direct)
+    outs = op.stateful_batch("user", to_user, lambda resume: UserLogic(ucfg, resume))
+
+    is_profile = op.branch("is_profile", outs, _is(ProfileUpdate, Retire))
+    op.output("profile_out", is_profile.trues, sinks.profile)
+    is_behaviour = op.branch("is_behaviour", is_profile.falses, _is(BehaviourUpdate))
+    to_models = op.map("to_models", is_behaviour.trues, lambda kv: (model_shard(kv[0], n_shards), kv[1]))
+    scored = op.stateful_batch("models", to_models, lambda resume: ModelsLogic(mcfg, n_shards, resume))
+    patches: Stream[ModelOut] = op.map("model_out", scored, lambda kv: kv[1])
+    op.output("patch_out", patches, sinks.patch)
+    is_rfm = op.branch("is_rfm", is_behaviour.falses, _is(RfmDelta))
+    to_pop = op.map("to_population", is_rfm.trues, lambda kv: (POPULATION_KEY, kv[1]))
+    edges: Stream[EdgesOut] = op.map("edges", op.stateful_batch("population", to_pop, PopulationLogic), lambda kv: kv[1])
+    op.output("edges_out", edges, sinks.edges)
+    merges: Stream[MergeExport] = op.filter_map("merges", is_rfm.falses, lambda kv: kv[1] if type(kv[1]) is MergeExport else None)
+    op.output("merge_out", merges, sinks.merge)
     return flow
 
 
@@ -78,6 +147,19 @@ def tune_gc() -> None:
     objects, and CPython's default thresholds (700, 10, 10) would re-scan them constantly.
     Measured: ~25% of parse time went to the collector with the defaults."""
     gc.set_threshold(100_000, 50, 100)
+
+
+def redis_sinks(s: Settings) -> Sinks:
+    """The production sinks for settings ``s``."""
+    keys = Keys(s.key_prefix)
+    url = s.redis_url
+    return Sinks(
+        profile=RedisProfileSink(url, keys, s.changes_maxlen),
+        patch=RedisPatchSink(url, keys, s.changes_maxlen),
+        edges=RfmEdgesSink(url, keys, s.changes_maxlen),
+        merge=RedisMergeSink(url, keys, s.shards),
+        dead_letter=RedisDeadLetterSink(url, keys),
+    )
 
 
 def get_flow(stop_at_end: bool = False) -> Dataflow:
@@ -93,12 +175,7 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
         stop_at_end=stop_at_end,
         progress_key=keys.buffer_progress,
     )
-    return build_flow(
-        s,
-        source,
-        RedisProfileSink(s.redis_url, keys),
-        RedisDeadLetterSink(s.redis_url, keys),
-    )
+    return build_flow(s, source, redis_sinks(s))
 
 
 flow = get_flow()

@@ -1,26 +1,36 @@
-"""Redis outputs of the dataflow: versioned profile upserts and dead letters.
+"""Redis outputs of the dataflow: profile upserts, model patches, RFM edges, merges, dead letters.
 
 Bytewax sinks are at-least-once: after a crash the outputs of up to one epoch
-are written again. Both sinks are therefore idempotent *in Redis*, inside one
-Lua script per item, so no interleaving can break them:
+are written again. Every write here is therefore idempotent *in Redis*, inside
+one Lua script per item:
 
-* **Profile upsert** (:data:`UPSERT_LUA`): writes the profile hash only when
-  the incoming ``version`` is greater than the stored one, and only the fields
-  whose value changed; in the same script it appends one entry to the change
-  feed naming the changed fields. A replayed or stale write is a no-op and adds
-  no change entry.
-* **Dead letter** (:data:`DEAD_LETTER_LUA`): keeps a high-water mark of source
-  positions per source partition; an entry at or below it was already
-  dead-lettered and is skipped.
+* **Profile upsert** (:data:`PROFILE_LUA`, mode ``upsert``): refuses an incoming
+  ``seq`` (the user's input sequence, a pure function of the input) lower than
+  the stored one; writes only the fields whose value changed; moves segment
+  memberships (``rfm_segment``, ``top_category`` -> ``interest:{cat}``,
+  ``cart_abandoned``, ``suspect``); bumps ``version`` (a per-profile write
+  counter, strictly increasing) and appends one change-feed entry naming the
+  changed fields — all or nothing. A replayed write changes nothing and adds no
+  entry. Mode ``patch`` (model outputs) skips the ``seq`` guard; mode
+  ``tombstone`` retires a profile merged into another.
+* **Dead letter** (:data:`DEAD_LETTER_LUA`): a high-water mark of source
+  positions per partition; an entry at or below it was already written.
+* **Merges** go back into the buffer (the shard of the target user) with a
+  deterministic id the target de-duplicates.
 
-Writes coalesce per user per batch (only the newest version is written) and go
-out as one pipelined round trip per batch. Transient Redis errors are retried
-with backoff for up to ``retry_for`` seconds before the sink gives up (the
-dataflow then stops and recovery resumes it).
+RFM scores are computed here, from the profile's raw values and the current
+population edges (``{p}:rfm:edges``, written by :class:`RfmEdgesSink`), so a
+stored profile is always scored against the newest edges the writer knew; the
+edges sink rescans the customers in bounded slices so idle customers follow
+population shifts too.
+
+Transient Redis errors are retried with backoff for up to ``retry_for``
+seconds before the sink gives up (the dataflow then stops; recovery resumes it).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -34,46 +44,101 @@ from dataflows import metrics
 from liveprofile.deadletter import dead_letter_fields
 from liveprofile.keys import Keys
 from operators.events import Rejected
+from operators.money import to_cents
+from operators.rfm import RfmEdges, RfmValues, segment
+from operators.routing import shard_of
+from operators.timeutil import TimestampError, iso, parse_ts
+from operators.user import MergeExport, ProfileUpdate, Retire
 
 __all__ = [
-    "ProfileOut",
     "DeadLetter",
+    "ModelOut",
+    "EdgesOut",
     "RedisProfileSink",
+    "RedisPatchSink",
     "RedisDeadLetterSink",
-    "UPSERT_LUA",
+    "RedisMergeSink",
+    "RfmEdgesSink",
+    "PROFILE_LUA",
     "DEAD_LETTER_LUA",
+    "rfm_fields",
 ]
 
 logger = logging.getLogger(__name__)
 
-UPSERT_LUA = """
+PROFILE_LUA = """
 -- KEYS[1] profile hash, KEYS[2] change feed
--- ARGV[1] version, ARGV[2] updated_at, ARGV[3] change-feed MAXLEN, ARGV[4] user id,
--- ARGV[5] extra change-feed payload (JSON object text or ''), ARGV[6..] field, value pairs
-local v = tonumber(ARGV[1])
-local cur = redis.call('HGET', KEYS[1], 'version')
-if cur and tonumber(cur) >= v then return 0 end
+-- ARGV: 1 seq, 2 updated_at, 3 change-feed MAXLEN, 4 user id, 5 trigger event JSON or '',
+--       6 key prefix, 7 mode (upsert | patch | tombstone), 8.. field, value pairs
+local mode = ARGV[7]
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'version', 'merged_into')
+if mode == 'patch' then
+  if cur[3] then return 0 end
+elseif cur[1] and tonumber(ARGV[1]) < tonumber(cur[1]) then
+  return 0
+end
 local names = {}
-for i = 6, #ARGV, 2 do names[#names + 1] = ARGV[i] end
-local old = {}
-if #names > 0 then old = redis.call('HMGET', KEYS[1], unpack(names)) end
-local set = {'version', ARGV[1], 'updated_at', ARGV[2]}
+local values = {}
+for i = 8, #ARGV, 2 do
+  names[#names + 1] = ARGV[i]
+  values[#values + 1] = ARGV[i + 1]
+end
+local seg = {rfm_segment = 'segment:', top_category = 'segment:interest:'}
+local flag = {cart_abandoned = 'segment:cart_abandoned', suspect = 'segment:suspect'}
+local prefix = ARGV[6] .. ':'
 local changed = {}
 local n = 0
-local j = 1
-for i = 6, #ARGV, 2 do
-  if old[j] ~= ARGV[i + 1] then
-    set[#set + 1] = ARGV[i]
-    set[#set + 1] = ARGV[i + 1]
-    changed[ARGV[i]] = ARGV[i + 1]
-    n = n + 1
+local set = {}
+if mode == 'tombstone' then
+  local all = redis.call('HGETALL', KEYS[1])
+  local del = {}
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if f ~= 'user_id' and f ~= 'version' and f ~= 'seq' then
+      del[#del + 1] = f
+      if seg[f] and all[i + 1] ~= '' then redis.call('SREM', prefix .. seg[f] .. all[i + 1], ARGV[4]) end
+      if flag[f] and all[i + 1] == '1' then redis.call('SREM', prefix .. flag[f], ARGV[4]) end
+    end
   end
-  j = j + 1
+  if #del > 0 then redis.call('HDEL', KEYS[1], unpack(del)) end
+  n = #del
 end
+local old = {}
+if #names > 0 and mode ~= 'tombstone' then old = redis.call('HMGET', KEYS[1], unpack(names)) end
+for j = 1, #names do
+  local f = names[j]
+  local v = values[j]
+  local o = old[j]
+  if o ~= v then
+    set[#set + 1] = f
+    set[#set + 1] = v
+    changed[f] = v
+    n = n + 1
+    if seg[f] then
+      if o and o ~= '' then redis.call('SREM', prefix .. seg[f] .. o, ARGV[4]) end
+      if v ~= '' then redis.call('SADD', prefix .. seg[f] .. v, ARGV[4]) end
+    elseif flag[f] then
+      if v == '1' then redis.call('SADD', prefix .. flag[f], ARGV[4]) else redis.call('SREM', prefix .. flag[f], ARGV[4]) end
+    end
+  end
+end
+if mode ~= 'patch' then
+  set[#set + 1] = 'seq'
+  set[#set + 1] = ARGV[1]
+end
+if n == 0 and ARGV[5] == '' then
+  if mode ~= 'patch' then redis.call('HSET', KEYS[1], 'seq', ARGV[1]) end
+  return 2
+end
+local version = tostring((tonumber(cur[2]) or 0) + 1)
+set[#set + 1] = 'version'
+set[#set + 1] = version
+set[#set + 1] = 'updated_at'
+set[#set + 1] = ARGV[2]
 redis.call('HSET', KEYS[1], unpack(set))
-local payload = cjson.encode(changed)
-if n == 0 then payload = '{}' end
-local entry = {'user_id', ARGV[4], 'version', ARGV[1], 'changed', payload, 'updated_at', ARGV[2]}
+local payload = '{}'
+if n > 0 then payload = cjson.encode(changed) end
+local entry = {'user_id', ARGV[4], 'version', version, 'changed', payload, 'updated_at', ARGV[2]}
 if ARGV[5] ~= '' then
   entry[#entry + 1] = 'event'
   entry[#entry + 1] = ARGV[5]
@@ -104,16 +169,6 @@ return 1
 
 
 @dataclass(frozen=True, slots=True)
-class ProfileOut:
-    """One profile version to write: fields (strings) and the newest receipt time."""
-
-    version: int
-    fields: dict[str, str]
-    last_received_ms: int
-    extra: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A rejected event with the source position it came from (for idempotence)."""
 
@@ -121,6 +176,24 @@ class DeadLetter:
     source: str
     position: tuple[int, int]
     stage: str = "dataflow"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOut:
+    """Model outputs for one user: written as a patch; flagged ones go to the anomalies stream."""
+
+    uid: str
+    fields: dict[str, str]
+    flagged: bool
+    score: float
+    features: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgesOut:
+    """New RFM population edges (or ``None``: only a refresh tick)."""
+
+    edges: RfmEdges | None
 
 
 def _with_retry(fn: Callable[[], object], what: str, retry_for: float) -> object:
@@ -137,55 +210,106 @@ def _with_retry(fn: Callable[[], object], what: str, retry_for: float) -> object
             delay = min(delay * 2, 2.0)
 
 
-class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileOut]]):
+def _now_iso() -> str:
+    return iso(int(time.time() * 1000))
+
+
+def rfm_fields(edges: RfmEdges, v: RfmValues | None) -> dict[str, str]:
+    """The four RFM profile fields for raw values ``v`` under ``edges`` ('' for non-customers).
+
+    >>> rfm_fields(RfmEdges(), None)
+    {'rfm_r': '', 'rfm_f': '', 'rfm_m': '', 'rfm_segment': ''}
+    """
+    if v is None:
+        return {"rfm_r": "", "rfm_f": "", "rfm_m": "", "rfm_segment": ""}
+    r, f, m = edges.score(v)
+    return {"rfm_r": str(r), "rfm_f": str(f), "rfm_m": str(m), "rfm_segment": segment(r, f, m)}
+
+
+class _Writer:
+    """Shared plumbing: a client, the profile script, the key layout, cached RFM edges."""
+
     def __init__(self, url: str, keys: Keys, changes_maxlen: int, retry_for: float) -> None:
         self._r = redis.Redis.from_url(url, socket_timeout=10)
         self._keys = keys
         self._maxlen = changes_maxlen
         self._retry_for = retry_for
-        self._script = self._r.register_script(UPSERT_LUA)
+        self._script = self._r.register_script(PROFILE_LUA)
+        self._edges = RfmEdges()
+        self._edges_at = 0.0
 
-    def write_batch(self, items: list[tuple[str, ProfileOut]]) -> None:
-        t0 = time.perf_counter()
-        latest: dict[str, ProfileOut] = {}
-        for uid, out in items:
-            prev = latest.get(uid)
-            if prev is None or out.version > prev.version:
-                latest[uid] = out
-        now = time.time()
-        updated_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
-        keys = self._keys
-        changes = keys.changes
-        maxlen = self._maxlen
-        script = self._script
+    def edges(self) -> RfmEdges:
+        if time.monotonic() - self._edges_at > 0.5:
+            raw = _with_retry(lambda: self._r.get(self._keys.rfm_edges), "rfm edges", self._retry_for)
+            self._edges = RfmEdges.from_json(raw)  # type: ignore[arg-type]
+            self._edges_at = time.monotonic()
+        return self._edges
 
-        def run() -> list[int]:
-            pipe = self._r.pipeline(transaction=False)
-            for uid, out in latest.items():
-                args: list[object] = [out.version, updated_at, maxlen, uid, out.extra]
-                for k, v in out.fields.items():
-                    args.append(k)
-                    args.append(v)
-                script(keys=[keys.profile(uid), changes], args=args, client=pipe)
-            return pipe.execute()
-
-        results = _with_retry(run, "profile sink", self._retry_for)
-        done = time.time()
-        written = 0
-        for out, ok in zip(latest.values(), results, strict=True):  # type: ignore[call-overload]
-            if ok:
-                written += 1
-                metrics.FRESHNESS.observe(max(0.0, done - out.last_received_ms / 1000))
-        metrics.PROFILE_WRITES.labels("written").inc(written)
-        metrics.PROFILE_WRITES.labels("stale").inc(len(latest) - written)
-        metrics.SINK_SECONDS.labels("profile").observe(time.perf_counter() - t0)
+    def call(self, pipe: redis.client.Pipeline, uid: str, seq: int, mode: str, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
+        args: list[object] = [seq, updated_at, self._maxlen, uid, event, self._keys.prefix, mode]
+        for k, v in fields.items():
+            args.append(k)
+            args.append(v)
+        self._script(keys=[self._keys.profile(uid), self._keys.changes], args=args, client=pipe)
 
     def close(self) -> None:
         self._r.close()
 
 
-class RedisProfileSink(DynamicSink[tuple[str, ProfileOut]]):
-    """Versioned, change-feed-emitting profile upserts (see module docstring)."""
+class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire]]):
+    def __init__(self, w: _Writer) -> None:
+        self._w = w
+
+    def write_batch(self, items: list[tuple[str, ProfileUpdate | Retire]]) -> None:
+        t0 = time.perf_counter()
+        latest: dict[str, ProfileUpdate | Retire] = {}
+        for uid, out in items:
+            prev = latest.get(uid)
+            if prev is None or out.seq >= prev.seq:
+                latest[uid] = out
+        w = self._w
+        keys = w._keys
+        edges = w.edges()
+        updated_at = _now_iso()
+
+        def run() -> list[object]:
+            pipe = w._r.pipeline(transaction=False)
+            for uid, out in latest.items():
+                if type(out) is Retire:
+                    w.call(pipe, uid, out.seq, "tombstone", {"merged_into": out.into}, b"", updated_at)
+                    continue
+                fields = dict(out.fields)
+                fields.update(rfm_fields(edges, out.rfm))
+                event = orjson.dumps(out.event) if out.event else b""
+                w.call(pipe, uid, out.seq, "upsert", fields, event, updated_at)
+            for uid, out in latest.items():  # customer index for the RFM refresher (idempotent)
+                if type(out) is Retire:
+                    pipe.srem(keys.rfm_customers, uid)
+                elif out.rfm is not None:
+                    pipe.sadd(keys.rfm_customers, uid)
+            return pipe.execute()[: len(latest)]
+
+        results = _with_retry(run, "profile sink", w._retry_for)
+        done = time.time()
+        written = stale = 0
+        for out, ok in zip(latest.values(), results, strict=True):  # type: ignore[call-overload]
+            if ok == 1:
+                written += 1
+                if type(out) is ProfileUpdate:
+                    metrics.FRESHNESS.observe(max(0.0, done - out.last_received_ms / 1000))
+            elif ok == 0:
+                stale += 1
+        metrics.PROFILE_WRITES.labels("written").inc(written)
+        metrics.PROFILE_WRITES.labels("stale").inc(stale)
+        metrics.PROFILE_WRITES.labels("unchanged").inc(len(latest) - written - stale)
+        metrics.SINK_SECONDS.labels("profile").observe(time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self._w.close()
+
+
+class RedisProfileSink(DynamicSink[tuple[str, ProfileUpdate | Retire]]):
+    """Guarded profile upserts and tombstones (see module docstring)."""
 
     def __init__(self, url: str, keys: Keys, changes_maxlen: int = 1_000_000, retry_for: float = 300.0) -> None:
         self.url = url
@@ -194,7 +318,181 @@ class RedisProfileSink(DynamicSink[tuple[str, ProfileOut]]):
         self.retry_for = retry_for
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProfilePartition:
-        return _ProfilePartition(self.url, self.keys, self.changes_maxlen, self.retry_for)
+        return _ProfilePartition(_Writer(self.url, self.keys, self.changes_maxlen, self.retry_for))
+
+
+class _PatchPartition(StatelessSinkPartition[ModelOut]):
+    def __init__(self, w: _Writer, anomalies_maxlen: int) -> None:
+        self._w = w
+        self._anom_maxlen = anomalies_maxlen
+
+    def write_batch(self, items: list[ModelOut]) -> None:
+        latest: dict[str, ModelOut] = {}
+        for out in items:
+            latest[out.uid] = out
+        w = self._w
+        updated_at = _now_iso()
+        keys = w._keys
+
+        def run() -> None:
+            pipe = w._r.pipeline(transaction=False)
+            for uid, out in latest.items():
+                w.call(pipe, uid, 0, "patch", out.fields, b"", updated_at)
+            for out in items:
+                if out.flagged:
+                    pipe.xadd(keys.anomalies, {
+                        "user_id": out.uid, "score": f"{out.score:.4f}",
+                        "features": orjson.dumps(out.features), "at": updated_at,
+                    }, maxlen=self._anom_maxlen, approximate=True)  # fmt: skip
+            pipe.execute()
+
+        _with_retry(run, "patch sink", w._retry_for)
+
+    def close(self) -> None:
+        self._w.close()
+
+
+class RedisPatchSink(DynamicSink[ModelOut]):
+    """Model outputs as profile patches, plus the ``{p}:anomalies`` stream."""
+
+    def __init__(self, url: str, keys: Keys, changes_maxlen: int = 1_000_000, anomalies_maxlen: int = 100_000, retry_for: float = 300.0) -> None:
+        self.url = url
+        self.keys = keys
+        self.changes_maxlen = changes_maxlen
+        self.anomalies_maxlen = anomalies_maxlen
+        self.retry_for = retry_for
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PatchPartition:
+        return _PatchPartition(_Writer(self.url, self.keys, self.changes_maxlen, self.retry_for), self.anomalies_maxlen)
+
+
+class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
+    """Writes the edges, then rescores a bounded slice of customers per batch."""
+
+    def __init__(self, w: _Writer, slice_size: int) -> None:
+        self._w = w
+        self._slice = slice_size
+        self._cursor = 0
+        self._pass_edges: RfmEdges | None = None
+        self._pass_changed = False
+        self._idle = False
+
+    def write_batch(self, items: list[EdgesOut]) -> None:
+        w = self._w
+        keys = w._keys
+        new = [it.edges for it in items if it.edges is not None]
+        if new:
+            edges = new[-1]
+            _with_retry(lambda: w._r.set(keys.rfm_edges, edges.to_json()), "rfm edges", w._retry_for)
+            w._edges, w._edges_at = edges, time.monotonic()
+            self._idle = False
+        if self._idle:
+            return
+        _with_retry(self._rescore_slice, "rfm refresh", w._retry_for)
+
+    def _rescore_slice(self) -> None:
+        w = self._w
+        keys = w._keys
+        edges = w.edges()
+        if self._cursor == 0:
+            self._pass_edges = edges
+            self._pass_changed = False
+        cursor, members = w._r.sscan(keys.rfm_customers, self._cursor, count=self._slice)
+        fields = ("last_purchase_at", "purchase_count", "revenue_total", "rfm_r", "rfm_f", "rfm_m", "rfm_segment")
+        pipe = w._r.pipeline(transaction=False)
+        uids = [m.decode() if isinstance(m, bytes) else m for m in members]
+        for uid in uids:
+            pipe.hmget(keys.profile(uid), fields)
+        rows = pipe.execute()
+        pipe = w._r.pipeline(transaction=False)
+        updated_at = _now_iso()
+        n = 0
+        for uid, row in zip(uids, rows, strict=True):
+            vals = [x.decode() if isinstance(x, bytes) else x for x in row]
+            if not vals[0] or not vals[1]:
+                continue
+            try:
+                v = RfmValues(parse_ts(vals[0]), int(vals[1]), to_cents(vals[2] or "0"))
+            except (ValueError, TimestampError):
+                continue
+            want = rfm_fields(edges, v)
+            if [want["rfm_r"], want["rfm_f"], want["rfm_m"], want["rfm_segment"]] != vals[3:]:
+                w.call(pipe, uid, 0, "patch", want, b"", updated_at)
+                n += 1
+        if n:
+            pipe.execute()
+            self._pass_changed = True
+            metrics.RFM_RESCORED.inc(n)
+        self._cursor = int(cursor)
+        if self._cursor == 0 and not self._pass_changed and self._pass_edges == edges:
+            self._idle = True  # a full pass found nothing to change: converged
+
+    def close(self) -> None:
+        self._w.close()
+
+
+class RfmEdgesSink(DynamicSink[EdgesOut]):
+    """RFM population edges and the bounded rescoring of idle customers."""
+
+    def __init__(self, url: str, keys: Keys, changes_maxlen: int = 1_000_000, slice_size: int = 2000, retry_for: float = 300.0) -> None:
+        self.url = url
+        self.keys = keys
+        self.changes_maxlen = changes_maxlen
+        self.slice_size = slice_size
+        self.retry_for = retry_for
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _EdgesPartition:
+        return _EdgesPartition(_Writer(self.url, self.keys, self.changes_maxlen, self.retry_for), self.slice_size)
+
+
+class _MergePartition(StatelessSinkPartition[MergeExport]):
+    def __init__(self, url: str, keys: Keys, shards: int, retry_for: float) -> None:
+        self._r = redis.Redis.from_url(url, socket_timeout=10)
+        self._keys = keys
+        self._shards = shards
+        self._retry_for = retry_for
+
+    def write_batch(self, items: list[MergeExport]) -> None:
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            for m in items:
+                pipe.xadd(self._keys.events(shard_of(m.to_uid, self._shards)), {"e": encode_merge(m)})
+            pipe.execute()
+
+        _with_retry(run, "merge sink", self._retry_for)
+
+    def close(self) -> None:
+        self._r.close()
+
+
+class RedisMergeSink(DynamicSink[MergeExport]):
+    """Identity merges, appended to the target user's buffer shard (see :func:`encode_merge`)."""
+
+    def __init__(self, url: str, keys: Keys, shards: int, retry_for: float = 300.0) -> None:
+        self.url = url
+        self.keys = keys
+        self.shards = shards
+        self.retry_for = retry_for
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _MergePartition:
+        return _MergePartition(self.url, self.keys, self.shards, self.retry_for)
+
+
+MERGE_PREFIX = b'{"type":"_merge"'
+
+
+def encode_merge(m: MergeExport) -> bytes:
+    """The buffer entry of an identity merge; internal (the collector refuses ``_merge``)."""
+    return orjson.dumps({
+        "type": "_merge", "messageId": m.merge_id, "userId": m.to_uid, "from": m.from_uid,
+        "ts": m.ts, "state": base64.b64encode(m.state).decode(),
+    })  # fmt: skip
+
+
+def decode_merge(raw: bytes) -> tuple[str, str, str, int, bytes]:
+    """(to user, merge id, from user, ts, state) of a merge entry."""
+    d = orjson.loads(raw)
+    return d["userId"], d["messageId"], d["from"], int(d["ts"]), base64.b64decode(d["state"])
 
 
 class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
@@ -239,8 +537,3 @@ class RedisDeadLetterSink(DynamicSink[DeadLetter]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
         return _DeadLetterPartition(self.url, self.keys, self.maxlen, self.retry_for)
-
-
-def encode_extra(obj: dict[str, object] | None) -> bytes:
-    """JSON text for :attr:`ProfileOut.extra` (``b""`` when there is nothing)."""
-    return orjson.dumps(obj) if obj else b""

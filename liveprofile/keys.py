@@ -15,7 +15,11 @@ key                                type    holds
                                            ``stage``, ``source``
 ``{p}:dead-letter:seen``           SET     source positions already dead-lettered (dedupe of
                                            at-least-once dead-letter writes), trimmed by age
-``{p}:segment:{name}``             SET     user ids per segment
+``{p}:segment:{name}``             SET     user ids per segment: RFM segments (``champions``, ...),
+                                           ``interest:{category}`` (top category),
+                                           ``cart_abandoned``, ``suspect``
+``{p}:rfm:edges``                  STRING  current RFM population edges (JSON)
+``{p}:rfm:customers``              SET     users with at least one order (RFM rescoring index)
 ``{p}:anomalies``                  STREAM  flagged events/users with score and features
 =================================  ======  =====================================================
 """
@@ -62,6 +66,14 @@ class Keys:
     @property
     def buffer_progress(self) -> str:
         return f"{self.prefix}:buffer:progress"
+
+    @property
+    def rfm_edges(self) -> str:
+        return f"{self.prefix}:rfm:edges"
+
+    @property
+    def rfm_customers(self) -> str:
+        return f"{self.prefix}:rfm:customers"
 
     @property
     def anomalies(self) -> str:

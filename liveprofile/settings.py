@@ -16,9 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from operators.behaviour import SessionConfig
 from operators.dedupe import DedupeConfig
 from operators.events import Limits
+from operators.interest import InterestConfig
+from operators.models import ModelConfig
 from operators.timeutil import TimestampError, parse_duration_s, parse_ts
+from operators.user import UserConfig
 
 __all__ = ["Settings", "SETTINGS", "ConfigError", "load_env"]
 
@@ -43,6 +47,21 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_MAX_EVENT_BYTES": ("32768", "largest single event (413, or a dead letter inside a batch)"),
     "LIVEPROFILE_READ_BATCH": ("1000", "stream entries the dataflow reads per shard per poll"),
     "LIVEPROFILE_POLL_INTERVAL": ("0.02", "seconds the dataflow waits before polling an idle shard again"),
+    "LIVEPROFILE_SESSION_GAP": ("30m", "inactivity (event time) that ends a session"),
+    "LIVEPROFILE_CART_ABANDON_WINDOW": ("1h", "event time after the last cart change without an order before a cart counts as abandoned"),
+    "LIVEPROFILE_INTEREST_HALF_LIFE": ("14d", "half-life of category interest, in event time"),
+    "LIVEPROFILE_ANOMALY_THRESHOLD": ("0.75", "HalfSpaceTrees score (0-1) at or above which a user is flagged suspect"),
+    "LIVEPROFILE_CHANGES_MAXLEN": ("1000000", "approximate cap on the change-feed stream length"),
+    "LIVEPROFILE_SYNC_DESTINATIONS": ("", "ESP sync destinations: a JSON object name -> options, or the path of a JSON file holding one (see liveprofile/sync/config.py)"),
+    "LIVEPROFILE_SYNC_CONSUMER": ("", "consumer name of this sync process in the change-feed groups; empty = host-pid-random"),
+    "LIVEPROFILE_SYNC_LEASE_TTL": ("15", "seconds a sync process holds a destination's lease without renewing it (failover time)"),
+    "LIVEPROFILE_SYNC_METRICS_PORT": ("9108", "port of the sync process's Prometheus /metrics (0 = off)"),
+    "LIVEPROFILE_SYNC_DEAD_LETTER_MAXLEN": ("1000000", "approximate cap on each destination's dead-letter stream"),
+    "LIVEPROFILE_API_TOKENS": ("", "comma-separated bearer tokens accepted by the profile API; the API refuses to start without one"),
+    "LIVEPROFILE_API_TEMPLATES": ("", "directory of content templates ({slot}.html) overriding or adding to the built-in ones"),
+    "LIVEPROFILE_API_EXPERIMENTS": ("", "A/B experiments: a JSON object name -> {variant: weight}, or the path of a JSON file holding one"),
+    "LIVEPROFILE_API_RECOMMENDATIONS": ("4", "products in a recommendations block"),
+    "LIVEPROFILE_API_BESTSELLERS_TTL": ("30", "seconds the API caches the cross-category bestsellers (fallback content)"),
 }
 
 
@@ -83,6 +102,14 @@ def _int(values: Mapping[str, str], name: str, lo: int = 1) -> int:
     return v
 
 
+def _float(values: Mapping[str, str], name: str) -> float:
+    try:
+        return float(values[name])
+    except ValueError:
+        msg = f"{name} must be a number, got {values[name]!r}"
+        raise ConfigError(msg) from None
+
+
 def _dur_ms(values: Mapping[str, str], name: str) -> int:
     try:
         return int(parse_duration_s(values[name]) * 1000)
@@ -105,6 +132,9 @@ class Settings:
     max_request_bytes: int
     read_batch: int
     poll_interval_s: float
+    user: UserConfig
+    models: ModelConfig
+    changes_maxlen: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -123,6 +153,10 @@ class Settings:
             max_future_skew_ms=_dur_ms(v, "LIVEPROFILE_MAX_FUTURE_SKEW"),
             max_event_bytes=_int(v, "LIVEPROFILE_MAX_EVENT_BYTES"),
         )
+        dedupe = DedupeConfig(
+            window_ms=_dur_ms(v, "LIVEPROFILE_DEDUPE_WINDOW"),
+            max_ids=_int(v, "LIVEPROFILE_DEDUPE_MAX_IDS"),
+        )
         prefix = v["LIVEPROFILE_KEY_PREFIX"].strip()
         if not prefix or any(c.isspace() for c in prefix):
             msg = "LIVEPROFILE_KEY_PREFIX must be a non-empty word"
@@ -138,14 +172,19 @@ class Settings:
             write_keys=tuple(k.strip() for k in v["LIVEPROFILE_WRITE_KEYS"].split(",") if k.strip()),
             limits=limits,
             shards=_int(v, "LIVEPROFILE_SHARDS"),
-            dedupe=DedupeConfig(
-                window_ms=_dur_ms(v, "LIVEPROFILE_DEDUPE_WINDOW"),
-                max_ids=_int(v, "LIVEPROFILE_DEDUPE_MAX_IDS"),
-            ),
+            dedupe=dedupe,
             max_backlog=_int(v, "LIVEPROFILE_MAX_BACKLOG"),
             max_request_bytes=_int(v, "LIVEPROFILE_MAX_REQUEST_BYTES"),
             read_batch=_int(v, "LIVEPROFILE_READ_BATCH"),
             poll_interval_s=poll,
+            user=UserConfig(
+                dedupe=dedupe,
+                interest=InterestConfig(half_life_ms=_dur_ms(v, "LIVEPROFILE_INTEREST_HALF_LIFE")),
+                session=SessionConfig(gap_ms=_dur_ms(v, "LIVEPROFILE_SESSION_GAP")),
+                abandon_ms=_dur_ms(v, "LIVEPROFILE_CART_ABANDON_WINDOW"),
+            ),
+            models=ModelConfig(threshold=_float(v, "LIVEPROFILE_ANOMALY_THRESHOLD")),
+            changes_maxlen=_int(v, "LIVEPROFILE_CHANGES_MAXLEN"),
         )
         if overrides:
             known = {f.name for f in fields(cls)}

@@ -1,25 +1,35 @@
-"""Per-user profile state: counters, purchases, live cart, email engagement.
+"""Per-user profile state: counters, purchases, live cart, abandonment, email engagement.
 
 Contract
 --------
-``ProfileState.apply(event, dedupe)`` folds one valid :class:`~operators.events.Event`
-into the state and returns ``True`` if it changed the profile (``False`` for a
-duplicate ``messageId``). Every fold is order-insensitive for events inside the
-dedupe window: bounds are min/max, sums commute, the email is the one with the
-newest event time, and the cart is the net of the add/remove operations
-*after* the newest order in event time. ``version`` counts applied events, so
-the state at a given version is a pure function of the events applied, which
-makes a replayed write recognisable as stale (the sink's version guard).
+``ProfileState.apply(event, dedupe, abandon_ms)`` folds one valid
+:class:`~operators.events.Event` into the state and returns ``True`` if it was
+applied (``False`` for a duplicate ``messageId``). Every fold is
+order-insensitive for events inside the dedupe window: bounds are min/max,
+sums commute, the email is the one with the newest event time, and the cart is
+the net of the add/remove operations *after* the newest order in event time.
 
-``to_fields(state)`` renders the SPEC §4 hash fields as strings, except
-``version`` (``state.version``, written by the sink's version guard) and
-``updated_at`` (the write time, set by the sink).
+``seq`` counts the input items applied (events and identity merges). It is a
+pure function of the input, so a replayed write is recognisable as stale
+(the sink refuses a ``seq`` lower than the stored one). Timer-driven changes
+(cart abandonment when no further event arrives) do not advance it.
+
+Cart abandonment, in event time: a cart holding items is abandoned once
+``abandon_ms`` passes after its newest add/remove without an order. It is
+decided either by the user's next event (correct during fast replays) or by
+``check_abandoned(clock)`` from a timer (live traffic with no further event).
+An abandonment returns the ``Cart Abandoned`` trigger once.
+
+``to_fields(state)`` renders the SPEC §4 hash fields as strings (``version``
+and ``updated_at`` are the sink's).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import orjson
 
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
@@ -31,12 +41,13 @@ __all__ = ["ProfileState", "to_fields", "CART_ADD", "CART_REMOVE", "ORDER_EVENTS
 CART_ADD = "Product Added"
 CART_REMOVE = "Product Removed"
 ORDER_EVENTS = frozenset({"Order Completed"})
-#: Fields this module owns on the profile hash (SPEC §4 core fields).
+#: Fields this module owns on the profile hash.
 PROFILE_FIELDS = (
     "user_id", "email", "event_count", "first_seen_at", "last_seen_at", "purchase_count",
-    "revenue_total", "first_purchase_at", "last_purchase_at", "cart_value", "cart_items",
-    "email_opens", "email_clicks", "last_email_open_at",
+    "revenue_total", "first_purchase_at", "last_purchase_at", "cart_value", "cart_items", "cart",
+    "cart_abandoned", "email_opens", "email_clicks", "last_email_open_at",
 )  # fmt: skip
+_CART_NAMES = frozenset({CART_ADD, CART_REMOVE})
 _MAX_CART_OPS = 200
 _NONE = -(2**62)
 
@@ -45,10 +56,10 @@ _NONE = -(2**62)
 class ProfileState:
     """Everything the core profile needs for one user. Picklable, small."""
 
-    SCHEMA: ClassVar[int] = 1
+    SCHEMA: ClassVar[int] = 2
 
     uid: str
-    version: int = 0
+    seq: int = 0
     event_count: int = 0
     first_seen: int = _NONE
     last_seen: int = _NONE
@@ -59,6 +70,8 @@ class ProfileState:
     last_order_ts: int = _NONE
     # (event time, product id, signed quantity, unit price cents); only ops after last_order_ts
     cart_ops: list[tuple[int, str, int, int]] = field(default_factory=list)
+    cart_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # pid -> (name, category)
+    cart_abandoned: bool = False
     email: str = ""
     email_ts: int = _NONE
     email_opens: int = 0
@@ -67,7 +80,8 @@ class ProfileState:
     last_received: int = 0
     seen: SeenIds = field(default_factory=SeenIds)
 
-    def apply(self, ev: Event, dedupe: DedupeConfig) -> bool:
+    # -- folding -------------------------------------------------------------------
+    def apply(self, ev: Event, dedupe: DedupeConfig, abandon_ms: int = 3_600_000) -> bool:
         """Fold ``ev`` in; ``False`` (and no change) when it is a duplicate.
 
         >>> from operators.events import parse_event, Limits
@@ -77,13 +91,13 @@ class ProfileState:
         ...     "properties": {"total": 10.1}}, Limits())
         >>> st.apply(e, DedupeConfig()), st.apply(e, DedupeConfig())
         (True, False)
-        >>> st.purchase_count, st.revenue_cents, st.version
+        >>> st.purchase_count, st.revenue_cents, st.seq
         (1, 1010, 1)
         """
         ts = ev.ts
         if not self.seen.first_sight(dedupe, ev.message_id, ts):
             return False
-        self.version += 1
+        self.seq += 1
         self.event_count += 1
         if self.first_seen == _NONE or ts < self.first_seen:
             self.first_seen = ts
@@ -106,14 +120,17 @@ class ProfileState:
                 self.last_purchase = ts
             if ts > self.last_order_ts:
                 self.last_order_ts = ts
-                self.cart_ops = [op for op in self.cart_ops if op[0] > ts]
-        elif name in (CART_ADD, CART_REMOVE):
+                self._prune_cart()
+        elif name in _CART_NAMES:
             if ts > self.last_order_ts:
                 sign = 1 if name == CART_ADD else -1
                 for p in ev.products:
                     self.cart_ops.append((ts, p.product_id, sign * p.quantity, p.price_cents))
+                    if p.name or p.category:
+                        self.cart_info[p.product_id] = (p.name, p.category)
                 if len(self.cart_ops) > _MAX_CART_OPS:
                     self.cart_ops = _compact(self.cart_ops)
+                self.cart_abandoned = False
         elif name == "Email Opened":
             self.email_opens += 1
             if ts > self.last_email_open:
@@ -122,10 +139,84 @@ class ProfileState:
             self.email_clicks += 1
         return True
 
+    def _prune_cart(self) -> None:
+        t = self.last_order_ts
+        self.cart_ops = [op for op in self.cart_ops if op[0] > t]
+        live = {op[1] for op in self.cart_ops}
+        self.cart_info = {k: v for k, v in self.cart_info.items() if k in live}
+        if not self.cart_ops:
+            self.cart_abandoned = False
+
+    def last_cart_ts(self) -> int:
+        """Event time of the newest cart operation after the last order (or ``_NONE``)."""
+        return max((op[0] for op in self.cart_ops), default=_NONE)
+
+    def abandon_deadline(self, abandon_ms: int) -> int | None:
+        """Event time at which the live cart counts as abandoned, if it can be."""
+        if self.cart_abandoned or not self.cart_ops:
+            return None
+        return self.last_cart_ts() + abandon_ms
+
+    def check_abandoned(self, clock: int, abandon_ms: int) -> dict[str, Any] | None:
+        """Mark the cart abandoned if ``clock`` passed its deadline; return the trigger once."""
+        deadline = self.abandon_deadline(abandon_ms)
+        if deadline is None or clock < deadline:
+            return None
+        cart = self.cart()
+        if not cart:
+            self.cart_ops = []  # they net to nothing: no cart, no deadline
+            self.cart_info = {}
+            return None
+        self.cart_abandoned = True
+        return {
+            "name": "Cart Abandoned",
+            "id": f"cart-abandoned:{self.uid}:{deadline}",
+            "ts": iso(deadline),
+            "properties": {
+                "cart_value": format_cents(sum(q * c for q, c in cart.values())),
+                "products": self.cart_lines(),
+            },
+        }
+
+    def merge(self, other: ProfileState, dedupe: DedupeConfig) -> None:
+        """Fold another user's state in (identity merge): the result does not depend on
+        which side is which, except ``uid``; ``seq`` advances by one (one input item)."""
+        self.seq += 1
+        self.event_count += other.event_count
+        for a in ("first_seen", "first_purchase"):
+            o = getattr(other, a)
+            if o != _NONE and (getattr(self, a) == _NONE or o < getattr(self, a)):
+                setattr(self, a, o)
+        for a in ("last_seen", "last_purchase", "last_email_open", "last_received"):
+            setattr(self, a, max(getattr(self, a), getattr(other, a)))
+        self.purchase_count += other.purchase_count
+        self.revenue_cents += other.revenue_cents
+        self.email_opens += other.email_opens
+        self.email_clicks += other.email_clicks
+        if other.email and other.email_ts >= self.email_ts:
+            self.email, self.email_ts = other.email, other.email_ts
+        self.cart_ops = sorted(self.cart_ops + other.cart_ops)
+        self.cart_info = {**other.cart_info, **self.cart_info}
+        self.last_order_ts = max(self.last_order_ts, other.last_order_ts)
+        self.cart_abandoned = self.cart_abandoned and other.cart_abandoned
+        self._prune_cart()
+        if len(self.cart_ops) > _MAX_CART_OPS:
+            self.cart_ops = _compact(self.cart_ops)
+        for i, h in enumerate(other.seen.ids):
+            if h not in self.seen.ids:
+                self.seen.ids.append(h)
+                self.seen.times.append(other.seen.times[i])
+        self.seen.newest = max(self.seen.newest, other.seen.newest)
+        if len(self.seen.ids) > dedupe.max_ids:
+            drop = len(self.seen.ids) - dedupe.max_ids
+            del self.seen.ids[:drop]
+            del self.seen.times[:drop]
+
+    # -- reading -------------------------------------------------------------------
     def cart(self) -> dict[str, tuple[int, int]]:
         """Live cart: product id -> (quantity, unit price cents), net of removals.
 
-        The price is the one of the newest operation on that product.
+        The price is the one of the newest add of that product.
         """
         qty: dict[str, int] = {}
         price: dict[str, tuple[int, int]] = {}
@@ -134,6 +225,14 @@ class ProfileState:
             if dq > 0 and (pid not in price or ts >= price[pid][0]):
                 price[pid] = (ts, cents)
         return {pid: (q, price.get(pid, (0, 0))[1]) for pid, q in sorted(qty.items()) if q > 0}
+
+    def cart_lines(self) -> list[dict[str, Any]]:
+        """The live cart as line items (for templates and ESP triggers)."""
+        out = []
+        for pid, (q, cents) in self.cart().items():
+            name, cat = self.cart_info.get(pid, ("", ""))
+            out.append({"product_id": pid, "name": name, "category": cat, "price": format_cents(cents), "quantity": q})
+        return out
 
 
 def _compact(ops: list[tuple[int, str, int, int]]) -> list[tuple[int, str, int, int]]:
@@ -168,8 +267,8 @@ def _t(ms: int) -> str:
 def to_fields(st: ProfileState) -> dict[str, str]:
     """Render the profile hash fields (all strings), except ``version`` and ``updated_at``.
 
-    >>> sorted(to_fields(ProfileState("u9")).items())[:3]
-    [('cart_items', '0'), ('cart_value', '0.00'), ('email', '')]
+    >>> sorted(to_fields(ProfileState("u9")).items())[:4]
+    [('cart', '[]'), ('cart_abandoned', '0'), ('cart_items', '0'), ('cart_value', '0.00')]
     """
     cart = st.cart()
     return {
@@ -184,6 +283,8 @@ def to_fields(st: ProfileState) -> dict[str, str]:
         "last_purchase_at": _t(st.last_purchase),
         "cart_value": format_cents(sum(q * c for q, c in cart.values())),
         "cart_items": str(sum(q for q, _ in cart.values())),
+        "cart": orjson.dumps(st.cart_lines()).decode() if cart else "[]",
+        "cart_abandoned": "1" if st.cart_abandoned and cart else "0",
         "email_opens": str(st.email_opens),
         "email_clicks": str(st.email_clicks),
         "last_email_open_at": _t(st.last_email_open),

@@ -5,36 +5,58 @@ from __future__ import annotations
 import orjson
 import redis
 
-from dataflows.redis_sinks import DeadLetter, ProfileOut, RedisDeadLetterSink, RedisProfileSink
+from dataflows.redis_sinks import DeadLetter, RedisDeadLetterSink, RedisProfileSink
 from dataflows.redis_source import RedisStreamSource
 from liveprofile.keys import Keys
 from operators.events import Rejected
+from operators.rfm import RfmValues
+from operators.user import ProfileUpdate, Retire
 
 K = Keys("lp")
 
 
-def fields(v: int, **kw: str) -> ProfileOut:
+def fields(v: int, rfm: RfmValues | None = None, **kw: str) -> ProfileUpdate:
     f = {"user_id": "u1", "event_count": str(v), "email": "", **kw}
-    return ProfileOut(v, f, 0)
+    return ProfileUpdate("u1", v, f, 0, rfm)
 
 
-def test_upsert_version_guard_and_change_feed(redis_url: str, r: redis.Redis) -> None:
+def test_upsert_seq_guard_and_change_feed(redis_url: str, r: redis.Redis) -> None:
     part = RedisProfileSink(redis_url, K).build("s", 0, 1)
     part.write_batch([("u1", fields(1)), ("u1", fields(3, email="a@b.co")), ("u1", fields(2))])
-    assert r.hget(K.profile("u1"), "version") == b"3"
+    assert r.hget(K.profile("u1"), "seq") == b"3" and r.hget(K.profile("u1"), "version") == b"1"
     assert r.hget(K.profile("u1"), "event_count") == b"3"
     assert r.xlen(K.changes) == 1  # coalesced: one write for the batch
-    # replaying older or equal versions changes nothing and adds no change entry
+    # replaying older or equal seqs with the same content changes nothing and adds no change entry
     part.write_batch([("u1", fields(3, email="a@b.co")), ("u1", fields(1))])
-    assert r.xlen(K.changes) == 1
+    part.write_batch([("u1", fields(1))])
+    assert r.xlen(K.changes) == 1 and r.hget(K.profile("u1"), "version") == b"1"
     part.write_batch([("u1", fields(4, email="a@b.co"))])
     entries = r.xrange(K.changes)
     assert len(entries) == 2
     last = entries[-1][1]
-    assert last[b"user_id"] == b"u1" and last[b"version"] == b"4"
+    assert last[b"user_id"] == b"u1" and last[b"version"] == b"2"
     assert orjson.loads(last[b"changed"]) == {"event_count": "4"}  # only what changed
     first = orjson.loads(entries[0][1][b"changed"])
-    assert first == {"user_id": "u1", "event_count": "3", "email": "a@b.co"}
+    assert first["email"] == "a@b.co" and first["rfm_segment"] == "" and first["user_id"] == "u1"
+
+
+def test_segments_move_with_the_profile_and_tombstones_clear_them(redis_url: str, r: redis.Redis) -> None:
+    part = RedisProfileSink(redis_url, K).build("s", 0, 1)
+    part.write_batch([("u1", fields(1, rfm=RfmValues(10**12, 1, 500), top_category="shoes", cart_abandoned="1"))])
+    seg = r.hget(K.profile("u1"), "rfm_segment").decode()
+    assert seg and r.sismember(K.segment(seg), "u1")
+    assert r.sismember(K.segment("interest:shoes"), "u1") and r.sismember(K.segment("cart_abandoned"), "u1")
+    assert r.sismember(K.rfm_customers, "u1")
+    part.write_batch([("u1", fields(2, rfm=RfmValues(10**12, 1, 500), top_category="books", cart_abandoned="0"))])
+    assert not r.sismember(K.segment("interest:shoes"), "u1") and r.sismember(K.segment("interest:books"), "u1")
+    assert not r.sismember(K.segment("cart_abandoned"), "u1")
+    part.write_batch([("u1", Retire("u1", "u9", 3))])
+    prof = {k.decode(): v.decode() for k, v in r.hgetall(K.profile("u1")).items()}
+    assert prof["merged_into"] == "u9" and "event_count" not in prof and "rfm_segment" not in prof
+    assert not r.sismember(K.segment(seg), "u1") and not r.sismember(K.segment("interest:books"), "u1")
+    assert not r.sismember(K.rfm_customers, "u1")
+    part.write_batch([("u1", fields(2, top_category="books"))])  # a late replay cannot resurrect it
+    assert "event_count" not in {k.decode() for k in r.hkeys(K.profile("u1"))}
 
 
 def test_dead_letters_are_idempotent(redis_url: str, r: redis.Redis) -> None:

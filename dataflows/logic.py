@@ -1,0 +1,192 @@
+"""Stateful adapters: the operators' step functions inside Bytewax.
+
+Each class wraps pure functions from :mod:`operators` and adds only engine
+concerns: which key it runs under, timers (``notify_at``), and snapshots
+(always ``bytes`` from ``pickle``: immutable, so Bytewax needs no deep copy,
+and far cheaper than ``copy.deepcopy``; guide §2.3, §12.5).
+
+* :class:`IdentityLogic` — keyed by anonymous id; state: the linked user id
+  (discarded while there is none, so anonymous-only visitors cost nothing).
+* :class:`UserLogic` — keyed by canonical user id; state: :class:`operators.user.UserState`;
+  timers for session end and cart abandonment in stream time.
+* :class:`ModelsLogic` — keyed by model shard; state: :class:`operators.models.ShardModels`.
+* :class:`PopulationLogic` — one key; state: the RFM :class:`operators.rfm.Population`;
+  emits edges when they change, and refresh ticks for a while after.
+"""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from dataflows import metrics
+from dataflows.clock import CLOCK
+from dataflows.redis_sinks import EdgesOut, ModelOut
+from operators.events import Event
+from operators.identity import route
+from operators.models import ModelConfig, ShardModels
+from operators.rfm import Population, RfmEdges
+from operators.routing import shard_of
+from operators.user import (
+    BehaviourUpdate,
+    MergeExport,
+    ProfileUpdate,
+    RfmDelta,
+    UserConfig,
+    UserState,
+    next_deadline,
+    on_timer,
+    step,
+)
+
+__all__ = ["IdentityLogic", "UserLogic", "ModelsLogic", "PopulationLogic", "model_shard"]
+
+
+def model_shard(uid: str, n: int) -> str:
+    """The models key of a user: one model set per shard, never per user."""
+    return f"m{shard_of(uid, n)}"
+
+_RETAIN = StatefulBatchLogic.RETAIN
+_DISCARD = StatefulBatchLogic.DISCARD
+_MAX_TIMER_WAIT = 60.0  # s: re-check event-time deadlines at least this often (fast replays)
+_PICKLE = pickle.HIGHEST_PROTOCOL
+
+
+class IdentityLogic(StatefulBatchLogic[Event, tuple[str, Any], str]):
+    """Route by the anonymous id's link (see :func:`operators.identity.route`)."""
+
+    def __init__(self, resume: str | None) -> None:
+        self.linked = resume
+
+    def on_batch(self, values: list[Event]) -> tuple[list[tuple[str, Any]], bool]:
+        out: list[tuple[str, Any]] = []
+        linked = self.linked
+        for ev in values:
+            linked, items = route(linked, ev)
+            out.extend(items)
+        self.linked = linked
+        return out, (_RETAIN if linked is not None else _DISCARD)
+
+    def snapshot(self) -> str:
+        assert self.linked is not None
+        return self.linked
+
+
+class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
+    """Per-user state (see :mod:`operators.user`)."""
+
+    __slots__ = ("_cfg", "state")
+
+    def __init__(self, cfg: UserConfig, resume: bytes | None) -> None:
+        self._cfg = cfg
+        self.state: UserState | None = pickle.loads(resume) if resume is not None else None
+
+    def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
+        uid = values[0][0]
+        self.state, outs = step(self._cfg, self.state, uid, [v for _, v in values], CLOCK.now())
+        for o in outs:
+            if type(o) is ProfileUpdate and o.event is not None:
+                metrics.CARTS_ABANDONED.inc()
+            elif type(o) is MergeExport:
+                metrics.MERGES.inc()
+            elif type(o) is BehaviourUpdate:
+                for c in o.closed:
+                    metrics.SESSIONS_CLOSED.labels("1" if c.converted else "0").inc()
+        return outs, (_RETAIN if self.state is not None else _DISCARD)
+
+    def notify_at(self) -> datetime | None:
+        if self.state is None:
+            return None
+        d = next_deadline(self._cfg, self.state)
+        if d is None:
+            return None
+        wait = min(max(CLOCK.seconds_until(d), 0.0), _MAX_TIMER_WAIT)
+        return datetime.now(UTC) + timedelta(seconds=wait)
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        if self.state is None:
+            return [], _DISCARD
+        outs = on_timer(self._cfg, self.state, CLOCK.now())
+        for o in outs:
+            if type(o) is ProfileUpdate and o.event is not None:
+                metrics.CARTS_ABANDONED.inc()
+        return outs, _RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=_PICKLE)
+
+
+class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
+    """Anomaly scoring and purchase propensity for the users of one shard."""
+
+    def __init__(self, cfg: ModelConfig, n_shards: int, resume: bytes | None) -> None:
+        self._cfg = cfg
+        self._n = n_shards
+        self.models = ShardModels.from_bytes(resume) if resume is not None else ShardModels.new(cfg)
+        self._auc: Any = None
+
+    def on_batch(self, values: list[BehaviourUpdate]) -> tuple[list[ModelOut], bool]:
+        m = self.models
+        thr = self._cfg.threshold
+        out = []
+        for u in values:
+            score = m.score_behaviour(u.features, learn=not u.rule_suspect)
+            metrics.ANOMALY_SCORES.observe(score)
+            flagged = u.rule_suspect or score >= thr
+            if flagged:
+                metrics.FLAGGED.inc()
+            for c in u.closed:
+                m.learn_session(c.features, c.converted, learn=not flagged)
+            fields = {"anomaly_score": f"{score:.4f}", "suspect": "1" if flagged else "0"}
+            if u.session is not None:
+                fields["purchase_propensity"] = f"{m.propensity(u.session):.4f}"
+            out.append(ModelOut(u.uid, fields, flagged, score, u.features))
+        if m.sessions:
+            if self._auc is None:
+                self._auc = metrics.PROPENSITY_AUC.labels(model_shard(values[0].uid, self._n))
+            self._auc.set(m.auc.get())
+        return out, _RETAIN
+
+    def snapshot(self) -> bytes:
+        return self.models.to_bytes()
+
+
+class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
+    """The RFM customer population; edges out when they change."""
+
+    REFRESH_FOR = timedelta(minutes=10)
+    TICK = timedelta(seconds=1)
+
+    def __init__(self, resume: bytes | None) -> None:
+        self.pop: Population = pickle.loads(resume) if resume is not None else Population()
+        self._edges: RfmEdges | None = None
+        self._changed_at: datetime | None = datetime.now(UTC)  # rescan once after a (re)start
+
+    def on_batch(self, values: list[RfmDelta]) -> tuple[list[EdgesOut], bool]:
+        for d in values:
+            self.pop.apply(d.old, d.new)
+        edges = self.pop.edges()
+        if edges == self._edges:
+            return [], _RETAIN
+        self._edges = edges
+        self._changed_at = datetime.now(UTC)
+        return [EdgesOut(edges)], _RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self._changed_at is None:
+            return None
+        now = datetime.now(UTC)
+        if now - self._changed_at > self.REFRESH_FOR:
+            self._changed_at = None
+            return None
+        return now + self.TICK
+
+    def on_notify(self) -> tuple[list[EdgesOut], bool]:
+        return [EdgesOut(None)], _RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.pop, protocol=_PICKLE)
+

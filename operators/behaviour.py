@@ -1,0 +1,295 @@
+"""Sessions and behavioural (bot) features of one user, in event time.
+
+Contract
+--------
+``Behaviour.observe(cfg, event)`` folds an event into the user's session
+tracker and feature accumulators and returns the sessions it closed (an event
+more than ``gap`` after the current session's last event closes it).
+``Behaviour.close_if_idle(cfg, clock)`` closes the current session when the
+stream clock has passed its end + gap (the live-traffic timer path). Closed
+sessions carry the features the purchase-propensity model learns from,
+counted *before the session's first order* so that the label does not leak
+into them, and the label ``converted``.
+
+``features()`` is the vector the anomaly model scores (see
+:data:`FEATURE_LIMITS` for its fixed ranges); ``rule_suspect()`` is the
+fixed-limit bot rule that also keeps bot activity out of the interest state.
+Sessions are tracked without Bytewax's ``SessionWindower`` (it leaks per-key
+state, guide §12.2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from operators.events import Event
+
+__all__ = [
+    "SessionConfig",
+    "Session",
+    "ClosedSession",
+    "Behaviour",
+    "FEATURE_LIMITS",
+    "PROPENSITY_FEATURES",
+]
+
+#: Fixed ranges of the anomaly features (HalfSpaceTrees ``limits``); values are clipped.
+FEATURE_LIMITS: dict[str, tuple[float, float]] = {
+    "velocity": (0.0, 120.0),  # events per minute in the current session
+    "regularity": (0.0, 1.0),  # 1 - coefficient of variation of inter-arrival gaps
+    "breadth_products": (0.0, 300.0),  # distinct products in the session
+    "breadth_categories": (0.0, 12.0),  # distinct categories in the session
+    "view_cart_ratio": (0.0, 1.0),  # adds / views in the session
+    "order_z": (-5.0, 5.0),  # last order value vs the user's own history (z-score)
+    "fast_email_ratio": (0.0, 1.0),  # email opens/clicks < 5 s after delivery, share
+    "email_latency_log": (0.0, 12.0),  # log1p(mean seconds delivery -> open/click)
+}
+#: Inputs of the purchase-propensity model.
+PROPENSITY_FEATURES = (
+    "views", "adds", "removes", "checkouts", "categories", "duration_min", "events",
+    "email_clicks", "past_orders", "cart_ops",
+)  # fmt: skip
+_MAX_SET = 300
+_NONE = -(2**62)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Inactivity gap (ms) that ends a session."""
+
+    gap_ms: int = 30 * 60_000
+
+    def __post_init__(self) -> None:
+        if self.gap_ms <= 0:
+            msg = "session gap must be positive"
+            raise ValueError(msg)
+
+
+@dataclass(slots=True)
+class Session:
+    """The open session: bounds and counters (pre-order counters for propensity)."""
+
+    start: int
+    last: int
+    events: int = 0
+    views: int = 0
+    adds: int = 0
+    removes: int = 0
+    checkouts: int = 0
+    email_clicks: int = 0
+    converted: bool = False
+    pre_order: dict[str, float] | None = None
+    products: set[str] = field(default_factory=set)
+    categories: set[str] = field(default_factory=set)
+    gap_n: int = 0
+    gap_sum: float = 0.0
+    gap_sq: float = 0.0
+    prev_ts: int = _NONE
+
+    def counters(self, past_orders: int, cart_ops: int) -> dict[str, float]:
+        return {
+            "views": float(self.views),
+            "adds": float(self.adds),
+            "removes": float(self.removes),
+            "checkouts": float(self.checkouts),
+            "categories": float(len(self.categories)),
+            "duration_min": (self.last - self.start) / 60_000,
+            "events": float(self.events),
+            "email_clicks": float(self.email_clicks),
+            "past_orders": float(past_orders),
+            "cart_ops": float(cart_ops),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedSession:
+    """A finished session: when, its propensity features, and whether it converted."""
+
+    start: int
+    end: int
+    features: dict[str, float]
+    converted: bool
+
+
+@dataclass(slots=True)
+class Behaviour:
+    """Session tracker plus bot-feature accumulators of one user."""
+
+    session: Session | None = None
+    sessions: int = 0
+    past_orders: int = 0
+    order_n: int = 0
+    order_mean: float = 0.0
+    order_m2: float = 0.0
+    order_z: float = 0.0
+    delivered: dict[str, int] = field(default_factory=dict)  # email id -> delivery time
+    email_n: int = 0
+    email_fast: int = 0
+    email_latency_s: float = 0.0
+
+    def observe(self, cfg: SessionConfig, ev: Event, cart_ops: int) -> list[ClosedSession]:
+        """Fold ``ev`` in; return sessions it closed (0 or 1)."""
+        closed: list[ClosedSession] = []
+        ts = ev.ts
+        s = self.session
+        if s is not None and ts > s.last + cfg.gap_ms:
+            closed.append(self._close(cart_ops))
+            s = None
+        if s is None:
+            s = self.session = Session(start=ts, last=ts)
+            self.sessions += 1
+        elif ts < s.start - cfg.gap_ms:
+            # a late event from an earlier, already closed session: totals only
+            self._email(ev)
+            return closed
+        s.start = min(s.start, ts)
+        if ts > s.last:
+            s.last = ts
+        if s.prev_ts != _NONE and ts >= s.prev_ts:
+            g = (ts - s.prev_ts) / 1000.0
+            s.gap_n += 1
+            s.gap_sum += g
+            s.gap_sq += g * g
+        s.prev_ts = max(s.prev_ts, ts)
+        s.events += 1
+        if ev.category and len(s.categories) < _MAX_SET:
+            s.categories.add(ev.category)
+        if ev.type == "track":
+            name = ev.name
+            if name == "Product Viewed":
+                s.views += 1
+            elif name == "Product Added":
+                s.adds += 1
+            elif name == "Product Removed":
+                s.removes += 1
+            elif name == "Checkout Started":
+                s.checkouts += 1
+            elif name == "Email Link Clicked":
+                s.email_clicks += 1
+            elif name == "Order Completed":
+                if not s.converted:
+                    s.pre_order = s.counters(self.past_orders, cart_ops)
+                s.converted = True
+                self._order(ev.value_cents)
+            for p in ev.products:
+                if p.product_id and len(s.products) < _MAX_SET:
+                    s.products.add(p.product_id)
+            self._email(ev)
+        return closed
+
+    def close_if_idle(self, cfg: SessionConfig, clock: int, cart_ops: int) -> list[ClosedSession]:
+        """Close the open session if the stream clock is past its end + gap."""
+        s = self.session
+        if s is not None and clock > s.last + cfg.gap_ms:
+            return [self._close(cart_ops)]
+        return []
+
+    def deadline(self, cfg: SessionConfig) -> int | None:
+        """Event time at which the open session ends if nothing else happens."""
+        return None if self.session is None else self.session.last + cfg.gap_ms
+
+    def _close(self, cart_ops: int) -> ClosedSession:
+        s = self.session
+        assert s is not None
+        feats = s.pre_order if s.pre_order is not None else s.counters(self.past_orders, cart_ops)
+        out = ClosedSession(s.start, s.last, feats, s.converted)
+        if s.converted:
+            self.past_orders += 1
+        self.session = None
+        return out
+
+    def _order(self, cents: int) -> None:
+        x = math.log1p(cents / 100)
+        if self.order_n >= 2:
+            sd = math.sqrt(self.order_m2 / (self.order_n - 1))
+            self.order_z = (x - self.order_mean) / sd if sd > 1e-9 else 0.0
+        self.order_n += 1
+        d = x - self.order_mean
+        self.order_mean += d / self.order_n
+        self.order_m2 += d * (x - self.order_mean)
+
+    def _email(self, ev: Event) -> None:
+        if ev.type != "track":
+            return
+        name = ev.name
+        if name not in ("Email Delivered", "Email Opened", "Email Link Clicked"):
+            return
+        eid = ev.properties.get("email_id") or ev.properties.get("campaign_id")
+        if not isinstance(eid, str | int):
+            return
+        key = str(eid)[:64]
+        if name == "Email Delivered":
+            self.delivered[key] = ev.ts
+            if len(self.delivered) > 20:
+                oldest = min(self.delivered, key=self.delivered.__getitem__)
+                del self.delivered[oldest]
+            return
+        sent = self.delivered.get(key)
+        if sent is None or ev.ts < sent:
+            return
+        lat = (ev.ts - sent) / 1000.0
+        self.email_n += 1
+        if lat < 5.0:
+            self.email_fast += 1
+        self.email_latency_s += (lat - self.email_latency_s) / min(self.email_n, 20)
+
+    def merge(self, other: Behaviour) -> None:
+        """Fold another user's behaviour in (identity merge): histories add up."""
+        self.sessions += other.sessions
+        self.past_orders += other.past_orders
+        self.email_n += other.email_n
+        self.email_fast += other.email_fast
+        for k, v in other.delivered.items():
+            self.delivered.setdefault(k, v)
+        if self.session is None and other.session is not None:
+            self.session = other.session
+
+    def features(self) -> dict[str, float]:
+        """The anomaly feature vector (clipped to :data:`FEATURE_LIMITS`)."""
+        s = self.session
+        if s is None:
+            velocity = regularity = 0.0
+            prods = cats = 0
+            ratio = 0.0
+        else:
+            minutes = max((s.last - s.start) / 60_000, 1.0)
+            velocity = s.events / minutes
+            regularity = 0.0
+            if s.gap_n >= 3:
+                mean = s.gap_sum / s.gap_n
+                var = max(s.gap_sq / s.gap_n - mean * mean, 0.0)
+                cv = math.sqrt(var) / mean if mean > 0 else 1.0
+                regularity = max(0.0, 1.0 - cv)
+            prods = len(s.products)
+            cats = len(s.categories)
+            ratio = s.adds / s.views if s.views else 0.0
+        x = {
+            "velocity": velocity,
+            "regularity": regularity,
+            "breadth_products": float(prods),
+            "breadth_categories": float(cats),
+            "view_cart_ratio": ratio,
+            "order_z": self.order_z,
+            "fast_email_ratio": self.email_fast / self.email_n if self.email_n else 0.0,
+            "email_latency_log": math.log1p(self.email_latency_s) if self.email_n else FEATURE_LIMITS["email_latency_log"][1],
+        }
+        return {k: min(max(v, FEATURE_LIMITS[k][0]), FEATURE_LIMITS[k][1]) for k, v in x.items()}
+
+    def rule_suspect(self) -> bool:
+        """Fixed-limit bot rule (deterministic; gates interest updates).
+
+        Fires on sustained machine-like sessions (very fast, very regular or very
+        broad) or on email engagement that is almost always seconds after delivery.
+        """
+        s = self.session
+        if s is not None and s.events >= 30:
+            minutes = max((s.last - s.start) / 60_000, 1.0)
+            if s.events / minutes > 40 or len(s.products) >= 80:
+                return True
+            if s.gap_n >= 20:
+                mean = s.gap_sum / s.gap_n
+                var = max(s.gap_sq / s.gap_n - mean * mean, 0.0)
+                if mean > 0 and math.sqrt(var) / mean < 0.1:
+                    return True
+        return self.email_n >= 8 and self.email_fast / self.email_n > 0.8

@@ -1,0 +1,256 @@
+"""The whole per-user state and its step function.
+
+Contract
+--------
+``UserState`` bundles the user's :class:`~operators.profile.ProfileState`
+(counters, cart, dedupe), :class:`~operators.interest.Interest`,
+:class:`~operators.behaviour.Behaviour` (sessions, bot features) and the RFM
+values last reported to the population. ``step(cfg, state, uid, items, clock)``
+folds a batch of items — events, identity :class:`~operators.identity.Link`s
+and :class:`MergeIn`s — and returns the new state (``None`` once the user
+merged into another and is retired) plus the outputs:
+
+* :class:`ProfileUpdate` — the rendered profile, at most one per batch;
+* :class:`BehaviourUpdate` — the anomaly feature vector and propensity inputs
+  for the shard's models (plus sessions closed in the batch);
+* :class:`RfmDelta` — the user's move in the customer population;
+* :class:`MergeExport` / :class:`Retire` — when an anonymous profile merges
+  into a known user.
+
+``on_timer(cfg, state, clock)`` is the live-traffic path: sessions and carts
+whose event-time deadline the stream clock has passed. ``next_deadline``
+tells when to call it. ``clock`` is the stream's event-time clock (ms), always
+passed in.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+from operators.behaviour import Behaviour, ClosedSession, SessionConfig
+from operators.dedupe import DedupeConfig
+from operators.events import Event
+from operators.identity import Link
+from operators.interest import Interest, InterestConfig, event_weight
+from operators.profile import ProfileState, to_fields
+from operators.rfm import RfmValues
+from operators.timeutil import iso
+
+__all__ = [
+    "UserConfig",
+    "UserState",
+    "MergeIn",
+    "ProfileUpdate",
+    "BehaviourUpdate",
+    "RfmDelta",
+    "MergeExport",
+    "Retire",
+    "step",
+    "on_timer",
+    "next_deadline",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """Everything the per-user step is configured by."""
+
+    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
+    interest: InterestConfig = field(default_factory=InterestConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    abandon_ms: int = 3_600_000
+
+    def __post_init__(self) -> None:
+        if self.abandon_ms <= 0:
+            msg = "cart abandonment window must be positive"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class MergeIn:
+    """An anonymous user's exported state arriving at the known user (via the buffer)."""
+
+    merge_id: str
+    from_uid: str
+    ts: int
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileUpdate:
+    """One profile write: ``seq`` guard, string fields, newest receipt time, trigger event."""
+
+    uid: str
+    seq: int
+    fields: dict[str, str]
+    last_received_ms: int
+    rfm: RfmValues | None
+    event: dict[str, Any] | None = None
+    tombstone_for: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourUpdate:
+    """Input of the shard's models for one user and batch."""
+
+    uid: str
+    features: dict[str, float]
+    rule_suspect: bool
+    session: dict[str, float] | None
+    closed: tuple[ClosedSession, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RfmDelta:
+    """A customer's move in the RFM population (``None``: not a customer)."""
+
+    old: RfmValues | None
+    new: RfmValues | None
+
+
+@dataclass(frozen=True, slots=True)
+class MergeExport:
+    """The anonymous state to deliver to ``to_uid`` (through the buffer, exactly once)."""
+
+    from_uid: str
+    to_uid: str
+    merge_id: str
+    ts: int
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """The anonymous profile ``uid`` merged into ``into``: tombstone it."""
+
+    uid: str
+    into: str
+    seq: int
+
+
+Output = ProfileUpdate | BehaviourUpdate | RfmDelta | MergeExport | Retire
+
+
+@dataclass(slots=True)
+class UserState:
+    """All state of one user (picklable)."""
+
+    profile: ProfileState
+    interest: Interest = field(default_factory=Interest)
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    rfm: RfmValues | None = None
+
+    @classmethod
+    def new(cls, uid: str) -> UserState:
+        return cls(ProfileState(uid))
+
+
+def _rfm_of(p: ProfileState) -> RfmValues | None:
+    if p.purchase_count <= 0:
+        return None
+    return RfmValues(p.last_purchase, p.purchase_count, p.revenue_cents)
+
+
+def render(st: UserState) -> dict[str, str]:
+    """All per-user profile fields (strings)."""
+    f = to_fields(st.profile)
+    interests = st.interest.render()
+    f["interests"] = _json(interests)
+    f["top_category"] = next(iter(interests), "")
+    f["interests_at"] = iso(st.interest.t_ref) if interests else ""
+    f["session_count"] = str(st.behaviour.sessions)
+    return f
+
+
+def _json(d: dict[str, float]) -> str:
+    import orjson
+
+    return orjson.dumps(d).decode()
+
+
+def _interest(cfg: UserConfig, st: UserState, ev: Event) -> None:
+    w = event_weight(cfg.interest, ev.type, ev.name)
+    if w <= 0:
+        return
+    cat = ev.category
+    if not cat:
+        return
+    st.interest.add(cfg.interest, cat, w, ev.ts)
+
+
+def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed: list[ClosedSession], behaviour: bool) -> list[Output]:
+    out: list[Output] = []
+    p = st.profile
+    if changed or event is not None:
+        new = _rfm_of(p)
+        if new != st.rfm:
+            out.append(RfmDelta(st.rfm, new))
+            st.rfm = new
+        out.append(ProfileUpdate(p.uid, p.seq, render(st), p.last_received, new, event))
+    if behaviour or closed:
+        b = st.behaviour
+        sess = b.session.counters(b.past_orders, len(p.cart_ops)) if b.session else None
+        out.append(BehaviourUpdate(p.uid, b.features(), b.rule_suspect(), sess, tuple(closed)))
+    return out
+
+
+def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Link | MergeIn], clock: int) -> tuple[UserState | None, list[Output]]:
+    """Fold a batch of items for user ``uid`` (see module docstring)."""
+    if st is None:
+        st = UserState.new(uid)
+    p = st.profile
+    changed = False
+    behaviour = False
+    trigger: dict[str, Any] | None = None
+    closed: list[ClosedSession] = []
+    extra: list[Output] = []
+    for it in items:
+        if type(it) is Event:
+            t = p.check_abandoned(it.ts, cfg.abandon_ms)
+            if t is not None:
+                trigger, changed = t, True
+            if not p.apply(it, cfg.dedupe, cfg.abandon_ms):
+                continue
+            changed = True
+            behaviour = True
+            cart_ops = len(p.cart_ops)
+            closed.extend(st.behaviour.observe(cfg.session, it, cart_ops))
+            if not st.behaviour.rule_suspect():
+                _interest(cfg, st, it)
+        elif type(it) is Link:
+            if p.seq == 0:  # nothing anonymous to merge
+                return None, extra
+            extra.extend(_outputs(st, changed, trigger, closed, behaviour))
+            merge_id = f"merge:{uid}:{it.user_id}"
+            extra.append(MergeExport(uid, it.user_id, merge_id, it.ts, pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)))
+            if st.rfm is not None:
+                extra.append(RfmDelta(st.rfm, None))
+            extra.append(Retire(uid, it.user_id, p.seq + 1))
+            return None, extra
+        elif type(it) is MergeIn:
+            if not p.seen.first_sight(cfg.dedupe, it.merge_id, it.ts):
+                continue
+            other: UserState = pickle.loads(it.state)
+            p.merge(other.profile, cfg.dedupe)
+            st.interest.merge(cfg.interest, other.interest)
+            st.behaviour.merge(other.behaviour)
+            changed = True
+    return st, extra + _outputs(st, changed, trigger, closed, behaviour)
+
+
+def on_timer(cfg: UserConfig, st: UserState, clock: int) -> list[Output]:
+    """Live-traffic timers: close an idle session, abandon an idle cart."""
+    cart_ops = len(st.profile.cart_ops)
+    closed = st.behaviour.close_if_idle(cfg.session, clock, cart_ops)
+    trigger = st.profile.check_abandoned(clock, cfg.abandon_ms)
+    if trigger is None and not closed:
+        return []
+    return _outputs(st, trigger is not None, trigger, closed, False)
+
+
+def next_deadline(cfg: UserConfig, st: UserState) -> int | None:
+    """Earliest event time at which :func:`on_timer` has something to do."""
+    ds = [d for d in (st.behaviour.deadline(cfg.session), st.profile.abandon_deadline(cfg.abandon_ms)) if d is not None]
+    return min(ds) if ds else None
