@@ -155,7 +155,7 @@ class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
 
 
 class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
-    """The RFM customer population; edges out when they change."""
+    """The RFM customer population; edges out when they change, at most once per ``TICK``."""
 
     REFRESH_FOR = timedelta(minutes=10)
     TICK = timedelta(seconds=1)
@@ -163,29 +163,40 @@ class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
     def __init__(self, resume: bytes | None) -> None:
         self.pop: Population = pickle.loads(resume) if resume is not None else Population()
         self._edges: RfmEdges | None = None
+        self._sent_at = datetime.min.replace(tzinfo=UTC)
+        self._dirty = False
         self._changed_at: datetime | None = datetime.now(UTC)  # rescan once after a (re)start
+
+    def _emit(self, now: datetime) -> list[EdgesOut]:
+        self._dirty = False
+        self._sent_at = now
+        edges = self.pop.edges()
+        if edges == self._edges:
+            return [EdgesOut(None)]
+        self._edges = edges
+        self._changed_at = now
+        return [EdgesOut(edges)]
 
     def on_batch(self, values: list[RfmDelta]) -> tuple[list[EdgesOut], bool]:
         for d in values:
             self.pop.apply(d.old, d.new)
-        edges = self.pop.edges()
-        if edges == self._edges:
+        self._dirty = True
+        now = datetime.now(UTC)
+        if now - self._sent_at < self.TICK:
             return [], _RETAIN
-        self._edges = edges
-        self._changed_at = datetime.now(UTC)
-        return [EdgesOut(edges)], _RETAIN
+        return self._emit(now), _RETAIN
 
     def notify_at(self) -> datetime | None:
-        if self._changed_at is None:
-            return None
         now = datetime.now(UTC)
-        if now - self._changed_at > self.REFRESH_FOR:
+        if self._dirty:
+            return self._sent_at + self.TICK
+        if self._changed_at is None or now - self._changed_at > self.REFRESH_FOR:
             self._changed_at = None
             return None
-        return now + self.TICK
+        return max(self._sent_at + self.TICK, now)
 
     def on_notify(self) -> tuple[list[EdgesOut], bool]:
-        return [EdgesOut(None)], _RETAIN
+        return self._emit(datetime.now(UTC)), _RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.pop, protocol=_PICKLE)

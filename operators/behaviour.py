@@ -127,6 +127,8 @@ class Behaviour:
     email_n: int = 0
     email_fast: int = 0
     email_latency_s: float = 0.0
+    scored_events: int = 0  # session events at the last scoring
+    scored_email: int = 0  # email interactions at the last scoring
 
     def observe(self, cfg: SessionConfig, ev: Event, cart_ops: int) -> list[ClosedSession]:
         """Fold ``ev`` in; return sessions it closed (0 or 1)."""
@@ -139,6 +141,7 @@ class Behaviour:
         if s is None:
             s = self.session = Session(start=ts, last=ts)
             self.sessions += 1
+            self.scored_events = 0
         elif ts < s.start - cfg.gap_ms:
             # a late event from an earlier, already closed session: totals only
             self._email(ev)
@@ -244,6 +247,39 @@ class Behaviour:
             self.delivered.setdefault(k, v)
         if self.session is None and other.session is not None:
             self.session = other.session
+
+    def due_for_scoring(self) -> bool:
+        """Whether the anomaly model should score this user now.
+
+        Scoring every event would cost one HalfSpaceTrees pass per event; the
+        features are session aggregates that move slowly, so a user is scored
+        when the session's event count reaches 4 and then doubles (4, 8, 16, ...)
+        or grows by 32, and after every new email interaction (the link-scanner
+        signal). Sessions of fewer than 4 events say too little to score.
+
+        >>> b = Behaviour()
+        >>> b.session = Session(0, 0)
+        >>> due = []
+        >>> for n in range(1, 70):
+        ...     b.session.events = n
+        ...     if b.due_for_scoring():
+        ...         b.mark_scored()
+        ...         due.append(n)
+        >>> due
+        [4, 8, 16, 32, 64]
+        """
+        if self.email_n != self.scored_email:
+            return True
+        s = self.session
+        if s is None:
+            return False
+        n = s.events
+        last = self.scored_events
+        return n >= 2 * last or n - last >= 32 if last else n >= 4
+
+    def mark_scored(self) -> None:
+        self.scored_events = self.session.events if self.session is not None else 0
+        self.scored_email = self.email_n
 
     def features(self) -> dict[str, float]:
         """The anomaly feature vector (clipped to :data:`FEATURE_LIMITS`)."""

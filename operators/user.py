@@ -189,8 +189,9 @@ def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed:
             out.append(RfmDelta(st.rfm, new))
             st.rfm = new
         out.append(ProfileUpdate(p.uid, p.seq, render(st), p.last_received, new, event))
-    if behaviour or closed:
+    if closed or (behaviour and st.behaviour.due_for_scoring()):
         b = st.behaviour
+        b.mark_scored()
         sess = b.session.counters(b.past_orders, len(p.cart_ops)) if b.session else None
         out.append(BehaviourUpdate(p.uid, b.features(), b.rule_suspect(), sess, tuple(closed)))
     return out
