@@ -32,6 +32,9 @@ setup() {
   fi
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e '.[dev,kafka]'
+  if [ "${1:-}" = test ] && ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
+    PYTHON=.venv/bin/python bash deploy/tools/fetch-kubectl.sh >/dev/null   # kustomize for tests/deploy
+  fi
 }
 
 case "${1:-demo}" in

@@ -67,17 +67,21 @@ def test_profiles_dead_letters_and_dedupe() -> None:
     assert {d.position for d in out.dead} == {(1714564800000, 4), (1714564800000, 5)}
     assert all(isinstance(d, DeadLetter) for d in out.dead)
     assert len(out.profiles) == 2  # one emission per user per batch
-    assert all(isinstance(p, ModelOut) for p in out.patches) and {p.uid for p in out.patches} == {"u1", "u2"}
+    assert out.patches == []  # sessions under 4 events are not scored
     assert out.edges and isinstance(out.edges[-1], EdgesOut) and out.edges[-1].edges.n == 2  # type: ignore[union-attr]
 
 
-def test_interest_and_sessions() -> None:
+def test_interest_sessions_and_models() -> None:
     items = [item(i, userId="u1", properties={"category": "Shoes" if i % 3 else "Books", "product_id": f"p{i}", "price": 3}) for i in range(9)]
     items.append(item(20, userId="u1", timestamp=1714564000 + 3 * 3600))  # a later session
-    f = run(items).final()["u1"].fields  # type: ignore[union-attr]
+    out = run(items, batch_size=1)
+    f = out.final()["u1"].fields  # type: ignore[union-attr]
     assert f["top_category"] == "shoes"
     assert set(orjson.loads(f["interests"])) == {"shoes", "books"}
     assert f["session_count"] == "2"
+    # scored at 4 and 8 session events, and when the first session closed
+    assert [p.uid for p in out.patches] == ["u1", "u1", "u1"]
+    assert all(isinstance(p, ModelOut) and set(p.fields) >= {"anomaly_score", "suspect"} for p in out.patches)
 
 
 def test_anonymous_history_merges_into_the_identified_user_either_order(tmp_path: Path) -> None:
