@@ -81,8 +81,10 @@ def naive_consumer(src_url: str, dst_url: str, keys: Keys, shards: int, limit: i
     return n, time.perf_counter() - t0
 
 
-def run_dataflow(url: str, shards: int, recovery: bool) -> float:
-    env = {**os.environ, "LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"}
+def run_dataflow(url: str, shards: int, recovery: bool, **env_extra: str) -> float:
+    """Run the dataflow over the buffer until it is drained; wall seconds, startup included."""
+    env = {**os.environ, "LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_SHARDS": str(shards),
+           "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z", **env_extra}  # fmt: skip
     args = [sys.executable, "-m", "bytewax.run", "dataflows.profiles:get_flow(stop_at_end=True)"]
     tmp = None
     if recovery:

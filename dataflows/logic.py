@@ -28,6 +28,7 @@ from dataflows.redis_sinks import EdgesOut, ModelOut
 from operators.events import Event
 from operators.identity import route
 from operators.models import ModelConfig, ShardModels
+from operators.profile import ProfileState, to_fields
 from operators.rfm import Population, RfmEdges
 from operators.routing import shard_of
 from operators.user import (
@@ -42,7 +43,7 @@ from operators.user import (
     step,
 )
 
-__all__ = ["IdentityLogic", "UserLogic", "ModelsLogic", "PopulationLogic", "model_shard"]
+__all__ = ["IdentityLogic", "UserLogic", "CoreLogic", "ModelsLogic", "PopulationLogic", "model_shard"]
 
 
 def model_shard(uid: str, n: int) -> str:
@@ -86,7 +87,9 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         uid = values[0][0]
-        self.state, outs = step(self._cfg, self.state, uid, [v for _, v in values], CLOCK.now())
+        self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values], CLOCK.now())
+        if dups:
+            metrics.EVENTS_DUPLICATE.inc(dups)
         for o in outs:
             if type(o) is ProfileUpdate and o.event is not None:
                 metrics.CARTS_ABANDONED.inc()
@@ -114,6 +117,34 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
             if type(o) is ProfileUpdate and o.event is not None:
                 metrics.CARTS_ABANDONED.inc()
         return outs, _RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=_PICKLE)
+
+
+class CoreLogic(StatefulBatchLogic[tuple[str, Any], ProfileUpdate, bytes]):
+    """The core path only (``LIVEPROFILE_INTELLIGENCE=off``): dedupe, counters, cart, email."""
+
+    __slots__ = ("_cfg", "state")
+
+    def __init__(self, cfg: UserConfig, resume: bytes | None) -> None:
+        self._cfg = cfg
+        self.state: ProfileState | None = pickle.loads(resume) if resume is not None else None
+
+    def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[ProfileUpdate], bool]:
+        st = self.state
+        if st is None:
+            st = self.state = ProfileState(values[0][0])
+        dedupe, abandon = self._cfg.dedupe, self._cfg.abandon_ms
+        applied = 0
+        for _, ev in values:
+            if type(ev) is Event and st.apply(ev, dedupe, abandon):
+                applied += 1
+        if applied < len(values):
+            metrics.EVENTS_DUPLICATE.inc(len(values) - applied)
+        if not applied:
+            return [], _RETAIN
+        return [ProfileUpdate(st.uid, st.seq, to_fields(st), st.last_received, None)], _RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=_PICKLE)

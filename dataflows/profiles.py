@@ -30,7 +30,14 @@ from bytewax.outputs import Sink
 
 from dataflows import metrics
 from dataflows.clock import CLOCK
-from dataflows.logic import IdentityLogic, ModelsLogic, PopulationLogic, UserLogic, model_shard
+from dataflows.logic import (
+    CoreLogic,
+    IdentityLogic,
+    ModelsLogic,
+    PopulationLogic,
+    UserLogic,
+    model_shard,
+)
 from dataflows.redis_sinks import (
     MERGE_PREFIX,
     DeadLetter,
@@ -117,6 +124,12 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks) -> 
     parsed = op.flat_map_batch("parse", raw, lambda items: parse_batch(limits, items))
     valid = op.branch("valid", parsed, lambda x: type(x) is tuple)
     op.output("dead_letter", valid.falses, sinks.dead_letter)
+
+    if not settings.intelligence:
+        core_in = op.filter_map("core_in", valid.trues, lambda x: (x[2].uid, (x[2].uid, x[2])) if type(x[2]) is Event else None)
+        profiles = op.stateful_batch("core", core_in, lambda resume: CoreLogic(ucfg, resume))
+        op.output("profile_out", profiles, sinks.profile)
+        return flow
 
     stage = op.branch("stage", valid.trues, lambda x: x[0] == "i")
     to_identity: Stream[tuple[str, Event]] = op.map("to_identity", stage.trues, lambda x: (x[1], x[2]))

@@ -61,19 +61,20 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
     def _publish_progress(self, force: bool = False) -> None:
         """Publish the read count (for backlog) at most once a second, or now if ``force``."""
         now = time.monotonic()
-        if self._progress_key is None or self._read == self._published:
+        if self._progress_key is None:
             return
         if not force and now - self._published_at < 1.0:
             return
+        try:
+            info = self._r.xinfo_stream(self._stream)
+        except redis.ResponseError:  # no such stream yet: nothing added, nothing trimmed
+            info = {"entries-added": 0, "length": 0}
         if self._need_offset:
             # Starting from the beginning: entries trimmed before we started count as read.
-            try:
-                info = self._r.xinfo_stream(self._stream)
-                self._read += int(info["entries-added"]) - int(info["length"])
-            except redis.ResponseError:  # no such stream yet: nothing was trimmed
-                pass
+            self._read += int(info["entries-added"]) - int(info["length"])
             self._need_offset = False
         self._r.hset(self._progress_key, self._label, self._read)
+        metrics.BACKLOG.labels(self._label).set(max(0, int(info["entries-added"]) - self._read))
         self._published = self._read
         self._published_at = now
 

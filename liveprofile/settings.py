@@ -49,9 +49,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_POLL_INTERVAL": ("0.02", "seconds the dataflow waits before polling an idle shard again"),
     "LIVEPROFILE_SESSION_GAP": ("30m", "inactivity (event time) that ends a session"),
     "LIVEPROFILE_CART_ABANDON_WINDOW": ("1h", "event time after the last cart change without an order before a cart counts as abandoned"),
-    "LIVEPROFILE_INTEREST_HALF_LIFE": ("14d", "half-life of category interest, in event time"),
+    "LIVEPROFILE_INTEREST_HALF_LIFE": ("30d", "half-life of category interest, in event time"),
     "LIVEPROFILE_ANOMALY_THRESHOLD": ("0.75", "HalfSpaceTrees score (0-1) at or above which a user is flagged suspect"),
     "LIVEPROFILE_CHANGES_MAXLEN": ("1000000", "approximate cap on the change-feed stream length"),
+    "LIVEPROFILE_INTELLIGENCE": ("on", "on: identity merge, sessions, interest, RFM, models; off: the core path only (counters, cart, email)"),
     "LIVEPROFILE_SYNC_DESTINATIONS": ("", "ESP sync destinations: a JSON object name -> options, or the path of a JSON file holding one (see liveprofile/sync/config.py)"),
     "LIVEPROFILE_SYNC_CONSUMER": ("", "consumer name of this sync process in the change-feed groups; empty = host-pid-random"),
     "LIVEPROFILE_SYNC_LEASE_TTL": ("15", "seconds a sync process holds a destination's lease without renewing it (failover time)"),
@@ -102,6 +103,16 @@ def _int(values: Mapping[str, str], name: str, lo: int = 1) -> int:
     return v
 
 
+def _bool(values: Mapping[str, str], name: str) -> bool:
+    v = values[name].strip().lower()
+    if v in ("1", "on", "true", "yes"):
+        return True
+    if v in ("0", "off", "false", "no"):
+        return False
+    msg = f"{name} must be on or off, got {values[name]!r}"
+    raise ConfigError(msg)
+
+
 def _float(values: Mapping[str, str], name: str) -> float:
     try:
         return float(values[name])
@@ -135,6 +146,7 @@ class Settings:
     user: UserConfig
     models: ModelConfig
     changes_maxlen: int
+    intelligence: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -185,6 +197,7 @@ class Settings:
             ),
             models=ModelConfig(threshold=_float(v, "LIVEPROFILE_ANOMALY_THRESHOLD")),
             changes_maxlen=_int(v, "LIVEPROFILE_CHANGES_MAXLEN"),
+            intelligence=_bool(v, "LIVEPROFILE_INTELLIGENCE"),
         )
         if overrides:
             known = {f.name for f in fields(cls)}

@@ -127,6 +127,7 @@ class Behaviour:
     email_n: int = 0
     email_fast: int = 0
     email_latency_s: float = 0.0
+    last_session: dict[str, float] | None = None  # session features of the last closed session
     scored_events: int = 0  # session events at the last scoring
     scored_email: int = 0  # email interactions at the last scoring
 
@@ -197,6 +198,7 @@ class Behaviour:
         assert s is not None
         feats = s.pre_order if s.pre_order is not None else s.counters(self.past_orders, cart_ops)
         out = ClosedSession(s.start, s.last, feats, s.converted)
+        self.last_session = _session_features(s)
         if s.converted:
             self.past_orders += 1
         self.session = None
@@ -253,20 +255,21 @@ class Behaviour:
 
         Scoring every event would cost one HalfSpaceTrees pass per event; the
         features are session aggregates that move slowly, so a user is scored
-        when the session's event count reaches 4 and then doubles (4, 8, 16, ...)
-        or grows by 32, and after every new email interaction (the link-scanner
-        signal). Sessions of fewer than 4 events say too little to score.
+        when the session's event count reaches 8, 32, 128 and every 128 after
+        that, and after every new email interaction (the
+        link-scanner signal); the models step also sees every closed session.
+        Sessions of fewer than 8 events say too little to score on their own.
 
         >>> b = Behaviour()
         >>> b.session = Session(0, 0)
         >>> due = []
-        >>> for n in range(1, 70):
+        >>> for n in range(1, 700):
         ...     b.session.events = n
         ...     if b.due_for_scoring():
         ...         b.mark_scored()
         ...         due.append(n)
         >>> due
-        [4, 8, 16, 32, 64]
+        [8, 32, 128, 256, 384, 512, 640]
         """
         if self.email_n != self.scored_email:
             return True
@@ -275,57 +278,56 @@ class Behaviour:
             return False
         n = s.events
         last = self.scored_events
-        return n >= 2 * last or n - last >= 32 if last else n >= 4
+        return n >= 4 * last or n - last >= 128 if last else n >= 8
 
     def mark_scored(self) -> None:
         self.scored_events = self.session.events if self.session is not None else 0
         self.scored_email = self.email_n
 
+    def _session_part(self) -> dict[str, float] | None:
+        """Session features of the open session once it has 8 events, else of the last
+        closed session (so a user scored after a session ends is judged by that session)."""
+        s = self.session
+        if s is None or (s.events < 8 and self.last_session is not None):
+            return self.last_session
+        return _session_features(s)
+
     def features(self) -> dict[str, float]:
         """The anomaly feature vector (clipped to :data:`FEATURE_LIMITS`)."""
-        s = self.session
-        if s is None:
-            velocity = regularity = 0.0
-            prods = cats = 0
-            ratio = 0.0
-        else:
-            minutes = max((s.last - s.start) / 60_000, 1.0)
-            velocity = s.events / minutes
-            regularity = 0.0
-            if s.gap_n >= 3:
-                mean = s.gap_sum / s.gap_n
-                var = max(s.gap_sq / s.gap_n - mean * mean, 0.0)
-                cv = math.sqrt(var) / mean if mean > 0 else 1.0
-                regularity = max(0.0, 1.0 - cv)
-            prods = len(s.products)
-            cats = len(s.categories)
-            ratio = s.adds / s.views if s.views else 0.0
-        x = {
-            "velocity": velocity,
-            "regularity": regularity,
-            "breadth_products": float(prods),
-            "breadth_categories": float(cats),
-            "view_cart_ratio": ratio,
-            "order_z": self.order_z,
-            "fast_email_ratio": self.email_fast / self.email_n if self.email_n else 0.0,
-            "email_latency_log": math.log1p(self.email_latency_s) if self.email_n else FEATURE_LIMITS["email_latency_log"][1],
-        }
+        x = dict(self._session_part() or _EMPTY_SESSION)
+        del x["events"]
+        x["order_z"] = self.order_z
+        x["fast_email_ratio"] = self.email_fast / self.email_n if self.email_n else 0.0
+        x["email_latency_log"] = math.log1p(self.email_latency_s) if self.email_n else FEATURE_LIMITS["email_latency_log"][1]
         return {k: min(max(v, FEATURE_LIMITS[k][0]), FEATURE_LIMITS[k][1]) for k, v in x.items()}
 
     def rule_suspect(self) -> bool:
         """Fixed-limit bot rule (deterministic; gates interest updates).
 
-        Fires on sustained machine-like sessions (very fast, very regular or very
-        broad) or on email engagement that is almost always seconds after delivery.
+        Fires on machine-like sessions (30+ events and very fast, very regular or
+        very broad) or on email engagement almost always seconds after delivery.
         """
-        s = self.session
-        if s is not None and s.events >= 30:
-            minutes = max((s.last - s.start) / 60_000, 1.0)
-            if s.events / minutes > 40 or len(s.products) >= 80:
-                return True
-            if s.gap_n >= 20:
-                mean = s.gap_sum / s.gap_n
-                var = max(s.gap_sq / s.gap_n - mean * mean, 0.0)
-                if mean > 0 and math.sqrt(var) / mean < 0.1:
-                    return True
-        return self.email_n >= 8 and self.email_fast / self.email_n > 0.8
+        x = self._session_part()
+        machine = x is not None and x["events"] >= 30 and (x["velocity"] > 40 or x["breadth_products"] >= 80 or x["regularity"] > 0.9)
+        return machine or (self.email_n >= 8 and self.email_fast / self.email_n > 0.8)
+
+
+_EMPTY_SESSION = {"velocity": 0.0, "regularity": 0.0, "breadth_products": 0.0, "breadth_categories": 0.0, "view_cart_ratio": 0.0, "events": 0.0}
+
+
+def _session_features(s: Session) -> dict[str, float]:
+    minutes = max((s.last - s.start) / 60_000, 1.0)
+    regularity = 0.0
+    if s.gap_n >= 3:
+        mean = s.gap_sum / s.gap_n
+        var = max(s.gap_sq / s.gap_n - mean * mean, 0.0)
+        cv = math.sqrt(var) / mean if mean > 0 else 1.0
+        regularity = max(0.0, 1.0 - cv)
+    return {
+        "velocity": s.events / minutes,
+        "regularity": regularity,
+        "breadth_products": float(len(s.products)),
+        "breadth_categories": float(len(s.categories)),
+        "view_cart_ratio": s.adds / s.views if s.views else 0.0,
+        "events": float(s.events),
+    }

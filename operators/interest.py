@@ -25,13 +25,13 @@ __all__ = ["InterestConfig", "Interest", "event_weight"]
 class InterestConfig:
     """Half-life (ms), weights by event kind, and state bounds."""
 
-    half_life_ms: int = 14 * 86_400_000
+    half_life_ms: int = 30 * 86_400_000
     view: float = 1.0
     page: float = 0.5
-    cart: float = 4.0
-    checkout: float = 6.0
-    purchase: float = 10.0
-    email_click: float = 2.0
+    cart: float = 2.0
+    checkout: float = 2.0
+    purchase: float = 3.0
+    email_click: float = 1.5
     prune_below: float = 0.05
     max_categories: int = 16
 
@@ -60,7 +60,7 @@ def event_weight(cfg: InterestConfig, etype: str, name: str) -> float:
 
     >>> cfg = InterestConfig()
     >>> [event_weight(cfg, "track", n) for n in ("Product Viewed", "Product Added", "Order Completed", "Search")]
-    [1.0, 4.0, 10.0, 0.0]
+    [1.0, 2.0, 3.0, 0.0]
     >>> event_weight(cfg, "page", "Home")
     0.5
     """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from time import gmtime as _gmtime
 
 __all__ = ["TimestampError", "parse_ts", "iso", "ms_from_datetime", "parse_duration_s"]
 
@@ -98,8 +99,12 @@ def iso(ms: int) -> str:
     >>> iso(1714564800123)
     '2024-05-01T12:00:00.123Z'
     """
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+    try:
+        t = _gmtime(ms // 1000)
+        return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (t[0], t[1], t[2], t[3], t[4], t[5], ms % 1000)  # noqa: UP031 - 2.5x faster than datetime formatting
+    except (OverflowError, ValueError, OSError):
+        dt = _EPOCH + timedelta(milliseconds=ms)
+        return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
 def parse_duration_s(value: str) -> float:

@@ -174,10 +174,13 @@ def _interest(cfg: UserConfig, st: UserState, ev: Event) -> None:
     w = event_weight(cfg.interest, ev.type, ev.name)
     if w <= 0:
         return
-    cat = ev.category
-    if not cat:
+    if len(ev.products) > 1:  # an order or cart of several lines: share the weight by line
+        share = w / len(ev.products)
+        for p in ev.products:
+            st.interest.add(cfg.interest, p.category or ev.category, share, ev.ts)
         return
-    st.interest.add(cfg.interest, cat, w, ev.ts)
+    if ev.category:
+        st.interest.add(cfg.interest, ev.category, w, ev.ts)
 
 
 def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed: list[ClosedSession], behaviour: bool) -> list[Output]:
@@ -197,8 +200,11 @@ def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed:
     return out
 
 
-def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Link | MergeIn], clock: int) -> tuple[UserState | None, list[Output]]:
-    """Fold a batch of items for user ``uid`` (see module docstring)."""
+def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Link | MergeIn], clock: int) -> tuple[UserState | None, list[Output], int]:
+    """Fold a batch of items for user ``uid`` (see module docstring).
+
+    Returns the new state, the outputs, and how many events were duplicates.
+    """
     if st is None:
         st = UserState.new(uid)
     p = st.profile
@@ -207,12 +213,14 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
     trigger: dict[str, Any] | None = None
     closed: list[ClosedSession] = []
     extra: list[Output] = []
+    dups = 0
     for it in items:
         if type(it) is Event:
             t = p.check_abandoned(it.ts, cfg.abandon_ms)
             if t is not None:
                 trigger, changed = t, True
             if not p.apply(it, cfg.dedupe, cfg.abandon_ms):
+                dups += 1
                 continue
             changed = True
             behaviour = True
@@ -222,14 +230,14 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
                 _interest(cfg, st, it)
         elif type(it) is Link:
             if p.seq == 0:  # nothing anonymous to merge
-                return None, extra
+                return None, extra, dups
             extra.extend(_outputs(st, changed, trigger, closed, behaviour))
             merge_id = f"merge:{uid}:{it.user_id}"
             extra.append(MergeExport(uid, it.user_id, merge_id, it.ts, pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)))
             if st.rfm is not None:
                 extra.append(RfmDelta(st.rfm, None))
             extra.append(Retire(uid, it.user_id, p.seq + 1))
-            return None, extra
+            return None, extra, dups
         elif type(it) is MergeIn:
             if not p.seen.first_sight(cfg.dedupe, it.merge_id, it.ts):
                 continue
@@ -238,7 +246,7 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
             st.interest.merge(cfg.interest, other.interest)
             st.behaviour.merge(other.behaviour)
             changed = True
-    return st, extra + _outputs(st, changed, trigger, closed, behaviour)
+    return st, extra + _outputs(st, changed, trigger, closed, behaviour), dups
 
 
 def on_timer(cfg: UserConfig, st: UserState, clock: int) -> list[Output]:

@@ -67,7 +67,7 @@ def test_profiles_dead_letters_and_dedupe() -> None:
     assert {d.position for d in out.dead} == {(1714564800000, 4), (1714564800000, 5)}
     assert all(isinstance(d, DeadLetter) for d in out.dead)
     assert len(out.profiles) == 2  # one emission per user per batch
-    assert out.patches == []  # sessions under 4 events are not scored
+    assert out.patches == []  # sessions under 8 events are not scored
     assert out.edges and isinstance(out.edges[-1], EdgesOut) and out.edges[-1].edges.n == 2  # type: ignore[union-attr]
 
 
@@ -79,8 +79,8 @@ def test_interest_sessions_and_models() -> None:
     assert f["top_category"] == "shoes"
     assert set(orjson.loads(f["interests"])) == {"shoes", "books"}
     assert f["session_count"] == "2"
-    # scored at 4 and 8 session events, and when the first session closed
-    assert [p.uid for p in out.patches] == ["u1", "u1", "u1"]
+    # scored at 8 session events, and when the first session closed
+    assert [p.uid for p in out.patches] == ["u1", "u1"]
     assert all(isinstance(p, ModelOut) and set(p.fields) >= {"anomaly_score", "suspect"} for p in out.patches)
 
 
