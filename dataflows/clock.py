@@ -39,6 +39,10 @@ class StreamClock:
             return self._max
         return self._max + int((time.time() - self._wall_at) * 1000)
 
+    def newest(self) -> int:
+        """The newest event time seen (no wall-time extrapolation); ``-2**62`` before any."""
+        return self._max
+
     def seconds_until(self, event_ms: int) -> float:
         """Wall seconds until the clock reaches ``event_ms`` if no event arrives
         (infinite before the first event: nothing is known about stream time yet)."""

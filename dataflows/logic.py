@@ -118,6 +118,13 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
                 metrics.CARTS_ABANDONED.inc()
         return outs, _RETAIN
 
+    def on_eof(self) -> tuple[list[Any], bool]:
+        """End of a finite input: fire what the newest event time already decided
+        (not wall-clock extrapolation, so a finite replay ends the same every time)."""
+        if self.state is None:
+            return [], _DISCARD
+        return on_timer(self._cfg, self.state, CLOCK.newest()), _RETAIN
+
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=_PICKLE)
 
@@ -228,6 +235,10 @@ class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
 
     def on_notify(self) -> tuple[list[EdgesOut], bool]:
         return self._emit(datetime.now(UTC)), _RETAIN
+
+    def on_eof(self) -> tuple[list[EdgesOut], bool]:
+        """End of a finite input: the final edges, and a full rescoring pass."""
+        return [EdgesOut(self.pop.edges(), final=True)], _RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.pop, protocol=_PICKLE)

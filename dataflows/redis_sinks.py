@@ -191,9 +191,11 @@ class ModelOut:
 
 @dataclass(frozen=True, slots=True)
 class EdgesOut:
-    """New RFM population edges (or ``None``: only a refresh tick)."""
+    """New RFM population edges (or ``None``: only a refresh tick); ``final``: the input
+    ended, rescore every customer now."""
 
     edges: RfmEdges | None
+    final: bool = False
 
 
 def _with_retry(fn: Callable[[], object], what: str, retry_for: float) -> object:
@@ -386,6 +388,14 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
             _with_retry(lambda: w._r.set(keys.rfm_edges, edges.to_json()), "rfm edges", w._retry_for)
             w._edges, w._edges_at = edges, time.monotonic()
             self._idle = False
+        if any(it.final for it in items):
+            self._cursor = 0
+            self._idle = False
+            passes = 0
+            while not self._idle and passes < 5:  # full passes until one changes nothing
+                _with_retry(self._rescore_slice, "rfm refresh", w._retry_for)
+                passes += self._cursor == 0
+            return
         if self._idle:
             return
         _with_retry(self._rescore_slice, "rfm refresh", w._retry_for)

@@ -20,6 +20,7 @@ state, guide §12.2).
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -51,6 +52,9 @@ PROPENSITY_FEATURES = (
     "email_clicks", "past_orders", "cart_ops",
 )  # fmt: skip
 _MAX_SET = 300
+#: Session intervals kept explicitly (for order-insensitive counting) within this much
+#: event time of the newest event; older ones are only counted.
+SPAN_KEEP_MS = 3 * 86_400_000
 _NONE = -(2**62)
 
 
@@ -117,7 +121,8 @@ class Behaviour:
     """Session tracker plus bot-feature accumulators of one user."""
 
     session: Session | None = None
-    sessions: int = 0
+    spans: list[tuple[int, int]] = field(default_factory=list)  # recent sessions (start, end), sorted
+    older_sessions: int = 0  # sessions that ended more than SPAN_KEEP_MS before the newest event
     past_orders: int = 0
     order_n: int = 0
     order_mean: float = 0.0
@@ -131,17 +136,64 @@ class Behaviour:
     scored_events: int = 0  # session events at the last scoring
     scored_email: int = 0  # email interactions at the last scoring
 
+    @property
+    def sessions(self) -> int:
+        """Number of sessions: event-time clusters separated by more than the gap.
+
+        Kept as intervals, merged on insert, so the count does not depend on the
+        order events arrive in (within :data:`SPAN_KEEP_MS` of the newest event).
+
+        >>> b, cfg = Behaviour(), SessionConfig(gap_ms=10)
+        >>> for t in (0, 100, 50, 5, 95, 60):
+        ...     b._span(cfg, t)
+        >>> b.sessions, b.spans
+        (3, [(0, 5), (50, 60), (95, 100)])
+        """
+        return self.older_sessions + len(self.spans)
+
+    def _span(self, cfg: SessionConfig, ts: int) -> None:
+        spans = self.spans
+        gap = cfg.gap_ms
+        i = bisect.bisect_left(spans, (ts, ts))
+        lo, hi = ts, ts
+        # merge with every span within the gap on either side
+        j = i
+        while j > 0 and spans[j - 1][1] + gap >= ts:
+            j -= 1
+        k = i
+        while k < len(spans) and spans[k][0] - gap <= ts:
+            k += 1
+        for a, b in spans[j:k]:
+            lo, hi = min(lo, a), max(hi, b)
+        spans[j:k] = [(lo, hi)]
+        newest = spans[-1][1]
+        while len(spans) > 1 and spans[0][1] < newest - SPAN_KEEP_MS:
+            spans.pop(0)
+            self.older_sessions += 1
+
+    def _span_range(self, a: int, b: int) -> None:
+        """Insert a whole interval (identity merge): spans overlapping it fuse."""
+        spans = [*self.spans, (a, b)]
+        spans.sort()
+        out: list[tuple[int, int]] = []
+        for x, y in spans:
+            if out and x <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], y))
+            else:
+                out.append((x, y))
+        self.spans = out
+
     def observe(self, cfg: SessionConfig, ev: Event, cart_ops: int) -> list[ClosedSession]:
         """Fold ``ev`` in; return sessions it closed (0 or 1)."""
         closed: list[ClosedSession] = []
         ts = ev.ts
+        self._span(cfg, ts)
         s = self.session
         if s is not None and ts > s.last + cfg.gap_ms:
             closed.append(self._close(cart_ops))
             s = None
         if s is None:
             s = self.session = Session(start=ts, last=ts)
-            self.sessions += 1
             self.scored_events = 0
         elif ts < s.start - cfg.gap_ms:
             # a late event from an earlier, already closed session: totals only
@@ -241,7 +293,9 @@ class Behaviour:
 
     def merge(self, other: Behaviour) -> None:
         """Fold another user's behaviour in (identity merge): histories add up."""
-        self.sessions += other.sessions
+        for a, b in other.spans:
+            self._span_range(a, b)
+        self.older_sessions += other.older_sessions
         self.past_orders += other.past_orders
         self.email_n += other.email_n
         self.email_fast += other.email_fast

@@ -38,7 +38,7 @@ class ModelConfig:
     """Hyper-parameters (guide §10.2: height 6-8 pays, 15 does not)."""
 
     n_trees: int = 10
-    window_size: int = 250
+    window_size: int = 128
     threshold: float = 0.75
     seed: int = 42
     learning_rate: float = 0.05
@@ -87,17 +87,20 @@ class ShardModels:
     auc: metrics.ROCAUC = field(default_factory=metrics.ROCAUC)
     scored: int = 0
     sessions: int = 0
+    window: int = 250
 
     @classmethod
     def new(cls, cfg: ModelConfig) -> ShardModels:
         forests = {g: _hst(cfg, f, cfg.seed + i, GROUP_HEIGHT[g]) for i, (g, f) in enumerate(FEATURE_GROUPS.items())}
-        return cls(forests, _propensity(cfg))
+        return cls(forests, _propensity(cfg), window=cfg.window_size)
 
     def score_behaviour(self, x: dict[str, float], learn: bool) -> float:
-        """Score ``x``, then learn it (every other normal vector: the trees' mass
-        profile needs a sample of normal behaviour, not all of it; halves the cost)."""
+        """Score ``x``, then learn it (all of them while warming up, then every other
+        normal vector: the trees' mass profile needs a sample of normal behaviour, not
+        all of it; halves the cost)."""
         best = 0.0
-        do_learn = learn and self.scored % 2 == 0
+        warm = self.scored >= 4 * self.window
+        do_learn = learn and (not warm or self.scored % 2 == 0)
         for g, feats in FEATURE_GROUPS.items():
             xg = {f: x[f] for f in feats}
             model = self.hst[g]
