@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -39,6 +40,7 @@ from dataflows.logic import (
     model_shard,
 )
 from dataflows.redis_sinks import (
+    CONTROL_PREFIX,
     MERGE_PREFIX,
     DeadLetter,
     EdgesOut,
@@ -57,11 +59,13 @@ from operators.events import Event, Limits, Rejected, parse_event
 from operators.identity import anonymous_key
 from operators.user import (
     BehaviourUpdate,
+    Forget,
     MergeExport,
     MergeIn,
     ProfileUpdate,
     Retire,
     RfmDelta,
+    Unsuppress,
 )
 
 __all__ = ["Sinks", "build_flow", "get_flow", "parse_batch"]
@@ -82,6 +86,11 @@ def parse_batch(limits: Limits, items: list[SourceItem]) -> list[Routed | DeadLe
         if raw.startswith(MERGE_PREFIX):
             to, mid, frm, ts, state = decode_merge(raw)
             append(("u", to, MergeIn(mid, frm, ts, state)))
+            continue
+        if raw.startswith(CONTROL_PREFIX):
+            ctl = orjson.loads(raw)
+            uid = ctl["userId"]
+            append(("u", uid, Forget(uid) if ctl["type"] == "_forget" else Unsuppress(uid)))
             continue
         res = parse_event(raw, limits)
         if type(res) is Event:

@@ -7,6 +7,11 @@ Subcommands::
     liveprofile generate --out FILE.jsonl [--truth T.json] ...  realistic test stream
     liveprofile profile USER_ID                                 print one profile
     liveprofile demo                                            everything, locally, one command
+    liveprofile sync [status | dead-letters DEST | replay DEST] ESP sync worker and its tools
+    liveprofile api [--port P]                                  profile and content API
+    liveprofile experiments report NAME                         A/B exposures and conversions
+    liveprofile forget USER_ID / unsuppress USER_ID             GDPR erasure and its undo
+    liveprofile deadletter list | show ID | replay              inspect and re-drive dead letters
     liveprofile config [--markdown]                             show effective settings
 
 The dataflow itself runs with ``python -m bytewax.run dataflows.profiles:flow``.
@@ -21,6 +26,8 @@ from collections.abc import Sequence
 
 import orjson
 
+from liveprofile.deadletters import add_commands as add_deadletter_commands
+from liveprofile.privacy import add_commands as add_privacy_commands
 from liveprofile.settings import SETTINGS, ConfigError, Settings
 
 __all__ = ["main"]
@@ -127,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep-running", action="store_true", help="after feeding, keep serving until Ctrl-C")
     d.add_argument("--workdir", default=None, help="where Redis data and recovery go (default: a temp dir)")
     d.set_defaults(func=_cmd_demo)
+
+    from liveprofile.api import add_commands as add_api_commands
+    from liveprofile.sync import add_commands as add_sync_commands
+
+    add_sync_commands(sub)
+    add_api_commands(sub)
+    add_privacy_commands(sub)
+    add_deadletter_commands(sub)
 
     cf = sub.add_parser("config", help="show the effective settings")
     cf.add_argument("--markdown", action="store_true", help="print the settings table for the README")

@@ -15,9 +15,11 @@ key                                type    holds
                                            ``stage``, ``source``
 ``{p}:dead-letter:seen``           SET     source positions already dead-lettered (dedupe of
                                            at-least-once dead-letter writes), trimmed by age
+``{p}:dead-letter:redriven``       STREAM  dead letters re-driven by ``liveprofile deadletter replay``
 ``{p}:segment:{name}``             SET     user ids per segment: RFM segments (``champions``, ...),
                                            ``interest:{category}`` (top category),
                                            ``cart_abandoned``, ``suspect``
+``{p}:suppressed``                 SET     forgotten users: never re-created, never synced
 ``{p}:rfm:edges``                  STRING  current RFM population edges (JSON)
 ``{p}:rfm:customers``              SET     users with at least one order (RFM rescoring index)
 ``{p}:anomalies``                  STREAM  flagged events/users with score and features
@@ -60,12 +62,20 @@ class Keys:
         return f"{self.prefix}:dead-letter"
 
     @property
+    def dead_letter_redriven(self) -> str:
+        return f"{self.prefix}:dead-letter:redriven"
+
+    @property
     def dead_letter_seen(self) -> str:
         return f"{self.prefix}:dead-letter:seen"
 
     @property
     def buffer_progress(self) -> str:
         return f"{self.prefix}:buffer:progress"
+
+    @property
+    def suppressed(self) -> str:
+        return f"{self.prefix}:suppressed"
 
     @property
     def rfm_edges(self) -> str:

@@ -45,7 +45,7 @@ ORDER_EVENTS = frozenset({"Order Completed"})
 PROFILE_FIELDS = (
     "user_id", "email", "event_count", "first_seen_at", "last_seen_at", "purchase_count",
     "revenue_total", "first_purchase_at", "last_purchase_at", "cart_value", "cart_items", "cart",
-    "cart_abandoned", "email_opens", "email_clicks", "last_email_open_at",
+    "cart_abandoned", "email_opens", "email_clicks", "last_email_open_at", "anonymous_ids",
 )  # fmt: skip
 _CART_NAMES = frozenset({CART_ADD, CART_REMOVE})
 _MAX_CART_OPS = 200
@@ -78,6 +78,7 @@ class ProfileState:
     email_clicks: int = 0
     last_email_open: int = _NONE
     last_received: int = 0
+    aliases: list[str] = field(default_factory=list)  # anonymous ids linked to this user (newest last)
     seen: SeenIds = field(default_factory=SeenIds)
 
     # -- folding -------------------------------------------------------------------
@@ -108,6 +109,9 @@ class ProfileState:
         if ev.email is not None and ts >= self.email_ts:
             self.email = ev.email
             self.email_ts = ts
+        anon = ev.previous_id if ev.type == "alias" else ev.anonymous_id
+        if anon is not None and anon != self.uid and anon not in self.aliases:
+            self.add_alias(anon)
         if ev.type != "track":
             return True
         name = ev.name
@@ -138,6 +142,14 @@ class ProfileState:
         elif name == "Email Link Clicked":
             self.email_clicks += 1
         return True
+
+    def add_alias(self, anonymous_id: str) -> None:
+        """Remember an anonymous id of this user (at most 20, newest kept)."""
+        if anonymous_id in self.aliases:
+            return
+        self.aliases.append(anonymous_id)
+        if len(self.aliases) > 20:
+            del self.aliases[0]
 
     def _prune_cart(self) -> None:
         t = self.last_order_ts
@@ -195,6 +207,9 @@ class ProfileState:
         self.email_clicks += other.email_clicks
         if other.email and other.email_ts >= self.email_ts:
             self.email, self.email_ts = other.email, other.email_ts
+        for a in [other.uid, *other.aliases]:
+            if a != self.uid:
+                self.add_alias(a)
         self.cart_ops = sorted(self.cart_ops + other.cart_ops)
         self.cart_info = {**other.cart_info, **self.cart_info}
         self.last_order_ts = max(self.last_order_ts, other.last_order_ts)
@@ -267,7 +282,7 @@ def _t(ms: int) -> str:
 def to_fields(st: ProfileState) -> dict[str, str]:
     """Render the profile hash fields (all strings), except ``version`` and ``updated_at``.
 
-    >>> sorted(to_fields(ProfileState("u9")).items())[:4]
+    >>> sorted(to_fields(ProfileState("u9")).items())[1:5]
     [('cart', '[]'), ('cart_abandoned', '0'), ('cart_items', '0'), ('cart_value', '0.00')]
     """
     cart = st.cart()
@@ -288,4 +303,5 @@ def to_fields(st: ProfileState) -> dict[str, str]:
         "email_opens": str(st.email_opens),
         "email_clicks": str(st.email_clicks),
         "last_email_open_at": _t(st.last_email_open),
+        "anonymous_ids": orjson.dumps(sorted(st.aliases)).decode() if st.aliases else "[]",
     }

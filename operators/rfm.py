@@ -9,8 +9,10 @@ Contract
   histograms merge by addition, and a customer whose values change is moved
   with ``apply(old, new)`` — so the histogram, and the edges derived from it,
   are a pure function of the customers' current values, in any order.
-* **Edges** are, per dimension, the four smallest bins whose mid-rank
-  quantile reaches 20/40/60/80 %; a value scores ``1 + #(edges ≤ its bin)``.
+* **Edges** are, per dimension, the four smallest bins with at least
+  20/40/60/80 % of the customers strictly below them; a value scores
+  ``1 + #(edges ≤ its bin)``. Ties stay together, and the lowest bin always
+  scores 1 (half of a shop's customers often bought once: they are F=1).
   Recency ranks the last-purchase *time* (more recent = higher), so a replayed
   multi-year history scores exactly as it would have live.
 * **Segments** follow the standard R × FM grid (FM = ⌈(F+M)/2⌉), see
@@ -63,7 +65,9 @@ def _edges(hist: dict[int, int], n: int) -> tuple[int, int, int, int]:
     below = 0
     for b in sorted(hist):
         c = hist[b]
-        score = 1 + min(4, int(5 * (below + c / 2) / n))
+        # lower quantile: a bin scores by the share of customers strictly below it, so
+        # the lowest bin is always 1 (e.g. one-time buyers: F=1, however many they are)
+        score = 1 + min(4, int(5 * below / n))
         for k in range(2, score + 1):
             if out[k - 2] == _NEVER:
                 out[k - 2] = b

@@ -6,8 +6,8 @@ Contract
 (counters, cart, dedupe), :class:`~operators.interest.Interest`,
 :class:`~operators.behaviour.Behaviour` (sessions, bot features) and the RFM
 values last reported to the population. ``step(cfg, state, uid, items, clock)``
-folds a batch of items — events, identity :class:`~operators.identity.Link`s
-and :class:`MergeIn`s — and returns the new state (``None`` once the user
+folds a batch of items — events, identity :class:`~operators.identity.Link`s,
+:class:`MergeIn`s and :class:`Forget` — and returns the new state (``None`` once the user
 merged into another and is retired) plus the outputs:
 
 * :class:`ProfileUpdate` — the rendered profile, at most one per batch;
@@ -42,6 +42,8 @@ __all__ = [
     "UserConfig",
     "UserState",
     "MergeIn",
+    "Forget",
+    "Unsuppress",
     "ProfileUpdate",
     "BehaviourUpdate",
     "RfmDelta",
@@ -76,6 +78,21 @@ class MergeIn:
     from_uid: str
     ts: int
     state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Erase the user's state (GDPR; the profile itself is deleted by ``liveprofile forget``)
+    and ignore their events until :class:`Unsuppress`."""
+
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsuppress:
+    """Stop ignoring a forgotten user: their next events start a fresh state."""
+
+    uid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +158,7 @@ class UserState:
     interest: Interest = field(default_factory=Interest)
     behaviour: Behaviour = field(default_factory=Behaviour)
     rfm: RfmValues | None = None
+    suppressed: bool = False
 
     @classmethod
     def new(cls, uid: str) -> UserState:
@@ -200,7 +218,7 @@ def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed:
     return out
 
 
-def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Link | MergeIn], clock: int) -> tuple[UserState | None, list[Output], int]:
+def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Link | MergeIn | Forget | Unsuppress], clock: int) -> tuple[UserState | None, list[Output], int]:
     """Fold a batch of items for user ``uid`` (see module docstring).
 
     Returns the new state, the outputs, and how many events were duplicates.
@@ -215,6 +233,10 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
     extra: list[Output] = []
     dups = 0
     for it in items:
+        if st.suppressed and type(it) is not Unsuppress:
+            if type(it) is Event:
+                dups += 1  # counted with the dropped events
+            continue
         if type(it) is Event:
             t = p.check_abandoned(it.ts, cfg.abandon_ms)
             if t is not None:
@@ -238,6 +260,19 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
                 extra.append(RfmDelta(st.rfm, None))
             extra.append(Retire(uid, it.user_id, p.seq + 1))
             return None, extra, dups
+        elif type(it) is Forget:
+            out: list[Output] = [RfmDelta(st.rfm, None)] if st.rfm is not None else []
+            st = UserState.new(uid)
+            st.suppressed = True
+            p = st.profile
+            changed = behaviour = False
+            trigger = None
+            closed = []
+            extra = out
+        elif type(it) is Unsuppress:
+            if st.suppressed:
+                st = UserState.new(uid)
+                p = st.profile
         elif type(it) is MergeIn:
             if not p.seen.first_sight(cfg.dedupe, it.merge_id, it.ts):
                 continue
@@ -246,11 +281,15 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
             st.interest.merge(cfg.interest, other.interest)
             st.behaviour.merge(other.behaviour)
             changed = True
+    if st.suppressed:
+        return st, extra, dups
     return st, extra + _outputs(st, changed, trigger, closed, behaviour), dups
 
 
 def on_timer(cfg: UserConfig, st: UserState, clock: int) -> list[Output]:
     """Live-traffic timers: close an idle session, abandon an idle cart."""
+    if st.suppressed:
+        return []
     cart_ops = len(st.profile.cart_ops)
     closed = st.behaviour.close_if_idle(cfg.session, clock, cart_ops)
     trigger = st.profile.check_abandoned(clock, cfg.abandon_ms)
@@ -261,5 +300,7 @@ def on_timer(cfg: UserConfig, st: UserState, clock: int) -> list[Output]:
 
 def next_deadline(cfg: UserConfig, st: UserState) -> int | None:
     """Earliest event time at which :func:`on_timer` has something to do."""
+    if st.suppressed:
+        return None
     ds = [d for d in (st.behaviour.deadline(cfg.session), st.profile.abandon_deadline(cfg.abandon_ms)) if d is not None]
     return min(ds) if ds else None

@@ -41,6 +41,11 @@ def test_upsert_seq_guard_and_change_feed(redis_url: str, r: redis.Redis) -> Non
 
 
 def test_segments_move_with_the_profile_and_tombstones_clear_them(redis_url: str, r: redis.Redis) -> None:
+    from operators.rfm import Population
+
+    pop = Population()
+    pop.apply(None, RfmValues(10**12, 1, 500))
+    r.set(K.rfm_edges, pop.edges().to_json())
     part = RedisProfileSink(redis_url, K).build("s", 0, 1)
     part.write_batch([("u1", fields(1, rfm=RfmValues(10**12, 1, 500), top_category="shoes", cart_abandoned="1"))])
     seg = r.hget(K.profile("u1"), "rfm_segment").decode()

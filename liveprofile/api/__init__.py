@@ -1,0 +1,16 @@
+"""Profile and content API: profiles, segments and open-time content served from Redis.
+
+Modules:
+
+===============  ============================================================
+``config``       tokens, templates directory, experiments (``LIVEPROFILE_API_*``)
+``experiments``  deterministic variant assignment, exposures, the report
+``content``      slot data (cart, recommendations, bestsellers), sandboxed templates
+``app``          the ASGI app (plain, no framework) and :func:`~liveprofile.api.app.serve`
+``cli``          :func:`add_commands`: ``api`` and ``experiments report NAME``
+===============  ============================================================
+"""
+
+from liveprofile.api.cli import add_commands
+
+__all__ = ["add_commands"]

@@ -1,0 +1,302 @@
+"""The profile and content API: a plain ASGI app (no framework on the hot path) under uvicorn.
+
+Endpoints (all but ``/healthz`` and ``/metrics`` need ``Authorization: Bearer
+TOKEN`` with a token of ``LIVEPROFILE_API_TOKENS``, compared in constant time;
+missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
+
+* ``GET /v1/profiles/{user_id}[?expose=1]`` — the profile as JSON: every
+  stored field as its stored string (SPEC §4: numbers are decimal strings),
+  except the JSON fields ``interests``, ``consent`` and ``cart``, which are
+  decoded; plus ``experiments`` ({name: variant}). A profile merged into
+  another (``merged_into``) answers with the surviving profile. Unknown user:
+  404. ``expose=1`` records the exposures (for callers that show the variant).
+* ``GET /v1/segments/{name}?cursor=0&count=100`` — one ``SSCAN`` page:
+  ``{"segment", "members", "next_cursor"}``; ``next_cursor`` ``"0"`` = done.
+  ``count`` (1..1000) is a hint, as in Redis.
+* ``GET /v1/content/{user_id}/{slot}?format=html|json`` — open-time content
+  (:mod:`liveprofile.api.content`); always records the user's exposures to
+  every experiment (:mod:`liveprofile.api.experiments`). Unknown slot: 404;
+  a template error: 500.
+* ``GET /healthz``, ``GET /metrics``.
+
+Errors are ``{"error": code, "message": text}``.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import jinja2
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from liveprofile.api import fastredis
+from liveprofile.api.config import ApiConfig
+from liveprofile.api.content import Content, decode_profile
+from liveprofile.api.experiments import EXPOSE_LUA, assign_all, exposure_event, exposures_key
+from liveprofile.buffer import AsyncAppender
+from liveprofile.ingest import prepare
+from liveprofile.keys import Keys
+from liveprofile.settings import Settings
+from operators.timeutil import iso
+
+__all__ = ["ApiApp", "ApiError", "serve", "tune_gc"]
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+_JSON = (b"content-type", b"application/json")
+_HTML = (b"content-type", b"text/html; charset=utf-8")
+
+
+class ApiError(Exception):
+    """An HTTP error answer."""
+
+    def __init__(self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or []
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter("liveprofile_api_requests_total", "API requests by route and status",
+                                ["route", "status"], registry=registry)  # fmt: skip
+        self.latency = Histogram(
+            "liveprofile_api_request_seconds", "API request handling time", ["route"], registry=registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )  # fmt: skip
+        self.exposures = Counter("liveprofile_api_exposures_total", "First exposures recorded", ["experiment"], registry=registry)
+
+
+class ApiApp:
+    """ASGI app; Redis clients are created at startup (or on first request)."""
+
+    def __init__(self, settings: Settings, config: ApiConfig, *, allow_no_tokens: bool = False,
+                 registry: CollectorRegistry | None = None) -> None:  # fmt: skip
+        if not config.tokens and not allow_no_tokens:
+            msg = "LIVEPROFILE_API_TOKENS is empty: the API needs at least one bearer token"
+            raise ValueError(msg)
+        self.settings = settings
+        self.config = config
+        self.keys = Keys(settings.key_prefix)
+        self._tokens = [t.encode() for t in config.tokens]
+        self.metrics = _Metrics(registry or CollectorRegistry())
+        self.redis: aioredis.Redis | None = None
+        self.content: Content | None = None
+        self._appender: AsyncAppender | None = None
+        self._expose: Any = None
+        self.fast: fastredis.PipelinedRedis | None = None
+
+    async def startup(self) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, max_connections=64, timeout=5
+        )  # waits for a free connection under bursts instead of failing
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self.content = Content(self.redis, self.settings.key_prefix, self.config.templates_dir,
+                               self.config.recommendations, self.config.bestsellers_ttl)  # fmt: skip
+        self._appender = AsyncAppender(self.redis)
+        self._expose = self.redis.register_script(EXPOSE_LUA)
+        self.fast = fastredis.from_url(self.settings.redis_url)
+
+    async def shutdown(self) -> None:
+        if self.fast is not None:
+            await self.fast.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await self.startup()
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await self.shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    # -- routing ---------------------------------------------------------------
+    async def http(self, scope: Scope, send: Send) -> None:
+        """Handle one HTTP request (framework-agnostic core, also used by the bench's Starlette variant)."""
+        t0 = time.perf_counter()
+        path: str = scope["path"]
+        route = "other"
+        status = 500
+        try:
+            if self.redis is None:
+                await self.startup()
+            if scope["method"] != "GET":
+                raise ApiError(405, "method_not_allowed", "only GET is supported")
+            parts = path.strip("/").split("/")
+            if path == "/healthz":
+                route, (status, body, ctype) = "healthz", await self._health()
+            elif path == "/metrics":
+                route, status, ctype = "metrics", 200, (b"content-type", CONTENT_TYPE_LATEST.encode())
+                body = generate_latest(self.metrics.registry)
+            elif len(parts) == 3 and parts[:2] == ["v1", "profiles"] and parts[2]:
+                route = "profile"
+                self._auth(scope)
+                status, body, ctype = await self.profile(parts[2], _query(scope))
+            elif len(parts) >= 3 and parts[:2] == ["v1", "segments"]:
+                route = "segment"
+                self._auth(scope)
+                status, body, ctype = await self.segment("/".join(parts[2:]), _query(scope))
+            elif len(parts) == 4 and parts[:2] == ["v1", "content"] and parts[2] and parts[3]:
+                route = "content"
+                self._auth(scope)
+                status, body, ctype = await self.render(parts[2], parts[3], _query(scope))
+            else:
+                raise ApiError(404, "not_found", f"no endpoint {path}")
+        except ApiError as exc:
+            status, body, ctype = exc.status, _error(exc.code, exc.message), _JSON
+            await _respond(send, status, body, [ctype, *exc.headers])
+            return
+        except Exception:
+            logger.exception("api: unexpected error on %s", path)
+            status, body, ctype = 500, _error("internal_error", "unexpected server error"), _JSON
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        await _respond(send, status, body, [ctype])
+
+    def _auth(self, scope: Scope) -> None:
+        header = b""
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                header = v
+                break
+        presented = header[7:].strip() if header[:7].lower() == b"bearer " else b""
+        ok = False
+        for token in self._tokens:  # constant time per token, and every token is tried
+            ok |= hmac.compare_digest(presented, token)
+        if not ok:
+            msg = "a bearer token is required" if not presented else "unknown bearer token"
+            raise ApiError(401, "unauthorized", msg, [(b"www-authenticate", b'Bearer realm="liveprofile"')])
+
+    async def _health(self) -> tuple[int, bytes, tuple[bytes, bytes]]:
+        try:
+            assert self.redis is not None
+            await self.redis.ping()
+        except Exception as exc:
+            return 503, orjson.dumps({"status": "unavailable", "redis": str(exc)[:200]}), _JSON
+        return 200, b'{"status":"ok"}', _JSON
+
+    # -- handlers --------------------------------------------------------------
+    async def _load(self, user_id: str) -> dict[str, str] | None:
+        assert self.redis is not None
+        get = self.fast.hgetall if self.fast is not None else self.redis.hgetall
+        prof = await get(self.keys.profile(user_id))
+        target = prof.get("merged_into") if prof else None
+        if target:
+            merged = await get(self.keys.profile(target))
+            return merged or prof
+        return prof or None
+
+    async def profile(self, user_id: str, query: dict[str, str]) -> tuple[int, bytes, tuple[bytes, bytes]]:
+        prof = await self._load(user_id)
+        if prof is None:
+            raise ApiError(404, "unknown_user", f"no profile for {user_id!r}")
+        data = decode_profile(prof)
+        data["experiments"] = assign_all(self.config.experiments.values(), user_id)
+        if query.get("expose") in ("1", "true"):
+            await self.expose(user_id, data["experiments"])
+        return 200, orjson.dumps(data), _JSON
+
+    async def segment(self, name: str, query: dict[str, str]) -> tuple[int, bytes, tuple[bytes, bytes]]:
+        assert self.redis is not None
+        try:
+            cursor = int(query.get("cursor") or 0)
+            count = int(query.get("count") or 100)
+        except ValueError:
+            raise ApiError(400, "bad_query", "cursor and count must be integers") from None
+        if cursor < 0 or not 1 <= count <= 1000:
+            raise ApiError(400, "bad_query", "cursor must be >= 0 and count within 1..1000")
+        nxt, members = await self.redis.sscan(self.keys.segment(name), cursor, count=count)
+        return 200, orjson.dumps({"segment": name, "members": members, "next_cursor": str(nxt)}), _JSON
+
+    async def render(self, user_id: str, slot: str, query: dict[str, str]) -> tuple[int, bytes, tuple[bytes, bytes]]:
+        assert self.content is not None
+        fmt = query.get("format", "html")
+        if fmt not in ("html", "json"):
+            raise ApiError(400, "bad_query", "format must be html or json")
+        if not self.content.has_slot(slot):
+            raise ApiError(404, "unknown_slot", f"no template for slot {slot!r}")
+        raw = await self._load(user_id)
+        experiments = assign_all(self.config.experiments.values(), user_id)
+        ctx = await self.content.data(slot, user_id, decode_profile(raw) if raw else None, experiments)
+        await self.expose(user_id, experiments)
+        if fmt == "json":
+            return 200, orjson.dumps(ctx), _JSON
+        try:
+            html = self.content.render(slot, ctx)
+        except jinja2.TemplateError as exc:  # includes the sandbox's SecurityError
+            logger.warning("api: template %s failed: %s", slot, exc)
+            raise ApiError(500, "template_error", f"template {slot!r} failed: {type(exc).__name__}") from None
+        return 200, html.encode(), _HTML
+
+    async def expose(self, user_id: str, experiments: dict[str, str]) -> None:
+        """Record first exposures (Lua, one round trip) and append their ``Experiment Viewed`` events."""
+        if not experiments:
+            return
+        assert self._expose is not None and self._appender is not None
+        names = list(experiments)
+        now = iso(int(time.time() * 1000))
+        keys = [self.keys.profile(user_id), *(exposures_key(self.keys.prefix, n) for n in names)]
+        new = await self._expose(keys=keys, args=[user_id, now, *(experiments[n] for n in names)])
+        if not new:
+            return
+        events = [exposure_event(names[int(i) - 1], experiments[names[int(i) - 1]], user_id, now) for i in new]
+        s = self.settings
+        prep = prepare(events, keys=self.keys, shards=s.shards, limits=s.limits, received_at=now,
+                       source="api:experiments", stage="api")  # fmt: skip
+        await self._appender.append(prep.appends)
+        for i in new:
+            self.metrics.exposures.labels(names[int(i) - 1]).inc()
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    qs = scope.get("query_string", b"")
+    if not qs:
+        return {}
+    return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1")).items()}
+
+
+def _error(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": code, "message": message})
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def tune_gc() -> None:
+    """For a server process: startup objects leave the GC's view and young collections run less
+    often — fewer, shorter collector pauses on the request path (tail latency)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+def serve(settings: Settings, config: ApiConfig, host: str, port: int, *, log_level: str = "warning") -> None:
+    """Run the API under uvicorn (httptools + uvloop) until interrupted."""
+    import uvicorn
+
+    tune_gc()
+
+    uvicorn.run(ApiApp(settings, config), host=host, port=port, http="httptools", loop="uvloop", lifespan="on",
+                log_level=log_level, access_log=False, timeout_keep_alive=30)  # fmt: skip

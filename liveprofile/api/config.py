@@ -1,0 +1,131 @@
+"""API configuration, read once at the entry point from :func:`liveprofile.settings.load_env` values.
+
+* ``LIVEPROFILE_API_TOKENS`` — comma-separated bearer tokens (required).
+* ``LIVEPROFILE_API_TEMPLATES`` — optional directory of ``{slot}.html`` templates.
+* ``LIVEPROFILE_API_EXPERIMENTS`` — JSON, or the path of a JSON file, mapping an
+  experiment name to its variants and weights, either directly or under
+  ``variants`` with an optional ``salt`` (changing the salt reshuffles users)::
+
+      {"subject_line": {"control": 50, "urgent": 50},
+       "hero": {"variants": {"a": 0.7, "b": 0.2, "c": 0.1}, "salt": "2024-06"}}
+
+  Weights are positive numbers, normalized to sum 1; variants keep their order.
+* ``LIVEPROFILE_API_RECOMMENDATIONS`` — products per recommendations block.
+* ``LIVEPROFILE_API_BESTSELLERS_TTL`` — seconds the fallback bestsellers are cached.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from liveprofile.settings import ConfigError
+
+__all__ = ["ApiConfig", "Experiment", "parse_experiments"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """A multivariate experiment: variant names with normalized cumulative weights."""
+
+    name: str
+    variants: tuple[str, ...]
+    weights: tuple[float, ...]
+    salt: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            msg = f"experiment name {self.name!r} must match {_NAME.pattern}"
+            raise ConfigError(msg)
+        if not self.variants or len(self.variants) != len(self.weights):
+            msg = f"experiment {self.name!r} needs at least one variant with a weight"
+            raise ConfigError(msg)
+        if any(not (w > 0) for w in self.weights):
+            msg = f"experiment {self.name!r}: weights must be positive numbers"
+            raise ConfigError(msg)
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Variant -> its share of users (weights normalized to sum 1)."""
+        total = sum(self.weights)
+        return {v: w / total for v, w in zip(self.variants, self.weights, strict=True)}
+
+
+def parse_experiments(text: str) -> dict[str, Experiment]:
+    """Experiments from JSON text or a JSON file path (empty: none).
+
+    >>> parse_experiments('{"s": {"a": 3, "b": 1}}')["s"].shares
+    {'a': 0.75, 'b': 0.25}
+    """
+    text = text.strip()
+    if not text:
+        return {}
+    if not text.startswith(("{", "[")):
+        try:
+            text = Path(text).read_text()
+        except OSError as exc:
+            msg = f"LIVEPROFILE_API_EXPERIMENTS: cannot read {text!r}: {exc}"
+            raise ConfigError(msg) from None
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        msg = f"LIVEPROFILE_API_EXPERIMENTS is not valid JSON: {exc}"
+        raise ConfigError(msg) from None
+    if not isinstance(doc, dict):
+        msg = "LIVEPROFILE_API_EXPERIMENTS must be a JSON object of name -> variants"
+        raise ConfigError(msg)
+    out = {}
+    for name, spec in doc.items():
+        if not isinstance(spec, dict):
+            msg = f"experiment {name!r} must be an object"
+            raise ConfigError(msg)
+        salt = ""
+        if "variants" in spec:
+            salt = str(spec.get("salt", ""))
+            spec = spec["variants"]
+        if not isinstance(spec, dict) or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in spec.values()):
+            msg = f"experiment {name!r}: variants must map names to numeric weights"
+            raise ConfigError(msg)
+        out[name] = Experiment(name, tuple(spec), tuple(float(w) for w in spec.values()), salt)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """Validated API options."""
+
+    tokens: tuple[str, ...] = field(repr=False)
+    templates_dir: str | None = None
+    experiments: dict[str, Experiment] = field(default_factory=dict)
+    recommendations: int = 4
+    bestsellers_ttl: float = 30.0
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str]) -> ApiConfig:
+        """Build from :func:`liveprofile.settings.load_env` output."""
+        try:
+            n = int(values.get("LIVEPROFILE_API_RECOMMENDATIONS", "4"))
+            ttl = float(values.get("LIVEPROFILE_API_BESTSELLERS_TTL", "30"))
+        except ValueError:
+            msg = "LIVEPROFILE_API_RECOMMENDATIONS / _BESTSELLERS_TTL must be numbers"
+            raise ConfigError(msg) from None
+        if not 1 <= n <= 50:
+            msg = "LIVEPROFILE_API_RECOMMENDATIONS must be within 1..50"
+            raise ConfigError(msg)
+        tdir = values.get("LIVEPROFILE_API_TEMPLATES", "").strip() or None
+        if tdir is not None and not Path(tdir).is_dir():
+            msg = f"LIVEPROFILE_API_TEMPLATES: {tdir!r} is not a directory"
+            raise ConfigError(msg)
+        return cls(
+            tokens=tuple(t.strip() for t in values.get("LIVEPROFILE_API_TOKENS", "").split(",") if t.strip()),
+            templates_dir=tdir,
+            experiments=parse_experiments(values.get("LIVEPROFILE_API_EXPERIMENTS", "")),
+            recommendations=n,
+            bestsellers_ttl=ttl,
+        )

@@ -1,0 +1,137 @@
+"""Deterministic A/B assignment, exposure recording and the per-variant report.
+
+**Assignment** (pure): ``u = SHA-256(name, salt, user id)[:8] / 2**64`` is
+uniform in [0, 1) and stable; the variant is the first whose cumulative share
+exceeds ``u``. No state: every process, every day, gives a user the same
+variant as long as the experiment's variants, weights and salt stay the same.
+
+**Exposures.** The first time a user is exposed to an experiment, one Lua
+script writes ``{p}:experiment:{name}:exposures`` HASH field ``user_id`` =
+JSON ``{"v": variant, "at": time, "pc": purchase_count, "rev": revenue_total}``
+(the user's purchases *at exposure*; ``HSETNX``, so later exposures change
+nothing) and the API appends a Segment ``track`` event ``Experiment Viewed``
+(properties ``experiment``/``variant`` and Segment's ``experiment_name``/
+``variation_name``; ``messageId`` ``exp:{name}:{user}`` so the dataflow
+de-duplicates it) to the buffer, like the collector does.
+
+**Report** (:func:`report`): per variant, exposed users; conversions = users
+whose ``purchase_count`` grew after exposure; conversion rate; revenue =
+growth of ``revenue_total`` after exposure (exact decimals).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from itertools import accumulate
+
+import orjson
+import redis
+
+from liveprofile.api.config import Experiment
+
+__all__ = ["assign", "assign_all", "exposures_key", "EXPOSE_LUA", "VariantStats", "report", "exposure_event"]
+
+EXPOSE_LUA = """
+-- KEYS[1] profile hash, KEYS[2..] exposure hashes; ARGV[1] user, ARGV[2] time, ARGV[3..] variants
+local prof = redis.call('HMGET', KEYS[1], 'purchase_count', 'revenue_total')
+local new = {}
+for i = 2, #KEYS do
+  local rec = cjson.encode({v = ARGV[i + 1], at = ARGV[2], pc = prof[1] or '0', rev = prof[2] or '0'})
+  if redis.call('HSETNX', KEYS[i], ARGV[1], rec) == 1 then new[#new + 1] = i - 1 end
+end
+return new
+"""
+
+
+def _unit(exp: Experiment, user_id: str) -> float:
+    h = hashlib.sha256(f"{exp.name}\x1f{exp.salt}\x1f{user_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def assign(exp: Experiment, user_id: str) -> str:
+    """The variant of ``user_id`` in ``exp`` (deterministic).
+
+    >>> e = Experiment("subject", ("a", "b"), (1.0, 1.0))
+    >>> assign(e, "u1") == assign(e, "u1")
+    True
+    >>> assign(Experiment("x", ("only",), (5.0,)), "anyone")
+    'only'
+    """
+    cum = list(accumulate(exp.weights))
+    i = bisect_right(cum, _unit(exp, user_id) * cum[-1])
+    return exp.variants[min(i, len(exp.variants) - 1)]
+
+
+def assign_all(experiments: Iterable[Experiment], user_id: str) -> dict[str, str]:
+    """Variant per experiment for one user."""
+    return {e.name: assign(e, user_id) for e in experiments}
+
+
+def exposures_key(prefix: str, name: str) -> str:
+    return f"{prefix}:experiment:{name}:exposures"
+
+
+def exposure_event(name: str, variant: str, user_id: str, ts: str) -> dict[str, object]:
+    """The Segment ``Experiment Viewed`` track event of a first exposure."""
+    return {
+        "type": "track", "userId": user_id, "event": "Experiment Viewed", "timestamp": ts,
+        "messageId": f"exp:{name}:{user_id}",
+        "properties": {"experiment": name, "variant": variant, "experiment_name": name, "variation_name": variant},
+        "context": {"library": {"name": "liveprofile-api"}},
+    }  # fmt: skip
+
+
+@dataclass(slots=True)
+class VariantStats:
+    """One variant's line of the report."""
+
+    variant: str
+    exposures: int = 0
+    conversions: int = 0
+    revenue: Decimal = Decimal("0.00")
+
+    @property
+    def conversion_rate(self) -> float:
+        return self.conversions / self.exposures if self.exposures else 0.0
+
+
+def _dec(v: object) -> Decimal:
+    try:
+        return Decimal(str(v)) if v not in (None, "") else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def report(client: redis.Redis, prefix: str, exp: Experiment | str, *, chunk: int = 1000) -> list[VariantStats]:
+    """Exposures, conversions, conversion rate and revenue after exposure, per variant."""
+    name = exp if isinstance(exp, str) else exp.name
+    stats: dict[str, VariantStats] = {}
+    if not isinstance(exp, str):
+        for v in exp.variants:
+            stats[v] = VariantStats(v)
+    cursor = 0
+    while True:
+        cursor, batch = client.hscan(exposures_key(prefix, name), cursor, count=chunk)
+        if batch:
+            users = list(batch)
+            pipe = client.pipeline(transaction=False)
+            for u in users:
+                pipe.hmget(f"{prefix}:profile:{_s(u)}", "purchase_count", "revenue_total")
+            for u, (pc, rev) in zip(users, pipe.execute(), strict=True):
+                rec = orjson.loads(batch[u])
+                st = stats.setdefault(rec["v"], VariantStats(rec["v"]))
+                st.exposures += 1
+                if _dec(_s(pc)) > _dec(rec.get("pc")):
+                    st.conversions += 1
+                    st.revenue += max(Decimal(0), _dec(_s(rev)) - _dec(rec.get("rev")))
+        if cursor == 0:
+            break
+    return list(stats.values())
+
+
+def _s(v: object) -> str | None:
+    return v.decode() if isinstance(v, bytes) else (None if v is None else str(v))

@@ -1,0 +1,199 @@
+"""Change-feed entries and the per-user items a destination receives (pure logic).
+
+A :class:`Change` is one entry of ``{p}:profile-changes`` (fields ``user_id``,
+``version``, ``changed`` JSON, ``updated_at``, optional ``event`` JSON and
+``deleted`` = ``"1"``) or of a destination's redrive stream (field ``item``:
+a dead-lettered :class:`Item` as JSON).
+
+:func:`collapse` folds the changes of one batch into one :class:`Item` per
+user, in version order: the ``changed`` dicts merge (later versions win),
+trigger events accumulate in order (each gets an ``id`` of
+``{user_id}:{version}`` unless it has one: the vendors' event dedupe key), and a deletion is sticky — once a user is
+deleted inside a batch, its later changes in that batch are dropped (a
+forgotten user is suppressed from then on anyway). An item carries the range
+``from_version..version`` it covers; ``{user_id}:{version}`` is its
+idempotency key.
+
+Invariants: within one batch, each user appears in exactly one item; items
+are returned in order of each user's first appearance; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = ["Change", "Item", "MalformedChange", "parse_change", "collapse", "SyncKeys"]
+
+
+class MalformedChange(ValueError):
+    """A change-feed entry that cannot be read (it is dead-lettered, never retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change-feed (or redrive) entry; ``ref`` = (stream key, entry id)."""
+
+    ref: tuple[str, str]
+    user_id: str
+    version: int
+    changed: dict[str, str]
+    event: dict[str, Any] | None = None
+    deleted: bool = False
+    redrive: Item | None = None
+
+    @property
+    def ms(self) -> int:
+        """Time the entry was appended (from its stream id), epoch ms."""
+        return int(self.ref[1].split("-", 1)[0])
+
+
+@dataclass(slots=True)
+class Item:
+    """What one destination is sent for one user in one batch."""
+
+    user_id: str
+    version: int
+    from_version: int
+    changed: dict[str, str] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    deleted: bool = False
+    entries: int = 0
+    #: re-driven from the dead letters: values are re-read from the profile
+    redrive: bool = False
+    #: push every profile field, not only the changed ones (consent granted)
+    full: bool = False
+
+    @property
+    def key(self) -> str:
+        """Idempotency key: user id and the newest profile version covered."""
+        return f"{self.user_id}:{self.version}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Item:
+        d = orjson.loads(raw)
+        return cls(**{k: d[k] for k in cls.__slots__ if k in d})  # type: ignore[attr-defined]
+
+    def empty(self) -> bool:
+        return not (self.changed or self.events or self.deleted or self.full or self.redrive)
+
+
+def parse_change(stream: str, entry_id: str, fields: Mapping[str, str]) -> Change:
+    """Read one stream entry (decoded field map) into a :class:`Change`.
+
+    >>> c = parse_change("lp:profile-changes", "5-0", {"user_id": "u1", "version": "3", "changed": '{"email": "a@b.co"}'})
+    >>> c.user_id, c.version, c.changed, c.deleted, c.ms
+    ('u1', 3, {'email': 'a@b.co'}, False, 5)
+    """
+    try:
+        if "item" in fields:
+            item = Item.from_json(fields["item"])
+            return Change((stream, entry_id), item.user_id, item.version, dict(item.changed), None, item.deleted, item)
+        user_id = fields["user_id"]
+        version = int(fields["version"])
+        changed = orjson.loads(fields.get("changed") or "{}")
+        if not isinstance(changed, dict):
+            msg = "`changed` is not a JSON object"
+            raise MalformedChange(msg)
+        event = orjson.loads(fields["event"]) if fields.get("event") else None
+        if event is not None and not isinstance(event, dict):
+            msg = "`event` is not a JSON object"
+            raise MalformedChange(msg)
+    except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        if isinstance(exc, MalformedChange):
+            raise
+        msg = f"unreadable change entry {entry_id}: {type(exc).__name__}: {exc}"
+        raise MalformedChange(msg) from None
+    return Change(
+        (stream, entry_id), user_id, version, {str(k): "" if v is None else str(v) for k, v in changed.items()},
+        event, fields.get("deleted") == "1",
+    )  # fmt: skip
+
+
+def collapse(changes: Iterable[Change]) -> list[Item]:
+    """One item per user, merging changes in version order (see module docstring).
+
+    >>> a = Change(("s", "1-0"), "u", 5, {"x": "1", "y": "1"})
+    >>> b = Change(("s", "2-0"), "u", 7, {"x": "2"}, {"name": "Cart Abandoned"})
+    >>> (it,) = collapse([b, a])
+    >>> it.from_version, it.version, it.changed, [e["name"] for e in it.events], it.entries
+    (5, 7, {'x': '2', 'y': '1'}, ['Cart Abandoned'], 2)
+    """
+    by_user: dict[str, list[Change]] = {}
+    for c in changes:
+        by_user.setdefault(c.user_id, []).append(c)
+    items: list[Item] = []
+    for uid, cs in by_user.items():
+        cs.sort(key=lambda c: (c.version, c.redrive is None))
+        it = Item(uid, cs[0].version, cs[0].version)
+        for c in cs:
+            if it.deleted:
+                break  # sticky deletion: later changes of this batch are dropped
+            it.entries += 1
+            it.version = max(it.version, c.version)
+            if c.redrive is not None:
+                it.redrive = True
+                it.events.extend(c.redrive.events)
+                it.changed.update(c.redrive.changed)
+                it.full = it.full or c.redrive.full
+            if c.deleted:
+                it.deleted = True
+                it.changed.clear()
+                it.events.clear()
+                continue
+            if c.redrive is None:
+                it.changed.update(c.changed)
+                if c.event is not None:
+                    ev = dict(c.event)
+                    ev.setdefault("id", f"{uid}:{c.version}")
+                    it.events.append(ev)
+        items.append(it)
+    return items
+
+
+@dataclass(frozen=True, slots=True)
+class SyncKeys:
+    """Redis keys of the sync layer, per prefix and destination.
+
+    ==========================================  ======  ==========================================
+    ``{p}:sync-watermark:{dest}``               HASH    user -> highest version durably taken
+                                                        (delivered or dead-lettered)
+    ``{p}:sync-dead-letter:{dest}``             STREAM  ``item`` (JSON), ``reason``, ``status``,
+                                                        ``attempts``, ``at``
+    ``{p}:sync-redrive:{dest}``                 STREAM  dead letters queued again by ``replay``
+    ``{p}:sync-lease:{dest}``                   STRING  consumer holding the destination (PX TTL)
+    group ``sync:{dest}``                       group   on the change feed and the redrive stream
+    ==========================================  ======  ==========================================
+
+    >>> SyncKeys("lp", "braze").watermark
+    'lp:sync-watermark:braze'
+    """
+
+    prefix: str
+    dest: str
+
+    @property
+    def watermark(self) -> str:
+        return f"{self.prefix}:sync-watermark:{self.dest}"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}:sync-dead-letter:{self.dest}"
+
+    @property
+    def redrive(self) -> str:
+        return f"{self.prefix}:sync-redrive:{self.dest}"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}:sync-lease:{self.dest}"
+
+    @property
+    def group(self) -> str:
+        return f"sync:{self.dest}"
