@@ -52,7 +52,7 @@ def model_shard(uid: str, n: int) -> str:
 
 _RETAIN = StatefulBatchLogic.RETAIN
 _DISCARD = StatefulBatchLogic.DISCARD
-_MAX_TIMER_WAIT = 60.0  # s: re-check event-time deadlines at least this often (fast replays)
+_MAX_TIMER_WAIT = 30.0  # s: re-check event-time deadlines at least this often (the clock may jump)
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
 
@@ -79,10 +79,11 @@ class IdentityLogic(StatefulBatchLogic[Event, tuple[str, Any], str]):
 class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
     """Per-user state (see :mod:`operators.user`)."""
 
-    __slots__ = ("_cfg", "state")
+    __slots__ = ("_cfg", "_recheck", "state")
 
-    def __init__(self, cfg: UserConfig, resume: bytes | None) -> None:
+    def __init__(self, cfg: UserConfig, resume: bytes | None, recheck_s: float = _MAX_TIMER_WAIT) -> None:
         self._cfg = cfg
+        self._recheck = recheck_s
         self.state: UserState | None = pickle.loads(resume) if resume is not None else None
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
@@ -106,7 +107,7 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
         d = next_deadline(self._cfg, self.state)
         if d is None:
             return None
-        wait = min(max(CLOCK.seconds_until(d), 0.0), _MAX_TIMER_WAIT)
+        wait = min(max(CLOCK.seconds_until(d), 0.0), self._recheck)
         return datetime.now(UTC) + timedelta(seconds=wait)
 
     def on_notify(self) -> tuple[list[Any], bool]:

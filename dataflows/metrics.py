@@ -19,6 +19,7 @@ __all__ = [
     "SINK_SECONDS",
     "SOURCE_ERRORS",
     "BACKLOG",
+    "TRIMMED",
     "RFM_RESCORED",
     "FLAGGED",
     "ANOMALY_SCORES",
@@ -67,4 +68,5 @@ PROPENSITY_AUC = Gauge(
 SESSIONS_CLOSED = Counter("liveprofile_sessions_closed_total", "Sessions closed", ["converted"])
 CARTS_ABANDONED = Counter("liveprofile_carts_abandoned_total", "Cart Abandoned triggers emitted")
 MERGES = Counter("liveprofile_identity_merges_total", "Anonymous profiles merged into known users")
+TRIMMED = Counter("liveprofile_buffer_trimmed_total", "Buffer entries trimmed after durable processing", ["shard"])
 BACKLOG = Gauge("liveprofile_buffer_backlog", "Entries in a buffer shard after the read position", ["shard"])

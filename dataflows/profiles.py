@@ -20,6 +20,9 @@ its state. Treat them as a schema.
 from __future__ import annotations
 
 import gc
+import logging
+import os
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -146,7 +149,8 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks) -> 
     rerouted = op.map("rerouted", linked, lambda kv: (kv[1][0], kv[1]))
     direct = op.map("direct", stage.falses, lambda x: (x[1], (x[1], x[2])))
     to_user = op.merge("to_user", rerouted, direct)
-    outs = op.stateful_batch("user", to_user, lambda resume: UserLogic(ucfg, resume))
+    recheck = settings.timer_recheck_s
+    outs = op.stateful_batch("user", to_user, lambda resume: UserLogic(ucfg, resume, recheck))
 
     is_profile = op.branch("is_profile", outs, _is(ProfileUpdate, Retire))
     op.output("profile_out", is_profile.trues, sinks.profile)
@@ -184,11 +188,28 @@ def redis_sinks(s: Settings) -> Sinks:
     )
 
 
+def recovery_enabled(argv: list[str] | None = None, env: dict[str, str] | None = None) -> bool:
+    """Whether this process runs with Bytewax recovery (``-r DIR`` or its environment
+    variable): only then is it safe to trim the buffer.
+
+    >>> recovery_enabled(["x", "-r", "/rec"], {}), recovery_enabled(["x"], {})
+    (True, False)
+    """
+    argv = sys.argv if argv is None else argv
+    env = dict(os.environ) if env is None else env
+    return any(a in ("-r", "--recovery-directory") or a.startswith("--recovery-directory=") for a in argv) or bool(
+        env.get("BYTEWAX_RECOVERY_DIRECTORY")
+    )
+
+
 def get_flow(stop_at_end: bool = False) -> Dataflow:
     """The production flow, configured from ``LIVEPROFILE_*`` (see README)."""
     tune_gc()
     s = Settings.from_env()
     keys = Keys(s.key_prefix)
+    trim = s.buffer_retain_ms if s.buffer_retain_ms is not None and recovery_enabled() else None
+    if s.buffer_retain_ms is not None and trim is None:
+        logging.getLogger(__name__).warning("LIVEPROFILE_BUFFER_RETAIN is set but recovery is off: the buffer is not trimmed")
     source = RedisStreamSource(
         s.redis_url,
         [keys.events(i) for i in range(s.shards)],
@@ -196,6 +217,7 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
         idle=timedelta(seconds=s.poll_interval_s),
         stop_at_end=stop_at_end,
         progress_key=keys.buffer_progress,
+        trim_retain_ms=trim,
     )
     return build_flow(s, source, redis_sinks(s))
 

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows import metrics
+from dataflows.clock import CLOCK
 
-__all__ = ["RedisStreamSource", "SourceItem"]
+__all__ = ["RedisStreamSource", "SourceItem", "SourceOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +33,10 @@ _MAX_BACKOFF = timedelta(seconds=2)
 
 
 class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
-    def __init__(
-        self,
-        url: str,
-        stream: str,
-        shard: int,
-        resume: tuple[bytes, int] | None,
-        count: int,
-        idle: timedelta,
-        stop_at_end: bool,
-        progress_key: str | None,
-    ) -> None:
+    def __init__(self, url: str, stream: str, shard: int, resume: tuple[bytes, int] | None, opts: SourceOptions) -> None:
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-        self._progress_key = progress_key
+        self._opts = opts
+        self._progress_key = opts.progress_key
         self._published = -1
         self._published_at = 0.0
         self._need_offset = resume is None
@@ -51,12 +44,14 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
         self._shard = shard
         self._label = str(shard)
         self._last_id, self._read = resume if resume is not None else (b"0-0", 0)
-        self._count = count
-        self._idle = idle
-        self._stop_at_end = stop_at_end
+        self._count = opts.count
+        self._idle = opts.idle
+        self._stop_at_end = opts.stop_at_end
         self._awake: datetime | None = None
-        self._backoff = idle
+        self._backoff = opts.idle
         self._read_counter = metrics.EVENTS_READ.labels(self._label)
+        self._snapshots: list[bytes] = []  # positions of the last two snapshots
+        self._trimmed_at = 0.0
 
     def _publish_progress(self, force: bool = False) -> None:
         """Publish the read count (for backlog) at most once a second, or now if ``force``."""
@@ -73,14 +68,43 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
             # Starting from the beginning: entries trimmed before we started count as read.
             self._read += int(info["entries-added"]) - int(info["length"])
             self._need_offset = False
-        self._r.hset(self._progress_key, self._label, self._read)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hset(self._progress_key, mapping={self._label: self._read, f"t{self._label}": CLOCK.newest()})
+        pipe.hgetall(self._progress_key)
+        _, progress = pipe.execute()
+        # share the stream clock: every process advances to the newest event time any
+        # shard has seen, so event-time timers fire alike however the shards are spread
+        newest = [int(v) for k, v in progress.items() if k.startswith(b"t")]
+        if newest:
+            CLOCK.observe(max(newest))
         metrics.BACKLOG.labels(self._label).set(max(0, int(info["entries-added"]) - self._read))
         self._published = self._read
         self._published_at = now
 
+    def _trim(self) -> None:
+        """Drop entries the dataflow has durably processed, at most every 5 s.
+
+        Only with recovery on: a position is durable once the epoch snapshotted
+        after it is committed, which is certain when the *next* snapshot is taken,
+        so the stream is trimmed (``XTRIM MINID``) up to the older of the last
+        two snapshot positions, and never closer to now than ``trim_retain_ms``.
+        """
+        retain = self._opts.trim_retain_ms
+        now = time.monotonic()
+        if retain is None or len(self._snapshots) < 2 or now - self._trimmed_at < 5.0:
+            return
+        self._trimmed_at = now
+        ms, _, seq = self._snapshots[0].partition(b"-")
+        bound = min(int(ms), int(time.time() * 1000) - retain)
+        minid = f"{bound}-0" if bound < int(ms) else f"{int(ms)}-{int(seq) + 1}"
+        trimmed = self._r.xtrim(self._stream, minid=minid, approximate=False)
+        if trimmed:
+            metrics.TRIMMED.labels(self._label).inc(trimmed)
+
     def next_batch(self) -> list[SourceItem]:
         try:
             self._publish_progress()
+            self._trim()
             resp = self._r.xread({self._stream: self._last_id}, count=self._count)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             metrics.SOURCE_ERRORS.labels(self._label).inc()
@@ -107,10 +131,23 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
         return self._awake
 
     def snapshot(self) -> tuple[bytes, int]:
+        self._snapshots = [*self._snapshots[-1:], self._last_id]
         return (self._last_id, self._read)
 
     def close(self) -> None:
         self._r.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    """How partitions read: entries per poll, idle back-off, end-of-stream behaviour,
+    where read progress goes, and buffer trimming (``None``: never trim)."""
+
+    count: int = 1000
+    idle: timedelta = timedelta(milliseconds=20)
+    stop_at_end: bool = False
+    progress_key: str | None = None
+    trim_retain_ms: int | None = None
 
 
 class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
@@ -118,7 +155,8 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
 
     ``stop_at_end=True`` ends a partition when its stream has nothing more to
     read (benchmarks, backfills); otherwise the source polls forever, waiting
-    ``idle`` between empty polls.
+    ``idle`` between empty polls. ``trim_retain_ms`` (only with Bytewax recovery
+    on) trims what has been durably processed, keeping at least that much.
     """
 
     def __init__(
@@ -129,22 +167,14 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
         idle: timedelta = timedelta(milliseconds=20),
         stop_at_end: bool = False,
         progress_key: str | None = None,
+        trim_retain_ms: int | None = None,
     ) -> None:
         self.url = url
-        self.progress_key = progress_key
         self.streams = list(streams)
-        self.count = count
-        self.idle = idle
-        self.stop_at_end = stop_at_end
+        self.opts = SourceOptions(count, idle, stop_at_end, progress_key, trim_retain_ms)
 
     def list_parts(self) -> list[str]:
         return list(self.streams)
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: tuple[bytes, int] | None
-    ) -> _ShardPartition:
-        shard = self.streams.index(for_part)
-        return _ShardPartition(
-            self.url, for_part, shard, resume_state, self.count, self.idle, self.stop_at_end,
-            self.progress_key,
-        )
+    def build_part(self, step_id: str, for_part: str, resume_state: tuple[bytes, int] | None) -> _ShardPartition:
+        return _ShardPartition(self.url, for_part, self.streams.index(for_part), resume_state, self.opts)

@@ -124,7 +124,7 @@ def _backlog_from(res: list[object], shards: int) -> dict[int, int]:
             out[i] = 0
             continue
         added = int(info.get("entries-added", info.get(b"entries-added", 0)))
-        read = int(progress.get(str(i).encode(), progress.get(str(i), 0)))
+        read = int(progress.get(str(i).encode(), progress.get(str(i), 0)))  # "t{i}" fields: clock
         out[i] = max(0, added - read)
     return out
 

@@ -6,8 +6,9 @@ key                                type    holds
 ``{p}:events:{shard}``             STREAM  buffered raw events, field ``e`` = event JSON
                                            (collector-stamped ``receivedAt``), shards 0..N-1 by
                                            CRC-32(userId or anonymousId) mod N
-``{p}:buffer:progress``            HASH    shard -> entries the dataflow has read (backlog = XINFO
-                                           entries-added minus this)
+``{p}:buffer:progress``            HASH    ``{shard}`` -> entries the dataflow has read (backlog =
+                                           XINFO entries-added minus this); ``t{shard}`` -> newest
+                                           event time seen (the shared stream clock)
 ``{p}:profile:{user_id}``          HASH    the profile (SPEC §4 fields)
 ``{p}:profile-changes``            STREAM  change feed: ``user_id``, ``version``, ``changed`` (JSON
                                            object of the changed fields and their new values)

@@ -52,6 +52,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_INTEREST_HALF_LIFE": ("30d", "half-life of category interest, in event time"),
     "LIVEPROFILE_ANOMALY_THRESHOLD": ("0.75", "HalfSpaceTrees score (0-1) at or above which a user is flagged suspect"),
     "LIVEPROFILE_CHANGES_MAXLEN": ("1000000", "approximate cap on the change-feed stream length"),
+    "LIVEPROFILE_TIMER_RECHECK": ("30s", "longest wait before a user's pending event-time deadline (session end, cart abandonment) is checked again: the stream clock can jump during replays and across processes"),
+    "LIVEPROFILE_BUFFER_RETAIN": ("1h", "with Bytewax recovery on: trim buffer entries durably processed and older than this ('off': never trim; without recovery the buffer is never trimmed)"),
     "LIVEPROFILE_INTELLIGENCE": ("on", "on: identity merge, sessions, interest, RFM, models; off: the core path only (counters, cart, email)"),
     "LIVEPROFILE_SYNC_DESTINATIONS": ("", "ESP sync destinations: a JSON object name -> options, or the path of a JSON file holding one (see liveprofile/sync/config.py)"),
     "LIVEPROFILE_SYNC_CONSUMER": ("", "consumer name of this sync process in the change-feed groups; empty = host-pid-random"),
@@ -147,6 +149,8 @@ class Settings:
     models: ModelConfig
     changes_maxlen: int
     intelligence: bool
+    buffer_retain_ms: int | None
+    timer_recheck_s: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -198,6 +202,8 @@ class Settings:
             models=ModelConfig(threshold=_float(v, "LIVEPROFILE_ANOMALY_THRESHOLD")),
             changes_maxlen=_int(v, "LIVEPROFILE_CHANGES_MAXLEN"),
             intelligence=_bool(v, "LIVEPROFILE_INTELLIGENCE"),
+            timer_recheck_s=_dur_ms(v, "LIVEPROFILE_TIMER_RECHECK") / 1000,
+            buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),
         )
         if overrides:
             known = {f.name for f in fields(cls)}

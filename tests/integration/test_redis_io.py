@@ -103,3 +103,33 @@ def test_source_survives_redis_outage(redis_server, redis_url: str) -> None:  # 
     p = src.build_part("inp", "lp:events:0", None)
     assert p.next_batch() == []  # connection refused: backs off instead of crashing
     assert p.next_awake() is not None
+
+
+def test_trimming_removes_only_durably_processed_entries(redis_url: str, r: redis.Redis) -> None:
+    for i in range(30):
+        r.xadd(K.events(0), {"e": f"{i}"})
+    src = RedisStreamSource(redis_url, [K.events(0)], count=10, progress_key=K.buffer_progress, trim_retain_ms=0)
+    p = src.build_part("inp", K.events(0), None)
+    p.next_batch()  # 0..9
+    p.snapshot()  # epoch 1 ends after 9
+    p.next_batch()  # 10..19
+    p._trimmed_at = 0.0
+    p.next_batch()  # 20..29: one snapshot only, nothing is durable yet
+    assert r.xlen(K.events(0)) == 30
+    p.snapshot()  # epoch 2 ends after 29: epoch 1 (<= 9) is now certainly committed
+    p._trimmed_at = 0.0
+    p.next_batch()
+    left = [int(f[b"e"]) for _, f in r.xrange(K.events(0))]
+    assert left == list(range(10, 30))  # exactly what epoch 1 covered went; nothing unsnapshotted
+    assert r.xinfo_stream(K.events(0))["entries-added"] == 30  # the backlog arithmetic still holds
+
+
+def test_no_trimming_without_a_retention(redis_url: str, r: redis.Redis) -> None:
+    for i in range(20):
+        r.xadd(K.events(0), {"e": f"{i}"})
+    p = RedisStreamSource(redis_url, [K.events(0)], count=10).build_part("inp", K.events(0), None)
+    for _ in range(3):
+        p.next_batch()
+        p.snapshot()
+        p._trimmed_at = 0.0
+    assert r.xlen(K.events(0)) == 20
