@@ -1,0 +1,124 @@
+"""Freshness at fixed offered rates: collector receipt -> profile visible in Redis.
+
+    .venv/bin/python bench/freshness.py [--rates 1000,5000,10000] [--seconds 20]
+
+For each rate: a private redis-server, the collector and the dataflow
+(recovery on, ``-s 2``) as real processes on this machine; an open-loop
+client sends a generated stream through ``/v1/batch`` in requests of
+``--batch`` events at the offered rate (its own schedule, not waiting for
+answers to send the next), for ``--seconds``. The dataflow's own
+``liveprofile_freshness_seconds`` histogram (scraped from its Bytewax API) gives
+p50/p99 (bucket upper bounds); the achieved rate is what the collector
+accepted. All three processes and Redis share this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from liveprofile.demo import _counter, histogram_quantile  # noqa: E402
+from liveprofile.generate import GenConfig, generate  # noqa: E402
+from tests.redis_server import RedisServer, free_port  # noqa: E402
+
+
+async def offer(url: str, events: list[dict], rate: float, seconds: float, batch: int) -> tuple[int, int]:
+    """Open-loop sender; returns (events sent, requests refused)."""
+    bodies = [gzip.compress(orjson.dumps({"batch": events[i : i + batch]}), 1) for i in range(0, len(events), batch)]
+    interval = batch / rate
+    sent = refused = 0
+    async with httpx.AsyncClient(base_url=url, auth=("bench-key", ""), timeout=30, limits=httpx.Limits(max_connections=64)) as c:
+        tasks = []
+        t0 = time.perf_counter()
+
+        async def one(body: bytes) -> None:
+            nonlocal sent, refused
+            r = await c.post("/v1/batch", content=body, headers={"Content-Encoding": "gzip"})
+            if r.status_code == 200:
+                sent += batch
+            else:
+                refused += 1
+
+        for k, body in enumerate(bodies):
+            due = t0 + k * interval
+            if due - t0 > seconds:
+                break
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(body)))
+        await asyncio.gather(*tasks)
+    return sent, refused
+
+
+def run(rate: float, seconds: float, batch: int, workdir: Path) -> dict[str, float]:
+    srv = RedisServer(workdir / f"redis-{int(rate)}", appendonly=True).start()
+    cport, aport = free_port(), free_port()
+    env = {**os.environ, "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_WRITE_KEYS": "bench-key",
+           "BYTEWAX_DATAFLOW_API_ENABLED": "1", "BYTEWAX_DATAFLOW_API_PORT": str(aport)}  # fmt: skip
+    rec = workdir / f"rec-{int(rate)}"
+    rec.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "1"], check=True)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.profiles:flow", "-r", str(rec), "-s", "2", "-b", "10"], env=env, cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(cport)], env=env, cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{cport}"
+        for _ in range(100):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200 and httpx.get(f"http://127.0.0.1:{aport}/metrics", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        n_users = max(200, int(rate * seconds / 60))
+        gen = generate(GenConfig(users=n_users, seed=2, end_ms=int(time.time() * 1000) - 60_000, days=1))
+        t0 = time.perf_counter()
+        sent, refused = asyncio.run(offer(base, gen.events, rate, seconds, batch))
+        elapsed = time.perf_counter() - t0
+        time.sleep(3)
+        text = httpx.get(f"http://127.0.0.1:{aport}/metrics", timeout=5).text
+        return {
+            "offered": rate, "achieved": sent / elapsed, "refused_requests": refused,
+            "p50_ms": (histogram_quantile(text, "liveprofile_freshness_seconds", 0.5) or float("nan")) * 1000,
+            "p99_ms": (histogram_quantile(text, "liveprofile_freshness_seconds", 0.99) or float("nan")) * 1000,
+            "writes": _counter(text, "liveprofile_profile_writes", result="written"),
+        }  # fmt: skip
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(20)
+        srv.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="1000,5000,10000")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--batch", type=int, default=20, help="events per request")
+    args = ap.parse_args()
+    print(f"{'offered ev/s':>12} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} {'refused':>8}")
+    with tempfile.TemporaryDirectory() as d:
+        for rate in (float(x) for x in args.rates.split(",")):
+            res = run(rate, args.seconds, args.batch, Path(d))
+            print(f"{res['offered']:12.0f} {res['achieved']:9.0f} {res['p50_ms']:8.1f} {res['p99_ms']:8.1f} {res['refused_requests']:8.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
