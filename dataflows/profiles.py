@@ -19,6 +19,7 @@ its state. Treat them as a schema.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -45,17 +46,18 @@ from dataflows.logic import (
 from dataflows.redis_sinks import (
     CONTROL_PREFIX,
     MERGE_PREFIX,
+    BufferMergeSink,
     DeadLetter,
     EdgesOut,
     ModelOut,
     RedisDeadLetterSink,
-    RedisMergeSink,
     RedisPatchSink,
     RedisProfileSink,
     RfmEdgesSink,
     decode_merge,
 )
 from dataflows.redis_source import RedisStreamSource, SourceItem
+from liveprofile.buffers import raw_writer
 from liveprofile.keys import Keys
 from liveprofile.settings import Settings
 from operators.events import Event, Limits, Rejected, parse_event
@@ -183,7 +185,7 @@ def redis_sinks(s: Settings) -> Sinks:
         profile=RedisProfileSink(url, keys, s.changes_maxlen),
         patch=RedisPatchSink(url, keys, s.changes_maxlen),
         edges=RfmEdgesSink(url, keys, s.changes_maxlen),
-        merge=RedisMergeSink(url, keys, s.shards),
+        merge=BufferMergeSink(functools.partial(raw_writer, s), s.shards),
         dead_letter=RedisDeadLetterSink(url, keys),
     )
 
@@ -209,16 +211,22 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
     keys = Keys(s.key_prefix)
     trim = s.buffer_retain_ms if s.buffer_retain_ms is not None and recovery_enabled() else None
     if s.buffer_retain_ms is not None and trim is None:
-        logging.getLogger(__name__).warning("LIVEPROFILE_BUFFER_RETAIN is set but recovery is off: the buffer is not trimmed")
-    source = RedisStreamSource(
-        s.redis_url,
-        [keys.events(i) for i in range(s.shards)],
-        count=s.read_batch,
-        idle=timedelta(seconds=s.poll_interval_s),
-        stop_at_end=stop_at_end,
-        progress_key=keys.buffer_progress,
-        trim_retain_ms=trim,
-    )
+        logging.getLogger(__name__).info("recovery is off: the buffer is the log and is not trimmed")
+    source: Source[SourceItem]
+    if s.buffer == "kafka":
+        from dataflows.kafka_source import KafkaBufferSource
+
+        source = KafkaBufferSource(s.kafka_brokers, s.kafka_topic, s.redis_url, keys.buffer_progress, s.read_batch, stop_at_end)
+    else:
+        source = RedisStreamSource(
+            s.redis_url,
+            [keys.events(i) for i in range(s.shards)],
+            count=s.read_batch,
+            idle=timedelta(seconds=s.poll_interval_s),
+            stop_at_end=stop_at_end,
+            progress_key=keys.buffer_progress,
+            trim_retain_ms=trim,
+        )
     return build_flow(s, source, redis_sinks(s))
 
 

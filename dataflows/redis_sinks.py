@@ -58,7 +58,7 @@ __all__ = [
     "RedisProfileSink",
     "RedisPatchSink",
     "RedisDeadLetterSink",
-    "RedisMergeSink",
+    "BufferMergeSink",
     "RfmEdgesSink",
     "rfm_fields",
 ]
@@ -175,7 +175,7 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
             pipe = w._r.pipeline(transaction=False)
             for uid, out in latest.items():
                 if type(out) is Retire:
-                    w.call(pipe, uid, out.seq, "tombstone", {"merged_into": out.into}, b"", updated_at)
+                    w.call(pipe, uid, out.seq, "tombstone", {"user_id": uid, "merged_into": out.into}, b"", updated_at)
                     continue
                 fields = dict(out.fields)
                 fields.update(rfm_fields(edges, out.rfm))
@@ -353,36 +353,29 @@ class RfmEdgesSink(DynamicSink[EdgesOut]):
 
 
 class _MergePartition(StatelessSinkPartition[MergeExport]):
-    def __init__(self, url: str, keys: Keys, shards: int, retry_for: float) -> None:
-        self._r = redis.Redis.from_url(url, socket_timeout=10)
-        self._keys = keys
+    def __init__(self, write: Callable[[list[tuple[int, bytes]]], None], shards: int, retry_for: float) -> None:
+        self._write = write
         self._shards = shards
         self._retry_for = retry_for
 
     def write_batch(self, items: list[MergeExport]) -> None:
-        def run() -> None:
-            pipe = self._r.pipeline(transaction=False)
-            for m in items:
-                pipe.xadd(self._keys.events(shard_of(m.to_uid, self._shards)), {"e": encode_merge(m)})
-            pipe.execute()
-
-        _with_retry(run, "merge sink", self._retry_for)
-
-    def close(self) -> None:
-        self._r.close()
+        entries = [(shard_of(m.to_uid, self._shards), encode_merge(m)) for m in items]
+        _with_retry(lambda: self._write(entries), "merge sink", self._retry_for)
 
 
-class RedisMergeSink(DynamicSink[MergeExport]):
-    """Identity merges, appended to the target user's buffer shard (see :func:`encode_merge`)."""
+class BufferMergeSink(DynamicSink[MergeExport]):
+    """Identity merges, appended to the target user's buffer shard (see :func:`encode_merge`).
 
-    def __init__(self, url: str, keys: Keys, shards: int, retry_for: float = 300.0) -> None:
-        self.url = url
-        self.keys = keys
+    ``writer`` builds, in each worker, the function that appends ``(shard, raw)``
+    entries to the configured buffer (Redis Streams or Kafka)."""
+
+    def __init__(self, writer: Callable[[], Callable[[list[tuple[int, bytes]]], None]], shards: int, retry_for: float = 300.0) -> None:
+        self.writer = writer
         self.shards = shards
         self.retry_for = retry_for
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _MergePartition:
-        return _MergePartition(self.url, self.keys, self.shards, self.retry_for)
+        return _MergePartition(self.writer(), self.shards, self.retry_for)
 
 
 MERGE_PREFIX = b'{"type":"_merge"'

@@ -24,12 +24,25 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from dataflows import metrics
 from dataflows.clock import CLOCK
 
-__all__ = ["RedisStreamSource", "SourceItem", "SourceOptions"]
+__all__ = ["RedisStreamSource", "SourceItem", "SourceOptions", "share_progress"]
 
 logger = logging.getLogger(__name__)
 
 SourceItem = tuple[int, bytes, bytes]
 _MAX_BACKOFF = timedelta(seconds=2)
+
+
+def share_progress(client: redis.Redis, key: str, label: str, read: int) -> None:
+    """Publish a partition's read count and this process's newest event time, and adopt
+    the newest event time any partition has published (the shared stream clock: event-time
+    timers then fire alike however the partitions are spread over processes)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(key, mapping={label: read, f"t{label}": CLOCK.newest()})
+    pipe.hgetall(key)
+    _, progress = pipe.execute()
+    newest = [int(v) for k, v in progress.items() if k.startswith(b"t")]
+    if newest:
+        CLOCK.observe(max(newest))
 
 
 class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
@@ -68,15 +81,7 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
             # Starting from the beginning: entries trimmed before we started count as read.
             self._read += int(info["entries-added"]) - int(info["length"])
             self._need_offset = False
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hset(self._progress_key, mapping={self._label: self._read, f"t{self._label}": CLOCK.newest()})
-        pipe.hgetall(self._progress_key)
-        _, progress = pipe.execute()
-        # share the stream clock: every process advances to the newest event time any
-        # shard has seen, so event-time timers fire alike however the shards are spread
-        newest = [int(v) for k, v in progress.items() if k.startswith(b"t")]
-        if newest:
-            CLOCK.observe(max(newest))
+        share_progress(self._r, self._progress_key, self._label, self._read)
         metrics.BACKLOG.labels(self._label).set(max(0, int(info["entries-added"]) - self._read))
         self._published = self._read
         self._published_at = now

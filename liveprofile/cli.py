@@ -12,6 +12,7 @@ Subcommands::
     liveprofile experiments report NAME                         A/B exposures and conversions
     liveprofile forget USER_ID / unsuppress USER_ID             GDPR erasure and its undo
     liveprofile deadletter list | show ID | replay              inspect and re-drive dead letters
+    liveprofile pixel-url --user U --campaign C --email-id E    a signed email-open pixel URL
     liveprofile config [--markdown]                             show effective settings
 
 The dataflow itself runs with ``python -m bytewax.run dataflows.profiles:flow``.
@@ -29,6 +30,7 @@ import orjson
 from liveprofile.deadletters import add_commands as add_deadletter_commands
 from liveprofile.privacy import add_commands as add_privacy_commands
 from liveprofile.settings import SETTINGS, ConfigError, Settings
+from liveprofile.signing import add_commands as add_signing_commands
 
 __all__ = ["main"]
 
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_api_commands(sub)
     add_privacy_commands(sub)
     add_deadletter_commands(sub)
+    add_signing_commands(sub)
 
     cf = sub.add_parser("config", help="show the effective settings")
     cf.add_argument("--markdown", action="store_true", help="print the settings table for the README")

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import redis
 
-from liveprofile.buffer import SyncAppender
+from liveprofile.buffers import appends_writer
 from liveprofile.ingest import prepare
 from liveprofile.keys import Keys
 from liveprofile.privacy import scan_stream
@@ -70,7 +70,7 @@ def redrive(
         picked.append((eid, f))
     stats: dict[str, Any] = {"selected": len(picked), "redriven": 0, "still_invalid": Counter(), "dry_run": dry_run}
     received = iso(int(time.time() * 1000))
-    appender = SyncAppender(client)
+    append = appends_writer(settings, client)
     for eid, f in picked:
         try:
             ev = orjson.loads(f.get(b"raw", b""))
@@ -87,7 +87,7 @@ def redrive(
         stats["redriven"] += 1
         if dry_run:
             continue
-        appender.append(prep.appends)
+        append(prep.appends)
         pipe = client.pipeline(transaction=True)
         pipe.xadd(keys.dead_letter_redriven, {**f, b"dead_letter_id": eid, b"redriven_at": received.encode()})
         pipe.xdel(keys.dead_letter, eid)

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import redis
 
+from liveprofile.buffers import RawWriter, raw_writer
 from liveprofile.keys import Keys
 from liveprofile.scripts import PROFILE_LUA
 from liveprofile.settings import Settings
@@ -62,8 +63,12 @@ def _event_identities(raw: bytes) -> set[str]:
     return {str(ev[k]) for k in ("userId", "anonymousId", "previousId") if isinstance(ev.get(k), str | int)}
 
 
-def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str, changes_maxlen: int = 1_000_000) -> dict[str, Any]:
-    """Erase ``user_id`` (see module docstring); returns what was deleted."""
+def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str, changes_maxlen: int = 1_000_000,
+           write: RawWriter | None = None) -> dict[str, Any]:  # fmt: skip
+    """Erase ``user_id`` (see module docstring); returns what was deleted.
+
+    ``write`` appends the control entry to the buffer (default: the Redis shard;
+    with the Kafka buffer, the caller passes :func:`liveprofile.buffers.raw_writer`)."""
     client.sadd(keys.suppressed, user_id)
     raw_aliases = client.hget(keys.profile(user_id), "anonymous_ids")
     aliases: list[str] = orjson.loads(raw_aliases) if raw_aliases else []
@@ -92,32 +97,38 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str, changes_m
     if doomed:
         stats["change_entries"] = client.xdel(keys.changes, *doomed)
     control = orjson.dumps({"type": "_forget", "userId": user_id, "at": now})
-    client.xadd(keys.events(shard_of(user_id, shards)), {"e": control})
+    if write is None:
+        client.xadd(keys.events(shard_of(user_id, shards)), {"e": control})
+    else:
+        write([(shard_of(user_id, shards), control)])
     stats["anonymous_ids"] = aliases
     return stats
 
 
-def unsuppress(client: redis.Redis, keys: Keys, shards: int, user_id: str) -> bool:
+def unsuppress(client: redis.Redis, keys: Keys, shards: int, user_id: str, write: RawWriter | None = None) -> bool:
     """Allow ``user_id`` to be profiled again; ``False`` if they were not suppressed.
 
     The dataflow, which ignores a forgotten user's events, is told through an
     ``_unsuppress`` control entry in the user's buffer shard."""
     was = bool(client.srem(keys.suppressed, user_id))
     control = orjson.dumps({"type": "_unsuppress", "userId": user_id, "at": iso(int(time.time() * 1000))})
-    client.xadd(keys.events(shard_of(user_id, shards)), {"e": control})
+    if write is None:
+        client.xadd(keys.events(shard_of(user_id, shards)), {"e": control})
+    else:
+        write([(shard_of(user_id, shards), control)])
     return was
 
 
 def _cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     client = redis.Redis.from_url(settings.redis_url)
-    stats = forget(client, Keys(settings.key_prefix), settings.shards, args.user_id, settings.changes_maxlen)
+    stats = forget(client, Keys(settings.key_prefix), settings.shards, args.user_id, settings.changes_maxlen, raw_writer(settings, client))
     print(orjson.dumps({"forgotten": args.user_id, **stats}).decode())
     return 0
 
 
 def _cmd_unsuppress(args: argparse.Namespace, settings: Settings) -> int:
     client = redis.Redis.from_url(settings.redis_url)
-    ok = unsuppress(client, Keys(settings.key_prefix), settings.shards, args.user_id)
+    ok = unsuppress(client, Keys(settings.key_prefix), settings.shards, args.user_id, raw_writer(settings, client))
     print(orjson.dumps({"unsuppressed": args.user_id, "was_suppressed": ok}).decode())
     return 0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from liveprofile.buffer import SyncAppender
+from liveprofile.buffers import appends_writer
 from liveprofile.deadletter import dead_letter_fields
 from liveprofile.ingest import prepare
 from liveprofile.keys import Keys
@@ -52,7 +52,7 @@ def replay_lines(
 ) -> dict[str, int]:
     """Import ``(line number, JSON bytes)`` pairs; returns counts read/accepted/rejected."""
     keys = Keys(settings.key_prefix)
-    appender = SyncAppender(client)
+    append = appends_writer(settings, client)
     stats = {"read": 0, "accepted": 0, "rejected": 0}
     done_bytes = 0
     t0 = time.monotonic()
@@ -74,7 +74,7 @@ def replay_lines(
         )  # fmt: skip
         for n, rej in bad:
             prep.appends.append((keys.dead_letter, dead_letter_fields(rej, "replay", f"{source}:{n}")))
-        appender.append(prep.appends)
+        append(prep.appends)
         stats["accepted"] += prep.accepted
         stats["rejected"] += len(prep.rejected) + len(bad)
         pending = []

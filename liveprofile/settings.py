@@ -45,6 +45,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_MAX_BACKLOG": ("2000000", "buffered events not yet processed above which the collector answers 503"),
     "LIVEPROFILE_MAX_REQUEST_BYTES": ("512000", "largest request body, after gzip inflation (413 above)"),
     "LIVEPROFILE_MAX_EVENT_BYTES": ("32768", "largest single event (413, or a dead letter inside a batch)"),
+    "LIVEPROFILE_MAX_BATCH_EVENTS": ("5000", "most events in one /v1/batch or webhook request (413 too_many_events above; bounds the work and memory one request can cost)"),
+    "LIVEPROFILE_RATE_LIMIT": ("0", "events per second per write key, per collector process (token bucket; 0 = no limit; over it: 429 with Retry-After)"),
+    "LIVEPROFILE_RATE_BURST": ("0", "token-bucket size in events per write key (0 = the larger of LIVEPROFILE_RATE_LIMIT and 500)"),
+    "LIVEPROFILE_PIXEL_SECRET": ("", "secret: HMAC key(s) of the email-open pixel, comma-separated (the first signs, all verify); empty = opens not recorded"),
+    "LIVEPROFILE_PIXEL_MAX_AGE": ("90d", "how long a signed pixel URL stays valid after signing (0 = forever)"),
+    "LIVEPROFILE_PIXEL_OPEN_WINDOW": ("60", "pixel reloads within this window share a messageId (de-duplicated downstream)"),
+    "LIVEPROFILE_PIXEL_BASE_URL": ("http://127.0.0.1:8088", "the collector's public URL: the default base of `liveprofile pixel-url`"),
+    "LIVEPROFILE_WEBHOOK_SECRETS": ("", "secret: webhook sources, a JSON object source -> secret (or list of secrets), or the path of a JSON file holding one"),
+    "LIVEPROFILE_WEBHOOK_TOLERANCE": ("300", "seconds a webhook signature timestamp may differ from the collector's clock (replay window)"),
+    "LIVEPROFILE_TRUNCATE_IP": ("off", "on: truncate context.ip of ingested events (IPv4 to /24, IPv6 to /48) before storing"),
     "LIVEPROFILE_READ_BATCH": ("1000", "stream entries the dataflow reads per shard per poll"),
     "LIVEPROFILE_POLL_INTERVAL": ("0.02", "seconds the dataflow waits before polling an idle shard again"),
     "LIVEPROFILE_SESSION_GAP": ("30m", "inactivity (event time) that ends a session"),
@@ -54,6 +64,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_CHANGES_MAXLEN": ("1000000", "approximate cap on the change-feed stream length"),
     "LIVEPROFILE_TIMER_RECHECK": ("30s", "longest wait before a user's pending event-time deadline (session end, cart abandonment) is checked again: the stream clock can jump during replays and across processes"),
     "LIVEPROFILE_BUFFER_RETAIN": ("1h", "with Bytewax recovery on: trim buffer entries durably processed and older than this ('off': never trim; without recovery the buffer is never trimmed)"),
+    "LIVEPROFILE_BUFFER": ("redis", "where accepted events are buffered: redis (Redis Streams {prefix}:events:{i}) or kafka (one topic, LIVEPROFILE_SHARDS partitions)"),
+    "LIVEPROFILE_KAFKA_BROKERS": ("", "with LIVEPROFILE_BUFFER=kafka: comma-separated bootstrap servers"),
+    "LIVEPROFILE_KAFKA_TOPIC": ("liveprofile-events", "with LIVEPROFILE_BUFFER=kafka: the events topic (partitioned by user like the Redis shards)"),
     "LIVEPROFILE_INTELLIGENCE": ("on", "on: identity merge, sessions, interest, RFM, models; off: the core path only (counters, cart, email)"),
     "LIVEPROFILE_SYNC_DESTINATIONS": ("", "ESP sync destinations: a JSON object name -> options, or the path of a JSON file holding one (see liveprofile/sync/config.py)"),
     "LIVEPROFILE_SYNC_CONSUMER": ("", "consumer name of this sync process in the change-feed groups; empty = host-pid-random"),
@@ -105,6 +118,14 @@ def _int(values: Mapping[str, str], name: str, lo: int = 1) -> int:
     return v
 
 
+def _choice(values: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    v = values[name].strip().lower()
+    if v not in allowed:
+        msg = f"{name} must be one of {allowed}, got {values[name]!r}"
+        raise ConfigError(msg)
+    return v
+
+
 def _bool(values: Mapping[str, str], name: str) -> bool:
     v = values[name].strip().lower()
     if v in ("1", "on", "true", "yes"):
@@ -150,6 +171,9 @@ class Settings:
     changes_maxlen: int
     intelligence: bool
     buffer_retain_ms: int | None
+    buffer: str
+    kafka_brokers: str
+    kafka_topic: str
     timer_recheck_s: float
 
     @classmethod
@@ -203,6 +227,9 @@ class Settings:
             changes_maxlen=_int(v, "LIVEPROFILE_CHANGES_MAXLEN"),
             intelligence=_bool(v, "LIVEPROFILE_INTELLIGENCE"),
             timer_recheck_s=_dur_ms(v, "LIVEPROFILE_TIMER_RECHECK") / 1000,
+            buffer=_choice(v, "LIVEPROFILE_BUFFER", ("redis", "kafka")),
+            kafka_brokers=v["LIVEPROFILE_KAFKA_BROKERS"].strip(),
+            kafka_topic=v["LIVEPROFILE_KAFKA_TOPIC"].strip(),
             buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),
         )
         if overrides:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import zlib
 from dataclasses import dataclass, field
 
 from operators.events import Event
@@ -55,6 +56,7 @@ _MAX_SET = 300
 #: Session intervals kept explicitly (for order-insensitive counting) within this much
 #: event time of the newest event; older ones are only counted.
 SPAN_KEEP_MS = 3 * 86_400_000
+SPAN_KEEP_MAX = 12
 _NONE = -(2**62)
 
 
@@ -128,11 +130,11 @@ class Behaviour:
     order_mean: float = 0.0
     order_m2: float = 0.0
     order_z: float = 0.0
-    delivered: dict[str, int] = field(default_factory=dict)  # email id -> delivery time
+    delivered: dict[int, int] = field(default_factory=dict)  # crc32(email id) -> delivery time (newest 8)
     email_n: int = 0
     email_fast: int = 0
     email_latency_s: float = 0.0
-    last_session: dict[str, float] | None = None  # session features of the last closed session
+    last_session: tuple[float, ...] | None = None  # features of the last closed session (_SESSION_KEYS order)
     scored_events: int = 0  # session events at the last scoring
     scored_email: int = 0  # email interactions at the last scoring
 
@@ -167,20 +169,26 @@ class Behaviour:
             lo, hi = min(lo, a), max(hi, b)
         spans[j:k] = [(lo, hi)]
         newest = spans[-1][1]
-        while len(spans) > 1 and spans[0][1] < newest - SPAN_KEEP_MS:
+        while len(spans) > 1 and (spans[0][1] < newest - SPAN_KEEP_MS or len(spans) > SPAN_KEEP_MAX):
             spans.pop(0)
             self.older_sessions += 1
 
-    def _span_range(self, a: int, b: int) -> None:
-        """Insert a whole interval (identity merge): spans overlapping it fuse."""
-        spans = [*self.spans, (a, b)]
-        spans.sort()
+    def _span_range(self, cfg: SessionConfig, a: int, b: int) -> None:
+        """Insert a whole interval (identity merge): spans within the gap of it fuse,
+        exactly as if its events had arrived one by one.
+
+        >>> x, cfg = Behaviour(), SessionConfig(gap_ms=10)
+        >>> x._span(cfg, 0); x._span_range(cfg, 8, 30); x._span_range(cfg, 100, 120)
+        >>> x.spans
+        [(0, 30), (100, 120)]
+        """
+        spans = sorted([*self.spans, (a, b)])
         out: list[tuple[int, int]] = []
-        for x, y in spans:
-            if out and x <= out[-1][1]:
-                out[-1] = (out[-1][0], max(out[-1][1], y))
+        for lo, hi in spans:
+            if out and lo <= out[-1][1] + cfg.gap_ms:
+                out[-1] = (out[-1][0], max(out[-1][1], hi))
             else:
-                out.append((x, y))
+                out.append((lo, hi))
         self.spans = out
 
     def observe(self, cfg: SessionConfig, ev: Event, cart_ops: int) -> list[ClosedSession]:
@@ -250,7 +258,8 @@ class Behaviour:
         assert s is not None
         feats = s.pre_order if s.pre_order is not None else s.counters(self.past_orders, cart_ops)
         out = ClosedSession(s.start, s.last, feats, s.converted)
-        self.last_session = _session_features(s)
+        f = _session_features(s)
+        self.last_session = tuple(f[k] for k in _SESSION_KEYS)
         if s.converted:
             self.past_orders += 1
         self.session = None
@@ -275,10 +284,10 @@ class Behaviour:
         eid = ev.properties.get("email_id") or ev.properties.get("campaign_id")
         if not isinstance(eid, str | int):
             return
-        key = str(eid)[:64]
+        key = zlib.crc32(str(eid).encode())  # 32-bit key: a small int, not a 40-byte id string
         if name == "Email Delivered":
             self.delivered[key] = ev.ts
-            if len(self.delivered) > 20:
+            if len(self.delivered) > 8:
                 oldest = min(self.delivered, key=self.delivered.__getitem__)
                 del self.delivered[oldest]
             return
@@ -291,10 +300,10 @@ class Behaviour:
             self.email_fast += 1
         self.email_latency_s += (lat - self.email_latency_s) / min(self.email_n, 20)
 
-    def merge(self, other: Behaviour) -> None:
+    def merge(self, other: Behaviour, cfg: SessionConfig) -> None:
         """Fold another user's behaviour in (identity merge): histories add up."""
         for a, b in other.spans:
-            self._span_range(a, b)
+            self._span_range(cfg, a, b)
         self.older_sessions += other.older_sessions
         self.past_orders += other.past_orders
         self.email_n += other.email_n
@@ -343,7 +352,7 @@ class Behaviour:
         closed session (so a user scored after a session ends is judged by that session)."""
         s = self.session
         if s is None or (s.events < 8 and self.last_session is not None):
-            return self.last_session
+            return None if self.last_session is None else dict(zip(_SESSION_KEYS, self.last_session, strict=True))
         return _session_features(s)
 
     def features(self) -> dict[str, float]:
@@ -366,6 +375,7 @@ class Behaviour:
         return machine or (self.email_n >= 8 and self.email_fast / self.email_n > 0.8)
 
 
+_SESSION_KEYS = ("velocity", "regularity", "breadth_products", "breadth_categories", "view_cart_ratio", "events")
 _EMPTY_SESSION = {"velocity": 0.0, "regularity": 0.0, "breadth_products": 0.0, "breadth_categories": 0.0, "view_cart_ratio": 0.0, "events": 0.0}
 
 

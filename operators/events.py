@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,7 +176,8 @@ def norm_category(value: object) -> str:
     for sep in (">", "/", "|"):
         if sep in s:
             s = s.split(sep, 1)[0]
-    return _WS_RE.sub(" ", s).strip().lower()[:64]
+    # interned: every profile holding this category shares one string object
+    return sys.intern(_WS_RE.sub(" ", s).strip().lower()[:64])
 
 
 def _ident(value: object, what: str) -> str | None:
@@ -233,7 +235,7 @@ def _product(p: dict[str, Any], where: str) -> Product:
     pid = p.get("product_id", p.get("sku", p.get("id")))
     name = p.get("name")
     return Product(
-        product_id=str(pid)[:_MAX_ID_LEN] if pid is not None and not isinstance(pid, dict | list) else "",
+        product_id=sys.intern(str(pid)[:_MAX_ID_LEN]) if pid is not None and not isinstance(pid, dict | list) else "",
         name=name[:200] if isinstance(name, str) else "",
         category=norm_category(p.get("category")),
         price_cents=price,
@@ -243,8 +245,19 @@ def _product(p: dict[str, Any], where: str) -> Product:
 
 def _derive_message_id(ev: dict[str, Any]) -> str:
     body = {k: v for k, v in ev.items() if k not in ("receivedAt", "sentAt", "writeKey")}
-    digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16)
-    return "lp-" + digest.hexdigest()
+    try:
+        text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):  # orjson writes at most 255 levels of nesting
+        raise _Invalid("invalid_field_type", "the event is nested too deeply") from None
+    return "lp-" + hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+def _dump(ev: object) -> bytes:
+    """The event as JSON for a dead letter, whatever it holds."""
+    try:
+        return orjson.dumps(ev, option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return repr(ev)[:4096].encode("utf-8", "replace")
 
 
 def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> Event:
@@ -411,12 +424,12 @@ def parse_event(
         except orjson.JSONDecodeError as exc:
             return Rejected("malformed_json", f"invalid JSON: {exc}", raw_bytes, received_at)
     if not isinstance(ev, dict):
-        return Rejected("not_object", f"an event must be a JSON object, got {type(ev).__name__}", raw_bytes or orjson.dumps(ev), received_at)
+        return Rejected("not_object", f"an event must be a JSON object, got {type(ev).__name__}", raw_bytes or _dump(ev), received_at)
     try:
         return _check(ev, limits, received_at)
     except _Invalid as exc:
         if raw_bytes is None:
-            raw_bytes = orjson.dumps(ev, option=orjson.OPT_NON_STR_KEYS)
+            raw_bytes = _dump(ev)
         rec = ev.get("receivedAt")
         try:
             rec_ms = parse_ts(rec) if rec is not None else received_at

@@ -279,7 +279,7 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
             other: UserState = pickle.loads(it.state)
             p.merge(other.profile, cfg.dedupe)
             st.interest.merge(cfg.interest, other.interest)
-            st.behaviour.merge(other.behaviour)
+            st.behaviour.merge(other.behaviour, cfg.session)
             changed = True
     if st.suppressed:
         return st, extra, dups

@@ -46,6 +46,8 @@ SECRET_SETTINGS = {
     "LIVEPROFILE_WRITE_KEYS",
     "LIVEPROFILE_API_TOKENS",
     "LIVEPROFILE_SYNC_DESTINATIONS",
+    "LIVEPROFILE_PIXEL_SECRET",
+    "LIVEPROFILE_WEBHOOK_SECRETS",
 }
 # LIVEPROFILE_* names the code reads that are not deployment settings.
 NOT_SETTINGS = {
@@ -58,6 +60,8 @@ SECRET_USERS = {
     "LIVEPROFILE_WRITE_KEYS": "collector",
     "LIVEPROFILE_API_TOKENS": "api",
     "LIVEPROFILE_SYNC_DESTINATIONS": "sync",
+    "LIVEPROFILE_PIXEL_SECRET": "collector",
+    "LIVEPROFILE_WEBHOOK_SECRETS": "collector",
 }
 INSTALL_REQS = "pip install -r deploy/requirements-test.txt"
 

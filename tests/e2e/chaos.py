@@ -30,10 +30,18 @@ def init_recovery(path: Path, parts: int) -> Path:
 
 
 def state(r: redis.Redis) -> dict[str, object]:
-    """Profiles (minus volatile fields), segment sets (minus suspect) and the folded change feed."""
+    """Profiles (minus volatile fields), segment sets (minus suspect) and the folded change feed.
+
+    Anonymous ids that merged into a user are left out: whether they had a profile of their
+    own before the merge depends on which of their events reached the dataflow first across
+    shards; the merged user's profile is the same either way (and is compared)."""
     profiles = {}
+    merged: set[str] = set()
     for key in r.scan_iter(K.profile("*")):
         p = {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
+        if "merged_into" in p:
+            merged.add(key.decode().removeprefix(K.profile("")))
+            continue
         profiles[key.decode()] = {k: v for k, v in p.items() if k not in VOLATILE}
     segments = {k.decode(): sorted(m.decode() for m in r.smembers(k)) for k in r.scan_iter(K.segment("*")) if not k.endswith(b":suspect")}
     feed: dict[str, dict[str, str]] = {}
@@ -42,6 +50,8 @@ def state(r: redis.Redis) -> dict[str, object]:
         key = (f[b"user_id"], f[b"version"])
         assert key not in seen, f"change feed repeats {key}"
         seen.add(key)
+        if f[b"user_id"].decode() in merged:
+            continue
         d = feed.setdefault(f[b"user_id"].decode(), {})
         d.update({k: v for k, v in orjson.loads(f[b"changed"]).items() if k not in VOLATILE})
     return {"profiles": profiles, "segments": segments, "feed": feed}

@@ -11,7 +11,16 @@ import redis
 
 from bench.pipeline import load_buffer
 from liveprofile.generate import GenConfig, generate
-from tests.e2e.chaos import FAST_WINDOWS, base_env, chaos_run, cluster, init_recovery, settled, state, stop_all
+from tests.e2e.chaos import (
+    FAST_WINDOWS,
+    base_env,
+    chaos_run,
+    cluster,
+    init_recovery,
+    settled,
+    state,
+    stop_all,
+)
 
 END_MS = int(time.time() * 1000) - 3 * 3_600_000
 
