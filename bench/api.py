@@ -42,7 +42,10 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from liveprofile.keys import Keys  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
+
+K = Keys("lp")
 
 TOKEN = "bench-token"
 CATEGORIES = ["shoes", "hats", "bags", "shirts", "watches", "books", "toys", "garden"]
@@ -55,8 +58,8 @@ def load_profiles(url: str, n: int) -> None:
     for cat in CATEGORIES:
         for j in range(50):
             pid = f"{cat}-{j}"
-            pipe.zadd(f"lp:category-top:{cat}", {pid: rng.random() * 1000})
-            pipe.hset(f"lp:product:{pid}", mapping={"name": f"{cat.title()} #{j}", "category": cat, "price": f"{rng.uniform(5, 200):.2f}",
+            pipe.zadd(K.category_top(cat), {pid: rng.random() * 1000})
+            pipe.hset(K.product(pid), mapping={"name": f"{cat.title()} #{j}", "category": cat, "price": f"{rng.uniform(5, 200):.2f}",
                                                     "url": f"https://shop.example/p/{pid}"})  # fmt: skip
     pipe.execute()
     for start in range(0, n, 2000):
@@ -64,7 +67,7 @@ def load_profiles(url: str, n: int) -> None:
         for i in range(start, min(n, start + 2000)):
             cat = rng.choice(CATEGORIES)
             cart = [{"product_id": f"{cat}-{k}", "name": f"{cat} {k}", "category": cat, "price": "19.99", "quantity": 1} for k in range(rng.randint(0, 3))]
-            pipe.hset(f"lp:profile:user-{i}", mapping={
+            pipe.hset(K.profile(f"user-{i}"), mapping={
                 "user_id": f"user-{i}", "email": f"user{i}@example.com", "event_count": str(rng.randint(1, 500)),
                 "first_seen_at": "2024-01-02T03:04:05.678Z", "last_seen_at": "2024-06-01T10:00:00.000Z",
                 "purchase_count": str(rng.randint(0, 20)), "revenue_total": f"{rng.uniform(0, 2000):.2f}",
@@ -77,7 +80,7 @@ def load_profiles(url: str, n: int) -> None:
                 "version": str(rng.randint(1, 500)),
             })  # fmt: skip
             if i % 10 == 0:
-                pipe.sadd("lp:segment:loyal", f"user-{i}")
+                pipe.sadd(K.segment("loyal"), f"user-{i}")
         pipe.execute()
     r.close()
 

@@ -34,8 +34,12 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from liveprofile.keys import Keys  # noqa: E402
+from liveprofile.sync.model import SyncKeys  # noqa: E402
 from liveprofile.sync.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
+
+CHANGES = Keys("lp").changes
 
 SECRET = "bench-secret"
 
@@ -82,7 +86,7 @@ def vendor_state(url: str) -> dict[str, int]:
 
 
 # -- feed ----------------------------------------------------------------------
-def write_feed(r: redis.Redis, n: int, stream: str = "lp:profile-changes") -> None:
+def write_feed(r: redis.Redis, n: int, stream: str = CHANGES) -> None:
     for start in range(0, n, 5000):
         pipe = r.pipeline(transaction=False)
         for i in range(start, min(n, start + 5000)):
@@ -91,7 +95,7 @@ def write_feed(r: redis.Redis, n: int, stream: str = "lp:profile-changes") -> No
         pipe.execute()
 
 
-def done(r: redis.Redis, group: str, stream: str = "lp:profile-changes") -> bool:
+def done(r: redis.Redis, group: str, stream: str = CHANGES) -> bool:
     groups = {g["name"]: g for g in r.xinfo_groups(stream)}
     g = groups.get(group)
     return bool(g) and g["lag"] == 0 and g["pending"] == 0
@@ -102,12 +106,12 @@ def naive(url: str, vendor_url: str, limit: int) -> float:
     import httpx
 
     r = redis.Redis.from_url(url, decode_responses=True)
-    r.xgroup_create("lp:profile-changes", "naive", id="0")
+    r.xgroup_create(CHANGES, "naive", id="0")
     client = httpx.Client()
     n = 0
     t0 = time.perf_counter()
     while n < limit:
-        res = r.xreadgroup("naive", "c1", {"lp:profile-changes": ">"}, count=1)
+        res = r.xreadgroup("naive", "c1", {CHANGES: ">"}, count=1)
         if not res:
             break
         entry_id, fields = res[0][1][0]
@@ -118,7 +122,7 @@ def naive(url: str, vendor_url: str, limit: int) -> float:
             "content-type": "application/json", "idempotency-key": f"{fields['user_id']}:{fields['version']}",
             TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign(SECRET, ts, body)})  # fmt: skip
         resp.raise_for_status()
-        r.xack("lp:profile-changes", "naive", entry_id)
+        r.xack(CHANGES, "naive", entry_id)
         n += 1
     rate = n / (time.perf_counter() - t0)
     client.close()
@@ -149,7 +153,7 @@ def main() -> int:
             env = {**os.environ, "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_SYNC_DESTINATIONS": orjson.dumps(cfg).decode(),
                    "LIVEPROFILE_SYNC_METRICS_PORT": "0", "LIVEPROFILE_SYNC_CONSUMER": "bench"}  # fmt: skip
             sync_proc = subprocess.Popen([sys.executable, "-m", "liveprofile.sync", "--log-level", "warning"], env=env, cwd=ROOT)
-            _wait(lambda: r.get("lp:sync-lease:hook") is not None, "sync lease")
+            _wait(lambda: r.get(SyncKeys("lp", "hook").lease) is not None, "sync lease")
             t0 = time.perf_counter()
             _wait(lambda: done(r, "sync:hook"), "sync to finish", timeout=600, interval=0.01)
             sync_rate = args.changes / (time.perf_counter() - t0)

@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING
 
 from dataflows import metrics
 from dataflows.redis_source import SourceItem, share_progress
+from liveprofile.redisconn import connect
 
 __all__ = ["KafkaBufferSource"]
 
@@ -28,11 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 class _KafkaShard(StatefulSourcePartition[SourceItem, int | None]):
-    def __init__(self, inner: StatefulSourcePartition, shard: int, url: str, progress_key: str | None) -> None:
+    def __init__(self, inner: StatefulSourcePartition, shard: int, url: str, progress_key: str | None, cluster: bool = False) -> None:
         self._inner = inner
         self._shard = shard
         self._label = str(shard)
-        self._r = redis.Redis.from_url(url, socket_timeout=5) if progress_key else None
+        self._r = connect(url, cluster, socket_timeout=5) if progress_key else None
         self._progress_key = progress_key
         self._published_at = 0.0
         self._read = 0
@@ -76,13 +77,14 @@ class KafkaBufferSource(FixedPartitionedSource[SourceItem, int | None]):
     """Read the events topic; ``stop_at_end`` ends at the current end of each partition."""
 
     def __init__(self, brokers: str, topic: str, redis_url: str, progress_key: str | None,
-                 batch_size: int = 1000, stop_at_end: bool = False) -> None:  # fmt: skip
+                 batch_size: int = 1000, stop_at_end: bool = False, cluster: bool = False) -> None:  # fmt: skip
         self._inner = KafkaSource(
             brokers.split(","), [topic], tail=not stop_at_end, starting_offset=OFFSET_BEGINNING,
             batch_size=batch_size, raise_on_errors=False,
         )  # fmt: skip
         self._url = redis_url
         self._progress_key = progress_key
+        self._cluster = cluster
 
     def list_parts(self) -> list[str]:
         return self._inner.list_parts()
@@ -90,4 +92,4 @@ class KafkaBufferSource(FixedPartitionedSource[SourceItem, int | None]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaShard:
         inner = self._inner.build_part(step_id, for_part, resume_state)
         shard = int(for_part.split("-", 1)[0])
-        return _KafkaShard(inner, shard, self._url, self._progress_key)
+        return _KafkaShard(inner, shard, self._url, self._progress_key, self._cluster)

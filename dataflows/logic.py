@@ -172,6 +172,10 @@ class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
         thr = self._cfg.threshold
         out = []
         for u in values:
+            if not u.score:  # a short session closed: the propensity model learns, nothing to score
+                for c in u.closed:
+                    m.learn_session(c.features, c.converted, learn=not u.rule_suspect)
+                continue
             score = m.score_behaviour(u.features, learn=not u.rule_suspect)
             metrics.ANOMALY_SCORES.observe(score)
             flagged = u.rule_suspect or score >= thr
@@ -197,7 +201,7 @@ class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
     """The RFM customer population; edges out when they change, at most once per ``TICK``."""
 
     REFRESH_FOR = timedelta(minutes=10)
-    TICK = timedelta(seconds=1)
+    TICK = timedelta(seconds=2)
 
     def __init__(self, resume: bytes | None) -> None:
         self.pop: Population = pickle.loads(resume) if resume is not None else Population()

@@ -178,8 +178,8 @@ def tune_gc() -> None:
 
 
 def redis_sinks(s: Settings) -> Sinks:
-    """The production sinks for settings ``s``."""
-    keys = Keys(s.key_prefix)
+    """The production sinks for settings ``s`` (the key layout says whether Redis is a cluster)."""
+    keys = Keys.of(s)
     url = s.redis_url
     return Sinks(
         profile=RedisProfileSink(url, keys, s.changes_maxlen),
@@ -208,7 +208,7 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
     """The production flow, configured from ``LIVEPROFILE_*`` (see README)."""
     tune_gc()
     s = Settings.from_env()
-    keys = Keys(s.key_prefix)
+    keys = Keys.of(s)
     trim = s.buffer_retain_ms if s.buffer_retain_ms is not None and recovery_enabled() else None
     if s.buffer_retain_ms is not None and trim is None:
         logging.getLogger(__name__).info("recovery is off: the buffer is the log and is not trimmed")
@@ -216,7 +216,8 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
     if s.buffer == "kafka":
         from dataflows.kafka_source import KafkaBufferSource
 
-        source = KafkaBufferSource(s.kafka_brokers, s.kafka_topic, s.redis_url, keys.buffer_progress, s.read_batch, stop_at_end)
+        source = KafkaBufferSource(s.kafka_brokers, s.kafka_topic, s.redis_url, keys.buffer_progress, s.read_batch, stop_at_end,
+                                   cluster=s.redis_cluster)  # fmt: skip
     else:
         source = RedisStreamSource(
             s.redis_url,
@@ -226,6 +227,7 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
             stop_at_end=stop_at_end,
             progress_key=keys.buffer_progress,
             trim_retain_ms=trim,
+            cluster=s.redis_cluster,
         )
     return build_flow(s, source, redis_sinks(s))
 

@@ -26,11 +26,20 @@ population shifts too.
 
 Transient Redis errors are retried with backoff for up to ``retry_for``
 seconds before the sink gives up (the dataflow then stops; recovery resumes it).
+
+**Redis Cluster** (``keys.cluster``): the same writes through a cluster client;
+every key one script touches carries the user's group tag
+(:meth:`Keys.profile_keys`, :meth:`Keys.script_prefix`), so each script runs on
+one slot, and a pipeline is split per node. Scripts are ``SCRIPT LOAD``-ed on
+every primary first; a node that lost them (``NoScriptError``) gets them again
+and the batch is re-run (every write is idempotent). The RFM refresher walks
+the customer index group by group.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +52,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows import metrics
 from liveprofile.deadletter import dead_letter_fields
 from liveprofile.keys import Keys
+from liveprofile.redisconn import RETRYABLE, connect, load_scripts, run_script
 from liveprofile.scripts import DEAD_LETTER_LUA, PROFILE_LUA
 from operators.events import Rejected
 from operators.money import to_cents
@@ -95,13 +105,20 @@ class EdgesOut:
     final: bool = False
 
 
-def _with_retry(fn: Callable[[], object], what: str, retry_for: float) -> object:
+def _with_retry(fn: Callable[[], object], what: str, retry_for: float, reload: Callable[[], None] | None = None) -> object:
+    """Run ``fn`` until it succeeds, retrying transient errors with backoff for ``retry_for``
+    seconds; on ``NoScriptError`` (a cluster node lost its scripts) call ``reload`` and retry."""
     deadline = time.monotonic() + retry_for
     delay = 0.05
     while True:
         try:
             return fn()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.exceptions.NoScriptError:
+            if reload is None or time.monotonic() > deadline:
+                raise
+            logger.warning("%s: a Redis node lost the scripts; loading them again", what)
+            _with_retry(reload, what, retry_for)
+        except RETRYABLE as exc:
             if time.monotonic() > deadline:
                 raise
             logger.warning("%s: Redis unreachable (%s); retrying in %.2fs", what, exc, delay)
@@ -129,13 +146,31 @@ class _Writer:
     """Shared plumbing: a client, the profile script, the key layout, cached RFM edges."""
 
     def __init__(self, url: str, keys: Keys, changes_maxlen: int, retry_for: float) -> None:
-        self._r = redis.Redis.from_url(url, socket_timeout=10)
+        self._r = connect(url, keys.cluster, socket_timeout=10)
         self._keys = keys
         self._maxlen = changes_maxlen
         self._retry_for = retry_for
         self._script = self._r.register_script(PROFILE_LUA)
+        self._loaded = not keys.cluster  # a cluster pipeline needs the script on every primary first
+        # single Redis: the per-call keys are constants but the profile's (the hot path stays as it was)
+        self._single = None if keys.cluster else (keys.profile_prefix, keys.changes, keys.suppressed)
         self._edges = RfmEdges()
         self._edges_at = 0.0
+
+    def load(self) -> None:
+        """``SCRIPT LOAD`` the profile script (every primary of a cluster)."""
+        load_scripts(self._r, [self._script])
+        self._loaded = True
+
+    def retry(self, fn: Callable[[], object], what: str) -> object:
+        """:func:`_with_retry` with this writer's budget, loading the script first where needed."""
+
+        def run() -> object:
+            if not self._loaded:
+                self.load()
+            return fn()
+
+        return _with_retry(run, what, self._retry_for, self.load)
 
     def edges(self) -> RfmEdges:
         if time.monotonic() - self._edges_at > 0.5:
@@ -145,11 +180,16 @@ class _Writer:
         return self._edges
 
     def call(self, pipe: redis.client.Pipeline, uid: str, seq: int, mode: str, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
-        args: list[object] = [seq, updated_at, self._maxlen, uid, event, self._keys.prefix, mode]
+        keys = self._keys
+        single = self._single
+        args: list[object] = [seq, updated_at, self._maxlen, uid, event, keys.prefix if single else keys.script_prefix(uid), mode]
         for k, v in fields.items():
             args.append(k)
             args.append(v)
-        self._script(keys=[self._keys.profile(uid), self._keys.changes, self._keys.suppressed], args=args, client=pipe)
+        if single is not None:
+            self._script(keys=[single[0] + uid, single[1], single[2]], args=args, client=pipe)
+        else:
+            run_script(self._script, keys.profile_keys(uid), args, pipe)
 
     def close(self) -> None:
         self._r.close()
@@ -164,7 +204,12 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
         latest: dict[str, ProfileUpdate | Retire] = {}
         for uid, out in items:
             prev = latest.get(uid)
-            if prev is None or out.seq >= prev.seq:
+            if prev is None:
+                latest[uid] = out
+            elif out.seq >= prev.seq:
+                if type(out) is ProfileUpdate and type(prev) is ProfileUpdate:
+                    # coalesce: the newest values, and an earlier update's trigger event if the newest has none
+                    out = dataclasses.replace(out, fields={**prev.fields, **out.fields}, event=out.event or prev.event)
                 latest[uid] = out
         w = self._w
         keys = w._keys
@@ -181,14 +226,15 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
                 fields.update(rfm_fields(edges, out.rfm))
                 event = orjson.dumps(out.event) if out.event else b""
                 w.call(pipe, uid, out.seq, "upsert", fields, event, updated_at)
+            customers = None if keys.cluster else keys.rfm_customers
             for uid, out in latest.items():  # customer index for the RFM refresher (idempotent)
                 if type(out) is Retire:
-                    pipe.srem(keys.rfm_customers, uid)
+                    pipe.srem(customers or keys.rfm_customers_in(keys.group(uid)), uid)
                 elif out.rfm is not None:
-                    pipe.sadd(keys.rfm_customers, uid)
+                    pipe.sadd(customers or keys.rfm_customers_in(keys.group(uid)), uid)
             return pipe.execute()[: len(latest)]
 
-        results = _with_retry(run, "profile sink", w._retry_for)
+        results = w.retry(run, "profile sink")
         done = time.time()
         written = stale = 0
         for out, ok in zip(latest.values(), results, strict=True):  # type: ignore[call-overload]
@@ -245,7 +291,7 @@ class _PatchPartition(StatelessSinkPartition[ModelOut]):
                     }, maxlen=self._anom_maxlen, approximate=True)  # fmt: skip
             pipe.execute()
 
-        _with_retry(run, "patch sink", w._retry_for)
+        w.retry(run, "patch sink")
 
     def close(self) -> None:
         self._w.close()
@@ -271,6 +317,7 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
     def __init__(self, w: _Writer, slice_size: int) -> None:
         self._w = w
         self._slice = slice_size
+        self._group = 0  # position of the rescoring pass: group, then SSCAN cursor in its index
         self._cursor = 0
         self._pass_edges: RfmEdges | None = None
         self._pass_changed = False
@@ -282,29 +329,36 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
         new = [it.edges for it in items if it.edges is not None]
         if new:
             edges = new[-1]
-            _with_retry(lambda: w._r.set(keys.rfm_edges, edges.to_json()), "rfm edges", w._retry_for)
+
+            def publish() -> None:
+                pipe = w._r.pipeline(transaction=False)
+                pipe.set(keys.rfm_edges, edges.to_json())
+                pipe.hset(keys.rfm_refresh, "converged", 0)
+                pipe.execute()
+
+            _with_retry(publish, "rfm edges", w._retry_for)
             w._edges, w._edges_at = edges, time.monotonic()
             self._idle = False
         if any(it.final for it in items):
-            self._cursor = 0
+            self._group = self._cursor = 0
             self._idle = False
             passes = 0
             while not self._idle and passes < 5:  # full passes until one changes nothing
-                _with_retry(self._rescore_slice, "rfm refresh", w._retry_for)
-                passes += self._cursor == 0
+                w.retry(self._rescore_slice, "rfm refresh")
+                passes += self._group == 0 and self._cursor == 0
             return
         if self._idle:
             return
-        _with_retry(self._rescore_slice, "rfm refresh", w._retry_for)
+        w.retry(self._rescore_slice, "rfm refresh")
 
     def _rescore_slice(self) -> None:
         w = self._w
         keys = w._keys
         edges = w.edges()
-        if self._cursor == 0:
+        if self._group == 0 and self._cursor == 0:
             self._pass_edges = edges
             self._pass_changed = False
-        cursor, members = w._r.sscan(keys.rfm_customers, self._cursor, count=self._slice)
+        cursor, members = w._r.sscan(keys.rfm_customers_in(self._group), self._cursor, count=self._slice)
         fields = ("last_purchase_at", "purchase_count", "revenue_total", "rfm_r", "rfm_f", "rfm_m", "rfm_segment")
         pipe = w._r.pipeline(transaction=False)
         uids = [m.decode() if isinstance(m, bytes) else m for m in members]
@@ -331,8 +385,14 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
             self._pass_changed = True
             metrics.RFM_RESCORED.inc(n)
         self._cursor = int(cursor)
-        if self._cursor == 0 and not self._pass_changed and self._pass_edges == edges:
-            self._idle = True  # a full pass found nothing to change: converged
+        if self._cursor == 0:
+            self._group = (self._group + 1) % len(keys.groups)
+        if self._group == 0 and self._cursor == 0:
+            converged = not self._pass_changed and self._pass_edges == edges
+            if converged:
+                self._idle = True  # a full pass found nothing to change
+            # operators (and tests) can see whether idle customers' scores have caught up
+            w._r.hset(keys.rfm_refresh, mapping={"converged": int(converged), "customers": edges.n, "at": updated_at})
 
     def close(self) -> None:
         self._w.close()
@@ -341,7 +401,7 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
 class RfmEdgesSink(DynamicSink[EdgesOut]):
     """RFM population edges and the bounded rescoring of idle customers."""
 
-    def __init__(self, url: str, keys: Keys, changes_maxlen: int = 1_000_000, slice_size: int = 2000, retry_for: float = 300.0) -> None:
+    def __init__(self, url: str, keys: Keys, changes_maxlen: int = 1_000_000, slice_size: int = 1000, retry_for: float = 300.0) -> None:
         self.url = url
         self.keys = keys
         self.changes_maxlen = changes_maxlen
@@ -398,16 +458,23 @@ def decode_merge(raw: bytes) -> tuple[str, str, str, int, bytes]:
 
 class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
     def __init__(self, url: str, keys: Keys, maxlen: int, retry_for: float) -> None:
-        self._r = redis.Redis.from_url(url, socket_timeout=10)
+        self._r = connect(url, keys.cluster, socket_timeout=10)
         self._keys = keys
         self._maxlen = maxlen
         self._retry_for = retry_for
         self._script = self._r.register_script(DEAD_LETTER_LUA)
+        self._loaded = not keys.cluster
+
+    def _load(self) -> None:
+        load_scripts(self._r, [self._script])
+        self._loaded = True
 
     def write_batch(self, items: list[DeadLetter]) -> None:
         keys = [self._keys.dead_letter, self._keys.dead_letter_seen]
 
         def run() -> list[int]:
+            if not self._loaded:
+                self._load()
             pipe = self._r.pipeline(transaction=False)
             for d in items:
                 a, b = d.position
@@ -416,10 +483,10 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
                 for k, v in dead_letter_fields(d.rejected, d.stage, src).items():
                     args.append(k)
                     args.append(v)
-                self._script(keys=keys, args=args, client=pipe)
+                run_script(self._script, keys, args, pipe)
             return pipe.execute()
 
-        _with_retry(run, "dead-letter sink", self._retry_for)
+        _with_retry(run, "dead-letter sink", self._retry_for, self._load)
         for d in items:
             metrics.EVENTS_REJECTED.labels(d.rejected.reason).inc()
 

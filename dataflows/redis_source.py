@@ -23,6 +23,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows import metrics
 from dataflows.clock import CLOCK
+from liveprofile.redisconn import RETRYABLE, connect
 
 __all__ = ["RedisStreamSource", "SourceItem", "SourceOptions", "share_progress"]
 
@@ -47,7 +48,7 @@ def share_progress(client: redis.Redis, key: str, label: str, read: int) -> None
 
 class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
     def __init__(self, url: str, stream: str, shard: int, resume: tuple[bytes, int] | None, opts: SourceOptions) -> None:
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._r = connect(url, opts.cluster, socket_timeout=5, socket_connect_timeout=2)
         self._opts = opts
         self._progress_key = opts.progress_key
         self._published = -1
@@ -111,7 +112,7 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
             self._publish_progress()
             self._trim()
             resp = self._r.xread({self._stream: self._last_id}, count=self._count)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except RETRYABLE as exc:
             metrics.SOURCE_ERRORS.labels(self._label).inc()
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
             logger.warning("shard %s: Redis unreachable (%s); retrying in %s", self._shard, exc, self._backoff)
@@ -146,13 +147,15 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
 @dataclass(frozen=True, slots=True)
 class SourceOptions:
     """How partitions read: entries per poll, idle back-off, end-of-stream behaviour,
-    where read progress goes, and buffer trimming (``None``: never trim)."""
+    where read progress goes, buffer trimming (``None``: never trim), and whether
+    the URL names a Redis Cluster node."""
 
     count: int = 1000
     idle: timedelta = timedelta(milliseconds=20)
     stop_at_end: bool = False
     progress_key: str | None = None
     trim_retain_ms: int | None = None
+    cluster: bool = False
 
 
 class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
@@ -162,6 +165,8 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
     read (benchmarks, backfills); otherwise the source polls forever, waiting
     ``idle`` between empty polls. ``trim_retain_ms`` (only with Bytewax recovery
     on) trims what has been durably processed, keeping at least that much.
+    ``cluster``: ``url`` is a Redis Cluster node; every command here touches one
+    stream (or the progress hash), so each goes to the node owning it.
     """
 
     def __init__(
@@ -173,10 +178,11 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
         stop_at_end: bool = False,
         progress_key: str | None = None,
         trim_retain_ms: int | None = None,
+        cluster: bool = False,
     ) -> None:
         self.url = url
         self.streams = list(streams)
-        self.opts = SourceOptions(count, idle, stop_at_end, progress_key, trim_retain_ms)
+        self.opts = SourceOptions(count, idle, stop_at_end, progress_key, trim_retain_ms, cluster)
 
     def list_parts(self) -> list[str]:
         return list(self.streams)

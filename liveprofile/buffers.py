@@ -14,6 +14,7 @@ import redis
 
 from liveprofile.buffer import Append
 from liveprofile.keys import Keys
+from liveprofile.redisconn import connect
 from liveprofile.settings import Settings
 
 __all__ = ["RawWriter", "raw_writer", "appends_writer"]
@@ -27,8 +28,8 @@ def raw_writer(settings: Settings, client: redis.Redis | None = None) -> RawWrit
         from liveprofile.kafka_buffer import KafkaConfig, KafkaSyncAppender
 
         return KafkaSyncAppender(KafkaConfig(settings.kafka_brokers, settings.kafka_topic, settings.shards)).append_raw
-    keys = Keys(settings.key_prefix)
-    r = client or redis.Redis.from_url(settings.redis_url)
+    keys = Keys.of(settings)
+    r = client or connect(settings.redis_url, settings.redis_cluster)
 
     def write(entries: Sequence[tuple[int, bytes]]) -> None:
         pipe = r.pipeline(transaction=False)
@@ -48,7 +49,7 @@ def appends_writer(settings: Settings, client: redis.Redis) -> Callable[[Sequenc
     from liveprofile.kafka_buffer import split_appends
 
     to_buffer = raw_writer(settings, client)
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
 
     def write(items: Sequence[Append]) -> None:
         kafka, rest = split_appends(items, keys)

@@ -51,12 +51,11 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
-    import redis
-
     from liveprofile.keys import Keys
+    from liveprofile.redisconn import connect
 
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    prof = client.hgetall(Keys(settings.key_prefix).profile(args.user_id))
+    client = connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
+    prof = client.hgetall(Keys.of(settings).profile(args.user_id))
     if not prof:
         print(f"no profile for {args.user_id!r}", file=sys.stderr)
         return 1

@@ -48,7 +48,10 @@ be within ``LIVEPROFILE_WEBHOOK_TOLERANCE`` (401 ``stale_signature``) and not be
 a delivery already received (401 ``replayed_signature``: a replay cache in Redis,
 ``{p}:webhook-seen:{source}:{digest}``, ``SET NX`` with a TTL covering the window,
 claimed in the same Lua script that appends the events, so every collector
-process shares it and a failed append never burns a delivery). The body is one
+process shares it and a failed append never burns a delivery; with a Redis
+Cluster, whose buffer shards are in other slots than the claim, and with Kafka,
+the claim is taken first and released if the append fails — a collector crash
+between the two burns that delivery). The body is one
 Segment event or ``{"batch": [...]}``; events go through the same
 :func:`liveprofile.ingest.prepare` (source ``webhook:{source}``); event-level
 problems never fail a delivery (200 with the rejected list, as ``/v1/batch``).
@@ -88,6 +91,7 @@ from liveprofile.collector_config import CollectorConfig
 from liveprofile.ingest import Prepared, prepare
 from liveprofile.keys import Keys
 from liveprofile.ratelimit import TokenBuckets, retry_after_header
+from liveprofile.redisconn import connect_async
 from liveprofile.settings import ConfigError, Settings, load_env
 from liveprofile.signing import (
     PIXEL_PATH,
@@ -232,7 +236,7 @@ class CollectorApp:
             raise ValueError(msg)
         self.settings = settings
         self.config = config if config is not None else CollectorConfig()
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
         self._write_keys = [k.encode() for k in settings.write_keys]
         self._clock = clock
         self.metrics = _Metrics(registry or CollectorRegistry())
@@ -249,8 +253,8 @@ class CollectorApp:
 
     # -- lifecycle -----------------------------------------------------------------
     async def startup(self) -> None:
-        self._redis = aioredis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=2, max_connections=64
+        self._redis = connect_async(
+            self.settings.redis_url, self.settings.redis_cluster, socket_timeout=5, socket_connect_timeout=2, max_connections=64
         )
         self._appender = AsyncAppender(self._redis)
         if self.settings.buffer == "kafka":
@@ -570,11 +574,12 @@ class CollectorApp:
             received_at=iso(int(now * 1000)), source=f"webhook:{source}", defaults=defaults,
             mask_ip=self.config.truncate_ip,
         )  # fmt: skip
-        seen = f"{self.keys.prefix}:webhook-seen:{source}:{replay_digest(source, ts, body)}"
+        seen = self.keys.webhook_seen(source, replay_digest(source, ts, body))
         ttl = max(1, math.ceil(ts + tol - now)) + 60  # + 60 s: other collectors' clocks may lag
         try:
-            if self.settings.buffer == "kafka":
-                # claim in Redis, append to Kafka, release the claim if the append fails
+            if self.settings.buffer == "kafka" or self.keys.cluster:
+                # claim in Redis, append to Kafka (or to a Redis Cluster's shards, which one
+                # script cannot reach: they are in other slots), release the claim if the append fails
                 assert self._redis is not None and self._appender is not None
                 fresh = await self._redis.set(seen, "1", nx=True, ex=ttl)
                 if fresh:

@@ -28,6 +28,7 @@ from liveprofile.buffers import appends_writer
 from liveprofile.ingest import prepare
 from liveprofile.keys import Keys
 from liveprofile.privacy import scan_stream
+from liveprofile.redisconn import connect
 from liveprofile.settings import Settings
 from operators.timeutil import iso
 
@@ -58,7 +59,7 @@ def redrive(
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Re-drive matching dead letters (see module docstring); returns counts."""
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     picked: list[tuple[bytes, dict[bytes, bytes]]] = []
     for eid, f in scan_stream(client, keys.dead_letter):
         if ids is not None and eid.decode() not in ids:
@@ -97,12 +98,12 @@ def redrive(
 
 
 def _client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url)
+    return connect(settings.redis_url, settings.redis_cluster)
 
 
 def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     print(orjson.dumps(summary(client, keys), option=orjson.OPT_INDENT_2).decode())
     for eid, f in client.xrevrange(keys.dead_letter, count=args.limit):
         if args.reason and _s(f, "reason") != args.reason:
@@ -113,7 +114,7 @@ def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
-    rows = client.xrange(Keys(settings.key_prefix).dead_letter, min=args.id, max=args.id)
+    rows = client.xrange(Keys.of(settings).dead_letter, min=args.id, max=args.id)
     if not rows:
         print(f"no dead letter {args.id}")
         return 1

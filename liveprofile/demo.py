@@ -36,6 +36,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from liveprofile.keys import Keys
+from liveprofile.redisconn import connect
 from liveprofile.settings import Settings
 
 __all__ = ["run_demo", "histogram_quantile"]
@@ -194,10 +195,10 @@ class _Panel:
         dead = _by_label(coll, "liveprofile_collector_events_rejected", "reason")
         for k, v in _by_label(flow, "liveprofile_dataflow_events_rejected", "reason").items():
             dead[k] = dead.get(k, 0) + v
-        segs = []
-        for key in self.r.scan_iter(self.keys.segment("*"), count=1000):
-            segs.append((self.r.scard(key), key.decode().split(":segment:", 1)[1]))
-        segs.sort(reverse=True)
+        sizes: Counter[str] = Counter()
+        for key in self.r.scan_iter(self.keys.segment_pattern(), count=1000):  # every group's sets
+            sizes[self.keys.segment_name(key)] += self.r.scard(key)
+        segs = sorted(((n, name) for name, n in sizes.items()), reverse=True)
         fmt = lambda x: "-" if x is None else f"<= {x * 1000:.0f} ms"  # noqa: E731
         rows = [
             f"liveprofile demo  sent {sent}/{total}   accepted {int(accepted)}   {rate:,.0f} events/s   backlog {_backlog(self.r, self.keys, self.shards)}",
@@ -248,9 +249,9 @@ def run_demo(args: argparse.Namespace) -> int:
             ], env)  # fmt: skip
             env["LIVEPROFILE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         settings = Settings.from_env(env)
-        r = redis.Redis.from_url(settings.redis_url)
+        r = connect(settings.redis_url, settings.redis_cluster)
         _wait(r.ping, 15, "redis-server")
-        keys = Keys(settings.key_prefix)
+        keys = Keys.of(settings)
 
         rec = workdir / "recovery"
         if not rec.exists():

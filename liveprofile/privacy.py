@@ -18,6 +18,10 @@ erased:
 ``unsuppress`` lifts the suppression (and tells the dataflow with an
 ``_unsuppress`` control entry): later events build a new profile.
 Scanning the streams costs O(buffer length); erasure requests are rare.
+
+Keys come from :class:`~liveprofile.keys.Keys`: with a Redis Cluster, each id's
+profile, suppressed set, segments, RFM index and change feed are those of its
+own group (the user and their anonymous ids may be in different groups).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import redis
 
 from liveprofile.buffers import RawWriter, raw_writer
 from liveprofile.keys import Keys
+from liveprofile.redisconn import connect
 from liveprofile.scripts import PROFILE_LUA
 from liveprofile.settings import Settings
 from operators.routing import shard_of
@@ -69,7 +74,7 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str, changes_m
 
     ``write`` appends the control entry to the buffer (default: the Redis shard;
     with the Kafka buffer, the caller passes :func:`liveprofile.buffers.raw_writer`)."""
-    client.sadd(keys.suppressed, user_id)
+    client.sadd(keys.suppressed_for(user_id), user_id)
     raw_aliases = client.hget(keys.profile(user_id), "anonymous_ids")
     aliases: list[str] = orjson.loads(raw_aliases) if raw_aliases else []
     ids = {user_id, *aliases}
@@ -78,9 +83,13 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str, changes_m
     profiles = 0
     for uid in [user_id, *aliases]:
         if client.exists(keys.profile(uid)):
-            script(keys=[keys.profile(uid), keys.changes, keys.suppressed], args=[0, now, changes_maxlen, uid, "", keys.prefix, "delete"])
+            script(keys=keys.profile_keys(uid), args=[0, now, changes_maxlen, uid, "", keys.script_prefix(uid), "delete"])
             profiles += 1
-    client.srem(keys.rfm_customers, *ids)
+    by_group: dict[int, list[str]] = {}
+    for uid in ids:
+        by_group.setdefault(keys.group(uid), []).append(uid)
+    for g, members in by_group.items():
+        client.srem(keys.rfm_customers_in(g), *members)
     stats = {"profiles": profiles, "buffered_events": 0, "dead_letters": 0, "anomalies": 0, "change_entries": 0}
     for shard in range(shards):
         stream = keys.events(shard)
@@ -93,9 +102,11 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str, changes_m
     doomed = [eid for eid, f in scan_stream(client, keys.anomalies) if f.get(b"user_id", b"").decode() in ids]
     if doomed:
         stats["anomalies"] = client.xdel(keys.anomalies, *doomed)
-    doomed = [eid for eid, f in scan_stream(client, keys.changes) if f.get(b"user_id", b"").decode() in ids and f.get(b"deleted") != b"1"]
-    if doomed:
-        stats["change_entries"] = client.xdel(keys.changes, *doomed)
+    for g in sorted(by_group):
+        changes = keys.changes_in(g)
+        doomed = [eid for eid, f in scan_stream(client, changes) if f.get(b"user_id", b"").decode() in ids and f.get(b"deleted") != b"1"]
+        if doomed:
+            stats["change_entries"] += client.xdel(changes, *doomed)
     control = orjson.dumps({"type": "_forget", "userId": user_id, "at": now})
     if write is None:
         client.xadd(keys.events(shard_of(user_id, shards)), {"e": control})
@@ -110,7 +121,7 @@ def unsuppress(client: redis.Redis, keys: Keys, shards: int, user_id: str, write
 
     The dataflow, which ignores a forgotten user's events, is told through an
     ``_unsuppress`` control entry in the user's buffer shard."""
-    was = bool(client.srem(keys.suppressed, user_id))
+    was = bool(client.srem(keys.suppressed_for(user_id), user_id))
     control = orjson.dumps({"type": "_unsuppress", "userId": user_id, "at": iso(int(time.time() * 1000))})
     if write is None:
         client.xadd(keys.events(shard_of(user_id, shards)), {"e": control})
@@ -120,15 +131,15 @@ def unsuppress(client: redis.Redis, keys: Keys, shards: int, user_id: str, write
 
 
 def _cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
-    stats = forget(client, Keys(settings.key_prefix), settings.shards, args.user_id, settings.changes_maxlen, raw_writer(settings, client))
+    client = connect(settings.redis_url, settings.redis_cluster)
+    stats = forget(client, Keys.of(settings), settings.shards, args.user_id, settings.changes_maxlen, raw_writer(settings, client))
     print(orjson.dumps({"forgotten": args.user_id, **stats}).decode())
     return 0
 
 
 def _cmd_unsuppress(args: argparse.Namespace, settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
-    ok = unsuppress(client, Keys(settings.key_prefix), settings.shards, args.user_id, raw_writer(settings, client))
+    client = connect(settings.redis_url, settings.redis_cluster)
+    ok = unsuppress(client, Keys.of(settings), settings.shards, args.user_id, raw_writer(settings, client))
     print(orjson.dumps({"unsuppressed": args.user_id, "was_suppressed": ok}).decode())
     return 0
 

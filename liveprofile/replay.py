@@ -25,6 +25,7 @@ from liveprofile.buffers import appends_writer
 from liveprofile.deadletter import dead_letter_fields
 from liveprofile.ingest import prepare
 from liveprofile.keys import Keys
+from liveprofile.redisconn import connect
 from liveprofile.settings import Settings
 from operators.events import Rejected
 from operators.timeutil import iso
@@ -51,7 +52,7 @@ def replay_lines(
     progress: bool = False,
 ) -> dict[str, int]:
     """Import ``(line number, JSON bytes)`` pairs; returns counts read/accepted/rejected."""
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     append = appends_writer(settings, client)
     stats = {"read": 0, "accepted": 0, "rejected": 0}
     done_bytes = 0
@@ -111,7 +112,7 @@ def _progress(stats: dict[str, int], done: int, total: int | None, t0: float) ->
 
 def replay_file(settings: Settings, path: str, *, batch: int = 1000, progress: bool = True) -> dict[str, int]:
     """Import one JSONL file (see module docstring)."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url, settings.redis_cluster)
     try:
         return replay_lines(
             settings, client, _lines(path), source=f"replay:{Path(path).name}", batch=batch,

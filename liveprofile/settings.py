@@ -35,6 +35,8 @@ class ConfigError(ValueError):
 SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis for buffer and profiles"),
     "LIVEPROFILE_KEY_PREFIX": ("lp", "prefix of every Redis key"),
+    "LIVEPROFILE_REDIS_CLUSTER": ("off", "on: LIVEPROFILE_REDIS_URL names a node of a Redis Cluster; keys are hash-tagged by user group (see README, Redis Cluster)"),
+    "LIVEPROFILE_CLUSTER_GROUPS": ("16", "with LIVEPROFILE_REDIS_CLUSTER=on: user groups (hash tags) profiles, segments and the change feed are split into; fixed for the life of the data"),
     "LIVEPROFILE_WRITE_KEYS": ("", "comma-separated accepted write keys; the collector refuses to start without one, except in the demo"),
     "LIVEPROFILE_TIMESTAMP_MIN": ("", "oldest plausible event time (ISO 8601); empty = receipt minus LIVEPROFILE_MAX_EVENT_AGE"),
     "LIVEPROFILE_MAX_EVENT_AGE": ("400d", "when TIMESTAMP_MIN is empty: oldest plausible event time relative to receipt"),
@@ -158,6 +160,8 @@ class Settings:
 
     redis_url: str
     key_prefix: str
+    redis_cluster: bool
+    cluster_groups: int
     write_keys: tuple[str, ...]
     limits: Limits
     shards: int
@@ -201,6 +205,10 @@ class Settings:
         if not prefix or any(c.isspace() for c in prefix):
             msg = "LIVEPROFILE_KEY_PREFIX must be a non-empty word"
             raise ConfigError(msg)
+        cluster = _bool(v, "LIVEPROFILE_REDIS_CLUSTER")
+        if cluster and ("{" in prefix or "}" in prefix):
+            msg = "LIVEPROFILE_KEY_PREFIX must not contain { or } with LIVEPROFILE_REDIS_CLUSTER=on (hash tags)"
+            raise ConfigError(msg)
         try:
             poll = float(v["LIVEPROFILE_POLL_INTERVAL"])
         except ValueError:
@@ -209,6 +217,8 @@ class Settings:
         s = cls(
             redis_url=v["LIVEPROFILE_REDIS_URL"],
             key_prefix=prefix,
+            redis_cluster=cluster,
+            cluster_groups=_int(v, "LIVEPROFILE_CLUSTER_GROUPS"),
             write_keys=tuple(k.strip() for k in v["LIVEPROFILE_WRITE_KEYS"].split(",") if k.strip()),
             limits=limits,
             shards=_int(v, "LIVEPROFILE_SHARDS"),

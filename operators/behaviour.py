@@ -370,9 +370,18 @@ class Behaviour:
         Fires on machine-like sessions (30+ events and very fast, very regular or
         very broad) or on email engagement almost always seconds after delivery.
         """
-        x = self._session_part()
-        machine = x is not None and x["events"] >= 30 and (x["velocity"] > 40 or x["breadth_products"] >= 80 or x["regularity"] > 0.9)
-        return machine or (self.email_n >= 8 and self.email_fast / self.email_n > 0.8)
+        if self.email_n >= 8 and self.email_fast / self.email_n > 0.8:
+            return True
+        s = self.session
+        if s is not None and s.events >= 8:
+            if s.events < 30:  # cheap exit on the hot path: short sessions never fire
+                return False
+            x = _session_features(s)
+        elif self.last_session is not None and self.last_session[5] >= 30:
+            x = dict(zip(_SESSION_KEYS, self.last_session, strict=True))
+        else:
+            return False
+        return x["velocity"] > 40 or x["breadth_products"] >= 80 or x["regularity"] > 0.9
 
 
 _SESSION_KEYS = ("velocity", "regularity", "breadth_products", "breadth_categories", "view_cart_ratio", "events")

@@ -18,6 +18,7 @@ import hashlib
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -167,17 +168,28 @@ def validate_email(value: object) -> str:
 def norm_category(value: object) -> str:
     """Normalize a category: top level of a path, lowercased, single-spaced.
 
+    Results are cached (a shop has few categories) and interned, so every
+    profile holding a category shares one string object.
+
     >>> norm_category("  Men's  Shoes > Running"), norm_category("Books/Fiction"), norm_category(None)
     ("men's shoes", 'books', '')
     """
     if not isinstance(value, str):
         return ""
+    if len(value) > 256:  # do not fill the cache with junk
+        return _normalize_category(value)
+    return _cached_category(value)
+
+
+def _normalize_category(value: str) -> str:
     s = value
     for sep in (">", "/", "|"):
         if sep in s:
             s = s.split(sep, 1)[0]
-    # interned: every profile holding this category shares one string object
     return sys.intern(_WS_RE.sub(" ", s).strip().lower()[:64])
+
+
+_cached_category = lru_cache(maxsize=4096)(_normalize_category)
 
 
 def _ident(value: object, what: str) -> str | None:

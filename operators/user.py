@@ -117,6 +117,7 @@ class BehaviourUpdate:
     rule_suspect: bool
     session: dict[str, float] | None
     closed: tuple[ClosedSession, ...] = ()
+    score: bool = True  # False: only closed sessions for the propensity model, no anomaly scoring
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +211,16 @@ def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed:
             out.append(RfmDelta(st.rfm, new))
             st.rfm = new
         out.append(ProfileUpdate(p.uid, p.seq, render(st), p.last_received, new, event))
-    if closed or (behaviour and st.behaviour.due_for_scoring()):
-        b = st.behaviour
-        b.mark_scored()
+    # score when due, and when a session of 8+ events closes (its complete features);
+    # a short session closing only trains the propensity model
+    b = st.behaviour
+    due_now = behaviour and b.due_for_scoring()
+    due = due_now or any(c.features["events"] >= 8 for c in closed)
+    if closed or due:
+        if due_now:
+            b.mark_scored()
         sess = b.session.counters(b.past_orders, len(p.cart_ops)) if b.session else None
-        out.append(BehaviourUpdate(p.uid, b.features(), b.rule_suspect(), sess, tuple(closed)))
+        out.append(BehaviourUpdate(p.uid, b.features(), b.rule_suspect(), sess, tuple(closed), score=due))
     return out
 
 

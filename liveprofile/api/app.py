@@ -12,7 +12,10 @@ missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
   404. ``expose=1`` records the exposures (for callers that show the variant).
 * ``GET /v1/segments/{name}?cursor=0&count=100`` — one ``SSCAN`` page:
   ``{"segment", "members", "next_cursor"}``; ``next_cursor`` ``"0"`` = done.
-  ``count`` (1..1000) is a hint, as in Redis.
+  ``count`` (1..1000) is a hint, as in Redis. The cursor is opaque: with a
+  Redis Cluster the segment is one set per user group, and the cursor is
+  ``{group}-{SSCAN cursor}`` (a page may span groups; every member present for
+  the whole iteration is returned at least once, as with ``SSCAN``).
 * ``GET /v1/content/{user_id}/{slot}?format=html|json`` — open-time content
   (:mod:`liveprofile.api.content`); always records the user's exposures to
   every experiment (:mod:`liveprofile.api.experiments`). Unknown slot: 404;
@@ -20,6 +23,12 @@ missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
 * ``GET /healthz``, ``GET /metrics``.
 
 Errors are ``{"error": code, "message": text}``.
+
+With a Redis Cluster (``LIVEPROFILE_REDIS_CLUSTER=on``) reads go through
+redis-py's cluster client (the single-connection fast path,
+:mod:`liveprofile.api.fastredis`, serves one server only) and every key comes
+from :class:`~liveprofile.keys.Keys`: a profile in its user's group, the
+exposures in the same slot as the profile they are recorded with.
 """
 
 from __future__ import annotations
@@ -41,10 +50,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from liveprofile.api import fastredis
 from liveprofile.api.config import ApiConfig
 from liveprofile.api.content import Content, decode_profile
-from liveprofile.api.experiments import EXPOSE_LUA, assign_all, exposure_event, exposures_key
+from liveprofile.api.experiments import EXPOSE_LUA, assign_all, exposure_event
 from liveprofile.buffer import AsyncAppender
 from liveprofile.ingest import prepare
 from liveprofile.keys import Keys
+from liveprofile.redisconn import connect_async
 from liveprofile.settings import Settings
 from operators.timeutil import iso
 
@@ -89,7 +99,7 @@ class ApiApp:
             raise ValueError(msg)
         self.settings = settings
         self.config = config
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
         self._tokens = [t.encode() for t in config.tokens]
         self.metrics = _Metrics(registry or CollectorRegistry())
         self.redis: aioredis.Redis | None = None
@@ -99,15 +109,19 @@ class ApiApp:
         self.fast: fastredis.PipelinedRedis | None = None
 
     async def startup(self) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, max_connections=64, timeout=5
-        )  # waits for a free connection under bursts instead of failing
-        self.redis = aioredis.Redis(connection_pool=pool)
+        if self.keys.cluster:
+            self.redis = connect_async(self.settings.redis_url, True, decode_responses=True, socket_timeout=5,
+                                       socket_connect_timeout=2, max_connections=256)  # per node  # fmt: skip
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, max_connections=64, timeout=5
+            )  # waits for a free connection under bursts instead of failing
+            self.redis = aioredis.Redis(connection_pool=pool)
         self.content = Content(self.redis, self.settings.key_prefix, self.config.templates_dir,
                                self.config.recommendations, self.config.bestsellers_ttl)  # fmt: skip
         self._appender = AsyncAppender(self.redis)
         self._expose = self.redis.register_script(EXPOSE_LUA)
-        self.fast = fastredis.from_url(self.settings.redis_url)
+        self.fast = None if self.keys.cluster else fastredis.from_url(self.settings.redis_url)
 
     async def shutdown(self) -> None:
         if self.fast is not None:
@@ -218,6 +232,8 @@ class ApiApp:
 
     async def segment(self, name: str, query: dict[str, str]) -> tuple[int, bytes, tuple[bytes, bytes]]:
         assert self.redis is not None
+        if self.keys.cluster:
+            return await self._segment_groups(name, query)
         try:
             cursor = int(query.get("cursor") or 0)
             count = int(query.get("count") or 100)
@@ -227,6 +243,34 @@ class ApiApp:
             raise ApiError(400, "bad_query", "cursor must be >= 0 and count within 1..1000")
         nxt, members = await self.redis.sscan(self.keys.segment(name), cursor, count=count)
         return 200, orjson.dumps({"segment": name, "members": members, "next_cursor": str(nxt)}), _JSON
+
+    async def _segment_groups(self, name: str, query: dict[str, str]) -> tuple[int, bytes, tuple[bytes, bytes]]:
+        """A segment page across the per-group sets of a cluster: cursor ``{group}-{SSCAN cursor}``
+        (``0``: start); SSCANs group after group until ``count`` members or the last group ends."""
+        assert self.redis is not None
+        raw = query.get("cursor") or "0"
+        g_s, _, c_s = raw.partition("-")
+        try:
+            g, cursor = (0, 0) if raw == "0" else (int(g_s), int(c_s))
+            count = int(query.get("count") or 100)
+        except ValueError:
+            raise ApiError(400, "bad_query", "cursor must be a cursor this API returned and count an integer") from None
+        if not 0 <= g < len(self.keys.groups) or cursor < 0 or not 1 <= count <= 1000:
+            raise ApiError(400, "bad_query", "cursor must be a cursor this API returned and count within 1..1000")
+        members: list[str] = []
+        nxt = "0"
+        while True:
+            c, page = await self.redis.sscan(self.keys.segment_in(g, name), cursor, count=count)
+            members.extend(page)
+            cursor = int(c)
+            if cursor == 0:
+                g += 1
+                if g == len(self.keys.groups):
+                    break
+            if len(members) >= count:
+                nxt = f"{g}-{cursor}"
+                break
+        return 200, orjson.dumps({"segment": name, "members": members, "next_cursor": nxt}), _JSON
 
     async def render(self, user_id: str, slot: str, query: dict[str, str]) -> tuple[int, bytes, tuple[bytes, bytes]]:
         assert self.content is not None
@@ -255,7 +299,8 @@ class ApiApp:
         assert self._expose is not None and self._appender is not None
         names = list(experiments)
         now = iso(int(time.time() * 1000))
-        keys = [self.keys.profile(user_id), *(exposures_key(self.keys.prefix, n) for n in names)]
+        g = self.keys.group(user_id)
+        keys = [self.keys.profile(user_id), *(self.keys.exposures_in(g, n) for n in names)]
         new = await self._expose(keys=keys, args=[user_id, now, *(experiments[n] for n in names)])
         if not new:
             return

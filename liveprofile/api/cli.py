@@ -43,17 +43,17 @@ def format_report(name: str, rows: list[Any]) -> str:
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    import redis
-
     from liveprofile.api.experiments import report
+    from liveprofile.keys import Keys
+    from liveprofile.redisconn import connect
 
     try:
         exps = _config().experiments
     except ConfigError as exc:
         print(f"liveprofile experiments: configuration error: {exc}", file=sys.stderr)
         return 2
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    rows = report(client, settings.key_prefix, exps.get(args.name, args.name))
+    client = connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
+    rows = report(client, Keys.of(settings), exps.get(args.name, args.name))
     if not rows:
         print(f"no exposures recorded for experiment {args.name!r}", file=sys.stderr)
         return 1

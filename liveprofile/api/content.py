@@ -38,6 +38,8 @@ import orjson
 import redis.asyncio as aioredis
 from jinja2.sandbox import SandboxedEnvironment
 
+from liveprofile.keys import Keys
+
 __all__ = ["Content", "BUILTIN_TEMPLATES", "JSON_FIELDS", "decode_profile", "UnknownSlot"]
 
 JSON_FIELDS = frozenset({"interests", "consent", "cart"})
@@ -130,8 +132,10 @@ class Content:
     env: SandboxedEnvironment = field(init=False)
     _best: tuple[float, list[dict[str, Any]]] = field(default=(-1e18, []), init=False)
     _best_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _keys: Keys = field(init=False)
 
     def __post_init__(self) -> None:
+        self._keys = Keys(self.prefix)  # the catalogue keys are the same in both layouts
         loaders: list[jinja2.BaseLoader] = []
         if self.templates_dir:
             loaders.append(jinja2.FileSystemLoader(self.templates_dir))
@@ -153,7 +157,7 @@ class Content:
             return []
         pipe = self.client.pipeline(transaction=False)
         for pid in ids:
-            pipe.hgetall(f"{self.prefix}:product:{pid}")
+            pipe.hgetall(self._keys.product(pid))
         out = []
         for pid, h in zip(ids, await pipe.execute(), strict=True):
             if h:
@@ -162,7 +166,7 @@ class Content:
 
     async def recommendations(self, category: str, exclude: set[str]) -> list[dict[str, Any]]:
         """Top products of ``category`` not in ``exclude``."""
-        ids = await self.client.zrevrange(f"{self.prefix}:category-top:{category}", 0, self.count + len(exclude) - 1)
+        ids = await self.client.zrevrange(self._keys.category_top(category), 0, self.count + len(exclude) - 1)
         return await self._products([i for i in ids if i not in exclude][: self.count])
 
     async def bestsellers(self) -> list[dict[str, Any]]:
@@ -174,7 +178,7 @@ class Content:
             at, best = self._best
             if time.monotonic() - at < self.bestsellers_ttl:
                 return best
-            keys = [k async for k in self.client.scan_iter(match=f"{self.prefix}:category-top:*", count=1000)]
+            keys = [k async for k in self.client.scan_iter(match=self._keys.category_top("*"), count=1000)]
             pipe = self.client.pipeline(transaction=False)
             for k in keys:
                 pipe.zrevrange(k, 0, self.count - 1, withscores=True)

@@ -17,6 +17,11 @@ de-duplicates it) to the buffer, like the collector does.
 **Report** (:func:`report`): per variant, exposed users; conversions = users
 whose ``purchase_count`` grew after exposure; conversion rate; revenue =
 growth of ``revenue_total`` after exposure (exact decimals).
+
+With a Redis Cluster the exposures hash is per user group
+(``{p}:{g}:experiment:{name}:exposures``, in the slot of the group's profiles:
+the script reads the profile and writes the exposures together); the report
+reads every group's.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import orjson
 import redis
 
 from liveprofile.api.config import Experiment
+from liveprofile.keys import Keys
 
 __all__ = ["assign", "assign_all", "exposures_key", "EXPOSE_LUA", "VariantStats", "report", "exposure_event"]
 
@@ -72,7 +78,8 @@ def assign_all(experiments: Iterable[Experiment], user_id: str) -> dict[str, str
 
 
 def exposures_key(prefix: str, name: str) -> str:
-    return f"{prefix}:experiment:{name}:exposures"
+    """The exposures hash of experiment ``name`` in the single-Redis layout (:meth:`Keys.exposures_in`)."""
+    return Keys(prefix).exposures_in(0, name)
 
 
 def exposure_event(name: str, variant: str, user_id: str, ts: str) -> dict[str, object]:
@@ -106,30 +113,33 @@ def _dec(v: object) -> Decimal:
         return Decimal(0)
 
 
-def report(client: redis.Redis, prefix: str, exp: Experiment | str, *, chunk: int = 1000) -> list[VariantStats]:
-    """Exposures, conversions, conversion rate and revenue after exposure, per variant."""
+def report(client: redis.Redis, keys: Keys | str, exp: Experiment | str, *, chunk: int = 1000) -> list[VariantStats]:
+    """Exposures, conversions, conversion rate and revenue after exposure, per variant
+    (``keys``: the layout, or a prefix for the single-Redis one)."""
+    keys = Keys(keys) if isinstance(keys, str) else keys
     name = exp if isinstance(exp, str) else exp.name
     stats: dict[str, VariantStats] = {}
     if not isinstance(exp, str):
         for v in exp.variants:
             stats[v] = VariantStats(v)
-    cursor = 0
-    while True:
-        cursor, batch = client.hscan(exposures_key(prefix, name), cursor, count=chunk)
-        if batch:
-            users = list(batch)
-            pipe = client.pipeline(transaction=False)
-            for u in users:
-                pipe.hmget(f"{prefix}:profile:{_s(u)}", "purchase_count", "revenue_total")
-            for u, (pc, rev) in zip(users, pipe.execute(), strict=True):
-                rec = orjson.loads(batch[u])
-                st = stats.setdefault(rec["v"], VariantStats(rec["v"]))
-                st.exposures += 1
-                if _dec(_s(pc)) > _dec(rec.get("pc")):
-                    st.conversions += 1
-                    st.revenue += max(Decimal(0), _dec(_s(rev)) - _dec(rec.get("rev")))
-        if cursor == 0:
-            break
+    for g in keys.groups:
+        cursor = 0
+        while True:
+            cursor, batch = client.hscan(keys.exposures_in(g, name), cursor, count=chunk)
+            if batch:
+                users = list(batch)
+                pipe = client.pipeline(transaction=False)
+                for u in users:
+                    pipe.hmget(keys.profile(_s(u) or ""), "purchase_count", "revenue_total")
+                for u, (pc, rev) in zip(users, pipe.execute(), strict=True):
+                    rec = orjson.loads(batch[u])
+                    st = stats.setdefault(rec["v"], VariantStats(rec["v"]))
+                    st.exposures += 1
+                    if _dec(_s(pc)) > _dec(rec.get("pc")):
+                        st.conversions += 1
+                        st.revenue += max(Decimal(0), _dec(_s(rev)) - _dec(rec.get("rev")))
+            if cursor == 0:
+                break
     return list(stats.values())
 
 

@@ -29,9 +29,15 @@ def _config() -> Any:
 
 
 def _client(settings: Settings) -> Any:
-    import redis
+    from liveprofile.redisconn import connect
 
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
+
+
+def _keys(settings: Settings) -> Any:
+    from liveprofile.keys import Keys
+
+    return Keys.of(settings)
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -61,7 +67,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     if not _known(settings, args.dest):
         return 2
-    n = replay(_client(settings), settings.key_prefix, args.dest, limit=args.limit)
+    n = replay(_client(settings), _keys(settings), args.dest, limit=args.limit)
     print(f"re-driven {n} dead letter(s) of {args.dest}")
     return 0
 
@@ -69,17 +75,18 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     from liveprofile.sync.replay import dead_letters
 
-    for d in dead_letters(_client(settings), settings.key_prefix, args.dest, count=args.count):
+    for d in dead_letters(_client(settings), _keys(settings), args.dest, count=args.count):
         print(orjson.dumps(d).decode())
     return 0
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from liveprofile.keys import Keys
+    """One JSON line per destination; with a Redis Cluster, summed (lag, pending, dead
+    letters) or the oldest (pending age) over every group's feed."""
     from liveprofile.sync.model import SyncKeys
 
     r = _client(settings)
-    keys = Keys(settings.key_prefix)
+    keys = _keys(settings)
     try:
         names = list(_config().destinations)
     except ConfigError as exc:
@@ -87,14 +94,26 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     now = time.time() * 1000
     for name in names:
-        sk = SyncKeys(settings.key_prefix, name)
-        groups = {g["name"]: g for g in r.xinfo_groups(keys.changes)} if r.exists(keys.changes) else {}
-        g = groups.get(sk.group, {})
-        pend = r.xpending(keys.changes, sk.group) if g else {"pending": 0, "min": None}
-        age = (now - int(str(pend["min"]).split("-")[0])) / 1000 if pend.get("min") else 0.0
+        sk = SyncKeys(keys.prefix, name, keys.cluster_groups)
+        lag: int | None = None
+        pending = dead = 0
+        oldest: float | None = None
+        for gi in keys.groups:
+            changes = keys.changes_in(gi)
+            groups = {g["name"]: g for g in r.xinfo_groups(changes)} if r.exists(changes) else {}
+            g = groups.get(sk.group, {})
+            pend = r.xpending(changes, sk.group) if g else {"pending": 0, "min": None}
+            if g.get("lag") is not None:
+                lag = (lag or 0) + int(g["lag"])
+            pending += int(pend["pending"])
+            if pend.get("min"):
+                ms = int(str(pend["min"]).split("-")[0])
+                oldest = ms if oldest is None else min(oldest, ms)
+            dead += r.xlen(sk.dead_letter_in(gi))
+        age = (now - oldest) / 1000 if oldest is not None else 0.0
         print(orjson.dumps({
-            "destination": name, "holder": r.get(sk.lease), "lag": g.get("lag"), "pending": pend["pending"],
-            "oldest_pending_s": round(age, 3), "dead_letters": r.xlen(sk.dead_letter),
+            "destination": name, "holder": r.get(sk.lease), "lag": lag, "pending": pending,
+            "oldest_pending_s": round(age, 3), "dead_letters": dead,
         }).decode())  # fmt: skip
     return 0
 

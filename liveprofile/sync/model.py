@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from liveprofile.keys import Keys
+
 __all__ = ["Change", "Item", "MalformedChange", "parse_change", "collapse", "SyncKeys"]
 
 
@@ -159,7 +161,7 @@ def collapse(changes: Iterable[Change]) -> list[Item]:
 
 @dataclass(frozen=True, slots=True)
 class SyncKeys:
-    """Redis keys of the sync layer, per prefix and destination.
+    """Redis keys of the sync layer, per prefix and destination (and layout).
 
     ==========================================  ======  ==========================================
     ``{p}:sync-watermark:{dest}``               HASH    user -> highest version durably taken
@@ -171,24 +173,55 @@ class SyncKeys:
     group ``sync:{dest}``                       group   on the change feed and the redrive stream
     ==========================================  ======  ==========================================
 
-    >>> SyncKeys("lp", "braze").watermark
-    'lp:sync-watermark:braze'
+    With a Redis Cluster (``cluster_groups`` G > 0) the watermark, dead-letter and
+    redrive keys exist once per user group, hash-tagged like the group's change
+    feed (``{p}:{g}:sync-watermark:{dest}``...): the commit script, the re-drive
+    script and the read of (change feed, redrive stream) each touch one slot.
+    The lease stays one key per destination.
+
+    >>> SyncKeys("lp", "braze").watermark, SyncKeys("lp", "braze", 16).watermark_in(3)
+    ('lp:sync-watermark:braze', 'lp:{3}:sync-watermark:braze')
     """
 
     prefix: str
     dest: str
+    cluster_groups: int = 0
+
+    def _in(self, g: int, what: str) -> str:
+        return f"{Keys(self.prefix, self.cluster_groups).group_prefix(g)}:{what}:{self.dest}"
+
+    def _single(self, what: str) -> None:
+        if self.cluster_groups:
+            msg = f"SyncKeys.{what} is per group in the Redis Cluster layout: use {what}_in(g)"
+            raise ValueError(msg)
+
+    def watermark_in(self, g: int) -> str:
+        return self._in(g, "sync-watermark")
+
+    def dead_letter_in(self, g: int) -> str:
+        return self._in(g, "sync-dead-letter")
+
+    def redrive_in(self, g: int) -> str:
+        return self._in(g, "sync-redrive")
+
+    @property
+    def groups(self) -> range:
+        return range(self.cluster_groups or 1)
 
     @property
     def watermark(self) -> str:
-        return f"{self.prefix}:sync-watermark:{self.dest}"
+        self._single("watermark")
+        return self.watermark_in(0)
 
     @property
     def dead_letter(self) -> str:
-        return f"{self.prefix}:sync-dead-letter:{self.dest}"
+        self._single("dead_letter")
+        return self.dead_letter_in(0)
 
     @property
     def redrive(self) -> str:
-        return f"{self.prefix}:sync-redrive:{self.dest}"
+        self._single("redrive")
+        return self.redrive_in(0)
 
     @property
     def lease(self) -> str:

@@ -9,6 +9,11 @@ user order holds even when newer versions were delivered since; its trigger
 events are sent as recorded (with the same event ids) and a deletion is sent
 again. Entries dead-lettered as ``malformed`` (unreadable change entries)
 cannot be re-driven and stay.
+
+With a Redis Cluster a destination has one dead-letter and one redrive stream
+per user group (:class:`~liveprofile.sync.model.SyncKeys`); both functions walk
+every group (listing merges them oldest first), and each group's entries move
+to that group's redrive stream (the script touches one slot).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import orjson
 import redis
 
+from liveprofile.keys import Keys
 from liveprofile.sync.model import SyncKeys
 
 __all__ = ["dead_letters", "replay", "REDRIVE_LUA"]
@@ -45,31 +51,44 @@ return n
 """
 
 
-def dead_letters(client: redis.Redis, prefix: str, dest: str, count: int | None = None) -> list[dict[str, Any]]:
-    """Dead-letter entries of ``dest``, oldest first, with ``item`` decoded."""
-    out = []
-    for entry_id, fields in client.xrange(SyncKeys(prefix, dest).dead_letter, count=count):
-        d = {_s(k): _s(v) for k, v in fields.items()}
-        with contextlib.suppress(orjson.JSONDecodeError):
-            d["item"] = orjson.loads(d.get("item", "null"))
-        out.append({"id": _s(entry_id), **d})
-    return out
+def _sync_keys(keys: Keys | str, dest: str) -> SyncKeys:
+    k = Keys(keys) if isinstance(keys, str) else keys
+    return SyncKeys(k.prefix, dest, k.cluster_groups)
 
 
-def replay(client: redis.Redis, prefix: str, dest: str, *, limit: int | None = None, chunk: int = 500) -> int:
-    """Move up to ``limit`` dead letters of ``dest`` to its redrive stream; how many moved."""
-    sk = SyncKeys(prefix, dest)
+def dead_letters(client: redis.Redis, keys: Keys | str, dest: str, count: int | None = None) -> list[dict[str, Any]]:
+    """Dead-letter entries of ``dest``, oldest first, with ``item`` decoded (``keys``: the
+    layout, or a prefix for the single-Redis one)."""
+    sk = _sync_keys(keys, dest)
+    rows: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    for g in sk.groups:
+        for entry_id, fields in client.xrange(sk.dead_letter_in(g), count=count):
+            d = {_s(k): _s(v) for k, v in fields.items()}
+            with contextlib.suppress(orjson.JSONDecodeError):
+                d["item"] = orjson.loads(d.get("item", "null"))
+            ms, _, seq = _s(entry_id).partition("-")
+            rows.append(((int(ms), int(seq or 0)), {"id": _s(entry_id), **d}))
+    rows.sort(key=lambda r: r[0])
+    out = [d for _, d in rows]
+    return out if count is None else out[:count]
+
+
+def replay(client: redis.Redis, keys: Keys | str, dest: str, *, limit: int | None = None, chunk: int = 500) -> int:
+    """Move up to ``limit`` dead letters of ``dest`` to its redrive stream(s); how many moved."""
+    sk = _sync_keys(keys, dest)
     script = client.register_script(REDRIVE_LUA)
     moved = 0
-    start = "-"
-    while limit is None or moved < limit:
-        n = chunk if limit is None else min(chunk, limit - moved)
-        entries = client.xrange(sk.dead_letter, min=start, count=n)
-        if not entries:
-            break
-        ids = [_s(e[0]) for e in entries]
-        moved += int(script(keys=[sk.dead_letter, sk.redrive], args=ids))
-        start = "(" + ids[-1]
+    for g in sk.groups:
+        dl, redrive = sk.dead_letter_in(g), sk.redrive_in(g)
+        start = "-"
+        while limit is None or moved < limit:
+            n = chunk if limit is None else min(chunk, limit - moved)
+            entries = client.xrange(dl, min=start, count=n)
+            if not entries:
+                break
+            ids = [_s(e[0]) for e in entries]
+            moved += int(script(keys=[dl, redrive], args=ids))
+            start = "(" + ids[-1]
     return moved
 
 

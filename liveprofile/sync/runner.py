@@ -5,7 +5,8 @@ nothing else: each has its own HTTP client, pacer, consumer group and lease,
 so a destination that is down, slow or throttled never delays another.
 ``/metrics`` (Prometheus, the process's own registry) is served on
 ``LIVEPROFILE_SYNC_METRICS_PORT``; the queue-age gauge is refreshed every
-second. SIGTERM/SIGINT stop the workers: a batch in flight is abandoned
+second (with a Redis Cluster: the oldest over every group's feed).
+SIGTERM/SIGINT stop the workers: a batch in flight is abandoned
 unacknowledged and redelivered to the next holder (the watermark makes that
 safe).
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from liveprofile.keys import Keys
+from liveprofile.redisconn import TROUBLE, connect_async
 from liveprofile.settings import Settings
 from liveprofile.sync.config import SyncConfig
 from liveprofile.sync.metrics import SyncMetrics
@@ -42,10 +44,11 @@ class Syncer:
     workers: list[DestinationWorker] = field(default_factory=list)
 
     async def run(self, stop: asyncio.Event) -> None:
-        client = aioredis.Redis.from_url(
-            self.settings.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, max_connections=64
-        )
-        keys = Keys(self.settings.key_prefix)
+        client = connect_async(
+            self.settings.redis_url, self.settings.redis_cluster, decode_responses=True, socket_timeout=10,
+            socket_connect_timeout=5, max_connections=64,
+        )  # fmt: skip
+        keys = Keys.of(self.settings)
         self.workers = [
             DestinationWorker(
                 client, keys, cfg, consumer=self.config.consumer, metrics=self.metrics,
@@ -64,8 +67,9 @@ class Syncer:
         while not stop.is_set():
             for name in self.config.destinations:
                 try:
-                    age = await queue_age(client, keys.changes, SyncKeys(keys.prefix, name).group)
-                except (aioredis.RedisError, OSError):
+                    group = SyncKeys(keys.prefix, name).group
+                    age = max([await queue_age(client, keys.changes_in(g), group) for g in keys.groups])
+                except TROUBLE:
                     continue
                 self.metrics.queue_age.labels(name).set(age)
             with contextlib.suppress(TimeoutError):

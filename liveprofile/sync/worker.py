@@ -44,6 +44,20 @@ acknowledged (``XACK``). A crash anywhere leaves the entries pending; the next
 holder claims them and the watermark skips what was already taken, so at most
 the requests in flight at the crash are sent again (and those carry the same
 idempotency keys).
+
+**Redis Cluster** (``keys.cluster``): the change feed is one stream per user
+group (:mod:`liveprofile.keys`), and so are the destination's watermark,
+dead-letter and redrive keys (hash-tagged with the group:
+:class:`~liveprofile.sync.model.SyncKeys`). The worker reads *every* group's
+feed — a *feed* here is (change stream, redrive stream, watermark, dead letters,
+suppressed set) of one group, all in one slot — with the same consumer group
+``sync:{dest}`` on each: pending entries are claimed feed by feed, new ones are
+read by polling all feeds in one pipelined round of ``XREADGROUP``s (one per
+feed; a cluster cannot block on streams of several slots; an idle destination
+polls every 50 ms), a batch mixes users of all groups (as many entries as
+``batch_size``, plus at most one per group), and commits go to each group's
+watermark. A user lives in one group, so per-user order and the watermark
+argument above hold unchanged; the lease stays one per destination.
 """
 
 from __future__ import annotations
@@ -53,7 +67,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import orjson
@@ -61,6 +75,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from liveprofile.keys import Keys
+from liveprofile.redisconn import TROUBLE
 from liveprofile.sync.config import DestinationConfig
 from liveprofile.sync.destinations import Destination, Request, make_destination
 from liveprofile.sync.metrics import SyncMetrics
@@ -108,8 +123,9 @@ return 0
 
 
 def suppressed_key(prefix: str) -> str:
-    """SET of user ids that must never be pushed (forgotten users)."""
-    return f"{prefix}:suppressed"
+    """SET of user ids that must never be pushed (forgotten users), single-Redis layout
+    (:meth:`Keys.suppressed_in` in general)."""
+    return Keys(prefix).suppressed
 
 
 def consent_allows(consent: str | None, channel: str | None, require: bool) -> bool:
@@ -145,6 +161,26 @@ class _Stop(Exception):
     """The worker must stop now (shutdown or lease lost); the batch stays pending."""
 
 
+#: seconds between polls of an idle destination's feeds (Redis Cluster layout only)
+_POLL_S = 0.05
+
+
+@dataclass(slots=True, eq=False)
+class _Feed:
+    """One group's change feed and the destination's keys for that group (one slot in a cluster)."""
+
+    g: int
+    changes: str
+    redrive: str
+    watermark: str
+    dead_letter: str
+    suppressed: str
+    streams: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.streams = (self.changes, self.redrive)
+
+
 @dataclass(slots=True)
 class _Outcome:
     items: list[Item]
@@ -173,7 +209,7 @@ class DestinationWorker:
         self.r = client
         self.keys = keys
         self.cfg = cfg
-        self.sk = SyncKeys(keys.prefix, cfg.name)
+        self.sk = SyncKeys(keys.prefix, cfg.name, keys.cluster_groups)
         self.consumer = consumer
         self.metrics = metrics
         self.lease_ttl = lease_ttl
@@ -187,7 +223,13 @@ class DestinationWorker:
         self._commit = client.register_script(COMMIT_LUA)
         self._acquire_s = client.register_script(_ACQUIRE_LUA)
         self._release_s = client.register_script(_RELEASE_LUA)
-        self._streams = (keys.changes, self.sk.redrive)
+        sk = self.sk
+        self.feeds = [
+            _Feed(g, keys.changes_in(g), sk.redrive_in(g), sk.watermark_in(g), sk.dead_letter_in(g), keys.suppressed_in(g))
+            for g in keys.groups
+        ]
+        self._feed_of = {s: f for f in self.feeds for s in f.streams}
+        self._redrives = {f.redrive for f in self.feeds}
         for m in (metrics.delivered, metrics.dead, metrics.queue_age, metrics.lease):
             m.labels(cfg.name)  # export every series from the start, at 0
 
@@ -211,14 +253,14 @@ class DestinationWorker:
                     delay = 0.1
                 except _Stop:
                     self._claim = True
-                except (aioredis.RedisError, OSError) as exc:
+                except TROUBLE as exc:
                     logger.warning("sync %s: Redis trouble (%s); retrying in %.1fs", self.cfg.name, exc, delay)
                     self._claim = True
                     await self._sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
             self.metrics.lease.labels(self.cfg.name).set(0)
-            with contextlib.suppress(aioredis.RedisError, OSError):
+            with contextlib.suppress(*TROUBLE):
                 await self._release_s(keys=[self.sk.lease], args=[self.consumer])
             if own_http:
                 await self.http.aclose()
@@ -229,7 +271,7 @@ class DestinationWorker:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _ensure_groups(self) -> None:
-        for stream in self._streams:
+        for stream in self._feed_of:
             try:
                 await self.r.xgroup_create(stream, self.sk.group, id="0", mkstream=True)
             except ResponseError as exc:
@@ -254,7 +296,7 @@ class DestinationWorker:
                     logger.warning("sync %s: lease lost", self.cfg.name)
                     return
                 last_ok = time.monotonic()
-            except (aioredis.RedisError, OSError):
+            except TROUBLE:
                 if time.monotonic() - last_ok > self.lease_ttl:
                     self.held = False
                     return
@@ -290,7 +332,7 @@ class DestinationWorker:
         out: list[Change] = []
         bad: list[tuple[str, str, dict[str, str]]] = []
         if self._claim:
-            for stream in self._streams:
+            for stream in self._feed_of:
                 start = "0-0"
                 while len(out) + len(bad) < size:
                     res = await self.r.xautoclaim(stream, self.sk.group, self.consumer, 0, start, count=size - len(out) - len(bad))
@@ -306,6 +348,9 @@ class DestinationWorker:
             self._claim = False
             if out or bad:
                 return out, bad
+        if len(self.feeds) > 1:
+            return await self._poll_batch(out, bad)
+        streams = self.feeds[0].streams
         deadline: float | None = None
         while len(out) + len(bad) < size and not self._stop.is_set() and self.held:
             if deadline is None:
@@ -315,7 +360,7 @@ class DestinationWorker:
                 if left <= 0:
                     break
                 block = max(1, int(left * 1000))
-            res = await self.r.xreadgroup(self.sk.group, self.consumer, dict.fromkeys(self._streams, ">"),
+            res = await self.r.xreadgroup(self.sk.group, self.consumer, dict.fromkeys(streams, ">"),
                                           count=size - len(out) - len(bad), block=block)  # fmt: skip
             if not res:
                 if deadline is None:
@@ -328,16 +373,62 @@ class DestinationWorker:
                 deadline = oldest / 1000 + self.cfg.flush_interval
         return out, bad
 
+    async def _poll_batch(self, out: list[Change], bad: list[tuple[str, str, dict[str, str]]]
+                          ) -> tuple[list[Change], list[tuple[str, str, dict[str, str]]]]:  # fmt: skip
+        """Several feeds (Redis Cluster): read new entries of all of them in pipelined
+        non-blocking rounds until ``batch_size`` or the flush deadline (see module docstring)."""
+        size = self.cfg.batch_size
+        deadline: float | None = None
+        active = self.feeds
+        while len(out) + len(bad) < size and not self._stop.is_set() and self.held:
+            per_feed = -(-(size - len(out) - len(bad)) // len(active))
+            pipe = self.r.pipeline(transaction=False)
+            for f in active:
+                pipe.xreadgroup(self.sk.group, self.consumer, dict.fromkeys(f.streams, ">"), count=per_feed)
+            counts = []
+            for res in await pipe.execute():
+                n = 0
+                for stream, entries in res or ():
+                    n += len(entries)
+                    self._parse(stream, entries, out, bad)
+                counts.append(n)
+            if sum(counts):
+                if deadline is None:
+                    oldest = min((c.ms for c in out), default=int(time.time() * 1000))
+                    deadline = oldest / 1000 + self.cfg.flush_interval
+                full = [f for f, n in zip(active, counts, strict=True) if n >= per_feed]
+                if full:  # these feeds have more waiting now (a backlog): read it at once
+                    active = full
+                    continue
+                active = self.feeds
+                if time.time() >= deadline:
+                    break
+                continue
+            active = self.feeds
+            if deadline is None:
+                await self._sleep(_POLL_S)
+                return out, bad
+            left = deadline - time.time()
+            if left <= 0:
+                break
+            await self._sleep(min(_POLL_S, left))
+        return out, bad
+
+    def _feed_of_user(self, user_id: str) -> _Feed:
+        return self.feeds[self.keys.group(user_id)]
+
     # -- processing ------------------------------------------------------------
     async def _process(self, changes: list[Change], bad: list[tuple[str, str, dict[str, str]]]) -> None:
         name = self.cfg.name
         now = iso(int(time.time() * 1000))
         if bad:
-            args: list[object] = [self.dl_maxlen, now]
-            for _stream, entry_id, fields in bad:
+            per_feed: dict[_Feed, list[object]] = {}
+            for stream, entry_id, fields in bad:
                 raw = orjson.dumps({"entry_id": entry_id, "raw": fields, "user_id": fields.get("user_id", "")})
+                args = per_feed.setdefault(self._feed_of[stream], [self.dl_maxlen, now])
                 args += [fields.get("user_id", ""), 0, raw, "malformed", "", 0]
-            await self._commit(keys=[self.sk.watermark, self.sk.dead_letter], args=args)
+            for f, args in per_feed.items():
+                await self._commit(keys=[f.watermark, f.dead_letter], args=args)
             self.metrics.skipped.labels(name, "malformed").inc(len(bad))
 
         items = await self._select(changes)
@@ -352,7 +443,7 @@ class DestinationWorker:
             refs.setdefault(stream, []).append(entry_id)
         for stream, ids in refs.items():
             pipe.xack(stream, self.sk.group, *ids)
-            if stream == self.sk.redrive:
+            if stream in self._redrives:
                 pipe.xdel(stream, *ids)
         await pipe.execute()
 
@@ -362,16 +453,23 @@ class DestinationWorker:
         if not changes:
             return []
         users = list(dict.fromkeys(c.user_id for c in changes))
+        by_feed: dict[_Feed, list[str]] = {}
+        for u in users:  # a user's changes and redrives are all in the feed of the user's group
+            by_feed.setdefault(self._feed_of_user(u), []).append(u)
         pipe = self.r.pipeline(transaction=False)
-        pipe.hmget(self.sk.watermark, users)
-        pipe.smismember(suppressed_key(self.keys.prefix), users)
+        for f, us in by_feed.items():
+            pipe.hmget(f.watermark, us)
+            pipe.smismember(f.suppressed, us)
         if self.cfg.channel is not None:
             for u in users:
                 pipe.hget(self.keys.profile(u), "consent")
         res = await pipe.execute()
-        wm = {u: int(v) for u, v in zip(users, res[0], strict=True) if v}
-        suppressed = {u for u, s in zip(users, res[1], strict=True) if s}
-        consent = dict(zip(users, res[2:], strict=True)) if self.cfg.channel is not None else {}
+        wm: dict[str, int] = {}
+        suppressed: set[str] = set()
+        for i, us in enumerate(by_feed.values()):
+            wm.update((u, int(v)) for u, v in zip(us, res[2 * i], strict=True) if v)
+            suppressed.update(u for u, s in zip(us, res[2 * i + 1], strict=True) if s)
+        consent = dict(zip(users, res[2 * len(by_feed) :], strict=True)) if self.cfg.channel is not None else {}
 
         fresh = [c for c in changes if c.redrive is not None or c.version > wm.get(c.user_id, 0)]
         if len(fresh) < len(changes):
@@ -444,17 +542,20 @@ class DestinationWorker:
                 t.cancel()
 
     async def _commit_items(self, done: list[Item], failed: dict[int, _Outcome]) -> None:
-        args: list[object] = [self.dl_maxlen, iso(int(time.time() * 1000))]
+        now = iso(int(time.time() * 1000))
+        per_feed: dict[_Feed, list[object]] = {}
         delivered = dead = 0
         for it in done:
             oc = failed.get(id(it))
+            args = per_feed.setdefault(self._feed_of_user(it.user_id), [self.dl_maxlen, now])
             if oc is None:
                 args += [it.user_id, it.version, "", "", "", 0]
                 delivered += it.entries
             else:
                 args += [it.user_id, it.version, it.to_json(), oc.reason, oc.status, oc.attempts]
                 dead += 1
-        await self._commit(keys=[self.sk.watermark, self.sk.dead_letter], args=args)
+        for f, args in per_feed.items():
+            await self._commit(keys=[f.watermark, f.dead_letter], args=args)
         if delivered:
             self.metrics.delivered.labels(self.cfg.name).inc(delivered)
         if dead:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,10 +37,16 @@ class Out:
         return Sinks(TestingSink(self.profiles), TestingSink(self.patches), TestingSink(self.edges), TestingSink(self.merges), TestingSink(self.dead))
 
     def final(self) -> dict[str, ProfileUpdate | Retire]:
+        """The last update per user, its fields folded over all updates (they carry only
+        what changed), as the Redis sink applies them."""
         out: dict = {}
         for uid, p in self.profiles:
-            if uid not in out or p.seq >= out[uid].seq:
-                out[uid] = p
+            prev = out.get(uid)
+            if prev is not None and p.seq < prev.seq:
+                continue
+            if prev is not None and type(p) is ProfileUpdate and type(prev) is ProfileUpdate:
+                p = dataclasses.replace(p, fields={**prev.fields, **p.fields})
+            out[uid] = p
         return out
 
 
@@ -79,7 +86,7 @@ def test_interest_sessions_and_models() -> None:
     assert f["top_category"] == "shoes"
     assert set(orjson.loads(f["interests"])) == {"shoes", "books"}
     assert f["session_count"] == "2"
-    # scored at 8 session events, and when the first session closed
+    # scored at 8 session events, and when that session (9 events) closed
     assert [p.uid for p in out.patches] == ["u1", "u1"]
     assert all(isinstance(p, ModelOut) and set(p.fields) >= {"anomaly_score", "suspect"} for p in out.patches)
 

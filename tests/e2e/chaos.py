@@ -60,6 +60,8 @@ def state(r: redis.Redis) -> dict[str, object]:
 def settled(r: redis.Redis, shards: int = 4, quiet: float = 5.0, timeout: float = 240.0) -> None:
     """Wait until the buffer is read and nothing changes in Redis for ``quiet`` seconds."""
     wait_for(lambda: sum(backlog(r, K, shards).values()) == 0, timeout, 0.2, "dataflow to catch up")
+    # the RFM refresher has made a full pass over the customers that changed nothing
+    wait_for(lambda: not r.exists(K.rfm_edges) or r.hget(K.rfm_refresh, "converged") == b"1", timeout, 0.5, "RFM refresh to converge")
     deadline = time.monotonic() + timeout
     last = r.xlen(K.changes)
     stable_since = time.monotonic()

@@ -69,5 +69,7 @@ def test_kill_9_repeatedly_gives_the_uninterrupted_state(
     assert done == kills
     got = state(r)
     d = diff(reference, got)
-    assert not d, (len(d), d[:5])
+    detail = [(part, k, {f: (a.get(f), b.get(f)) for f in set(a) | set(b) if a.get(f) != b.get(f)} if isinstance(a, dict) and isinstance(b, dict) else (a, b))
+              for part, k, a, b in d[:6]]  # fmt: skip
+    assert not d, (len(d), detail)
     assert len(got["profiles"]) > 1000

@@ -45,10 +45,12 @@ return 1
 
 
 class Feed:
-    """Writes profile versions exactly as the dataflow does (UPSERT_LUA: hash + change entry)."""
+    """Writes profile versions exactly as the dataflow does (UPSERT_LUA: hash + change entry),
+    in the key layout ``keys`` (single Redis by default; a cluster's per-group keys)."""
 
-    def __init__(self, r: redis.Redis) -> None:
+    def __init__(self, r: redis.Redis, keys: Keys = K) -> None:
         self.r = r
+        self.keys = keys
         self.script = r.register_script(UPSERT_LUA)
         self.versions: dict[str, int] = {}
         self.events: dict[str, list[str]] = {}
@@ -60,7 +62,7 @@ class Feed:
         args: list[object] = [v, "2024-05-01T12:00:00.000Z", 1_000_000, uid, orjson.dumps(event) if event else b""]
         for k, val in f.items():
             args += [k, val]
-        self.script(keys=[K.profile(uid), K.changes], args=args)
+        self.script(keys=[self.keys.profile(uid), self.keys.changes_for(uid)], args=args)
         if event:
             self.events.setdefault(uid, []).append(f"{uid}:{v}")
         return v
@@ -68,8 +70,8 @@ class Feed:
     def delete(self, uid: str) -> int:
         v = self.versions.get(uid, 0) + 1
         self.versions[uid] = v
-        self.r.sadd("lp:suppressed", uid)
-        self.r.xadd(K.changes, {"user_id": uid, "version": v, "changed": "{}", "updated_at": "2024-05-01T12:00:00.000Z", "deleted": "1"})
+        self.r.sadd(self.keys.suppressed_for(uid), uid)
+        self.r.xadd(self.keys.changes_for(uid), {"user_id": uid, "version": v, "changed": "{}", "updated_at": "2024-05-01T12:00:00.000Z", "deleted": "1"})
         return v
 
 
@@ -87,10 +89,11 @@ def dest(name: str, vendor: FakeVendor, **opts: Any) -> dict[str, Any]:
 class SyncerThread:
     """The real :class:`Syncer` on its own event loop in a thread."""
 
-    def __init__(self, redis_url: str, destinations: dict[str, Any], *, consumer: str = "t1", lease_ttl: float = 1.0) -> None:
-        settings = Settings.from_env({"LIVEPROFILE_REDIS_URL": redis_url})
+    def __init__(self, redis_url: str, destinations: dict[str, Any], *, consumer: str = "t1", lease_ttl: float = 1.0,
+                 settings: dict[str, str] | None = None) -> None:  # fmt: skip
+        settings_ = Settings.from_env({"LIVEPROFILE_REDIS_URL": redis_url, **(settings or {})})
         config = SyncConfig(parse_destinations(orjson.dumps(destinations).decode(), {}), consumer, lease_ttl, 0)
-        self.syncer = Syncer(settings, config)
+        self.syncer = Syncer(settings_, config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
