@@ -44,6 +44,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
+from typing import Any
 
 import orjson
 import redis
@@ -52,7 +54,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows import metrics
 from liveprofile.deadletter import dead_letter_fields
 from liveprofile.keys import Keys
-from liveprofile.redisconn import RETRYABLE, connect, load_scripts, run_script
+from liveprofile.redisconn import RETRYABLE, RawPipeline, connect, load_scripts, run_script
 from liveprofile.scripts import DEAD_LETTER_LUA, PROFILE_LUA
 from operators.events import Rejected
 from operators.money import to_cents
@@ -126,6 +128,15 @@ def _with_retry(fn: Callable[[], object], what: str, retry_for: float, reload: C
             delay = min(delay * 2, 2.0)
 
 
+def _raise_errors(replies: list[Any]) -> list[Any]:
+    """The replies of a pipeline, or the first error among them raised (redis-py's
+    pipelines raise it; :class:`RawPipeline` returns it in place)."""
+    for r in replies:
+        if isinstance(r, redis.ResponseError):
+            raise r
+    return replies
+
+
 def _now_iso() -> str:
     return iso(int(time.time() * 1000))
 
@@ -151,7 +162,7 @@ class _Writer:
         self._maxlen = changes_maxlen
         self._retry_for = retry_for
         self._script = self._r.register_script(PROFILE_LUA)
-        self._loaded = not keys.cluster  # a cluster pipeline needs the script on every primary first
+        self._loaded = False  # EVALSHA needs the script loaded first (every primary of a cluster)
         # single Redis: the per-call keys are constants but the profile's (the hot path stays as it was)
         self._single = None if keys.cluster else (keys.profile_prefix, keys.changes, keys.suppressed)
         self._edges = RfmEdges()
@@ -179,16 +190,30 @@ class _Writer:
             self._edges_at = time.monotonic()
         return self._edges
 
-    def call(self, pipe: redis.client.Pipeline, uid: str, seq: int, mode: str, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
+    def pipe(self) -> Any:
+        """A pipeline for :meth:`call` and :meth:`command`: a :class:`RawPipeline` on one
+        server (the hot path), redis-py's cluster pipeline on a cluster."""
+        return RawPipeline(self._r) if self._single is not None else self._r.pipeline(transaction=False)
+
+    @staticmethod
+    def command(pipe: Any, *args: Any) -> None:
+        """Queue a plain command in a pipeline from :meth:`pipe`."""
+        if type(pipe) is RawPipeline:
+            pipe.command(*args)
+        else:
+            pipe.execute_command(*args)
+
+    def call(self, pipe: Any, uid: str, seq: int, mode: str, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
+        """Queue one :data:`PROFILE_LUA` call; the fields travel as one JSON array argument
+        (packing ~70 separate arguments per call cost more than the rest of the sink)."""
         keys = self._keys
         single = self._single
-        args: list[object] = [seq, updated_at, self._maxlen, uid, event, keys.prefix if single else keys.script_prefix(uid), mode]
-        for k, v in fields.items():
-            args.append(k)
-            args.append(v)
+        packed = orjson.dumps(list(chain.from_iterable(fields.items())))
         if single is not None:
-            self._script(keys=[single[0] + uid, single[1], single[2]], args=args, client=pipe)
+            pipe.command("EVALSHA", self._script.sha, 3, single[0] + uid, single[1], single[2],
+                         seq, updated_at, self._maxlen, uid, event, keys.prefix, mode, packed)  # fmt: skip
         else:
+            args = [seq, updated_at, self._maxlen, uid, event, keys.script_prefix(uid), mode, packed]
             run_script(self._script, keys.profile_keys(uid), args, pipe)
 
     def close(self) -> None:
@@ -217,7 +242,7 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
         updated_at = _now_iso()
 
         def run() -> list[object]:
-            pipe = w._r.pipeline(transaction=False)
+            pipe = w.pipe()
             for uid, out in latest.items():
                 if type(out) is Retire:
                     w.call(pipe, uid, out.seq, "tombstone", {"user_id": uid, "merged_into": out.into}, b"", updated_at)
@@ -229,10 +254,10 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
             customers = None if keys.cluster else keys.rfm_customers
             for uid, out in latest.items():  # customer index for the RFM refresher (idempotent)
                 if type(out) is Retire:
-                    pipe.srem(customers or keys.rfm_customers_in(keys.group(uid)), uid)
+                    w.command(pipe, "SREM", customers or keys.rfm_customers_in(keys.group(uid)), uid)
                 elif out.rfm is not None:
-                    pipe.sadd(customers or keys.rfm_customers_in(keys.group(uid)), uid)
-            return pipe.execute()[: len(latest)]
+                    w.command(pipe, "SADD", customers or keys.rfm_customers_in(keys.group(uid)), uid)
+            return _raise_errors(pipe.execute())[: len(latest)]
 
         results = w.retry(run, "profile sink")
         done = time.time()
@@ -280,16 +305,15 @@ class _PatchPartition(StatelessSinkPartition[ModelOut]):
         keys = w._keys
 
         def run() -> None:
-            pipe = w._r.pipeline(transaction=False)
+            pipe = w.pipe()
             for uid, out in latest.items():
                 w.call(pipe, uid, 0, "patch", out.fields, b"", updated_at)
             for out in items:
                 if out.flagged:
-                    pipe.xadd(keys.anomalies, {
-                        "user_id": out.uid, "score": f"{out.score:.4f}",
-                        "features": orjson.dumps(out.features), "at": updated_at,
-                    }, maxlen=self._anom_maxlen, approximate=True)  # fmt: skip
-            pipe.execute()
+                    w.command(pipe, "XADD", keys.anomalies, "MAXLEN", "~", self._anom_maxlen, "*",
+                              "user_id", out.uid, "score", f"{out.score:.4f}",
+                              "features", orjson.dumps(out.features), "at", updated_at)  # fmt: skip
+            _raise_errors(pipe.execute())
 
         w.retry(run, "patch sink")
 
@@ -365,7 +389,7 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
         for uid in uids:
             pipe.hmget(keys.profile(uid), fields)
         rows = pipe.execute()
-        pipe = w._r.pipeline(transaction=False)
+        pipe = w.pipe()
         updated_at = _now_iso()
         n = 0
         for uid, row in zip(uids, rows, strict=True):
@@ -381,7 +405,7 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
                 w.call(pipe, uid, 0, "patch", want, b"", updated_at)
                 n += 1
         if n:
-            pipe.execute()
+            _raise_errors(pipe.execute())
             self._pass_changed = True
             metrics.RFM_RESCORED.inc(n)
         self._cursor = int(cursor)

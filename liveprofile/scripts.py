@@ -25,7 +25,9 @@ __all__ = ["PROFILE_LUA", "DEAD_LETTER_LUA"]
 PROFILE_LUA = """
 -- KEYS[1] profile hash, KEYS[2] change feed, KEYS[3] suppressed-users set
 -- ARGV: 1 seq, 2 updated_at, 3 change-feed MAXLEN, 4 user id, 5 trigger event JSON or '',
---       6 key prefix, 7 mode (upsert | patch | tombstone | delete), 8.. field, value pairs
+--       6 key prefix, 7 mode (upsert | patch | tombstone | delete),
+--       8 the fields as one JSON array [field, value, field, value, ...] (string values),
+--         or 8.. field, value pairs
 local mode = ARGV[7]
 if mode ~= 'delete' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return 3 end
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'version', 'merged_into')
@@ -36,9 +38,17 @@ elseif mode ~= 'delete' and cur[1] and tonumber(ARGV[1]) < tonumber(cur[1]) then
 end
 local names = {}
 local values = {}
-for i = 8, #ARGV, 2 do
-  names[#names + 1] = ARGV[i]
-  values[#values + 1] = ARGV[i + 1]
+if #ARGV == 8 then
+  local a = cjson.decode(ARGV[8])
+  for i = 1, #a, 2 do
+    names[#names + 1] = a[i]
+    values[#values + 1] = tostring(a[i + 1])
+  end
+else
+  for i = 8, #ARGV, 2 do
+    names[#names + 1] = ARGV[i]
+    values[#values + 1] = ARGV[i + 1]
+  end
 end
 local seg = {rfm_segment = 'segment:', top_category = 'segment:interest:'}
 local flag = {cart_abandoned = 'segment:cart_abandoned', suspect = 'segment:suspect'}

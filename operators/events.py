@@ -344,9 +344,11 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
         except ValueError as exc:
             raise _Invalid("invalid_email", str(exc)) from None
 
+    money: dict[str, int] = {}
     for key in MONEY_FIELDS:
-        if props.get(key) is not None:
-            _cents(props[key], f"properties.{key}")
+        v = props.get(key)
+        if v is not None:
+            money[key] = _cents(v, f"properties.{key}")
 
     products: tuple[Product, ...] = ()
     value_cents = 0
@@ -368,14 +370,14 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     elif props.get("quantity") is not None:
         _qty(props["quantity"], "properties.quantity")
 
-    if props.get("revenue") is not None:
-        value_cents = _cents(props["revenue"], "properties.revenue")
-    elif props.get("total") is not None:
-        value_cents = _cents(props["total"], "properties.total")
+    if "revenue" in money:
+        value_cents = money["revenue"]
+    elif "total" in money:
+        value_cents = money["total"]
     elif products:
         value_cents = sum(p.price_cents * p.quantity for p in products)
-    elif props.get("value") is not None:
-        value_cents = _cents(props["value"], "properties.value")
+    elif "value" in money:
+        value_cents = money["value"]
 
     if props.get("category") is not None:
         category = norm_category(props.get("category"))

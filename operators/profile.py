@@ -217,15 +217,7 @@ class ProfileState:
         self._prune_cart()
         if len(self.cart_ops) > _MAX_CART_OPS:
             self.cart_ops = _compact(self.cart_ops)
-        for i, h in enumerate(other.seen.ids):
-            if h not in self.seen.ids:
-                self.seen.ids.append(h)
-                self.seen.times.append(other.seen.times[i])
-        self.seen.newest = max(self.seen.newest, other.seen.newest)
-        if len(self.seen.ids) > dedupe.max_ids:
-            drop = len(self.seen.ids) - dedupe.max_ids
-            del self.seen.ids[:drop]
-            del self.seen.times[:drop]
+        self.seen.merge(dedupe, other.seen)
 
     # -- reading -------------------------------------------------------------------
     def cart(self) -> dict[str, tuple[int, int]]:
