@@ -36,7 +36,7 @@ FULL = [
     ("collector.py", ["--seconds", "10"]),
     ("api.py", ["--profiles", "100000", "--rate", "1000", "--duration", "20", "--framework", "plain"]),
     ("sync.py", ["--changes", "50000"]),
-    ("memory.py", ["--users", "20000"]),
+    ("memory.py", ["--users", "12000"]),
     ("evaluate.py", ["--users", "2000", "--bots", "40"]),
 ]
 QUICK = [

@@ -23,7 +23,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows import metrics
 from dataflows.clock import CLOCK
-from liveprofile.redisconn import RETRYABLE, connect
+from liveprofile.redisconn import RETRYABLE, RawPipeline, connect
 
 __all__ = ["RedisStreamSource", "SourceItem", "SourceOptions", "share_progress"]
 
@@ -49,6 +49,8 @@ def share_progress(client: redis.Redis, key: str, label: str, read: int) -> None
 class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
     def __init__(self, url: str, stream: str, shard: int, resume: tuple[bytes, int] | None, opts: SourceOptions) -> None:
         self._r = connect(url, opts.cluster, socket_timeout=5, socket_connect_timeout=2)
+        # one server: XREAD replies as hiredis parses them (redis-py would rebuild every entry as a dict)
+        self._raw = None if opts.cluster else RawPipeline(self._r)
         self._opts = opts
         self._progress_key = opts.progress_key
         self._published = -1
@@ -111,7 +113,7 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
         try:
             self._publish_progress()
             self._trim()
-            resp = self._r.xread({self._stream: self._last_id}, count=self._count)
+            entries = self._read_entries()
         except RETRYABLE as exc:
             metrics.SOURCE_ERRORS.labels(self._label).inc()
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
@@ -119,19 +121,33 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
             self._awake = datetime.now(UTC) + self._backoff
             return []
         self._backoff = self._idle
-        if not resp:
+        if not entries:
             if self._stop_at_end:
                 self._publish_progress(force=True)
                 raise StopIteration
             self._awake = datetime.now(UTC) + self._idle
             return []
         self._awake = None
-        entries = resp[0][1]
         self._last_id = entries[-1][0]
         self._read += len(entries)
         self._read_counter.inc(len(entries))
         shard = self._shard
-        return [(shard, eid, fields.get(b"e", b"")) for eid, fields in entries]
+        return [(shard, eid, f[1] if len(f) == 2 and f[0] == b"e" else _field_e(f)) for eid, f in entries]
+
+    def _read_entries(self) -> list[tuple[bytes, list[bytes]]]:
+        """Up to ``count`` entries after the last id: (id, [field, value, ...]) each."""
+        raw = self._raw
+        if raw is None:
+            resp = self._r.xread({self._stream: self._last_id}, count=self._count)
+            return [(eid, [x for kv in fields.items() for x in kv]) for eid, fields in resp[0][1]] if resp else []
+        raw.command("XREAD", "COUNT", self._count, "STREAMS", self._stream, self._last_id)
+        resp = raw.execute()[0]
+        if isinstance(resp, Exception):
+            raise resp
+        if not resp:
+            return []
+        # RESP3 (redis-py's default protocol may be either) answers a map stream -> entries
+        return next(iter(resp.values())) if isinstance(resp, dict) else resp[0][1]
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -142,6 +158,14 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
 
     def close(self) -> None:
         self._r.close()
+
+
+def _field_e(fields: list[bytes]) -> bytes:
+    """The ``e`` field of a stream entry's flat field list (b"" if absent)."""
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == b"e":
+            return fields[i + 1]
+    return b""
 
 
 @dataclass(frozen=True, slots=True)
