@@ -26,8 +26,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import redis
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 

@@ -175,7 +175,7 @@ class SourceOptions:
     the URL names a Redis Cluster node."""
 
     count: int = 1000
-    idle: timedelta = timedelta(milliseconds=20)
+    idle: timedelta = timedelta(milliseconds=5)
     stop_at_end: bool = False
     progress_key: str | None = None
     trim_retain_ms: int | None = None
@@ -198,7 +198,7 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
         url: str,
         streams: list[str],
         count: int = 1000,
-        idle: timedelta = timedelta(milliseconds=20),
+        idle: timedelta = timedelta(milliseconds=5),
         stop_at_end: bool = False,
         progress_key: str | None = None,
         trim_retain_ms: int | None = None,

@@ -643,6 +643,7 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
     hdrs = list(headers) if headers else []
     if not any(h[0] == b"content-type" for h in hdrs):
         hdrs.extend(_JSON)
+    hdrs.append((b"content-length", str(len(body)).encode()))  # not chunked: cheaper for every client
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
     await send({"type": "http.response.body", "body": body})
 

@@ -58,7 +58,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_WEBHOOK_TOLERANCE": ("300", "seconds a webhook signature timestamp may differ from the collector's clock (replay window)"),
     "LIVEPROFILE_TRUNCATE_IP": ("off", "on: truncate context.ip of ingested events (IPv4 to /24, IPv6 to /48) before storing"),
     "LIVEPROFILE_READ_BATCH": ("1000", "stream entries the dataflow reads per shard per poll"),
-    "LIVEPROFILE_POLL_INTERVAL": ("0.02", "seconds the dataflow waits before polling an idle shard again"),
+    "LIVEPROFILE_POLL_INTERVAL": ("0.005", "seconds the dataflow waits before polling an idle shard again (freshness floor vs idle CPU: 5 ms costs ~9 % of a core idle, 20 ms ~6 %)"),
     "LIVEPROFILE_SESSION_GAP": ("30m", "inactivity (event time) that ends a session"),
     "LIVEPROFILE_CART_ABANDON_WINDOW": ("1h", "event time after the last cart change without an order before a cart counts as abandoned"),
     "LIVEPROFILE_INTEREST_HALF_LIFE": ("30d", "half-life of category interest, in event time"),
