@@ -49,6 +49,9 @@ PROFILE_FIELDS = (
 )  # fmt: skip
 _CART_NAMES = frozenset({CART_ADD, CART_REMOVE})
 _MAX_CART_OPS = 200
+#: how long a removal whose product is not in the cart waits for its add (events arrive
+#: out of order within the dedupe window; 48 h, its default)
+_ORPHAN_KEEP_MS = 48 * 3_600_000
 _NONE = -(2**62)
 
 
@@ -72,6 +75,8 @@ class ProfileState:
     cart_ops: list[tuple[int, str, int, int]] = field(default_factory=list)
     cart_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # pid -> (name, category)
     cart_abandoned: bool = False
+    # cart_ops hold only removals still waiting for their (late, out-of-order) add: no live cart
+    cart_orphans: bool = False
     email: str = ""
     email_ts: int = _NONE
     email_opens: int = 0
@@ -127,6 +132,8 @@ class ProfileState:
                 self._prune_cart()
         elif name in _CART_NAMES:
             if ts > self.last_order_ts:
+                if self.cart_orphans:  # removals waiting for their add: only within the window
+                    self.cart_ops = [op for op in self.cart_ops if op[0] >= ts - _ORPHAN_KEEP_MS]
                 sign = 1 if name == CART_ADD else -1
                 for p in ev.products:
                     self.cart_ops.append((ts, p.product_id, sign * p.quantity, p.price_cents))
@@ -135,6 +142,7 @@ class ProfileState:
                 if len(self.cart_ops) > _MAX_CART_OPS:
                     self.cart_ops = _compact(self.cart_ops)
                 self.cart_abandoned = False
+                self.cart_orphans = False
         elif name == "Email Opened":
             self.email_opens += 1
             if ts > self.last_email_open:
@@ -165,7 +173,7 @@ class ProfileState:
 
     def abandon_deadline(self, abandon_ms: int) -> int | None:
         """Event time at which the live cart counts as abandoned, if it can be."""
-        if self.cart_abandoned or not self.cart_ops:
+        if self.cart_abandoned or self.cart_orphans or not self.cart_ops:
             return None
         return self.last_cart_ts() + abandon_ms
 
@@ -176,8 +184,12 @@ class ProfileState:
             return None
         cart = self.cart()
         if not cart:
-            self.cart_ops = []  # they net to nothing: no cart, no deadline
-            self.cart_info = {}
+            # they net to nothing: no cart, no deadline. Removals of products the cart does not
+            # hold are kept a while: their add may still arrive (out of order) and cancel them,
+            # exactly as if it had come first.
+            self.cart_ops = _orphan_removals(self.cart_ops, clock - _ORPHAN_KEEP_MS)
+            self.cart_info = {k: v for k, v in self.cart_info.items() if any(op[1] == k for op in self.cart_ops)}
+            self.cart_orphans = bool(self.cart_ops)
             return None
         self.cart_abandoned = True
         return {
@@ -214,6 +226,7 @@ class ProfileState:
         self.cart_info = {**other.cart_info, **self.cart_info}
         self.last_order_ts = max(self.last_order_ts, other.last_order_ts)
         self.cart_abandoned = self.cart_abandoned and other.cart_abandoned
+        self.cart_orphans = False  # re-decided at the next deadline
         self._prune_cart()
         if len(self.cart_ops) > _MAX_CART_OPS:
             self.cart_ops = _compact(self.cart_ops)
@@ -240,6 +253,22 @@ class ProfileState:
             name, cat = self.cart_info.get(pid, ("", ""))
             out.append({"product_id": pid, "name": name, "category": cat, "price": format_cents(cents), "quantity": q})
         return out
+
+
+def _orphan_removals(ops: list[tuple[int, str, int, int]], since: int) -> list[tuple[int, str, int, int]]:
+    """The operations of products whose net quantity is negative (removed more than added so
+    far), if their newest operation is at or after ``since``; nothing else.
+
+    >>> _orphan_removals([(5, "a", -1, 100), (6, "b", 1, 50), (7, "b", -1, 50), (1, "c", -1, 9)], since=3)
+    [(5, 'a', -1, 100)]
+    """
+    net: dict[str, int] = {}
+    newest: dict[str, int] = {}
+    for ts, pid, dq, _ in ops:
+        net[pid] = net.get(pid, 0) + dq
+        newest[pid] = max(newest.get(pid, ts), ts)
+    keep = {pid for pid, q in net.items() if q < 0 and newest[pid] >= since}
+    return [op for op in ops if op[1] in keep]
 
 
 def _compact(ops: list[tuple[int, str, int, int]]) -> list[tuple[int, str, int, int]]:

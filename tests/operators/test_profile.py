@@ -138,3 +138,37 @@ def test_long_cart_histories_keep_the_net_cart() -> None:
         evs.append(mk(2 * i + 2, "Product Removed", T0 + 2 * i + 2, product_id="b", price=2))
     f = fold(evs)
     assert (f["cart_items"], f["cart_value"]) == ("5", "5.00")
+
+
+def _fold_with_clock(events: list[tuple[Event, int]], abandon_ms: int = 3_600_000) -> ProfileState:
+    """Fold events as the user step does: the abandonment check at the stream clock first."""
+    st_ = ProfileState("u1")
+    for e, clock in events:
+        st_.check_abandoned(clock, abandon_ms)
+        st_.apply(e, DD, abandon_ms)
+    return st_
+
+
+def test_removal_before_its_add_nets_out_even_after_the_deadline_passed() -> None:
+    """Out of order: the removal arrives first, the stream clock passes the abandonment
+    deadline (which finds no cart), then the add arrives. The cart must end as in order:
+    empty of that product (a regression: the orphan removal used to be dropped)."""
+    add = mk(1, "Product Added", T0, product_id="p", price=107, quantity=1)
+    rem = mk(2, "Product Removed", T0 + 9_000, product_id="p", price=107, quantity=1)
+    other = mk(3, "Product Added", T0 + 5 * 3_600_000, product_id="q", price=5, quantity=1)
+    in_order = _fold_with_clock([(add, T0), (rem, T0 + 9_000), (other, other.ts)])
+    late = T0 + 3 * 3_600_000  # the clock is past rem + 1 h when the add shows up
+    shuffled = _fold_with_clock([(rem, T0 + 9_000), (mk(9, "Page", late), late), (add, late), (other, other.ts)])
+    assert in_order.cart() == shuffled.cart() == {"q": (1, 500)}
+    assert to_fields(in_order)["cart_items"] == to_fields(shuffled)["cart_items"] == "1"
+
+
+def test_orphan_removal_has_no_deadline_and_expires() -> None:
+    rem = mk(1, "Product Removed", T0, product_id="p", price=1, quantity=1)
+    st_ = _fold_with_clock([(rem, T0)])
+    assert st_.check_abandoned(T0 + 2 * 3_600_000, 3_600_000) is None
+    assert st_.cart_orphans and st_.abandon_deadline(3_600_000) is None  # no timer busy-loop
+    # an add of the same product long after the window is not cancelled by the stale removal
+    add = mk(2, "Product Added", T0 + 72 * 3_600_000, product_id="p", price=1, quantity=1)
+    st_.apply(add, DD)
+    assert st_.cart() == {"p": (1, 100)}
