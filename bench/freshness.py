@@ -44,7 +44,10 @@ async def _conn_worker(host: str, port: int, auth: str, queue: asyncio.Queue[byt
     try:
         while (body := await queue.get()) is not None:
             writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
-            status = int((await reader.readline()).split()[1])
+            line = await reader.readline()
+            if not line:
+                raise ConnectionError("the collector closed the connection")
+            status = int(line.split()[1])
             length = 0
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 if line.lower().startswith(b"content-length:"):

@@ -21,20 +21,16 @@ import hashlib
 from array import array
 from dataclasses import dataclass, field
 
-__all__ = ["DedupeConfig", "SeenIds", "id_hash"]
+__all__ = ["DedupeConfig", "SeenIds"]
 
 
 def _digest(message_id: str) -> bytes:
-    return hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    """Stable 64-bit BLAKE2b digest of a message id (never Python's ``hash``).
 
-
-def id_hash(message_id: str) -> int:
-    """Stable signed 64-bit digest of a message id (never Python's ``hash``).
-
-    >>> id_hash("m1") == id_hash("m1"), id_hash("m1") == id_hash("m2")
-    (True, False)
+    >>> _digest("m1") == _digest("m1"), _digest("m1") == _digest("m2"), len(_digest("m1"))
+    (True, False, 8)
     """
-    return int.from_bytes(_digest(message_id), "little", signed=True)
+    return hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
 def _find(buf: bytearray, d: bytes) -> int:
@@ -79,14 +75,9 @@ class SeenIds:
     def __len__(self) -> int:
         return len(self.times)
 
-    def __contains__(self, message_id: str) -> bool:
-        return _find(self.ids, _digest(message_id)) != -1
-
     def first_sight(self, cfg: DedupeConfig, message_id: str, ts: int) -> bool:
         """Record ``message_id`` seen at event time ``ts``; ``False`` if already seen."""
-        return self._add(cfg, _digest(message_id), ts)
-
-    def _add(self, cfg: DedupeConfig, d: bytes, ts: int) -> bool:
+        d = _digest(message_id)
         if _find(self.ids, d) != -1:
             return False
         self.ids += d

@@ -161,11 +161,15 @@ class ProfileState:
 
     def _prune_cart(self) -> None:
         t = self.last_order_ts
-        self.cart_ops = [op for op in self.cart_ops if op[0] > t]
-        live = {op[1] for op in self.cart_ops}
-        self.cart_info = {k: v for k, v in self.cart_info.items() if k in live}
+        self._set_cart_ops([op for op in self.cart_ops if op[0] > t])
         if not self.cart_ops:
             self.cart_abandoned = False
+
+    def _set_cart_ops(self, ops: list[tuple[int, str, int, int]]) -> None:
+        """Replace the cart operations, keeping product info only for products they mention."""
+        self.cart_ops = ops
+        live = {op[1] for op in ops}
+        self.cart_info = {k: v for k, v in self.cart_info.items() if k in live}
 
     def last_cart_ts(self) -> int:
         """Event time of the newest cart operation after the last order (or ``_NONE``)."""
@@ -187,8 +191,7 @@ class ProfileState:
             # they net to nothing: no cart, no deadline. Removals of products the cart does not
             # hold are kept a while: their add may still arrive (out of order) and cancel them,
             # exactly as if it had come first.
-            self.cart_ops = _orphan_removals(self.cart_ops, clock - _ORPHAN_KEEP_MS)
-            self.cart_info = {k: v for k, v in self.cart_info.items() if any(op[1] == k for op in self.cart_ops)}
+            self._set_cart_ops(_orphan_removals(self.cart_ops, clock - _ORPHAN_KEEP_MS))
             self.cart_orphans = bool(self.cart_ops)
             return None
         self.cart_abandoned = True

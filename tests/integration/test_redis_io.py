@@ -8,6 +8,7 @@ import redis
 from dataflows.redis_sinks import DeadLetter, RedisDeadLetterSink, RedisProfileSink
 from dataflows.redis_source import RedisStreamSource
 from liveprofile.keys import Keys
+from liveprofile.redisconn import RawPipeline
 from operators.events import Rejected
 from operators.rfm import RfmValues
 from operators.user import ProfileUpdate, Retire
@@ -133,3 +134,27 @@ def test_no_trimming_without_a_retention(redis_url: str, r: redis.Redis) -> None
         p.snapshot()
         p._trimmed_at = 0.0
     assert r.xlen(K.events(0)) == 20
+
+
+def test_raw_pipeline_replies_in_order_with_errors_in_place(r: redis.Redis) -> None:
+    pipe = RawPipeline(r)
+    pipe.command("SET", "k", "v")
+    pipe.command("INCR", "k")  # not an integer: its error comes back in its place
+    pipe.command("GET", "k")
+    ok, err, val = pipe.execute()
+    assert ok in (b"OK", "OK", True) and isinstance(err, redis.ResponseError) and val == b"v"
+    assert len(pipe) == 0 and pipe.execute() == []
+
+
+def test_raw_pipeline_raises_noscript_after_reading_every_reply(r: redis.Redis) -> None:
+    pipe = RawPipeline(r)
+    pipe.command("EVALSHA", "0" * 40, 0)
+    pipe.command("SET", "after", "1")
+    try:
+        pipe.execute()
+        raise AssertionError("expected NoScriptError")
+    except redis.exceptions.NoScriptError:
+        pass
+    assert r.get("after") == b"1"
+    pipe.command("PING")  # the pooled connection is still in step
+    assert pipe.execute()[0] in (b"PONG", "PONG", True)
