@@ -28,10 +28,12 @@ setup() {
     apt_install "${need[@]}"
   fi
   if [ ! -x .venv/bin/python ]; then
+    echo "creating the virtualenv .venv" >&2
     "$PY" -m venv .venv
   fi
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev,kafka]'
+  echo "installing liveprofile and its dependencies into .venv (quiet; first run takes a minute)" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,kafka]'
   if [ "${1:-}" = test ] && ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
     PYTHON=.venv/bin/python bash deploy/tools/fetch-kubectl.sh >/dev/null   # kustomize for tests/deploy
   fi
