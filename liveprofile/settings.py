@@ -11,6 +11,7 @@ README table is generated from it (``liveprofile config --markdown``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -154,6 +155,15 @@ def _dur_ms(values: Mapping[str, str], name: str) -> int:
         raise ConfigError(msg) from None
 
 
+def key_fingerprint(secret: str) -> str:
+    """A loggable stand-in for a secret: ``sha256:`` and the first 8 hex digits of its digest.
+
+    >>> key_fingerprint("test-key")
+    'sha256:62af8704'
+    """
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Validated configuration shared by every component."""
@@ -254,9 +264,12 @@ class Settings:
         return s
 
     def masked(self) -> dict[str, object]:
-        """Settings as a dict safe to log: secrets (write keys, URL passwords) masked."""
+        """Settings as a dict safe to log: secrets (write keys, URL passwords) masked.
+
+        A write key is shown as a fingerprint (``sha256:`` and 8 hex digits of its SHA-256) so an
+        operator can tell keys apart without any character of the key itself being printed."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["write_keys"] = [k[:2] + "***" for k in self.write_keys]
+        d["write_keys"] = [key_fingerprint(k) for k in self.write_keys]
         url = self.redis_url
         if "@" in url:
             scheme, rest = url.split("://", 1) if "://" in url else ("", url)
