@@ -1,6 +1,7 @@
 """Deterministic A/B assignment, exposure recording and the per-variant report.
 
-**Assignment** (pure): ``u = SHA-256(name, salt, user id)[:8] / 2**64`` is
+**Assignment** (pure): ``u = SHA-256(name, salt, user id)[:8] / 2**64`` (the
+UTF-8 of the three joined by U+001F; the first 8 bytes big-endian) is
 uniform in [0, 1) and stable; the variant is the first whose cumulative share
 exceeds ``u``. No state: every process, every day, gives a user the same
 variant as long as the experiment's variants, weights and salt stay the same.

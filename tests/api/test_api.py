@@ -10,6 +10,7 @@ import orjson
 import redis
 
 from tests.api.conftest import ApiServer
+from tests.api.test_experiments import SUBJECT, reference_variant
 
 CART = [
     {"product_id": "p1", "name": "<script>alert(1)</script> Boots", "category": "shoes", "price": "80.00", "quantity": 1},
@@ -124,10 +125,14 @@ def test_template_directory_and_sandbox(make_api: Callable[..., ApiServer], temp
     (templates / "evil.html").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
     api = make_api(LIVEPROFILE_API_TEMPLATES=str(templates))
     profile(r, "u1", cart=orjson.dumps(CART).decode(), email="<b>@x.co")
+    profile(r, "u0", email="c@d.co")
     assert api.get("/v1/content/u1/cart").text == "custom cart of u1: 2 item(s)"
-    banner = api.get("/v1/content/u1/banner").text
-    variant = api.get("/v1/profiles/u1").json()["experiments"]["subject"]
-    assert banner == ("HURRY" if variant == "urgent" else "hello") + " &lt;b&gt;@x.co"
+    # Both branches, from fixed vectors (tests/api/test_experiments.py PINNED, computed by the
+    # independent reference rule): subject assigns u0 "urgent" and u1 "control".
+    assert reference_variant("subject", "", "u0", SUBJECT) == "urgent"
+    assert reference_variant("subject", "", "u1", SUBJECT) == "control"
+    assert api.get("/v1/content/u0/banner").text == "HURRY c@d.co"
+    assert api.get("/v1/content/u1/banner").text == "hello &lt;b&gt;@x.co"
     evil = api.get("/v1/content/u1/evil")
     assert evil.status_code == 500 and evil.json()["error"] == "template_error"
     assert "subclasses" not in evil.text and "object" not in evil.text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 from collections import Counter
+from fractions import Fraction
 
 import orjson
 import pytest
@@ -20,14 +22,49 @@ from tests.api.conftest import EXPERIMENTS, ApiServer
 weights_st = st.lists(st.floats(min_value=0.05, max_value=10, allow_nan=False), min_size=1, max_size=5)
 
 
+def reference_variant(name: str, salt: str, user_id: str, variants: list[tuple[str, float]]) -> str:
+    """The documented assignment rule (liveprofile/api/experiments.py), written independently:
+    ``u`` = the first 8 bytes of SHA-256 over the UTF-8 of ``name``, ``salt`` and the user id
+    joined by U+001F, big-endian, over 2**64; the variant is the first whose cumulative share
+    (exact fractions here) exceeds ``u``."""
+    digest = hashlib.sha256("\x1f".join((name, salt, user_id)).encode("utf-8")).digest()
+    u = Fraction(int.from_bytes(digest[:8], "big"), 2**64)
+    total = sum(Fraction(w) for _, w in variants)
+    acc = Fraction(0)
+    for v, w in variants:
+        acc += Fraction(w)
+        if u < acc / total:
+            return v
+    return variants[-1][0]
+
+
+SUBJECT = [("control", 1.0), ("urgent", 1.0)]
+HERO = [("a", 70.0), ("b", 20.0), ("c", 10.0)]
+# Pinned once from reference_variant: a user's variant must never change while the
+# experiment's variants, weights and salt stay the same (every process, every release).
+PINNED = [
+    ("subject", "", SUBJECT, "u0", "urgent"), ("subject", "", SUBJECT, "u1", "control"),
+    ("subject", "", SUBJECT, "u7", "urgent"), ("subject", "", SUBJECT, "u9", "control"),
+    ("subject", "", SUBJECT, "ü-ser 7", "control"), ("subject", "", SUBJECT, "", "control"),
+    ("hero", "s1", HERO, "u0", "a"), ("hero", "s1", HERO, "u1", "b"), ("hero", "s1", HERO, "u5", "b"),
+    ("hero", "s1", HERO, "u32", "c"), ("hero", "s1", HERO, "u41", "c"), ("hero", "s1", HERO, "alice", "a"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "salt", "variants", "user", "want"), PINNED)
+def test_assignment_fixed_vectors(name: str, salt: str, variants: list[tuple[str, float]], user: str, want: str) -> None:
+    exp = Experiment(name, tuple(v for v, _ in variants), tuple(w for _, w in variants), salt)
+    assert reference_variant(name, salt, user, variants) == want  # the reference still says what was pinned
+    assert assign(exp, user) == want
+
+
 @given(name=st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=12).filter(lambda s: s.isascii()),
        weights=weights_st, user=st.text(max_size=40), salt=st.text(max_size=5))  # fmt: skip
 @settings(max_examples=200, deadline=None)
-def test_assignment_is_deterministic(name: str, weights: list[float], user: str, salt: str) -> None:
+def test_assignment_follows_the_documented_rule(name: str, weights: list[float], user: str, salt: str) -> None:
+    """Any name, salt, user (unicode included) and weights: the variant is the reference's."""
     exp = Experiment(name, tuple(f"v{i}" for i in range(len(weights))), tuple(weights), salt)
-    again = Experiment(name, exp.variants, exp.weights, salt)  # a fresh object, as in another process
-    assert assign(exp, user) == assign(again, user) == assign(exp, user)
-    assert assign(exp, user) in exp.variants
+    assert assign(exp, user) == reference_variant(name, salt, user, list(zip(exp.variants, weights, strict=True)))
 
 
 @given(weights=weights_st, seed=st.integers(0, 10**6))
@@ -74,6 +111,7 @@ def test_exposures_recorded_once_and_reported(api: ApiServer, r: redis.Redis, ca
         v1 = api.get(f"/v1/content/{u}/recommendations", params={"format": "json"}).json()["experiments"]
         v2 = api.get(f"/v1/profiles/{u}").json()["experiments"]
         assert v1 == v2  # the same variant on every call
+        assert v1 == {"subject": reference_variant("subject", "", u, SUBJECT), "hero": reference_variant("hero", "s1", u, HERO)}
         variants[u] = v1["subject"]
     api.get("/v1/content/u0/cart")  # a second exposure records nothing new
     api.get("/v1/profiles/u1", params={"expose": "1"})

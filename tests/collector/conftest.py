@@ -104,3 +104,63 @@ def metric(text: str, name: str, **labels: str) -> float:
         if n == name and got == want:
             return float(value)
     return 0.0
+
+
+class FakeClock:
+    """A settable clock for :class:`~liveprofile.collector.CollectorApp`'s ``monotonic`` (rate limits)."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class InProcessCollector:
+    """The real :class:`~liveprofile.collector.CollectorApp` under uvicorn (httptools) in a
+    thread, on loopback, against a real redis-server, with an injected monotonic clock: what
+    the collector process runs, minus the process boundary, so a test can move time exactly."""
+
+    def __init__(self, redis_url: str, monotonic: Callable[[], float], **values: str) -> None:
+        import threading
+        import time
+
+        import uvicorn
+
+        from liveprofile.collector import CollectorApp
+        from liveprofile.collector_config import CollectorConfig
+        from liveprofile.settings import Settings, load_env
+
+        env = {"LIVEPROFILE_REDIS_URL": redis_url, **SECURE_ENV, **values}
+        self.app = CollectorApp(Settings.from_env(env), config=CollectorConfig.from_values(load_env(env)), monotonic=monotonic)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning",
+                                                    lifespan="on", http="httptools", loop="asyncio"))  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:  # uvicorn sets it once the socket listens
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                msg = "in-process collector did not start"
+                raise RuntimeError(msg)
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def in_process(redis_url: str) -> Iterator[Callable[..., InProcessCollector]]:
+    """``in_process(clock, **env)`` -> a started :class:`InProcessCollector`; stopped after the test."""
+    made: list[InProcessCollector] = []
+
+    def make(clock: Callable[[], float], **values: str) -> InProcessCollector:
+        c = InProcessCollector(redis_url, clock, **values)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()

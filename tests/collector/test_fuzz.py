@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import httpx
@@ -27,7 +28,7 @@ from liveprofile.keys import Keys
 from operators.events import REASONS, Event, Limits, Rejected, parse_event
 from tests.collector import hostile
 from tests.collector.hostile import Checker, Req, deep, deep_event, gzip_bomb, rss_kb
-from tests.procs import Proc, base_env, start_collector
+from tests.procs import Proc, base_env, start_collector, wait_for
 from tests.redis_server import RedisServer
 
 HTTP_EXAMPLES = int(os.environ.get("LP_FUZZ_EXAMPLES", "2500"))
@@ -100,32 +101,56 @@ def test_collector_survives_hostile_http(fuzz_collector: tuple[Proc, str, str], 
 # ------------------------------------------------------------------ in-process
 
 _events_or_junk = st.one_of(hostile.events, hostile.valid_events, hostile.json_values)
+_INPROC = int(os.environ.get("LP_FUZZ_INPROC", "1000"))
 _counts = {"parse_event_bytes": 0, "parse_event_dict": 0, "prepare": 0}
+# what the in-process fuzz reached: "event" or the rejection reason, per test
+_outcomes: dict[str, Counter[str]] = {k: Counter() for k in _counts}
 
 
-def _ok(res: object) -> None:
+def _ok(res: object, test: str) -> None:
     assert isinstance(res, Event | Rejected), res
     if isinstance(res, Rejected):
         assert res.reason in REASONS and res.message and isinstance(res.raw, bytes)
+        _outcomes[test][res.reason] += 1
+    else:
+        _outcomes[test]["event"] += 1
 
 
 @st.composite
 def _raw_bodies(draw: st.DrawFn) -> bytes:
     body, _ = draw(hostile.bodies(False))
-    # Nesting 254..1023 deep without a messageId makes parse_event raise (an operators
-    # bug, see test_parse_event_deep_nesting_without_message_id_raises): kept out here.
-    return body if not body.startswith((b"[[[", b'{"type":"track","userId":"u-deep"')) else deep_event(draw(st.integers(1, 250)), draw(st.booleans()))
+    return body  # every shape, deep nesting included (parse_event dead-letters what orjson cannot write)
 
 
-@settings(max_examples=int(os.environ.get("LP_FUZZ_INPROC", "1000")), deadline=None, suppress_health_check=_SLOW, database=None)
+@settings(max_examples=_INPROC, deadline=None, suppress_health_check=_SLOW, database=None)
 @given(_raw_bodies())
 def test_parse_event_never_raises_on_bytes(raw: bytes) -> None:
     _counts["parse_event_bytes"] += 1
-    _ok(parse_event(raw, LIMITS, received_at=1714564800000))
+    _ok(parse_event(raw, LIMITS, received_at=1714564800000), "parse_event_bytes")
+
+
+@pytest.mark.parametrize("depth", [1, 100, 252, 253, 254, 255, 256, 300, 1000, 1021, 1022, 1023, 1024, 1025, 100_000])
+def test_parse_event_on_every_nesting_depth(depth: int) -> None:
+    """The depths the fuzz draws (``hostile._DEPTHS``), each tried for sure, never an exception:
+    a bare nested array is refused (not an object, unreadable past 1024 levels, or too large);
+    a deep event without a messageId is dead-lettered once orjson cannot write it again (255
+    levels: its id cannot be derived) or read it (1024); with a messageId it may pass."""
+    bare = parse_event(deep(depth), LIMITS, received_at=1714564800000)
+    assert isinstance(bare, Rejected) and bare.reason in ("not_object", "malformed_json", "event_too_large"), bare
+    for mid in (False, True):
+        res = parse_event(deep_event(depth, mid), LIMITS, received_at=1714564800000)
+        assert isinstance(res, Event | Rejected), res
+        # the event object and its properties add 2 levels to ``depth``
+        if depth + 2 > 1024:  # past orjson's read limit (100,000 levels is also over the size limit)
+            assert isinstance(res, Rejected) and res.reason in ("malformed_json", "event_too_large"), (depth, mid, res)
+        elif not mid and depth + 2 > 254:  # orjson writes at most 254 levels under the top one
+            assert isinstance(res, Rejected) and res.reason == "invalid_field_type", (depth, res)
+        elif depth + 2 <= 254:
+            assert isinstance(res, Event), (depth, mid, res)
 
 
 @settings(max_examples=int(os.environ.get("LP_FUZZ_INPROC", "1000")), deadline=None, suppress_health_check=_SLOW, database=None)
-@given(hostile.events, st.integers(min_value=-(2**40), max_value=2**45))
+@given(st.one_of(hostile.events, hostile.valid_events), st.integers(min_value=-(2**40), max_value=2**45))
 def test_parse_event_never_raises_on_dicts(ev: dict, received: int) -> None:
     # The dict form takes *decoded JSON*: what orjson.loads can produce. Integers beyond
     # 64 bits cannot come out of it (it refuses them), so they are out of contract here.
@@ -134,7 +159,7 @@ def test_parse_event_never_raises_on_dicts(ev: dict, received: int) -> None:
     except orjson.JSONEncodeError:
         assume(False)
     _counts["parse_event_dict"] += 1
-    _ok(parse_event(ev, LIMITS, received_at=received))
+    _ok(parse_event(ev, LIMITS, received_at=received), "parse_event_dict")
 
 
 _unserializable = st.one_of(
@@ -158,6 +183,9 @@ def test_prepare_never_raises_and_accounts_for_every_event(events: list, force: 
     keys = Keys("lp")
     prep = prepare(events, keys=keys, shards=4, limits=LIMITS, received_at=RECEIVED, source="fuzz", force_type=force, defaults=defaults, mask_ip=mask)
     assert prep.accepted + len(prep.rejected) == len(events)
+    _outcomes["prepare"]["event"] += prep.accepted
+    for rej in prep.rejected:
+        _outcomes["prepare"][rej.reason] += 1
     assert len(prep.appends) == len(events)
     assert all(r.reason in REASONS for r in prep.rejected)
     dead = [a for a in prep.appends if a[0] == keys.dead_letter]
@@ -180,33 +208,84 @@ def test_parse_event_deep_nesting_without_message_id_is_rejected(depth: int) -> 
     assert isinstance(res, Rejected) and res.reason == "invalid_field_type"
 
 
-def test_report_in_process_counts(capsys: pytest.CaptureFixture[str]) -> None:
-    _report(capsys, f"in-process inputs: {_counts} (total {sum(_counts.values())})")
+def test_in_process_fuzz_ran_and_reached_both_outcomes(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each in-process fuzz test of this session ran its examples and its inputs reached both
+    sides of the contract: accepted events and several distinct rejection reasons (a strategy
+    that only ever produced junk, or only valid events, would make the fuzz prove nothing)."""
+    _report(capsys, f"in-process inputs: {_counts} (total {sum(_counts.values())}); outcomes {dict(_outcomes)}")
+    ran = {item.name.split("[")[0] for item in request.session.items}
+    tests = {
+        "parse_event_bytes": ("test_parse_event_never_raises_on_bytes", _INPROC),
+        "parse_event_dict": ("test_parse_event_never_raises_on_dicts", _INPROC),
+        "prepare": ("test_prepare_never_raises_and_accounts_for_every_event", _INPROC // 2),
+    }
+    wanted = {k: n for k, (name, n) in tests.items() if name in ran}
+    checked = list(wanted)
+    if not checked:
+        pytest.skip("no in-process fuzz test selected in this session")
+    for k in checked:
+        assert _counts[k] >= wanted[k], (k, _counts[k])
+        seen = _outcomes[k]
+        assert seen["event"] > 0, (k, seen)
+        assert len(set(seen) - {"event"}) >= 3, (k, seen)
 
 
-def test_truncated_bodies_and_lying_content_length(fuzz_collector: tuple[Proc, str, str]) -> None:
-    """Raw sockets: a body shorter than Content-Length then close; chunked over the limit."""
+def _sent_events(r: redis.Redis) -> list[int]:
+    k = Keys("lp")
+    return [r.xlen(k.events(i)) for i in range(4)] + [r.xlen(k.dead_letter)]
+
+
+def test_truncated_body_then_close_keeps_nothing_and_is_refused(fuzz_collector: tuple[Proc, str, str]) -> None:
+    """Raw socket: a body shorter than its Content-Length, then the client closes. The server
+    cannot answer a closed peer, so what proves the refusal is the collector's own account of
+    it: ``client_disconnected`` counted once (the request was seen and refused, not left
+    hanging), and nothing of the request buffered or dead-lettered."""
+    import socket
+
+    from tests.collector.conftest import metric
+
+    _, url, redis_url = fuzz_collector
+    host, port = url.removeprefix("http://").split(":")
+    r = redis.Redis.from_url(redis_url)
+    before = _sent_events(r)
+
+    def disconnects() -> float:
+        return metric(httpx.get(url + "/metrics").text, "liveprofile_collector_events_rejected_total", reason="client_disconnected")
+
+    seen = disconnects()
+    head = b"POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: " + hostile._AUTH.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head + b'{"type":"track","userId":"u-cut","event":"e"')
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+    wait_for(lambda: disconnects() == seen + 1, 10, what="the collector to count the cut request")
+    assert _sent_events(r) == before
+    assert httpx.get(url + "/healthz").status_code == 200
+    r.close()
+
+
+def test_chunked_body_over_the_limit_is_413_before_it_ends(fuzz_collector: tuple[Proc, str, str]) -> None:
+    """Raw socket, chunked transfer with no Content-Length: as soon as the body passes
+    ``LIVEPROFILE_MAX_REQUEST_BYTES`` the collector answers 413 ``request_too_large`` (it does
+    not wait for a body that may never end) and keeps nothing."""
     import socket
 
     _, url, redis_url = fuzz_collector
     host, port = url.removeprefix("http://").split(":")
     r = redis.Redis.from_url(redis_url)
-    before = [r.xlen(Keys("lp").events(i)) for i in range(4)] + [r.xlen(Keys("lp").dead_letter)]
-    auth = hostile._AUTH.encode()
-    for head in (
-        b"POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\nContent-Length: 1000\r\n\r\n" + b'{"type":"track"',
-        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + b"".join(b"%x\r\n" % 65536 + b" " * 65536 + b"\r\n" for _ in range(9)),
-    ):
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(head)
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        assert not data or data.startswith(b"HTTP/1.1 4"), data[:200]
-    after = [r.xlen(Keys("lp").events(i)) for i in range(4)] + [r.xlen(Keys("lp").dead_letter)]
-    assert after == before
-    assert httpx.get(url + "/healthz").status_code == 200
+    before = _sent_events(r)
+    chunk = b"%x\r\n" % 65536 + b" " * 65536 + b"\r\n"
+    head = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: " + hostile._AUTH.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+    n = hostile.MAX_REQUEST // 65536 + 1  # one chunk past the limit, and the body never terminated
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head + chunk * n)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            got = s.recv(65536)
+            assert got, f"connection closed without an answer: {data[:200]!r}"
+            data += got
+    assert data.startswith(b"HTTP/1.1 413"), data[:200]
+    assert b"request_too_large" in data or b"content-length" in data.lower()
+    assert _sent_events(r) == before
     r.close()
-

@@ -22,6 +22,8 @@ from tests.collector.conftest import (
     PIXEL_NEW,
     PIXEL_OLD,
     WRITE_KEY,
+    FakeClock,
+    InProcessCollector,
     K,
     basic,
     buffered,
@@ -66,15 +68,57 @@ def test_rate_limit_counts_events_and_answers_429_with_retry_after(start: Callab
     assert metric(m, "liveprofile_collector_requests_total", endpoint="/v1/batch", status="429") == 2
 
 
-def test_rate_limit_refills(start: Callable[..., str]) -> None:
-    url = start(LIVEPROFILE_RATE_LIMIT="10", LIVEPROFILE_RATE_BURST="5")
-    with httpx.Client(base_url=url, headers=AUTH) as c:
-        assert c.post("/v1/batch", json={"batch": [track(i) for i in range(5)]}).status_code == 200
-        refused = c.post("/v1/track", json=track(9))
-        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
-        time.sleep(0.7)  # 7 tokens' worth, capped at the burst of 5
-        assert c.post("/v1/batch", json={"batch": [track(50 + i) for i in range(5)]}).status_code == 200
-        assert c.post("/v1/track", json=track(99)).status_code == 429
+def test_rate_limit_refills_at_the_configured_rate_up_to_the_burst(
+    in_process: Callable[..., InProcessCollector], r: redis.Redis
+) -> None:
+    """Refill over real HTTP with the collector's clock injected (no sleeps): 8 tokens/s, burst 4.
+
+    Times are multiples of 1/16 s (exact in binary), so every expectation is exact: a
+    request is admitted exactly when enough tokens have accrued and not a tick before, the
+    bucket never holds more than the burst, and a refused request costs nothing.
+    """
+    clock = FakeClock(1000.0)
+    c = in_process(clock, LIVEPROFILE_RATE_LIMIT="8", LIVEPROFILE_RATE_BURST="4")
+    bucket = c.app._limiter
+    assert bucket is not None
+    sent: list[str] = []
+
+    def post(n: int) -> httpx.Response:
+        first = len(sent)
+        resp = client.post("/v1/batch", json={"batch": [track(first + i) for i in range(n)]})
+        if resp.status_code == 200:
+            sent.extend(f"m{first + i}" for i in range(n))
+        return resp
+
+    with httpx.Client(base_url=c.url, headers=AUTH) as client:
+        assert post(4).status_code == 200  # the full burst
+        refused = post(1)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"  # 1/8 s, rounded up
+        assert bucket.tokens(WRITE_KEY.encode()) == 0.0  # refused: nothing taken
+        clock.t += 1 / 16  # half a token
+        assert post(1).status_code == 429
+        clock.t += 1 / 16  # exactly one token: admitted now, not later
+        assert post(1).status_code == 200
+        assert post(1).status_code == 429
+        clock.t += 1.0  # 8 tokens' worth, capped at the burst of 4
+        assert bucket.tokens(WRITE_KEY.encode()) == 4.0
+        assert post(4).status_code == 200
+        assert post(1).status_code == 429  # the cap held: nothing beyond the burst
+        clock.t += 3 / 8  # 3 tokens
+        over = post(4)
+        assert over.status_code == 429 and "retry in 1 s" in over.json()["message"]
+        assert post(3).status_code == 200
+        assert bucket.tokens(WRITE_KEY.encode()) == 0.0
+        clock.t += 2.0  # a long idle spell still leaves only the burst
+        assert bucket.tokens(WRITE_KEY.encode()) == 4.0
+        assert post(5).status_code == 200  # bigger than the burst: admitted on a full bucket, into debt
+        assert bucket.tokens(WRITE_KEY.encode()) == -1.0
+        clock.t += 1 / 8  # repays the debt only
+        assert post(1).status_code == 429
+        clock.t += 1 / 8
+        assert post(1).status_code == 200
+    assert sorted(e["messageId"] for e in buffered(r)) == sorted(sent) and len(sent) == 18
+    assert dead(r) == []
 
 
 def test_auth_failures_are_counted_by_reason(secure: str, r: redis.Redis) -> None:
