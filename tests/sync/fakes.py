@@ -3,33 +3,84 @@
 :class:`FakeVendor` speaks one of three dialects — ``webhook`` (HMAC-signed
 batches), ``braze`` (``/users/track``, ``/users/delete``) or ``klaviyo``
 (bulk profile import jobs, bulk event jobs, ``profile-import`` unsets,
-deletion jobs). It enforces auth and the vendor's batch limits (a violation
-is answered 401/400/413 *and* recorded in :attr:`FakeVendor.violations`), and
-injects faults on demand: scripted statuses (``500``, ``429`` with
-``Retry-After``), timeouts (the request hangs, then the connection drops
-without applying anything), an outage window (503 for N seconds, the same
-code path as a multi-minute outage), per-user refusals (400) and a
-``RateLimit-*`` fixed window that answers 429 when exhausted.
+deletion jobs). It enforces auth, the documented request shapes and the
+vendor's batch limits (a violation is answered 401/400/413 *and* recorded in
+:attr:`FakeVendor.violations`), and injects faults on demand: scripted
+statuses (``500``, ``429`` with ``Retry-After``), timeouts (the request hangs,
+then the connection drops without applying anything), an outage (503 until
+:meth:`FakeVendor.end_outage` or for N seconds), per-user refusals (400), a
+``RateLimit-*`` fixed window that answers 429 when exhausted, and a *stall*
+(requests are applied, then their answer is held back: what a crash of the
+sender in the middle of a request leaves behind).
+
+Nothing here uses the code under test: the webhook signature, the batch
+idempotency key and every shape are checked from the documented scheme
+(:mod:`liveprofile.sync.webhook`, :mod:`liveprofile.sync.braze`,
+:mod:`liveprofile.sync.klaviyo` docstrings, the vendors' API references),
+re-implemented with :mod:`hmac` / :mod:`hashlib`.
 
 What the vendor *applied* is appended to :attr:`FakeVendor.applied` in
-arrival order: one record per user per accepted request
-(``user_id``, ``version``, ``from_version``, ``key``, ``fields``, ``events``,
-``deleted``). A webhook vendor also de-duplicates on the per-item
-idempotency key, as receivers are told to (:attr:`FakeVendor.unique`).
+arrival order: one record per user per accepted request (``user_id``,
+``version``, ``from_version``, ``key``, ``fields``, ``events``, ``deleted``,
+and ``seq``/``path`` of the request). :attr:`FakeVendor.unique` is what a
+webhook receiver keeps after de-duplicating on the per-item idempotency key,
+as receivers are told to; :attr:`FakeVendor.duplicates` counts what it
+dropped. Every request, whatever its answer, is in :attr:`FakeVendor.log`
+(:class:`Req`: sequence number, path, status, the item keys it carried, the
+batch key, whether it came too early).
+
+**Pacing checks.** After answering ``RateLimit-Remaining: 0`` with
+``RateLimit-Reset: s``, or ``Retry-After: s``, the vendor knows the sender
+must not send before ``s`` seconds from that answer (the sender reads the
+answer later than the vendor wrote it, so its deadline can only be later):
+a request arriving before is marked ``early``.
+
+**Overlap checks.** Requests are attributed to a *consumer* by their URL path
+prefix (give each sender its own ``url + "/a"``); a request arriving while a
+request of another consumer is still being handled (read, applied, answered)
+is recorded in :attr:`FakeVendor.overlaps`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from liveprofile.sync.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+__all__ = ["FakeVendor", "Req", "webhook_signature"]
 
-__all__ = ["FakeVendor"]
+#: documented webhook headers (liveprofile.sync.webhook docstring), written out, not imported
+TS_HEADER = "x-liveprofile-timestamp"
+SIG_HEADER = "x-liveprofile-signature"
+#: documented keys of one webhook item
+WEBHOOK_ITEM_KEYS = frozenset({"user_id", "version", "from_version", "idempotency_key", "changed", "events", "deleted"})
+#: Braze /users/delete takes these identifier lists (at most 50 ids per request)
+BRAZE_DELETE_KEYS = frozenset({"external_ids", "user_aliases", "braze_ids"})
+#: Klaviyo's data-privacy-deletion-job takes exactly one of these profile identifiers
+KLAVIYO_DELETE_IDS = frozenset({"email", "phone_number", "id"})
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The documented scheme: ``v1=`` + hex HMAC-SHA256 with the secret of ``"{timestamp}." + body``."""
+    return "v1=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+@dataclass(slots=True)
+class Req:
+    """One request as the vendor saw it."""
+
+    seq: int
+    path: str
+    status: int
+    keys: tuple[str, ...]
+    batch_key: str
+    early: bool
 
 
 class _Server(ThreadingHTTPServer):
@@ -48,44 +99,99 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.vendor.lock:
+            self.server.vendor.connections += 1
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.vendor.lock:
+                self.server.vendor.connections -= 1
+
     def do_POST(self) -> None:  # noqa: N802
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n)
-        status, headers, out = self.server.vendor.handle(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-        if status == 0:  # timeout: hang up without answering
+        vendor = self.server.vendor
+        if len(body) < n:  # the sender died mid-body: nothing to handle (a vendor drops it too)
+            with vendor.lock:
+                vendor.truncated += 1
             self.close_connection = True
             return
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+        seq = vendor._begin(self.path)
+        try:
+            status, headers, out = vendor.handle(seq, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            if status == 0:  # timeout: hang up without answering
+                self.close_connection = True
+                return
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            self.wfile.flush()
+        finally:
+            vendor._end(self.path)
+
+
+def _consumer(path: str) -> str:
+    """The sender a request is attributed to: the first path segment when it is not an API word."""
+    first = path.strip("/").split("/", 1)[0]
+    return "" if first in ("", "users", "api") else first
 
 
 class FakeVendor:
     """One fake vendor on a free loopback port (see module docstring)."""
 
     def __init__(self, kind: str, *, secret: str = "whsec", api_key: str = "key-1", max_items: int = 10_000,
-                 latency: float = 0.0, timeout_hang: float = 1.0) -> None:  # fmt: skip
+                 latency: float = 0.0, timeout_hang: float = 1.0, klaviyo_strict_deletion: bool = False) -> None:  # fmt: skip
         self.kind = kind
         self.secret = secret
         self.api_key = api_key
         self.max_items = max_items
         self.latency = latency
         self.timeout_hang = timeout_hang
+        #: True: refuse (400) deletion jobs that do not name the profile by email, phone_number or id,
+        #: as Klaviyo does; False (default): accept ``external_id`` too (what the sync sends, issue 12)
+        self.klaviyo_strict_deletion = klaviyo_strict_deletion
         self.lock = threading.Lock()
         self.applied: list[dict[str, Any]] = []
         self.unique: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
         self.violations: list[str] = []
+        #: open client connections (a dead sender's go once everything it sent was handled)
+        self.connections = 0
+        #: requests whose body ended early (the sender died while sending)
+        self.truncated = 0
         self.requests: list[tuple[str, int]] = []
+        self.log: list[Req] = []
+        #: (deletion job identifiers) as received by the Klaviyo dialect
+        self.deletion_identifiers: list[dict[str, Any]] = []
         self.script: deque[int | str] = deque()
         self.outage_until = 0.0
+        #: sequence number of the last request answered 503 by the outage (set by end_outage)
+        self.outage_ended_at_seq: int | None = None
         self.refuse_users: set[str] = set()
         self.ratelimit: tuple[int, float] | None = None
         self._window = (0.0, 0)
+        self.blocked_until = 0.0
+        #: requests that arrived before an advertised reset / Retry-After had passed
+        self.early = 0
+        #: answers that advertised ``RateLimit-Remaining: 0``
+        self.exhausted = 0
+        self.inflight: dict[str, int] = {}
+        self.overlaps: list[tuple[int, str, tuple[str, ...]]] = []
+        self.stalled = 0
+        self._stall = False
+        self._release = threading.Event()
+        self._seq = 0
+        self._early_seqs: set[int] = set()
+        self._outage_seqs: set[int] = set()
+        self._batch_keys: dict[str, tuple[str, ...]] = {}
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.vendor = self
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -97,6 +203,7 @@ class FakeVendor:
         return f"http://{host}:{port}"
 
     def close(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 
@@ -107,11 +214,88 @@ class FakeVendor:
             self.script.extend(what)
 
     def outage(self, seconds: float) -> None:
-        """503 for every request during the next ``seconds``."""
+        """503 for every request during the next ``seconds`` (or until :meth:`end_outage`)."""
         self.outage_until = time.monotonic() + seconds
 
+    def end_outage(self) -> None:
+        """End the outage now; requests numbered after :attr:`outage_ended_at_seq` are served."""
+        with self.lock:
+            self.outage_until = 0.0
+            self.outage_ended_at_seq = self._seq
+
+    def stall(self) -> None:
+        """From now on apply accepted requests but hold their answers until :meth:`release`."""
+        with self.lock:
+            self._release.clear()
+            self._stall = True
+
+    def release(self) -> None:
+        """Answer the held requests (their sender may be gone) and stop stalling."""
+        with self.lock:
+            self._stall = False
+        self._release.set()
+
+    def last_seq(self) -> int:
+        """Number of the latest request received so far."""
+        with self.lock:
+            return self._seq
+
+    def busy(self) -> int:
+        """Requests being handled right now (read, applied or answered)."""
+        with self.lock:
+            return sum(self.inflight.values())
+
+    def idle(self) -> bool:
+        """No request being handled and no client connection open: after a sender died, everything
+        it had sent (even bytes still queued in the socket) has been handled."""
+        with self.lock:
+            return self.connections == 0 and not any(self.inflight.values())
+
+    # -- bookkeeping -----------------------------------------------------------
+    def _begin(self, path: str) -> int:
+        now = time.monotonic()
+        with self.lock:
+            self._seq += 1
+            me = _consumer(path)
+            others = tuple(c for c, n in self.inflight.items() if n and c != me)
+            if others:
+                self.overlaps.append((self._seq, me, others))
+            self.inflight[me] = self.inflight.get(me, 0) + 1
+            if now < self.blocked_until:
+                self.early += 1
+                self._early_seqs.add(self._seq)
+            if now < self.outage_until:  # decided on arrival: end_outage() splits requests by number
+                self._outage_seqs.add(self._seq)
+            return self._seq
+
+    def _end(self, path: str) -> None:
+        with self.lock:
+            self.inflight[_consumer(path)] -= 1
+
+    def _block(self, seconds: float) -> None:
+        """The sender was told not to send for ``seconds`` from now (caller holds the lock)."""
+        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+
+    def _carried(self, path: str, body: bytes) -> tuple[tuple[str, ...], str]:
+        """(item keys, batch key) a request carries, read leniently (for the log only)."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return (), ""
+        try:
+            if self.kind == "webhook":
+                return tuple(str(it.get("idempotency_key")) for it in doc.get("items", [])), str(doc.get("batch_key", ""))
+            if self.kind == "braze":
+                if path.endswith("/users/delete"):
+                    return tuple(f"delete:{u}" for u in doc.get("external_ids", [])), ""
+                return tuple(f"{a.get('external_id')}:{a.get('lp_version')}" for a in doc.get("attributes", [])), ""
+        except (AttributeError, TypeError):
+            return (), ""
+        return (), ""
+
     # -- request handling ------------------------------------------------------
-    def _ratelimit_headers(self) -> tuple[bool, dict[str, str]]:
+    def _ratelimit(self) -> tuple[bool, dict[str, str]]:
+        """Count one request in the fixed window (caller holds the lock)."""
         if self.ratelimit is None:
             return True, {}
         limit, window = self.ratelimit
@@ -121,34 +305,55 @@ class FakeVendor:
             start, used = now, 0
         used += 1
         self._window = (start, used)
-        reset = max(1, int(start + window - now + 0.999))
-        hdrs = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(max(0, limit - used)), "RateLimit-Reset": str(reset)}
+        reset = max(1, int(start + window - now + 0.999))  # delta seconds, rounded up: never too early
+        remaining = max(0, limit - used)
+        hdrs = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining), "RateLimit-Reset": str(reset)}
         if used > limit:
+            self._block(reset)
             return False, {**hdrs, "Retry-After": str(reset)}
+        if remaining == 0:
+            self.exhausted += 1
+            self._block(reset)
         return True, hdrs
 
-    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(self, seq: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        keys, batch_key = self._carried(path, body)
         if self.latency:
             time.sleep(self.latency)
+        status, hdrs, out = self._answer(seq, path, headers, body)
+        with self.lock:
+            early = seq in self._early_seqs
+            self.requests.append((path, status))
+            self.log.append(Req(seq, path, status, keys, batch_key, early))
+        return status, hdrs, out
+
+    def _answer(self, seq: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         with self.lock:
             injected = self.script.popleft() if self.script else None
-            ok_rate, rl_headers = self._ratelimit_headers()
+            if injected == 429:
+                self._block(1)
         if injected == "timeout":
             time.sleep(self.timeout_hang)
-            self.requests.append((path, 0))
             return 0, {}, b""
         if injected is not None:
             hdrs = {"Retry-After": "1"} if injected == 429 else {}
-            self.requests.append((path, int(injected)))
             return int(injected), hdrs, b'{"error": "injected"}'
-        if time.monotonic() < self.outage_until:
-            self.requests.append((path, 503))
+        if seq in self._outage_seqs:
             return 503, {}, b'{"error": "outage"}'
+        with self.lock:
+            ok_rate, rl_headers = self._ratelimit()
         if not ok_rate:
-            self.requests.append((path, 429))
             return 429, rl_headers, b'{"error": "rate limited"}'
-        status, out = self._apply(path, headers, body)
-        self.requests.append((path, status))
+        status, out = self._apply(seq, path, headers, body)
+        if 200 <= status < 300:
+            with self.lock:
+                stall = self._stall
+                if stall:
+                    self.stalled += 1
+            if stall:
+                self._release.wait(60)
+                with self.lock:
+                    self.stalled -= 1
         return status, rl_headers, out
 
     def _violation(self, status: int, msg: str) -> tuple[int, bytes]:
@@ -156,16 +361,27 @@ class FakeVendor:
             self.violations.append(msg)
         return status, json.dumps({"error": msg}).encode()
 
-    def _apply(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        if self.kind == "webhook":
-            return self._webhook(path, headers, body)
-        if self.kind == "braze":
-            return self._braze(path, headers, body)
-        return self._klaviyo(path, headers, body)
+    def _apply(self, seq: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return self._violation(400, "body is not JSON")
+        parts = path.strip("/").split("/", 1)
+        sub = ("/" + parts[1] if len(parts) > 1 else "/") if _consumer(path) else path  # without the consumer
+        try:
+            if self.kind == "webhook":
+                return self._webhook(seq, path, headers, body, doc)
+            if self.kind == "braze":
+                return self._braze(seq, sub, path, headers, doc)
+            return self._klaviyo(seq, sub, path, headers, body, doc)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            return self._violation(400, f"malformed {self.kind} request: {type(exc).__name__}: {exc}")
 
-    def _record(self, recs: list[dict[str, Any]]) -> None:
+    def _record(self, seq: int, path: str, recs: list[dict[str, Any]]) -> None:
         with self.lock:
             for rec in recs:
+                rec["seq"] = seq
+                rec["path"] = path
                 self.applied.append(rec)
                 key = rec.get("key")
                 if key:
@@ -181,41 +397,61 @@ class FakeVendor:
         return None
 
     # -- dialects --------------------------------------------------------------
-    def _webhook(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        ts = headers.get(TIMESTAMP_HEADER.lower(), "")
-        sig = headers.get(SIGNATURE_HEADER.lower(), "")
-        if not verify_signature(self.secret, ts, body, sig):
+    def _signature_ok(self, headers: dict[str, str], body: bytes) -> bool:
+        """The documented scheme, checked from first principles (wall clock: it signs Unix seconds)."""
+        ts, sig = headers.get(TS_HEADER, ""), headers.get(SIG_HEADER, "")
+        if not ts.isdigit() or abs(time.time() - int(ts)) > 300:
+            return False
+        return hmac.compare_digest(webhook_signature(self.secret, ts, body), sig)
+
+    def _webhook(self, seq: int, path: str, headers: dict[str, str], body: bytes, doc: dict[str, Any]) -> tuple[int, bytes]:
+        if not self._signature_ok(headers, body):
             return self._violation(401, "bad webhook signature")
-        if not headers.get("idempotency-key"):
+        batch_key = headers.get("idempotency-key", "")
+        if not batch_key:
             return self._violation(400, "missing Idempotency-Key")
-        doc = json.loads(body)
+        if doc.get("batch_key") != batch_key:
+            return self._violation(400, "Idempotency-Key differs from the body's batch_key")
         items = doc["items"]
         if len(items) > self.max_items:
             return self._violation(413, f"{len(items)} items > {self.max_items}")
+        for it in items:
+            if set(it) != WEBHOOK_ITEM_KEYS:
+                return self._violation(400, f"webhook item keys {sorted(it)}")
+            if it["idempotency_key"] != f"{it['user_id']}:{it['version']}":
+                return self._violation(400, "bad item idempotency key")
+            if it["deleted"] and (it["changed"] or it["events"]):
+                return self._violation(400, "a deletion carries nothing else to apply")
+        item_keys = tuple(it["idempotency_key"] for it in items)
+        with self.lock:  # the batch key names the items: the same items, the same key, always
+            known = self._batch_keys.setdefault(batch_key, item_keys)
+        if known != item_keys:
+            return self._violation(400, f"batch key {batch_key} reused for other items")
         refused = self._refused([it["user_id"] for it in items])
         if refused:
             return refused
-        for it in items:
-            if it["idempotency_key"] != f"{it['user_id']}:{it['version']}":
-                return self._violation(400, "bad item idempotency key")
-        self._record([{
+        self._record(seq, path, [{
             "user_id": it["user_id"], "version": it["version"], "from_version": it["from_version"],
             "key": it["idempotency_key"], "fields": it["changed"], "events": it["events"], "deleted": it["deleted"],
         } for it in items])  # fmt: skip
         return 200, b'{"ok": true}'
 
-    def _braze(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    def _braze(self, seq: int, sub: str, path: str, headers: dict[str, str], doc: dict[str, Any]) -> tuple[int, bytes]:
         if headers.get("authorization") != f"Bearer {self.api_key}":
             return self._violation(401, "bad braze auth")
-        doc = json.loads(body)
-        if path == "/users/delete":
+        if sub == "/users/delete":
+            if not doc or not set(doc) <= BRAZE_DELETE_KEYS:
+                return self._violation(400, f"/users/delete keys {sorted(doc)}")
             ids = doc.get("external_ids", [])
-            if len(ids) > 50:
-                return self._violation(400, f"{len(ids)} external_ids > 50")
-            self._record([{"user_id": u, "version": None, "key": None, "fields": {}, "events": [], "deleted": True} for u in ids])
+            if not all(isinstance(u, str) and u for u in ids):
+                return self._violation(400, "external_ids must be non-empty strings")
+            if sum(len(doc.get(k, [])) for k in BRAZE_DELETE_KEYS) > 50:
+                return self._violation(400, f"{len(ids)} ids > 50")
+            self._record(seq, path, [{"user_id": u, "version": None, "key": None, "fields": {}, "events": [],
+                                      "deleted": True} for u in ids])  # fmt: skip
             return 201, b'{"message": "success"}'
-        if path != "/users/track":
-            return self._violation(404, f"no endpoint {path}")
+        if sub != "/users/track":
+            return self._violation(404, f"no endpoint {sub}")
         attrs, events, purchases = doc.get("attributes", []), doc.get("events", []), doc.get("purchases", [])
         if len(attrs) + len(events) + len(purchases) > 75:
             return self._violation(400, f"{len(attrs) + len(events) + len(purchases)} objects > 75")
@@ -228,21 +464,24 @@ class FakeVendor:
             recs[a["external_id"]] = {"user_id": a["external_id"], "version": a.get("lp_version"), "key": None,
                                       "fields": fields, "events": [], "deleted": False}  # fmt: skip
         for e in events:
+            if not isinstance(e.get("name"), str):
+                return self._violation(400, "a Braze event needs a name")
             rec = recs.setdefault(e["external_id"], {"user_id": e["external_id"], "version": None, "key": None,
                                                     "fields": {}, "events": [], "deleted": False})  # fmt: skip
             rec["events"].append(e)
-        self._record(list(recs.values()))
+        self._record(seq, path, list(recs.values()))
         return 201, b'{"message": "success"}'
 
-    def _klaviyo(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    def _klaviyo(self, seq: int, sub: str, path: str, headers: dict[str, str], body: bytes,
+                 top: dict[str, Any]) -> tuple[int, bytes]:  # fmt: skip
         if headers.get("authorization") != f"Klaviyo-API-Key {self.api_key}":
             return self._violation(401, "bad klaviyo auth")
         if not headers.get("revision"):
             return self._violation(400, "missing revision header")
         if len(body) > 5_000_000:
             return self._violation(413, f"{len(body)} bytes > 5 MB")
-        doc = json.loads(body)["data"]
-        if path == "/api/profile-bulk-import-jobs":
+        doc = top["data"]
+        if sub == "/api/profile-bulk-import-jobs":
             profiles = doc["attributes"]["profiles"]["data"]
             if len(profiles) > 10_000:
                 return self._violation(413, f"{len(profiles)} profiles > 10000")
@@ -261,9 +500,9 @@ class FakeVendor:
                 fields = {**{k: v for k, v in a.items() if k not in ("external_id", "properties")}, **props}
                 recs.append({"user_id": a["external_id"], "version": version, "key": None, "fields": fields,
                              "events": [], "deleted": False})  # fmt: skip
-            self._record(recs)
+            self._record(seq, path, recs)
             return 202, b'{"data": {"type": "profile-bulk-import-job", "id": "job"}}'
-        if path == "/api/event-bulk-create-jobs":
+        if sub == "/api/event-bulk-create-jobs":
             groups = doc["attributes"]["events-bulk-create"]["data"]
             n = sum(len(g["attributes"]["events"]["data"]) for g in groups)
             if n > 1000:
@@ -273,16 +512,29 @@ class FakeVendor:
                 uid = g["attributes"]["profile"]["data"]["attributes"]["external_id"]
                 evs = [e["attributes"] for e in g["attributes"]["events"]["data"]]
                 recs.append({"user_id": uid, "version": None, "key": None, "fields": {}, "events": evs, "deleted": False})
-            self._record(recs)
+            self._record(seq, path, recs)
             return 202, b"{}"
-        if path == "/api/profile-import":
+        if sub == "/api/profile-import":
             uid = doc["attributes"]["external_id"]
             unset = doc["meta"]["patch_properties"]["unset"]
-            self._record([{"user_id": uid, "version": None, "key": None, "fields": dict.fromkeys(unset),
-                           "events": [], "deleted": False, "unset": unset}])  # fmt: skip
+            self._record(seq, path, [{"user_id": uid, "version": None, "key": None, "fields": dict.fromkeys(unset),
+                                      "events": [], "deleted": False, "unset": unset}])  # fmt: skip
             return 200, b"{}"
-        if path == "/api/data-privacy-deletion-jobs":
-            uid = doc["attributes"]["profile"]["data"]["attributes"]["external_id"]
-            self._record([{"user_id": uid, "version": None, "key": None, "fields": {}, "events": [], "deleted": True}])
+        if sub == "/api/data-privacy-deletion-jobs":
+            if doc.get("type") != "data-privacy-deletion-job":
+                return self._violation(400, f"deletion job type {doc.get('type')!r}")
+            prof = doc["attributes"]["profile"]["data"]
+            if prof.get("type") != "profile":
+                return self._violation(400, f"deletion profile type {prof.get('type')!r}")
+            ident = dict(prof["attributes"])
+            with self.lock:
+                self.deletion_identifiers.append(ident)
+            documented = set(ident) & KLAVIYO_DELETE_IDS
+            if len(ident) != 1 or (self.klaviyo_strict_deletion and not documented):
+                return self._violation(400, f"deletion job identifies the profile by {sorted(ident)}: "
+                                            "Klaviyo takes exactly one of email, phone_number, id")  # fmt: skip
+            (value,) = ident.values()
+            self._record(seq, path, [{"user_id": str(value), "version": None, "key": None, "fields": {}, "events": [],
+                                      "deleted": True, "identifier": next(iter(ident))}])  # fmt: skip
             return 202, b"{}"
-        return self._violation(404, f"no endpoint {path}")
+        return self._violation(404, f"no endpoint {sub}")

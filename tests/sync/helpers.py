@@ -1,12 +1,17 @@
 """Test helpers for the sync layer: a change-feed writer that follows the dataflow's contract
-(profile hash + change entry in one script), an in-process syncer thread, and the exactly-once /
-order checks."""
+(profile hash + change entry in one script), an in-process syncer thread, a syncer process, and
+the delivery checks: raw (:func:`assert_sent_once_in_order`: what the vendor accepted, no
+de-duplication) and the webhook receiver's view (:func:`assert_exactly_once_in_order`), plus what
+was in flight at a kill (:func:`unacknowledged`)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +21,7 @@ from liveprofile.keys import Keys
 from liveprofile.settings import Settings
 from liveprofile.sync.config import SyncConfig, parse_destinations
 from liveprofile.sync.runner import Syncer
+from tests.procs import Proc, base_env
 from tests.sync.fakes import FakeVendor
 
 K = Keys("lp")
@@ -139,27 +145,15 @@ def covered(vendor: FakeVendor, feed: Feed, users: list[str] | None = None) -> b
     return all(done.get(u, 0) >= feed.versions[u] for u in (users or feed.versions))
 
 
-def assert_exactly_once_in_order(vendor: FakeVendor, feed: Feed, users: list[str] | None = None, *,
-                                 resent: list[int] | None = None) -> None:  # fmt: skip
-    """Per user: the applied version ranges (first arrivals, de-duplicated by idempotency key when the
-    vendor offers one) are strictly increasing, disjoint, and cover 1..latest with no gap.
-
-    ``resent``: for a vendor without idempotency keys after a crash, a request that was in flight is
-    applied again right after the first time; such immediate repeats are counted into this list
-    instead of failing (the caller bounds them)."""
-    with vendor.lock:
-        recs = list(vendor.unique.values()) if vendor.kind == "webhook" else [r for r in vendor.applied if r["version"] is not None]
+def _check_in_order(vendor: FakeVendor, feed: Feed, recs: list[dict[str, Any]], users: list[str] | None) -> None:
     per_user: dict[str, list[dict[str, Any]]] = {}
     for rec in recs:
-        per_user.setdefault(rec["user_id"], []).append(rec)
+        if rec["version"] is not None:
+            per_user.setdefault(rec["user_id"], []).append(rec)
     for uid in users or list(feed.versions):
         seq = per_user.get(uid, [])
         versions = [r["version"] for r in seq]
-        if resent is not None:
-            kept = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
-            resent.append(len(versions) - len(kept))
-            versions = kept
-        assert versions == sorted(set(versions)), f"{uid}: out of order or duplicated {versions}"
+        assert versions == sorted(set(versions)), f"{uid}: out of order or sent more than once {versions}"
         if vendor.kind == "webhook":
             expect = 1
             for r in seq:
@@ -168,3 +162,47 @@ def assert_exactly_once_in_order(vendor: FakeVendor, feed: Feed, users: list[str
             assert expect == feed.versions[uid] + 1, f"{uid}: delivered up to {expect - 1} of {feed.versions[uid]}"
         else:
             assert versions and versions[-1] == feed.versions[uid], f"{uid}: {versions}"
+
+
+def assert_sent_once_in_order(vendor: FakeVendor, feed: Feed, users: list[str] | None = None) -> None:
+    """What the vendor *accepted*, raw (no de-duplication): per user, every accepted request carried
+    a new version range, strictly increasing; for the webhook the ranges ``from_version..version``
+    are disjoint and cover 1..latest with no gap; for Braze/Klaviyo (which see only the newest
+    version of an item, ``lp_version``) the versions strictly increase and end at the latest.
+    So each (user, version) reached the vendor in exactly one accepted request."""
+    with vendor.lock:
+        recs = list(vendor.applied)
+    _check_in_order(vendor, feed, recs, users)
+
+
+def assert_exactly_once_in_order(vendor: FakeVendor, feed: Feed, users: list[str] | None = None) -> None:
+    """The *receiver's* view: like :func:`assert_sent_once_in_order`, but for the webhook after
+    de-duplicating on the per-item idempotency key (first arrival kept), as receivers are told to.
+    Braze/Klaviyo have no such key: their accepted requests are checked raw. Use this only where
+    re-sends are expected (after a crash); bound the re-sends separately (:func:`unacknowledged`)."""
+    with vendor.lock:
+        recs = list(vendor.unique.values()) if vendor.kind == "webhook" else list(vendor.applied)
+    _check_in_order(vendor, feed, recs, users)
+
+
+def unacknowledged(vendor: FakeVendor, r: redis.Redis, dest_name: str, keys: Keys = K) -> list[dict[str, Any]]:
+    """Records the vendor applied above the destination's watermark (HASH ``sync-watermark``): taken
+    by the vendor but never committed by the sender — after a kill, exactly what the next holder
+    must send again (single-Redis layout)."""
+    wm = {k.decode(): int(v) for k, v in r.hgetall(f"{keys.prefix}:sync-watermark:{dest_name}").items()}
+    with vendor.lock:
+        return [rec for rec in vendor.applied if rec["version"] is not None and rec["version"] > wm.get(rec["user_id"], 0)]
+
+
+def times_applied(vendor: FakeVendor) -> Counter[tuple[str, int]]:
+    """How many accepted requests carried each (user, version) (raw, as the vendor saw them)."""
+    with vendor.lock:
+        return Counter((rec["user_id"], rec["version"]) for rec in vendor.applied if rec["version"] is not None)
+
+
+def start_syncer(redis_url: str, cfg: dict[str, Any], tmp: Path, name: str, lease_ttl: float = 1.0) -> Proc:
+    """A real ``python -m liveprofile.sync`` process (consumer ``name``) for destinations ``cfg``."""
+    env = base_env(redis_url, LIVEPROFILE_SYNC_DESTINATIONS=orjson.dumps(cfg).decode(),
+                   LIVEPROFILE_SYNC_LEASE_TTL=str(lease_ttl), LIVEPROFILE_SYNC_METRICS_PORT="0",
+                   LIVEPROFILE_SYNC_CONSUMER=name)  # fmt: skip
+    return Proc([sys.executable, "-m", "liveprofile.sync"], env, tmp / f"{name}.log")

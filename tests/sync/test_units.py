@@ -20,6 +20,7 @@ from liveprofile.sync.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookDestination,
+    sign,
     verify_signature,
 )
 
@@ -133,11 +134,31 @@ def test_pacer_slows_down_before_zero_and_obeys_retry_after() -> None:
     assert s.delay() == pytest.approx(0.25)
 
 
-def test_backoff_grows_with_jitter_and_cap() -> None:
-    rng = random.Random(1)
-    d = [backoff(n, 0.5, 30, rng) for n in range(1, 12)]
-    assert all(0.25 <= d[0] <= 0.5 for _ in d) and all(15 <= x <= 30 for x in d[7:])
-    assert len({round(x, 6) for x in d}) == len(d)  # jittered
+class _Fixed(random.Random):
+    """A "random" source that always answers ``x`` (the ends of the jitter range)."""
+
+    def __init__(self, x: float) -> None:
+        super().__init__(0)
+        self.x = x
+
+    def random(self) -> float:
+        return self.x
+
+
+#: ceiling of attempt n = 1..11 for base 0.5 s, cap 30 s (min(cap, base * 2 ** (n - 1))), written out
+CEILINGS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0, 30.0]
+
+
+def test_backoff_each_attempt_within_its_own_bounds() -> None:
+    """Attempt n waits between half and all of its own ceiling ("equal jitter"), both ends reached."""
+    for n, ceiling in enumerate(CEILINGS, start=1):
+        assert backoff(n, 0.5, 30, _Fixed(0.0)) == pytest.approx(ceiling / 2), n
+        assert backoff(n, 0.5, 30, _Fixed(1.0)) == pytest.approx(ceiling), n
+        rng = random.Random(n)
+        d = [backoff(n, 0.5, 30, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= x <= ceiling for x in d), (n, min(d), max(d))
+        assert len({round(x, 9) for x in d}) == len(d)  # jittered
+    assert backoff(1000, 0.5, 30, _Fixed(1.0)) == 30  # huge attempt numbers stay capped
 
 
 def items(n: int, events: int = 0) -> list[Item]:
@@ -155,6 +176,7 @@ def test_webhook_batches_signature_and_idempotency() -> None:
     assert not verify_signature("sec", h[TIMESTAMP_HEADER], reqs[0].body + b" ", h[SIGNATURE_HEADER])
     assert not verify_signature("sec", str(int(h[TIMESTAMP_HEADER]) - 3600), reqs[0].body, h[SIGNATURE_HEADER])
     assert d.build(items(7))[0].idempotency_key == reqs[0].idempotency_key  # stable across retries
+    assert reqs[0].idempotency_key == "cabf83baebf488e275da56d860d5472f"  # sha256("u0:2|u1:2|u2:2")[:32]
     doc = orjson.loads(reqs[0].body)
     assert [i["idempotency_key"] for i in doc["items"]] == ["u0:2", "u1:2", "u2:2"]
 
@@ -184,6 +206,14 @@ def test_klaviyo_limits_and_field_allow_list() -> None:
     assert prof == {"external_id": "u0", "email": "u0@x.co", "properties": {"cart_value": 1.5, "lp_version": 2}}
     h = d.headers(reqs[0])
     assert h["authorization"] == "Klaviyo-API-Key k" and h["revision"]
+
+
+def test_webhook_signature_fixed_vectors() -> None:
+    """The signature against vectors computed outside the code (hmac-sha256 of "{ts}." + body)."""
+    assert sign("s3cret", 1700000000, b"{}") == "v1=97926816e98fbb41ccb1673225ff29a2f35369099990e1b1561651e7bd097ebf"
+    assert sign("sec", 1700000000, b'{"a":1}') == "v1=365103082ce111aeb294935f093807c734de5f29cca9913ba4cac5eb17f108e3"
+    assert verify_signature("sec", "1700000000", b'{"a":1}', sign("sec", 1700000000, b'{"a":1}'), now=1700000100)
+    assert not verify_signature("sec", "1700000000", b'{"a":1}', sign("sec", 1700000000, b'{"a":1}'), now=1700000301)
 
 
 def test_klaviyo_never_sends_null() -> None:
