@@ -4,9 +4,9 @@ Contract
 --------
 ``generate(cfg)`` returns a :class:`Generated`: a list of Segment-spec event
 dicts in stream order plus, for every user that has at least one valid event,
-the profile fields the pipeline must end up with (``truth``), all computed
-*independently* of :mod:`operators.profile` from the generator's own integer
-bookkeeping. The same :class:`GenConfig` always yields the same output (every
+the profile fields the pipeline must end up with (``truth``), computed by
+:func:`expected_profiles` from the emitted valid events with this module's own
+straightforward code (nothing from ``operators/`` but the ISO time format). The same :class:`GenConfig` always yields the same output (every
 random choice comes from ``random.Random`` seeded with strings derived from
 ``cfg.seed``; Python's ``hash()`` is never used).
 
@@ -23,18 +23,37 @@ Stream properties:
   copies 1..``duplicate_max_positions`` positions after the original, never
   more than ``duplicate_max_lag_ms`` of stream time later (so they stay inside
   the pipeline's dedupe window). They do not count in the truth.
+* No ``Product Added``/``Product Removed`` in the last ``abandon_ms + cart_quiet_ms``
+  before ``end_ms`` (they become ``Product Viewed``): every abandonment deadline is at
+  or before ``end_ms - cart_quiet_ms``, so a live pipeline decides every cart as the
+  truth does once its stream clock reached ``Generated.clock_ms``, however long it runs on.
 * ``round(invalid_rate * n_valid)`` invalid events are spread through the
   stream, each with a unique ``messageId``; ``Generated.invalid`` lists the
   reason code :func:`operators.events.parse_event` must reject it with.
   They do not count in the truth.
 
-Truth semantics (per user id, all values strings as on the profile hash):
-``event_count`` valid unique events; ``purchase_count`` / ``revenue_total`` over
-``Order Completed`` (order value = ``revenue``, else ``total``, else the sum of
-price x quantity of its products, in exact cents); first/last seen and
-purchase times; ``email`` of the newest identify; the live cart = net
-``Product Added``/``Product Removed`` quantities after the newest order;
-email opens/clicks and the newest open time.
+Truth semantics (per user id, all values strings as on the profile hash; the rules of
+the README, with the settings ``GenConfig.session_gap_ms``, ``abandon_ms``,
+``interest_half_life_ms``):
+
+* ``event_count`` valid unique events; first/last seen; ``email`` of the newest identify;
+  email opens/clicks and the newest open time;
+* ``purchase_count`` / ``revenue_total`` / first and last purchase over ``Order Completed``
+  (order value = ``revenue``, else ``total``, else the sum of price x quantity of its
+  products, in exact cents) — the RFM inputs;
+* the live cart (``cart`` lines, ``cart_items``, ``cart_value``) = net ``Product Added`` /
+  ``Product Removed`` quantities after the newest order, at the newest add's price;
+  ``cart_abandoned`` = the cart holds items and ``abandon_ms`` passed after its last
+  change with no order, decided by the user's next event or at ``Generated.clock_ms``;
+  each abandonment is one ``Generated.abandonments`` entry (the change feed's trigger);
+* ``session_count``: clusters of the user's event times separated by more than
+  ``session_gap_ms``;
+* ``top_category`` / ``interests_at`` and ``Generated.interests``: per category the event
+  weights (page 0.5, view 1, cart 2, checkout 2, purchase 3, email click 1.5; an event of
+  several lines shares its weight over them) decayed with the half-life to the newest
+  weighted event, pruned below 0.05; the top is the highest score at 4 decimals, ties by
+  name. Not for bots (the pipeline's bot rule keeps part of their activity out);
+* ``rfm_r/f/m/segment``: :func:`rfm_scores` over every customer (empty for the others).
 """
 
 from __future__ import annotations
@@ -50,7 +69,6 @@ from typing import Any
 
 import orjson
 
-from operators.money import format_cents
 from operators.timeutil import iso
 
 __all__ = [
@@ -60,6 +78,10 @@ __all__ = [
     "BOT_KINDS",
     "INVALID_REASONS",
     "TRUTH_FIELDS",
+    "INTEREST_FIELDS",
+    "Expected",
+    "expected_profiles",
+    "rfm_scores",
     "generate",
     "generate_to_files",
     "write_jsonl",
@@ -83,12 +105,15 @@ INVALID_REASONS = (
 )
 #: Bot behaviours, assigned round-robin to ``bot0001``, ``bot0002``, ...
 BOT_KINDS = ("scraper", "link_scanner")
-#: The profile fields the truth holds for every user.
+#: The profile fields the truth holds (exactly, as strings) for every user.
 TRUTH_FIELDS = (
-    "event_count", "purchase_count", "revenue_total", "first_seen_at", "last_seen_at",
-    "first_purchase_at", "last_purchase_at", "email", "cart_items", "cart_value",
-    "email_opens", "email_clicks", "last_email_open_at",
+    "user_id", "event_count", "purchase_count", "revenue_total", "first_seen_at", "last_seen_at",
+    "first_purchase_at", "last_purchase_at", "email", "cart", "cart_items", "cart_value",
+    "cart_abandoned", "email_opens", "email_clicks", "last_email_open_at", "session_count",
+    "rfm_r", "rfm_f", "rfm_m", "rfm_segment",
 )  # fmt: skip
+#: Held too for every user but the bots (scores themselves: ``Generated.interests``).
+INTEREST_FIELDS = ("top_category", "interests_at")
 
 _DEFAULT_CATEGORIES = ("electronics", "books", "fashion", "home", "sports", "beauty", "toys", "garden")
 _MAX_CART_OPS = 150  # stay well below the operator's bound on remembered cart operations
@@ -156,6 +181,12 @@ class GenConfig:
     campaign_every_days: float = 3.0
     duplicate_max_positions: int = 500
     duplicate_max_lag_ms: int = 24 * HOUR_MS
+    #: the pipeline settings the truth assumes (defaults: the LIVEPROFILE_* defaults)
+    session_gap_ms: int = 30 * MINUTE_MS
+    abandon_ms: int = HOUR_MS
+    interest_half_life_ms: int = 30 * DAY_MS
+    #: no cart changes in the last ``abandon_ms + cart_quiet_ms`` before ``end_ms``
+    cart_quiet_ms: int = 15 * MINUTE_MS
 
     def __post_init__(self) -> None:
         problems = []
@@ -173,6 +204,8 @@ class GenConfig:
             problems.append("preference_share and checkout_rate must be in [0, 1]")
         if self.duplicate_max_positions < 1 or self.duplicate_max_lag_ms < 0:
             problems.append("duplicate_max_positions must be >= 1, duplicate_max_lag_ms >= 0")
+        if min(self.session_gap_ms, self.abandon_ms, self.interest_half_life_ms) <= 0 or self.cart_quiet_ms < 0:
+            problems.append("session_gap_ms, abandon_ms, interest_half_life_ms must be > 0, cart_quiet_ms >= 0")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -194,6 +227,14 @@ class Generated:
     bot_kinds: dict[str, str] = field(default_factory=dict)
     #: messageIds that were planted as duplicates (each appears exactly twice).
     duplicates: list[str] = field(default_factory=list)
+    #: per user but the bots: category -> decayed score (unrounded; compare with a tolerance)
+    interests: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: the ``Cart Abandoned`` triggers the change feed must carry, once each
+    abandonments: list[dict[str, Any]] = field(default_factory=list)
+    #: the stream clock cart states are decided at (the newest valid event time)
+    clock_ms: int | None = None
+    #: the earliest abandonment deadline after ``clock_ms`` (None: no cart changes later)
+    pending_deadline_ms: int | None = None
 
 
 # --------------------------------------------------------------------------- catalogue
@@ -242,63 +283,319 @@ class Catalogue:
 
 
 # --------------------------------------------------------------------------- truth
+#
+# The truth is folded from the emitted events themselves (not from the generator's
+# intentions, and with no code from ``operators/``), one user at a time in event-time
+# order, by the rules the README and the module contracts document. Only the settings
+# (windows, half-life) are shared with the pipeline, as plain numbers.
+
+#: Interest weight per event (README "Interest"; ``page`` is any page call).
+_INTEREST_WEIGHT = {
+    "Product Viewed": 1.0, "Product Clicked": 1.0, "Product Added": 2.0,
+    "Product Added to Wishlist": 2.0, "Checkout Started": 2.0, "Order Completed": 3.0,
+    "Email Link Clicked": 1.5,
+}  # fmt: skip
+_PAGE_WEIGHT = 0.5
+_INTEREST_PRUNE = 0.05
+_INTEREST_MAX = 16
+#: Standard RFM grid: segment by R (rows 5..1) and FM = ceil((F + M) / 2) (columns 1..5).
+_RFM_GRID = {
+    5: ("new_customer", "potential_loyalist", "potential_loyalist", "champions", "champions"),
+    4: ("promising", "potential_loyalist", "potential_loyalist", "loyal", "loyal"),
+    3: ("about_to_sleep", "about_to_sleep", "need_attention", "loyal", "loyal"),
+    2: ("hibernating", "hibernating", "at_risk", "at_risk", "cant_lose"),
+    1: ("lost", "hibernating", "at_risk", "at_risk", "cant_lose"),
+}
 
 
-@dataclass(slots=True)
-class _Truth:
-    """Expected profile of one user, folded from events emitted in time order."""
+@dataclass
+class Expected:
+    """What a pipeline must make of a list of valid, unique events.
 
-    count: int = 0
-    first: int | None = None
-    last: int | None = None
-    purchases: int = 0
-    revenue: int = 0
-    first_purchase: int | None = None
-    last_purchase: int | None = None
-    email: str = ""
-    cart: dict[str, list[int]] = field(default_factory=dict)  # pid -> [net qty, unit cents]
-    opens: int = 0
-    clicks: int = 0
-    last_open: int | None = None
+    ``truth``: per user, the exact profile hash fields (strings). ``interests``: per user
+    (not for ``no_interest`` users) category -> decayed score, unrounded: compare with a
+    tolerance. ``abandonments``: the ``Cart Abandoned`` triggers sorted by (``ts``,
+    ``user_id``): ``ts`` is the deadline, with ``cart_value`` and ``products`` (the cart
+    lines as of then). ``clock_ms``: the stream clock the cart states are decided at
+    (``None`` without events); ``pending_deadline_ms``: the earliest
+    abandonment deadline still ahead of it (``None``: no cart would change later).
+    """
 
-    def seen(self, ts: int) -> None:
-        self.count += 1
-        if self.first is None:
-            self.first = ts
-        self.last = ts
+    truth: dict[str, dict[str, str]]
+    interests: dict[str, dict[str, float]]
+    abandonments: list[dict[str, Any]]
+    clock_ms: int | None
+    pending_deadline_ms: int | None
 
-    def order(self, ts: int, cents: int) -> None:
+
+def _event_ms(value: str) -> int:
+    """Epoch ms of an ISO 8601 timestamp (``Z`` or an offset)."""
+    from datetime import UTC, datetime
+
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _money_cents(value: Any) -> int:
+    """Integer cents of a money value: its decimal text, rounded half-even once."""
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    return int((Decimal(repr(value) if isinstance(value, float) else str(value)) * 100).quantize(Decimal(1), ROUND_HALF_EVEN))
+
+
+def _cents_text(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def _category(value: Any) -> str:
+    """Top level of a category path, lowercased, single-spaced."""
+    if not isinstance(value, str):
+        return ""
+    for sep in (">", "/", "|"):
+        value = value.split(sep)[0]
+    return " ".join(value.split()).lower()[:64]
+
+
+def _lines_of(props: dict[str, Any]) -> list[dict[str, Any]]:
+    """The product lines of a track call: ``products``, or the properties as one product."""
+    if isinstance(props.get("products"), list):
+        return props["products"]
+    if "product_id" in props or "sku" in props or "price" in props:
+        return [props]
+    return []
+
+
+class _Fold:
+    """One user's expected profile, folded from their events in event-time order."""
+
+    def __init__(self, uid: str, abandon_ms: int, half_life_ms: int, interest: bool) -> None:
+        self.uid = uid
+        self.abandon_ms = abandon_ms
+        self.half_life_ms = half_life_ms
+        self.interest = interest
+        self.times: list[int] = []
+        self.purchases = 0
+        self.revenue = 0
+        self.purchase_times: list[int] = []
+        self.email = ""
+        self.opens = 0
+        self.clicks = 0
+        self.open_times: list[int] = []
+        self.last_order: int | None = None
+        self.cart: dict[str, list[Any]] = {}  # pid -> [net quantity, newest add's cents, name, category]
+        self.cart_changed: int | None = None  # newest add/remove after the newest order
+        self.abandoned = False
+        self.episodes: list[dict[str, Any]] = []
+        self.scores: dict[str, float] = {}  # decayed to scores_at
+        self.scores_at: int | None = None
+
+    # -- cart
+    def live_lines(self) -> list[dict[str, Any]]:
+        return [{"product_id": pid, "name": name, "category": cat, "price": _cents_text(cents), "quantity": q}
+                for pid, (q, cents, name, cat) in sorted(self.cart.items()) if q > 0]  # fmt: skip
+
+    def deadline(self) -> int | None:
+        """When the live cart counts as abandoned (None: nothing to abandon, or already)."""
+        if self.abandoned or self.cart_changed is None or not self.live_lines():
+            return None
+        return self.cart_changed + self.abandon_ms
+
+    def check_abandoned(self, clock: int) -> None:
+        d = self.deadline()
+        if d is not None and clock >= d:
+            lines = self.live_lines()
+            value = sum(_money_cents(x["price"]) * x["quantity"] for x in lines)
+            self.episodes.append({"user_id": self.uid, "ts": iso(d), "cart_value": _cents_text(value), "products": lines})
+            self.abandoned = True
+
+    def cart_op(self, ts: int, sign: int, props: dict[str, Any]) -> None:
+        if self.last_order is not None and ts <= self.last_order:
+            return  # before the newest order: that order took it
+        for p in _lines_of(props):
+            pid = str(p.get("product_id", p.get("sku", p.get("id", ""))))
+            entry = self.cart.setdefault(pid, [0, 0, "", ""])
+            q = int(p.get("quantity", 1))
+            entry[0] += sign * q
+            if sign > 0:
+                entry[1] = _money_cents(p.get("price", 0))
+            if p.get("name") or p.get("category"):
+                entry[2] = p.get("name") if isinstance(p.get("name"), str) else ""
+                entry[3] = _category(p.get("category"))
+        self.cart_changed = ts
+        self.abandoned = False
+
+    def order(self, ts: int, props: dict[str, Any]) -> None:
+        if "revenue" in props:
+            cents = _money_cents(props["revenue"])
+        elif "total" in props:
+            cents = _money_cents(props["total"])
+        else:
+            cents = sum(_money_cents(p.get("price", 0)) * int(p.get("quantity", 1)) for p in _lines_of(props))
         self.purchases += 1
         self.revenue += cents
-        if self.first_purchase is None:
-            self.first_purchase = ts
-        self.last_purchase = ts
+        self.purchase_times.append(ts)
+        self.last_order = ts
         self.cart.clear()
+        self.cart_changed = None
+        self.abandoned = False
 
-    def cart_op(self, pid: str, dq: int, cents: int) -> None:
-        entry = self.cart.setdefault(pid, [0, cents])
-        entry[0] += dq
-        if dq > 0:
-            entry[1] = cents
+    # -- interest
+    def add_interest(self, ts: int, category: str, weight: float) -> None:
+        if not category or weight <= 0:
+            return
+        if self.scores_at is None:
+            self.scores_at = ts
+        if ts > self.scores_at:  # decay everything to the newer time, drop what fell below the bound
+            factor = 0.5 ** ((ts - self.scores_at) / self.half_life_ms)
+            self.scores = {c: v * factor for c, v in self.scores.items() if v * factor >= _INTEREST_PRUNE}
+            self.scores_at = ts
+        else:
+            weight *= 0.5 ** ((self.scores_at - ts) / self.half_life_ms)
+        self.scores[category] = self.scores.get(category, 0.0) + weight
+        if len(self.scores) > _INTEREST_MAX:
+            self.scores = dict(sorted(self.scores.items(), key=lambda kv: (-kv[1], kv[0]))[:_INTEREST_MAX])
 
-    def fields(self) -> dict[str, str]:
-        """The profile hash fields, as strings."""
-        live = [(q, c) for q, c in self.cart.values() if q > 0]
-        return {
-            "event_count": str(self.count),
+    def interest_of(self, ev: dict[str, Any], ts: int) -> None:
+        props = ev.get("properties") or {}
+        if ev["type"] == "page":
+            weight = _PAGE_WEIGHT
+        elif ev["type"] == "track":
+            weight = _INTEREST_WEIGHT.get(ev.get("event", ""), 0.0)
+        else:
+            return
+        lines = _lines_of(props)
+        category = _category(props.get("category")) or (_category(lines[0].get("category")) if lines else "")
+        if len(lines) > 1:  # an order or cart of several lines: the weight is shared by line
+            for p in lines:
+                self.add_interest(ts, _category(p.get("category")) or category, weight / len(lines))
+        else:
+            self.add_interest(ts, category, weight)
+
+    # -- all
+    def apply(self, ts: int, ev: dict[str, Any]) -> None:
+        self.check_abandoned(ts)  # the user's next event decides an idle cart
+        self.times.append(ts)
+        if ev["type"] == "identify" and isinstance((ev.get("traits") or {}).get("email"), str):
+            self.email = ev["traits"]["email"].strip()
+        if self.interest:
+            self.interest_of(ev, ts)
+        if ev["type"] != "track":
+            return
+        name, props = ev.get("event"), ev.get("properties") or {}
+        if name == "Order Completed":
+            self.order(ts, props)
+        elif name in ("Product Added", "Product Removed"):
+            self.cart_op(ts, 1 if name == "Product Added" else -1, props)
+        elif name == "Email Opened":
+            self.opens += 1
+            self.open_times.append(ts)
+        elif name == "Email Link Clicked":
+            self.clicks += 1
+
+    def sessions(self, gap_ms: int) -> int:
+        t = sorted(self.times)
+        return 1 + sum(1 for a, b in zip(t, t[1:], strict=False) if b - a > gap_ms) if t else 0
+
+    def fields(self, gap_ms: int) -> dict[str, str]:
+        lines = self.live_lines()
+        cart_value = sum(_money_cents(x["price"]) * x["quantity"] for x in lines)
+        out = {
+            "user_id": self.uid,
+            "event_count": str(len(self.times)),
+            "first_seen_at": iso(min(self.times)),
+            "last_seen_at": iso(max(self.times)),
             "purchase_count": str(self.purchases),
-            "revenue_total": format_cents(self.revenue),
-            "first_seen_at": _iso_or_empty(self.first),
-            "last_seen_at": _iso_or_empty(self.last),
-            "first_purchase_at": _iso_or_empty(self.first_purchase),
-            "last_purchase_at": _iso_or_empty(self.last_purchase),
+            "revenue_total": _cents_text(self.revenue),
+            "first_purchase_at": iso(min(self.purchase_times)) if self.purchase_times else "",
+            "last_purchase_at": iso(max(self.purchase_times)) if self.purchase_times else "",
             "email": self.email,
-            "cart_items": str(sum(q for q, _ in live)),
-            "cart_value": format_cents(sum(q * c for q, c in live)),
+            "cart": orjson.dumps(lines).decode() if lines else "[]",
+            "cart_items": str(sum(x["quantity"] for x in lines)),
+            "cart_value": _cents_text(cart_value),
+            "cart_abandoned": "1" if self.abandoned and lines else "0",
             "email_opens": str(self.opens),
             "email_clicks": str(self.clicks),
-            "last_email_open_at": _iso_or_empty(self.last_open),
+            "last_email_open_at": iso(max(self.open_times)) if self.open_times else "",
+            "session_count": str(self.sessions(gap_ms)),
         }
+        if self.interest:
+            ranked = sorted(((c, round(v, 4)) for c, v in self.scores.items() if round(v, 4) > 0), key=lambda kv: (-kv[1], kv[0]))
+            out["top_category"] = ranked[0][0] if ranked else ""
+            out["interests_at"] = iso(self.scores_at) if ranked and self.scores_at is not None else ""
+        return out
+
+
+def rfm_scores(customers: dict[str, tuple[int, int, int]]) -> dict[str, dict[str, str]]:
+    """R, F, M (1-5) and segment of every customer from (last purchase ms, orders, revenue cents).
+
+    The documented lower-quantile rule over the whole population: a customer scores
+    ``1 + min(4, floor(5 * below / n))`` where ``below`` counts the customers in a strictly
+    lower bin — bins are the last purchase's UTC day, the order count, and revenue in 2 %
+    log bins (``round(ln(1 + cents) / ln 1.02)``, as pinned by ``operators.rfm``'s doctest).
+    """
+    import bisect as _bisect
+
+    n = len(customers)
+    if not n:
+        return {}
+    bins = {u: (last // DAY_MS, orders, round(math.log1p(cents) / math.log(1.02))) for u, (last, orders, cents) in customers.items()}
+    columns = [sorted(b[k] for b in bins.values()) for k in range(3)]
+    out = {}
+    for u, b in bins.items():
+        r, f, m = (1 + min(4, 5 * _bisect.bisect_left(columns[k], b[k]) // n) for k in range(3))
+        fm = (f + m + 1) // 2
+        out[u] = {"rfm_r": str(r), "rfm_f": str(f), "rfm_m": str(m), "rfm_segment": _RFM_GRID[r][fm - 1]}
+    return out
+
+
+def expected_profiles(
+    events: Iterable[dict[str, Any]],
+    *,
+    session_gap_ms: int = 30 * MINUTE_MS,
+    abandon_ms: int = HOUR_MS,
+    half_life_ms: int = 30 * DAY_MS,
+    no_interest: Iterable[str] = (),
+    clock_ms: int | None = None,
+) -> Expected:
+    """The profiles a pipeline must build from ``events``: valid, de-duplicated Segment
+    events keyed by ``userId`` (no anonymous ids, no ``sentAt``), in any order.
+
+    Cart states are decided at ``clock_ms`` (default: the newest event time, which is
+    what a finite replay's end-of-input timers use). ``no_interest`` users get no
+    interest fields (bots: the bot rule keeps part of their activity out of interest).
+    """
+    no_int = set(no_interest)
+    timed = sorted(((_event_ms(ev["timestamp"]), i, ev) for i, ev in enumerate(events)), key=itemgetter(0, 1))
+    folds: dict[str, _Fold] = {}
+    for ts, _, ev in timed:
+        uid = ev["userId"]
+        f = folds.get(uid)
+        if f is None:
+            f = folds[uid] = _Fold(uid, abandon_ms, half_life_ms, uid not in no_int)
+        f.apply(ts, ev)
+    clock = clock_ms if clock_ms is not None else (timed[-1][0] if timed else None)
+    pending = []
+    for f in folds.values():
+        if clock is not None:
+            f.check_abandoned(clock)
+        d = f.deadline()
+        if d is not None:
+            pending.append(d)
+    truth = {u: f.fields(session_gap_ms) for u, f in folds.items()}
+    customers = {u: (max(f.purchase_times), f.purchases, f.revenue) for u, f in folds.items() if f.purchases}
+    scores = rfm_scores(customers)
+    for u, t in truth.items():
+        t.update(scores.get(u, {"rfm_r": "", "rfm_f": "", "rfm_m": "", "rfm_segment": ""}))
+    return Expected(
+        truth=truth,
+        interests={u: {c: v for c, v in f.scores.items() if round(v, 4) > 0} for u, f in folds.items() if f.interest},
+        abandonments=sorted((a for f in folds.values() for a in f.episodes), key=itemgetter("ts", "user_id")),
+        clock_ms=clock,
+        pending_deadline_ms=min(pending) if pending else None,
+    )
 
 
 def _uuid4(rng: random.Random) -> str:
@@ -310,10 +607,6 @@ def _uuid4(rng: random.Random) -> str:
 
 _UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
 _UUID_SET = (0x8000 << 48) | (0x4000 << 64)
-
-
-def _iso_or_empty(ms: int | None) -> str:
-    return "" if ms is None else iso(ms)
 
 
 # --------------------------------------------------------------------------- one user
@@ -331,7 +624,8 @@ class _Campaign:
 
 
 class _User:
-    """Emits one user's events in strictly increasing time and folds the truth alongside."""
+    """Emits one user's events in strictly increasing time (the truth is computed afterwards
+    from the emitted events, see :func:`expected_profiles`)."""
 
     def __init__(self, uid: str, cfg: GenConfig, cat: Catalogue, ua: str | None = None) -> None:
         self.uid = uid
@@ -341,12 +635,12 @@ class _User:
         self.end = cfg.end_ms
         self.last = cfg.start_ms - 1
         self.out: list[tuple[int, dict[str, Any]]] = []
-        self.truth = _Truth()
         self.ua = ua or self.rng.choice(_UAS)
         self.ip = self._ip()
         self.page: dict[str, str] | None = None
         self.cart: dict[str, int] = {}
         self.cart_ops = 0
+        self.freeze_from = cfg.end_ms - cfg.abandon_ms - cfg.cart_quiet_ms
 
     # -- primitives
 
@@ -376,7 +670,6 @@ class _User:
         }
         ev.update(extra)
         self.out.append((ts, ev))
-        self.truth.seen(ts)
         return ts
 
     def track(self, at: int, name: str, props: dict[str, Any], ua: str | None = None) -> int:
@@ -393,9 +686,7 @@ class _User:
 
     def identify(self, at: int, email: str, first_name: str) -> int:
         """Emit an identify call carrying ``email``."""
-        ts = self._emit(at, "identify", {"traits": {"email": email, "first_name": first_name}})
-        self.truth.email = email
-        return ts
+        return self._emit(at, "identify", {"traits": {"email": email, "first_name": first_name}})
 
     def gap(self, median_ms: int = 20 * SECOND_MS) -> int:
         """A think time between two events of a session (log-normal, 1 s .. 5 min)."""
@@ -409,21 +700,24 @@ class _User:
                                                    "email_subject": camp.subject}, ua=_ESP_UA)  # fmt: skip
 
     def email_opened(self, at: int, camp: _Campaign, email_id: str) -> int:
-        ts = self.track(at, "Email Opened", {"campaign_id": camp.campaign_id, "email_id": email_id}, ua=self.ua)
-        self.truth.opens += 1
-        self.truth.last_open = ts
-        return ts
+        return self.track(at, "Email Opened", {"campaign_id": camp.campaign_id, "email_id": email_id}, ua=self.ua)
 
     def email_clicked(self, at: int, camp: _Campaign, email_id: str, url: str) -> int:
         props = {"campaign_id": camp.campaign_id, "email_id": email_id, "link_url": url}
-        ts = self.track(at, "Email Link Clicked", props, ua=self.ua)
-        self.truth.clicks += 1
-        return ts
+        return self.track(at, "Email Link Clicked", props, ua=self.ua)
 
     # -- commerce
 
     def product_event(self, at: int, name: str, pid: str, qty: int) -> int:
-        """Product Viewed/Added/Removed; Added/Removed update the cart and the truth."""
+        """Product Viewed/Added/Removed; Added/Removed update the generator's own cart.
+
+        Cart changes are frozen in the last ``abandon_ms + cart_quiet_ms`` before ``end_ms``
+        (an add or removal there becomes a view): no abandonment deadline then falls after
+        ``end_ms - cart_quiet_ms``, so a live pipeline whose stream clock runs on past the end
+        of the stream decides every cart as the truth does.
+        """
+        if name in ("Product Added", "Product Removed") and max(at, self.last + 1) > self.freeze_from:
+            name, qty = "Product Viewed", 1
         self.page = {"path": f"/p/{pid}", "url": f"{_SITE}/p/{pid}", "title": self.catalogue.props[pid]["name"]}
         ts = self.track(at, name, self.catalogue.line(pid, qty))
         if name in ("Product Added", "Product Removed"):
@@ -432,7 +726,6 @@ class _User:
             if self.cart[pid] <= 0:
                 del self.cart[pid]
             self.cart_ops += 1
-            self.truth.cart_op(pid, dq, self.catalogue.cents[pid])
         return ts
 
     def cart_lines(self) -> list[dict[str, Any]]:
@@ -460,7 +753,6 @@ class _User:
         elif mode < 2 / 3:
             props["total"] = cents / 100
         ts = self.track(t, "Order Completed", props)
-        self.truth.order(ts, cents)
         self.cart.clear()
         self.cart_ops = 0
         return ts
@@ -787,14 +1079,22 @@ def generate(cfg: GenConfig) -> Generated:
     valid.sort(key=itemgetter(0))  # stable: ties keep (user, sequence) order
     asm = _Assembler(cfg, valid, [u.uid for u in everyone if u.out])
     asm.run()
+    exp = expected_profiles(
+        (ev for _, _, _, ev in valid), session_gap_ms=cfg.session_gap_ms, abandon_ms=cfg.abandon_ms,
+        half_life_ms=cfg.interest_half_life_ms, no_interest=[b.uid for b in bots],
+    )  # fmt: skip
     return Generated(
         events=asm.out,
-        truth={u.uid: u.truth.fields() for u in everyone if u.truth.count},
+        truth={u.uid: exp.truth[u.uid] for u in everyone if u.uid in exp.truth},
         invalid=asm.invalid,
         bots=[b.uid for b in bots],
-        preferences={u.uid: u.preferred for u in users if isinstance(u, _Shopper) and u.truth.count},
+        preferences={u.uid: u.preferred for u in users if isinstance(u, _Shopper) and u.out},
         bot_kinds={b.uid: b.kind for b in bots},
         duplicates=asm.duplicates,
+        interests=exp.interests,
+        abandonments=exp.abandonments,
+        clock_ms=exp.clock_ms,
+        pending_deadline_ms=exp.pending_deadline_ms,
     )
 
 
@@ -821,7 +1121,7 @@ def generate_to_files(cfg: GenConfig, events_path: str | Path, truth_path: str |
     """Generate, write the events as JSONL and (optionally) the truth as JSON.
 
     The truth file holds ``truth``, ``invalid``, ``bots``, ``bot_kinds``,
-    ``preferences`` and ``duplicates``.
+    ``preferences``, ``duplicates``, ``interests``, ``abandonments`` and ``clock_ms``.
     """
     gen = generate(cfg)
     write_jsonl(events_path, gen.events)
@@ -833,6 +1133,9 @@ def generate_to_files(cfg: GenConfig, events_path: str | Path, truth_path: str |
             "bot_kinds": gen.bot_kinds,
             "preferences": gen.preferences,
             "duplicates": gen.duplicates,
+            "interests": gen.interests,
+            "abandonments": gen.abandonments,
+            "clock_ms": gen.clock_ms,
         }
         Path(truth_path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     return gen

@@ -3,27 +3,38 @@ cross-check that the real operators reproduce the generator's independent truth.
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
+from liveprofile import generate as generate_mod
 from liveprofile.generate import (
     BOT_KINDS,
+    INTEREST_FIELDS,
     INVALID_REASONS,
     TRUTH_FIELDS,
     GenConfig,
     Generated,
+    expected_profiles,
     generate,
     generate_to_files,
     read_jsonl,
+    rfm_scores,
 )
+from liveprofile.settings import Settings
+from operators.behaviour import SessionConfig
 from operators.dedupe import DedupeConfig
 from operators.events import REASONS, Limits, Rejected, parse_event
-from operators.profile import ProfileState, to_fields
-from operators.timeutil import parse_ts
+from operators.interest import InterestConfig
+from operators.rfm import Population, RfmValues, segment
+from operators.timeutil import iso, parse_ts
+from operators.user import ProfileUpdate, UserConfig, UserState, on_timer, step
 
 END_MS = 1_714_564_800_000  # 2024-05-01T12:00:00Z
 CFG = GenConfig(users=300, seed=7, end_ms=END_MS, duplicate_rate=0.05, invalid_rate=0.03, bots=4)
@@ -48,19 +59,46 @@ def _first_occurrences(gen: Generated) -> list[dict[str, Any]]:
     return out
 
 
-def _replay(gen: Generated, end_ms: int) -> tuple[dict[str, ProfileState], list[str], int]:
-    """Feed the stream through parse_event + ProfileState.apply.
+@dataclass
+class _Replayed:
+    """What the real operators made of a generated stream."""
 
-    Returns the states, a list of problems with rejections, and the number of
-    events the profiles refused as duplicates.
-    """
-    limits, dedupe = Limits(timestamp_min_ms=0), DedupeConfig()
+    fields: dict[str, dict[str, str]]
+    interests: dict[str, dict[str, float]]
+    triggers: list[dict[str, Any]]
+    rfm: dict[str, dict[str, str]]
+    problems: list[str]
+    refused: int
+
+
+def _user_config(cfg: GenConfig) -> UserConfig:
+    return UserConfig(
+        dedupe=DedupeConfig(), interest=InterestConfig(half_life_ms=cfg.interest_half_life_ms),
+        session=SessionConfig(gap_ms=cfg.session_gap_ms), abandon_ms=cfg.abandon_ms,
+    )  # fmt: skip
+
+
+def _replay(gen: Generated, cfg: GenConfig) -> _Replayed:
+    """Feed the stream through parse_event and the real per-user step, as the dataflow does
+    (each user's next event is its clock), then the end-of-input timers at the truth's clock,
+    then the RFM population's edges over every customer."""
+    limits, ucfg = Limits(timestamp_min_ms=0), _user_config(cfg)
     expected_reason = {d["messageId"]: d["reason"] for d in gen.invalid}
-    states: dict[str, ProfileState] = {}
+    states: dict[str, UserState | None] = {}
+    fields: dict[str, dict[str, str]] = {}
+    triggers: list[dict[str, Any]] = []
     problems: list[str] = []
     refused = 0
+
+    def collect(uid: str, outs: list[Any]) -> None:
+        for o in outs:
+            if isinstance(o, ProfileUpdate):
+                fields[uid] = o.fields
+                if o.event is not None:
+                    triggers.append({"user_id": uid, "ts": o.event["ts"], **o.event["properties"]})
+
     for raw in gen.events:
-        ev = parse_event(raw, limits, received_at=end_ms + 1000)
+        ev = parse_event(raw, limits, received_at=cfg.end_ms + 1000)
         mid = raw.get("messageId")
         if isinstance(ev, Rejected):
             if expected_reason.get(mid) != ev.reason:
@@ -69,24 +107,56 @@ def _replay(gen: Generated, end_ms: int) -> tuple[dict[str, ProfileState], list[
         if mid in expected_reason:
             problems.append(f"{mid}: accepted, expected rejection {expected_reason[mid]}")
             continue
-        st = states.setdefault(ev.uid, ProfileState(ev.uid))
-        if not st.apply(ev, dedupe):
-            refused += 1
-    return states, problems, refused
+        st, outs, dups = step(ucfg, states.get(ev.uid), ev.uid, [ev], ev.ts)
+        states[ev.uid] = st
+        refused += dups
+        collect(ev.uid, outs)
+    assert gen.clock_ms is not None or not states
+    for uid, st in states.items():
+        assert st is not None
+        collect(uid, on_timer(ucfg, st, gen.clock_ms))  # type: ignore[arg-type]
+    pop = Population()
+    values = {uid: RfmValues(st.profile.last_purchase, st.profile.purchase_count, st.profile.revenue_cents)
+              for uid, st in states.items() if st is not None and st.profile.purchase_count}  # fmt: skip
+    for v in values.values():
+        pop.apply(None, v)
+    edges = pop.edges()
+    rfm = {}
+    for uid in states:
+        if uid in values:
+            r, f, m = edges.score(values[uid])
+            rfm[uid] = {"rfm_r": str(r), "rfm_f": str(f), "rfm_m": str(m), "rfm_segment": segment(r, f, m)}
+        else:
+            rfm[uid] = {"rfm_r": "", "rfm_f": "", "rfm_m": "", "rfm_segment": ""}
+    interests = {uid: orjson.loads(f["interests"]) for uid, f in fields.items()}
+    return _Replayed(fields, interests, triggers, rfm, problems, refused)
 
 
-def _assert_truth_reproduced(gen: Generated, end_ms: int) -> None:
-    states, problems, refused = _replay(gen, end_ms)
-    assert problems == []
-    assert refused == len(gen.duplicates)
-    assert set(states) == set(gen.truth)
+_RFM = ("rfm_r", "rfm_f", "rfm_m", "rfm_segment")
+
+
+def _assert_truth_reproduced(gen: Generated, cfg: GenConfig) -> None:
+    rep = _replay(gen, cfg)
+    assert rep.problems == []
+    assert rep.refused == len(gen.duplicates)
+    assert set(rep.fields) == set(gen.truth)
     mismatches = [
-        (uid, f, got, want)
+        (uid, f, got.get(f), want)
         for uid, truth in gen.truth.items()
-        for f, got, want in ((f, to_fields(states[uid])[f], truth[f]) for f in TRUTH_FIELDS)
-        if got != want
+        for got in ({**rep.fields[uid], **rep.rfm[uid]},)
+        for f, want in truth.items()
+        if got.get(f) != want
     ]
     assert mismatches[:10] == []
+    for uid, truth in gen.truth.items():  # every documented field is in the truth
+        want_fields = set(TRUTH_FIELDS) | (set() if uid in gen.bots else set(INTEREST_FIELDS))
+        assert set(truth) == want_fields, uid
+    assert set(gen.interests) == set(gen.truth) - set(gen.bots)
+    for uid, want in gen.interests.items():
+        got = rep.interests[uid]
+        assert set(got) == set(want), (uid, got, want)
+        assert all(abs(got[c] - want[c]) <= 1e-4 for c in want), (uid, got, want)
+    assert sorted(rep.triggers, key=lambda t: (t["ts"], t["user_id"])) == gen.abandonments
 
 
 # --------------------------------------------------------------------------- determinism & config
@@ -251,8 +321,13 @@ def test_bots(gen: Generated) -> None:
 
 
 def test_operators_reproduce_truth(gen: Generated) -> None:
-    """parse_event + ProfileState reproduce every truth field; invalid events get their reason."""
-    _assert_truth_reproduced(gen, END_MS)
+    """parse_event + the per-user step reproduce every truth field (cart and abandonment,
+    sessions, interests, top category), the RFM population's edges every customer's scores,
+    and the end-of-input timers exactly the truth's ``Cart Abandoned`` triggers; invalid
+    events get their reason."""
+    assert len(gen.abandonments) > 20 and any(t["cart_abandoned"] == "1" for t in gen.truth.values())
+    assert len({t["rfm_segment"] for t in gen.truth.values()}) >= 6
+    _assert_truth_reproduced(gen, CFG)
 
 
 @pytest.mark.parametrize(
@@ -267,7 +342,7 @@ def test_operators_reproduce_truth(gen: Generated) -> None:
     ids=["heavy-noise", "short-span", "bots-only", "never-buy", "always-buy"],
 )
 def test_operators_reproduce_truth_edge_configs(cfg: GenConfig) -> None:
-    _assert_truth_reproduced(generate(cfg), cfg.end_ms)
+    _assert_truth_reproduced(generate(cfg), cfg)
 
 
 def test_truth_mentions_purchases_and_email(gen: Generated) -> None:
@@ -290,3 +365,147 @@ def test_generate_to_files(tmp_path: Any) -> None:
     doc = orjson.loads((tmp_path / "truth.json").read_bytes())
     assert {"truth", "invalid", "bots", "bot_kinds", "preferences"} <= doc.keys()
     assert doc["truth"] == g.truth and doc["bot_kinds"] == g.bot_kinds
+
+
+# --------------------------------------------------------------------------- the truth's own rules
+
+MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+
+
+_IDS = itertools.count()
+
+
+def _ev(uid: str, ms: int, event: str | None = None, /, **props: Any) -> dict[str, Any]:
+    """A hand-made valid event: a track call ``event`` or, without one, a page call."""
+    base: dict[str, Any] = {"userId": uid, "messageId": f"m{next(_IDS)}", "timestamp": iso(ms)}
+    if event is None:
+        return {**base, "type": "page", "name": "Category", "properties": props}
+    return {**base, "type": "track", "event": event, "properties": props}
+
+
+def _line(pid: str, cat: str, price: float, qty: int = 1) -> dict[str, Any]:
+    return {"product_id": pid, "name": pid.upper(), "category": cat, "price": price, "quantity": qty}
+
+
+def test_truth_sessions_split_only_past_the_gap() -> None:
+    """Two events exactly one gap apart share a session; one millisecond more splits it."""
+    t = END_MS - DAY
+    evs = [_ev("s", t), _ev("s", t + 30 * MIN), _ev("s", t + 60 * MIN + 1), _ev("s", t + 3 * HOUR)]
+    assert expected_profiles(evs).truth["s"]["session_count"] == "3"
+    assert expected_profiles(evs, session_gap_ms=4 * HOUR).truth["s"]["session_count"] == "1"
+    assert expected_profiles(list(reversed(evs))).truth["s"]["session_count"] == "3"
+
+
+def test_truth_cart_abandonment_rules() -> None:
+    """Abandoned once the window passes after the last cart change with no order; an order or
+    another cart change before the deadline prevents or postpones it; other activity does not;
+    a cart netting to nothing is never abandoned; the clock decides idle carts."""
+    t = END_MS - DAY
+    a = _line("pa", "Toys", 10.5, 2)
+    evs = [
+        _ev("idle", t, "Product Added", **a), _ev("idle", t + 59 * MIN),  # a page view does not postpone
+        _ev("ordered", t, "Product Added", **a), _ev("ordered", t + 59 * MIN, "Order Completed", products=[a]),
+        _ev("readded", t, "Product Added", **a), _ev("readded", t + 50 * MIN, "Product Added", **_line("pb", "Books", 3)),
+        _ev("emptied", t, "Product Added", **a), _ev("emptied", t + MIN, "Product Removed", **a),
+        _ev("twice", t, "Product Added", **a), _ev("twice", t + HOUR),  # the next event at the deadline decides
+        _ev("twice", t + HOUR + 1, "Product Added", **a),
+        _ev("fresh", t + 3 * HOUR - 1, "Product Added", **a),
+    ]
+    clock = t + 3 * HOUR
+    exp = expected_profiles(evs, clock_ms=clock)
+    by_user = Counter(x["user_id"] for x in exp.abandonments)
+    assert by_user == {"idle": 1, "readded": 1, "twice": 2}
+    first = next(x for x in exp.abandonments if x["user_id"] == "idle")
+    assert first == {"user_id": "idle", "ts": iso(t + HOUR), "cart_value": "21.00",
+                     "products": [{"product_id": "pa", "name": "PA", "category": "toys", "price": "10.50", "quantity": 2}]}  # fmt: skip
+    assert [x["ts"] for x in exp.abandonments if x["user_id"] == "readded"] == [iso(t + 110 * MIN)]
+    assert [x["ts"] for x in exp.abandonments if x["user_id"] == "twice"] == [iso(t + HOUR), iso(t + 2 * HOUR + 1)]
+    flags = {u: (f["cart_abandoned"], f["cart_items"]) for u, f in exp.truth.items()}
+    assert flags == {"idle": ("1", "2"), "ordered": ("0", "0"), "readded": ("1", "3"), "emptied": ("0", "0"),
+                     "twice": ("1", "4"), "fresh": ("0", "2")}  # fmt: skip
+    assert exp.pending_deadline_ms == t + 4 * HOUR - 1
+    assert expected_profiles(evs).clock_ms == t + 3 * HOUR - 1  # default: the newest event time
+    # a clock short of the deadlines fires nothing: only the event at the deadline decided
+    early = expected_profiles(evs, clock_ms=t + HOUR - 1)
+    assert [(x["user_id"], x["ts"]) for x in early.abandonments] == [("twice", iso(t + HOUR))]
+    assert early.truth["idle"]["cart_abandoned"] == "0"
+
+
+def test_truth_interest_decays_shares_prunes_and_breaks_ties_by_name() -> None:
+    """Weights decay by half per half-life to the newest weighted event; several lines share
+    an event's weight; scores below 0.05 are dropped; equal scores rank by name."""
+    t = END_MS - 200 * DAY
+    evs = [
+        _ev("d", t, "Product Viewed", **_line("p1", "Garden", 5)),  # 1.0, one half-life old: 0.5
+        _ev("d", t + 30 * DAY, category="Books/Fiction"),  # page 0.5
+        _ev("d", t + 30 * DAY, "Search", query="x"),  # no weight
+        _ev("o", t, "Order Completed", products=[_line("p1", "Toys", 5), _line("p2", "Home", 7)]),  # 1.5 each
+        _ev("p", t, "Product Added", **_line("p1", "Toys", 5)),  # 2.0, five half-lives later 0.0625
+        _ev("p", t + 120 * DAY, category="books"),
+        _ev("q", t, "Product Viewed", **_line("p1", "Toys", 5)),  # 1.0, five half-lives later: pruned
+        _ev("q", t + 150 * DAY, category="books"),
+    ]
+    exp = expected_profiles(evs)
+    assert exp.interests["d"] == pytest.approx({"garden": 0.5, "books": 0.5})
+    assert (exp.truth["d"]["top_category"], exp.truth["d"]["interests_at"]) == ("books", iso(t + 30 * DAY))
+    assert exp.interests["o"] == pytest.approx({"toys": 1.5, "home": 1.5}) and exp.truth["o"]["top_category"] == "home"
+    assert exp.interests["p"] == pytest.approx({"toys": 0.125, "books": 0.5})
+    assert exp.interests["q"] == pytest.approx({"books": 0.5})
+    bots = expected_profiles(evs, no_interest=["d"])
+    assert "d" not in bots.interests and "top_category" not in bots.truth["d"]
+
+
+def test_rfm_scores_lower_quantiles_and_grid() -> None:
+    """Five customers strictly ordered in every dimension score 1..5; ties share the lower score."""
+    c = {f"c{i}": (END_MS - (5 - i) * DAY, i, i * 100_000) for i in range(1, 6)}
+    got = rfm_scores(c)
+    assert [(g["rfm_r"], g["rfm_f"], g["rfm_m"]) for g in got.values()] == [(str(i),) * 3 for i in range(1, 6)]
+    assert got["c5"]["rfm_segment"] == "champions" and got["c1"]["rfm_segment"] == "lost"
+    tied = rfm_scores({f"t{i}": (END_MS, 1, 5000) for i in range(10)})
+    assert {(g["rfm_r"], g["rfm_f"], g["rfm_m"], g["rfm_segment"]) for g in tied.values()} == {("1", "1", "1", "lost")}
+    # revenue within one 2 % bin ties; the newest of two days outranks the other
+    two = rfm_scores({"a": (END_MS, 1, 10_000), "b": (END_MS - DAY, 1, 10_050)})
+    assert (two["a"]["rfm_m"], two["b"]["rfm_m"], two["a"]["rfm_r"], two["b"]["rfm_r"]) == ("1", "1", "3", "1")
+    # the standard grid, spot checks by (R, F, M)
+    grid = {(5, 1, 1): "new_customer", (1, 5, 5): "cant_lose", (2, 2, 1): "hibernating", (3, 3, 3): "need_attention",
+            (4, 5, 4): "loyal", (2, 4, 3): "at_risk", (3, 1, 2): "about_to_sleep", (4, 1, 1): "promising"}  # fmt: skip
+    for (r, f, m), name in grid.items():
+        assert generate_mod._RFM_GRID[r][(f + m + 1) // 2 - 1] == name
+
+
+def test_truth_settings_are_the_pipeline_defaults() -> None:
+    """The windows the truth assumes by default are the documented LIVEPROFILE_* defaults."""
+    s = Settings.from_env({})
+    d = GenConfig(end_ms=END_MS)
+    assert (d.session_gap_ms, d.abandon_ms, d.interest_half_life_ms) == (
+        s.user.session.gap_ms, s.user.abandon_ms, s.user.interest.half_life_ms)
+
+
+def test_cart_changes_frozen_before_the_end(gen: Generated) -> None:
+    """No cart change in the last window + quiet time: every live cart at the end is already
+    abandoned at the truth's clock, and no deadline is pending (live runs cannot disagree)."""
+    frozen_from = CFG.end_ms - CFG.abandon_ms - CFG.cart_quiet_ms
+    late = [ev for ev in _first_occurrences(gen)
+            if ev.get("event") in ("Product Added", "Product Removed") and parse_ts(ev["timestamp"]) > frozen_from]  # fmt: skip
+    assert late == []
+    assert gen.clock_ms is not None and gen.clock_ms >= CFG.end_ms - CFG.cart_quiet_ms
+    assert gen.pending_deadline_ms is None
+    live = {u for u, t in gen.truth.items() if t["cart_items"] != "0"}
+    assert live and all(gen.truth[u]["cart_abandoned"] == "1" for u in live)
+
+
+def test_operators_rfm_edges_follow_the_quantile_rule() -> None:
+    """The RFM population's histogram edges score every customer as the documented rule does,
+    over small populations where every quintile boundary is hit exactly (n = 1..60)."""
+    rng = random.Random(3)
+    for n in range(1, 61):
+        customers = {f"c{i}": (END_MS - rng.randrange(400) * DAY - rng.randrange(DAY), rng.choice((1, 1, 2, 3, rng.randrange(1, 40))),
+                               rng.choice((999, 5000, rng.randrange(100, 10**7)))) for i in range(n)}  # fmt: skip
+        pop = Population()
+        for last, orders, cents in customers.values():
+            pop.apply(None, RfmValues(last, orders, cents))
+        edges = pop.edges()
+        want = rfm_scores(customers)
+        for u, (last, orders, cents) in customers.items():
+            r, f, m = edges.score(RfmValues(last, orders, cents))
+            assert (str(r), str(f), str(m), segment(r, f, m)) == tuple(want[u].values()), (n, u)
