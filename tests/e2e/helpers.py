@@ -1,10 +1,20 @@
-"""Helpers for end-to-end tests: feed a generated stream, compare profiles to truth."""
+"""Helpers for end-to-end tests: feed a generated stream, compare profiles to truth.
+
+The truth (:mod:`liveprofile.generate`) is computed independently of the pipeline; these
+helpers only read what the pipeline wrote and compare: exact string fields
+(:func:`profile_mismatches`), decayed interest scores within a tolerance
+(:func:`interest_mismatches`), and the ``Cart Abandoned`` triggers of the change feed
+(:func:`abandonment_mismatches`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import time
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import orjson
@@ -15,10 +25,13 @@ from liveprofile.keys import Keys
 from tests.procs import wait_for
 
 K = Keys("lp")
+#: rendered interest scores are rounded to 4 decimals; the truth's are not
+INTEREST_TOLERANCE = 1e-4
 
 
 def post_batches(url: str, events: Sequence[dict], batch: int = 200, key: str = "test-key") -> None:
-    """POST events to /v1/batch with gzip, retrying 429/503 as a client should."""
+    """POST events to /v1/batch with gzip, retrying 429/503 as a client should (back-off, not
+    synchronisation: the collector asked to be called again later)."""
     with httpx.Client(base_url=url, auth=(key, ""), timeout=30) as c:
         for i in range(0, len(events), batch):
             body = gzip.compress(orjson.dumps({"batch": list(events[i : i + batch])}))
@@ -26,38 +39,81 @@ def post_batches(url: str, events: Sequence[dict], batch: int = 200, key: str = 
                 resp = c.post("/v1/batch", content=body, headers={"Content-Encoding": "gzip"})
                 if resp.status_code not in (429, 503):
                     break
-                import time
-
                 time.sleep(0.2)
             assert resp.status_code == 200, resp.text
 
 
-def profile_mismatches(r: redis.Redis, truth: dict[str, dict[str, str]], keys: Keys = K) -> list[tuple[str, str, str | None, str]]:
-    """(user, field, got, expected) for every truth field that differs."""
+def _profiles(r: redis.Redis, users: Sequence[str], keys: Keys) -> list[dict[str, str]]:
     pipe = r.pipeline(transaction=False)
-    users = list(truth)
     for u in users:
         pipe.hgetall(keys.profile(u))
+    return [{k.decode(): v.decode() for k, v in prof.items()} for prof in pipe.execute()]
+
+
+def profile_mismatches(r: redis.Redis, truth: dict[str, dict[str, str]], keys: Keys = K) -> list[tuple[str, str, str | None, str]]:
+    """(user, field, got, expected) for every truth field that differs."""
+    users = list(truth)
     out = []
-    for u, prof in zip(users, pipe.execute(), strict=True):
-        got = {k.decode(): v.decode() for k, v in prof.items()}
+    for u, got in zip(users, _profiles(r, users, keys), strict=True):
         for f, v in truth[u].items():
             if got.get(f) != v:
                 out.append((u, f, got.get(f), v))
     return out
 
 
+def interest_mismatches(r: redis.Redis, interests: dict[str, dict[str, float]], keys: Keys = K,
+                        tol: float = INTEREST_TOLERANCE) -> list[tuple[str, dict[str, float], dict[str, float]]]:  # fmt: skip
+    """(user, got, expected) for every user whose ``interests`` differ from the truth's decayed
+    scores: another set of categories, or a score further off than ``tol``."""
+    users = list(interests)
+    out = []
+    for u, prof in zip(users, _profiles(r, users, keys), strict=True):
+        got = orjson.loads(prof.get("interests") or "null")
+        want = interests[u]
+        if not isinstance(got, dict) or set(got) != set(want) or any(abs(got[c] - w) > tol for c, w in want.items()):
+            out.append((u, got, want))
+    return out
+
+
+def abandoned_feed(r: redis.Redis, keys: Keys = K) -> list[dict[str, Any]]:
+    """The ``Cart Abandoned`` triggers of the change feed, in feed order: ``user_id``, ``ts``,
+    ``cart_value``, ``products`` (the shape of ``Generated.abandonments``) and the ``feed_id``."""
+    out = []
+    for eid, f in r.xrange(keys.changes):
+        if b"event" not in f:
+            continue
+        ev = orjson.loads(f[b"event"])
+        if ev.get("name") == "Cart Abandoned":
+            out.append({"user_id": f[b"user_id"].decode(), "ts": ev["ts"], **ev["properties"], "feed_id": eid.decode()})
+    return out
+
+
+def abandonment_mismatches(r: redis.Redis, expected: list[dict[str, Any]], keys: Keys = K) -> dict[str, Any]:
+    """Triggers the feed has more or fewer times than expected (``{}``: each exactly once)."""
+
+    def key(a: dict[str, Any]) -> bytes:
+        return orjson.dumps({k: v for k, v in a.items() if k != "feed_id"}, option=orjson.OPT_SORT_KEYS)
+
+    got, want = Counter(map(key, abandoned_feed(r, keys))), Counter(map(key, expected))
+    extra, missing = got - want, want - got
+    return {k: v for k, v in (("extra", extra), ("missing", missing)) if v}
+
+
 def wait_caught_up(r: redis.Redis, shards: int = 4, timeout: float = 120, keys: Keys = K) -> None:
     wait_for(lambda: sum(backlog(r, keys, shards).values()) == 0, timeout, 0.2, "dataflow to catch up")
 
 
-def wait_truth(r: redis.Redis, truth: dict[str, dict[str, str]], timeout: float = 60, keys: Keys = K) -> list:
-    """Wait until every profile equals the truth; returns the remaining mismatches (empty on success)."""
+def wait_truth(r: redis.Redis, truth: dict[str, dict[str, str]], timeout: float = 60, keys: Keys = K,
+               interests: dict[str, dict[str, float]] | None = None) -> list:  # fmt: skip
+    """Wait until every profile equals the truth (and, if given, the interest scores are
+    within tolerance); returns the remaining mismatches (empty on success)."""
     mism: list = []
 
     def ok() -> bool:
         nonlocal mism
         mism = profile_mismatches(r, truth, keys)
+        if not mism and interests is not None:
+            mism = interest_mismatches(r, interests, keys)
         return not mism
 
     with contextlib.suppress(TimeoutError):
