@@ -187,6 +187,7 @@ class FakeVendor:
         self.overlaps: list[tuple[int, str, tuple[str, ...]]] = []
         self.stalled = 0
         self._stall = False
+        self._stall_at: int | None = None
         self._release = threading.Event()
         self._seq = 0
         self._early_seqs: set[int] = set()
@@ -229,10 +230,18 @@ class FakeVendor:
             self._release.clear()
             self._stall = True
 
+    def stall_after(self, applied: int) -> None:
+        """Start stalling by itself once ``applied`` records have been applied (the request that
+        reaches the count is the first held): deterministic, however fast the sender is."""
+        with self.lock:
+            self._release.clear()
+            self._stall_at = applied
+
     def release(self) -> None:
         """Answer the held requests (their sender may be gone) and stop stalling."""
         with self.lock:
             self._stall = False
+            self._stall_at = None
         self._release.set()
 
     def last_seq(self) -> int:
@@ -347,6 +356,8 @@ class FakeVendor:
         status, out = self._apply(seq, path, headers, body)
         if 200 <= status < 300:
             with self.lock:
+                if self._stall_at is not None and len(self.applied) >= self._stall_at:
+                    self._stall = True
                 stall = self._stall
                 if stall:
                     self.stalled += 1

@@ -45,12 +45,11 @@ def test_kill_9_mid_request(redis_url: str, r: redis.Redis, feed: Feed, make_ven
             feed.change(f"u{i}", {"cart_value": f"{v}.{i}"}, CART if i % 5 == v else None)
     cfg = {**dest("hook", hook, max_items=MAX_ITEMS, concurrency=CONCURRENCY, batch_size=200, timeout=30),
            **dest("braze", braze, concurrency=CONCURRENCY, batch_size=100, timeout=30)}  # fmt: skip
+    hook.stall_after(40)  # the vendors hold their answers once this much was applied: the sender
+    braze.stall_after(100)  # cannot finish first, however fast it runs
     first = start_syncer(redis_url, cfg, tmp_path, "first")
     try:
-        wait_until(lambda: len(hook.applied) >= 40 and len(braze.applied) >= 100, what=f"first deliveries: {first.output()}")
-        hook.stall()
-        braze.stall()
-        wait_until(lambda: hook.stalled >= 1 and braze.stalled >= 1, what="requests held at both vendors")
+        wait_until(lambda: hook.stalled >= 1 and braze.stalled >= 1, what=f"requests held at both vendors: {first.output()}")
         first.kill9()
     finally:
         first.kill9()

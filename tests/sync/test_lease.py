@@ -47,12 +47,11 @@ def test_lease_exclusion_and_takeover_after_kill_9(redis_url: str, r: redis.Redi
                    what="both processes up, one holding the lease")  # fmt: skip
         holder = r.get(lease).decode()
         standby = "b" if holder == "a" else "a"
+        hook.stall_after(100)  # hold the answers once 100 records were applied: mid-stream for sure
         for v in range(2):
             for i in range(300):
                 feed.change(f"u{i}", {"cart_value": f"{v}.{i}"})
-        wait_until(lambda: len(hook.applied) >= 100, what=f"deliveries by the holder: {procs[holder].output()}")
-        hook.stall()
-        wait_until(lambda: hook.stalled >= 1, what="a request of the holder held at the vendor")
+        wait_until(lambda: hook.stalled >= 1, what=f"a request of the holder held at the vendor: {procs[holder].output()}")
         with hook.lock:  # while both were alive, only the holder delivered, never overlapping
             assert hook.overlaps == [], f"both processes delivering at once: {hook.overlaps[:5]}"
             assert {q.path for q in hook.log} == {f"/{holder}"}
