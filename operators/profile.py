@@ -75,7 +75,8 @@ class ProfileState:
     cart_ops: list[tuple[int, str, int, int]] = field(default_factory=list)
     cart_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # pid -> (name, category)
     cart_abandoned: bool = False
-    # cart_ops hold only removals still waiting for their (late, out-of-order) add: no live cart
+    # no live cart: cart_ops net to nothing (or less) and are kept only for late events that
+    # may still fold into them, as if they had come first (see check_abandoned)
     cart_orphans: bool = False
     email: str = ""
     email_ts: int = _NONE
@@ -132,8 +133,12 @@ class ProfileState:
                 self._prune_cart()
         elif name in _CART_NAMES:
             if ts > self.last_order_ts:
-                if self.cart_orphans:  # removals waiting for their add: only within the window
-                    self.cart_ops = [op for op in self.cart_ops if op[0] >= ts - _ORPHAN_KEEP_MS]
+                # products the cart does not hold (removed as much as or more than added)
+                # wait for late events only within the window, whether or not other
+                # products are in the cart
+                kept = _recent_ops(self.cart_ops, ts - _ORPHAN_KEEP_MS, held=True)
+                if kept is not self.cart_ops:
+                    self._set_cart_ops(kept)
                 sign = 1 if name == CART_ADD else -1
                 for p in ev.products:
                     self.cart_ops.append((ts, p.product_id, sign * p.quantity, p.price_cents))
@@ -164,6 +169,10 @@ class ProfileState:
         self._set_cart_ops([op for op in self.cart_ops if op[0] > t])
         if not self.cart_ops:
             self.cart_abandoned = False
+        if self.cart_orphans and self.cart():
+            # a late order took the removals that had emptied the cart: what is left after
+            # it is a live cart again, with a deadline (else it could never be abandoned)
+            self.cart_orphans = False
 
     def _set_cart_ops(self, ops: list[tuple[int, str, int, int]]) -> None:
         """Replace the cart operations, keeping product info only for products they mention."""
@@ -188,10 +197,11 @@ class ProfileState:
             return None
         cart = self.cart()
         if not cart:
-            # they net to nothing: no cart, no deadline. Removals of products the cart does not
-            # hold are kept a while: their add may still arrive (out of order) and cancel them,
-            # exactly as if it had come first.
-            self._set_cart_ops(_orphan_removals(self.cart_ops, clock - _ORPHAN_KEEP_MS))
+            # they net to nothing: no cart, no deadline. The operations are kept a while (all
+            # of them, not only removals of products the cart does not hold): a late add may
+            # still cancel a removal, a late add of an older price must not become the price,
+            # a late order may still split them, exactly as if it had come first.
+            self._set_cart_ops(_recent_ops(self.cart_ops, clock - _ORPHAN_KEEP_MS))
             self.cart_orphans = bool(self.cart_ops)
             return None
         self.cart_abandoned = True
@@ -258,20 +268,26 @@ class ProfileState:
         return out
 
 
-def _orphan_removals(ops: list[tuple[int, str, int, int]], since: int) -> list[tuple[int, str, int, int]]:
-    """The operations of products whose net quantity is negative (removed more than added so
-    far), if their newest operation is at or after ``since``; nothing else.
+def _recent_ops(ops: list[tuple[int, str, int, int]], since: int, held: bool = False) -> list[tuple[int, str, int, int]]:
+    """The operations of products whose newest operation is at or after ``since`` (and, if
+    ``held``, of products in the cart, whatever their age): whole products go, so the net
+    quantity of a product kept is unchanged.
 
-    >>> _orphan_removals([(5, "a", -1, 100), (6, "b", 1, 50), (7, "b", -1, 50), (1, "c", -1, 9)], since=3)
-    [(5, 'a', -1, 100)]
+    >>> ops = [(5, "a", -1, 100), (1, "b", 1, 50), (7, "b", -1, 50), (1, "c", -1, 9), (2, "d", 1, 9)]
+    >>> _recent_ops(ops, since=3)
+    [(5, 'a', -1, 100), (1, 'b', 1, 50), (7, 'b', -1, 50)]
+    >>> _recent_ops(ops, since=3, held=True)
+    [(5, 'a', -1, 100), (1, 'b', 1, 50), (7, 'b', -1, 50), (2, 'd', 1, 9)]
     """
-    net: dict[str, int] = {}
     newest: dict[str, int] = {}
+    net: dict[str, int] = {}
     for ts, pid, dq, _ in ops:
+        if ts > newest.get(pid, _NONE):
+            newest[pid] = ts
         net[pid] = net.get(pid, 0) + dq
-        newest[pid] = max(newest.get(pid, ts), ts)
-    keep = {pid for pid, q in net.items() if q < 0 and newest[pid] >= since}
-    return [op for op in ops if op[1] in keep]
+    if all(t >= since for t in newest.values()):
+        return ops  # the same list: nothing to drop
+    return [op for op in ops if newest[op[1]] >= since or (held and net[op[1]] > 0)]
 
 
 def _compact(ops: list[tuple[int, str, int, int]]) -> list[tuple[int, str, int, int]]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event, Limits, parse_event
 from operators.profile import ProfileState, to_fields
+from tests.operators import delivery
 
 T0 = 1_714_564_800_000
 LIM = Limits(timestamp_min_ms=0)
@@ -76,13 +78,77 @@ def events_from(specs: list) -> list[Event]:
     return [mk(i, n, T0 + dt * 7 + i, product_id=p, quantity=q, price=pr) for i, (n, dt, p, q, pr) in enumerate(specs)]
 
 
-@settings(max_examples=200, deadline=None)
-@given(event_specs, st.randoms(use_true_random=False))
-def test_order_insensitive_inside_window(specs: list, rnd) -> None:  # type: ignore[no-untyped-def]
-    evs = events_from(specs)
-    shuffled = list(evs)
-    rnd.shuffle(shuffled)
-    assert fold(evs) == fold(shuffled)
+ABANDON_MS = 3_600_000
+
+
+def _timers(st_: ProfileState, until: int, late: bool) -> None:
+    """Fire the abandonment timer as the dataflow does while the stream clock runs to
+    ``until``: at its deadline (or, ``late``, only at ``until``), until nothing is due."""
+    for _ in range(8):  # each firing either abandons, empties the cart or parks orphans
+        d = st_.abandon_deadline(ABANDON_MS)
+        if d is None or d > until:
+            return
+        st_.check_abandoned(until if late else d, ABANDON_MS)
+    raise AssertionError("the abandonment timer keeps coming due")
+
+
+def deliver(arrivals: list[tuple[int, Event]], final_clock: int, late: bool) -> ProfileState:
+    """Fold deliveries as the user step and its timers do (tests/operators/delivery.py)."""
+    st_ = ProfileState("u1")
+    for at, e in arrivals:
+        _timers(st_, at, late)
+        st_.check_abandoned(e.ts, ABANDON_MS)  # operators.user.step: at the event's own time
+        st_.apply(e, DD, ABANDON_MS)
+    _timers(st_, final_clock, late)
+    return st_
+
+
+AFTER = st.sampled_from([0, 30 * 60_000, 3 * delivery.H, 50 * delivery.H])
+
+
+def _same_profile(specs: list[delivery.Spec], late: bool, after: int) -> None:
+    evs = delivery.to_events(specs)
+    shuffled = delivery.arrivals(specs, evs)
+    final = max(t for t, _ in shuffled) + after
+    ref = deliver(delivery.in_order(evs), final, late)
+    got = deliver(shuffled, final, late)
+    assert to_fields(got) == to_fields(ref)
+    assert got.seq == ref.seq == len(evs)
+    assert got.cart() == ref.cart()
+
+
+@settings(max_examples=300, deadline=None)
+@given(delivery.specs(), st.booleans(), AFTER)
+def test_order_insensitive_inside_window(specs: list[delivery.Spec], late: bool, after: int) -> None:
+    """Late (up to 26 h), redelivered events with abandonment timers firing in between end in
+    the same profile as the same events delivered once, in order: every rendered field
+    (cart lines, value, items, abandonment flag, counters, bounds, email, anonymous ids)
+    and ``seq``. Spans three days, repeats product ids, puts removals before their adds, and
+    runs the timers to a final clock ``after`` the last delivery (before, at and past the
+    abandonment deadline)."""
+    _same_profile(specs, late, after)
+
+
+@settings(max_examples=400, deadline=None)
+@given(delivery.specs(delivery.CART_KINDS, ("a", "b"), max_size=12), st.booleans(), AFTER)
+def test_cart_order_insensitive_inside_window(specs: list[delivery.Spec], late: bool, after: int) -> None:
+    """The same property, searched densely on cart operations and orders of two products
+    (orphan removals, orders landing between a removal and its add, abandonment)."""
+    _same_profile(specs, late, after)
+
+
+def test_abandonment_is_reached_by_the_delivery_model() -> None:
+    """The property above reaches abandonment: a cart left alone past the window is
+    abandoned in both deliveries (guards against a model that never fires the timer)."""
+    specs = [delivery.Spec("Product Added", 0, "a", 2, 5, None, 0, None),
+             delivery.Spec("Product Removed", 10, "a", 1, 5, None, 2 * delivery.H, None)]  # fmt: skip
+    evs = delivery.to_events(specs)
+    final = evs[-1].ts + 2 * delivery.H
+    for late in (False, True):
+        ref = deliver(delivery.in_order(evs), final, late)
+        got = deliver(delivery.arrivals(specs, evs), final, late)
+        assert to_fields(ref)["cart_abandoned"] == to_fields(got)["cart_abandoned"] == "1"
+        assert to_fields(got)["cart_items"] == "1"
 
 
 @settings(max_examples=200, deadline=None)
@@ -172,3 +238,72 @@ def test_orphan_removal_has_no_deadline_and_expires() -> None:
     add = mk(2, "Product Added", T0 + 72 * 3_600_000, product_id="p", price=1, quantity=1)
     st_.apply(add, DD)
     assert st_.cart() == {"p": (1, 100)}
+
+
+def _cart_events(*rows: tuple[str, int, str, int, float]) -> list[Event]:
+    """(kind, event-time offset in minutes, product, quantity, price) -> events m0, m1, ..."""
+    out = []
+    for i, (kind, minute, pid, qty, price) in enumerate(rows):
+        props: dict = {"product_id": pid, "quantity": qty, "price": price}
+        out.append(mk(i, kind, T0 + minute * 60_000 + i, **(props if kind != "Order Completed" else {"total": 1})))
+    return out
+
+
+def _both(evs: list[Event], delays: dict[int, int]) -> tuple[ProfileState, ProfileState]:
+    """(in order, with event ``i`` delivered ``delays[i]`` ms late), timers run to the end."""
+    late = sorted(((e.ts + delays.get(i, 0), i, e) for i, e in enumerate(evs)), key=lambda x: x[:2])
+    final = max(t for t, _, _ in late) + 3 * delivery.H
+    ref = deliver(delivery.in_order(evs), final, late=False)
+    got = deliver([(t, e) for t, _, e in late], final, late=False)
+    return ref, got
+
+
+def test_late_order_after_the_removals_that_emptied_the_cart() -> None:
+    """Removals netted the cart out at its deadline; a late order then takes the removals,
+    leaving a live cart, which must still be abandoned (it had no deadline any more)."""
+    evs = _cart_events(("Product Removed", 120, "a", 2, 5), ("Order Completed", 180, "", 1, 0),
+                       ("Product Added", 240, "a", 1, 5))  # fmt: skip
+    ref, got = _both(evs, {1: 3 * delivery.H})
+    assert to_fields(ref)["cart_abandoned"] == to_fields(got)["cart_abandoned"] == "1"
+    assert got.cart() == ref.cart() == {"a": (1, 500)}
+
+
+def test_late_order_splits_a_netted_out_cart() -> None:
+    """A removal and a later add net out at the deadline; the order between them arrives
+    late: the add is after the order, so it is the cart (it used to be forgotten)."""
+    evs = _cart_events(("Product Removed", 0, "b", 1, 1), ("Order Completed", 120, "", 1, 0),
+                       ("Product Added", 120, "b", 1, 1))  # fmt: skip
+    ref, got = _both(evs, {1: 61 * 60_000})
+    assert got.cart() == ref.cart() == {"b": (1, 100)}
+    assert to_fields(got) == to_fields(ref)
+
+
+def test_late_add_does_not_set_the_price() -> None:
+    """The price of a line is the one of its newest add, also when an older add arrives
+    after the cart netted out (it used to become the price)."""
+    evs = _cart_events(("Product Added", 0, "a", 1, 0.99), ("Product Added", 0, "a", 1, 5),
+                       ("Product Removed", 0, "a", 1, 5))  # fmt: skip
+    ref, got = _both(evs, {0: 61 * 60_000})
+    assert got.cart() == ref.cart() == {"a": (1, 500)}
+
+
+def test_stale_removal_expires_while_other_products_are_in_the_cart() -> None:
+    """A removal of a product the cart never held cancels no add more than 48 h later,
+    also while other products are in the cart (it used to expire only in an empty cart)."""
+    evs = _cart_events(("Product Added", 0, "b", 1, 1), ("Product Removed", 0, "a", 1, 1),
+                       ("Product Added", 3 * 1440, "a", 1, 1), ("Product Removed", 3 * 1440, "b", 1, 1))  # fmt: skip
+    ref, got = _both(evs, {2: 61 * 60_000})
+    assert got.cart() == ref.cart() == {"a": (1, 100)}
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: removals of products not in the cart wait 48 h, "
+                   "measured from the newest event/clock, so a late add 48 h - lateness .. 48 h "
+                   "after one may or may not cancel it; exact would need keeping them 48 h + the "
+                   "maximal lateness (tests/operators/delivery.py spaces events around it)")  # fmt: skip
+def test_orphan_expiry_does_not_depend_on_lateness() -> None:
+    """A removal and its add 26 h later cancel (inside the 48 h window), whether the add
+    arrives on time or 47 h late after a newer cart event."""
+    evs = _cart_events(("Product Removed", 0, "b", 1, 1), ("Product Added", 1560, "b", 1, 1),
+                       ("Product Added", 3 * 1440, "a", 1, 1))  # fmt: skip
+    ref, got = _both(evs, {1: 47 * delivery.H})
+    assert got.cart() == ref.cart()
