@@ -117,7 +117,17 @@ class KafkaSyncAppender:
 
 
 class KafkaAppender:
-    """Collector appender: events to Kafka, dead letters to Redis; acknowledged together."""
+    """Collector appender: events to Kafka, dead letters to Redis; acknowledged together.
+
+    A request waits up to ``ack_timeout`` s for its acknowledgements, but only
+    ``down_timeout`` s while the producer reports every broker down (until a delivery
+    succeeds again): during a broker outage the collector answers 503 within seconds
+    instead of holding every request for the full timeout. Messages of a request that
+    timed out may still be delivered later; the client's retry is then a duplicate the
+    dataflow drops by ``messageId``."""
+
+    ack_timeout = 30.0
+    down_timeout = 2.0
 
     def __init__(self, cfg: KafkaConfig, keys: Keys, redis_appender: Any) -> None:
         from confluent_kafka import Producer
@@ -125,9 +135,17 @@ class KafkaAppender:
         self.cfg = cfg
         self.keys = keys
         self._redis = redis_appender
-        self._p = Producer(cfg.producer_config())
+        self._brokers_down = False
+        self._p = Producer({**cfg.producer_config(), "error_cb": self._on_error})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
+
+    def _on_error(self, err: Any) -> None:
+        """librdkafka's global errors (called from ``poll``): note an all-brokers-down state."""
+        from confluent_kafka import KafkaError
+
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._brokers_down = True
 
     async def _poll(self) -> None:
         while True:
@@ -144,6 +162,7 @@ class KafkaAppender:
 
             def done(err: object, _msg: object, fut: asyncio.Future[None] = fut) -> None:
                 if err is None:
+                    self._brokers_down = False
                     loop.call_soon_threadsafe(_resolve, fut, None)
                 else:
                     loop.call_soon_threadsafe(_resolve, fut, RuntimeError(f"Kafka delivery failed: {err}"))
@@ -153,7 +172,7 @@ class KafkaAppender:
         if rest:
             await self._redis.append(rest)
         if futs:
-            await asyncio.wait_for(asyncio.gather(*futs), timeout=30)
+            await asyncio.wait_for(asyncio.gather(*futs), timeout=self.down_timeout if self._brokers_down else self.ack_timeout)
 
     async def close(self) -> None:
         if self._poller is not None:

@@ -16,7 +16,7 @@ from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["Proc", "start_collector", "start_dataflow", "base_env", "wait_for"]
+__all__ = ["Proc", "start_collector", "start_dataflow", "base_env", "wait_for", "dataflow_reads", "dataflow_series"]
 
 
 def base_env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -43,6 +43,7 @@ class Proc:
         self.log = log
         self._fh = log.open("ab")
         self.p = subprocess.Popen(self.args, env=dict(env), cwd=ROOT, stdout=self._fh, stderr=subprocess.STDOUT)
+        self.api_port: int | None = None  # a dataflow's API port (start_dataflow(api=True))
 
     def alive(self) -> bool:
         return self.p.poll() is None
@@ -92,9 +93,53 @@ def start_collector(env: Mapping[str, str], tmp: Path, port: int | None = None) 
 
 
 def start_dataflow(env: Mapping[str, str], tmp: Path, *, recovery: Path | None = None, flow: str = "dataflows.profiles:flow",
-                   extra: Sequence[str] = (), name: str = "dataflow") -> Proc:  # fmt: skip
+                   extra: Sequence[str] = (), name: str = "dataflow", api: bool = False) -> Proc:  # fmt: skip
+    """``python -m bytewax.run`` the flow (snapshots every second with ``recovery``).
+
+    ``api``: serve Bytewax's dataflow API (its ``/metrics`` carries the dataflow's own
+    Prometheus series) on a free port, kept in ``proc.api_port``; see :func:`dataflow_reads`."""
     args = [sys.executable, "-m", "bytewax.run", flow]
     if recovery is not None:
         args += ["-r", str(recovery), "-s", "1", "-b", "0"]
     args += list(extra)
-    return Proc(args, env, tmp / f"{name}.log")
+    api_port = None
+    if api:
+        api_port = free_port()
+        env = {**env, "BYTEWAX_DATAFLOW_API_ENABLED": "1", "BYTEWAX_DATAFLOW_API_PORT": str(api_port),
+               "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp)}  # fmt: skip
+    proc = Proc(args, env, tmp / f"{name}.log")
+    proc.api_port = api_port
+    return proc
+
+
+def dataflow_series(procs: Sequence[Proc], series: str) -> dict[str, float] | None:
+    """One Prometheus series of these dataflow processes (Bytewax's dataflow API,
+    ``start_dataflow(api=True)``): value per label set (e.g. ``'shard="0"'``), summed over
+    the processes; ``None`` while one of them does not answer yet. Raises if one has exited."""
+    out: dict[str, float] = {}
+    prefix = series + "{"
+    for p in procs:
+        if not p.alive():
+            msg = f"dataflow exited ({p.p.returncode}): {p.output()}"
+            raise RuntimeError(msg)
+        assert p.api_port is not None, "start_dataflow(..., api=True)"
+        try:
+            text = httpx.get(f"http://127.0.0.1:{p.api_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                labels, _, value = line.rpartition(" ")
+                key = labels[len(prefix) : -1]
+                out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def dataflow_reads(procs: Sequence[Proc]) -> dict[str, int] | None:
+    """Buffer entries read per shard (``"0"``, ``"1"``...) by these dataflow processes since
+    they started (``liveprofile_dataflow_events_read_total``), or ``None`` while one of them
+    does not answer yet."""
+    got = dataflow_series(procs, "liveprofile_dataflow_events_read_total")
+    if got is None:
+        return None
+    return {k.removeprefix('shard="').removesuffix('"'): int(v) for k, v in got.items()}

@@ -17,9 +17,14 @@ import pytest
 import redis
 
 from liveprofile.generate import GenConfig, generate, write_jsonl
+from tests.e2e.chaos import entries_added, snapshot_positions
 from tests.e2e.helpers import K, dead_letters, post_batches, wait_caught_up, wait_truth
-from tests.procs import base_env, start_collector, start_dataflow
+from tests.procs import base_env, dataflow_reads, start_collector, start_dataflow, wait_for
 
+#: Wall-relative on purpose: these events go through the collector with its default
+#: plausibility bounds, which are relative to receipt time (LIVEPROFILE_MAX_EVENT_AGE 400 d,
+#: LIVEPROFILE_MAX_FUTURE_SKEW 1 h); the years-old-history test is about exactly that bound.
+#: The generated stream itself (its seed, and its times relative to NOW_MS) is fixed.
 NOW_MS = int(time.time() * 1000) - 120_000
 
 
@@ -64,26 +69,36 @@ def test_full_pipeline_matches_truth(redis_url: str, r: redis.Redis, tmp_path: P
 
 @pytest.mark.parametrize("how", ["sigint", "kill9"])
 def test_stop_and_restart_neither_loses_nor_double_counts(redis_url: str, r: redis.Redis, tmp_path: Path, stream, how: str) -> None:  # type: ignore[no-untyped-def]
+    """The stop lands mid-stream (the dataflow has read part of the input and committed a
+    snapshot; the last quarter is sent only after the stop), and the restart resumes from
+    that snapshot: it reads exactly the entries after it, not the whole buffer again."""
     env = base_env(redis_url, LIVEPROFILE_READ_BATCH="50")
     rec = init_recovery(tmp_path / "rec")
     coll, url = start_collector(env, tmp_path)
     n = len(stream.events)
-    df = start_dataflow(env, tmp_path, recovery=rec, name="df1")
+    df = start_dataflow(env, tmp_path, recovery=rec, name="df1", api=True)
     try:
         post_batches(url, stream.events[: n // 2])
-        time.sleep(1.5)  # let it process (and snapshot) part of it
+        # synchronise on progress: it read some of it and a snapshot past the start exists
+        wait_for(lambda: sum((dataflow_reads([df]) or {}).values()) > 0 and sum(snapshot_positions(rec).values()) > 0,
+                 60, 0.05, "a read and a snapshot")  # fmt: skip
         post_batches(url, stream.events[n // 2 : 3 * n // 4])
         if how == "sigint":
             df.interrupt()
         else:
             df.kill9()
+        resume = snapshot_positions(rec)
+        assert 0 < sum(resume.values()) <= sum(entries_added(r).values()), resume
         post_batches(url, stream.events[3 * n // 4 :])  # the collector keeps accepting meanwhile
-        df = start_dataflow(env, tmp_path, recovery=rec, name="df2")
+        df = start_dataflow(env, tmp_path, recovery=rec, name="df2", api=True)
         wait_caught_up(r)
         mism = wait_truth(r, stream.truth)
         assert not mism, (len(mism), mism[:10], df.output())
         check_dead_letters(r, stream)
         assert len(dead_letters(r)) == len(stream.invalid)  # dead letters are not duplicated by the replay
+        # the restart read each shard from its snapshot on, exactly
+        after = lambda: {s: e - resume.get(s, 0) for s, e in entries_added(r).items()}  # noqa: E731
+        wait_for(lambda: dataflow_reads([df]) == after(), 10, 0.1, "reads from the snapshot on")
     finally:
         df.interrupt()
         coll.stop()
@@ -93,17 +108,19 @@ def test_restart_without_recovery_rebuilds_from_the_buffer(redis_url: str, r: re
     """Without -r the buffer is the log: a restart re-reads it and converges to the same profiles."""
     env = base_env(redis_url)
     coll, url = start_collector(env, tmp_path)
-    df = start_dataflow(env, tmp_path, name="df1")
+    df = start_dataflow(env, tmp_path, name="df1", api=True)
     try:
         post_batches(url, stream.events[: len(stream.events) // 2])
-        time.sleep(1.0)
+        wait_for(lambda: sum((dataflow_reads([df]) or {}).values()) > 0, 60, 0.05, "the first dataflow to read")
         df.interrupt()
         post_batches(url, stream.events[len(stream.events) // 2 :])
-        df = start_dataflow(env, tmp_path, name="df2")
+        df = start_dataflow(env, tmp_path, name="df2", api=True)
         wait_caught_up(r)
         mism = wait_truth(r, stream.truth)
         assert not mism, (len(mism), mism[:10])
         assert len(dead_letters(r)) == len(stream.invalid)
+        # no snapshot to resume from: the restart read the whole buffer again
+        wait_for(lambda: dataflow_reads([df]) == entries_added(r), 10, 0.1, "the whole buffer re-read")
     finally:
         df.interrupt()
         coll.stop()
