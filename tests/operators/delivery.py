@@ -69,13 +69,16 @@ def _delay() -> st.SearchStrategy[int]:
 
 
 def specs(
-    kinds: tuple[str, ...] = KINDS, products: tuple[str, ...] = PRODUCTS, max_size: int = 30
+    kinds: tuple[str, ...] = KINDS,
+    products: tuple[str, ...] = PRODUCTS,
+    max_size: int = 30,
+    anchors: tuple[int, ...] = ANCHORS_MIN,
 ) -> st.SearchStrategy[list[Spec]]:
-    """Lists of events to deliver (``kinds``/``products`` narrow it for denser searches)."""
+    """Lists of events to deliver (``kinds``/``products``/``anchors`` narrow it)."""
     spec = st.builds(
         Spec,
         kind=st.sampled_from(kinds),
-        minute=st.tuples(st.sampled_from(ANCHORS_MIN), st.integers(0, 90)).map(sum),
+        minute=st.tuples(st.sampled_from(anchors), st.integers(0, 90)).map(sum),
         product=st.sampled_from(products),
         qty=st.integers(1, 3),
         price=st.sampled_from([0.99, 5, 12.5]),
@@ -86,13 +89,13 @@ def specs(
     return st.lists(spec, min_size=1, max_size=max_size)
 
 
-def to_events(items: list[Spec], uid: str = "u1") -> list[Event]:
+def to_events(items: list[Spec], uid: str = "u1", offset_ms: int = 0) -> list[Event]:
     """The events of ``items``; event times are unique (ties in event time are outside the
     order-insensitivity contract: the newest email, or the price of two adds at one ms)."""
     out = []
     for i, s in enumerate(items):
-        t = T0 + s.minute * MIN + i
-        raw: dict = {"userId": uid, "messageId": f"m{i}", "timestamp": t / 1000, "receivedAt": t / 1000}
+        t = T0 + s.minute * MIN + offset_ms + i
+        raw: dict = {"userId": uid, "messageId": f"{uid}:m{i}", "timestamp": t / 1000, "receivedAt": t / 1000}
         if s.anon is not None:
             raw["anonymousId"] = s.anon
         if s.kind == "identify":
