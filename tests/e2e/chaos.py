@@ -276,7 +276,8 @@ def chaos_run(env: dict[str, str], tmp: Path, rec: Path, processes: list[int], k
                 return sum(snapshot_positions(rec).values()) > resumed_from
 
             t0 = time.monotonic()
-            wait_for(ready, 180, 0.02, f"incarnation {i} to pass {int(target)} of {total} entries with a snapshot")
+            # 0.1 s polls: each scrape takes the dataflow's GIL, so polling faster slows what it watches
+            wait_for(ready, 180, 0.1, f"incarnation {i} to pass {int(target)} of {total} entries with a snapshot")
             reads = dataflow_reads(procs)
         finally:
             kill_all(procs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -13,6 +14,7 @@ from bench.pipeline import load_buffer
 from liveprofile.generate import GenConfig, generate
 from tests.e2e.chaos import (
     FAST_WINDOWS,
+    K,
     base_env,
     chaos_run,
     check_resumed_from_snapshots,
@@ -41,13 +43,27 @@ def events() -> list[dict]:
     return gen.events
 
 
+def load(url: str, events: list[dict], shards: int = 4, chunk: int = 2000) -> None:
+    """Buffer ``events`` (as the replay CLI does) with, after every ``chunk`` of them, one entry
+    per shard that only the dataflow rejects (a track call without ``event``, XADDed raw): the
+    dataflow's dead-letter sink is then written all along the stream, so replays after kills
+    re-emit dead letters it must not write twice."""
+    r = redis.Redis.from_url(url)
+    for n, i in enumerate(range(0, len(events), chunk)):
+        load_buffer(url, events[i : i + chunk], shards)
+        for s in range(shards):
+            bad = {"type": "track", "messageId": f"raw-bad-{n}-{s}", "userId": "x", "timestamp": "2024-05-01T00:00:00Z"}
+            r.xadd(K.events(s), {"e": orjson.dumps(bad)})
+    r.close()
+
+
 @pytest.fixture(scope="module")
 def reference(events: list[dict], tmp_path_factory: pytest.TempPathFactory, redis_server) -> dict:  # type: ignore[no-untyped-def]
     """The uninterrupted single-process run."""
     tmp = tmp_path_factory.mktemp("reference")
     r = redis.Redis.from_url(redis_server.url)
     r.flushall()
-    load_buffer(redis_server.url, events, 4)
+    load(redis_server.url, events)
     procs = cluster(base_env(redis_server.url, **FAST_WINDOWS), tmp, 1, init_recovery(tmp / "rec", 1), "ref")
     try:
         settled(r)
@@ -58,13 +74,13 @@ def reference(events: list[dict], tmp_path_factory: pytest.TempPathFactory, redi
 
 @pytest.mark.parametrize(
     ("processes", "parts", "kills"),
-    [([1], 1, 5), ([2], 2, 5), ([2, 2, 2, 1], 2, 3)],
+    [([1], 1, 5), ([2], 2, 4), ([2, 2, 2, 1], 2, 3)],
     ids=["one-process", "two-processes", "rescale-2-to-1"],
 )
 def test_kill_9_repeatedly_gives_the_uninterrupted_state(
     events: list[dict], reference: dict, redis_url: str, r: redis.Redis, tmp_path: Path, processes: list[int], parts: int, kills: int
 ) -> None:
-    load_buffer(redis_url, events, 4)
+    load(redis_url, events)
     rep = chaos_run(
         base_env(redis_url, **FAST_WINDOWS), tmp_path, init_recovery(tmp_path / "rec", parts), processes, kills,
         seed=len(processes) * 7 + kills, ends=lambda: entries_added(r), settle=lambda _procs, _start: settled(r),
@@ -77,4 +93,5 @@ def test_kill_9_repeatedly_gives_the_uninterrupted_state(
               for part, k, a, b in d[:6]]  # fmt: skip
     assert not d, (len(d), detail)
     assert len(got["profiles"]) > 1000
-    assert got["dead_letters"]["all"], "the input has invalid events: dead letters are compared too"
+    dataflow_dead = [d for d in got["dead_letters"]["all"] if d[0] == "dataflow"]
+    assert len(dataflow_dead) >= 100, "the dataflow's own dead letters are compared too"
