@@ -67,7 +67,8 @@ def test_window_boundary_is_inclusive() -> None:
         assert s.first_sight(cfg, m, t)
     s.prune(cfg)
     assert list(s.times) == [0, 1000]
-    assert (s.first_sight(cfg, "edge", 0), s.first_sight(cfg, "gone", -1)) == (False, True)
+    assert (s.first_sight(cfg, "new", 1000), s.first_sight(cfg, "edge", 0)) == (False, False)
+    assert s.first_sight(cfg, "gone", -1)
 
 
 def test_prune_is_amortized_every_32_inserts() -> None:
@@ -112,6 +113,22 @@ def test_merge_remembers_both_sides_once(a_items: list[tuple[str, int]], b_items
     assert not any(a.first_sight(cfg, m, 0) for m in union)
 
 
+def test_cap_exactly() -> None:
+    cfg = DedupeConfig(window_ms=10**9, max_ids=3)
+    s = SeenIds()
+    for i in range(3):
+        assert s.first_sight(cfg, f"m{i}", i)
+    assert len(s) == 3  # at the cap: nothing dropped
+    assert s.first_sight(cfg, "m3", 3) and len(s) == 3 and list(s.times) == [1, 2, 3]
+    assert [s.first_sight(cfg, f"m{i}", 9) for i in (3, 2, 1)] == [False, False, False]
+    a, b = SeenIds(), SeenIds()
+    for i in range(2):
+        a.first_sight(cfg, f"a{i}", i)
+    b.first_sight(cfg, "b0", 5)
+    a.merge(cfg, b)
+    assert len(a) == 3 and list(a.times) == [0, 1, 5]
+
+
 def test_merge_respects_the_cap() -> None:
     cfg = DedupeConfig(window_ms=10**9, max_ids=5)
     a, b = SeenIds(), SeenIds()
@@ -148,9 +165,15 @@ def test_find_counts_only_aligned_digests() -> None:
     assert _find(buf, straddling) == -1
     # an unaligned false hit before the real one is skipped
     assert _find(bytearray(d1 + d2 + straddling), straddling) == 2
+    # and one after the real one does not hide it
+    assert _find(bytearray(straddling + d1 + d2), straddling) == 0
+    assert _find(bytearray(d1 + d2 + straddling + d1 + d2), straddling) == 2  # hits at 4, 16, 28
+    zeros = bytes(8)  # overlapping hits one byte apart: the aligned one is found
+    assert _find(bytearray(b"\x01" * 7 + bytes(9)), zeros) == 1
 
 
 @pytest.mark.parametrize(("window", "cap"), [(0, 10), (-1, 10), (10, 0), (10, -5)])
 def test_config_must_be_positive(window: int, cap: int) -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="^dedupe window and max_ids must be positive$"):
         DedupeConfig(window_ms=window, max_ids=cap)
+    assert DedupeConfig(window_ms=1, max_ids=1) == DedupeConfig(1, 1)

@@ -14,6 +14,7 @@ from operators.events import Event, Limits, parse_event
 from operators.identity import Link, anonymous_key, route
 from operators.profile import ProfileState, to_fields
 from operators.user import (
+    BehaviourUpdate,
     MergeExport,
     MergeIn,
     ProfileUpdate,
@@ -153,19 +154,24 @@ def _step(st_: UserState | None, uid: str, items: list, clock: int = T0) -> tupl
 
 def test_link_exports_the_anonymous_profile_once_and_retires_it() -> None:
     cfg_evs = [_ev(1, "track", None, "a1"), _ev(2, "page", None, "a1")]
+    cat = parse_event({"type": "track", "event": "Product Viewed", "anonymousId": "a1", "messageId": "v1",
+                       "timestamp": (T0 + 2) / 1000, "receivedAt": (T0 + 2) / 1000,
+                       "properties": {"category": "Shoes"}}, LIM)  # fmt: skip
+    assert isinstance(cat, Event)
+    cfg_evs.append(cat)
     order = parse_event({"type": "track", "event": "Order Completed", "anonymousId": "a1", "messageId": "o1",
                          "timestamp": (T0 + 3) / 1000, "receivedAt": (T0 + 3) / 1000,
                          "properties": {"total": 12.5}}, LIM)  # fmt: skip
     assert isinstance(order, Event)
     anon, outs, dups = _step(None, "a1", [*cfg_evs, order])
-    assert anon is not None and anon.profile.seq == 3 and dups == 0
+    assert anon is not None and anon.profile.seq == 4 and dups == 0
     gone, outs, _ = _step(anon, "a1", [Link("a1", "u1", T0 + 10)])
     assert gone is None
     exports = [o for o in outs if isinstance(o, MergeExport)]
     assert len(exports) == 1
     ex = exports[0]
     assert (ex.from_uid, ex.to_uid, ex.merge_id, ex.ts) == ("a1", "u1", "merge:a1:u1", T0 + 10)
-    assert [o for o in outs if isinstance(o, Retire)] == [Retire("a1", "u1", 4)]
+    assert [o for o in outs if isinstance(o, Retire)] == [Retire("a1", "u1", 5)]
     assert [o for o in outs if isinstance(o, RfmDelta)] == [RfmDelta(anon.rfm, None)]  # leaves the population
     # a Link for an anonymous id that never had a profile exports nothing
     assert _step(None, "a9", [Link("a9", "u1", T0)]) == (None, [], 0)
@@ -179,10 +185,35 @@ def test_link_exports_the_anonymous_profile_once_and_retires_it() -> None:
     upd = [o for o in outs if isinstance(o, ProfileUpdate)]
     assert len(upd) == 1 and upd[0].seq == seq0 + 1
     f = upd[0].fields
-    assert (f["event_count"], f["purchase_count"], f["revenue_total"], f["anonymous_ids"]) == ("4", "1", "12.50", '["a1"]')
+    assert (f["event_count"], f["purchase_count"], f["revenue_total"], f["anonymous_ids"]) == ("5", "1", "12.50", '["a1"]')
+    assert f["top_category"] == "shoes"  # interest merged too
     assert f["session_count"] == "1"  # the anonymous and known events are minutes apart: one session
     again, outs, dups = _step(merged, "u1", [MergeIn(ex.merge_id, "a1", ex.ts, ex.state)])
     assert outs == [] and again is not None and again.profile.seq == seq0 + 1  # redelivery: no-op
     # the anonymous events, replayed at the known user, are duplicates
     _, outs, dups = _step(again, "u1", [*cfg_evs, order])
-    assert dups == 3 and not [o for o in outs if isinstance(o, ProfileUpdate)]
+    assert dups == 4 and not [o for o in outs if isinstance(o, ProfileUpdate)]
+    # a redelivered merge does not stop the rest of its batch
+    later = _ev(30, "track", "u1", None)
+    _, outs, _ = _step(again, "u1", [MergeIn(ex.merge_id, "a1", ex.ts, ex.state), later])
+    assert [o.seq for o in outs if isinstance(o, ProfileUpdate)] == [seq0 + 2]
+
+
+def test_link_in_a_batch_writes_what_came_before_it() -> None:
+    """Events in the same batch before the Link are written (profile, abandonment trigger,
+    scoring) before the anonymous profile is exported."""
+    add = parse_event({"type": "track", "event": "Product Added", "anonymousId": "a1", "messageId": "c1",
+                       "timestamp": T0 / 1000, "receivedAt": T0 / 1000,
+                       "properties": {"product_id": "p", "price": 3}}, LIM)  # fmt: skip
+    assert isinstance(add, Event)
+    anon, _, _ = _step(None, "a1", [add])
+    views = [parse_event({"type": "track", "event": "Product Viewed", "anonymousId": "a1", "messageId": f"w{i}",
+                          "timestamp": (T0 + 61 * 60_000 + i * 1000) / 1000, "receivedAt": (T0 + 61 * 60_000) / 1000},
+                         LIM) for i in range(8)]  # fmt: skip
+    gone, outs, _ = _step(anon, "a1", [*views, Link("a1", "u1", T0 + 62 * 60_000)])
+    assert gone is None
+    kinds = [type(o).__name__ for o in outs]
+    assert kinds.index("ProfileUpdate") < kinds.index("MergeExport")
+    (upd,) = [o for o in outs if isinstance(o, ProfileUpdate)]
+    assert upd.seq == 9 and upd.event is not None and upd.event["name"] == "Cart Abandoned"
+    assert [o.score for o in outs if isinstance(o, BehaviourUpdate)] == [True]

@@ -80,6 +80,28 @@ def test_rejections(value: object, match: str) -> None:
         to_cents(value)
 
 
+def test_numeric_strings_up_to_40_characters() -> None:
+    assert to_cents("0." + "0" * 37 + "1") == 0  # 40 characters: read
+    assert to_cents(" " * 10 + "12.5" + " " * 30) == 1250  # padding does not count
+    with pytest.raises(MoneyError, match="^numeric string too long$"):
+        to_cents("0." + "0" * 38 + "1")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [([1], "must be a number, got list"), (None, "must be a number, got NoneType"),
+     (True, "must be a number, got True"), (-2, "must not be negative: -2"),
+     (" -2.5 ", "must not be negative: -2.5"), ("x1", "not a number: 'x1'"),
+     ("inf", "must be finite, got 'inf'"), (float("nan"), "must be finite, got nan"),
+     (10**12, "implausibly large: 1000000000000"), ("1e12", "implausibly large: 1e12")],
+)  # fmt: skip
+def test_rejection_messages(value: object, message: str) -> None:
+    """The message is what a dead letter shows: it names the offending value."""
+    with pytest.raises(MoneyError) as exc:
+        to_cents(value)
+    assert str(exc.value) == message
+
+
 def test_money_error_is_a_value_error() -> None:
     assert issubclass(MoneyError, ValueError)
 

@@ -79,6 +79,17 @@ def test_rejections(value: object, match: str) -> None:
             parse_ts(value)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [([1], "timestamp must be a string or number, got list"), (float("nan"), "timestamp is not finite"),
+     (1e17, "timestamp out of range: 1e+17"), ("nope", "not an ISO 8601 timestamp: 'nope'")],
+)  # fmt: skip
+def test_rejection_messages(value: object, message: str) -> None:
+    with pytest.raises(TimestampError) as exc:
+        parse_ts(value)
+    assert str(exc.value) == message
+
+
 def test_timestamp_error_is_a_value_error() -> None:
     assert issubclass(TimestampError, ValueError)
 
