@@ -217,3 +217,8 @@ def test_link_in_a_batch_writes_what_came_before_it() -> None:
     (upd,) = [o for o in outs if isinstance(o, ProfileUpdate)]
     assert upd.seq == 9 and upd.event is not None and upd.event["name"] == "Cart Abandoned"
     assert [o.score for o in outs if isinstance(o, BehaviourUpdate)] == [True]
+    # without a trigger too: the batch's own events are written before the export
+    anon, _, _ = _step(None, "a1", [_ev(1, "page", None, "a1")])
+    _, outs, _ = _step(anon, "a1", [_ev(2, "page", None, "a1"), Link("a1", "u1", T0 + 5)])
+    assert [type(o).__name__ for o in outs] == ["ProfileUpdate", "MergeExport", "Retire"]
+    assert outs[0].seq == 2
