@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 
 import orjson
@@ -166,3 +167,31 @@ def test_money_sums_exactly(amounts: list[Decimal]) -> None:
         assert type(e.value_cents) is int and e.value_cents == int(a * 100)
         total += e.value_cents
     assert format_cents(total) == str(sum(amounts, Decimal("0.00")))
+
+
+def test_derived_message_id_fixed_vector() -> None:
+    """A missing messageId is derived from the event body (stable across processes:
+    collector retries of one event get one id), without the receipt/sending stamps."""
+    body = {"type": "track", "event": "X", "userId": "u1", "properties": {"b": 1, "a": [1, 2]}}
+    want = "lp-" + hashlib.blake2b(b'{"event":"X","properties":{"a":[1,2],"b":1},"type":"track","userId":"u1"}',
+                                   digest_size=16).hexdigest()  # fmt: skip
+    assert want == "lp-7925a32a1cdf2d2d8badc33ea2d3b5cb"
+    for extra in ({}, {"receivedAt": REC}, {"sentAt": REC, "writeKey": "k", "receivedAt": "2024-05-01T12:00:09Z"}):
+        e = parse_event({**body, **extra}, LIM, received_at=parse_ts(REC))
+        assert isinstance(e, Event) and e.message_id == want
+    empty = [parse_event({**body, "messageId": ""}, LIM, received_at=t) for t in (0, 1)]
+    assert empty[0].message_id == empty[1].message_id != want  # type: ignore[union-attr]  # "" is part of the body
+    other = parse_event({**body, "properties": {"b": 2, "a": [1, 2]}}, LIM, received_at=parse_ts(REC))
+    assert isinstance(other, Event) and other.message_id != want
+    assert parse_event({**body, "messageId": 42}, LIM, received_at=0).message_id == "42"  # type: ignore[union-attr]
+
+
+def test_rejected_raw_of_a_decoded_event() -> None:
+    """A dict that fails validation is kept as JSON in the dead letter, non-string keys too,
+    or as its repr when it cannot be JSON at all."""
+    r = parse_event({"type": "nope", 1: 2}, LIM)
+    assert isinstance(r, Rejected) and r.raw == b'{"type":"nope","1":2}' and r.reason == "unknown_type"
+    r = parse_event({"type": "nope", "x": {1, 2}}, LIM)
+    assert isinstance(r, Rejected) and r.raw == b"{'type': 'nope', 'x': {1, 2}}"
+    r = parse_event({"type": "nope", "x": {1}, "y": "z" * 5000}, LIM)
+    assert isinstance(r, Rejected) and len(r.raw) == 4096
