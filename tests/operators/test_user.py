@@ -77,7 +77,7 @@ def _run(arrivals: list[tuple[int, Event]], final: int, late: bool) -> UserState
     return st_
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(delivery.specs(max_size=20), st.booleans())
 def test_rendered_profile_is_order_insensitive(specs: list[delivery.Spec], late: bool) -> None:
     """Through step and on_timer (sessions, interest, cart timers), late and redelivered
