@@ -7,7 +7,17 @@ import math
 import statistics
 from array import array
 
-from operators.behaviour import FEATURE_LIMITS, Behaviour, SessionConfig, _get, _put
+import pytest
+
+from operators.behaviour import (
+    FEATURE_LIMITS,
+    Behaviour,
+    Session,
+    SessionConfig,
+    _get,
+    _put,
+    _session_features,
+)
 from operators.events import Event, Limits, parse_event
 
 T0 = 1_714_564_800_000
@@ -156,3 +166,130 @@ def test_scoring_schedule_follows_email_interactions() -> None:
     assert b.due_for_scoring()
     b.mark_scored()
     assert not b.due_for_scoring() and b.scored_events == 0 and b.scored_email == 1
+
+
+def _session(events: int, minutes: float, products: int = 0, gaps: tuple[float, ...] = ()) -> Session:
+    s = Session(start=T0, last=T0 + int(minutes * MIN), events=events)
+    s.products = {f"p{i}" for i in range(products)}
+    s.gap_n, s.gap_sum, s.gap_sq = len(gaps), sum(gaps), sum(g * g for g in gaps)
+    return s
+
+
+def test_rule_suspect_thresholds() -> None:
+    def email(n: int, fast: int) -> bool:
+        b = Behaviour()
+        b.email_n, b.email_fast = n, fast
+        return b.rule_suspect()
+
+    assert (email(8, 7), email(7, 7), email(10, 8), email(10, 9), email(0, 0)) == (True, False, False, True, False)
+
+    def sess(s: Session) -> bool:
+        b = Behaviour()
+        b.session = s
+        return b.rule_suspect()
+
+    assert sess(_session(41, 1)) and not sess(_session(40, 1))  # velocity > 40 per minute
+    assert sess(_session(30, 10, products=80)) and not sess(_session(30, 10, products=79))
+    assert not sess(_session(29, 0.1, products=100))  # under 30 events: never
+    assert sess(_session(30, 10, gaps=(10, 10, 10, 10)))  # perfectly regular
+    assert not sess(_session(30, 10, gaps=(9, 11, 9, 11)))  # cv 0.1: regularity 0.9, not above
+    # a short open session: judged by the last closed one
+    b = Behaviour()
+    b.session = _session(3, 1)
+    b.last_session = (50.0, 0.0, 0.0, 0.0, 0.0, 30.0)
+    assert b.rule_suspect()
+    b.last_session = (50.0, 0.0, 0.0, 0.0, 0.0, 29.0)
+    assert not b.rule_suspect()
+    b.session = _session(8, 10)  # 8+ events: its own features, not the last session's
+    b.last_session = (50.0, 0.0, 0.0, 0.0, 0.0, 30.0)
+    assert not b.rule_suspect()
+
+
+def test_session_features_against_direct_statistics() -> None:
+    gaps = (1.0, 2.0, 3.0, 6.0)
+    s = _session(5, 0.2, products=2, gaps=gaps)
+    s.views, s.adds = 4, 1
+    f = _session_features(s)
+    cv = statistics.pstdev(gaps) / statistics.mean(gaps)
+    assert math.isclose(f["regularity"], 1 - cv) and f["velocity"] == 5.0  # under a minute counts as one
+    assert f["view_cart_ratio"] == 0.25 and f["breadth_products"] == 2.0 and f["events"] == 5.0
+    assert _session_features(_session(10, 5, gaps=(1, 1)))["regularity"] == 0.0  # fewer than 3 gaps
+    assert _session_features(_session(10, 5, gaps=(0, 0, 0)))["regularity"] == 0.0  # no time between
+    assert _session_features(_session(10, 5, gaps=(1, 100, 1)))["regularity"] == 0.0  # clipped at 0
+    assert _session_features(_session(10, 2.5))["velocity"] == 4.0 and _session_features(_session(1, 0))["view_cart_ratio"] == 0.0
+
+
+def test_counters_count_every_event() -> None:
+    b = Behaviour()
+    names = ["Product Added", "Product Removed", "Checkout Started", "Email Link Clicked"] * 2
+    feed(b, [tr(i, n, T0 + i * 1000, email_id="e") for i, n in enumerate(names)])
+    s = b.session
+    assert s is not None and (s.adds, s.removes, s.checkouts, s.email_clicks, s.events) == (2, 2, 2, 2, 8)
+    assert (s.gap_n, s.gap_sum, s.gap_sq) == (7, 7.0, 7.0)  # seconds between events
+    feed(b, [tr(20, "Product Viewed", T0 + 3000, product_id="late")])  # late, inside the session
+    assert s.events == 9 and s.gap_n == 7 and s.last == T0 + 7000 and "late" in s.products
+
+
+def test_email_delivery_bookkeeping() -> None:
+    b = Behaviour()
+    times = [T0 + 9000 - i * 1000 for i in range(9)]  # the 9th delivery is the oldest
+    for i, t in enumerate(times):
+        feed(b, [tr(i, "Email Delivered", t, campaign_id=f"c{i}")])
+    assert len(b.delivered) == 16 and _get(b.delivered, _key("c8")) is None  # the oldest went
+    assert all(_get(b.delivered, _key(f"c{i}")) == times[i] for i in range(8))
+    feed(b, [tr(20, "Email Opened", times[0], campaign_id="c0"),  # same instant: latency 0, fast
+             tr(21, "Email Opened", times[1] + 5000, campaign_id="c1"),  # exactly 5 s: not fast
+             tr(22, "Email Opened", times[2] - 1, campaign_id="c2")])  # before its delivery: ignored  # fmt: skip
+    assert (b.email_n, b.email_fast) == (2, 1) and b.email_latency_s == 2.5
+    for i in range(30):  # the running mean is over the last ~20 interactions
+        feed(b, [tr(100 + i, "Email Opened", times[3] + 10_000, campaign_id="c3")])
+    # exact mean of the first 20 (0, 5 and eighteen 10 s), then 1/20 steps for 12 more
+    assert math.isclose(b.email_latency_s, 10 - (10 - 185 / 20) * (19 / 20) ** 12)
+
+
+def test_merge_adds_to_both_sides_counts() -> None:
+    a, o = Behaviour(), Behaviour()
+    a.older_sessions, a.email_n, a.email_fast = 1, 2, 1
+    o.older_sessions, o.email_n, o.email_fast = 2, 3, 3
+    for i, k in enumerate(("x", "y")):
+        _put(o.delivered, _key(k), T0 + i)
+    _put(a.delivered, _key("x"), T0 - 5)
+    a.session = _session(2, 1)
+    o.session = _session(3, 2)
+    a.merge(o, CFG)
+    assert (a.older_sessions, a.email_n, a.email_fast) == (3, 5, 4)
+    assert (_get(a.delivered, _key("x")), _get(a.delivered, _key("y"))) == (T0 - 5, T0 + 1)  # own kept
+    assert a.session is not None and a.session.events == 2  # the open session stays its own
+
+
+def test_span_merging_and_retention() -> None:
+    b = Behaviour()
+    gap = CFG.gap_ms
+    b._span(CFG, T0)
+    b._span(CFG, T0 + gap)  # exactly the gap: the same session
+    b._span(CFG, T0 + 3 * gap)
+    assert b.spans == [(T0, T0 + gap), (T0 + 3 * gap, T0 + 3 * gap)]
+    b._span(CFG, T0 + 2 * gap)  # within the gap of both: one session
+    assert b.spans == [(T0, T0 + 3 * gap)] and b.sessions == 1
+    r = Behaviour()
+    r._span(CFG, T0)
+    r._span_range(CFG, T0 + gap, T0 + 2 * gap)  # a range exactly the gap away fuses
+    assert r.spans == [(T0, T0 + 2 * gap)]
+    many = Behaviour()
+    for k in range(15):  # at most SPAN_KEEP_MAX spans kept; the older ones are counted
+        many._span(CFG, T0 + k * 2 * gap)
+    assert len(many.spans) == 12 and many.older_sessions == 3 and many.sessions == 15
+    old = Behaviour()
+    old._span(CFG, T0)
+    old._span(CFG, T0 + 3 * 86_400_000)  # exactly SPAN_KEEP_MS later: kept
+    assert len(old.spans) == 2
+    old._span(CFG, T0 + 3 * 86_400_000 + 1)
+    assert len(old.spans) == 1 and old.older_sessions == 1 and old.sessions == 2
+
+
+def test_session_config_must_be_positive() -> None:
+    for bad in (0, -1):
+        with pytest.raises(ValueError) as exc:
+            SessionConfig(gap_ms=bad)
+        assert str(exc.value) == "session gap must be positive"
+    assert SessionConfig(gap_ms=1).gap_ms == 1
