@@ -181,6 +181,7 @@ def test_derived_message_id_fixed_vector() -> None:
         assert isinstance(e, Event) and e.message_id == want
     empty = [parse_event({**body, "messageId": ""}, LIM, received_at=t) for t in (0, 1)]
     assert empty[0].message_id == empty[1].message_id != want  # type: ignore[union-attr]  # "" is part of the body
+    assert empty[0].message_id.startswith("lp-")  # type: ignore[union-attr]
     other = parse_event({**body, "properties": {"b": 2, "a": [1, 2]}}, LIM, received_at=parse_ts(REC))
     assert isinstance(other, Event) and other.message_id != want
     assert parse_event({**body, "messageId": 42}, LIM, received_at=0).message_id == "42"  # type: ignore[union-attr]

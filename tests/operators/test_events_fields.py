@@ -154,3 +154,48 @@ def test_rejected_carries_receipt_and_message_id() -> None:
     r = parse_event(big, LIM, received_at=3)
     assert isinstance(r, Rejected) and r.raw == big[: LIM.max_event_bytes] and r.received_at == 3
     assert r.message == f"event is {len(big)} bytes, the limit is {LIM.max_event_bytes}"
+
+
+def test_raw_input_shapes_and_their_rejections() -> None:
+    text = '{"type":"track","event":"E","userId":"ü","messageId":"m1","receivedAt":"' + REC + '"}'
+    e = parse_event(text, LIM)  # a str is read as UTF-8
+    assert isinstance(e, Event) and e.uid == "ü"
+    r = parse_event(text.replace("ü", "\ud800"), LIM)  # a lone surrogate: rejected, never raised
+    assert isinstance(r, Rejected) and r.reason == "malformed_json"
+    r = parse_event("[1]", LIM, received_at=5)
+    assert isinstance(r, Rejected) and (r.reason, r.message, r.raw, r.received_at) == (
+        "not_object", "an event must be a JSON object, got list", b"[1]", 5)
+    r = parse_event(b"{x", LIM, received_at=6)
+    assert isinstance(r, Rejected) and (r.reason, r.raw, r.received_at) == ("malformed_json", b"{x", 6)
+    assert r.message.startswith("invalid JSON: ")
+    exact = b'{"type":"page","userId":"u","receivedAt":0,"properties":{"p":"' + b"x" * 100 + b'"}}'
+    assert isinstance(parse_event(exact, Limits(max_event_bytes=len(exact))), Event)  # at the limit: read
+    assert parse_event(exact, Limits(max_event_bytes=len(exact) - 1)).reason == "event_too_large"  # type: ignore[union-attr]
+    r = parse_event({"type": True, "userId": "u"}, LIM)
+    assert isinstance(r, Rejected) and r.message == "type must be one of ['alias', 'group', 'identify', 'page', 'screen', 'track'], got 'True'"
+
+
+def test_deep_nesting_without_message_id() -> None:
+    deep: object = 1
+    for _ in range(300):
+        deep = {"k": deep}
+    r = parse_event({"type": "page", "userId": "u", "receivedAt": 0, "properties": deep}, LIM)
+    assert isinstance(r, Rejected) and (r.reason, r.message) == ("invalid_field_type", "the event is nested too deeply")
+    ok_deep = parse_event({"type": "page", "userId": "u", "messageId": "m", "receivedAt": 0, "properties": deep},
+                          Limits(timestamp_min_ms=0))  # fmt: skip
+    assert isinstance(ok_deep, Event)  # with an id there is nothing to hash
+
+
+def test_more_field_details() -> None:
+    assert bad(userId=True).reason == "invalid_identity"
+    assert ok(properties={"product_id": "p"}).products[0].price_cents == 0  # no price: 0
+    r = bad(type="page", event=None, properties={"quantity": 0})
+    assert (r.reason, r.message) == ("invalid_quantity", "properties.quantity must be a positive integer, got '0'")
+    e = ok(type="identify", event=None, traits={"plan": "pro"}, context={"ip": "1.2.3.0"})
+    assert (e.traits, e.context) == ({"plan": "pro"}, {"ip": "1.2.3.0"})
+    assert [norm_category(c) for c in ("a>b>c", "a/b/c", "a|b|c", "x > y / z", "b|c>d")] == ["a", "a", "a", "x", "b"]
+    assert norm_category("Home   &  Garden") == "home & garden"
+    assert norm_category("z" * 256 + ">") == "z" * 64 and norm_category("z" * 257 + ">") == "z" * 64
+    with pytest.raises(ValueError) as exc:
+        validate_email("q" * 100)
+    assert str(exc.value) == f"not a valid email address: {'q' * 80!r}"
