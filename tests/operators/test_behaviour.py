@@ -287,6 +287,20 @@ def test_span_merging_and_retention() -> None:
     assert len(old.spans) == 1 and old.older_sessions == 1 and old.sessions == 2
 
 
+def test_more_boundaries() -> None:
+    b = Behaviour()
+    for k in range(2):  # two converted sessions: two past orders
+        feed(b, [tr(10 * k, "Order Completed", T0 + k * 3_600_000, total=1)])
+        b.close_if_idle(CFG, T0 + k * 3_600_000 + CFG.gap_ms + 1, 0)
+    assert b.past_orders == 2
+    assert _session_features(_session(10, 5, gaps=(2, 2, 2)))["regularity"] == 1.0  # exactly 3 gaps count
+    assert _session_features(_session(10, 5, gaps=(0.5, 0.5, 0.5)))["regularity"] == 1.0  # sub-second gaps
+    e = Behaviour()
+    feed(e, [tr(0, "Email Delivered", T0, email_id="a"), tr(1, "Email Opened", T0 + 1000, email_id="a"),
+             tr(2, "Email Link Clicked", T0 + 2000, email_id="a")])  # fmt: skip
+    assert (e.email_n, e.email_fast) == (2, 2)
+
+
 def test_session_config_must_be_positive() -> None:
     for bad in (0, -1):
         with pytest.raises(ValueError) as exc:

@@ -39,7 +39,7 @@ def test_the_category_cap_keeps_the_highest() -> None:
         i.add(cfg, f"c{k:02d}", 1.0 + k, 0)
     assert sorted(i.scores) == [f"c{k:02d}" for k in range(4, 20)]
     j = Interest()
-    for k in range(20):  # ties: by name
+    for k in reversed(range(20)):  # ties: by name, not by arrival
         j.add(cfg, f"t{k:02d}", 1.0, 0)
     assert sorted(j.scores) == [f"t{k:02d}" for k in range(16)]
     assert list(j.render())[:2] == ["t00", "t01"] and j.top() == "t00"
