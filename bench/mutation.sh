@@ -36,6 +36,7 @@ find "$WORK" -name __pycache__ -prune -exec rm -rf {} +
 cat >"$WORK/tests/conftest.py" <<'EOF'
 import os
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("mutation", database=None)
@@ -52,6 +53,18 @@ def pytest_collection_modifyitems(items):
         s = getattr(fn, "_hypothesis_internal_use_settings", None)
         if CAP and s is not None and s.max_examples > CAP:
             fn._hypothesis_internal_use_settings = settings(s, max_examples=CAP)
+
+
+@pytest.fixture(autouse=True)
+def _cold_caches():
+    """mutmut forks each mutant's run from a process that already ran the tests: empty the
+    operators' lru_caches, or a cached result from the original code hides the mutant."""
+    import operators.events
+    import operators.timeutil
+
+    for f in (operators.events._cached_category, operators.timeutil._parse_ts_str, operators.timeutil.iso):
+        if hasattr(f, "cache_clear"):
+            f.cache_clear()
 EOF
 
 cat >"$WORK/pyproject.toml" <<'EOF'

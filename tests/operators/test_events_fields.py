@@ -162,9 +162,9 @@ def test_raw_input_shapes_and_their_rejections() -> None:
     assert isinstance(e, Event) and e.uid == "ü"
     r = parse_event(text.replace("ü", "\ud800"), LIM)  # a lone surrogate: rejected, never raised
     assert isinstance(r, Rejected) and r.reason == "malformed_json"
-    r = parse_event("[1]", LIM, received_at=5)
+    r = parse_event("[1, 2]", LIM, received_at=5)
     assert isinstance(r, Rejected) and (r.reason, r.message, r.raw, r.received_at) == (
-        "not_object", "an event must be a JSON object, got list", b"[1]", 5)
+        "not_object", "an event must be a JSON object, got list", b"[1, 2]", 5)  # the bytes as sent
     r = parse_event(b"{x", LIM, received_at=6)
     assert isinstance(r, Rejected) and (r.reason, r.raw, r.received_at) == ("malformed_json", b"{x", 6)
     assert r.message.startswith("invalid JSON: ")
