@@ -92,6 +92,7 @@ from liveprofile.ingest import Prepared, prepare
 from liveprofile.keys import Keys
 from liveprofile.ratelimit import TokenBuckets, retry_after_header
 from liveprofile.redisconn import connect_async
+from liveprofile.scripts import lua_source
 from liveprofile.settings import ConfigError, Settings, load_env
 from liveprofile.signing import (
     PIXEL_PATH,
@@ -140,25 +141,8 @@ _WEBHOOK_RESULTS = (
 _AUTH_REASONS = ("missing_write_key", "unknown_write_key", "malformed_authorization")
 _RECENT_OPENS = 10_000
 
-# SET NX the delivery's replay key (TTL ARGV[1]); only if it was new, XADD every append:
-# KEYS[2..] are the streams, ARGV[2..] per append: field count, then field, value pairs.
-# An XADD error un-claims the delivery so the sender's retry is not refused as a replay.
-_WEBHOOK_LUA = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local a = 2
-for i = 2, #KEYS do
-  local n = tonumber(ARGV[a]) * 2
-  local args = {}
-  for j = 1, n do args[j] = ARGV[a + j] end
-  a = a + n + 1
-  local r = redis.pcall('XADD', KEYS[i], '*', unpack(args))
-  if type(r) == 'table' and r.err then
-    redis.call('DEL', KEYS[1])
-    return r
-  end
-end
-return 1
-"""
+#: a signed delivery appended at most once (see the script's header)
+_WEBHOOK_LUA = lua_source("webhook_replay_guard")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

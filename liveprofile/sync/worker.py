@@ -76,6 +76,7 @@ from redis.exceptions import ResponseError
 
 from liveprofile.keys import Keys
 from liveprofile.redisconn import TROUBLE
+from liveprofile.scripts import lua_source
 from liveprofile.sync.config import DestinationConfig
 from liveprofile.sync.destinations import Destination, Request, make_destination
 from liveprofile.sync.metrics import SyncMetrics
@@ -94,32 +95,11 @@ SPLITTABLE = frozenset({400, 404, 413, 422})
 #: profile fields never pushed in a full snapshot (identity, bookkeeping of the dataflow)
 _NOT_PUSHED = frozenset({"user_id", "version", "updated_at", "seq", "merged_into"})
 
-COMMIT_LUA = """
--- KEYS[1] watermark hash, KEYS[2] dead-letter stream
--- ARGV[1] dead-letter MAXLEN, ARGV[2] time, then per item 6 values:
---   user, version, item JSON ('' when delivered), reason, status, attempts
-for i = 3, #ARGV, 6 do
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
-  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-  if ARGV[i + 2] ~= '' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'item', ARGV[i + 2], 'reason', ARGV[i + 3],
-               'status', ARGV[i + 4], 'attempts', ARGV[i + 5], 'at', ARGV[2])
-  end
-end
-return 1
-"""
+COMMIT_LUA = lua_source("sync_commit")
 
-_ACQUIRE_LUA = """
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0
-"""
+_ACQUIRE_LUA = lua_source("sync_lease_acquire")
 
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_RELEASE_LUA = lua_source("sync_lease_release")
 
 
 def suppressed_key(prefix: str) -> str:
