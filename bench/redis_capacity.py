@@ -15,7 +15,7 @@ changed ones, segment SADD/SREM and one change-feed XADD.
 Printed: upserts/s as observed (clients included, so bounded by this
 machine's cores) and **upserts per second of redis-server CPU** — what one
 Redis shard (one core: Redis executes commands on one thread) sustains when
-it is the bottleneck; the capacity figure of README "Scaling".
+it is the bottleneck; the capacity figure of docs/scaling.md.
 ``--cluster`` runs the same against a private 3-master cluster and reports the
 per-node CPU (the writes spread by user group).
 """

@@ -205,7 +205,7 @@ def recovery_enabled(argv: list[str] | None = None, env: dict[str, str] | None =
 
 
 def get_flow(stop_at_end: bool = False) -> Dataflow:
-    """The production flow, configured from ``LIVEPROFILE_*`` (see README)."""
+    """The production flow, configured from ``LIVEPROFILE_*`` (see docs/configuration.md)."""
     tune_gc()
     s = Settings.from_env()
     keys = Keys.of(s)

@@ -29,7 +29,7 @@ import orjson
 
 from liveprofile.deadletters import add_commands as add_deadletter_commands
 from liveprofile.privacy import add_commands as add_privacy_commands
-from liveprofile.settings import SETTINGS, ConfigError, Settings
+from liveprofile.settings import ConfigError, Settings, settings_markdown
 from liveprofile.signing import add_commands as add_signing_commands
 
 __all__ = ["main"]
@@ -86,9 +86,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     if args.markdown:
-        print("| variable | default | meaning |\n|---|---|---|")
-        for name, (default, desc) in SETTINGS.items():
-            print(f"| `{name}` | `{default}` | {desc} |")
+        print(settings_markdown(), end="")
         return 0
     print(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2, default=str).decode())
     return 0
@@ -146,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_signing_commands(sub)
 
     cf = sub.add_parser("config", help="show the effective settings")
-    cf.add_argument("--markdown", action="store_true", help="print the settings table for the README")
+    cf.add_argument("--markdown", action="store_true", help="print the settings table of docs/configuration.md")
     cf.set_defaults(func=_cmd_config)
     return p
 

@@ -33,7 +33,7 @@ Stream properties:
   They do not count in the truth.
 
 Truth semantics (per user id, all values strings as on the profile hash; the rules of
-the README, with the settings ``GenConfig.session_gap_ms``, ``abandon_ms``,
+docs/intelligence.md, with the settings ``GenConfig.session_gap_ms``, ``abandon_ms``,
 ``interest_half_life_ms``):
 
 * ``event_count`` valid unique events; first/last seen; ``email`` of the newest identify;
@@ -286,10 +286,10 @@ class Catalogue:
 #
 # The truth is folded from the emitted events themselves (not from the generator's
 # intentions, and with no code from ``operators/``), one user at a time in event-time
-# order, by the rules the README and the module contracts document. Only the settings
+# order, by the rules docs/intelligence.md and the module contracts document. Only the settings
 # (windows, half-life) are shared with the pipeline, as plain numbers.
 
-#: Interest weight per event (README "Interest"; ``page`` is any page call).
+#: Interest weight per event (docs/intelligence.md, Interest; ``page`` is any page call).
 _INTEREST_WEIGHT = {
     "Product Viewed": 1.0, "Product Clicked": 1.0, "Product Added": 2.0,
     "Product Added to Wishlist": 2.0, "Checkout Started": 2.0, "Order Completed": 3.0,

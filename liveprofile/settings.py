@@ -6,7 +6,7 @@ process environment, then the file named by ``LIVEPROFILE_CONFIG_FILE`` (lines
 of ``NAME=value``, ``#`` comments), then the defaults here.
 
 Every setting is listed in :data:`SETTINGS` with its default and meaning; the
-README table is generated from it (``liveprofile config --markdown``).
+table in docs/configuration.md is generated from it (``liveprofile config --markdown``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis for buffer and profiles"),
     "LIVEPROFILE_KEY_PREFIX": ("lp", "prefix of every Redis key"),
-    "LIVEPROFILE_REDIS_CLUSTER": ("off", "on: LIVEPROFILE_REDIS_URL names a node of a Redis Cluster; keys are hash-tagged by user group (see README, Redis Cluster)"),
+    "LIVEPROFILE_REDIS_CLUSTER": ("off", "on: LIVEPROFILE_REDIS_URL names a node of a Redis Cluster; keys are hash-tagged by user group (see docs/redis-cluster.md)"),
     "LIVEPROFILE_CLUSTER_GROUPS": ("16", "with LIVEPROFILE_REDIS_CLUSTER=on: user groups (hash tags) profiles, segments and the change feed are split into; fixed for the life of the data"),
     "LIVEPROFILE_WRITE_KEYS": ("", "comma-separated accepted write keys; the collector refuses to start without one, except in the demo"),
     "LIVEPROFILE_TIMESTAMP_MIN": ("", "oldest plausible event time (ISO 8601); empty = receipt minus LIVEPROFILE_MAX_EVENT_AGE"),
@@ -153,6 +153,13 @@ def _dur_ms(values: Mapping[str, str], name: str) -> int:
     except ValueError:
         msg = f"{name} must be a duration like 90, 15m, 24h or 7d; got {values[name]!r}"
         raise ConfigError(msg) from None
+
+
+def settings_markdown() -> str:
+    """The settings table of docs/configuration.md (``liveprofile config --markdown``), from :data:`SETTINGS`."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | `{default}` | {desc} |" for name, (default, desc) in SETTINGS.items()]
+    return "\n".join(rows) + "\n"
 
 
 def key_fingerprint(secret: str) -> str:
