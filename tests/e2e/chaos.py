@@ -35,7 +35,7 @@ from tests.procs import Proc, base_env, dataflow_reads, start_dataflow, wait_for
 from tests.redis_server import free_port
 
 K = Keys("lp")
-#: Write metadata and online-model outputs: not comparable across runs (see README, Recovery).
+#: Write metadata and online-model outputs: not comparable across runs (see docs/reliability.md).
 VOLATILE = {"version", "updated_at", "seq", "anomaly_score", "suspect", "purchase_propensity"}
 #: Short event-time windows so every cart/session deadline has passed soon after the input ends.
 FAST_WINDOWS = {"LIVEPROFILE_CART_ABANDON_WINDOW": "2s", "LIVEPROFILE_SESSION_GAP": "2s", "LIVEPROFILE_TIMER_RECHECK": "1s", "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"}

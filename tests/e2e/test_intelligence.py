@@ -133,7 +133,7 @@ def test_replay_equals_truth_twice_and_out_of_order(redis_url: str, r: redis.Red
         third = snapshot(r)
         # Bots excepted from interest: the fixed bot rule gates interest updates on the session
         # as seen so far, so which of a scraper's events count depends on their order (a finding
-        # reported in issue 10: the README's "shuffled events give the same profile" is not true
+        # reported in issue 10: docs/intelligence.md's "shuffled events give the same profile" is not true
         # of interest for users that rule flags). Everything else must be identical.
         bot_keys = {K.profile(b) for b in gen.bots}
         order_dependent = {"interests", "top_category", "interests_at"}

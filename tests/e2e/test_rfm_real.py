@@ -6,7 +6,7 @@ orders, 1997-01 … 1998-06) — goes through the real collector's ``/v1/batch``
 into the real dataflow and Redis. Once the RFM refresher has converged, the
 scores must equal scoring the raw orders offline with :mod:`operators.rfm` (same
 population edges, 0 customers scored differently) and rank customers as the data
-does: Spearman's ρ at the README's level (≥ 0.975 for ``rfm_r`` vs last purchase
+does: Spearman's ρ at the level of docs/benchmarks.md (≥ 0.975 for ``rfm_r`` vs last purchase
 time and ``rfm_m`` vs revenue, ≥ 0.99 for ``rfm_f`` vs order count), each computed
 from the raw orders; purchase counts, revenue and last purchase must be exact.
 ``bench/rfm_real.py`` runs the same over all 23,570 customers.
@@ -86,7 +86,7 @@ def test_rfm_ranks_agree_with_a_real_history(redis_url: str, tmp_path: Path, ord
     assert res.edges_match_offline, detail
     assert res.offline_score_mismatches == {"R": 0, "F": 0, "M": 0}, detail
     assert res.offline_mismatch_examples == [], detail
-    # ... and they rank customers as the data does, at the level the README documents for the
+    # ... and they rank customers as the data does, at the level docs/benchmarks.md documents for the
     # full data set (rho_R 0.980, rho_F 0.993, rho_M 0.980); this sample gives 0.980/0.996/0.980.
     assert res.rho_r >= 0.975, detail
     assert res.rho_f >= 0.99, detail

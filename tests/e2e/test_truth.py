@@ -2,7 +2,7 @@
 real dataflow process replaying a buffer (``get_flow(stop_at_end=True)``).
 
 The profiles of a replay equal the truth in every field (``test_intelligence.py``, and the
-live runs of ``test_pipeline.py``); the README also promises one ``Cart Abandoned`` trigger per
+live runs of ``test_pipeline.py``); docs/intelligence.md also promises one ``Cart Abandoned`` trigger per
 abandoned cart. Two ways a replay breaks that promise are pinned here as strict expected
 failures (issue 10 findings): each test states the truth's answer, fails on today's code, and
 turns into an unexpected pass (a failure, being strict) once the pipeline is fixed.
