@@ -298,8 +298,9 @@ _INTEREST_WEIGHT = {
 _PAGE_WEIGHT = 0.5
 _INTEREST_PRUNE = 0.05
 _INTEREST_MAX = 16
-#: Standard RFM grid: segment by R (rows 5..1) and FM = ceil((F + M) / 2) (columns 1..5).
-_RFM_GRID = {
+#: Standard RFM grid: segment by R (rows 5..1) and FM = ceil((F + M) / 2) (columns 1..5), written
+#: here from the documented rule, independently of operators/rfm.py (tests pin the code to it).
+RFM_GRID = {
     5: ("new_customer", "potential_loyalist", "potential_loyalist", "champions", "champions"),
     4: ("promising", "potential_loyalist", "potential_loyalist", "loyal", "loyal"),
     3: ("about_to_sleep", "about_to_sleep", "need_attention", "loyal", "loyal"),
@@ -547,7 +548,7 @@ def rfm_scores(customers: dict[str, tuple[int, int, int]]) -> dict[str, dict[str
     for u, b in bins.items():
         r, f, m = (1 + min(4, 5 * _bisect.bisect_left(columns[k], b[k]) // n) for k in range(3))
         fm = (f + m + 1) // 2
-        out[u] = {"rfm_r": str(r), "rfm_f": str(f), "rfm_m": str(m), "rfm_segment": _RFM_GRID[r][fm - 1]}
+        out[u] = {"rfm_r": str(r), "rfm_f": str(f), "rfm_m": str(m), "rfm_segment": RFM_GRID[r][fm - 1]}
     return out
 
 

@@ -470,7 +470,7 @@ def test_rfm_scores_lower_quantiles_and_grid() -> None:
     grid = {(5, 1, 1): "new_customer", (1, 5, 5): "cant_lose", (2, 2, 1): "hibernating", (3, 3, 3): "need_attention",
             (4, 5, 4): "loyal", (2, 4, 3): "at_risk", (3, 1, 2): "about_to_sleep", (4, 1, 1): "promising"}  # fmt: skip
     for (r, f, m), name in grid.items():
-        assert generate_mod._RFM_GRID[r][(f + m + 1) // 2 - 1] == name
+        assert generate_mod.RFM_GRID[r][(f + m + 1) // 2 - 1] == name
 
 
 def test_truth_settings_are_the_pipeline_defaults() -> None:

@@ -42,6 +42,9 @@ FAST_WINDOWS = {"LIVEPROFILE_CART_ABANDON_WINDOW": "2s", "LIVEPROFILE_SESSION_GA
 #: The generator's windows for a stream run under FAST_WINDOWS (its truth then decides sessions
 #: and carts by the same windows as the pipeline).
 FAST_GEN = {"session_gap_ms": 2_000, "abandon_ms": 2_000}
+#: A fixed clock for the crash and Kafka tests: nothing there needs wall time (timers run on
+#: the stream clock, and LIVEPROFILE_TIMESTAMP_MIN in FAST_WINDOWS admits old events).
+END_MS = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 #: The input step's id in the recovery store (flow id "liveprofile", step "inp").
 INPUT_STEP = "liveprofile.inp"
 
@@ -325,3 +328,9 @@ __all__ = [
     "FAST_WINDOWS", "FAST_GEN", "kill_all", "stop_all", "base_env", "Kill", "ChaosReport", "check_resumed_from_snapshots",
     "caught_up",
 ]  # fmt: skip
+
+
+def replay_file(env: dict[str, str], path: Path) -> None:
+    """``liveprofile replay FILE --quiet`` as a process with ``env``; fails the test on a non-zero exit."""
+    out = subprocess.run([sys.executable, "-m", "liveprofile.cli", "replay", str(path), "--quiet"], env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -123,3 +124,69 @@ def wait_truth(r: redis.Redis, truth: dict[str, dict[str, str]], timeout: float 
 
 def dead_letters(r: redis.Redis, keys: Keys = K) -> list[dict[str, str]]:
     return [{k.decode(): v.decode(errors="replace") for k, v in f.items()} for _, f in r.xrange(keys.dead_letter)]
+
+
+class OutageClient:
+    """A Segment-style client in a thread for buffer-outage tests: POSTs ``batches`` to
+    ``/v1/batch`` (gzip) one after another, retrying each until it is answered 200, as the SDKs
+    do. Before batch ``len(batches) // 2`` it waits for :attr:`gate` (set by the test once the
+    outage has begun), so the second half is sent during the outage.
+
+    A 503 or 429 (with its ``Retry-After`` recorded) is retried after a 0.2 s pause (a client's
+    pause, shorter than Retry-After to keep tests quick; not synchronisation); with
+    ``retry_connection_errors`` so is a connection error. Any other answer fails the client, and
+    :meth:`join` re-raises it."""
+
+    def __init__(self, url: str, batches: Sequence[Sequence[dict]], *, what: str, timeout: float = 60,
+                 retry_connection_errors: bool = False, key: str = "test-key") -> None:  # fmt: skip
+        self.url, self.batches, self.what, self.timeout, self.key = url, batches, what, timeout, key
+        self.retry_connection_errors = retry_connection_errors
+        self.gate = threading.Event()
+        self.statuses: list[int] = []
+        self.retry_after: set[str] = set()
+        self.acked = 0
+        self.done = threading.Event()
+        self.failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _post(self, c: httpx.Client, body: bytes) -> httpx.Response | None:
+        try:
+            return c.post("/v1/batch", content=body, headers={"Content-Encoding": "gzip"})
+        except httpx.HTTPError:
+            if not self.retry_connection_errors:
+                raise
+            return None
+
+    def _run(self) -> None:
+        try:
+            with httpx.Client(base_url=self.url, auth=(self.key, ""), timeout=self.timeout) as c:
+                for i, batch in enumerate(self.batches):
+                    if i == len(self.batches) // 2:
+                        assert self.gate.wait(120), f"{self.what} never began"
+                    body = gzip.compress(orjson.dumps({"batch": list(batch)}))
+                    while True:
+                        resp = self._post(c, body)
+                        if resp is not None:
+                            self.statuses.append(resp.status_code)
+                            if resp.status_code == 200:
+                                self.acked += 1
+                                break
+                            assert resp.status_code in (429, 503), resp.text
+                            self.retry_after.add(resp.headers.get("retry-after", ""))
+                        time.sleep(0.2)
+            self.done.set()
+        except BaseException as exc:  # surfaced by join()
+            self.failure.append(exc)
+
+    def join(self, timeout: float) -> None:
+        """Wait for the client to finish; re-raise its failure; assert every batch was acknowledged."""
+        self._thread.join(timeout)
+        assert not self.failure, self.failure
+        assert self.done.is_set() and self.acked == len(self.batches), (self.acked, len(self.batches))
+
+    def release(self) -> None:
+        """Let a client still waiting for the outage go on (cleanup)."""
+        self.gate.set()

@@ -13,6 +13,7 @@ import redis
 from bench.pipeline import load_buffer
 from liveprofile.generate import GenConfig, generate
 from tests.e2e.chaos import (
+    END_MS,
     FAST_WINDOWS,
     K,
     base_env,
@@ -31,7 +32,6 @@ from tests.e2e.chaos import (
 #: time: the dataflow's timers run on the stream clock (newest event time, then wall time
 #: elapsed since it: cart/session windows close ~2 s after the input ends), and
 #: LIVEPROFILE_TIMESTAMP_MIN (FAST_WINDOWS) admits old events.
-END_MS = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,22 @@ same profiles as the Redis Streams path, with recovery, and merges travel throug
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from liveprofile.generate import GenConfig, generate, write_jsonl
 from liveprofile.kafka_buffer import KafkaConfig, create_topic
 from tests.e2e.chaos import (
+    END_MS,
     FAST_GEN,
     FAST_WINDOWS,
     caught_up,
     cluster,
     diff,
     init_recovery,
+    replay_file,
     settled,
     state,
     stop_all,
@@ -28,22 +26,6 @@ from tests.e2e.chaos import (
 from tests.e2e.helpers import post_batches, wait_truth
 from tests.kafka_broker import LogEnds, TansuBroker
 from tests.procs import base_env, start_collector
-
-#: A fixed clock: nothing here needs wall time (timers run on the stream clock, and
-#: LIVEPROFILE_TIMESTAMP_MIN in FAST_WINDOWS admits old events at the collector too).
-END_MS = 1_717_200_000_000  # 2024-06-01T00:00:00Z
-
-
-@pytest.fixture
-def kafka(tmp_path: Path) -> Iterator[TansuBroker]:
-    b = TansuBroker(tmp_path / "tansu").start()
-    yield b
-    b.stop()
-
-
-def replay(env: dict[str, str], path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "liveprofile.cli", "replay", str(path), "--quiet"], env=env, capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def run_until_settled(env: dict[str, str], tmp: Path, name: str, r: redis.Redis, kafka: TansuBroker | None = None) -> dict:
@@ -73,7 +55,7 @@ def test_kafka_buffer_gives_the_same_profiles_as_redis_streams(kafka: TansuBroke
     write_jsonl(path, gen.events + extra)
 
     env_redis = base_env(redis_url, **FAST_WINDOWS)
-    replay(env_redis, path)
+    replay_file(env_redis, path)
     via_redis = run_until_settled(env_redis, tmp_path, "redis", r)
     assert not wait_truth(r, gen.truth, timeout=5)
     r.flushall()
@@ -81,7 +63,7 @@ def test_kafka_buffer_gives_the_same_profiles_as_redis_streams(kafka: TansuBroke
     cfg = KafkaConfig(kafka.brokers, "liveprofile-events", 4)
     create_topic(cfg)
     env_kafka = base_env(redis_url, **FAST_WINDOWS, LIVEPROFILE_BUFFER="kafka", LIVEPROFILE_KAFKA_BROKERS=kafka.brokers)
-    replay(env_kafka, path)
+    replay_file(env_kafka, path)
     assert r.keys("lp:events:*") == []  # nothing went to Redis Streams
     via_kafka = run_until_settled(env_kafka, tmp_path, "kafka", r, kafka)
     assert not wait_truth(r, gen.truth, timeout=5)

@@ -12,22 +12,14 @@ under a broker outage.
 
 from __future__ import annotations
 
-import gzip
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import orjson
-import pytest
 import redis
 
 from liveprofile.generate import GenConfig, generate, write_jsonl
 from liveprofile.kafka_buffer import KafkaConfig, create_topic
 from tests.e2e.chaos import (
+    END_MS,
     FAST_GEN,
     FAST_WINDOWS,
     caught_up,
@@ -36,35 +28,23 @@ from tests.e2e.chaos import (
     cluster,
     diff,
     init_recovery,
+    replay_file,
     settled,
     state,
     stop_all,
 )
-from tests.e2e.helpers import dead_letters, wait_truth
+from tests.e2e.helpers import OutageClient, dead_letters, wait_truth
 from tests.kafka_broker import LogEnds, TansuBroker
 from tests.procs import base_env, dataflow_reads, start_collector, start_dataflow, wait_for
 
-#: A fixed clock: nothing here needs wall time (timers run on the stream clock, and
-#: LIVEPROFILE_TIMESTAMP_MIN in FAST_WINDOWS admits old events at the collector too).
-END_MS = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 SHARDS = 4
 
-
-@pytest.fixture
-def kafka(tmp_path: Path) -> Iterator[TansuBroker]:
-    b = TansuBroker(tmp_path / "tansu", proxied=True).start()
-    yield b
-    b.stop()
 
 
 def kafka_env(redis_url: str, kafka: TansuBroker, topic: str) -> dict[str, str]:
     create_topic(KafkaConfig(kafka.brokers, topic, SHARDS))
     return base_env(redis_url, **FAST_WINDOWS, LIVEPROFILE_BUFFER="kafka", LIVEPROFILE_KAFKA_BROKERS=kafka.brokers, LIVEPROFILE_KAFKA_TOPIC=topic)
 
-
-def replay(env: dict[str, str], path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "liveprofile.cli", "replay", str(path), "--quiet"], env=env, capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_kafka_kill_9_mid_stream_gives_the_uninterrupted_state(kafka: TansuBroker, redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
@@ -76,7 +56,7 @@ def test_kafka_kill_9_mid_stream_gives_the_uninterrupted_state(kafka: TansuBroke
     # small polls: epochs (and so snapshots) close on time even on a loaded machine, and a
     # kill can land within one poll per partition of its target
     chaos_env["LIVEPROFILE_READ_BATCH"] = "250"
-    replay(ref_env, path)
+    replay_file(ref_env, path)
 
     ref_ends = LogEnds(kafka.brokers, "lp-ref", SHARDS)
     procs = cluster(ref_env, tmp_path, 1, init_recovery(tmp_path / "rec-ref", 1), "ref", api=True)
@@ -87,7 +67,7 @@ def test_kafka_kill_9_mid_stream_gives_the_uninterrupted_state(kafka: TansuBroke
     reference = state(r)
     assert not wait_truth(r, gen.truth, timeout=5)
     r.flushall()
-    replay(chaos_env, path)  # after the flush: the replay dead-letters the invalid events in Redis
+    replay_file(chaos_env, path)  # after the flush: the replay dead-letters the invalid events in Redis
 
     ends = LogEnds(kafka.brokers, "lp-chaos", SHARDS)
     kills = 3
@@ -103,7 +83,8 @@ def test_kafka_kill_9_mid_stream_gives_the_uninterrupted_state(kafka: TansuBroke
     assert not wait_truth(r, gen.truth, timeout=5)
 
 
-def test_kafka_broker_outage_loses_nothing(kafka: TansuBroker, redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
+def test_kafka_broker_outage_loses_nothing(kafka_proxied: TansuBroker, redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
+    kafka = kafka_proxied
     gen = generate(GenConfig(users=150, seed=43, end_ms=END_MS, **FAST_GEN, days=10, duplicate_rate=0.02, invalid_rate=0.01))
     batches = [gen.events[i : i + 100] for i in range(0, len(gen.events), 100)]
     env = kafka_env(redis_url, kafka, "liveprofile-events")
@@ -111,52 +92,23 @@ def test_kafka_broker_outage_loses_nothing(kafka: TansuBroker, redis_url: str, r
     coll, url = start_collector(env, tmp_path)
     df = start_dataflow(env, tmp_path, recovery=init_recovery(tmp_path / "rec", 1), api=True)
     pid = df.p.pid
-    statuses: list[int] = []
-    retry_after: set[str] = set()
-    acked = 0
-    cut = threading.Event()  # the second half is sent only during the outage
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def client() -> None:
-        nonlocal acked
-        try:
-            with httpx.Client(base_url=url, auth=("test-key", ""), timeout=60) as c:
-                for i, batch in enumerate(batches):
-                    if i == len(batches) // 2:
-                        assert cut.wait(120), "the broker was never cut off"
-                    body = gzip.compress(orjson.dumps({"batch": batch}))
-                    while True:
-                        resp = c.post("/v1/batch", content=body, headers={"Content-Encoding": "gzip"})
-                        statuses.append(resp.status_code)
-                        if resp.status_code == 200:
-                            acked += 1
-                            break
-                        assert resp.status_code == 503, resp.text
-                        retry_after.add(resp.headers.get("retry-after", ""))
-                        time.sleep(0.2)  # a client's retry pause (shorter than Retry-After, to keep the test quick)
-            done.set()
-        except BaseException as exc:  # surfaced by the main thread
-            failure.append(exc)
-
-    t = threading.Thread(target=client, daemon=True)
+    client = OutageClient(url, batches, what="the broker outage")
     try:
         wait_for(lambda: bool(dataflow_reads([df])), 60, 0.05, "the dataflow's source to start")
-        t.start()
+        client.start()
         # mid-stream: the dataflow has read acknowledged events, and half of them are unsent
-        wait_for(lambda: acked > 0 and sum((dataflow_reads([df]) or {}).values()) > 0, 60, 0.02, "acknowledged events read")
+        wait_for(lambda: client.acked > 0 and sum((dataflow_reads([df]) or {}).values()) > 0, 60, 0.02, "acknowledged events read")
         kafka.outage()
-        at_cut = acked
-        cut.set()
+        at_cut = client.acked
+        client.gate.set()
         assert 0 < at_cut <= len(batches) // 2
         # the outage is seen on both sides before the broker comes back
-        wait_for(lambda: statuses.count(503) >= 2 or bool(failure), 60, 0.05, "503s from the collector")
+        wait_for(lambda: client.statuses.count(503) >= 2 or bool(client.failure), 60, 0.05, "503s from the collector")
         wait_for(lambda: "Connection refused" in df.output(), 60, 0.1, "the dataflow's consumer to see the outage")
         kafka.restore()
-        t.join(180)
-        assert not failure, failure
-        assert done.is_set() and acked == len(batches)
-        assert retry_after == {"5"}
+        client.join(180)
+        assert set(client.statuses) <= {200, 503}  # a broker outage is a 503, never a 429
+        assert client.retry_after == {"5"}
         settled(r, unread=caught_up([df], {}, ends))
         assert df.alive() and df.p.pid == pid, df.output()  # it survived the outage: never restarted
         mism = wait_truth(r, gen.truth, timeout=30)
@@ -164,7 +116,6 @@ def test_kafka_broker_outage_loses_nothing(kafka: TansuBroker, redis_url: str, r
         got = {d["message_id"] for d in dead_letters(r)}
         assert {i["messageId"] for i in gen.invalid} <= got
     finally:
-        cut.set()
-        done.set()
+        client.release()
         df.interrupt()
         coll.stop()

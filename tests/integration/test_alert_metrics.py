@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -199,15 +198,14 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         (workdir / "alerts.yml").write_text(yaml.safe_dump(scaled_rules(ALERTS.read_text())))
         self.write_config(targets)
-        self.log = (workdir / "prometheus.log").open("ab")
-        self.p = subprocess.Popen(
+        self.proc = Proc(
             [exe, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            os.environ, workdir / "prometheus.log",
         )  # fmt: skip
 
         def ready() -> bool:
-            assert self.p.poll() is None, (workdir / "prometheus.log").read_text()[-3000:]
+            assert self.proc.alive(), self.proc.output()
             try:
                 return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
@@ -241,13 +239,7 @@ class Prometheus:
         return out
 
     def stop(self) -> None:
-        self.p.terminate()
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait(10)
-        self.log.close()
+        self.proc.stop()
 
 
 class Throttle(threading.Thread):

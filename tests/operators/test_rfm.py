@@ -8,6 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from liveprofile.generate import RFM_GRID
 from operators.rfm import DAY_MS, SEGMENTS, Population, RfmEdges, RfmValues, segment
 
 values = st.builds(RfmValues, st.integers(0, 400 * DAY_MS), st.integers(1, 40), st.integers(0, 10**7))
@@ -103,14 +104,9 @@ def test_apply_same_values_is_a_noop_and_removal_drops_empty_bins() -> None:
     assert (pop.r, pop.f, pop.m, pop.n) == ({}, {}, {}, 0)
 
 
-# R rows 5..1, FM columns 1..5 (FM = ceil((F+M)/2)), from the module's R x FM grid
-GRID = {
-    5: ("new_customer", "potential_loyalist", "potential_loyalist", "champions", "champions"),
-    4: ("promising", "potential_loyalist", "potential_loyalist", "loyal", "loyal"),
-    3: ("about_to_sleep", "about_to_sleep", "need_attention", "loyal", "loyal"),
-    2: ("hibernating", "hibernating", "at_risk", "at_risk", "cant_lose"),
-    1: ("lost", "hibernating", "at_risk", "at_risk", "cant_lose"),
-}
+# R rows 5..1, FM columns 1..5 (FM = ceil((F+M)/2)): the documented grid, as the generator's
+# truth writes it independently of operators/rfm.py
+GRID = RFM_GRID
 
 
 def test_segment_grid() -> None:
