@@ -14,7 +14,7 @@ import gzip
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -190,3 +190,12 @@ class OutageClient:
     def release(self) -> None:
         """Let a client still waiting for the outage go on (cleanup)."""
         self.gate.set()
+
+
+def assert_nothing_lost(r: redis.Redis, gen: Any, output: Callable[[], str], timeout: float = 60) -> None:
+    """Every profile equals the generator's truth (waiting up to ``timeout``) and every invalid
+    event of ``gen`` is in the dead letters; ``output`` (a process's log) explains a failure."""
+    mism = wait_truth(r, gen.truth, timeout=timeout)
+    assert not mism, (len(mism), mism[:10], output())
+    got = {d["message_id"] for d in dead_letters(r)}
+    assert {i["messageId"] for i in gen.invalid} <= got

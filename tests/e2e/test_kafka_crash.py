@@ -33,7 +33,7 @@ from tests.e2e.chaos import (
     state,
     stop_all,
 )
-from tests.e2e.helpers import OutageClient, dead_letters, wait_truth
+from tests.e2e.helpers import OutageClient, assert_nothing_lost, wait_truth
 from tests.kafka_broker import LogEnds, TansuBroker
 from tests.procs import base_env, dataflow_reads, start_collector, start_dataflow, wait_for
 
@@ -111,10 +111,7 @@ def test_kafka_broker_outage_loses_nothing(kafka_proxied: TansuBroker, redis_url
         assert client.retry_after == {"5"}
         settled(r, unread=caught_up([df], {}, ends))
         assert df.alive() and df.p.pid == pid, df.output()  # it survived the outage: never restarted
-        mism = wait_truth(r, gen.truth, timeout=30)
-        assert not mism, (len(mism), mism[:10], df.output())
-        got = {d["message_id"] for d in dead_letters(r)}
-        assert {i["messageId"] for i in gen.invalid} <= got
+        assert_nothing_lost(r, gen, df.output, timeout=30)
     finally:
         client.release()
         df.interrupt()

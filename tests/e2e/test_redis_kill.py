@@ -15,7 +15,11 @@ import redis
 
 from liveprofile.generate import GenConfig, generate
 from tests.e2e.chaos import init_recovery
-from tests.e2e.helpers import OutageClient, dead_letters, wait_caught_up, wait_truth
+from tests.e2e.helpers import (
+    OutageClient,
+    assert_nothing_lost,
+    wait_caught_up,
+)
 from tests.procs import (
     base_env,
     dataflow_reads,
@@ -57,10 +61,7 @@ def test_redis_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
         assert df.alive(), df.output()  # it reconnected by itself: never restarted
         r = redis.Redis.from_url(srv.url)
         wait_caught_up(r, timeout=180)
-        mism = wait_truth(r, gen.truth, timeout=60)
-        assert not mism, (len(mism), mism[:10], df.output())
-        got = {d["message_id"] for d in dead_letters(r)}
-        assert {i["messageId"] for i in gen.invalid} <= got
+        assert_nothing_lost(r, gen, df.output, timeout=60)
     finally:
         client.release()
         df.interrupt()
