@@ -42,7 +42,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from liveprofile.keys import Keys  # noqa: E402
+from liveprofile.store.keys import Keys  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 K = Keys("lp")

@@ -32,7 +32,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from liveprofile.generate import GenConfig, generate  # noqa: E402
+from liveprofile.devtools.generate import GenConfig, generate  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 AUTH = "Basic " + base64.b64encode(b"bench-key:").decode()

@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import load_buffer  # noqa: E402
-from liveprofile.buffer import backlog  # noqa: E402
-from liveprofile.generate import GenConfig, Generated, generate  # noqa: E402
-from liveprofile.keys import Keys  # noqa: E402
+from liveprofile.buffer.streams import backlog  # noqa: E402
+from liveprofile.devtools.generate import GenConfig, Generated, generate  # noqa: E402
+from liveprofile.store.keys import Keys  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 INTEREST_EVENTS = {"Product Viewed", "Product Added", "Checkout Started", "Order Completed", "Email Link Clicked"}

@@ -31,8 +31,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from liveprofile.demo import _counter, histogram_quantile  # noqa: E402
-from liveprofile.generate import GenConfig, generate  # noqa: E402
+from liveprofile.devtools.demo import _counter, histogram_quantile  # noqa: E402
+from liveprofile.devtools.generate import GenConfig, generate  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 

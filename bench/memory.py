@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import load_buffer  # noqa: E402
-from liveprofile.generate import GenConfig, generate  # noqa: E402
+from liveprofile.devtools.generate import GenConfig, generate  # noqa: E402
 from operators.events import Event, Limits, parse_event  # noqa: E402
 from operators.user import UserConfig, step  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402

@@ -37,10 +37,10 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from liveprofile.generate import GenConfig, generate  # noqa: E402
-from liveprofile.keys import Keys  # noqa: E402
-from liveprofile.replay import replay_lines  # noqa: E402
+from liveprofile.admin.history import replay_lines  # noqa: E402
+from liveprofile.devtools.generate import GenConfig, generate  # noqa: E402
 from liveprofile.settings import Settings  # noqa: E402
+from liveprofile.store.keys import Keys  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 

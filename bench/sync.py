@@ -34,9 +34,14 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from liveprofile.keys import Keys  # noqa: E402
+from liveprofile.store.keys import Keys  # noqa: E402
+from liveprofile.sync.destinations.webhook import (  # noqa: E402
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+    verify_signature,
+)
 from liveprofile.sync.model import SyncKeys  # noqa: E402
-from liveprofile.sync.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 CHANGES = Keys("lp").changes

@@ -2,8 +2,9 @@
 
 Each class wraps pure functions from :mod:`operators` and adds only engine
 concerns: which key it runs under, timers (``notify_at``), and snapshots
-(always ``bytes`` from ``pickle``: immutable, so Bytewax needs no deep copy,
-and far cheaper than ``copy.deepcopy``; guide §2.3, §12.5).
+(always ``bytes`` from :func:`operators.snapshot.dump`: versioned, immutable so Bytewax needs
+no deep copy, and far cheaper than ``copy.deepcopy``; guide §2.3, §12.5). Resumed state goes
+through :func:`operators.snapshot.load`, which migrates older layouts.
 
 * :class:`IdentityLogic` — keyed by anonymous id; state: the linked user id
   (discarded while there is none, so anonymous-only visitors cost nothing).
@@ -16,18 +17,18 @@ and far cheaper than ``copy.deepcopy``; guide §2.3, §12.5).
 
 from __future__ import annotations
 
-import pickle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
-from dataflows.clock import CLOCK
-from dataflows.redis_sinks import EdgesOut, ModelOut
+from dataflows.clock import StreamClock
+from dataflows.outputs import EdgesOut, ModelOut
+from operators import snapshot
 from operators.events import Event
 from operators.identity import route
-from operators.models import ModelConfig, ShardModels
+from operators.models import ModelConfig, ShardModels, model_fields
 from operators.profile import ProfileState, to_fields
 from operators.rfm import Population, RfmEdges
 from operators.routing import shard_of
@@ -53,14 +54,14 @@ def model_shard(uid: str, n: int) -> str:
 _RETAIN = StatefulBatchLogic.RETAIN
 _DISCARD = StatefulBatchLogic.DISCARD
 _MAX_TIMER_WAIT = 30.0  # s: re-check event-time deadlines at least this often (the clock may jump)
-_PICKLE = pickle.HIGHEST_PROTOCOL
 
 
-class IdentityLogic(StatefulBatchLogic[Event, tuple[str, Any], str]):
+class IdentityLogic(StatefulBatchLogic[Event, tuple[str, Any], bytes]):
     """Route by the anonymous id's link (see :func:`operators.identity.route`)."""
 
-    def __init__(self, resume: str | None) -> None:
-        self.linked = resume
+    def __init__(self, resume: bytes | str | None) -> None:
+        # a bare ``str`` is the snapshot of the layout before versioning
+        self.linked: str | None = resume if resume is None or isinstance(resume, str) else snapshot.load(resume)
 
     def on_batch(self, values: list[Event]) -> tuple[list[tuple[str, Any]], bool]:
         out: list[tuple[str, Any]] = []
@@ -71,24 +72,25 @@ class IdentityLogic(StatefulBatchLogic[Event, tuple[str, Any], str]):
         self.linked = linked
         return out, (_RETAIN if linked is not None else _DISCARD)
 
-    def snapshot(self) -> str:
+    def snapshot(self) -> bytes:
         assert self.linked is not None
-        return self.linked
+        return snapshot.dump(self.linked)
 
 
 class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
     """Per-user state (see :mod:`operators.user`)."""
 
-    __slots__ = ("_cfg", "_recheck", "state")
+    __slots__ = ("_cfg", "_clock", "_recheck", "state")
 
-    def __init__(self, cfg: UserConfig, resume: bytes | None, recheck_s: float = _MAX_TIMER_WAIT) -> None:
+    def __init__(self, cfg: UserConfig, clock: StreamClock, resume: bytes | None, recheck_s: float = _MAX_TIMER_WAIT) -> None:
         self._cfg = cfg
+        self._clock = clock
         self._recheck = recheck_s
-        self.state: UserState | None = pickle.loads(resume) if resume is not None else None
+        self.state: UserState | None = snapshot.load(resume) if resume is not None else None
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         uid = values[0][0]
-        self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values], CLOCK.now())
+        self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values])
         if dups:
             metrics.EVENTS_DUPLICATE.inc(dups)
         for o in outs:
@@ -107,13 +109,14 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
         d = next_deadline(self._cfg, self.state)
         if d is None:
             return None
-        wait = min(max(CLOCK.seconds_until(d), 0.0), self._recheck)
-        return datetime.now(UTC) + timedelta(seconds=wait)
+        clock = self._clock
+        wait = min(max(clock.seconds_until(d), 0.0), self._recheck)
+        return clock.wall() + timedelta(seconds=wait)
 
     def on_notify(self) -> tuple[list[Any], bool]:
         if self.state is None:
             return [], _DISCARD
-        outs = on_timer(self._cfg, self.state, CLOCK.now())
+        outs = on_timer(self._cfg, self.state, self._clock.now())
         for o in outs:
             if type(o) is ProfileUpdate and o.event is not None:
                 metrics.CARTS_ABANDONED.inc()
@@ -124,10 +127,10 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
         (not wall-clock extrapolation, so a finite replay ends the same every time)."""
         if self.state is None:
             return [], _DISCARD
-        return on_timer(self._cfg, self.state, CLOCK.newest()), _RETAIN
+        return on_timer(self._cfg, self.state, self._clock.newest()), _RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.state, protocol=_PICKLE)
+        return snapshot.dump(self.state)
 
 
 class CoreLogic(StatefulBatchLogic[tuple[str, Any], ProfileUpdate, bytes]):
@@ -137,7 +140,7 @@ class CoreLogic(StatefulBatchLogic[tuple[str, Any], ProfileUpdate, bytes]):
 
     def __init__(self, cfg: UserConfig, resume: bytes | None) -> None:
         self._cfg = cfg
-        self.state: ProfileState | None = pickle.loads(resume) if resume is not None else None
+        self.state: ProfileState | None = snapshot.load(resume) if resume is not None else None
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[ProfileUpdate], bool]:
         st = self.state
@@ -155,7 +158,7 @@ class CoreLogic(StatefulBatchLogic[tuple[str, Any], ProfileUpdate, bytes]):
         return [ProfileUpdate(st.uid, st.seq, to_fields(st), st.last_received, None)], _RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.state, protocol=_PICKLE)
+        return snapshot.dump(self.state)
 
 
 class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
@@ -164,7 +167,7 @@ class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
     def __init__(self, cfg: ModelConfig, n_shards: int, resume: bytes | None) -> None:
         self._cfg = cfg
         self._n = n_shards
-        self.models = ShardModels.from_bytes(resume) if resume is not None else ShardModels.new(cfg)
+        self.models: ShardModels = snapshot.load(resume) if resume is not None else ShardModels.new(cfg)
         self._auc: Any = None
 
     def on_batch(self, values: list[BehaviourUpdate]) -> tuple[list[ModelOut], bool]:
@@ -183,9 +186,7 @@ class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
                 metrics.FLAGGED.inc()
             for c in u.closed:
                 m.learn_session(c.features, c.converted, learn=not flagged)
-            fields = {"anomaly_score": f"{score:.4f}", "suspect": "1" if flagged else "0"}
-            if u.session is not None:
-                fields["purchase_propensity"] = f"{m.propensity(u.session):.4f}"
+            fields = model_fields(score, flagged, m.propensity(u.session) if u.session is not None else None)
             out.append(ModelOut(u.uid, fields, flagged, score, u.features))
         if m.sessions:
             if self._auc is None:
@@ -194,7 +195,7 @@ class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
         return out, _RETAIN
 
     def snapshot(self) -> bytes:
-        return self.models.to_bytes()
+        return snapshot.dump(self.models)
 
 
 class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
@@ -203,12 +204,13 @@ class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
     REFRESH_FOR = timedelta(minutes=10)
     TICK = timedelta(seconds=2)
 
-    def __init__(self, resume: bytes | None) -> None:
-        self.pop: Population = pickle.loads(resume) if resume is not None else Population()
+    def __init__(self, clock: StreamClock, resume: bytes | None) -> None:
+        self._wall = clock.wall  # the emission pace is wall time (stream time may stand still)
+        self.pop: Population = snapshot.load(resume) if resume is not None else Population()
         self._edges: RfmEdges | None = None
         self._sent_at = datetime.min.replace(tzinfo=UTC)
         self._dirty = False
-        self._changed_at: datetime | None = datetime.now(UTC)  # rescan once after a (re)start
+        self._changed_at: datetime | None = self._wall()  # rescan once after a (re)start
 
     def _emit(self, now: datetime) -> list[EdgesOut]:
         self._dirty = False
@@ -224,13 +226,13 @@ class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
         for d in values:
             self.pop.apply(d.old, d.new)
         self._dirty = True
-        now = datetime.now(UTC)
+        now = self._wall()
         if now - self._sent_at < self.TICK:
             return [], _RETAIN
         return self._emit(now), _RETAIN
 
     def notify_at(self) -> datetime | None:
-        now = datetime.now(UTC)
+        now = self._wall()
         if self._dirty:
             return self._sent_at + self.TICK
         if self._changed_at is None or now - self._changed_at > self.REFRESH_FOR:
@@ -239,12 +241,12 @@ class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
         return max(self._sent_at + self.TICK, now)
 
     def on_notify(self) -> tuple[list[EdgesOut], bool]:
-        return self._emit(datetime.now(UTC)), _RETAIN
+        return self._emit(self._wall()), _RETAIN
 
     def on_eof(self) -> tuple[list[EdgesOut], bool]:
         """End of a finite input: the final edges, and a full rescoring pass."""
         return [EdgesOut(self.pop.edges(), final=True)], _RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.pop, protocol=_PICKLE)
+        return snapshot.dump(self.pop)
 

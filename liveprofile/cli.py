@@ -27,23 +27,23 @@ from collections.abc import Sequence
 
 import orjson
 
-from liveprofile.deadletters import add_commands as add_deadletter_commands
-from liveprofile.privacy import add_commands as add_privacy_commands
+from liveprofile.admin.deadletters import add_commands as add_deadletter_commands
+from liveprofile.admin.privacy import add_commands as add_privacy_commands
+from liveprofile.collector.signing import add_commands as add_signing_commands
 from liveprofile.settings import ConfigError, Settings, settings_markdown
-from liveprofile.signing import add_commands as add_signing_commands
 
 __all__ = ["main"]
 
 
 def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
-    from liveprofile.collector import serve
+    from liveprofile.collector.app import serve
 
     serve(settings, args.host, args.port, workers=args.workers, log_level=args.log_level)
     return 0
 
 
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from liveprofile.replay import replay_file
+    from liveprofile.admin.history import replay_file
 
     stats = replay_file(settings, args.file, batch=args.batch, progress=not args.quiet)
     print(orjson.dumps(stats).decode())
@@ -51,8 +51,8 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
-    from liveprofile.keys import Keys
-    from liveprofile.redisconn import connect
+    from liveprofile.store.connection import connect
+    from liveprofile.store.keys import Keys
 
     client = connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
     prof = client.hgetall(Keys.of(settings).profile(args.user_id))
@@ -66,7 +66,7 @@ def _cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from liveprofile.generate import GenConfig, generate_to_files
+    from liveprofile.devtools.generate import GenConfig, generate_to_files
 
     end_ms = args.end_ms if args.end_ms is not None else int(time.time() * 1000)
     cfg = GenConfig(
@@ -79,7 +79,7 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from liveprofile.demo import run_demo
+    from liveprofile.devtools.demo import run_demo
 
     return run_demo(args)
 

@@ -27,6 +27,16 @@ from array import array
 from dataclasses import dataclass, field
 
 from operators.events import Event
+from operators.names import (
+    CHECKOUT_STARTED,
+    EMAIL_DELIVERED,
+    EMAIL_LINK_CLICKED,
+    EMAIL_OPENED,
+    ORDER_COMPLETED,
+    PRODUCT_ADDED,
+    PRODUCT_REMOVED,
+    PRODUCT_VIEWED,
+)
 
 __all__ = [
     "SessionConfig",
@@ -224,17 +234,17 @@ class Behaviour:
             s.categories.add(ev.category)
         if ev.type == "track":
             name = ev.name
-            if name == "Product Viewed":
+            if name == PRODUCT_VIEWED:
                 s.views += 1
-            elif name == "Product Added":
+            elif name == PRODUCT_ADDED:
                 s.adds += 1
-            elif name == "Product Removed":
+            elif name == PRODUCT_REMOVED:
                 s.removes += 1
-            elif name == "Checkout Started":
+            elif name == CHECKOUT_STARTED:
                 s.checkouts += 1
-            elif name == "Email Link Clicked":
+            elif name == EMAIL_LINK_CLICKED:
                 s.email_clicks += 1
-            elif name == "Order Completed":
+            elif name == ORDER_COMPLETED:
                 if not s.converted:
                     s.pre_order = s.counters(self.past_orders, cart_ops)
                 s.converted = True
@@ -282,13 +292,13 @@ class Behaviour:
         if ev.type != "track":
             return
         name = ev.name
-        if name not in ("Email Delivered", "Email Opened", "Email Link Clicked"):
+        if name not in (EMAIL_DELIVERED, EMAIL_OPENED, EMAIL_LINK_CLICKED):
             return
         eid = ev.properties.get("email_id") or ev.properties.get("campaign_id")
         if not isinstance(eid, str | int):
             return
         key = zlib.crc32(str(eid).encode())  # 32-bit key: a small int, not a 40-byte id string
-        if name == "Email Delivered":
+        if name == EMAIL_DELIVERED:
             _put(self.delivered, key, ev.ts)
             if len(self.delivered) > 16:
                 j = min(range(1, len(self.delivered), 2), key=self.delivered.__getitem__)  # the oldest delivery

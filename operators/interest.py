@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from operators.names import EventName
+
 __all__ = ["InterestConfig", "Interest", "event_weight"]
 
 
@@ -45,13 +47,13 @@ class InterestConfig:
 
 
 _TRACK_KIND = {
-    "Product Viewed": "view",
-    "Product Clicked": "view",
-    "Product Added": "cart",
+    EventName.PRODUCT_VIEWED: "view",
+    EventName.PRODUCT_CLICKED: "view",
+    EventName.PRODUCT_ADDED: "cart",
     "Product Added to Wishlist": "cart",
-    "Checkout Started": "checkout",
-    "Order Completed": "purchase",
-    "Email Link Clicked": "email_click",
+    EventName.CHECKOUT_STARTED: "checkout",
+    EventName.ORDER_COMPLETED: "purchase",
+    EventName.EMAIL_LINK_CLICKED: "email_click",
 }
 
 

@@ -30,7 +30,7 @@ from river import anomaly, compose, linear_model, metrics, optim, preprocessing
 
 from operators.behaviour import FEATURE_LIMITS
 
-__all__ = ["ModelConfig", "ShardModels"]
+__all__ = ["model_fields", "ModelConfig", "ShardModels"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +129,16 @@ class ShardModels:
         obj = pickle.loads(data)
         assert isinstance(obj, ShardModels)
         return obj
+
+
+def model_fields(score: float, flagged: bool, propensity: float | None) -> dict[str, str]:
+    """The profile fields of the models step (:attr:`operators.schema.Owner.MODELS`); the
+    propensity only while a session is open.
+
+    >>> model_fields(0.25, False, None)
+    {'anomaly_score': '0.2500', 'suspect': '0'}
+    """
+    fields = {"anomaly_score": f"{score:.4f}", "suspect": "1" if flagged else "0"}
+    if propensity is not None:
+        fields["purchase_propensity"] = f"{propensity:.4f}"
+    return fields

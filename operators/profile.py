@@ -27,26 +27,31 @@ and ``updated_at`` are the sink's).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
 from operators.money import format_cents
+from operators.names import (
+    CART_ABANDONED,
+    EMAIL_LINK_CLICKED,
+    EMAIL_OPENED,
+    ORDER_COMPLETED,
+    PRODUCT_ADDED,
+    PRODUCT_REMOVED,
+)
+from operators.schema import Owner, owned_by
 from operators.timeutil import iso
 
 __all__ = ["ProfileState", "to_fields", "CART_ADD", "CART_REMOVE", "ORDER_EVENTS", "PROFILE_FIELDS"]
 
-CART_ADD = "Product Added"
-CART_REMOVE = "Product Removed"
-ORDER_EVENTS = frozenset({"Order Completed"})
-#: Fields this module owns on the profile hash.
-PROFILE_FIELDS = (
-    "user_id", "email", "event_count", "first_seen_at", "last_seen_at", "purchase_count",
-    "revenue_total", "first_purchase_at", "last_purchase_at", "cart_value", "cart_items", "cart",
-    "cart_abandoned", "email_opens", "email_clicks", "last_email_open_at", "anonymous_ids",
-)  # fmt: skip
+CART_ADD = PRODUCT_ADDED
+CART_REMOVE = PRODUCT_REMOVED
+ORDER_EVENTS = frozenset({ORDER_COMPLETED})
+#: fields this module renders (its rows of :data:`operators.schema.FIELDS`)
+PROFILE_FIELDS = owned_by(Owner.CORE)
 _CART_NAMES = frozenset({CART_ADD, CART_REMOVE})
 _MAX_CART_OPS = 200
 #: how long a removal whose product is not in the cart waits for its add (events arrive
@@ -58,8 +63,6 @@ _NONE = -(2**62)
 @dataclass(slots=True)
 class ProfileState:
     """Everything the core profile needs for one user. Picklable, small."""
-
-    SCHEMA: ClassVar[int] = 2
 
     uid: str
     seq: int = 0
@@ -148,11 +151,11 @@ class ProfileState:
                     self.cart_ops = _compact(self.cart_ops)
                 self.cart_abandoned = False
                 self.cart_orphans = False
-        elif name == "Email Opened":
+        elif name == EMAIL_OPENED:
             self.email_opens += 1
             if ts > self.last_email_open:
                 self.last_email_open = ts
-        elif name == "Email Link Clicked":
+        elif name == EMAIL_LINK_CLICKED:
             self.email_clicks += 1
         return True
 
@@ -206,7 +209,7 @@ class ProfileState:
             return None
         self.cart_abandoned = True
         return {
-            "name": "Cart Abandoned",
+            "name": CART_ABANDONED,
             "id": f"cart-abandoned:{self.uid}:{deadline}",
             "ts": iso(deadline),
             "properties": {

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-__all__ = ["RfmValues", "Population", "RfmEdges", "segment", "SEGMENTS", "DAY_MS"]
+__all__ = ["RfmValues", "Population", "RfmEdges", "segment", "rfm_fields", "SEGMENTS", "DAY_MS"]
 
 DAY_MS = 86_400_000
 _LOG_STEP = math.log(1.02)
@@ -171,3 +171,15 @@ def segment(r: int, f: int, m: int) -> str:
     if r == 1 and fm == 1:
         return "lost"
     return "hibernating"
+
+
+def rfm_fields(edges: RfmEdges, v: RfmValues | None) -> dict[str, str]:
+    """The four RFM profile fields for raw values ``v`` under ``edges`` ('' for non-customers).
+
+    >>> rfm_fields(RfmEdges(), None)
+    {'rfm_r': '', 'rfm_f': '', 'rfm_m': '', 'rfm_segment': ''}
+    """
+    if v is None or edges.n == 0:  # not a customer, or no population to rank against yet
+        return {"rfm_r": "", "rfm_f": "", "rfm_m": "", "rfm_segment": ""}
+    r, f, m = edges.score(v)
+    return {"rfm_r": str(r), "rfm_f": str(f), "rfm_m": str(m), "rfm_segment": segment(r, f, m)}

@@ -3,13 +3,18 @@
 ``shard_of(identity, n)`` = CRC-32 of the UTF-8 identity modulo ``n``. Stable
 across processes, machines and Python versions (never ``hash()``), so a user's
 events always land in the same stream and keep their order.
+
+The identity is the parsed event's :attr:`operators.events.Event.uid` (the one identity rule:
+``userId`` once trimmed, else ``anonymousId``), whoever routes: the envelope check
+(:func:`liveprofile.buffer.ingest.prepare`) picks the shard by it and the dataflow keys the user
+by it, so they cannot disagree.
 """
 
 from __future__ import annotations
 
 import zlib
 
-__all__ = ["shard_of", "routing_identity"]
+__all__ = ["shard_of"]
 
 
 def shard_of(identity: str, n: int) -> int:
@@ -19,19 +24,3 @@ def shard_of(identity: str, n: int) -> int:
     (0, True)
     """
     return zlib.crc32(identity.encode("utf-8", "surrogatepass")) % n
-
-
-def routing_identity(event: dict) -> str:
-    """The identity an event is routed by: ``userId`` if present, else ``anonymousId``.
-
-    Returns ``""`` when the event has neither (it is routed to shard 0 and
-    dead-lettered downstream).
-
-    >>> routing_identity({"userId": 7, "anonymousId": "a"}), routing_identity({"anonymousId": "a"})
-    ('7', 'a')
-    """
-    for k in ("userId", "anonymousId"):
-        v = event.get(k)
-        if v is not None and v != "" and not isinstance(v, dict | list | bool):
-            return str(v).strip()
-    return ""

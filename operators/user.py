@@ -5,7 +5,7 @@ Contract
 ``UserState`` bundles the user's :class:`~operators.profile.ProfileState`
 (counters, cart, dedupe), :class:`~operators.interest.Interest`,
 :class:`~operators.behaviour.Behaviour` (sessions, bot features) and the RFM
-values last reported to the population. ``step(cfg, state, uid, items, clock)``
+values last reported to the population. ``step(cfg, state, uid, items)``
 folds a batch of items — events, identity :class:`~operators.identity.Link`s,
 :class:`MergeIn`s and :class:`Forget` — and returns the new state (``None`` once the user
 merged into another and is retired) plus the outputs:
@@ -20,7 +20,7 @@ merged into another and is retired) plus the outputs:
 ``on_timer(cfg, state, clock)`` is the live-traffic path: sessions and carts
 whose event-time deadline the stream clock has passed. ``next_deadline``
 tells when to call it. ``clock`` is the stream's event-time clock (ms), always
-passed in.
+passed in; ``step`` needs none (a batch is folded by its events' own times).
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed:
     return out
 
 
-def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Link | MergeIn | Forget | Unsuppress], clock: int) -> tuple[UserState | None, list[Output], int]:
+def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Link | MergeIn | Forget | Unsuppress]) -> tuple[UserState | None, list[Output], int]:
     """Fold a batch of items for user ``uid`` (see module docstring).
 
     Returns the new state, the outputs, and how many events were duplicates.

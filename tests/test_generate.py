@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from liveprofile import generate as generate_mod
-from liveprofile.generate import (
+from liveprofile.devtools import generate as generate_mod
+from liveprofile.devtools.generate import (
     BOT_KINDS,
     INTEREST_FIELDS,
     INVALID_REASONS,
@@ -107,7 +107,7 @@ def _replay(gen: Generated, cfg: GenConfig) -> _Replayed:
         if mid in expected_reason:
             problems.append(f"{mid}: accepted, expected rejection {expected_reason[mid]}")
             continue
-        st, outs, dups = step(ucfg, states.get(ev.uid), ev.uid, [ev], ev.ts)
+        st, outs, dups = step(ucfg, states.get(ev.uid), ev.uid, [ev])
         states[ev.uid] = st
         refused += dups
         collect(ev.uid, outs)

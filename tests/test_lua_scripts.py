@@ -1,4 +1,4 @@
-"""Every Lua script lives in its own file under ``liveprofile/lua/`` and is loaded from there.
+"""Every Lua script lives in its own file under ``liveprofile/store/lua/`` and is loaded from there.
 
 Fails when a script is written back into a Python string, when a ``.lua`` file is added but not
 listed (or listed but missing), when a file does not document its KEYS, or when a script does
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from liveprofile.scripts import SCRIPT_NAMES, lua_source
+from liveprofile.store.scripts import SCRIPT_NAMES, lua_source
 
 ROOT = Path(__file__).resolve().parent.parent
-LUA_DIR = ROOT / "liveprofile" / "lua"
+LUA_DIR = ROOT / "liveprofile" / "store" / "lua"
 #: what only Lua says; a Python string holding one of these is a script in the wrong home
 LUA_MARKERS = ("redis.call(", "redis.pcall(", "cjson.", "KEYS[1]", "ARGV[1]")
 
@@ -40,7 +40,7 @@ def test_no_lua_in_python_strings() -> None:
             for line, text in _python_strings(path):
                 if any(m in text for m in LUA_MARKERS):
                     found.append(f"{path.relative_to(ROOT)}:{line}")
-    assert not found, f"Lua belongs in liveprofile/lua/*.lua: {found}"
+    assert not found, f"Lua belongs in liveprofile/store/lua/*.lua: {found}"
 
 
 def test_every_script_file_is_listed_documented_and_packaged() -> None:
@@ -51,7 +51,7 @@ def test_every_script_file_is_listed_documented_and_packaged() -> None:
     with pytest.raises(KeyError):
         lua_source("nope")
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "lua/*.lua" in data["liveprofile"]  # a wheel (the Docker image) ships them
+    assert "lua/*.lua" in data["liveprofile.store"]  # a wheel (the Docker image) ships them
 
 
 def test_every_script_compiles_in_redis(r: redis.Redis) -> None:

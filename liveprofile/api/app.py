@@ -27,7 +27,7 @@ Errors are ``{"error": code, "message": text}``.
 With a Redis Cluster (``LIVEPROFILE_REDIS_CLUSTER=on``) reads go through
 redis-py's cluster client (the single-connection fast path,
 :mod:`liveprofile.api.fastredis`, serves one server only) and every key comes
-from :class:`~liveprofile.keys.Keys`: a profile in its user's group, the
+from :class:`~liveprofile.store.keys.Keys`: a profile in its user's group, the
 exposures in the same slot as the profile they are recorded with.
 """
 
@@ -37,9 +37,7 @@ import gc
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 import jinja2
 import orjson
@@ -51,30 +49,33 @@ from liveprofile.api import fastredis
 from liveprofile.api.config import ApiConfig
 from liveprofile.api.content import Content, decode_profile
 from liveprofile.api.experiments import EXPOSE_LUA, assign_all, exposure_event
-from liveprofile.buffer import AsyncAppender
-from liveprofile.ingest import prepare
-from liveprofile.keys import Keys
-from liveprofile.redisconn import connect_async
+from liveprofile.asgi import (
+    JSON,
+    HTTPError,
+    Receive,
+    Scope,
+    Send,
+    query_params,
+    respond,
+    run_lifespan,
+)
+from liveprofile.buffer.ingest import prepare
+from liveprofile.buffer.writers import Appender, appender_for
 from liveprofile.settings import Settings
+from liveprofile.store.connection import connect_async
+from liveprofile.store.keys import Keys
 from operators.timeutil import iso
 
 __all__ = ["ApiApp", "ApiError", "serve", "tune_gc"]
 
 logger = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-_JSON = (b"content-type", b"application/json")
+_JSON = JSON
 _HTML = (b"content-type", b"text/html; charset=utf-8")
 
 
-class ApiError(Exception):
-    """An HTTP error answer."""
-
-    def __init__(self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or []
+#: the API's name for :class:`liveprofile.asgi.HTTPError`
+ApiError = HTTPError
 
 
 class _Metrics:
@@ -104,7 +105,7 @@ class ApiApp:
         self.metrics = _Metrics(registry or CollectorRegistry())
         self.redis: aioredis.Redis | None = None
         self.content: Content | None = None
-        self._appender: AsyncAppender | None = None
+        self._appender: Appender | None = None
         self._expose: Any = None
         self.fast: fastredis.PipelinedRedis | None = None
 
@@ -119,11 +120,13 @@ class ApiApp:
             self.redis = aioredis.Redis(connection_pool=pool)
         self.content = Content(self.redis, self.settings.key_prefix, self.config.templates_dir,
                                self.config.recommendations, self.config.bestsellers_ttl)  # fmt: skip
-        self._appender = AsyncAppender(self.redis)
+        self._appender = appender_for(self.settings, self.redis)
         self._expose = self.redis.register_script(EXPOSE_LUA)
         self.fast = None if self.keys.cluster else fastredis.from_url(self.settings.redis_url)
 
     async def shutdown(self) -> None:
+        if self._appender is not None:
+            await self._appender.close()
         if self.fast is not None:
             await self.fast.aclose()
         if self.redis is not None:
@@ -133,15 +136,7 @@ class ApiApp:
         if scope["type"] == "http":
             await self.http(scope, send)
         elif scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await self.startup()
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await self.shutdown()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await run_lifespan(receive, send, self.startup, self.shutdown)
 
     # -- routing ---------------------------------------------------------------
     async def http(self, scope: Scope, send: Send) -> None:
@@ -164,20 +159,20 @@ class ApiApp:
             elif len(parts) == 3 and parts[:2] == ["v1", "profiles"] and parts[2]:
                 route = "profile"
                 self._auth(scope)
-                status, body, ctype = await self.profile(parts[2], _query(scope))
+                status, body, ctype = await self.profile(parts[2], query_params(scope))
             elif len(parts) >= 3 and parts[:2] == ["v1", "segments"]:
                 route = "segment"
                 self._auth(scope)
-                status, body, ctype = await self.segment("/".join(parts[2:]), _query(scope))
+                status, body, ctype = await self.segment("/".join(parts[2:]), query_params(scope))
             elif len(parts) == 4 and parts[:2] == ["v1", "content"] and parts[2] and parts[3]:
                 route = "content"
                 self._auth(scope)
-                status, body, ctype = await self.render(parts[2], parts[3], _query(scope))
+                status, body, ctype = await self.render(parts[2], parts[3], query_params(scope))
             else:
                 raise ApiError(404, "not_found", f"no endpoint {path}")
         except ApiError as exc:
             status, body, ctype = exc.status, _error(exc.code, exc.message), _JSON
-            await _respond(send, status, body, [ctype, *exc.headers])
+            await respond(send, status, body, [ctype, *exc.headers])
             return
         except Exception:
             logger.exception("api: unexpected error on %s", path)
@@ -185,7 +180,7 @@ class ApiApp:
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
-        await _respond(send, status, body, [ctype])
+        await respond(send, status, body, [ctype])
 
     def _auth(self, scope: Scope) -> None:
         header = b""
@@ -313,21 +308,8 @@ class ApiApp:
             self.metrics.exposures.labels(names[int(i) - 1]).inc()
 
 
-def _query(scope: Scope) -> dict[str, str]:
-    qs = scope.get("query_string", b"")
-    if not qs:
-        return {}
-    return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1")).items()}
-
-
 def _error(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def tune_gc() -> None:

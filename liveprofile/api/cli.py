@@ -44,8 +44,8 @@ def format_report(name: str, rows: list[Any]) -> str:
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from liveprofile.api.experiments import report
-    from liveprofile.keys import Keys
-    from liveprofile.redisconn import connect
+    from liveprofile.store.connection import connect
+    from liveprofile.store.keys import Keys
 
     try:
         exps = _config().experiments

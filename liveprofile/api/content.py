@@ -38,13 +38,13 @@ import orjson
 import redis.asyncio as aioredis
 from jinja2.sandbox import SandboxedEnvironment
 
-from liveprofile.keys import Keys
+from liveprofile.store.keys import Keys
+from operators.schema import BY_NAME, JSON_FIELDS, SHOWN
 
 __all__ = ["Content", "BUILTIN_TEMPLATES", "JSON_FIELDS", "decode_profile", "UnknownSlot"]
 
-JSON_FIELDS = frozenset({"interests", "consent", "cart"})
-#: profile fields that are the dataflow's bookkeeping, not profile data
-HIDDEN_FIELDS = frozenset({"seq", "merged_into"})
+#: profile fields that are the dataflow's bookkeeping, not profile data (operators.schema: ``shown=False``)
+HIDDEN_FIELDS = frozenset(BY_NAME) - SHOWN
 
 BUILTIN_TEMPLATES = {
     "cart.html": (

@@ -38,8 +38,9 @@ import orjson
 import redis
 
 from liveprofile.api.config import Experiment
-from liveprofile.keys import Keys
-from liveprofile.scripts import lua_source
+from liveprofile.store.keys import Keys
+from liveprofile.store.scripts import lua_source
+from operators.names import EventName
 
 __all__ = ["assign", "assign_all", "exposures_key", "EXPOSE_LUA", "VariantStats", "report", "exposure_event"]
 
@@ -78,7 +79,7 @@ def exposures_key(prefix: str, name: str) -> str:
 def exposure_event(name: str, variant: str, user_id: str, ts: str) -> dict[str, object]:
     """The Segment ``Experiment Viewed`` track event of a first exposure."""
     return {
-        "type": "track", "userId": user_id, "event": "Experiment Viewed", "timestamp": ts,
+        "type": "track", "userId": user_id, "event": EventName.EXPERIMENT_VIEWED, "timestamp": ts,
         "messageId": f"exp:{name}:{user_id}",
         "properties": {"experiment": name, "variant": variant, "experiment_name": name, "variation_name": variant},
         "context": {"library": {"name": "liveprofile-api"}},

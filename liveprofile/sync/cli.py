@@ -5,7 +5,7 @@
     liveprofile sync                          run the sync process (all destinations)
     liveprofile sync status                   per destination: holder, pending, queue age, dead letters
     liveprofile sync dead-letters DEST [-n N] print dead letters as JSON lines
-    liveprofile sync replay DEST [--limit N]  re-drive dead letters (see liveprofile.sync.replay)
+    liveprofile sync replay DEST [--limit N]  re-drive dead letters (see liveprofile.sync.redrive)
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ def _config() -> Any:
 
 
 def _client(settings: Settings) -> Any:
-    from liveprofile.redisconn import connect
+    from liveprofile.store.connection import connect
 
     return connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
 
 
 def _keys(settings: Settings) -> Any:
-    from liveprofile.keys import Keys
+    from liveprofile.store.keys import Keys
 
     return Keys.of(settings)
 
@@ -63,7 +63,7 @@ def _known(settings: Settings, dest: str) -> bool:
 
 
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from liveprofile.sync.replay import replay
+    from liveprofile.sync.redrive import replay
 
     if not _known(settings, args.dest):
         return 2
@@ -73,7 +73,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    from liveprofile.sync.replay import dead_letters
+    from liveprofile.sync.redrive import dead_letters
 
     for d in dead_letters(_client(settings), _keys(settings), args.dest, count=args.count):
         print(orjson.dumps(d).decode())

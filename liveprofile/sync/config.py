@@ -43,7 +43,7 @@ Options (all but ``type`` and ``url`` optional):
                   (``lp_version``; null: none)
 ``revision``      Klaviyo ``revision`` header (``2024-10-15``)
 ``clear``         Klaviyo handling of cleared fields: ``unset`` (default) or
-                  ``skip`` (see :mod:`liveprofile.sync.klaviyo`)
+                  ``skip`` (see :mod:`liveprofile.sync.destinations.klaviyo`)
 ================  ===========================================================
 """
 

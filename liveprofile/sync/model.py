@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from liveprofile.keys import Keys
+from liveprofile.store.keys import Keys
 
 __all__ = ["Change", "Item", "MalformedChange", "parse_change", "collapse", "SyncKeys"]
 

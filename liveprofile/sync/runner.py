@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from liveprofile.keys import Keys
-from liveprofile.redisconn import TROUBLE, connect_async
 from liveprofile.settings import Settings
+from liveprofile.store.connection import TROUBLE, connect_async
+from liveprofile.store.keys import Keys
 from liveprofile.sync.config import SyncConfig
 from liveprofile.sync.metrics import SyncMetrics
 from liveprofile.sync.model import SyncKeys

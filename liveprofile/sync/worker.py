@@ -46,7 +46,7 @@ the requests in flight at the crash are sent again (and those carry the same
 idempotency keys).
 
 **Redis Cluster** (``keys.cluster``): the change feed is one stream per user
-group (:mod:`liveprofile.keys`), and so are the destination's watermark,
+group (:mod:`liveprofile.store.keys`), and so are the destination's watermark,
 dead-letter and redrive keys (hash-tagged with the group:
 :class:`~liveprofile.sync.model.SyncKeys`). The worker reads *every* group's
 feed — a *feed* here is (change stream, redrive stream, watermark, dead letters,
@@ -74,14 +74,15 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from liveprofile.keys import Keys
-from liveprofile.redisconn import TROUBLE
-from liveprofile.scripts import lua_source
+from liveprofile.store.connection import TROUBLE
+from liveprofile.store.keys import Keys
+from liveprofile.store.scripts import lua_source
 from liveprofile.sync.config import DestinationConfig
 from liveprofile.sync.destinations import Destination, Request, make_destination
 from liveprofile.sync.metrics import SyncMetrics
 from liveprofile.sync.model import Change, Item, MalformedChange, SyncKeys, collapse, parse_change
 from liveprofile.sync.pacing import Pacer, backoff
+from operators.schema import BY_NAME, PUSHED
 from operators.timeutil import iso
 
 __all__ = ["DestinationWorker", "consent_allows", "suppressed_key", "queue_age", "COMMIT_LUA"]
@@ -93,7 +94,8 @@ RETRYABLE = frozenset({401, 403, 408, 409, 425, 500, 502, 503, 504})
 #: statuses that refuse the content: split the request, then dead-letter
 SPLITTABLE = frozenset({400, 404, 413, 422})
 #: profile fields never pushed in a full snapshot (identity, bookkeeping of the dataflow)
-_NOT_PUSHED = frozenset({"user_id", "version", "updated_at", "seq", "merged_into"})
+#: bookkeeping the platforms never get (operators.schema: ``pushed=False``); fields outside the table go out
+_NOT_PUSHED = frozenset(BY_NAME) - PUSHED
 
 COMMIT_LUA = lua_source("sync_commit")
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis
 
-from liveprofile.keys import Keys
+from liveprofile.store.keys import Keys
 from tests.procs import Proc, base_env, wait_for
 from tests.redis_server import free_port
 
@@ -107,7 +107,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 class FakeClock:
-    """A settable clock for :class:`~liveprofile.collector.CollectorApp`'s ``monotonic`` (rate limits)."""
+    """A settable clock for :class:`~liveprofile.collector.app.CollectorApp`'s ``monotonic`` (rate limits)."""
 
     def __init__(self, t: float = 1000.0) -> None:
         self.t = t
@@ -117,7 +117,7 @@ class FakeClock:
 
 
 class InProcessCollector:
-    """The real :class:`~liveprofile.collector.CollectorApp` under uvicorn (httptools) in a
+    """The real :class:`~liveprofile.collector.app.CollectorApp` under uvicorn (httptools) in a
     thread, on loopback, against a real redis-server, with an injected monotonic clock: what
     the collector process runs, minus the process boundary, so a test can move time exactly."""
 
@@ -127,8 +127,8 @@ class InProcessCollector:
 
         import uvicorn
 
-        from liveprofile.collector import CollectorApp
-        from liveprofile.collector_config import CollectorConfig
+        from liveprofile.collector.app import CollectorApp
+        from liveprofile.collector.config import CollectorConfig
         from liveprofile.settings import Settings, load_env
 
         env = {"LIVEPROFILE_REDIS_URL": redis_url, **SECURE_ENV, **values}

@@ -34,8 +34,8 @@ import orjson
 import redis
 from hypothesis import strategies as st
 
-from liveprofile.keys import Keys
-from liveprofile.signing import pixel_signature, sign_webhook
+from liveprofile.collector.signing import pixel_signature, sign_webhook
+from liveprofile.store.keys import Keys
 from operators.events import REASONS
 
 WRITE_KEY = "fuzz-write-key-0123456789"

@@ -1,5 +1,5 @@
 """Hostile input: Hypothesis fuzzing of the collector over real HTTP, and of
-``operators.events.parse_event`` / ``liveprofile.ingest.prepare`` in-process.
+``operators.events.parse_event`` / ``liveprofile.buffer.ingest.prepare`` in-process.
 
 Contract checked for every input (see :class:`tests.collector.hostile.Checker`):
 a 4xx with a JSON reason and nothing kept, or a 200 with every event either
@@ -23,9 +23,10 @@ import redis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from liveprofile.ingest import prepare
-from liveprofile.keys import Keys
+from liveprofile.buffer.ingest import prepare
+from liveprofile.store.keys import Keys
 from operators.events import REASONS, Event, Limits, Rejected, parse_event
+from operators.routing import shard_of
 from tests.collector import hostile
 from tests.collector.hostile import Checker, Req, deep, deep_event, gzip_bomb, rss_kb
 from tests.procs import Proc, base_env, start_collector, wait_for
@@ -194,7 +195,10 @@ def test_prepare_never_raises_and_accounts_for_every_event(events: list, force: 
         if stream != keys.dead_letter:
             ev = orjson.loads(fields["e"])
             assert "writeKey" not in ev
-            assert isinstance(parse_event(fields["e"], LIMITS), Event)  # what the dataflow will read
+            read = parse_event(fields["e"], LIMITS)  # what the dataflow will read
+            assert isinstance(read, Event)
+            # one identity rule: the stream it was routed to is the shard of the id the dataflow keys it by
+            assert stream == keys.events(shard_of(read.uid, 4)), (stream, read.uid)
             if mask and isinstance(ev.get("context"), dict) and "ip" in ev["context"]:
                 ip = ev["context"]["ip"]
                 assert isinstance(ip, str) and (ip.endswith(".0") or ip.endswith("::")), ip
@@ -289,3 +293,12 @@ def test_chunked_body_over_the_limit_is_413_before_it_ends(fuzz_collector: tuple
     assert b"request_too_large" in data or b"content-length" in data.lower()
     assert _sent_events(r) == before
     r.close()
+
+
+def test_a_blank_user_id_is_routed_by_the_anonymous_id_it_is_keyed_by() -> None:
+    """The case that once disagreed: ``userId`` of blanks was routed by ``""`` but keyed by ``a1``."""
+    keys = Keys("lp")
+    prep = prepare([{"type": "page", "userId": "  ", "anonymousId": "a1", "messageId": "m1"}], keys=keys, shards=4,
+                   limits=LIMITS, received_at=RECEIVED, source="fuzz")  # fmt: skip
+    assert prep.accepted == 1 and shard_of("", 4) != shard_of("a1", 4)
+    assert prep.appends[0][0] == keys.events(shard_of("a1", 4))

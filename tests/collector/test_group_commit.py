@@ -1,7 +1,7 @@
 """Group commit under concurrent requests: the real collector process over raw HTTP/1.1 on
 loopback, against a real redis-server.
 
-The collector (:class:`liveprofile.buffer.AsyncAppender`) promises: concurrent requests'
+The collector (:class:`liveprofile.buffer.streams.AsyncAppender`) promises: concurrent requests'
 appends share Redis round trips (one pipeline in flight, the next takes everyone who queued
 meanwhile), a ``200`` is sent only after Redis acknowledged every entry of the request, and
 nothing acknowledged is lost. Redis is made to hold the collector's writes with ``CLIENT PAUSE
@@ -34,7 +34,7 @@ import orjson
 import pytest
 import redis
 
-from liveprofile.keys import Keys
+from liveprofile.store.keys import Keys
 from tests.collector.conftest import metric
 from tests.procs import Proc, base_env, start_collector, wait_for
 

@@ -22,7 +22,7 @@ import httpx
 import orjson
 import redis
 
-from liveprofile.signing import sign_webhook, signed_pixel_url
+from liveprofile.collector.signing import sign_webhook, signed_pixel_url
 from tests.collector.conftest import (
     HOOK_ESP,
     HOOK_ESP_OLD,

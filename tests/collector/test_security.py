@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from liveprofile.signing import pixel_signature, sign_webhook, signed_pixel_url
+from liveprofile.collector.signing import pixel_signature, sign_webhook, signed_pixel_url
 from tests.collector.conftest import (
     HOOK_ESP,
     HOOK_ESP_OLD,
@@ -216,12 +216,12 @@ def test_pixel_without_secret_records_nothing(start: Callable[..., str], r: redi
 
 
 def test_pixel_url_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """``liveprofile pixel-url`` through liveprofile.signing.add_commands (how cli.py will register it)."""
+    """``liveprofile pixel-url`` through liveprofile.collector.signing.add_commands (how cli.py will register it)."""
     import argparse
     from urllib.parse import parse_qs, urlsplit
 
+    from liveprofile.collector.signing import add_commands, parse_pixel_query, verify_pixel
     from liveprofile.settings import Settings
-    from liveprofile.signing import add_commands, parse_pixel_query, verify_pixel
 
     parser = argparse.ArgumentParser(prog="liveprofile")
     add_commands(parser.add_subparsers(dest="cmd", required=True))

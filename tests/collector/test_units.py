@@ -10,12 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveprofile.collector_config import CollectorConfig, parse_webhook_secrets
-from liveprofile.ingest import prepare, truncate_ip
-from liveprofile.keys import Keys
-from liveprofile.ratelimit import TokenBuckets, retry_after_header
-from liveprofile.settings import ConfigError, load_env
-from liveprofile.signing import (
+from liveprofile.buffer.ingest import prepare, truncate_ip
+from liveprofile.collector.config import CollectorConfig, parse_webhook_secrets
+from liveprofile.collector.ratelimit import TokenBuckets, retry_after_header
+from liveprofile.collector.signing import (
     PixelError,
     PixelOpen,
     WebhookAuthError,
@@ -28,6 +26,8 @@ from liveprofile.signing import (
     verify_pixel,
     verify_webhook,
 )
+from liveprofile.settings import ConfigError, load_env
+from liveprofile.store.keys import Keys
 from operators.events import Limits
 
 # ------------------------------------------------------------------- token buckets

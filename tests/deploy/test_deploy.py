@@ -53,7 +53,7 @@ SECRET_SETTINGS = {
 NOT_SETTINGS = {
     "LIVEPROFILE_CONFIG_FILE": "the file alternative to environment variables; k8s uses the environment",
     "LIVEPROFILE_COLLECTOR_ALLOW_NO_KEYS": "set by the collector itself for its uvicorn worker processes",
-    "LIVEPROFILE_DATASETS_CACHE": "where benchmarks and tests cache public datasets (liveprofile/datasets.py); not a deployment setting",
+    "LIVEPROFILE_DATASETS_CACHE": "where benchmarks and tests cache public datasets (liveprofile/devtools/datasets.py); not a deployment setting",
 }
 # Which component needs which secret (least privilege: nobody else gets it).
 SECRET_USERS = {

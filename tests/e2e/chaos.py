@@ -29,8 +29,8 @@ from pathlib import Path
 import orjson
 import redis
 
-from liveprofile.buffer import backlog
-from liveprofile.keys import Keys
+from liveprofile.buffer.streams import backlog
+from liveprofile.store.keys import Keys
 from tests.procs import Proc, base_env, dataflow_reads, start_dataflow, wait_for
 from tests.redis_server import free_port
 

@@ -1,6 +1,6 @@
 """Helpers for end-to-end tests: feed a generated stream, compare profiles to truth.
 
-The truth (:mod:`liveprofile.generate`) is computed independently of the pipeline; these
+The truth (:mod:`liveprofile.devtools.generate`) is computed independently of the pipeline; these
 helpers only read what the pipeline wrote and compare: exact string fields
 (:func:`profile_mismatches`), decayed interest scores within a tolerance
 (:func:`interest_mismatches`), and the ``Cart Abandoned`` triggers of the change feed
@@ -21,8 +21,8 @@ import httpx
 import orjson
 import redis
 
-from liveprofile.buffer import backlog
-from liveprofile.keys import Keys
+from liveprofile.buffer.streams import backlog
+from liveprofile.store.keys import Keys
 from tests.procs import wait_for
 
 K = Keys("lp")

@@ -2,7 +2,7 @@
 dataflows.profiles:flow``, live: it never stops at the end of the buffer) on real Redis.
 
 Proved, on hand-made events whose expected triggers come from the independent truth
-(:func:`liveprofile.generate.expected_profiles`):
+(:func:`liveprofile.devtools.generate.expected_profiles`):
 
 * an idle cart is abandoned by the live timer alone (no further event: the stream clock
   runs on with wall time past the deadline): exactly one ``Cart Abandoned`` change-feed entry
@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 import redis
 
-from liveprofile.generate import expected_profiles
+from liveprofile.devtools.generate import expected_profiles
 from operators.routing import shard_of
 from operators.timeutil import iso
 from tests.e2e.helpers import K, abandoned_feed, abandonment_mismatches, dead_letters

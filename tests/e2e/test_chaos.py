@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from bench.pipeline import load_buffer
-from liveprofile.generate import GenConfig, generate
+from liveprofile.devtools.generate import GenConfig, generate
 from tests.e2e.chaos import (
     END_MS,
     FAST_WINDOWS,

@@ -27,8 +27,8 @@ from types import SimpleNamespace
 import orjson
 import redis
 
-from liveprofile.generate import GenConfig, generate
-from liveprofile.keys import Keys
+from liveprofile.devtools.generate import GenConfig, generate
+from liveprofile.store.keys import Keys
 from liveprofile.sync.model import SyncKeys
 from tests.api.conftest import ApiServer
 from tests.e2e.helpers import dead_letters, post_batches, wait_caught_up, wait_truth

@@ -26,8 +26,8 @@ import redis
 
 from bench.evaluate import evaluate
 from bench.pipeline import load_buffer
-from liveprofile.generate import GenConfig, expected_profiles, generate
-from liveprofile.keys import Keys
+from liveprofile.devtools.generate import GenConfig, expected_profiles, generate
+from liveprofile.store.keys import Keys
 from operators.routing import shard_of
 from operators.timeutil import iso, parse_ts
 from tests.e2e.helpers import (

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import redis
 
-from liveprofile.generate import GenConfig, generate, write_jsonl
-from liveprofile.kafka_buffer import KafkaConfig, create_topic
+from liveprofile.buffer.kafka import KafkaConfig, create_topic
+from liveprofile.devtools.generate import GenConfig, generate, write_jsonl
+from tests.api.conftest import ApiServer
 from tests.e2e.chaos import (
     END_MS,
     FAST_GEN,
@@ -91,3 +92,20 @@ def test_collector_appends_to_kafka(kafka: TansuBroker, redis_url: str, r: redis
     assert r.xlen("lp:dead-letter") == len(gen.invalid)
     run_until_settled(env, tmp_path, "kafka-collector", r, kafka)
     assert not wait_truth(r, gen.truth, timeout=10)
+
+
+def test_api_exposures_reach_the_dataflow_through_kafka(kafka: TansuBroker, redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
+    """With ``LIVEPROFILE_BUFFER=kafka`` the API's ``Experiment Viewed`` events go to Kafka, where
+    the dataflow reads (they used to go to Redis Streams, which nothing reads then)."""
+    create_topic(KafkaConfig(kafka.brokers, "liveprofile-events", 4))
+    r.hset("lp:profile:u1", mapping={"user_id": "u1", "purchase_count": "1", "revenue_total": "10.00"})
+    api = ApiServer(redis_url, LIVEPROFILE_BUFFER="kafka", LIVEPROFILE_KAFKA_BROKERS=kafka.brokers)
+    try:
+        got = api.get("/v1/content/u1/recommendations", params={"format": "json"})
+        assert got.status_code == 200 and set(got.json()["experiments"]) == {"subject", "hero"}
+    finally:
+        api.stop()
+    assert r.keys("lp:events:*") == []  # nothing went to Redis Streams
+    env = base_env(redis_url, **FAST_WINDOWS, LIVEPROFILE_BUFFER="kafka", LIVEPROFILE_KAFKA_BROKERS=kafka.brokers)
+    run_until_settled(env, tmp_path, "exposures", r, kafka)
+    assert r.hget("lp:profile:u1", "event_count") == b"2"  # one Experiment Viewed per experiment, read from Kafka

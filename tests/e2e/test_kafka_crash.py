@@ -16,8 +16,8 @@ from pathlib import Path
 
 import redis
 
-from liveprofile.generate import GenConfig, generate, write_jsonl
-from liveprofile.kafka_buffer import KafkaConfig, create_topic
+from liveprofile.buffer.kafka import KafkaConfig, create_topic
+from liveprofile.devtools.generate import GenConfig, generate, write_jsonl
 from tests.e2e.chaos import (
     END_MS,
     FAST_GEN,

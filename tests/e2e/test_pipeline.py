@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from liveprofile.generate import GenConfig, generate, write_jsonl
+from liveprofile.devtools.generate import GenConfig, generate, write_jsonl
 from tests.e2e.chaos import entries_added, snapshot_positions
 from tests.e2e.helpers import K, dead_letters, post_batches, wait_caught_up, wait_truth
 from tests.procs import base_env, dataflow_reads, start_collector, start_dataflow, wait_for

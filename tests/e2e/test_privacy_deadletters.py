@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from liveprofile.keys import Keys
+from liveprofile.store.keys import Keys
 from operators.routing import shard_of
 from tests.e2e.helpers import dead_letters, post_batches, wait_caught_up
 from tests.procs import base_env, start_collector, start_dataflow, wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from liveprofile.generate import GenConfig, generate
+from liveprofile.devtools.generate import GenConfig, generate
 from tests.e2e.chaos import init_recovery
 from tests.e2e.helpers import (
     OutageClient,

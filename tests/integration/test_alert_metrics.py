@@ -56,9 +56,9 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from liveprofile.buffer import backlog
-from liveprofile.keys import Keys
-from operators.routing import routing_identity, shard_of
+from liveprofile.buffer.streams import backlog
+from liveprofile.store.keys import Keys
+from operators.routing import shard_of
 from operators.timeutil import iso
 from tests.procs import Proc, base_env, start_dataflow, wait_for
 from tests.redis_server import RedisServer, free_port
@@ -378,7 +378,7 @@ class PhaseA:
         for i in range(3):
             ev = {"type": "track", "userId": f"late-{n}-{i}", "event": "Product Viewed", "messageId": f"late-{n}-{i}",
                   "receivedAt": late, "properties": {"product_id": "p1"}}  # fmt: skip
-            pipe.xadd(K.events(shard_of(routing_identity(ev), SHARDS)), {"e": orjson.dumps(ev)})
+            pipe.xadd(K.events(shard_of(str(ev["userId"]), SHARDS)), {"e": orjson.dumps(ev)})
         pipe.execute()
 
 

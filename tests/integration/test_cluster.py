@@ -3,7 +3,7 @@
 In-process components — sinks, source, backlog, privacy, dead-letter re-drive,
 sync dead letters, collector (webhooks included) and API — on cluster clients:
 every multi-key script and command must touch one slot, per-group keys must
-come from :class:`~liveprofile.keys.Keys`, and readers must cover every group.
+come from :class:`~liveprofile.store.keys.Keys`, and readers must cover every group.
 The whole pipeline as processes is in ``tests/e2e/test_cluster.py``.
 """
 
@@ -20,27 +20,20 @@ import orjson
 import pytest
 import redis
 
-from dataflows.redis_sinks import (
-    DeadLetter,
-    EdgesOut,
-    ModelOut,
-    RedisDeadLetterSink,
-    RedisPatchSink,
-    RedisProfileSink,
-    RfmEdgesSink,
-)
-from dataflows.redis_source import RedisStreamSource
+from dataflows.outputs import DeadLetter, EdgesOut, ModelOut
+from dataflows.sinks import RedisDeadLetterSink, RedisPatchSink, RedisProfileSink, RfmEdgesSink
+from dataflows.sources.streams import RedisStreamSource
+from liveprofile.admin.deadletters import redrive
+from liveprofile.admin.privacy import forget, unsuppress
 from liveprofile.api.experiments import report
-from liveprofile.buffer import backlog
-from liveprofile.collector import CollectorApp
-from liveprofile.collector_config import CollectorConfig
-from liveprofile.deadletters import redrive
-from liveprofile.keys import Keys
-from liveprofile.privacy import forget, unsuppress
+from liveprofile.buffer.streams import backlog
+from liveprofile.collector.app import CollectorApp
+from liveprofile.collector.config import CollectorConfig
+from liveprofile.collector.signing import sign_webhook
 from liveprofile.settings import ConfigError, Settings, load_env
-from liveprofile.signing import sign_webhook
+from liveprofile.store.keys import Keys
 from liveprofile.sync.model import SyncKeys
-from liveprofile.sync.replay import dead_letters, replay
+from liveprofile.sync.redrive import dead_letters, replay
 from operators.events import Rejected
 from operators.rfm import Population, RfmValues
 from operators.timeutil import iso

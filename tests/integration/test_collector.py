@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis
 
-from liveprofile.keys import Keys
+from liveprofile.store.keys import Keys
 from tests.procs import base_env, start_collector, wait_for
 from tests.redis_server import RedisServer
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import orjson
 import redis
 
-from dataflows.redis_sinks import DeadLetter, RedisDeadLetterSink, RedisProfileSink
-from dataflows.redis_source import RedisStreamSource
-from liveprofile.keys import Keys
-from liveprofile.redisconn import RawPipeline
+from dataflows.outputs import DeadLetter
+from dataflows.sinks import RedisDeadLetterSink, RedisProfileSink
+from dataflows.sources.streams import RedisStreamSource
+from liveprofile.store.connection import RawPipeline
+from liveprofile.store.keys import Keys
 from operators.events import Rejected
 from operators.rfm import RfmValues
 from operators.user import ProfileUpdate, Retire

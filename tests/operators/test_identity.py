@@ -148,8 +148,8 @@ def test_profile_merge_equals_one_history_within_hours(a_specs: list, b_specs: l
     assert _fields(ab) == _fields(one)
 
 
-def _step(st_: UserState | None, uid: str, items: list, clock: int = T0) -> tuple[UserState | None, list, int]:
-    return step(UserConfig(), st_, uid, items, clock)
+def _step(st_: UserState | None, uid: str, items: list) -> tuple[UserState | None, list, int]:
+    return step(UserConfig(), st_, uid, items)
 
 
 def test_link_exports_the_anonymous_profile_once_and_retires_it() -> None:

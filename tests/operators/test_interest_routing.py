@@ -6,8 +6,9 @@ import zlib
 
 import pytest
 
+from operators.events import Event, Limits, parse_event
 from operators.interest import Interest, InterestConfig, event_weight
-from operators.routing import routing_identity, shard_of
+from operators.routing import shard_of
 
 
 def test_decay_is_relative_to_the_newest_event() -> None:
@@ -84,8 +85,10 @@ def test_shard_of_is_crc32_of_utf8() -> None:
     assert shard_of("user-1", 4) == 0 and shard_of("user-2", 4) == 2
 
 
-def test_routing_identity() -> None:
-    assert routing_identity({"userId": "", "anonymousId": " a "}) == "a"
-    assert routing_identity({"userId": True, "anonymousId": "a"}) == "a"
-    assert routing_identity({"userId": {"x": 1}, "anonymousId": ["y"]}) == ""
-    assert routing_identity({}) == "" and routing_identity({"userId": 0}) == "0"
+def test_the_identity_is_the_parsed_uid() -> None:
+    """One identity rule: what the envelope check routes by is what the dataflow keys by."""
+    lim = Limits(timestamp_min_ms=0)
+    for raw, uid in [({"userId": "  ", "anonymousId": "a1"}, "a1"), ({"userId": "", "anonymousId": " a "}, "a"),
+                     ({"userId": 0, "anonymousId": "a"}, "0"), ({"userId": " u1 ", "anonymousId": "a"}, "u1")]:  # fmt: skip
+        ev = parse_event({"type": "page", "receivedAt": 0, **raw}, lim)
+        assert isinstance(ev, Event) and ev.uid == uid, raw

@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveprofile.generate import RFM_GRID
+from liveprofile.devtools.generate import RFM_GRID
 from operators.rfm import DAY_MS, SEGMENTS, Population, RfmEdges, RfmValues, segment
 
 values = st.builds(RfmValues, st.integers(0, 400 * DAY_MS), st.integers(1, 40), st.integers(0, 10**7))

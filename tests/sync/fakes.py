@@ -15,8 +15,8 @@ sender in the middle of a request leaves behind).
 
 Nothing here uses the code under test: the webhook signature, the batch
 idempotency key and every shape are checked from the documented scheme
-(:mod:`liveprofile.sync.webhook`, :mod:`liveprofile.sync.braze`,
-:mod:`liveprofile.sync.klaviyo` docstrings, the vendors' API references),
+(:mod:`liveprofile.sync.destinations.webhook`, :mod:`liveprofile.sync.destinations.braze`,
+:mod:`liveprofile.sync.destinations.klaviyo` docstrings, the vendors' API references),
 re-implemented with :mod:`hmac` / :mod:`hashlib`.
 
 What the vendor *applied* is appended to :attr:`FakeVendor.applied` in
@@ -55,7 +55,7 @@ from typing import Any
 
 __all__ = ["FakeVendor", "Req", "webhook_signature"]
 
-#: documented webhook headers (liveprofile.sync.webhook docstring), written out, not imported
+#: documented webhook headers (liveprofile.sync.destinations.webhook docstring), written out, not imported
 TS_HEADER = "x-liveprofile-timestamp"
 SIG_HEADER = "x-liveprofile-signature"
 #: documented keys of one webhook item

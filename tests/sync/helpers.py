@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import redis
 
-from liveprofile.keys import Keys
 from liveprofile.settings import Settings
+from liveprofile.store.keys import Keys
 from liveprofile.sync.config import SyncConfig, parse_destinations
 from liveprofile.sync.runner import Syncer
 from tests.procs import Proc, base_env

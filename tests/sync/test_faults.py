@@ -12,7 +12,7 @@ import redis
 from liveprofile.settings import Settings
 from liveprofile.sync import add_commands
 from liveprofile.sync.model import SyncKeys
-from liveprofile.sync.replay import dead_letters
+from liveprofile.sync.redrive import dead_letters
 from tests.sync.fakes import FakeVendor
 from tests.sync.helpers import (
     Feed,

@@ -1,6 +1,6 @@
 """``liveprofile forget`` reaches the email platforms: profiles written by the dataflow's own profile
-sink (``dataflows.redis_sinks``, the real ``PROFILE_LUA``), erased by the real CLI
-(``liveprofile.cli`` -> ``liveprofile.privacy.forget``), deletions delivered by the real sync to
+sink (``dataflows.sinks``, the real ``PROFILE_LUA``), erased by the real CLI
+(``liveprofile.cli`` -> ``liveprofile.admin.privacy.forget``), deletions delivered by the real sync to
 fake platforms that check the documented deletion shapes themselves."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import orjson
 import pytest
 import redis
 
-from dataflows.redis_sinks import RedisProfileSink
+from dataflows.sinks import RedisProfileSink
 from liveprofile import cli
-from liveprofile.keys import Keys
+from liveprofile.store.keys import Keys
 from liveprofile.sync.model import SyncKeys
 from operators.user import ProfileUpdate, Retire
 from tests.sync.fakes import FakeVendor

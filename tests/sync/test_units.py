@@ -10,19 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liveprofile.settings import ConfigError
-from liveprofile.sync.braze import BrazeDestination
 from liveprofile.sync.config import SyncConfig, parse_destinations
 from liveprofile.sync.destinations import make_destination
-from liveprofile.sync.klaviyo import KlaviyoDestination
-from liveprofile.sync.model import Change, Item, collapse, parse_change
-from liveprofile.sync.pacing import Pacer, backoff
-from liveprofile.sync.webhook import (
+from liveprofile.sync.destinations.braze import BrazeDestination
+from liveprofile.sync.destinations.klaviyo import KlaviyoDestination
+from liveprofile.sync.destinations.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookDestination,
     sign,
     verify_signature,
 )
+from liveprofile.sync.model import Change, Item, collapse, parse_change
+from liveprofile.sync.pacing import Pacer, backoff
 
 CFG = {
     "hook": {"type": "webhook", "url": "http://h/", "secret_env": "S", "max_items": 3},

@@ -1,0 +1,144 @@
+"""The flow's wiring, importable without building the production flow.
+
+:func:`build_flow` takes its I/O parts (tests pass ``bytewax.testing`` sources and sinks) and
+its :class:`~dataflows.clock.StreamClock`; :func:`redis_sinks` and :func:`buffer_source` are the
+production parts for a :class:`~liveprofile.settings.Settings`. The shape of the flow is drawn
+in :mod:`dataflows.profiles`.
+
+Step ids are part of the recovery state (guide §6.4): renaming one orphans its state. Treat
+them as a schema.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from dataflows.clock import StreamClock
+from dataflows.logic import (
+    CoreLogic,
+    IdentityLogic,
+    ModelsLogic,
+    PopulationLogic,
+    UserLogic,
+    model_shard,
+)
+from dataflows.outputs import EdgesOut, ModelOut
+from dataflows.parse import parse_batch
+from dataflows.sinks import (
+    BufferMergeSink,
+    RedisDeadLetterSink,
+    RedisPatchSink,
+    RedisProfileSink,
+    RfmEdgesSink,
+)
+from dataflows.sources.streams import RedisStreamSource, SourceItem
+from liveprofile.buffer.writers import raw_writer
+from liveprofile.settings import Settings
+from liveprofile.store.keys import Keys
+from operators.events import Event
+from operators.user import BehaviourUpdate, MergeExport, ProfileUpdate, Retire, RfmDelta
+
+__all__ = ["Sinks", "build_flow", "redis_sinks", "buffer_source", "FLOW_ID"]
+
+FLOW_ID = "liveprofile"
+POPULATION_KEY = "rfm"
+
+
+class Sinks:
+    """The outputs of the flow (tests pass testing sinks)."""
+
+    def __init__(self, profile: Sink, patch: Sink, edges: Sink, merge: Sink, dead_letter: Sink) -> None:
+        self.profile = profile
+        self.patch = patch
+        self.edges = edges
+        self.merge = merge
+        self.dead_letter = dead_letter
+
+
+def _is(*types: type) -> Any:
+    return lambda kv: type(kv[1]) in types
+
+
+def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clock: StreamClock) -> Dataflow:
+    """Assemble the dataflow from its I/O parts and its stream clock (the one the source shares
+    progress through; every stateful step reads time from it)."""
+    limits = settings.limits
+    ucfg = settings.user
+    mcfg = settings.models
+    n_shards = settings.shards
+    flow = Dataflow(FLOW_ID)
+    raw = op.input("inp", flow, source)
+    parsed = op.flat_map_batch("parse", raw, lambda items: parse_batch(limits, clock, items))
+    valid = op.branch("valid", parsed, lambda x: type(x) is tuple)
+    op.output("dead_letter", valid.falses, sinks.dead_letter)
+
+    if not settings.intelligence:
+        core_in = op.filter_map("core_in", valid.trues, lambda x: (x[2].uid, (x[2].uid, x[2])) if type(x[2]) is Event else None)
+        profiles = op.stateful_batch("core", core_in, lambda resume: CoreLogic(ucfg, resume))
+        op.output("profile_out", profiles, sinks.profile)
+        return flow
+
+    stage = op.branch("stage", valid.trues, lambda x: x[0] == "i")
+    to_identity: Stream[tuple[str, Event]] = op.map("to_identity", stage.trues, lambda x: (x[1], x[2]))
+    linked = op.stateful_batch("identity", to_identity, IdentityLogic)
+    rerouted = op.map("rerouted", linked, lambda kv: (kv[1][0], kv[1]))
+    direct = op.map("direct", stage.falses, lambda x: (x[1], (x[1], x[2])))
+    to_user = op.merge("to_user", rerouted, direct)
+    recheck = settings.timer_recheck_s
+    outs = op.stateful_batch("user", to_user, lambda resume: UserLogic(ucfg, clock, resume, recheck))
+
+    is_profile = op.branch("is_profile", outs, _is(ProfileUpdate, Retire))
+    op.output("profile_out", is_profile.trues, sinks.profile)
+    is_behaviour = op.branch("is_behaviour", is_profile.falses, _is(BehaviourUpdate))
+    to_models = op.map("to_models", is_behaviour.trues, lambda kv: (model_shard(kv[0], n_shards), kv[1]))
+    scored = op.stateful_batch("models", to_models, lambda resume: ModelsLogic(mcfg, n_shards, resume))
+    patches: Stream[ModelOut] = op.map("model_out", scored, lambda kv: kv[1])
+    op.output("patch_out", patches, sinks.patch)
+    is_rfm = op.branch("is_rfm", is_behaviour.falses, _is(RfmDelta))
+    to_pop = op.map("to_population", is_rfm.trues, lambda kv: (POPULATION_KEY, kv[1]))
+    edges: Stream[EdgesOut] = op.map("edges", op.stateful_batch("population", to_pop, lambda resume: PopulationLogic(clock, resume)), lambda kv: kv[1])
+    op.output("edges_out", edges, sinks.edges)
+    merges: Stream[MergeExport] = op.filter_map("merges", is_rfm.falses, lambda kv: kv[1] if type(kv[1]) is MergeExport else None)
+    op.output("merge_out", merges, sinks.merge)
+    return flow
+
+
+def redis_sinks(s: Settings) -> Sinks:
+    """The production sinks for settings ``s`` (the key layout says whether Redis is a cluster)."""
+    keys = Keys.of(s)
+    url = s.redis_url
+    return Sinks(
+        profile=RedisProfileSink(url, keys, s.changes_maxlen),
+        patch=RedisPatchSink(url, keys, s.changes_maxlen),
+        edges=RfmEdgesSink(url, keys, s.changes_maxlen),
+        merge=BufferMergeSink(functools.partial(raw_writer, s), s.shards),
+        dead_letter=RedisDeadLetterSink(url, keys),
+    )
+
+
+def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, trim_retain_ms: int | None = None) -> Source[SourceItem]:
+    """The source reading the configured buffer (``LIVEPROFILE_BUFFER``), sharing progress through ``clock``."""
+    keys = Keys.of(s)
+    if s.buffer == "kafka":
+        from dataflows.sources.kafka import KafkaBufferSource
+
+        return KafkaBufferSource(s.kafka_brokers, s.kafka_topic, s.redis_url, keys.buffer_progress, s.read_batch, stop_at_end,
+                                 cluster=s.redis_cluster, clock=clock)  # fmt: skip
+    return RedisStreamSource(
+        s.redis_url,
+        [keys.events(i) for i in range(s.shards)],
+        count=s.read_batch,
+        idle=timedelta(seconds=s.poll_interval_s),
+        stop_at_end=stop_at_end,
+        progress_key=keys.buffer_progress,
+        trim_retain_ms=trim_retain_ms,
+        cluster=s.redis_cluster,
+        clock=clock,
+    )

@@ -1,0 +1,134 @@
+"""What every Redis sink shares: retries with backoff, a client with the profile script, cached
+RFM edges (see :mod:`dataflows.sinks` for the guarantees)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from itertools import chain
+from typing import Any
+
+import orjson
+import redis
+
+from liveprofile.store.connection import RETRYABLE, RawPipeline, connect, load_scripts, run_script
+from liveprofile.store.keys import Keys
+from liveprofile.store.scripts import PROFILE_LUA
+from operators.rfm import RfmEdges
+from operators.timeutil import iso
+
+__all__ = ["with_retry", "raise_errors", "now_iso", "Writer"]
+
+logger = logging.getLogger("dataflows.sinks")
+
+
+def with_retry(fn: Callable[[], object], what: str, retry_for: float, reload: Callable[[], None] | None = None) -> object:
+    """Run ``fn`` until it succeeds, retrying transient errors with backoff for ``retry_for``
+    seconds; on ``NoScriptError`` (a cluster node lost its scripts) call ``reload`` and retry."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except redis.exceptions.NoScriptError:
+            if reload is None or time.monotonic() > deadline:
+                raise
+            logger.warning("%s: a Redis node lost the scripts; loading them again", what)
+            with_retry(reload, what, retry_for)
+        except RETRYABLE as exc:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("%s: Redis unreachable (%s); retrying in %.2fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def raise_errors(replies: list[Any]) -> list[Any]:
+    """The replies of a pipeline, or the first error among them raised (redis-py's
+    pipelines raise it; :class:`RawPipeline` returns it in place)."""
+    for r in replies:
+        if isinstance(r, redis.ResponseError):
+            raise r
+    return replies
+
+
+def now_iso() -> str:
+    """Wall time as the ``updated_at`` of a write (the one clock read of the sinks)."""
+    return iso(int(time.time() * 1000))
+
+
+class Writer:
+    """Shared plumbing: a client, the profile script, the key layout, cached RFM edges.
+
+    ``client``, ``keys`` and ``retry_for`` are public: the partitions build their pipelines on them."""
+
+    def __init__(self, url: str, keys: Keys, changes_maxlen: int, retry_for: float) -> None:
+        self.client = connect(url, keys.cluster, socket_timeout=10)
+        self.keys = keys
+        self._maxlen = changes_maxlen
+        self.retry_for = retry_for
+        self._script = self.client.register_script(PROFILE_LUA)
+        self._loaded = False  # EVALSHA needs the script loaded first (every primary of a cluster)
+        # single Redis: the per-call keys are constants but the profile's (the hot path stays as it was)
+        self._single = None if keys.cluster else (keys.profile_prefix, keys.changes, keys.suppressed)
+        self._edges = RfmEdges()
+        self._edges_at = 0.0
+
+    def load(self) -> None:
+        """``SCRIPT LOAD`` the profile script (every primary of a cluster)."""
+        load_scripts(self.client, [self._script])
+        self._loaded = True
+
+    def retry(self, fn: Callable[[], object], what: str) -> object:
+        """:func:`with_retry` with this writer's budget, loading the script first where needed."""
+
+        def run() -> object:
+            if not self._loaded:
+                self.load()
+            return fn()
+
+        return with_retry(run, what, self.retry_for, self.load)
+
+    def remember_edges(self, edges: RfmEdges) -> None:
+        """Use ``edges`` (just published) until the next refresh."""
+        self._edges, self._edges_at = edges, time.monotonic()
+
+    def edges(self) -> RfmEdges:
+        """The population's RFM edges, read from Redis at most every 0.5 s."""
+        if time.monotonic() - self._edges_at > 0.5:
+            raw = with_retry(lambda: self.client.get(self.keys.rfm_edges), "rfm edges", self.retry_for)
+            self._edges = RfmEdges.from_json(raw)  # type: ignore[arg-type]
+            self._edges_at = time.monotonic()
+        return self._edges
+
+    def pipe(self) -> Any:
+        """A pipeline for :meth:`call` and :meth:`command`: a :class:`RawPipeline` on one
+        server (the hot path), redis-py's cluster pipeline on a cluster."""
+        return RawPipeline(self.client) if self._single is not None else self.client.pipeline(transaction=False)
+
+    @staticmethod
+    def command(pipe: Any, *args: Any) -> None:
+        """Queue a plain command in a pipeline from :meth:`pipe`."""
+        if type(pipe) is RawPipeline:
+            pipe.command(*args)
+        else:
+            pipe.execute_command(*args)
+
+    def call(self, pipe: Any, uid: str, seq: int, mode: str, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
+        """Queue one :data:`PROFILE_LUA` call; the fields travel as one JSON array argument
+        (packing ~70 separate arguments per call cost more than the rest of the sink)."""
+        keys = self.keys
+        single = self._single
+        packed = orjson.dumps(list(chain.from_iterable(fields.items())))
+        if single is not None:
+            pipe.command("EVALSHA", self._script.sha, 3, single[0] + uid, single[1], single[2],
+                         seq, updated_at, self._maxlen, uid, event, keys.prefix, mode, packed)  # fmt: skip
+        else:
+            args = [seq, updated_at, self._maxlen, uid, event, keys.script_prefix(uid), mode, packed]
+            run_script(self._script, keys.profile_keys(uid), args, pipe)
+
+    def close(self) -> None:
+        self.client.close()
+
+

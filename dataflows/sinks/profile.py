@@ -1,0 +1,134 @@
+"""Profile upserts and tombstones (:class:`RedisProfileSink`) and model patches with the
+anomalies stream (:class:`RedisPatchSink`), through the profile script (see :mod:`dataflows.sinks`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import orjson
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from dataflows import metrics
+from dataflows.outputs import ModelOut
+from dataflows.sinks.common import Writer, now_iso, raise_errors
+from liveprofile.store.keys import Keys
+from operators.rfm import rfm_fields
+from operators.user import ProfileUpdate, Retire
+
+__all__ = ["RedisProfileSink", "RedisPatchSink"]
+
+
+class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire]]):
+    def __init__(self, w: Writer) -> None:
+        self._w = w
+
+    def write_batch(self, items: list[tuple[str, ProfileUpdate | Retire]]) -> None:
+        t0 = time.perf_counter()
+        latest: dict[str, ProfileUpdate | Retire] = {}
+        for uid, out in items:
+            prev = latest.get(uid)
+            if prev is None:
+                latest[uid] = out
+            elif out.seq >= prev.seq:
+                if type(out) is ProfileUpdate and type(prev) is ProfileUpdate:
+                    # coalesce: the newest values, and an earlier update's trigger event if the newest has none
+                    out = dataclasses.replace(out, fields={**prev.fields, **out.fields}, event=out.event or prev.event)
+                latest[uid] = out
+        w = self._w
+        keys = w.keys
+        edges = w.edges()
+        updated_at = now_iso()
+
+        def run() -> list[object]:
+            pipe = w.pipe()
+            for uid, out in latest.items():
+                if type(out) is Retire:
+                    w.call(pipe, uid, out.seq, "tombstone", {"user_id": uid, "merged_into": out.into}, b"", updated_at)
+                    continue
+                fields = dict(out.fields)
+                fields.update(rfm_fields(edges, out.rfm))
+                event = orjson.dumps(out.event) if out.event else b""
+                w.call(pipe, uid, out.seq, "upsert", fields, event, updated_at)
+            customers = None if keys.cluster else keys.rfm_customers
+            for uid, out in latest.items():  # customer index for the RFM refresher (idempotent)
+                if type(out) is Retire:
+                    w.command(pipe, "SREM", customers or keys.rfm_customers_in(keys.group(uid)), uid)
+                elif out.rfm is not None:
+                    w.command(pipe, "SADD", customers or keys.rfm_customers_in(keys.group(uid)), uid)
+            return raise_errors(pipe.execute())[: len(latest)]
+
+        results = w.retry(run, "profile sink")
+        done = time.time()
+        written = stale = 0
+        for out, ok in zip(latest.values(), results, strict=True):  # type: ignore[call-overload]
+            if ok == 1:
+                written += 1
+                if type(out) is ProfileUpdate:
+                    metrics.FRESHNESS.observe(max(0.0, done - out.last_received_ms / 1000))
+            elif ok == 0:
+                stale += 1
+        metrics.PROFILE_WRITES.labels("written").inc(written)
+        metrics.PROFILE_WRITES.labels("stale").inc(stale)
+        metrics.PROFILE_WRITES.labels("unchanged").inc(len(latest) - written - stale)
+        metrics.SINK_SECONDS.labels("profile").observe(time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self._w.close()
+
+
+class RedisProfileSink(DynamicSink[tuple[str, ProfileUpdate | Retire]]):
+    """Guarded profile upserts and tombstones (see module docstring)."""
+
+    def __init__(self, url: str, keys: Keys, changes_maxlen: int = 1_000_000, retry_for: float = 300.0) -> None:
+        self.url = url
+        self.keys = keys
+        self.changes_maxlen = changes_maxlen
+        self.retry_for = retry_for
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProfilePartition:
+        return _ProfilePartition(Writer(self.url, self.keys, self.changes_maxlen, self.retry_for))
+
+
+class _PatchPartition(StatelessSinkPartition[ModelOut]):
+    def __init__(self, w: Writer, anomalies_maxlen: int) -> None:
+        self._w = w
+        self._anom_maxlen = anomalies_maxlen
+
+    def write_batch(self, items: list[ModelOut]) -> None:
+        latest: dict[str, ModelOut] = {}
+        for out in items:
+            latest[out.uid] = out
+        w = self._w
+        updated_at = now_iso()
+        keys = w.keys
+
+        def run() -> None:
+            pipe = w.pipe()
+            for uid, out in latest.items():
+                w.call(pipe, uid, 0, "patch", out.fields, b"", updated_at)
+            for out in items:
+                if out.flagged:
+                    w.command(pipe, "XADD", keys.anomalies, "MAXLEN", "~", self._anom_maxlen, "*",
+                              "user_id", out.uid, "score", f"{out.score:.4f}",
+                              "features", orjson.dumps(out.features), "at", updated_at)  # fmt: skip
+            raise_errors(pipe.execute())
+
+        w.retry(run, "patch sink")
+
+    def close(self) -> None:
+        self._w.close()
+
+
+class RedisPatchSink(DynamicSink[ModelOut]):
+    """Model outputs as profile patches, plus the ``{p}:anomalies`` stream."""
+
+    def __init__(self, url: str, keys: Keys, changes_maxlen: int = 1_000_000, anomalies_maxlen: int = 100_000, retry_for: float = 300.0) -> None:
+        self.url = url
+        self.keys = keys
+        self.changes_maxlen = changes_maxlen
+        self.anomalies_maxlen = anomalies_maxlen
+        self.retry_for = retry_for
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PatchPartition:
+        return _PatchPartition(Writer(self.url, self.keys, self.changes_maxlen, self.retry_for), self.anomalies_maxlen)

@@ -1,0 +1,218 @@
+"""Redis Streams input: one Bytewax partition per buffer shard.
+
+Each partition reads its stream with a non-blocking ``XREAD COUNT n`` from the
+id after its last item; that id (plus a running count of entries read) is the
+partition's snapshot, so with recovery on a restart resumes exactly where the
+last completed epoch left off, and state and input roll back together.
+
+Redis being unreachable is not fatal: the partition logs, counts the error,
+backs off (``next_awake``) and retries, so the dataflow reconnects by itself.
+
+Items are ``(shard, entry_id, raw_event_bytes)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import redis
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from dataflows import metrics
+from dataflows.clock import StreamClock
+from liveprofile.store.connection import RETRYABLE, RawPipeline, connect
+
+__all__ = ["RedisStreamSource", "SourceItem", "SourceOptions", "share_progress"]
+
+logger = logging.getLogger(__name__)
+
+SourceItem = tuple[int, bytes, bytes]
+_MAX_BACKOFF = timedelta(seconds=2)
+
+
+def share_progress(client: redis.Redis, key: str, label: str, read: int, clock: StreamClock) -> None:
+    """Publish a partition's read count and this process's newest event time, and adopt
+    the newest event time any partition has published (the shared stream clock: event-time
+    timers then fire alike however the partitions are spread over processes)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(key, mapping={label: read, f"t{label}": clock.newest()})
+    pipe.hgetall(key)
+    _, progress = pipe.execute()
+    newest = [int(v) for k, v in progress.items() if k.startswith(b"t")]
+    if newest:
+        clock.observe(max(newest))
+
+
+class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
+    def __init__(self, url: str, stream: str, shard: int, resume: tuple[bytes, int] | None, opts: SourceOptions) -> None:
+        self._r = connect(url, opts.cluster, socket_timeout=5, socket_connect_timeout=2)
+        # one server: XREAD replies as hiredis parses them (redis-py would rebuild every entry as a dict)
+        self._raw = None if opts.cluster else RawPipeline(self._r)
+        self._opts = opts
+        self._progress_key = opts.progress_key
+        self._published = -1
+        self._published_at = 0.0
+        self._need_offset = resume is None
+        self._stream = stream
+        self._shard = shard
+        self._label = str(shard)
+        self._last_id, self._read = resume if resume is not None else (b"0-0", 0)
+        self._count = opts.count
+        self._idle = opts.idle
+        self._stop_at_end = opts.stop_at_end
+        self._awake: datetime | None = None
+        self._backoff = opts.idle
+        self._read_counter = metrics.EVENTS_READ.labels(self._label)
+        self._snapshots: list[bytes] = []  # positions of the last two snapshots
+        self._trimmed_at = 0.0
+
+    def _publish_progress(self, force: bool = False) -> None:
+        """Publish the read count (for backlog) at most once a second, or now if ``force``."""
+        now = time.monotonic()
+        if self._progress_key is None:
+            return
+        if not force and now - self._published_at < 1.0:
+            return
+        try:
+            info = self._r.xinfo_stream(self._stream)
+        except redis.ResponseError:  # no such stream yet: nothing added, nothing trimmed
+            info = {"entries-added": 0, "length": 0}
+        if self._need_offset:
+            # Starting from the beginning: entries trimmed before we started count as read.
+            self._read += int(info["entries-added"]) - int(info["length"])
+            self._need_offset = False
+        share_progress(self._r, self._progress_key, self._label, self._read, self._opts.clock)
+        metrics.BACKLOG.labels(self._label).set(max(0, int(info["entries-added"]) - self._read))
+        self._published = self._read
+        self._published_at = now
+
+    def _trim(self) -> None:
+        """Drop entries the dataflow has durably processed, at most every 5 s.
+
+        Only with recovery on: a position is durable once the epoch snapshotted
+        after it is committed, which is certain when the *next* snapshot is taken,
+        so the stream is trimmed (``XTRIM MINID``) up to the older of the last
+        two snapshot positions, and never closer to now than ``trim_retain_ms``.
+        """
+        retain = self._opts.trim_retain_ms
+        now = time.monotonic()
+        if retain is None or len(self._snapshots) < 2 or now - self._trimmed_at < 5.0:
+            return
+        self._trimmed_at = now
+        ms, _, seq = self._snapshots[0].partition(b"-")
+        bound = min(int(ms), int(time.time() * 1000) - retain)
+        minid = f"{bound}-0" if bound < int(ms) else f"{int(ms)}-{int(seq) + 1}"
+        trimmed = self._r.xtrim(self._stream, minid=minid, approximate=False)
+        if trimmed:
+            metrics.TRIMMED.labels(self._label).inc(trimmed)
+
+    def next_batch(self) -> list[SourceItem]:
+        try:
+            self._publish_progress()
+            self._trim()
+            entries = self._read_entries()
+        except RETRYABLE as exc:
+            metrics.SOURCE_ERRORS.labels(self._label).inc()
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+            logger.warning("shard %s: Redis unreachable (%s); retrying in %s", self._shard, exc, self._backoff)
+            self._awake = datetime.now(UTC) + self._backoff
+            return []
+        self._backoff = self._idle
+        if not entries:
+            if self._stop_at_end:
+                self._publish_progress(force=True)
+                raise StopIteration
+            self._awake = datetime.now(UTC) + self._idle
+            return []
+        self._awake = None
+        self._last_id = entries[-1][0]
+        self._read += len(entries)
+        self._read_counter.inc(len(entries))
+        shard = self._shard
+        return [(shard, eid, f[1] if len(f) == 2 and f[0] == b"e" else _field_e(f)) for eid, f in entries]
+
+    def _read_entries(self) -> list[tuple[bytes, list[bytes]]]:
+        """Up to ``count`` entries after the last id: (id, [field, value, ...]) each."""
+        raw = self._raw
+        if raw is None:
+            resp = self._r.xread({self._stream: self._last_id}, count=self._count)
+            return [(eid, [x for kv in fields.items() for x in kv]) for eid, fields in resp[0][1]] if resp else []
+        raw.command("XREAD", "COUNT", self._count, "STREAMS", self._stream, self._last_id)
+        resp = raw.execute()[0]
+        if isinstance(resp, Exception):
+            raise resp
+        if not resp:
+            return []
+        # RESP3 (redis-py's default protocol may be either) answers a map stream -> entries
+        return next(iter(resp.values())) if isinstance(resp, dict) else resp[0][1]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> tuple[bytes, int]:
+        self._snapshots = [*self._snapshots[-1:], self._last_id]
+        return (self._last_id, self._read)
+
+    def close(self) -> None:
+        self._r.close()
+
+
+def _field_e(fields: list[bytes]) -> bytes:
+    """The ``e`` field of a stream entry's flat field list (b"" if absent)."""
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == b"e":
+            return fields[i + 1]
+    return b""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    """How partitions read: entries per poll, idle back-off, end-of-stream behaviour,
+    where read progress goes, buffer trimming (``None``: never trim), whether
+    the URL names a Redis Cluster node, and the flow's stream clock (which the shared
+    progress advances)."""
+
+    count: int = 1000
+    idle: timedelta = timedelta(milliseconds=5)
+    stop_at_end: bool = False
+    progress_key: str | None = None
+    trim_retain_ms: int | None = None
+    cluster: bool = False
+    clock: StreamClock = field(default_factory=StreamClock)
+
+
+class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
+    """Read ``streams`` (one per shard, in shard order) as partitions.
+
+    ``stop_at_end=True`` ends a partition when its stream has nothing more to
+    read (benchmarks, backfills); otherwise the source polls forever, waiting
+    ``idle`` between empty polls. ``trim_retain_ms`` (only with Bytewax recovery
+    on) trims what has been durably processed, keeping at least that much.
+    ``cluster``: ``url`` is a Redis Cluster node; every command here touches one
+    stream (or the progress hash), so each goes to the node owning it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        streams: list[str],
+        count: int = 1000,
+        idle: timedelta = timedelta(milliseconds=5),
+        stop_at_end: bool = False,
+        progress_key: str | None = None,
+        trim_retain_ms: int | None = None,
+        cluster: bool = False,
+        clock: StreamClock | None = None,
+    ) -> None:
+        self.url = url
+        self.streams = list(streams)
+        self.opts = SourceOptions(count, idle, stop_at_end, progress_key, trim_retain_ms, cluster, clock or StreamClock())
+
+    def list_parts(self) -> list[str]:
+        return list(self.streams)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: tuple[bytes, int] | None) -> _ShardPartition:
+        return _ShardPartition(self.url, for_part, self.streams.index(for_part), resume_state, self.opts)

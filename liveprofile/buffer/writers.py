@@ -1,0 +1,98 @@
+"""The one place ``LIVEPROFILE_BUFFER`` picks how entries are written (Redis Streams or Kafka).
+
+* :func:`appender_for` — the services' asyncio :class:`Appender` (collector, API): prepared
+  appends in, acknowledged together (events to the buffer, dead letters to Redis);
+* :func:`raw_writer` / :func:`writer_for` — the tools' synchronous writer of ``(shard, raw)``
+  entries (history import, identity merges out of the dataflow, privacy controls, dead-letter
+  re-drive), returning once the buffer acknowledged them;
+* :func:`appends_writer` — the tools' synchronous writer of prepared appends.
+
+The dataflow's side, which buffer it reads, is :func:`dataflows.build.buffer_source`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import redis
+import redis.asyncio as aioredis
+
+from liveprofile.buffer.streams import Append, AsyncAppender
+from liveprofile.settings import Settings
+from liveprofile.store.connection import connect
+from liveprofile.store.keys import Keys
+
+__all__ = ["Appender", "RawWriter", "appender_for", "raw_writer", "writer_for", "appends_writer"]
+
+RawWriter = Callable[[Sequence[tuple[int, bytes]]], None]
+
+
+class Appender(Protocol):
+    """What the services append through."""
+
+    #: whether the events land in the same Redis as the caller's keys (Redis Streams on one server)
+    in_redis: bool
+
+    async def append(self, items: Sequence[Append]) -> None:
+        """Append ``items``; returns once every one was acknowledged, raises otherwise."""
+
+    async def close(self) -> None:
+        """Flush and release what the appender holds."""
+
+
+def appender_for(settings: Settings, client: aioredis.Redis) -> Appender:
+    """The services' appender for the buffer of ``settings``; dead letters go to ``client``."""
+    redis_appender = AsyncAppender(client)
+    if settings.buffer != "kafka":
+        return redis_appender
+    from liveprofile.buffer.kafka import KafkaAppender, KafkaConfig
+
+    return KafkaAppender(KafkaConfig(settings.kafka_brokers, settings.kafka_topic, settings.shards), Keys.of(settings), redis_appender)
+
+
+def raw_writer(settings: Settings, client: redis.Redis | None = None) -> RawWriter:
+    """Append ``(shard, raw)`` entries to the buffer of ``settings``."""
+    if settings.buffer == "kafka":
+        from liveprofile.buffer.kafka import KafkaConfig, KafkaSyncAppender
+
+        return KafkaSyncAppender(KafkaConfig(settings.kafka_brokers, settings.kafka_topic, settings.shards)).append_raw
+    keys = Keys.of(settings)
+    r = client or connect(settings.redis_url, settings.redis_cluster)
+
+    def write(entries: Sequence[tuple[int, bytes]]) -> None:
+        pipe = r.pipeline(transaction=False)
+        for shard, raw in entries:
+            pipe.xadd(keys.events(shard), {"e": raw})
+        pipe.execute()
+
+    return write
+
+
+def writer_for(settings: Settings, client: redis.Redis | None = None) -> RawWriter:
+    """The tools' writer of ``(shard, raw)`` entries (:func:`raw_writer`)."""
+    return raw_writer(settings, client)
+
+
+def appends_writer(settings: Settings, client: redis.Redis) -> Callable[[Sequence[Append]], None]:
+    """Write prepared appends: events to the buffer, everything else (dead letters) to Redis."""
+    if settings.buffer != "kafka":
+        from liveprofile.buffer.streams import SyncAppender
+
+        return SyncAppender(client).append
+    from liveprofile.buffer.kafka import split_appends
+
+    to_buffer = raw_writer(settings, client)
+    keys = Keys.of(settings)
+
+    def write(items: Sequence[Append]) -> None:
+        kafka, rest = split_appends(items, keys)
+        if kafka:
+            to_buffer(kafka)
+        if rest:
+            pipe = client.pipeline(transaction=False)
+            for stream, fields in rest:
+                pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            pipe.execute()
+
+    return write

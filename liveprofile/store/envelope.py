@@ -1,0 +1,112 @@
+"""Buffer entries: the one home of their kinds and of the internal entries' format.
+
+Every buffer entry (a Redis Streams field ``e``, or a Kafka message value) is one JSON object:
+
+* :attr:`EntryKind.EVENT` — a Segment-spec event, as the envelope checks
+  (:mod:`liveprofile.buffer.ingest`) stored it;
+* :attr:`EntryKind.MERGE` — an anonymous visitor's state moving into a known user (written by
+  the dataflow's merge sink, read back by the target user's shard);
+* :attr:`EntryKind.FORGET` / :attr:`EntryKind.UNSUPPRESS` — privacy controls written by
+  ``liveprofile forget`` / ``unsuppress``.
+
+The kind is the explicit ``type`` field. Internal kinds are spelled with a leading ``_`` (``_merge``,
+``_forget``, ``_unsuppress``), a type no client can send: the event check admits only the six
+Segment types (:data:`operators.events.EVENT_TYPES`) wherever ``type`` sits in the object. Internal
+entries are only ever made by :func:`encode_merge` / :func:`encode_control`, which write ``type``
+first, so :func:`kind_of` decides from the first bytes without parsing every event (the hot path).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from enum import StrEnum
+
+import orjson
+
+__all__ = ["INTERNAL_PREFIX", "EntryKind", "Merge", "Control", "kind_of", "encode_merge", "decode_merge", "encode_control", "decode_control"]
+
+
+class EntryKind(StrEnum):
+    """What a buffer entry holds; the value is its ``type`` field (events: one of the Segment types)."""
+
+    EVENT = "event"
+    MERGE = "_merge"
+    FORGET = "_forget"
+    UNSUPPRESS = "_unsuppress"
+
+
+#: every internal entry starts with these bytes, no event does (a cheap first test on the hot path)
+INTERNAL_PREFIX = b'{"type":"_'
+_BY_PREFIX = {b'{"type":"' + k.value.encode() + b'"': k for k in (EntryKind.MERGE, EntryKind.FORGET, EntryKind.UNSUPPRESS)}
+
+
+def kind_of(raw: bytes) -> EntryKind:
+    """The kind of the entry ``raw``.
+
+    >>> kind_of(b'{"type":"track","event":"x"}'), kind_of(encode_control(EntryKind.FORGET, "u1", "t"))
+    (<EntryKind.EVENT: 'event'>, <EntryKind.FORGET: '_forget'>)
+    >>> kind_of(b'{"event":"x","type":"_merge"}')  # not made here: an (invalid) event, dead-lettered as such
+    <EntryKind.EVENT: 'event'>
+    """
+    if not raw.startswith(INTERNAL_PREFIX):
+        return EntryKind.EVENT
+    for prefix, kind in _BY_PREFIX.items():
+        if raw.startswith(prefix):
+            return kind
+    return EntryKind.EVENT
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """An identity merge: ``state`` (the visitor's pickled state) moves from ``from_uid`` into ``to_uid``."""
+
+    to_uid: str
+    merge_id: str
+    from_uid: str
+    ts: int
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A privacy control for one user."""
+
+    kind: EntryKind
+    user_id: str
+    at: str
+
+
+def encode_merge(m: Merge) -> bytes:
+    """The buffer entry of a merge.
+
+    >>> decode_merge(encode_merge(Merge("u1", "m1", "a1", 5, b"\\x00")))
+    Merge(to_uid='u1', merge_id='m1', from_uid='a1', ts=5, state=b'\\x00')
+    """
+    return orjson.dumps({
+        "type": EntryKind.MERGE.value, "messageId": m.merge_id, "userId": m.to_uid, "from": m.from_uid,
+        "ts": m.ts, "state": base64.b64encode(m.state).decode(),
+    })  # fmt: skip
+
+
+def decode_merge(raw: bytes) -> Merge:
+    """The merge in an entry of kind :attr:`EntryKind.MERGE`."""
+    d = orjson.loads(raw)
+    return Merge(d["userId"], d["messageId"], d["from"], int(d["ts"]), base64.b64decode(d["state"]))
+
+
+def encode_control(kind: EntryKind, user_id: str, at: str) -> bytes:
+    """The buffer entry of a privacy control (``kind`` is FORGET or UNSUPPRESS).
+
+    >>> decode_control(encode_control(EntryKind.UNSUPPRESS, "u1", "2024-05-01T00:00:00.000Z"))
+    Control(kind=<EntryKind.UNSUPPRESS: '_unsuppress'>, user_id='u1', at='2024-05-01T00:00:00.000Z')
+    """
+    if kind not in (EntryKind.FORGET, EntryKind.UNSUPPRESS):
+        raise ValueError(f"not a control kind: {kind}")
+    return orjson.dumps({"type": kind.value, "userId": user_id, "at": at})
+
+
+def decode_control(raw: bytes) -> Control:
+    """The control in an entry of kind FORGET or UNSUPPRESS."""
+    d = orjson.loads(raw)
+    return Control(EntryKind(d["type"]), d["userId"], d.get("at", ""))

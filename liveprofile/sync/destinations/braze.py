@@ -1,0 +1,90 @@
+"""Braze-shaped destination: ``/users/track`` and ``/users/delete``.
+
+* ``POST {url}/users/track`` with ``{"attributes": [...], "events": [...]}``,
+  ``Authorization: Bearer KEY``. At most :data:`MAX_OBJECTS` (75) objects per
+  request, counting attributes + events + purchases together (the strictest
+  reading of Braze's limits). ``external_id`` is the user id. An attributes
+  object holds only the changed fields, typed (numbers as numbers, JSON fields
+  as nested objects, ``""`` as ``null``, which clears the attribute in
+  Braze), plus the profile version as ``lp_version``
+  (``version_attribute``). Trigger events become Braze events (``name``,
+  ``time``, ``properties``).
+* A user with more than 75 objects in one batch (many trigger events) is sent
+  in several consecutive requests; the item counts as delivered after the last.
+* Deleted users: ``POST {url}/users/delete`` with ``{"external_ids": [...]}``,
+  at most :data:`MAX_DELETE` (50) ids per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from liveprofile.sync.destinations.base import Destination, Request, pack, typed
+from liveprofile.sync.model import Item
+
+__all__ = ["BrazeDestination", "MAX_OBJECTS", "MAX_DELETE"]
+
+MAX_OBJECTS = 75
+MAX_DELETE = 50
+
+
+class BrazeDestination(Destination):
+    """Braze ``/users/track`` packing (see module docstring)."""
+
+    def _attributes(self, item: Item) -> dict[str, Any] | None:
+        fields = self.fields_of(item)
+        if not fields:
+            return None
+        out: dict[str, Any] = {"external_id": item.user_id}
+        for k, v in fields.items():
+            out[k] = typed(k, v)
+        if self.cfg.version_attribute:
+            out[self.cfg.version_attribute] = item.version
+        return out
+
+    def _events(self, item: Item) -> list[dict[str, Any]]:
+        out = []
+        for ev in self.events_of(item):
+            doc: dict[str, Any] = {"external_id": item.user_id, "name": str(ev.get("name", "event")), "time": ev.get("ts")}
+            if isinstance(ev.get("properties"), dict):
+                doc["properties"] = ev["properties"]
+            out.append(doc)
+        return out
+
+    def _objects(self, item: Item) -> list[tuple[str, dict[str, Any]]]:
+        attrs = self._attributes(item)
+        objs = [("attributes", attrs)] if attrs is not None else []
+        return objs + [("events", e) for e in self._events(item)]
+
+    def build(self, items: list[Item]) -> list[Request]:
+        deletes = [it for it in items if it.deleted]
+        track = [it for it in items if not it.deleted]
+        reqs: list[Request] = []
+        small: list[tuple[Item, int, int]] = []
+        for it in track:
+            objs = self._objects(it)
+            if len(objs) > MAX_OBJECTS:
+                for i in range(0, len(objs), MAX_OBJECTS):
+                    reqs.append(self._track([it], objs[i : i + MAX_OBJECTS]))
+            elif objs:
+                small.append((it, len(objs), 0))
+        reqs += [self.rebuild("track", chunk) for chunk in pack(small, MAX_OBJECTS, 1 << 62)]
+        reqs += [self.rebuild("delete", deletes[i : i + MAX_DELETE]) for i in range(0, len(deletes), MAX_DELETE)]
+        return reqs
+
+    def _track(self, items: list[Item], objs: list[tuple[str, dict[str, Any]]]) -> Request:
+        body: dict[str, list[dict[str, Any]]] = {"attributes": [], "events": []}
+        for kind, obj in objs:
+            body[kind].append(obj)
+        return Request("track", self.cfg.url + "/users/track", orjson.dumps(body), items)
+
+    def rebuild(self, kind: str, items: list[Item]) -> Request:
+        if kind == "delete":
+            body = orjson.dumps({"external_ids": [it.user_id for it in items]})
+            return Request("delete", self.cfg.url + "/users/delete", body, items)
+        return self._track(items, [o for it in items for o in self._objects(it)])
+
+    def headers(self, req: Request) -> dict[str, str]:
+        return {"content-type": "application/json", "authorization": f"Bearer {self.cfg.api_key}"}

@@ -1,0 +1,143 @@
+"""Klaviyo-shaped destination: bulk profile import jobs and bulk event creation.
+
+Every request carries ``Authorization: Klaviyo-API-Key KEY``, the
+``revision`` header and JSON:API bodies (``application/vnd.api+json``).
+
+* Profiles: ``POST {url}/api/profile-bulk-import-jobs`` — at most
+  :data:`MAX_PROFILES` (10,000) profiles and :data:`MAX_BYTES` (5 MB) per job.
+  ``external_id`` = user id, ``email`` is the standard attribute, every other
+  changed field goes to ``properties`` (typed like Braze), plus the version
+  as ``lp_version``.
+* Events: ``POST {url}/api/event-bulk-create-jobs`` — at most
+  :data:`MAX_EVENTS` (1,000) events and 5 MB per request, grouped per
+  profile; each event's ``unique_id`` is its change id (``{user}:{version}``),
+  so Klaviyo itself drops a redelivered event.
+* Deleted users: ``POST {url}/api/data-privacy-deletion-jobs``, one job per
+  profile (Klaviyo's deletion API takes one profile per request).
+
+**Cleared fields.** The bulk import *cannot clear a field with null* (Klaviyo
+ignores nulls there). A changed field whose new value is ``""`` is therefore
+never put in the import job. With ``clear: "unset"`` (the default) the
+cleared *custom properties* of a user are removed with a separate
+``POST {url}/api/profile-import`` carrying
+``meta.patch_properties.unset = [names]`` (Klaviyo's documented way to
+unset properties); a cleared ``email`` cannot be unset this way and is
+skipped. With ``clear: "skip"`` every cleared field is skipped. Skipped clears
+are counted (``liveprofile_sync_skipped_total{reason="unclearable"}``) —
+the vendor keeps the old value, never a wrong sentinel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from liveprofile.sync.destinations.base import Destination, Request, pack, typed
+from liveprofile.sync.model import Item
+
+__all__ = ["KlaviyoDestination", "MAX_PROFILES", "MAX_EVENTS", "MAX_BYTES"]
+
+MAX_PROFILES = 10_000
+MAX_EVENTS = 1_000
+MAX_BYTES = 5_000_000
+_STANDARD = {"email": "email"}
+_ENVELOPE = 400  # bytes of JSON:API wrapping around the packed objects
+
+
+class KlaviyoDestination(Destination):
+    """Klaviyo bulk jobs (see module docstring)."""
+
+    def _split(self, item: Item) -> tuple[dict[str, Any], dict[str, Any], list[str], int]:
+        """(standard attributes, properties, properties to unset, skipped clears) of an item."""
+        attrs: dict[str, Any] = {}
+        props: dict[str, Any] = {}
+        unset: list[str] = []
+        skipped = 0
+        for k, v in self.fields_of(item).items():
+            if v == "":
+                if k in _STANDARD or self.cfg.clear == "skip":
+                    skipped += 1
+                else:
+                    unset.append(k)
+                continue
+            if k in _STANDARD:
+                attrs[_STANDARD[k]] = v
+            else:
+                props[k] = typed(k, v)
+        return attrs, props, unset, skipped
+
+    def skipped_clears(self, items: list[Item]) -> int:
+        return sum(self._split(it)[3] for it in items if not it.deleted)
+
+    def _profile(self, item: Item) -> dict[str, Any] | None:
+        attrs, props, _, _ = self._split(item)
+        if not attrs and not props:
+            return None
+        if self.cfg.version_attribute:
+            props[self.cfg.version_attribute] = item.version
+        return {"type": "profile", "attributes": {"external_id": item.user_id, **attrs, "properties": props}}
+
+    def _event_group(self, item: Item) -> dict[str, Any] | None:
+        evs = self.events_of(item)
+        if not evs:
+            return None
+        data = []
+        for ev in evs:
+            attrs: dict[str, Any] = {
+                "metric": {"data": {"type": "metric", "attributes": {"name": str(ev.get("name", "event"))}}},
+                "properties": ev.get("properties") if isinstance(ev.get("properties"), dict) else {},
+                "unique_id": str(ev.get("id", item.key)),
+            }
+            if ev.get("ts"):
+                attrs["time"] = ev["ts"]
+            data.append({"type": "event", "attributes": attrs})
+        return {
+            "type": "event-bulk-create",
+            "attributes": {
+                "profile": {"data": {"type": "profile", "attributes": {"external_id": item.user_id}}},
+                "events": {"data": data},
+            },
+        }
+
+    def build(self, items: list[Item]) -> list[Request]:
+        reqs: list[Request] = []
+        live = [it for it in items if not it.deleted]
+        profiles = [(it, 1, len(orjson.dumps(p)) + 1) for it in live if (p := self._profile(it)) is not None]
+        events = [(it, len(self.events_of(it)), len(orjson.dumps(g)) + 1) for it in live
+                  if (g := self._event_group(it)) is not None]  # fmt: skip
+        limit = min(self.cfg.max_bytes, MAX_BYTES) - _ENVELOPE
+        reqs += [self.rebuild("profiles", c) for c in pack(profiles, MAX_PROFILES, limit)]
+        reqs += [self.rebuild("events", c) for c in pack(events, MAX_EVENTS, limit)]
+        if self.cfg.clear == "unset":
+            reqs += [self.rebuild("unset", [it]) for it in live if self._split(it)[2]]
+        reqs += [self.rebuild("delete", [it]) for it in items if it.deleted]
+        return reqs
+
+    def rebuild(self, kind: str, items: list[Item]) -> Request:
+        url = self.cfg.url
+        if kind == "profiles":
+            data = [p for it in items if (p := self._profile(it)) is not None]
+            doc: dict[str, Any] = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": data}}}}
+            return Request(kind, url + "/api/profile-bulk-import-jobs", orjson.dumps(doc), items)
+        if kind == "events":
+            data = [g for it in items if (g := self._event_group(it)) is not None]
+            doc = {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": data}}}}
+            return Request(kind, url + "/api/event-bulk-create-jobs", orjson.dumps(doc), items)
+        if kind == "unset":
+            (it,) = items
+            doc = {"data": {"type": "profile", "attributes": {"external_id": it.user_id},
+                            "meta": {"patch_properties": {"unset": self._split(it)[2]}}}}  # fmt: skip
+            return Request(kind, url + "/api/profile-import", orjson.dumps(doc), items)
+        (it,) = items
+        doc = {"data": {"type": "data-privacy-deletion-job", "attributes": {
+            "profile": {"data": {"type": "profile", "attributes": {"external_id": it.user_id}}}}}}  # fmt: skip
+        return Request("delete", url + "/api/data-privacy-deletion-jobs", orjson.dumps(doc), items)
+
+    def headers(self, req: Request) -> dict[str, str]:
+        return {
+            "authorization": f"Klaviyo-API-Key {self.cfg.api_key}",
+            "revision": self.cfg.revision,
+            "content-type": "application/vnd.api+json",
+            "accept": "application/vnd.api+json",
+        }
