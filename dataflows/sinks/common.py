@@ -14,7 +14,7 @@ import redis
 
 from liveprofile.store.connection import RETRYABLE, RawPipeline, connect, load_scripts, run_script
 from liveprofile.store.keys import Keys
-from liveprofile.store.scripts import PROFILE_LUA
+from liveprofile.store.scripts import PROFILE_LUA, ProfileMode, profile_argv
 from operators.rfm import RfmEdges
 from operators.timeutil import iso
 
@@ -115,18 +115,18 @@ class Writer:
         else:
             pipe.execute_command(*args)
 
-    def call(self, pipe: Any, uid: str, seq: int, mode: str, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
+    def call(self, pipe: Any, uid: str, seq: int, mode: ProfileMode, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
         """Queue one :data:`PROFILE_LUA` call; the fields travel as one JSON array argument
         (packing ~70 separate arguments per call cost more than the rest of the sink)."""
         keys = self.keys
         single = self._single
         packed = orjson.dumps(list(chain.from_iterable(fields.items())))
-        if single is not None:
-            pipe.command("EVALSHA", self._script.sha, 3, single[0] + uid, single[1], single[2],
-                         seq, updated_at, self._maxlen, uid, event, keys.prefix, mode, packed)  # fmt: skip
+        if single is not None:  # one server: the keys without the group computation (the hot path)
+            argv = profile_argv(seq, updated_at, self._maxlen, uid, event, keys.prefix, mode, packed)
+            pipe.command("EVALSHA", self._script.sha, 3, single[0] + uid, single[1], single[2], *argv)
         else:
-            args = [seq, updated_at, self._maxlen, uid, event, keys.script_prefix(uid), mode, packed]
-            run_script(self._script, keys.profile_keys(uid), args, pipe)
+            argv = profile_argv(seq, updated_at, self._maxlen, uid, event, keys.script_prefix(uid), mode, packed)
+            run_script(self._script, keys.profile_keys(uid), argv, pipe)
 
     def close(self) -> None:
         self.client.close()

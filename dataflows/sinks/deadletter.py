@@ -10,7 +10,7 @@ from dataflows.sinks.common import with_retry
 from liveprofile.store.connection import connect, load_scripts, run_script
 from liveprofile.store.deadletter import dead_letter_fields
 from liveprofile.store.keys import Keys
-from liveprofile.store.scripts import DEAD_LETTER_LUA
+from liveprofile.store.scripts import DEAD_LETTER_LUA, dead_letter_argv
 
 __all__ = ["RedisDeadLetterSink"]
 
@@ -38,10 +38,7 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
             for d in items:
                 a, b = d.position
                 src = f"{d.source}:{a}-{b}"
-                args: list[object] = [d.source, a, b, self._maxlen]
-                for k, v in dead_letter_fields(d.rejected, d.stage, src).items():
-                    args.append(k)
-                    args.append(v)
+                args = dead_letter_argv(d.source, d.position, self._maxlen, dead_letter_fields(d.rejected, d.stage, src))
                 run_script(self._script, keys, args, pipe)
             return pipe.execute()
 

@@ -13,6 +13,7 @@ from dataflows import metrics
 from dataflows.outputs import ModelOut
 from dataflows.sinks.common import Writer, now_iso, raise_errors
 from liveprofile.store.keys import Keys
+from liveprofile.store.scripts import ProfileMode, ProfileResult
 from operators.rfm import rfm_fields
 from operators.user import ProfileUpdate, Retire
 
@@ -44,12 +45,12 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
             pipe = w.pipe()
             for uid, out in latest.items():
                 if type(out) is Retire:
-                    w.call(pipe, uid, out.seq, "tombstone", {"user_id": uid, "merged_into": out.into}, b"", updated_at)
+                    w.call(pipe, uid, out.seq, ProfileMode.TOMBSTONE, {"user_id": uid, "merged_into": out.into}, b"", updated_at)
                     continue
                 fields = dict(out.fields)
                 fields.update(rfm_fields(edges, out.rfm))
                 event = orjson.dumps(out.event) if out.event else b""
-                w.call(pipe, uid, out.seq, "upsert", fields, event, updated_at)
+                w.call(pipe, uid, out.seq, ProfileMode.UPSERT, fields, event, updated_at)
             customers = None if keys.cluster else keys.rfm_customers
             for uid, out in latest.items():  # customer index for the RFM refresher (idempotent)
                 if type(out) is Retire:
@@ -62,11 +63,11 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
         done = time.time()
         written = stale = 0
         for out, ok in zip(latest.values(), results, strict=True):  # type: ignore[call-overload]
-            if ok == 1:
+            if ok == ProfileResult.WRITTEN:
                 written += 1
                 if type(out) is ProfileUpdate:
                     metrics.FRESHNESS.observe(max(0.0, done - out.last_received_ms / 1000))
-            elif ok == 0:
+            elif ok == ProfileResult.STALE:
                 stale += 1
         metrics.PROFILE_WRITES.labels("written").inc(written)
         metrics.PROFILE_WRITES.labels("stale").inc(stale)
@@ -106,7 +107,7 @@ class _PatchPartition(StatelessSinkPartition[ModelOut]):
         def run() -> None:
             pipe = w.pipe()
             for uid, out in latest.items():
-                w.call(pipe, uid, 0, "patch", out.fields, b"", updated_at)
+                w.call(pipe, uid, 0, ProfileMode.PATCH, out.fields, b"", updated_at)
             for out in items:
                 if out.flagged:
                     w.command(pipe, "XADD", keys.anomalies, "MAXLEN", "~", self._anom_maxlen, "*",

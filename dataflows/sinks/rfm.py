@@ -8,6 +8,7 @@ from dataflows import metrics
 from dataflows.outputs import EdgesOut
 from dataflows.sinks.common import Writer, now_iso, raise_errors, with_retry
 from liveprofile.store.keys import Keys
+from liveprofile.store.scripts import ProfileMode
 from operators.money import to_cents
 from operators.rfm import RfmEdges, RfmValues, rfm_fields
 from operators.timeutil import TimestampError, parse_ts
@@ -82,7 +83,7 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
                 continue
             want = rfm_fields(edges, v)
             if [want["rfm_r"], want["rfm_f"], want["rfm_m"], want["rfm_segment"]] != vals[3:]:
-                w.call(pipe, uid, 0, "patch", want, b"", updated_at)
+                w.call(pipe, uid, 0, ProfileMode.PATCH, want, b"", updated_at)
                 n += 1
         if n:
             raise_errors(pipe.execute())

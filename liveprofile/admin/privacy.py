@@ -39,7 +39,7 @@ from liveprofile.settings import Settings
 from liveprofile.store.connection import connect
 from liveprofile.store.envelope import EntryKind, encode_control
 from liveprofile.store.keys import Keys
-from liveprofile.store.scripts import PROFILE_LUA
+from liveprofile.store.scripts import PROFILE_LUA, ProfileMode, profile_argv
 from operators.routing import shard_of
 from operators.timeutil import iso
 
@@ -84,7 +84,7 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str, changes_m
     profiles = 0
     for uid in [user_id, *aliases]:
         if client.exists(keys.profile(uid)):
-            script(keys=keys.profile_keys(uid), args=[0, now, changes_maxlen, uid, "", keys.script_prefix(uid), "delete"])
+            script(keys=keys.profile_keys(uid), args=profile_argv(0, now, changes_maxlen, uid, "", keys.script_prefix(uid), ProfileMode.DELETE, ""))
             profiles += 1
     by_group: dict[int, list[str]] = {}
     for uid in ids:

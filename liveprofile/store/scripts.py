@@ -21,18 +21,27 @@ Shared by the dataflow's sinks and the edge tools (privacy, re-drive):
   ``identities``: the email and anonymous ids they may know the user by).
 
 Every mode but ``delete`` refuses (3) users in the suppressed set, so a
-forgotten user is not re-created by late events. Returns 1 written, 2 nothing
-changed, 0 stale, 3 suppressed.
+forgotten user is not re-created by late events. Returns a :class:`ProfileResult`.
+
+Typed wrappers: each script's ARGV is built in one function here (:func:`profile_argv`,
+:func:`dead_letter_argv`), its modes and results are enums (:class:`ProfileMode`,
+:class:`ProfileResult`, :class:`DeadLetterResult`, :class:`LeaseResult`,
+:class:`ReplayGuardResult`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import IntEnum, StrEnum
 from functools import cache
 from importlib.resources import files
 
 from operators.schema import lua_segment_table
 
-__all__ = ["PROFILE_LUA", "DEAD_LETTER_LUA", "lua_source", "SCRIPT_NAMES"]
+__all__ = [
+    "PROFILE_LUA", "DEAD_LETTER_LUA", "lua_source", "SCRIPT_NAMES", "ProfileMode", "ProfileResult",
+    "DeadLetterResult", "LeaseResult", "ReplayGuardResult", "profile_argv", "dead_letter_argv",
+]  # fmt: skip
 
 #: every script in ``liveprofile/store/lua/`` (a test checks this list against the folder)
 SCRIPT_NAMES = (
@@ -68,3 +77,68 @@ def render_profile_lua(source: str) -> str:
 PROFILE_LUA = render_profile_lua(lua_source("profile"))
 
 DEAD_LETTER_LUA = lua_source("dead_letter")
+
+
+class ProfileMode(StrEnum):
+    """What one profile-script call does (see the module docstring)."""
+
+    UPSERT = "upsert"
+    PATCH = "patch"
+    TOMBSTONE = "tombstone"
+    DELETE = "delete"
+
+
+class ProfileResult(IntEnum):
+    """The profile script's answer."""
+
+    STALE = 0  # an upsert older than the stored seq, or a patch of a retired profile
+    WRITTEN = 1
+    UNCHANGED = 2
+    SUPPRESSED = 3  # the user was forgotten
+
+
+def profile_argv(seq: int, updated_at: str, changes_maxlen: int, user_id: str, event: bytes | str,
+                 key_prefix: str, mode: ProfileMode, packed_fields: bytes | str) -> list[object]:  # fmt: skip
+    """ARGV of one profile-script call (KEYS: :meth:`~liveprofile.store.keys.Keys.profile_keys`);
+    ``packed_fields`` is the JSON array ``[field, value, ...]`` or ``""``, ``event`` the trigger
+    event's JSON or ``""``, ``key_prefix`` :meth:`~liveprofile.store.keys.Keys.script_prefix`.
+
+    >>> profile_argv(3, "t", 10, "u1", "", "lp", ProfileMode.DELETE, "")
+    [3, 't', 10, 'u1', '', 'lp', 'delete', '']
+    """
+    return [seq, updated_at, changes_maxlen, user_id, event, key_prefix, mode.value, packed_fields]
+
+
+class DeadLetterResult(IntEnum):
+    """The dead-letter script's answer."""
+
+    ALREADY_WRITTEN = 0
+    WRITTEN = 1
+
+
+def dead_letter_argv(source: str, position: tuple[int, int], maxlen: int, fields: Mapping[str, bytes | str]) -> list[object]:
+    """ARGV of one dead-letter-script call (KEYS: the dead-letter stream and its high-water marks).
+
+    >>> dead_letter_argv("events:0", (5, 1), 100, {"reason": "x"})
+    ['events:0', 5, 1, 100, 'reason', 'x']
+    """
+    out: list[object] = [source, position[0], position[1], maxlen]
+    for k, v in fields.items():
+        out.append(k)
+        out.append(v)
+    return out
+
+
+class LeaseResult(IntEnum):
+    """``sync_lease_acquire``: whether this consumer holds the lease now; ``sync_lease_release``:
+    whether it gave it back."""
+
+    HELD_BY_OTHER = 0
+    HELD = 1
+
+
+class ReplayGuardResult(IntEnum):
+    """``webhook_replay_guard``'s answer."""
+
+    REPLAY = 0
+    APPENDED = 1

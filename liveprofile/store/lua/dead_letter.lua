@@ -1,6 +1,7 @@
 -- KEYS[1] dead-letter stream, KEYS[2] high-water-mark hash
 -- ARGV[1] source partition, ARGV[2] position major, ARGV[3] position minor, ARGV[4] MAXLEN,
--- ARGV[5..] entry field, value pairs
+-- ARGV[5..] entry field, value pairs (built by liveprofile.store.scripts.dead_letter_argv)
+-- Returns a DeadLetterResult: 1 written, 0 already written (at or below the high-water mark)
 local hwm = redis.call('HGET', KEYS[2], ARGV[1])
 local a = tonumber(ARGV[2])
 local b = tonumber(ARGV[3])

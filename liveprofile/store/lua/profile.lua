@@ -1,8 +1,9 @@
 -- KEYS[1] profile hash, KEYS[2] change feed, KEYS[3] suppressed-users set
 -- ARGV: 1 seq, 2 updated_at, 3 change-feed MAXLEN, 4 user id, 5 trigger event JSON or '',
 --       6 key prefix, 7 mode (upsert | patch | tombstone | delete),
---       8 the fields as one JSON array [field, value, field, value, ...] (string values),
---         or 8.. field, value pairs
+--       8 the fields as one JSON array [field, value, field, value, ...] (string values; '' for none)
+-- Built by liveprofile.store.scripts.profile_argv; returns a ProfileResult there:
+-- 0 stale, 1 written, 2 nothing changed, 3 suppressed
 local mode = ARGV[7]
 if mode ~= 'delete' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return 3 end
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'version', 'merged_into')
@@ -13,16 +14,11 @@ elseif mode ~= 'delete' and cur[1] and tonumber(ARGV[1]) < tonumber(cur[1]) then
 end
 local names = {}
 local values = {}
-if #ARGV == 8 then
+if ARGV[8] ~= '' then
   local a = cjson.decode(ARGV[8])
   for i = 1, #a, 2 do
     names[#names + 1] = a[i]
     values[#values + 1] = tostring(a[i + 1])
-  end
-else
-  for i = 8, #ARGV, 2 do
-    names[#names + 1] = ARGV[i]
-    values[#values + 1] = ARGV[i + 1]
   end
 end
 -- @segments: rendered from operators.schema at load (liveprofile.store.scripts); kept equal here by a test
