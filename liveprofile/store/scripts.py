@@ -142,3 +142,32 @@ class ReplayGuardResult(IntEnum):
 
     REPLAY = 0
     APPENDED = 1
+
+
+def webhook_replay_guard_argv(ttl_s: int, appends: list[tuple[str, dict[str, bytes | str]]]) -> list[object]:
+    """ARGV of one ``webhook_replay_guard`` call (KEYS: the delivery's replay key, then the stream
+    of each append, in the same order); the script answers a :class:`ReplayGuardResult`.
+
+    >>> webhook_replay_guard_argv(360, [("lp:events:0", {"e": "{}"}), ("lp:events:1", {"e": "[]", "k": "m"})])
+    [360, 1, 'e', '{}', 2, 'e', '[]', 'k', 'm']
+    """
+    out: list[object] = [ttl_s]
+    for _, fields in appends:
+        out.append(len(fields))
+        for k, v in fields.items():
+            out.append(k)
+            out.append(v)
+    return out
+
+
+def expose_argv(user_id: str, at: str, variants: list[str]) -> list[object]:
+    """ARGV of one ``expose`` call (KEYS: the profile, then each experiment's exposures hash, in the
+    order of ``variants``); the script answers the 1-based positions of the first exposures.
+
+    >>> expose_argv("u1", "2024-01-01T00:00:00.000Z", ["a", "control"])
+    ['u1', '2024-01-01T00:00:00.000Z', 'a', 'control']
+    """
+    return [user_id, at, *variants]
+
+
+__all__ += ["webhook_replay_guard_argv", "expose_argv"]
