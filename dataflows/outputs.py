@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from liveprofile.store.deadletter import Stage
 from operators.events import Rejected
 from operators.rfm import RfmEdges
 
@@ -20,7 +21,7 @@ class DeadLetter:
     rejected: Rejected
     source: str
     position: tuple[int, int]
-    stage: str = "dataflow"
+    stage: Stage = Stage.DATAFLOW
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import hashlib
 import re
 import sys
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "Product",
     "Rejected",
     "REASONS",
+    "Reason",
     "EVENT_TYPES",
     "MONEY_FIELDS",
     "parse_event",
@@ -44,8 +46,33 @@ EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"
 #: Properties whose values are money (numeric, non-negative).
 MONEY_FIELDS = ("revenue", "total", "price", "value", "subtotal", "tax", "shipping", "discount")
 
-#: Reason code -> what it means. Codes are part of the dead-letter contract.
-REASONS: dict[str, str] = {
+class Reason(StrEnum):
+    """Why an event was rejected: the dead letter's ``reason`` (part of the dead-letter contract).
+    Each member's :attr:`meaning` is what :data:`REASONS` maps its code to."""
+
+    MALFORMED_JSON = "malformed_json"
+    NOT_OBJECT = "not_object"
+    EVENT_TOO_LARGE = "event_too_large"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_IDENTITY = "missing_identity"
+    INVALID_IDENTITY = "invalid_identity"
+    INVALID_MESSAGE_ID = "invalid_message_id"
+    MISSING_EVENT = "missing_event"
+    MISSING_PREVIOUS_ID = "missing_previous_id"
+    INVALID_FIELD_TYPE = "invalid_field_type"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    INVALID_MONEY = "invalid_money"
+    INVALID_QUANTITY = "invalid_quantity"
+    INVALID_EMAIL = "invalid_email"
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS: dict[str, str] = {
     "malformed_json": "the event is not valid JSON",
     "not_object": "the event is not a JSON object",
     "event_too_large": "the event is larger than the per-event limit",
@@ -63,6 +90,9 @@ REASONS: dict[str, str] = {
     "invalid_quantity": "a quantity is not a positive integer",
     "invalid_email": "identify traits.email is not a syntactically valid address",
 }
+
+#: Reason code -> what it means (:class:`Reason`'s codes).
+REASONS: dict[str, str] = {r.value: r.meaning for r in Reason}
 
 _MAX_ID_LEN = 256
 _MAX_QTY = 1_000_000
@@ -196,14 +226,14 @@ def _ident(value: object, what: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise _Invalid("invalid_identity", f"{what} must be a string")
+        raise _Invalid(Reason.INVALID_IDENTITY, f"{what} must be a string")
     if isinstance(value, int):
         value = str(value)
     if not isinstance(value, str):
-        raise _Invalid("invalid_identity", f"{what} must be a string, got {type(value).__name__}")
+        raise _Invalid(Reason.INVALID_IDENTITY, f"{what} must be a string, got {type(value).__name__}")
     s = value.strip()
     if len(s) > _MAX_ID_LEN:
-        raise _Invalid("invalid_identity", f"{what} is longer than {_MAX_ID_LEN} characters")
+        raise _Invalid(Reason.INVALID_IDENTITY, f"{what} is longer than {_MAX_ID_LEN} characters")
     return s or None
 
 
@@ -212,7 +242,7 @@ def _obj(ev: dict[str, Any], key: str) -> dict[str, Any]:
     if v is None:
         return {}
     if not isinstance(v, dict):
-        raise _Invalid("invalid_field_type", f"{key} must be an object, got {type(v).__name__}")
+        raise _Invalid(Reason.INVALID_FIELD_TYPE, f"{key} must be an object, got {type(v).__name__}")
     return v
 
 
@@ -223,21 +253,21 @@ def _ts(ev: dict[str, Any], key: str) -> int | None:
     try:
         return parse_ts(v)
     except TimestampError as exc:
-        raise _Invalid("invalid_timestamp", f"{key}: {exc}") from None
+        raise _Invalid(Reason.INVALID_TIMESTAMP, f"{key}: {exc}") from None
 
 
 def _cents(value: object, where: str) -> int:
     try:
         return to_cents(value)
     except MoneyError as exc:
-        raise _Invalid("invalid_money", f"{where} {exc}") from None
+        raise _Invalid(Reason.INVALID_MONEY, f"{where} {exc}") from None
 
 
 def _qty(value: object, where: str) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_QTY:
-        raise _Invalid("invalid_quantity", f"{where} must be a positive integer, got {str(value)[:40]!r}")
+        raise _Invalid(Reason.INVALID_QUANTITY, f"{where} must be a positive integer, got {str(value)[:40]!r}")
     return value
 
 
@@ -260,7 +290,7 @@ def _derive_message_id(ev: dict[str, Any]) -> str:
     try:
         text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except (orjson.JSONEncodeError, TypeError):  # orjson writes at most 255 levels of nesting
-        raise _Invalid("invalid_field_type", "the event is nested too deeply") from None
+        raise _Invalid(Reason.INVALID_FIELD_TYPE, "the event is nested too deeply") from None
     return "lp-" + hashlib.blake2b(text, digest_size=16).hexdigest()
 
 
@@ -275,11 +305,11 @@ def _dump(ev: object) -> bytes:
 def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> Event:
     etype = ev.get("type")
     if not isinstance(etype, str) or etype not in EVENT_TYPES:
-        raise _Invalid("unknown_type", f"type must be one of {sorted(EVENT_TYPES)}, got {str(etype)[:40]!r}")
+        raise _Invalid(Reason.UNKNOWN_TYPE, f"type must be one of {sorted(EVENT_TYPES)}, got {str(etype)[:40]!r}")
     user_id = _ident(ev.get("userId"), "userId")
     anon_id = _ident(ev.get("anonymousId"), "anonymousId")
     if user_id is None and anon_id is None:
-        raise _Invalid("missing_identity", "userId or anonymousId is required")
+        raise _Invalid(Reason.MISSING_IDENTITY, "userId or anonymousId is required")
     mid = ev.get("messageId")
     if mid is None or mid == "":
         message_id = _derive_message_id(ev)
@@ -288,14 +318,14 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     elif isinstance(mid, int) and not isinstance(mid, bool):
         message_id = str(mid)
     else:
-        raise _Invalid("invalid_message_id", f"messageId must be a string of at most {_MAX_ID_LEN} characters")
+        raise _Invalid(Reason.INVALID_MESSAGE_ID, f"messageId must be a string of at most {_MAX_ID_LEN} characters")
 
     name = ""
     previous_id = None
     if etype == "track":
         name = ev.get("event")
         if not isinstance(name, str) or not name.strip():
-            raise _Invalid("missing_event", "track calls need a non-empty string `event`")
+            raise _Invalid(Reason.MISSING_EVENT, "track calls need a non-empty string `event`")
         name = name.strip()[:_MAX_ID_LEN]
     elif etype in ("page", "screen"):
         n = ev.get("name")
@@ -303,9 +333,9 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     elif etype == "alias":
         previous_id = _ident(ev.get("previousId"), "previousId")
         if previous_id is None:
-            raise _Invalid("missing_previous_id", "alias calls need previousId")
+            raise _Invalid(Reason.MISSING_PREVIOUS_ID, "alias calls need previousId")
         if user_id is None:
-            raise _Invalid("missing_identity", "alias calls need userId")
+            raise _Invalid(Reason.MISSING_IDENTITY, "alias calls need userId")
 
     props = _obj(ev, "properties")
     traits = _obj(ev, "traits")
@@ -314,7 +344,7 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     received = _ts(ev, "receivedAt")
     if received is None:
         if received_default is None:
-            raise _Invalid("invalid_timestamp", "receivedAt is missing")
+            raise _Invalid(Reason.INVALID_TIMESTAMP, "receivedAt is missing")
         received = received_default
     client_ts = _ts(ev, "timestamp")
     original = ev.get("originalTimestamp")
@@ -330,10 +360,10 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
         ts = client_ts
     lo = limits.timestamp_min_ms if limits.timestamp_min_ms is not None else received - limits.max_age_ms
     if ts < lo:
-        raise _Invalid("timestamp_too_old", f"event time {iso(ts)} is before the oldest accepted {iso(lo)}")
+        raise _Invalid(Reason.TIMESTAMP_TOO_OLD, f"event time {iso(ts)} is before the oldest accepted {iso(lo)}")
     hi = received + limits.max_future_skew_ms
     if ts > hi:
-        raise _Invalid("timestamp_in_future", f"event time {iso(ts)} is after receipt + skew {iso(hi)}")
+        raise _Invalid(Reason.TIMESTAMP_IN_FUTURE, f"event time {iso(ts)} is after receipt + skew {iso(hi)}")
 
     email = None
     if etype == "identify" and traits.get("email") not in (None, ""):
@@ -342,7 +372,7 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
         try:
             email = validate_email(traits["email"])
         except ValueError as exc:
-            raise _Invalid("invalid_email", str(exc)) from None
+            raise _Invalid(Reason.INVALID_EMAIL, str(exc)) from None
 
     money: dict[str, int] = {}
     for key in MONEY_FIELDS:
@@ -356,13 +386,13 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     raw_products = props.get("products")
     if raw_products is not None:
         if not isinstance(raw_products, list):
-            raise _Invalid("invalid_field_type", "properties.products must be an array")
+            raise _Invalid(Reason.INVALID_FIELD_TYPE, "properties.products must be an array")
         if len(raw_products) > 1000:
-            raise _Invalid("invalid_field_type", "properties.products has more than 1000 items")
+            raise _Invalid(Reason.INVALID_FIELD_TYPE, "properties.products has more than 1000 items")
         plist = []
         for i, p in enumerate(raw_products):
             if not isinstance(p, dict):
-                raise _Invalid("invalid_field_type", f"properties.products[{i}] must be an object")
+                raise _Invalid(Reason.INVALID_FIELD_TYPE, f"properties.products[{i}] must be an object")
             plist.append(_product(p, f"properties.products[{i}]"))
         products = tuple(plist)
     elif etype == "track" and ("product_id" in props or "sku" in props or "price" in props):
@@ -422,9 +452,9 @@ def parse_event(
     >>> ev.uid, iso(ev.ts), ev.value_cents
     ('u1', '2024-05-01T11:59:55.000Z', 1999)
     >>> parse_event(b'{"type":"track","userId":"u1"}', lim, received_at=0).reason
-    'missing_event'
+    <Reason.MISSING_EVENT: 'missing_event'>
     >>> parse_event(b'{"type": "track", ', lim).reason
-    'malformed_json'
+    <Reason.MALFORMED_JSON: 'malformed_json'>
     """
     if isinstance(raw, dict):
         ev: Any = raw
@@ -432,13 +462,13 @@ def parse_event(
     else:
         raw_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
         if len(raw_bytes) > limits.max_event_bytes:
-            return Rejected("event_too_large", f"event is {len(raw_bytes)} bytes, the limit is {limits.max_event_bytes}", raw_bytes[: limits.max_event_bytes], received_at)
+            return Rejected(Reason.EVENT_TOO_LARGE, f"event is {len(raw_bytes)} bytes, the limit is {limits.max_event_bytes}", raw_bytes[: limits.max_event_bytes], received_at)
         try:
             ev = orjson.loads(raw_bytes)
         except orjson.JSONDecodeError as exc:
-            return Rejected("malformed_json", f"invalid JSON: {exc}", raw_bytes, received_at)
+            return Rejected(Reason.MALFORMED_JSON, f"invalid JSON: {exc}", raw_bytes, received_at)
     if not isinstance(ev, dict):
-        return Rejected("not_object", f"an event must be a JSON object, got {type(ev).__name__}", raw_bytes or _dump(ev), received_at)
+        return Rejected(Reason.NOT_OBJECT, f"an event must be a JSON object, got {type(ev).__name__}", raw_bytes or _dump(ev), received_at)
     try:
         return _check(ev, limits, received_at)
     except _Invalid as exc:
@@ -452,4 +482,4 @@ def parse_event(
         mid = ev.get("messageId")
         return Rejected(exc.reason, exc.message, raw_bytes, rec_ms, mid if isinstance(mid, str) else None)
     except RecursionError:
-        return Rejected("invalid_field_type", "event nesting is too deep", raw_bytes or b"", received_at)
+        return Rejected(Reason.INVALID_FIELD_TYPE, "event nesting is too deep", raw_bytes or b"", received_at)

@@ -29,6 +29,7 @@ from liveprofile.buffer.ingest import prepare
 from liveprofile.buffer.writers import appends_writer
 from liveprofile.settings import Settings
 from liveprofile.store.connection import connect
+from liveprofile.store.deadletter import Stage
 from liveprofile.store.keys import Keys
 from operators.timeutil import iso
 
@@ -80,7 +81,7 @@ def redrive(
             continue
         prep = prepare(
             [ev], keys=keys, shards=settings.shards, limits=settings.limits, received_at=received,
-            source=f"redrive:{eid.decode()}", stage="redrive", keep_received=True,
+            source=f"redrive:{eid.decode()}", stage=Stage.REDRIVE, keep_received=True,
         )  # fmt: skip
         if prep.rejected:
             stats["still_invalid"][prep.rejected[0].reason] += 1

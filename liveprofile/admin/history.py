@@ -25,7 +25,7 @@ from liveprofile.buffer.ingest import prepare
 from liveprofile.buffer.writers import appends_writer
 from liveprofile.settings import Settings
 from liveprofile.store.connection import connect
-from liveprofile.store.deadletter import dead_letter_fields
+from liveprofile.store.deadletter import Stage, dead_letter_fields
 from liveprofile.store.keys import Keys
 from operators.events import Rejected
 from operators.timeutil import iso
@@ -71,10 +71,10 @@ def replay_lines(
                 bad.append((n, Rejected("malformed_json", f"invalid JSON: {exc}", raw[: settings.limits.max_event_bytes])))
         prep = prepare(
             decoded, keys=keys, shards=settings.shards, limits=settings.limits, received_at=received,
-            source=source, stage="replay", keep_received=True,
+            source=source, stage=Stage.REPLAY, keep_received=True,
         )  # fmt: skip
         for n, rej in bad:
-            prep.appends.append((keys.dead_letter, dead_letter_fields(rej, "replay", f"{source}:{n}")))
+            prep.appends.append((keys.dead_letter, dead_letter_fields(rej, Stage.REPLAY, f"{source}:{n}")))
         append(prep.appends)
         stats["accepted"] += prep.accepted
         stats["rejected"] += len(prep.rejected) + len(bad)

@@ -30,9 +30,9 @@ from typing import Any
 import orjson
 
 from liveprofile.buffer.streams import Append
-from liveprofile.store.deadletter import dead_letter_fields
+from liveprofile.store.deadletter import Stage, dead_letter_fields
 from liveprofile.store.keys import Keys
-from operators.events import Limits, Rejected, parse_event
+from operators.events import Limits, Reason, Rejected, parse_event
 from operators.routing import shard_of
 
 __all__ = ["Prepared", "prepare", "truncate_ip"]
@@ -55,7 +55,7 @@ def prepare(
     limits: Limits,
     received_at: str,
     source: str,
-    stage: str = "collector",
+    stage: Stage = Stage.COLLECTOR,
     force_type: str | None = None,
     defaults: Mapping[str, Any] | None = None,
     keep_received: bool = False,
@@ -69,7 +69,7 @@ def prepare(
     for ev in events:
         if not isinstance(ev, dict):
             raw = _dumps_or_none(ev, orjson.OPT_NON_STR_KEYS)
-            rej = Rejected("not_object", "an event must be a JSON object", (raw if raw is not None else _fallback_raw(ev))[:max_event])
+            rej = Rejected(Reason.NOT_OBJECT, "an event must be a JSON object", (raw if raw is not None else _fallback_raw(ev))[:max_event])
         else:
             ev.pop("writeKey", None)
             if force_type is not None:
@@ -88,12 +88,12 @@ def prepare(
                 raw = None
             if raw is None:
                 rej = Rejected(
-                    "invalid_field_type", "the event cannot be serialized as JSON (nesting too deep, invalid text or keys)",
+                    Reason.INVALID_FIELD_TYPE, "the event cannot be serialized as JSON (nesting too deep, invalid text or keys)",
                     _fallback_raw(ev)[:max_event], None, mid if isinstance(mid, str) else None,
                 )  # fmt: skip
             elif len(raw) > max_event:
                 rej = Rejected(
-                    "event_too_large", f"event is {len(raw)} bytes, the limit is {max_event}",
+                    Reason.EVENT_TOO_LARGE, f"event is {len(raw)} bytes, the limit is {max_event}",
                     raw[:max_event], None, mid if isinstance(mid, str) else None,
                 )  # fmt: skip
             else:

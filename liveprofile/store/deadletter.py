@@ -2,19 +2,30 @@
 
 Fields of each stream entry: ``reason`` (a code from
 :data:`operators.events.REASONS`), ``message`` (readable), ``raw`` (the event
-as received), ``received_at``, ``message_id``, ``stage`` (``collector`` or
-``dataflow``) and ``source`` (where it came from: ``http:batch``,
+as received), ``received_at``, ``message_id``, ``stage`` (a :class:`Stage`) and ``source`` (where it came from: ``http:batch``,
 ``events:3:1700000000000-0``, ...).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from operators.events import Rejected
 
-__all__ = ["dead_letter_fields"]
+__all__ = ["Stage", "dead_letter_fields"]
 
 
-def dead_letter_fields(rej: Rejected, stage: str, source: str) -> dict[str, bytes | str]:
+class Stage(StrEnum):
+    """Where an event was rejected (the dead letter's ``stage``)."""
+
+    COLLECTOR = "collector"  # the HTTP collector's envelope check (also webhooks and the pixel)
+    DATAFLOW = "dataflow"  # the dataflow's parse step
+    REPLAY = "replay"  # history import (liveprofile replay)
+    REDRIVE = "redrive"  # a dead letter sent back through the checks (liveprofile deadletter replay)
+    API = "api"  # events the profile API makes (experiment exposures)
+
+
+def dead_letter_fields(rej: Rejected, stage: Stage | str, source: str) -> dict[str, bytes | str]:
     """The fields of one dead-letter stream entry.
 
     >>> sorted(dead_letter_fields(Rejected("missing_event", "no event", b"{}"), "collector", "http:track"))
