@@ -171,3 +171,52 @@ def expose_argv(user_id: str, at: str, variants: list[str]) -> list[object]:
 
 
 __all__ += ["webhook_replay_guard_argv", "expose_argv"]
+
+
+def lease_acquire_argv(consumer: str, ttl_ms: int) -> list[object]:
+    """ARGV of one ``sync_lease_acquire`` call (KEYS: the destination's lease key); the script
+    answers a :class:`LeaseResult`.
+
+    >>> lease_acquire_argv("host-1:42", 15000)
+    ['host-1:42', 15000]
+    """
+    return [consumer, ttl_ms]
+
+
+def lease_release_argv(consumer: str) -> list[object]:
+    """ARGV of one ``sync_lease_release`` call (KEYS: the destination's lease key); the script
+    answers :attr:`LeaseResult.HELD` when it gave the lease back, else
+    :attr:`LeaseResult.HELD_BY_OTHER`.
+
+    >>> lease_release_argv("host-1:42")
+    ['host-1:42']
+    """
+    return [consumer]
+
+
+def sync_commit_argv(maxlen: int, at: str, rows: list[tuple[str, int, bytes | str, str, str, int]]) -> list[object]:
+    """ARGV of one ``sync_commit`` call (KEYS: the destination's watermark hash and dead-letter
+    stream of one group): the dead-letter MAXLEN, the time, then per row ``(user, version, item
+    JSON or '' when delivered, reason, status, attempts)``; the script raises each user's
+    watermark to ``version`` and appends a dead letter for each row with an item.
+
+    >>> sync_commit_argv(100, "t", [("u1", 3, "", "", "", 0), ("u2", 0, b"{}", "malformed", "", 0)])
+    [100, 't', 'u1', 3, '', '', '', 0, 'u2', 0, b'{}', 'malformed', '', 0]
+    """
+    out: list[object] = [maxlen, at]
+    for row in rows:
+        out += row
+    return out
+
+
+def sync_redrive_argv(entry_ids: list[str]) -> list[object]:
+    """ARGV of one ``sync_redrive`` call (KEYS: a destination's dead-letter stream and redrive
+    stream of one group): the dead-letter entry ids to move; the script answers how many moved.
+
+    >>> sync_redrive_argv(["1-0", "2-0"])
+    ['1-0', '2-0']
+    """
+    return list(entry_ids)
+
+
+__all__ += ["lease_acquire_argv", "lease_release_argv", "sync_commit_argv", "sync_redrive_argv"]

@@ -13,9 +13,12 @@ Modules:
 ``pacing``         Retry-After / RateLimit-* pacing, jittered backoff
 ``destinations``   adapter base and value typing; ``webhook``, ``braze``,
                    ``klaviyo`` are the adapters
-``worker``         one destination's loop: lease, read, filter, send, commit
+``worker``         one destination's loop, composing the three below
+``lease``          the destination lease: one holder, hot standbys
+``feed``           reading the change feed: groups, pending, batches, filters
+``delivery``       requests out: pacing, retries, splits, dead letters, commit
 ``runner``         the process: all workers, metrics server, signals
-``replay``         dead letters: list, re-drive
+``redrive``        dead letters: list, re-drive
 ``cli``            :func:`add_commands` for the ``liveprofile`` CLI
 =================  ==========================================================
 """

@@ -25,7 +25,7 @@ import orjson
 import redis
 
 from liveprofile.store.keys import Keys
-from liveprofile.store.scripts import lua_source
+from liveprofile.store.scripts import lua_source, sync_redrive_argv
 from liveprofile.sync.model import SyncKeys
 
 __all__ = ["dead_letters", "replay", "REDRIVE_LUA"]
@@ -69,7 +69,7 @@ def replay(client: redis.Redis, keys: Keys | str, dest: str, *, limit: int | Non
             if not entries:
                 break
             ids = [_s(e[0]) for e in entries]
-            moved += int(script(keys=[dl, redrive], args=ids))
+            moved += int(script(keys=[dl, redrive], args=sync_redrive_argv(ids)))
             start = "(" + ids[-1]
     return moved
 

@@ -1,0 +1,254 @@
+"""Sending one destination's items: vendor requests out, each item committed once its requests finished.
+
+**Requests.** :meth:`Delivery.deliver` drops the items the adapter has nothing
+to send for (``nothing_to_send``), counts the cleared fields it cannot express
+(``unclearable``), and has the adapter pack the rest into requests (vendor
+limits); up to ``concurrency`` requests of a batch are in flight (their users
+are disjoint).
+
+**Retries** (:meth:`Delivery.send`). Every attempt waits for the destination's
+:class:`~liveprofile.sync.pacing.Pacer` first. ``429`` waits for
+``Retry-After`` (or backs off when there is none), ``RateLimit-*`` headers slow
+the destination down before it runs out, 5xx/408/401/403 and timeouts back off
+exponentially with jitter (:func:`~liveprofile.sync.pacing.backoff`);
+400/404/413/422 (and any other 4xx not retried) split the request in two until
+the offending item is alone. An item that fails for ``max_attempts`` attempts or
+``max_age`` seconds, or is refused alone, is dead-lettered. Before each attempt
+the lease is checked (:attr:`~liveprofile.sync.lease.Lease.serving`): a worker
+told to stop, or that lost the lease, raises
+:class:`~liveprofile.sync.lease.Stopped` and sends nothing more.
+
+**Commit.** As soon as every request holding an item has finished, the item's
+watermark is raised and, if it failed, its dead letter appended to
+``{p}:sync-dead-letter:{dest}`` — in one ``sync_commit`` script per group
+feed (:func:`~liveprofile.store.scripts.sync_commit_argv`). Entries the feed
+could not parse are dead-lettered the same way, as ``malformed``
+(:meth:`Delivery.dead_letter_malformed`). The caller acknowledges the batch's
+entries only after the whole batch is committed; a crash anywhere leaves them
+pending, the next holder claims them and the watermark skips what was already
+taken, so at most the requests in flight at the crash are sent again (and those
+carry the same idempotency keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+
+from liveprofile.store.scripts import lua_source, sync_commit_argv
+from liveprofile.sync.config import DestinationConfig
+from liveprofile.sync.destinations import Destination, Request
+from liveprofile.sync.feed import BadEntry, FeedReader, GroupFeed
+from liveprofile.sync.lease import Lease, Stopped
+from liveprofile.sync.metrics import SyncMetrics
+from liveprofile.sync.model import Item
+from liveprofile.sync.pacing import Pacer, backoff
+from operators.timeutil import iso
+
+__all__ = ["Delivery", "Outcome", "COMMIT_LUA", "RETRYABLE", "SPLITTABLE"]
+
+logger = logging.getLogger(__name__)
+
+#: statuses retried with backoff (besides 429, which waits for Retry-After)
+RETRYABLE = frozenset({401, 403, 408, 409, 425, 500, 502, 503, 504})
+#: statuses that refuse the content: split the request, then dead-letter
+SPLITTABLE = frozenset({400, 404, 413, 422})
+
+COMMIT_LUA = lua_source("sync_commit")
+
+#: one ``sync_commit`` row: user, version, item JSON ('' when delivered), reason, status, attempts
+_Row = tuple[str, int, bytes | str, str, str, int]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one request (or one part of a split request) ended for its items."""
+
+    items: list[Item]
+    ok: bool
+    reason: str = ""
+    status: str = ""
+    attempts: int = 0
+
+
+class Delivery:
+    """Sends destination ``cfg.name``'s items through ``dest`` and commits them (see module docstring)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        cfg: DestinationConfig,
+        dest: Destination,
+        *,
+        feed: FeedReader,
+        lease: Lease,
+        metrics: SyncMetrics,
+        dead_letter_maxlen: int = 1_000_000,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.dest = dest
+        self.feed = feed
+        self.lease = lease
+        self.metrics = metrics
+        self.dl_maxlen = dead_letter_maxlen
+        self.http = http
+        self.pacer = Pacer(cfg.rate_per_s)
+        self._own_http = False
+        self._commit = client.register_script(COMMIT_LUA)
+
+    def open(self) -> None:
+        """Make the HTTP client (``concurrency`` + 2 connections) unless one was given."""
+        if self.http is None:
+            n = self.cfg.concurrency + 2
+            limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+            self.http = httpx.AsyncClient(timeout=self.cfg.timeout, limits=limits)
+            self._own_http = True
+
+    async def close(self) -> None:
+        """Close the HTTP client made by :meth:`open` (a given one stays open)."""
+        if self._own_http and self.http is not None:
+            await self.http.aclose()
+            self.http = None
+            self._own_http = False
+
+    # -- commit ----------------------------------------------------------------
+    async def _commit_rows(self, per_feed: dict[GroupFeed, list[_Row]]) -> None:
+        now = iso(int(time.time() * 1000))
+        for f, rows in per_feed.items():
+            await self._commit(keys=[f.watermark, f.dead_letter], args=sync_commit_argv(self.dl_maxlen, now, rows))
+
+    async def dead_letter_malformed(self, bad: list[BadEntry]) -> None:
+        """Dead-letter the entries the feed could not parse (``malformed``: they cannot be re-driven)."""
+        if not bad:
+            return
+        per_feed: dict[GroupFeed, list[_Row]] = {}
+        for stream, entry_id, fields in bad:
+            raw = orjson.dumps({"entry_id": entry_id, "raw": fields, "user_id": fields.get("user_id", "")})
+            per_feed.setdefault(self.feed.of_stream(stream), []).append((fields.get("user_id", ""), 0, raw, "malformed", "", 0))
+        await self._commit_rows(per_feed)
+        self.metrics.skipped.labels(self.cfg.name, "malformed").inc(len(bad))
+
+    async def _commit_items(self, done: list[Item], failed: dict[int, Outcome]) -> None:
+        per_feed: dict[GroupFeed, list[_Row]] = {}
+        delivered = dead = 0
+        for it in done:
+            oc = failed.get(id(it))
+            rows = per_feed.setdefault(self.feed.of_user(it.user_id), [])
+            if oc is None:
+                rows.append((it.user_id, it.version, "", "", "", 0))
+                delivered += it.entries
+            else:
+                rows.append((it.user_id, it.version, it.to_json(), oc.reason, oc.status, oc.attempts))
+                dead += 1
+        await self._commit_rows(per_feed)
+        if delivered:
+            self.metrics.delivered.labels(self.cfg.name).inc(delivered)
+        if dead:
+            self.metrics.dead.labels(self.cfg.name).inc(dead)
+            logger.warning("sync %s: %d item(s) dead-lettered", self.cfg.name, dead)
+
+    # -- delivery --------------------------------------------------------------
+    async def deliver(self, items: list[Item]) -> None:
+        """Send ``items`` (one per user) and commit each as soon as its requests finished."""
+        name = self.cfg.name
+        sendable = []
+        for it in items:
+            if self.dest.sendable(it):
+                sendable.append(it)
+            else:
+                self.metrics.skipped.labels(name, "nothing_to_send").inc(it.entries)
+        items = sendable
+        if not items:
+            return
+        unclearable = self.dest.skipped_clears(items)
+        if unclearable:
+            self.metrics.skipped.labels(name, "unclearable").inc(unclearable)
+        requests = self.dest.build(items)
+        pending: dict[int, int] = {}
+        failed: dict[int, Outcome] = {}
+        for req in requests:
+            for it in req.items:
+                pending[id(it)] = pending.get(id(it), 0) + 1
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(req: Request) -> None:
+            async with sem:
+                outcomes = await self.send(req)
+            for oc in outcomes:
+                if not oc.ok:
+                    for it in oc.items:
+                        failed.setdefault(id(it), oc)
+            done = []
+            for it in req.items:
+                pending[id(it)] -= 1
+                if pending[id(it)] == 0:
+                    done.append(it)
+            if done:
+                await self._commit_items(done, failed)
+
+        tasks = [asyncio.create_task(one(req)) for req in requests]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def send(self, req: Request) -> list[Outcome]:
+        """Deliver one request with pacing and retries; the outcome of each part."""
+        cfg = self.cfg
+        name = cfg.name
+        assert self.http is not None
+        attempts = 0
+        first = time.monotonic()
+        while True:
+            if not self.lease.serving:
+                raise Stopped
+            wait = self.pacer.delay()
+            if wait > 0:
+                await self.lease.wait(wait)
+                continue
+            self.pacer.started()
+            t0 = time.perf_counter()
+            status: int | None = None
+            try:
+                resp = await self.http.post(req.url, content=req.body, headers=self.dest.headers(req), timeout=cfg.timeout)
+                status = resp.status_code
+                label = str(status)
+            except httpx.TimeoutException:
+                label = "timeout"
+            except httpx.TransportError:
+                label = "error"
+            self.metrics.requests.labels(name, label).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - t0)
+            if status is not None:
+                retry_after = self.pacer.observe(status, resp.headers)
+                if self.dest.accepted(req, status, resp.content):
+                    return [Outcome(req.items, True)]
+                if status in SPLITTABLE or (400 <= status < 500 and status not in RETRYABLE and status != 429):
+                    if len(req.items) > 1:
+                        half = len(req.items) // 2
+                        return (await self.send(self.dest.rebuild(req.kind, req.items[:half]))
+                                + await self.send(self.dest.rebuild(req.kind, req.items[half:])))  # fmt: skip
+                    logger.warning("sync %s: %s refused (%d): %s", name, req.kind, status, resp.text[:300])
+                    return [Outcome(req.items, False, f"http_{status}", label, attempts + 1)]
+                if status == 429:
+                    self.metrics.retries.labels(name, "429").inc()
+                    if retry_after is None:
+                        self.pacer.pause(backoff(max(1, attempts), cfg.backoff_base, cfg.backoff_max))
+                    if time.monotonic() - first > cfg.max_age:
+                        return [Outcome(req.items, False, "max_age", label, attempts)]
+                    continue
+            attempts += 1
+            self.metrics.retries.labels(name, label).inc()
+            if attempts >= cfg.max_attempts:
+                return [Outcome(req.items, False, "max_attempts", label, attempts)]
+            if time.monotonic() - first > cfg.max_age:
+                return [Outcome(req.items, False, "max_age", label, attempts)]
+            await self.lease.wait(backoff(attempts, cfg.backoff_base, cfg.backoff_max))
