@@ -67,7 +67,7 @@ from liveprofile.sync.metrics import SyncMetrics
 from liveprofile.sync.model import Change, Item, MalformedChange, SyncKeys, collapse, parse_change
 from operators.schema import BY_NAME, PUSHED
 
-__all__ = ["FeedReader", "GroupFeed", "BadEntry", "consent_allows", "suppressed_key"]
+__all__ = ["FeedReader", "GroupFeed", "BadEntry", "consent_allows"]
 
 #: bookkeeping the platforms never get (operators.schema: ``pushed=False``); fields outside the table go out
 _NOT_PUSHED = frozenset(BY_NAME) - PUSHED
@@ -77,12 +77,6 @@ _POLL_S = 0.05
 
 #: an entry that could not be parsed: (stream, entry id, its fields; ``{}`` when trimmed while pending)
 BadEntry = tuple[str, str, dict[str, str]]
-
-
-def suppressed_key(prefix: str) -> str:
-    """SET of user ids that must never be pushed (forgotten users), single-Redis layout
-    (:meth:`Keys.suppressed_in` in general)."""
-    return Keys(prefix).suppressed
 
 
 def consent_allows(consent: str | None, channel: str | None, require: bool) -> bool:

@@ -3,8 +3,8 @@
 An adapter is pure: :meth:`Destination.build` packs items into
 :class:`Request` objects that respect the vendor's limits (objects per
 request, bytes per request), and :meth:`Destination.headers` gives the headers
-of one attempt (auth, signatures with a fresh timestamp). The worker
-(:mod:`liveprofile.sync.worker`) sends them, paces, retries and commits.
+of one attempt (auth, signatures with a fresh timestamp). The sync's
+delivery (:mod:`liveprofile.sync.delivery`) sends them, paces, retries and commits.
 
 Every item lands in at least one request; an item is delivered when all the
 requests holding it succeeded. Requests of one batch hold disjoint users per
