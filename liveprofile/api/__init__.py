@@ -6,7 +6,8 @@ Modules:
 ``config``       tokens, templates directory, experiments (``LIVEPROFILE_API_*``)
 ``experiments``  deterministic variant assignment, exposures, the report
 ``content``      slot data (cart, recommendations, bestsellers), sandboxed templates
-``app``          the ASGI app (plain, no framework) and :func:`~liveprofile.api.app.serve`
+``app``          the ASGI app (plain, no framework), its routing table and :func:`~liveprofile.api.app.serve`
+``openapi``      the OpenAPI 3.1 document served at ``/openapi.json``
 ``cli``          :func:`add_commands`: ``api`` and ``experiments report NAME``
 ===============  ============================================================
 """

@@ -20,9 +20,13 @@ missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
   (:mod:`liveprofile.api.content`); always records the user's exposures to
   every experiment (:mod:`liveprofile.api.experiments`). Unknown slot: 404;
   a template error: 500.
-* ``GET /healthz``, ``GET /metrics``.
+* ``GET /healthz``, ``GET /metrics``;
+* ``GET /openapi.json`` — the OpenAPI 3.1 document of all of these (:mod:`liveprofile.api.openapi`;
+  no token needed, like ``/healthz``).
 
-Errors are ``{"error": code, "message": text}``.
+Errors are ``{"error": code, "message": text}``: any method but GET is 405
+``method_not_allowed``, a path no route takes 404 ``not_found``. :data:`ROUTES` is the routing
+table: the router matches it (and nothing else), a test holds the OpenAPI document to it.
 
 With a Redis Cluster (``LIVEPROFILE_REDIS_CLUSTER=on``) reads go through
 redis-py's cluster client (the single-connection fast path,
@@ -37,6 +41,8 @@ import gc
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -45,7 +51,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from liveprofile.api import fastredis
+from liveprofile.api import fastredis, openapi
 from liveprofile.api.config import ApiConfig
 from liveprofile.api.content import Content, decode_profile
 from liveprofile.api.experiments import EXPOSE_LUA, assign_all, exposure_event
@@ -64,9 +70,10 @@ from liveprofile.buffer.writers import Appender, appender_for
 from liveprofile.settings import Settings
 from liveprofile.store.connection import connect_async
 from liveprofile.store.keys import Keys
+from liveprofile.store.scripts import expose_argv
 from operators.timeutil import iso
 
-__all__ = ["ApiApp", "ApiError", "serve", "tune_gc"]
+__all__ = ["ApiApp", "ApiError", "serve", "tune_gc", "ROUTES", "Route"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +83,72 @@ _HTML = (b"content-type", b"text/html; charset=utf-8")
 
 #: the API's name for :class:`liveprofile.asgi.HTTPError`
 ApiError = HTTPError
+
+#: (status, body, content-type header) of a handled request
+Answer = tuple[int, bytes, tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One routed path: its OpenAPI path template, its metrics label (``route``) and whether it
+    needs a bearer token.
+
+    A template without parameters matches that exact path. One with ``{parameters}`` matches the
+    path's ``/``-separated parts (leading and trailing ``/`` ignored): literals equal, each
+    parameter one non-empty part; with ``rest`` the last parameter takes all remaining parts,
+    joined with ``/`` (a segment name may hold ``/``).
+
+    >>> Route("/v1/content/{user_id}/{slot}", "content").match(["v1", "content", "u1", "cart"])
+    ('u1', 'cart')
+    >>> Route("/v1/segments/{name}", "segment", rest=True).match(["v1", "segments", "a", "b"])
+    ('a/b',)
+    >>> Route("/v1/profiles/{user_id}", "profile").match(["v1", "profiles", ""]) is None
+    True
+    """
+
+    path: str
+    name: str
+    auth: bool = True
+    rest: bool = False
+    _parts: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_parts", tuple(self.path.strip("/").split("/")))
+
+    @property
+    def exact(self) -> bool:
+        """A template without parameters."""
+        return "{" not in self.path
+
+    def match(self, parts: list[str]) -> tuple[str, ...] | None:
+        """The parameter values of a path split into ``parts``, ``None`` if this route does not take it."""
+        tpl = self._parts
+        n = len(tpl)
+        if (len(parts) < n) if self.rest else (len(parts) != n):
+            return None
+        args: list[str] = []
+        for i, t in enumerate(tpl):
+            if t[0] != "{":
+                if parts[i] != t:
+                    return None
+            elif self.rest and i == n - 1:
+                args.append("/".join(parts[i:]))
+            elif not parts[i]:
+                return None
+            else:
+                args.append(parts[i])
+        return tuple(args)
+
+
+#: every path the API routes (GET only)
+ROUTES: tuple[Route, ...] = (
+    Route("/healthz", "healthz", auth=False),
+    Route("/metrics", "metrics", auth=False),
+    Route("/openapi.json", "openapi", auth=False),
+    Route("/v1/profiles/{user_id}", "profile"),
+    Route("/v1/segments/{name}", "segment", rest=True),
+    Route("/v1/content/{user_id}/{slot}", "content"),
+)
 
 
 class _Metrics:
@@ -108,6 +181,17 @@ class ApiApp:
         self._appender: Appender | None = None
         self._expose: Any = None
         self.fast: fastredis.PipelinedRedis | None = None
+        self._openapi = openapi.document_bytes()  # built once
+        handlers: dict[str, Callable[[tuple[str, ...], Scope], Awaitable[Answer]]] = {
+            "healthz": lambda _a, _s: self._health(),
+            "metrics": self._metrics,
+            "openapi": self._openapi_json,
+            "profile": lambda a, scope: self.profile(a[0], query_params(scope)),
+            "segment": lambda a, scope: self.segment(a[0], query_params(scope)),
+            "content": lambda a, scope: self.render(a[0], a[1], query_params(scope)),
+        }  # fmt: skip
+        self._exact = {r.path: (r, handlers[r.name]) for r in ROUTES if r.exact}
+        self._param = [(r, handlers[r.name]) for r in ROUTES if not r.exact]
 
     async def startup(self) -> None:
         if self.keys.cluster:
@@ -150,26 +234,21 @@ class ApiApp:
                 await self.startup()
             if scope["method"] != "GET":
                 raise ApiError(405, "method_not_allowed", "only GET is supported")
-            parts = path.strip("/").split("/")
-            if path == "/healthz":
-                route, (status, body, ctype) = "healthz", await self._health()
-            elif path == "/metrics":
-                route, status, ctype = "metrics", 200, (b"content-type", CONTENT_TYPE_LATEST.encode())
-                body = generate_latest(self.metrics.registry)
-            elif len(parts) == 3 and parts[:2] == ["v1", "profiles"] and parts[2]:
-                route = "profile"
+            hit = self._exact.get(path)
+            args: tuple[str, ...] = ()
+            if hit is None:
+                parts = path.strip("/").split("/")
+                for r, h in self._param:
+                    found = r.match(parts)
+                    if found is not None:
+                        hit, args = (r, h), found
+                        break
+                else:
+                    raise ApiError(404, "not_found", f"no endpoint {path}")
+            route = hit[0].name
+            if hit[0].auth:
                 self._auth(scope)
-                status, body, ctype = await self.profile(parts[2], query_params(scope))
-            elif len(parts) >= 3 and parts[:2] == ["v1", "segments"]:
-                route = "segment"
-                self._auth(scope)
-                status, body, ctype = await self.segment("/".join(parts[2:]), query_params(scope))
-            elif len(parts) == 4 and parts[:2] == ["v1", "content"] and parts[2] and parts[3]:
-                route = "content"
-                self._auth(scope)
-                status, body, ctype = await self.render(parts[2], parts[3], query_params(scope))
-            else:
-                raise ApiError(404, "not_found", f"no endpoint {path}")
+            status, body, ctype = await hit[1](args, scope)
         except ApiError as exc:
             status, body, ctype = exc.status, _error(exc.code, exc.message), _JSON
             await respond(send, status, body, [ctype, *exc.headers])
@@ -203,6 +282,12 @@ class ApiApp:
         except Exception as exc:
             return 503, orjson.dumps({"status": "unavailable", "redis": str(exc)[:200]}), _JSON
         return 200, b'{"status":"ok"}', _JSON
+
+    async def _metrics(self, _args: tuple[str, ...], _scope: Scope) -> Answer:
+        return 200, generate_latest(self.metrics.registry), (b"content-type", CONTENT_TYPE_LATEST.encode())
+
+    async def _openapi_json(self, _args: tuple[str, ...], _scope: Scope) -> Answer:
+        return 200, self._openapi, _JSON
 
     # -- handlers --------------------------------------------------------------
     async def _load(self, user_id: str) -> dict[str, str] | None:
@@ -296,7 +381,7 @@ class ApiApp:
         now = iso(int(time.time() * 1000))
         g = self.keys.group(user_id)
         keys = [self.keys.profile(user_id), *(self.keys.exposures_in(g, n) for n in names)]
-        new = await self._expose(keys=keys, args=[user_id, now, *(experiments[n] for n in names)])
+        new = await self._expose(keys=keys, args=expose_argv(user_id, now, [experiments[n] for n in names]))
         if not new:
             return
         events = [exposure_event(names[int(i) - 1], experiments[names[int(i) - 1]], user_id, now) for i in new]
