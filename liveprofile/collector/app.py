@@ -8,7 +8,17 @@ by uvicorn with httptools and uvloop. Endpoints (SPEC §2):
 * ``GET /v1/pixel.gif?user=&campaign=&email_id=&ts=&sig=`` — email-open pixel;
 * ``POST /v1/webhooks/{source}`` — signed server-to-server events;
 * ``GET /healthz`` — 200 when Redis answers, 503 otherwise;
-* ``GET /metrics`` — Prometheus text format.
+* ``GET /metrics`` — Prometheus text format;
+* ``GET /openapi.json`` — the OpenAPI 3.1 document of all of these
+  (:mod:`liveprofile.collector.openapi`; public, like Segment's API reference: no write key).
+
+This module holds the ASGI entry, the routing table (:data:`ROUTES`, which the router matches and
+a test holds the OpenAPI document to), the lifecycle and :func:`serve`/:func:`create_app`. The
+endpoints live in their own modules, each docstring its contract: :mod:`.ingest` (the Segment
+API), :mod:`.pixel`, :mod:`.webhooks`; what they share in :mod:`.bodies` (request and answer
+bodies), :mod:`.writekeys`, :mod:`.gate` (the way into the buffer) and :mod:`.metrics`.
+A path that is not routed is 404 ``not_found``; an exact routed path asked with another method
+is 405 (code ``not_found`` as well), except a POST under ``/v1/`` (404, an unknown Segment call).
 
 Request-level problems (bad auth 401, oversize 413 — over
 ``LIVEPROFILE_MAX_REQUEST_BYTES`` or ``LIVEPROFILE_MAX_BATCH_EVENTS`` —, malformed or truncated
@@ -31,31 +41,9 @@ Rate limits (``LIVEPROFILE_RATE_LIMIT``/``LIVEPROFILE_RATE_BURST``, see
 **per collector process**. Over it: 429 ``rate_limited`` with ``Retry-After``
 (whole seconds until enough tokens), nothing kept.
 
-Email-open pixel (:mod:`liveprofile.collector.signing` has the parameters and the signed
-message): every request gets the 1x1 transparent GIF (200, ``Cache-Control:
-no-store``). Only a valid, unexpired signature produces an ``Email Opened``
-track event (``userId``; ``properties.campaign_id``/``email_id``; ``messageId``
-from the signed parameters and a ``LIVEPROFILE_PIXEL_OPEN_WINDOW`` time bucket;
-``context.userAgent``/``ip`` from the request — the peer address, or
-``X-Forwarded-For`` from proxies uvicorn trusts, ``FORWARDED_ALLOW_IPS``),
-appended like any other event. Results are counted in
-``liveprofile_collector_pixel_requests_total{result}``. HEAD gets the headers only.
-
-Webhooks: ``{source}`` must be configured in ``LIVEPROFILE_WEBHOOK_SECRETS``
-(else 404 ``unknown_source``); ``X-Liveprofile-Signature: t=<unix>,v1=<hex>``
-must authenticate the body (401 ``missing_signature`` / ``invalid_signature``),
-be within ``LIVEPROFILE_WEBHOOK_TOLERANCE`` (401 ``stale_signature``) and not be
-a delivery already received (401 ``replayed_signature``: a replay cache in Redis,
-``{p}:webhook-seen:{source}:{digest}``, ``SET NX`` with a TTL covering the window,
-claimed in the same Lua script that appends the events, so every collector
-process shares it and a failed append never burns a delivery; with a Redis
-Cluster, whose buffer shards are in other slots than the claim, and with Kafka,
-the claim is taken first and released if the append fails — a collector crash
-between the two burns that delivery). The body is one
-Segment event or ``{"batch": [...]}``; events go through the same
-:func:`liveprofile.buffer.ingest.prepare` (source ``webhook:{source}``); event-level
-problems never fail a delivery (200 with the rejected list, as ``/v1/batch``).
-Results: ``liveprofile_collector_webhook_requests_total{source, result}``.
+The email-open pixel (:mod:`.pixel`) always answers the GIF and records an open only for a
+valid signature; webhooks (:mod:`.webhooks`) need a configured source, a valid, fresh signature
+and a delivery not received before (a replay cache shared by every collector process).
 
 ``LIVEPROFILE_TRUNCATE_IP=on`` truncates ``context.ip`` of every ingested event
 (and the pixel's request address) before anything is stored.
@@ -70,122 +58,78 @@ error code), with details in ``liveprofile_collector_auth_failures_total`` and
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
 import logging
-import math
 import sys
 import time
-import zlib
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from liveprofile.asgi import HTTPError, Receive, Scope, Send, respond, run_lifespan
-from liveprofile.buffer.ingest import Prepared, prepare
-from liveprofile.buffer.streams import Append, BacklogMonitor
-from liveprofile.buffer.writers import Appender, appender_for
+from liveprofile.buffer.streams import BacklogMonitor
+from liveprofile.buffer.writers import appender_for
+from liveprofile.collector import openapi
+from liveprofile.collector.bodies import error_body
 from liveprofile.collector.config import CollectorConfig
-from liveprofile.collector.ratelimit import TokenBuckets, retry_after_header
-from liveprofile.collector.signing import (
-    PIXEL_PATH,
-    PixelError,
-    WebhookAuthError,
-    parse_pixel_query,
-    pixel_message_id,
-    replay_digest,
-    verify_pixel,
-    verify_webhook,
-)
+from liveprofile.collector.gate import BufferGate
+from liveprofile.collector.ingest import INGEST_KINDS, SINGLE_TYPES, SegmentIngest
+from liveprofile.collector.metrics import CollectorMetrics
+from liveprofile.collector.pixel import PIXEL_GIF, EmailPixel
+from liveprofile.collector.ratelimit import TokenBuckets
+from liveprofile.collector.signing import PIXEL_PATH
+from liveprofile.collector.webhooks import WEBHOOK_PREFIX, Webhooks
+from liveprofile.collector.writekeys import WriteKeys
 from liveprofile.settings import ConfigError, Settings, load_env
 from liveprofile.store.connection import connect_async
 from liveprofile.store.keys import Keys
-from liveprofile.store.scripts import lua_source
-from operators.names import EventName
-from operators.timeutil import iso
 
-__all__ = ["CollectorApp", "serve", "SINGLE_TYPES"]
+__all__ = ["CollectorApp", "serve", "create_app", "SINGLE_TYPES", "PIXEL_GIF", "ROUTES", "Route"]
 
 logger = logging.getLogger(__name__)
 
-SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
-_INGEST_KINDS = frozenset((*SINGLE_TYPES, "batch"))
-_RETRY_AFTER = b"5"
-_WEBHOOK_ENDPOINT = "/v1/webhooks/{source}"
-_WEBHOOK_PREFIX = "webhooks/"
+Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
 
-#: 1x1 transparent GIF (43 bytes).
-PIXEL_GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
-    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One routed path: its OpenAPI path template, the methods it answers and which handler.
+
+    A template ending in one ``{parameter}`` matches every path with the literal part before it
+    as a prefix (the parameter is the rest, possibly empty); any other template matches exactly.
+    The template is also the ``endpoint`` label of the request metrics.
+    """
+
+    path: str
+    methods: frozenset[str]
+    handler: str  # "ingest", "pixel", "webhook", "health", "metrics", "openapi"
+
+    @property
+    def prefix(self) -> str | None:
+        """The literal part of a parametrized template, ``None`` for an exact one.
+
+        >>> Route("/v1/webhooks/{source}", frozenset({"POST"}), "webhook").prefix
+        '/v1/webhooks/'
+        """
+        return self.path[: self.path.index("{")] if "{" in self.path else None
+
+
+_POST = frozenset({"POST"})
+_GET = frozenset({"GET"})
+
+#: every path the collector routes (the router matches these and nothing else)
+ROUTES: tuple[Route, ...] = (
+    *(Route(f"/v1/{kind}", _POST, "ingest") for kind in INGEST_KINDS),
+    Route(PIXEL_PATH, frozenset({"GET", "HEAD"}), "pixel"),
+    Route(WEBHOOK_PREFIX + "{source}", _POST, "webhook"),
+    Route("/healthz", _GET, "health"),
+    Route("/metrics", _GET, "metrics"),
+    Route("/openapi.json", _GET, "openapi"),
 )
-_PIXEL_HEADERS = [
-    (b"content-type", b"image/gif"),
-    (b"content-length", str(len(PIXEL_GIF)).encode()),
-    (b"cache-control", b"no-store, no-cache, must-revalidate, max-age=0"),
-    (b"pragma", b"no-cache"),
-    (b"expires", b"0"),
-]
-_PIXEL_RESULTS = (
-    "ok", "duplicate", "disabled", "missing_parameter", "malformed", "invalid_signature", "expired",
-    "not_yet_valid", "invalid_event", "backlog_full", "buffer_unavailable", "head", "internal_error",
-)  # fmt: skip
-_WEBHOOK_RESULTS = (
-    "accepted", "missing_signature", "invalid_signature", "stale_signature", "replayed_signature",
-    "malformed_json", "not_object", "missing_batch", "request_too_large", "too_many_events", "backlog_full",
-    "buffer_unavailable",
-)  # fmt: skip
-_AUTH_REASONS = ("missing_write_key", "unknown_write_key", "malformed_authorization")
-_RECENT_OPENS = 10_000
-
-#: a signed delivery appended at most once (see the script's header)
-_WEBHOOK_LUA = lua_source("webhook_replay_guard")
-
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.requests = Counter(
-            "liveprofile_collector_requests_total", "HTTP requests by endpoint and status",
-            ["endpoint", "status"], registry=registry,
-        )
-        self.accepted = Counter(
-            "liveprofile_collector_events_accepted_total", "Events appended to the buffer", registry=registry
-        )
-        self.rejected = Counter(
-            "liveprofile_collector_events_rejected_total", "Events refused or dead-lettered, by reason",
-            ["reason"], registry=registry,
-        )
-        self.latency = Histogram(
-            "liveprofile_collector_request_seconds", "Request handling time", ["endpoint"], registry=registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-        )
-        self.auth_failures = Counter(
-            "liveprofile_collector_auth_failures_total",
-            "Requests refused 401 for their write key: missing_write_key, unknown_write_key, malformed_authorization",
-            ["reason"], registry=registry,
-        )  # fmt: skip
-        self.rate_limited = Counter(
-            "liveprofile_collector_rate_limited_events_total",
-            "Events refused (429) because their write key was over its rate limit in this process", registry=registry,
-        )
-        self.pixel = Counter(
-            "liveprofile_collector_pixel_requests_total", "Email-open pixel requests by result (ok: an event was appended)",
-            ["result"], registry=registry,
-        )
-        self.webhooks = Counter(
-            "liveprofile_collector_webhook_requests_total",
-            "Webhook deliveries by source (configured name, or unknown) and result (accepted or the error code)",
-            ["source", "result"], registry=registry,
-        )  # fmt: skip
-        for reason in _AUTH_REASONS:
-            self.auth_failures.labels(reason)
-        for result in _PIXEL_RESULTS:
-            self.pixel.labels(result)
+assert all(r.prefix is None or r.path.endswith("}") and r.path.count("{") == 1 for r in ROUTES)
 
 
 class CollectorApp:
@@ -205,36 +149,33 @@ class CollectorApp:
             msg = "LIVEPROFILE_WRITE_KEYS is empty: the collector needs at least one write key"
             raise ValueError(msg)
         self.settings = settings
-        self.config = config if config is not None else CollectorConfig()
+        self.config = cfg = config if config is not None else CollectorConfig()
         self.keys = Keys.of(settings)
-        self._write_keys = [k.encode() for k in settings.write_keys]
-        self._clock = clock
-        self.metrics = _Metrics(registry or CollectorRegistry())
-        for source in self.config.webhook_secrets:
-            for result in _WEBHOOK_RESULTS:
-                self.metrics.webhooks.labels(source, result)
-        cfg = self.config
+        self.metrics = CollectorMetrics(registry or CollectorRegistry(), cfg.webhook_secrets)
         self._limiter = TokenBuckets(cfg.rate_limit, cfg.rate_burst, clock=monotonic) if cfg.rate_limit > 0 else None
-        self._recent_opens: OrderedDict[str, None] = OrderedDict()
-        self._redis: aioredis.Redis | None = None
-        self._appender: Appender | None = None
-        self._backlog: BacklogMonitor | None = None
-        self._webhook_script: Any = None
+        self.gate = BufferGate(settings, self.keys, truncate_ip=cfg.truncate_ip)
+        write_keys = WriteKeys(settings.write_keys, self.metrics.auth_failures)
+        self.ingest = SegmentIngest(self.gate, cfg, write_keys, self.metrics, self._limiter, clock)
+        self.pixel = EmailPixel(self.gate, cfg, self.metrics, clock)
+        self.webhooks = Webhooks(self.gate, cfg, self.metrics, clock)
+        self._openapi = openapi.document_bytes()  # built once
+        handlers: dict[str, Handler] = {
+            "ingest": self.ingest.handle, "pixel": self.pixel.handle, "webhook": self.webhooks.handle,
+            "health": self._health, "metrics": self._metrics, "openapi": self._openapi_json,
+        }  # fmt: skip
+        self._exact = {r.path: (r, handlers[r.handler]) for r in ROUTES if r.prefix is None}
+        self._prefixed = [(r.prefix, r, handlers[r.handler]) for r in ROUTES if r.prefix is not None]
 
     # -- lifecycle -----------------------------------------------------------------
     async def startup(self) -> None:
-        self._redis = connect_async(
+        redis = connect_async(
             self.settings.redis_url, self.settings.redis_cluster, socket_timeout=5, socket_connect_timeout=2, max_connections=64
         )
-        self._appender = appender_for(self.settings, self._redis)
-        self._backlog = BacklogMonitor(self._redis, self.keys, self.settings.shards)
-        self._webhook_script = self._redis.register_script(_WEBHOOK_LUA)
+        self.gate.open(redis, appender_for(self.settings, redis), BacklogMonitor(redis, self.keys, self.settings.shards))
+        self.webhooks.bind(redis)
 
     async def shutdown(self) -> None:
-        if self._appender is not None:
-            await self._appender.close()
-        if self._redis is not None:
-            await self._redis.aclose()
+        await self.gate.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -243,352 +184,81 @@ class CollectorApp:
         elif kind == "lifespan":
             await run_lifespan(receive, send, self.startup, self.shutdown)
 
-    # -- HTTP ----------------------------------------------------------------------
+    # -- routing -------------------------------------------------------------------
+    def route(self, path: str) -> tuple[Route, Handler] | None:
+        """The route of ``path`` (any method), ``None`` when no route matches."""
+        hit = self._exact.get(path)
+        if hit is not None:
+            return hit
+        for prefix, r, handler in self._prefixed:
+            if path.startswith(prefix):
+                return r, handler
+        return None
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
         path: str = scope["path"]
         method: str = scope["method"]
-        endpoint = path if path in _KNOWN_PATHS else "other"
+        hit = self.route(path)
+        if hit is not None and method not in hit[0].methods:
+            refused, hit = hit[0], None
+        else:
+            refused = None
+        # the metrics label: the route's template; a wrong method on an exact path keeps the path
+        if hit is not None:
+            endpoint = hit[0].path
+        elif refused is not None and refused.prefix is None:
+            endpoint = refused.path
+        else:
+            endpoint = "other"
         status = 500
         try:
-            if self._redis is None:
+            if self.gate.redis is None:
                 await self.startup()
-            if method == "POST" and path.startswith("/v1/"):
-                kind = path[4:]
-                if kind in _INGEST_KINDS:
-                    status, body = await self._ingest(kind, scope, receive)
-                elif kind.startswith(_WEBHOOK_PREFIX):
-                    endpoint = _WEBHOOK_ENDPOINT
-                    status, body = await self._webhook(kind[len(_WEBHOOK_PREFIX) :], scope, receive)
-                else:
-                    raise HTTPError(404, "not_found", f"no endpoint {path[:200]}")
-                await respond(send, status, body)
-            elif path == PIXEL_PATH and method in ("GET", "HEAD"):
-                status = 200
-                await self._pixel(scope, send)
-            elif path == "/healthz" and method == "GET":
-                status, body = await self._health()
-                await respond(send, status, body)
-            elif path == "/metrics" and method == "GET":
-                status = 200
-                await respond(send, 200, generate_latest(self.metrics.registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
-            else:
-                raise HTTPError(404 if path not in _KNOWN_PATHS else 405, "not_found", f"no endpoint {method} {path[:200]}")
+            if hit is None:
+                raise _not_routed(method, path, refused)
+            status = await hit[1](scope, receive, send)
         except HTTPError as exc:
             status = exc.status
             if exc.code not in ("not_found",):
                 self.metrics.rejected.labels(exc.code).inc()
-            await respond(send, status, _error_body(exc.code, exc.message), exc.headers)
+            await respond(send, status, error_body(exc.code, exc.message), exc.headers)
         except Exception:
             logger.exception("collector: unexpected error on %s %s", method, path[:200])
             status = 500
-            await respond(send, 500, _error_body("internal_error", "unexpected server error"))
+            await respond(send, 500, error_body("internal_error", "unexpected server error"))
         finally:
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
-    async def _health(self) -> tuple[int, bytes]:
+    # -- small endpoints -----------------------------------------------------------
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> int:
         try:
-            assert self._redis is not None
-            await asyncio.wait_for(self._redis.ping(), timeout=2)
+            assert self.gate.redis is not None
+            await asyncio.wait_for(self.gate.redis.ping(), timeout=2)
         except Exception as exc:
-            return 503, orjson.dumps({"status": "unavailable", "redis": str(exc)[:200]})
-        return 200, b'{"status":"ok"}'
+            await respond(send, 503, orjson.dumps({"status": "unavailable", "redis": str(exc)[:200]}))
+            return 503
+        await respond(send, 200, b'{"status":"ok"}')
+        return 200
 
-    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        limit = self.settings.max_request_bytes
-        clen = headers.get(b"content-length")
-        if clen is not None and clen.isdigit() and int(clen) > limit:
-            raise HTTPError(413, "request_too_large", f"request body is {int(clen)} bytes, the limit is {limit}")
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise HTTPError(400, "client_disconnected", "the client went away before the body was complete")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, "request_too_large", f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
-        body = b"".join(chunks)
-        enc = headers.get(b"content-encoding", b"").strip().lower()
-        if enc == b"gzip":
-            body = _gunzip(body, limit)
-        elif enc not in (b"", b"identity"):
-            raise HTTPError(415, "unsupported_encoding", f"Content-Encoding {enc[:40].decode(errors='replace')!r} is not supported; use gzip")
-        return body
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
+        await respond(send, 200, generate_latest(self.metrics.registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+        return 200
 
-    def _authenticate(self, headers: dict[bytes, bytes], doc: dict[str, Any]) -> bytes:
-        """The presented write key if it is a configured one (constant time); 401 otherwise."""
-        presented: bytes | None = None
-        auth = headers.get(b"authorization")
-        if auth and auth[:6].lower() == b"basic ":
-            try:
-                presented = base64.b64decode(auth[6:].strip(), validate=True).split(b":", 1)[0]
-            except (ValueError, base64.binascii.Error):  # type: ignore[attr-defined]
-                self.metrics.auth_failures.labels("malformed_authorization").inc()
-                raise HTTPError(401, "unauthorized", "malformed Basic authorization header") from None
-        if not presented:
-            wk = doc.get("writeKey")
-            if isinstance(wk, str):
-                presented = wk.encode("utf-8", "surrogatepass")
-        if not presented:
-            self.metrics.auth_failures.labels("missing_write_key").inc()
-            raise HTTPError(401, "unauthorized", "a write key is required (Basic auth user name, or writeKey in the body)")
-        ok = False
-        for key in self._write_keys:  # constant time per key, and every key is tried
-            ok |= hmac.compare_digest(presented, key)
-        if not ok and self._write_keys:
-            self.metrics.auth_failures.labels("unknown_write_key").inc()
-            raise HTTPError(401, "unauthorized", "unknown write key")
-        return presented if self._write_keys else b""  # no keys (demo): one shared bucket
-
-    async def _check_backlog(self) -> None:
-        assert self._backlog is not None
-        try:
-            if await self._backlog.current() > self.settings.max_backlog:
-                raise HTTPError(503, "backlog_full", "the buffer backlog is over its bound; retry later", [(b"retry-after", _RETRY_AFTER)])
-        except HTTPError:
-            raise
-        except Exception as exc:
-            raise HTTPError(503, "buffer_unavailable", f"the buffer is unreachable: {type(exc).__name__}", [(b"retry-after", _RETRY_AFTER)]) from None
-
-    def _decode(self, body: bytes) -> dict[str, Any]:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise HTTPError(400, "not_object", "the body must be a JSON object")
-        return doc
-
-    def _events_of(self, doc: dict[str, Any], batch_shape: bool) -> tuple[list[Any], dict[str, Any]]:
-        """(events, batch defaults) of a body: ``{"batch": [...], ...}`` or one event."""
-        if batch_shape:
-            batch = doc.get("batch")
-            if not isinstance(batch, list):
-                raise HTTPError(400, "missing_batch", "a batch body needs a `batch` array")
-            if len(batch) > self.config.max_batch_events:
-                raise HTTPError(
-                    413, "too_many_events",
-                    f"the batch has {len(batch)} events, the limit is {self.config.max_batch_events} per request",
-                )  # fmt: skip
-            return batch, {k: doc[k] for k in ("sentAt", "context", "integrations") if k in doc}
-        return [doc], {}
-
-    def _count(self, prep: Prepared) -> None:
-        if prep.accepted:
-            self.metrics.accepted.inc(prep.accepted)
-        for rej in prep.rejected:
-            self.metrics.rejected.labels(rej.reason).inc()
-
-    async def _ingest(self, kind: str, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        headers = dict(scope["headers"])
-        body = await self._read_body(headers, receive)
-        doc = self._decode(body)
-        bucket = self._authenticate(headers, doc)
-        events, defaults = self._events_of(doc, kind == "batch")
-        assert self._backlog is not None and self._appender is not None
-        try:  # inline rather than self._check_backlog(): one coroutine less per request on the hot path
-            if await self._backlog.current() > self.settings.max_backlog:
-                raise HTTPError(503, "backlog_full", "the buffer backlog is over its bound; retry later", [(b"retry-after", _RETRY_AFTER)])
-        except HTTPError:
-            raise
-        except Exception as exc:
-            raise HTTPError(503, "buffer_unavailable", f"the buffer is unreachable: {type(exc).__name__}", [(b"retry-after", _RETRY_AFTER)]) from None
-        limiter = self._limiter
-        if limiter is not None:
-            wait = limiter.take(bucket, len(events))
-            if wait:
-                self.metrics.rate_limited.inc(len(events))
-                raise HTTPError(
-                    429, "rate_limited",
-                    f"this write key is over its rate limit of {limiter.rate:g} events/s (burst {limiter.burst:g}); "
-                    f"the request has {len(events)} events; retry in {math.ceil(wait)} s",
-                    [(b"retry-after", retry_after_header(wait))],
-                )  # fmt: skip
-        received = iso(int(self._clock() * 1000))
-        prep = prepare(
-            events, keys=self.keys, shards=self.settings.shards, limits=self.settings.limits,
-            received_at=received, source=f"http:{kind}", force_type=None if kind == "batch" else kind,
-            defaults=defaults, mask_ip=self.config.truncate_ip,
-        )  # fmt: skip
-        try:
-            await self._appender.append(prep.appends)
-        except Exception as exc:
-            logger.warning("collector: append failed (%s: %.200s): answering 503", type(exc).__name__, exc)
-            if limiter is not None:
-                limiter.refund(bucket, len(events))
-            raise HTTPError(503, "buffer_unavailable", "the buffer is unreachable; retry later", [(b"retry-after", _RETRY_AFTER)]) from None
-        self._count(prep)
-        rejected = prep.rejected
-        if kind != "batch" and rejected:
-            rej = rejected[0]
-            status = 413 if rej.reason == "event_too_large" else 400
-            return status, _error_body(rej.reason, rej.message)
-        return 200, _ok_body(prep)
-
-    # -- email-open pixel ----------------------------------------------------------
-    async def _pixel(self, scope: Scope, send: Send) -> None:
-        """Always the GIF; an ``Email Opened`` event only for a valid signature."""
-        try:
-            result = await self._record_open(scope)
-        except Exception:
-            logger.exception("collector: pixel handling failed")
-            result = "internal_error"
-        self.metrics.pixel.labels(result).inc()
-        if result not in ("ok", "duplicate", "head", "invalid_event"):
-            self.metrics.rejected.labels(result if result in ("backlog_full", "buffer_unavailable") else f"pixel_{result}").inc()
-        await send({"type": "http.response.start", "status": 200, "headers": _PIXEL_HEADERS})
-        await send({"type": "http.response.body", "body": PIXEL_GIF})
-
-    async def _record_open(self, scope: Scope) -> str:
-        cfg = self.config
-        if scope["method"] == "HEAD":
-            return "head"
-        if not cfg.pixel_secrets:
-            return "disabled"
-        now = self._clock()
-        try:
-            opened = verify_pixel(parse_pixel_query(scope.get("query_string", b"")), cfg.pixel_secrets, now=now, max_age_s=cfg.pixel_max_age_s)
-        except PixelError as exc:
-            return exc.reason
-        mid = pixel_message_id(opened, now, cfg.pixel_open_window_s)
-        if mid in self._recent_opens:
-            return "duplicate"  # a reload in the same window: the dataflow would drop it anyway
-        ctx: dict[str, str] = {}
-        ua = dict(scope["headers"]).get(b"user-agent")
-        if ua:
-            ctx["userAgent"] = ua.decode("latin-1")[:512]
-        client = scope.get("client")
-        if client and client[0]:
-            ctx["ip"] = str(client[0])
-        event = {
-            "type": "track", "event": EventName.EMAIL_OPENED, "userId": opened.user_id, "messageId": mid,
-            "properties": {"campaign_id": opened.campaign_id, "email_id": opened.email_id}, "context": ctx,
-        }  # fmt: skip
-        try:
-            await self._check_backlog()
-        except HTTPError as exc:
-            return exc.code
-        assert self._appender is not None
-        prep = prepare(
-            [event], keys=self.keys, shards=self.settings.shards, limits=self.settings.limits,
-            received_at=iso(int(now * 1000)), source="pixel", mask_ip=cfg.truncate_ip,
-        )  # fmt: skip
-        try:
-            await self._appender.append(prep.appends)
-        except Exception as exc:
-            logger.warning("collector: pixel append failed (%s: %.200s)", type(exc).__name__, exc)
-            return "buffer_unavailable"
-        self._count(prep)
-        if prep.rejected:
-            return "invalid_event"
-        self._recent_opens[mid] = None
-        if len(self._recent_opens) > _RECENT_OPENS:
-            self._recent_opens.popitem(last=False)
-        return "ok"
-
-    # -- webhooks ------------------------------------------------------------------
-    async def _webhook(self, source: str, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        secrets = self.config.webhook_secrets.get(source)
-        label = source if secrets is not None else "unknown"
-        result = "internal_error"
-        try:
-            if secrets is None:
-                raise HTTPError(404, "unknown_source", f"no webhook source {source[:64]!r} is configured")
-            status, body = await self._webhook_deliver(source, secrets, scope, receive)
-            result = "accepted"
-            return status, body
-        except HTTPError as exc:
-            result = exc.code
-            raise
-        finally:
-            self.metrics.webhooks.labels(label, result).inc()
-
-    async def _webhook_deliver(self, source: str, secrets: tuple[bytes, ...], scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        headers = dict(scope["headers"])
-        body = await self._read_body(headers, receive)
-        now = self._clock()
-        tol = self.config.webhook_tolerance_s
-        try:
-            ts = verify_webhook(headers.get(b"x-liveprofile-signature"), body, secrets, now=now, tolerance_s=tol)
-        except WebhookAuthError as exc:
-            raise HTTPError(401, exc.code, exc.message) from None
-        doc = self._decode(body)
-        events, defaults = self._events_of(doc, "batch" in doc)
-        await self._check_backlog()
-        prep = prepare(
-            events, keys=self.keys, shards=self.settings.shards, limits=self.settings.limits,
-            received_at=iso(int(now * 1000)), source=f"webhook:{source}", defaults=defaults,
-            mask_ip=self.config.truncate_ip,
-        )  # fmt: skip
-        seen = self.keys.webhook_seen(source, replay_digest(source, ts, body))
-        ttl = max(1, math.ceil(ts + tol - now)) + 60  # + 60 s: other collectors' clocks may lag
-        try:
-            if not self._appender.in_redis or self.keys.cluster:
-                # claim in Redis, append to Kafka (or to a Redis Cluster's shards, which one
-                # script cannot reach: they are in other slots), release the claim if the append fails
-                assert self._redis is not None and self._appender is not None
-                fresh = await self._redis.set(seen, "1", nx=True, ex=ttl)
-                if fresh:
-                    try:
-                        await self._appender.append(prep.appends)
-                    except Exception:
-                        await self._redis.delete(seen)
-                        raise
-            else:
-                fresh = await self._webhook_script(keys=[seen, *(a[0] for a in prep.appends)], args=[ttl, *_script_args(prep.appends)])
-        except Exception as exc:
-            logger.warning("collector: webhook append failed (%s: %.200s): answering 503", type(exc).__name__, exc)
-            raise HTTPError(503, "buffer_unavailable", "the buffer is unreachable; retry later", [(b"retry-after", _RETRY_AFTER)]) from None
-        if not fresh:
-            raise HTTPError(401, "replayed_signature", "this signed delivery was already received (replay)")
-        self._count(prep)
-        return 200, _ok_body(prep)
+    async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> int:
+        await respond(send, 200, self._openapi)
+        return 200
 
 
-def _script_args(appends: list[Append]) -> list[bytes | str | int]:
-    out: list[bytes | str | int] = []
-    for _, fields in appends:
-        out.append(len(fields))
-        for k, v in fields.items():
-            out.append(k)
-            out.append(v)
-    return out
-
-
-def _ok_body(prep: Prepared) -> bytes:
-    if not prep.rejected:
-        return b'{"success":true}'
-    return orjson.dumps({
-        "success": True,
-        "accepted": prep.accepted,
-        "rejected": [{"messageId": r.message_id, "reason": r.reason, "message": r.message} for r in prep.rejected],
-    })
-
-
-_KNOWN_PATHS = frozenset({f"/v1/{t}" for t in _INGEST_KINDS} | {PIXEL_PATH, "/healthz", "/metrics"})
-
-
-def _error_body(code: str, message: str) -> bytes:
-    return orjson.dumps({"success": False, "error": code, "message": message})
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise HTTPError(400, "malformed_gzip", f"the gzip body cannot be inflated: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise HTTPError(413, "request_too_large", f"the inflated body is over the limit of {limit} bytes")
-    if not d.eof:
-        raise HTTPError(400, "malformed_gzip", "the gzip body is truncated")
-    return out
+def _not_routed(method: str, path: str, refused: Route | None) -> HTTPError:
+    """The answer to a request no route takes (``refused``: the route of its path, which does not
+    answer its method): 405 for an exact path, else 404, both ``not_found``; a POST under ``/v1/``
+    is always 404 (the Segment API's namespace: an unknown call, as it always was)."""
+    if method == "POST" and path.startswith("/v1/"):
+        return HTTPError(404, "not_found", f"no endpoint {path[:200]}")
+    status = 405 if refused is not None and refused.prefix is None else 404
+    return HTTPError(status, "not_found", f"no endpoint {method} {path[:200]}")
 
 
 def _config_from_env() -> CollectorConfig:

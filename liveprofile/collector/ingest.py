@@ -1,0 +1,110 @@
+"""The Segment tracking API: ``POST /v1/track|identify|page|screen|group|alias`` and ``/v1/batch``.
+
+Contract (SPEC §2), in the order the checks run:
+
+1. the body (:mod:`liveprofile.collector.bodies`): size, gzip, a JSON object — 400/413/415;
+2. the write key (:mod:`liveprofile.collector.writekeys`) — 401;
+3. the batch shape (``/v1/batch``: a ``batch`` array of at most ``LIVEPROFILE_MAX_BATCH_EVENTS``) — 400/413;
+4. the buffer backlog (:class:`~liveprofile.collector.gate.BufferGate`) — 503 with ``Retry-After``;
+5. the write key's rate limit (:mod:`liveprofile.collector.ratelimit`, counted in events) — 429
+   with ``Retry-After``;
+6. every event through :func:`liveprofile.buffer.ingest.prepare` (source ``http:{type}``; the
+   single-event endpoints force the event's ``type``), then one append of the valid events and the
+   dead letters — 503 when it fails (the rate-limit tokens are given back).
+
+A refusal in 1-6 keeps nothing of the request. Then ``200 {"success": true}`` (with ``accepted``
+and ``rejected`` when events were dead-lettered); on a single-event endpoint a dead-lettered
+event is answered 400 with its reason (413 ``event_too_large``).
+
+May import: :mod:`operators`, :mod:`liveprofile.buffer`, :mod:`liveprofile.asgi` and the collector's
+own modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+from liveprofile.asgi import HTTPError, Receive, Scope, Send, respond
+from liveprofile.collector.bodies import decode_object, error_body, events_of, ok_body, read_body
+from liveprofile.collector.config import CollectorConfig
+from liveprofile.collector.gate import RETRY_AFTER, BufferGate, unavailable
+from liveprofile.collector.metrics import CollectorMetrics
+from liveprofile.collector.ratelimit import TokenBuckets, retry_after_header
+from liveprofile.collector.writekeys import WriteKeys
+from operators.timeutil import iso
+
+__all__ = ["SegmentIngest", "SINGLE_TYPES", "INGEST_KINDS"]
+
+logger = logging.getLogger(__name__)
+
+#: the single-event endpoints ``/v1/{type}``
+SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+#: every ingest endpoint ``/v1/{kind}``
+INGEST_KINDS = (*SINGLE_TYPES, "batch")
+
+
+class SegmentIngest:
+    """The handler of the ingest endpoints (see the module doc)."""
+
+    def __init__(self, gate: BufferGate, config: CollectorConfig, write_keys: WriteKeys, metrics: CollectorMetrics,
+                 limiter: TokenBuckets | None, clock: Callable[[], float]) -> None:  # fmt: skip
+        self.gate = gate
+        self.config = config
+        self.write_keys = write_keys
+        self.metrics = metrics
+        self.limiter = limiter
+        self.clock = clock
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer one request to ``/v1/{kind}``; returns the status sent."""
+        status, body = await self.ingest(scope["path"][4:], scope, receive)
+        await respond(send, status, body)
+        return status
+
+    async def ingest(self, kind: str, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        """(status, body) of one request to ``/v1/{kind}``; request-level refusals raise :class:`HTTPError`."""
+        gate = self.gate
+        headers = dict(scope["headers"])
+        body = await read_body(headers, receive, gate.settings.max_request_bytes)
+        doc = decode_object(body)
+        bucket = self.write_keys.authenticate(headers, doc)
+        events, defaults = events_of(doc, kind == "batch", self.config.max_batch_events)
+        assert gate.backlog is not None and gate.appender is not None
+        try:  # inline rather than gate.check_backlog(): one coroutine less per request on the hot path
+            if await gate.backlog.current() > gate.settings.max_backlog:
+                raise HTTPError(503, "backlog_full", "the buffer backlog is over its bound; retry later", [(b"retry-after", RETRY_AFTER)])
+        except HTTPError:
+            raise
+        except Exception as exc:
+            raise unavailable(f"the buffer is unreachable: {type(exc).__name__}") from None
+        limiter = self.limiter
+        if limiter is not None:
+            wait = limiter.take(bucket, len(events))
+            if wait:
+                self.metrics.rate_limited.inc(len(events))
+                raise HTTPError(
+                    429, "rate_limited",
+                    f"this write key is over its rate limit of {limiter.rate:g} events/s (burst {limiter.burst:g}); "
+                    f"the request has {len(events)} events; retry in {math.ceil(wait)} s",
+                    [(b"retry-after", retry_after_header(wait))],
+                )  # fmt: skip
+        received = iso(int(self.clock() * 1000))
+        prep = gate.prepare(events, received_at=received, source=f"http:{kind}",
+                            force_type=None if kind == "batch" else kind, defaults=defaults)  # fmt: skip
+        try:
+            await gate.appender.append(prep.appends)
+        except Exception as exc:
+            logger.warning("collector: append failed (%s: %.200s): answering 503", type(exc).__name__, exc)
+            if limiter is not None:
+                limiter.refund(bucket, len(events))
+            raise unavailable() from None
+        self.metrics.count(prep)
+        rejected = prep.rejected
+        if kind != "batch" and rejected:
+            rej = rejected[0]
+            status = 413 if rej.reason == "event_too_large" else 400
+            return status, error_body(rej.reason, rej.message)
+        return 200, ok_body(prep)
+
