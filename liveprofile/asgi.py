@@ -7,7 +7,9 @@ every request is on the hot path.
 * :func:`respond` — one response, with ``Content-Length`` (never chunked) and JSON as the default
   content type;
 * :func:`run_lifespan` — the ASGI lifespan protocol around an app's ``startup``/``shutdown``;
-* :func:`query_params` — the last value of each query parameter.
+* :func:`query_params` — the last value of each query parameter;
+* OpenAPI building blocks both apps' documents use (:func:`schema_ref`, :func:`json_content`,
+  :data:`HEALTH_SCHEMA`: the ``/healthz`` answer both apps give).
 
 May import: nothing of liveprofile (a test holds the services to importing it, not each other).
 """
@@ -18,7 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["Scope", "Receive", "Send", "HTTPError", "JSON", "respond", "run_lifespan", "query_params"]
+__all__ = [
+    "Scope", "Receive", "Send", "HTTPError", "JSON", "respond", "run_lifespan", "query_params",
+    "schema_ref", "json_content", "HEALTH_SCHEMA",
+]  # fmt: skip
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -77,3 +82,22 @@ def query_params(scope: Scope) -> dict[str, str]:
     if not qs:
         return {}
     return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1")).items()}
+
+
+def schema_ref(name: str) -> dict[str, str]:
+    """An OpenAPI reference to ``#/components/schemas/{name}``."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI ``content`` object: ``schema`` as ``application/json``."""
+    return {"application/json": {"schema": schema}}
+
+
+#: the ``/healthz`` answer of both apps
+HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"enum": ["ok", "unavailable"]}, "redis": {"type": "string"}},
+    "additionalProperties": False,
+}

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from liveprofile.asgi import HEALTH_SCHEMA, json_content, schema_ref
 from operators.schema import FIELDS, Kind
 
 __all__ = ["DOCUMENT", "document_bytes", "profile_schema"]
@@ -54,16 +55,8 @@ def profile_schema() -> dict[str, Any]:
     return {"type": "object", "required": ["experiments"], "properties": props, "additionalProperties": {"type": "string"}}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": _json(_ref("Error"))}
+    return {"description": description, "content": json_content(schema_ref("Error"))}
 
 
 _UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
@@ -95,14 +88,14 @@ DOCUMENT: dict[str, Any] = {
     "paths": {
         "/v1/profiles/{user_id}": _op(
             "getProfile", "The user's profile (a merged id answers with the surviving profile)",
-            {"200": {"description": "the profile", "content": _json(_ref("Profile"))},
+            {"200": {"description": "the profile", "content": json_content(schema_ref("Profile"))},
              "404": _error("`unknown_user`: no profile for this id")},
             parameters=[_USER, {"name": "expose", "in": "query", "schema": {"type": "string"},
                                 "description": "`1` or `true`: record the user's exposures to every experiment"}],
         ),  # fmt: skip
         "/v1/segments/{name}": _op(
             "getSegmentPage", "One page of a segment's members (SSCAN semantics)",
-            {"200": {"description": "a page; `next_cursor` `0` when done", "content": _json(_ref("SegmentPage"))},
+            {"200": {"description": "a page; `next_cursor` `0` when done", "content": json_content(schema_ref("SegmentPage"))},
              "400": _error("`bad_query`: cursor or count out of range")},
             parameters=[
                 {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
@@ -116,7 +109,7 @@ DOCUMENT: dict[str, Any] = {
         "/v1/content/{user_id}/{slot}": _op(
             "getContent", "Open-time content of a slot for a user; records the user's exposures",
             {"200": {"description": "the rendered slot, or its data with format=json",
-                     "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {"schema": _ref("ContentData")}}},
+                     "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {"schema": schema_ref("ContentData")}}},
              "400": _error("`bad_query`: format is not html or json"),
              "404": _error("`unknown_slot`: no template for this slot"),
              "500": _error("`template_error` (the template failed) or `internal_error`")},
@@ -126,8 +119,8 @@ DOCUMENT: dict[str, Any] = {
         ),  # fmt: skip
         "/healthz": _op(
             "healthz", "Whether Redis answers",
-            {"200": {"description": "Redis answers", "content": _json(_ref("Health"))},
-             "503": {"description": "Redis does not answer", "content": _json(_ref("Health"))}},
+            {"200": {"description": "Redis answers", "content": json_content(schema_ref("Health"))},
+             "503": {"description": "Redis does not answer", "content": json_content(schema_ref("Health"))}},
             auth=False,
         ),  # fmt: skip
         "/metrics": _op(
@@ -137,7 +130,7 @@ DOCUMENT: dict[str, Any] = {
         ),  # fmt: skip
         "/openapi.json": _op(
             "openapi", "This document",
-            {"200": {"description": "the OpenAPI 3.1 document", "content": _json({"type": "object"})}},
+            {"200": {"description": "the OpenAPI 3.1 document", "content": json_content({"type": "object"})}},
             auth=False,
         ),  # fmt: skip
     },
@@ -149,7 +142,7 @@ DOCUMENT: dict[str, Any] = {
             "Unauthorized": {
                 "description": "`unauthorized`: no bearer token, or an unknown one",
                 "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="liveprofile"'}},
-                "content": _json(_ref("Error")),
+                "content": json_content(schema_ref("Error")),
             },
         },
         "schemas": {
@@ -191,12 +184,7 @@ DOCUMENT: dict[str, Any] = {
                     "fallback": {"type": "boolean"},
                 },
             },
-            "Health": {
-                "type": "object",
-                "required": ["status"],
-                "properties": {"status": {"enum": ["ok", "unavailable"]}, "redis": {"type": "string"}},
-                "additionalProperties": False,
-            },
+            "Health": HEALTH_SCHEMA,
         },
     },
 }

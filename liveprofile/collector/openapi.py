@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from liveprofile.asgi import HEALTH_SCHEMA, json_content, schema_ref
 from liveprofile.collector.config import SOURCE_RE
 from liveprofile.collector.signing import PIXEL_PATH, SIGNATURE_HEADER
 from operators.events import EVENT_TYPES, Reason
@@ -27,16 +28,8 @@ from operators.events import EVENT_TYPES, Reason
 __all__ = ["DOCUMENT", "document_bytes", "SINGLE_OPERATIONS"]
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
 def _error(description: str, *, retry_after: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description, "content": _json(_ref("Error"))}
+    out: dict[str, Any] = {"description": description, "content": json_content(schema_ref("Error"))}
     if retry_after:
         out["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
     return out
@@ -107,9 +100,9 @@ def _single(kind: str) -> dict[str, Any]:
             "tags": ["Segment tracking API"],
             "security": [{"writeKey": []}],
             "parameters": [{"$ref": "#/components/parameters/ContentEncoding"}],
-            "requestBody": _body(_ref(_SCHEMA_NAME[kind])),
+            "requestBody": _body(schema_ref(_SCHEMA_NAME[kind])),
             "responses": {
-                "200": {"description": "appended to the buffer (acknowledged by it)", "content": _json(_ref("Success"))},
+                "200": {"description": "appended to the buffer (acknowledged by it)", "content": json_content(schema_ref("Success"))},
                 **_INGEST_RESPONSES,
             },
         }
@@ -151,11 +144,11 @@ DOCUMENT: dict[str, Any] = {
                 "tags": ["Segment tracking API"],
                 "security": [{"writeKey": []}],
                 "parameters": [{"$ref": "#/components/parameters/ContentEncoding"}],
-                "requestBody": _body(_ref("Batch")),
+                "requestBody": _body(schema_ref("Batch")),
                 "responses": {
                     "200": {
                         "description": "every valid event appended; invalid ones dead-lettered and listed in `rejected`",
-                        "content": _json(_ref("Success")),
+                        "content": json_content(schema_ref("Success")),
                     },
                     **_INGEST_RESPONSES,
                 },
@@ -189,9 +182,9 @@ DOCUMENT: dict[str, Any] = {
                      "description": "a source configured in LIVEPROFILE_WEBHOOK_SECRETS", "example": "esp"},
                     {"$ref": "#/components/parameters/ContentEncoding"},
                 ],  # fmt: skip
-                "requestBody": _body({"oneOf": [_ref("Batch"), {"allOf": [_ref("Event"), {"not": {"required": ["batch"]}}]}]}),
+                "requestBody": _body({"oneOf": [schema_ref("Batch"), {"allOf": [schema_ref("Event"), {"not": {"required": ["batch"]}}]}]}),
                 "responses": {
-                    "200": {"description": "appended (at most once per signed delivery)", "content": _json(_ref("Success"))},
+                    "200": {"description": "appended (at most once per signed delivery)", "content": json_content(schema_ref("Success"))},
                     "400": _INGEST_RESPONSES["400"],
                     "401": _error("`missing_signature`, `invalid_signature`, `stale_signature` (outside "
                                   "LIVEPROFILE_WEBHOOK_TOLERANCE) or `replayed_signature` (already received)"),  # fmt: skip
@@ -209,8 +202,8 @@ DOCUMENT: dict[str, Any] = {
                 "tags": ["Operations"],
                 "security": [],
                 "responses": {
-                    "200": {"description": "Redis answers", "content": _json(_ref("Health"))},
-                    "503": {"description": "Redis does not answer", "content": _json(_ref("Health"))},
+                    "200": {"description": "Redis answers", "content": json_content(schema_ref("Health"))},
+                    "503": {"description": "Redis does not answer", "content": json_content(schema_ref("Health"))},
                 },
             }
         },
@@ -229,7 +222,7 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "This document",
                 "tags": ["Operations"],
                 "security": [],
-                "responses": {"200": {"description": "the OpenAPI 3.1 document", "content": _json({"type": "object"})}},
+                "responses": {"200": {"description": "the OpenAPI 3.1 document", "content": json_content({"type": "object"})}},
             }
         },
     },
@@ -271,15 +264,15 @@ DOCUMENT: dict[str, Any] = {
                           {"required": ["anonymousId"], "properties": {"anonymousId": _GIVEN_ID}}],
             },  # fmt: skip
             **{
-                _SCHEMA_NAME[t]: {"description": f"a {t} call", "allOf": [_ref("EventFields"), _ref("Identity"), *([rule] if rule else [])]}
+                _SCHEMA_NAME[t]: {"description": f"a {t} call", "allOf": [schema_ref("EventFields"), schema_ref("Identity"), *([rule] if rule else [])]}
                 for t, rule in _TYPE_RULES.items()
             },
             "Event": {
                 "description": "an event with its `type` (a batch item, a webhook body)",
                 "allOf": [
-                    _ref("EventFields"),
+                    schema_ref("EventFields"),
                     {"required": ["type"]},
-                    *({"if": {"properties": {"type": {"const": t}}}, "then": _ref(_SCHEMA_NAME[t])} for t in _TYPE_RULES),
+                    *({"if": {"properties": {"type": {"const": t}}}, "then": schema_ref(_SCHEMA_NAME[t])} for t in _TYPE_RULES),
                 ],
             },
             "Batch": {
@@ -289,7 +282,7 @@ DOCUMENT: dict[str, Any] = {
                     "batch": {
                         "type": "array",
                         "description": "at most LIVEPROFILE_MAX_BATCH_EVENTS (default 5000) events; each needs its `type`",
-                        "items": _ref("Event"),
+                        "items": schema_ref("Event"),
                     },
                     "sentAt": {**_TIME, "description": "default of each event's sentAt (clock-skew correction)"},
                     "context": {"type": "object", "description": "default of each event's context"},
@@ -303,7 +296,7 @@ DOCUMENT: dict[str, Any] = {
                 "properties": {
                     "success": {"const": True},
                     "accepted": {"type": "integer", "minimum": 0, "description": "events appended (only when some were rejected)"},
-                    "rejected": {"type": "array", "items": _ref("Rejected"), "description": "events dead-lettered, in request order"},
+                    "rejected": {"type": "array", "items": schema_ref("Rejected"), "description": "events dead-lettered, in request order"},
                 },
                 "dependentRequired": {"accepted": ["rejected"], "rejected": ["accepted"]},
                 "additionalProperties": False,
@@ -328,12 +321,7 @@ DOCUMENT: dict[str, Any] = {
                 },
                 "additionalProperties": False,
             },
-            "Health": {
-                "type": "object",
-                "required": ["status"],
-                "properties": {"status": {"enum": ["ok", "unavailable"]}, "redis": {"type": "string"}},
-                "additionalProperties": False,
-            },
+            "Health": HEALTH_SCHEMA,
         },
     },
 }
