@@ -46,7 +46,7 @@ def state_bytes(events: list[dict]) -> tuple[float, float, int]:
     base = tracemalloc.get_traced_memory()[0]
     states: dict[str, object] = {}
     for ev in parsed:
-        st, _, _ = step(cfg, states.get(ev.uid), ev.uid, [ev], ev.ts)  # type: ignore[arg-type]
+        st, _, _ = step(cfg, states.get(ev.uid), ev.uid, [ev])  # type: ignore[arg-type]
         states[ev.uid] = st
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
