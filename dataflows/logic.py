@@ -28,7 +28,7 @@ from dataflows.outputs import EdgesOut, ModelOut
 from operators import snapshot
 from operators.events import Event
 from operators.identity import route
-from operators.models import ModelConfig, ShardModels, model_fields
+from operators.models import ModelConfig, ShardModels, judge, model_fields
 from operators.profile import ProfileState, to_fields
 from operators.rfm import Population, RfmEdges
 from operators.routing import shard_of
@@ -179,9 +179,9 @@ class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
                 for c in u.closed:
                     m.learn_session(c.features, c.converted, learn=not u.rule_suspect)
                 continue
-            score = m.score_behaviour(u.features, learn=not u.rule_suspect)
-            metrics.ANOMALY_SCORES.observe(score)
-            flagged = u.rule_suspect or score >= thr
+            raw = m.score_behaviour(u.features, learn=not u.rule_suspect)
+            metrics.ANOMALY_SCORES.observe(raw)
+            score, flagged = judge(raw, u.rule_suspect, thr)
             if flagged:
                 metrics.FLAGGED.inc()
             for c in u.closed:

@@ -16,12 +16,22 @@ into them, and the label ``converted``.
 fixed-limit bot rule that also keeps bot activity out of the interest state.
 Sessions are tracked without Bytewax's ``SessionWindower`` (it leaks per-key
 state, guide §12.2).
+
+Machine opens: :meth:`Behaviour.is_machine_open` says whether an ``Email Opened`` was made by a
+mail client's proxy rather than the person — Apple Mail Privacy Protection fetches every
+message's images through Apple's proxy when the message arrives, opened or not. It is one if
+the ESP marked it (``properties.machine_open``, SendGrid's ``sg_machine_open``), if its
+``context.userAgent`` is Apple's proxy agent (:func:`is_proxy_user_agent`), or if it came less
+than :data:`MACHINE_OPEN_MS` after the delivery of the same email (``email_id``, else
+``campaign_id``) as far as the delivery is known when the open arrives. The caller keeps
+machine opens out of :meth:`observe` (sessions, bot features) and out of human engagement.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import re
 import zlib
 from array import array
 from dataclasses import dataclass, field
@@ -45,7 +55,28 @@ __all__ = [
     "Behaviour",
     "FEATURE_LIMITS",
     "PROPENSITY_FEATURES",
+    "MACHINE_OPEN_MS",
+    "is_proxy_user_agent",
 ]
+
+#: an open sooner than this after its email's delivery is a machine open (a person cannot)
+MACHINE_OPEN_MS = 5_000
+#: Apple's image proxy (Mail Privacy Protection) announces itself as a bare WebKit agent: no
+#: browser, version or device token after ``(KHTML, like Gecko)``, or just ``Mozilla/5.0``
+_APPLE_PROXY_UA = re.compile(r"^Mozilla/5\.0(?: \(Macintosh; Intel Mac OS X 10_15_7\) AppleWebKit/605\.1\.15 \(KHTML, like Gecko\))?$")
+
+
+def is_proxy_user_agent(ua: object) -> bool:
+    """Whether ``ua`` is the user agent Apple's Mail Privacy Protection proxy fetches with.
+
+    >>> is_proxy_user_agent("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)")
+    True
+    >>> is_proxy_user_agent("Mozilla/5.0"), is_proxy_user_agent(None)
+    (True, False)
+    >>> is_proxy_user_agent("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/605.1.15")
+    False
+    """
+    return isinstance(ua, str) and _APPLE_PROXY_UA.match(ua.strip()) is not None
 
 #: Fixed ranges of the anomaly features (HalfSpaceTrees ``limits``); values are clipped.
 FEATURE_LIMITS: dict[str, tuple[float, float]] = {
@@ -287,6 +318,21 @@ class Behaviour:
         d = x - self.order_mean
         self.order_mean += d / self.order_n
         self.order_m2 += d * (x - self.order_mean)
+
+    def is_machine_open(self, ev: Event) -> bool:
+        """Whether ``ev`` is an ``Email Opened`` made by a proxy, not a person (module docstring)."""
+        if ev.type != "track" or ev.name != EMAIL_OPENED:
+            return False
+        props = ev.properties
+        if props.get("machine_open") is True or props.get("sg_machine_open") is True:
+            return True
+        if is_proxy_user_agent(ev.context.get("userAgent")):
+            return True
+        eid = props.get("email_id") or props.get("campaign_id")
+        if not isinstance(eid, str | int):
+            return False
+        sent = _get(self.delivered, zlib.crc32(str(eid).encode()))
+        return sent is not None and 0 <= ev.ts - sent < MACHINE_OPEN_MS
 
     def _email(self, ev: Event) -> None:
         if ev.type != "track":

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from operators.money import MoneyError, to_cents
+from operators.names import ORDER_CANCELLED, ORDER_COMPLETED, ORDER_REFUNDED
 from operators.timeutil import TimestampError, iso, parse_ts
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "EVENT_TYPES",
     "MONEY_FIELDS",
     "parse_event",
+    "parse_consent",
     "validate_email",
     "norm_category",
 ]
@@ -66,6 +68,7 @@ class Reason(StrEnum):
     INVALID_MONEY = "invalid_money"
     INVALID_QUANTITY = "invalid_quantity"
     INVALID_EMAIL = "invalid_email"
+    MISSING_ORDER = "missing_order"
 
     @property
     def meaning(self) -> str:
@@ -89,12 +92,16 @@ _MEANINGS: dict[str, str] = {
     "invalid_money": "a money field is not a finite non-negative number",
     "invalid_quantity": "a quantity is not a positive integer",
     "invalid_email": "identify traits.email is not a syntactically valid address",
+    "missing_order": "an Order Cancelled without order_id, or an Order Refunded with neither order_id nor an amount",
 }
 
 #: Reason code -> what it means (:class:`Reason`'s codes).
 REASONS: dict[str, str] = {r.value: r.meaning for r in Reason}
 
 _MAX_ID_LEN = 256
+_MAX_CONSENT_CATEGORIES = 64
+#: events whose ``order_id`` is kept (refunds and cancellations refer to an order by it)
+_ORDER_ID_EVENTS = frozenset({ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED})
 _MAX_QTY = 1_000_000
 # Practical address syntax (what ESPs accept): no spaces, one @, dotted domain.
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -157,6 +164,14 @@ class Event:
     products: tuple[Product, ...] = ()
     value_cents: int = 0
     original_timestamp: str | None = None
+    #: ``properties.order_id`` of an order, refund or cancellation (``None``: none given)
+    order_id: str | None = None
+    #: the amount an ``Order Refunded`` names: ``total``, else ``revenue``, else the products'
+    #: sum; ``None`` when it names none (then it refunds the whole order)
+    refund_cents: int | None = None
+    #: consent categories this event states (Segment's ``context.consent.categoryPreferences``,
+    #: RudderStack's ``context.consentManagement``): ``((category, granted), ...)``, sorted
+    consent: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +300,85 @@ def _product(p: dict[str, Any], where: str) -> Product:
     )
 
 
+def _order_id(props: dict[str, Any], strict: bool) -> str | None:
+    """``properties.order_id`` trimmed. Not a string or integer: ``None`` for an order (it still
+    counts; nothing can refer to it), a dead letter for a refund or cancellation (``strict``),
+    which means nothing without the order it names."""
+    v = props.get("order_id")
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    if not isinstance(v, str):
+        if not strict:
+            return None
+        raise _Invalid(Reason.INVALID_FIELD_TYPE, f"properties.order_id must be a string, got {type(v).__name__}")
+    s = v.strip()
+    if len(s) > _MAX_ID_LEN:
+        if not strict:
+            return None
+        raise _Invalid(Reason.INVALID_FIELD_TYPE, f"properties.order_id is longer than {_MAX_ID_LEN} characters")
+    return s or None
+
+
+def _consent_id(v: object, where: str) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    if not isinstance(v, str) or not v.strip() or len(v) > 128:
+        raise _Invalid(Reason.INVALID_FIELD_TYPE, f"{where} must hold consent category names (short strings)")
+    return v.strip()
+
+
+def parse_consent(context: dict[str, Any]) -> tuple[tuple[str, bool], ...]:
+    """The consent categories an event's ``context`` states, as sorted ``(category, granted)``.
+
+    * Segment (Consent Management): ``context.consent.categoryPreferences`` = ``{category: bool}``.
+    * RudderStack (JS/mobile SDKs v3): ``context.consentManagement`` = ``{"provider": ...,
+      "allowedConsentIds": [...], "deniedConsentIds": [...], "resolutionStrategy": ...}``: each
+      allowed id is granted, each denied id is not.
+
+    A category both granted and denied in one event counts as denied. A shape that is not
+    these raises ``_Invalid`` (``invalid_field_type``): consent is never guessed.
+
+    >>> parse_consent({"consent": {"categoryPreferences": {"Marketing": True, "Analytics": False}}})
+    (('Analytics', False), ('Marketing', True))
+    >>> parse_consent({"consentManagement": {"provider": "oneTrust", "allowedConsentIds": ["C0001"],
+    ...     "deniedConsentIds": ["C0004"]}})
+    (('C0001', True), ('C0004', False))
+    >>> parse_consent({"page": {}})
+    ()
+    """
+    out: dict[str, bool] = {}
+    seg = context.get("consent")
+    if seg is not None:
+        if not isinstance(seg, dict):
+            raise _Invalid(Reason.INVALID_FIELD_TYPE, "context.consent must be an object")
+        prefs = seg.get("categoryPreferences")
+        if prefs is not None:
+            if not isinstance(prefs, dict) or not all(isinstance(g, bool) for g in prefs.values()):
+                raise _Invalid(Reason.INVALID_FIELD_TYPE, "context.consent.categoryPreferences must map categories to true/false")
+            for k, g in prefs.items():
+                c = _consent_id(k, "context.consent.categoryPreferences")
+                out[c] = out.get(c, True) and g
+    cm = context.get("consentManagement")
+    if cm is not None:
+        if not isinstance(cm, dict):
+            raise _Invalid(Reason.INVALID_FIELD_TYPE, "context.consentManagement must be an object")
+        for key, granted in (("allowedConsentIds", True), ("deniedConsentIds", False)):
+            ids = cm.get(key)
+            if ids is None:
+                continue
+            where = f"context.consentManagement.{key}"
+            if not isinstance(ids, list):
+                raise _Invalid(Reason.INVALID_FIELD_TYPE, f"{where} must be an array")
+            for v in ids:
+                c = _consent_id(v, where)
+                out[c] = out.get(c, True) and granted
+    if len(out) > _MAX_CONSENT_CATEGORIES:
+        raise _Invalid(Reason.INVALID_FIELD_TYPE, f"more than {_MAX_CONSENT_CATEGORIES} consent categories")
+    return tuple(sorted(out.items()))
+
+
 def _derive_message_id(ev: dict[str, Any]) -> str:
     body = {k: v for k, v in ev.items() if k not in ("receivedAt", "sentAt", "writeKey")}
     try:
@@ -409,6 +503,20 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     elif "value" in money:
         value_cents = money["value"]
 
+    order_id = _order_id(props, strict=name != ORDER_COMPLETED) if etype == "track" and name in _ORDER_ID_EVENTS else None
+    refund_cents: int | None = None
+    if name == ORDER_REFUNDED:
+        # SPEC 1: the refund's amount is total, else revenue, else the products' sum (else the
+        # whole order, decided by the profile, which knows the order)
+        if "total" in money:
+            refund_cents = money["total"]
+        elif "revenue" in money:
+            refund_cents = money["revenue"]
+        elif products:
+            refund_cents = sum(p.price_cents * p.quantity for p in products)
+    if name in (ORDER_REFUNDED, ORDER_CANCELLED) and order_id is None and (refund_cents is None or name == ORDER_CANCELLED):
+        raise _Invalid(Reason.MISSING_ORDER, f"{name} names no properties.order_id" + (" and no amount" if name == ORDER_REFUNDED else ""))
+
     if props.get("category") is not None:
         category = norm_category(props.get("category"))
     if not category and products:
@@ -432,6 +540,9 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
         products=products,
         value_cents=value_cents,
         original_timestamp=original if isinstance(original, str) else None,
+        order_id=order_id,
+        refund_cents=refund_cents,
+        consent=parse_consent(context) if ("consent" in context or "consentManagement" in context) else (),
     )
 
 

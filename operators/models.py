@@ -30,7 +30,7 @@ from river import anomaly, compose, linear_model, metrics, optim, preprocessing
 
 from operators.behaviour import FEATURE_LIMITS
 
-__all__ = ["model_fields", "ModelConfig", "ShardModels"]
+__all__ = ["model_fields", "judge", "ModelConfig", "ShardModels"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,19 @@ class ShardModels:
         obj = pickle.loads(data)
         assert isinstance(obj, ShardModels)
         return obj
+
+
+def judge(score: float, rule_suspect: bool, threshold: float) -> tuple[float, bool]:
+    """The reported ``(anomaly_score, suspect)`` of a scored user: suspect when the fixed-limit
+    rule fires or the model's score reaches ``threshold``, and the score then at least
+    ``threshold`` — so ``suspect`` is always ``anomaly_score >= threshold``, also during the
+    models' warm-up (their score is 0 then) for users the rule already flags.
+
+    >>> judge(0.0, True, 0.75), judge(0.9, False, 0.75), judge(0.2, False, 0.75)
+    ((0.75, True), (0.9, True), (0.2, False))
+    """
+    flagged = rule_suspect or score >= threshold
+    return (max(score, threshold) if flagged else score), flagged
 
 
 def model_fields(score: float, flagged: bool, propensity: float | None) -> dict[str, str]:

@@ -20,13 +20,35 @@ decided either by the user's next event (correct during fast replays) or by
 ``check_abandoned(clock)`` from a timer (live traffic with no further event).
 An abandonment returns the ``Cart Abandoned`` trigger once.
 
+Refunds and cancellations (SPEC §1, §4) leave the gross fields (``purchase_count``,
+``revenue_total``) as they are and move ``refund_total``, ``cancelled_total`` and
+``revenue_net`` = gross − refunded − cancelled. They are kept as records per ``order_id`` and
+resolved when rendering, so the result does not depend on arrival order:
+
+* an order's refunded amount is the sum of its refunds, at most the order's value; a refund
+  naming no amount refunds the whole order; refunds count once per ``refund_id`` (else per
+  event: the ``messageId`` dedupe drops a redelivery);
+* a cancelled order's cancelled amount is what its refunds left of it (so refunded +
+  cancelled never exceed the order);
+* a refund or cancellation that arrives before its order waits for it: its explicit amount
+  counts at once (uncapped), a whole-order refund or a cancellation counts nothing until the
+  order arrives, and then the order caps them as if it had come first. One whose order never
+  arrives (placed before the stream began) stays so: ``revenue_net`` can then be negative;
+* records are kept for the newest :data:`_MAX_ORDERS` orders; an older order's resolved
+  amounts are frozen, and a later refund of it counts as one of an unknown order.
+
+``Unsubscribed`` sets ``email_unsubscribed`` (and ``unsubscribed_at``, its earliest time).
+Consent (``Event.consent``) is kept per category, last writer by event time (a tie: denied).
+A machine open (``apply(..., machine_open=True)``, decided by the caller from
+:func:`operators.behaviour.Behaviour.is_machine_open`) counts in ``email_opens_machine`` only.
+
 ``to_fields(state)`` renders the SPEC §4 hash fields as strings (``version``
 and ``updated_at`` are the sink's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -38,9 +60,12 @@ from operators.names import (
     CART_ABANDONED,
     EMAIL_LINK_CLICKED,
     EMAIL_OPENED,
+    ORDER_CANCELLED,
     ORDER_COMPLETED,
+    ORDER_REFUNDED,
     PRODUCT_ADDED,
     PRODUCT_REMOVED,
+    UNSUBSCRIBED,
 )
 from operators.schema import Owner, owned_by
 from operators.timeutil import iso
@@ -57,7 +82,12 @@ _MAX_CART_OPS = 200
 #: how long a removal whose product is not in the cart waits for its add (events arrive
 #: out of order within the dedupe window; 48 h, its default)
 _ORPHAN_KEEP_MS = 48 * 3_600_000
+_MAX_KEY = 256
 _NONE = -(2**62)
+#: order records kept per user for refunds and cancellations to refer to (newest by event time)
+_MAX_ORDERS = 500
+#: a refund that names no amount: the whole order
+WHOLE = -1
 
 
 @dataclass(slots=True)
@@ -89,10 +119,32 @@ class ProfileState:
     last_received: int = 0
     aliases: list[str] = field(default_factory=list)  # anonymous ids linked to this user (newest last)
     seen: SeenIds = field(default_factory=SeenIds)
+    # -- snapshot version 2 (append only: older snapshots restore with the defaults) --------
+    orders: dict[str, tuple[int, int]] = field(default_factory=dict)  # order id -> (event time, value cents)
+    refunds: dict[str, dict[str, int]] = field(default_factory=dict)  # order id -> {refund key: cents or WHOLE}
+    cancelled: dict[str, int] = field(default_factory=dict)  # order id -> event time of its cancellation
+    frozen_refund: int = 0  # resolved amounts of order records let go (see _MAX_ORDERS)
+    frozen_cancel: int = 0
+    unsubscribed: int = _NONE  # earliest Unsubscribed event time
+    consent: dict[str, tuple[int, bool]] = field(default_factory=dict)  # category -> (event time, granted)
+    email_opens_machine: int = 0
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
+        (snapshot version 1 had none of the version-2 fields)."""
+        slots = state[1] if isinstance(state, tuple) else state
+        for f in fields(self):
+            if f.default is not MISSING:
+                object.__setattr__(self, f.name, f.default)
+            elif f.default_factory is not MISSING:
+                object.__setattr__(self, f.name, f.default_factory())
+        for k, v in (slots or {}).items():
+            object.__setattr__(self, k, v)
 
     # -- folding -------------------------------------------------------------------
-    def apply(self, ev: Event, dedupe: DedupeConfig, abandon_ms: int = 3_600_000) -> bool:
-        """Fold ``ev`` in; ``False`` (and no change) when it is a duplicate.
+    def apply(self, ev: Event, dedupe: DedupeConfig, abandon_ms: int = 3_600_000, machine_open: bool = False) -> bool:
+        """Fold ``ev`` in; ``False`` (and no change) when it is a duplicate. ``machine_open``:
+        ``ev`` is an ``Email Opened`` a mail client's proxy made, not the person.
 
         >>> from operators.events import parse_event, Limits
         >>> st = ProfileState("u1")
@@ -121,10 +173,21 @@ class ProfileState:
         anon = ev.previous_id if ev.type == "alias" else ev.anonymous_id
         if anon is not None and anon != self.uid and anon not in self.aliases:
             self.add_alias(anon)
+        if ev.consent:
+            for cat, granted in ev.consent:
+                cur = self.consent.get(cat)
+                if cur is None or ts > cur[0] or (ts == cur[0] and not granted):
+                    self.consent[cat] = (ts, granted)
         if ev.type != "track":
             return True
         name = ev.name
         if name in ORDER_EVENTS:
+            if ev.order_id is not None:
+                old = self.orders.get(ev.order_id)
+                # the same order id twice (a resent order): one record, its larger value
+                self.orders[ev.order_id] = (max(ts, old[0]) if old else ts, max(ev.value_cents, old[1]) if old else ev.value_cents)
+                if len(self.orders) > _MAX_ORDERS:
+                    self._let_go_oldest_order()
             self.purchase_count += 1
             self.revenue_cents += ev.value_cents
             if self.first_purchase == _NONE or ts < self.first_purchase:
@@ -151,13 +214,63 @@ class ProfileState:
                     self.cart_ops = _compact(self.cart_ops)
                 self.cart_abandoned = False
                 self.cart_orphans = False
+        elif name == ORDER_REFUNDED:
+            oid = ev.order_id or ""
+            key = ev.properties.get("refund_id")
+            key = str(key)[:_MAX_KEY] if isinstance(key, str | int) and not isinstance(key, bool) and str(key) else "m:" + ev.message_id
+            recs = self.refunds.setdefault(oid, {})
+            recs.setdefault(key, WHOLE if ev.refund_cents is None else ev.refund_cents)
+        elif name == ORDER_CANCELLED:
+            if ev.order_id is not None:
+                self.cancelled[ev.order_id] = min(ts, self.cancelled.get(ev.order_id, ts))
+        elif name == UNSUBSCRIBED:
+            if self.unsubscribed == _NONE or ts < self.unsubscribed:
+                self.unsubscribed = ts
         elif name == EMAIL_OPENED:
+            if machine_open:
+                self.email_opens_machine += 1
+                return True
             self.email_opens += 1
             if ts > self.last_email_open:
                 self.last_email_open = ts
         elif name == EMAIL_LINK_CLICKED:
             self.email_clicks += 1
         return True
+
+    def _let_go_oldest_order(self) -> None:
+        """Drop the oldest order record, freezing what its refunds and cancellation resolved to."""
+        oid = min(self.orders, key=lambda k: (self.orders[k][0], k))
+        r, c = self._resolve(oid)
+        self.frozen_refund += r
+        self.frozen_cancel += c
+        del self.orders[oid]
+        self.refunds.pop(oid, None)
+        self.cancelled.pop(oid, None)
+
+    def _resolve(self, oid: str) -> tuple[int, int]:
+        """(refunded, cancelled) cents of order ``oid`` from its records (module docstring)."""
+        recs = self.refunds.get(oid, {})
+        explicit = sum(v for v in recs.values() if v != WHOLE)
+        order = self.orders.get(oid) if oid else None
+        if order is None:
+            return explicit, 0
+        value = order[1]
+        refunded = value if WHOLE in recs.values() else min(value, explicit)
+        return refunded, (value - refunded) if oid in self.cancelled else 0
+
+    def refunded_cancelled(self) -> tuple[int, int]:
+        """(refund_total, cancelled_total) in cents."""
+        r, c = self.frozen_refund, self.frozen_cancel
+        for oid in self.refunds.keys() | self.cancelled.keys():
+            dr, dc = self._resolve(oid)
+            r += dr
+            c += dc
+        return r, c
+
+    def net_revenue_cents(self) -> int:
+        """``revenue_net`` in cents: gross revenue less refunds and cancellations."""
+        r, c = self.refunded_cancelled()
+        return self.revenue_cents - r - c
 
     def add_alias(self, anonymous_id: str) -> None:
         """Remember an anonymous id of this user (at most 20, newest kept)."""
@@ -247,6 +360,26 @@ class ProfileState:
         if len(self.cart_ops) > _MAX_CART_OPS:
             self.cart_ops = _compact(self.cart_ops)
         self.seen.merge(dedupe, other.seen)
+        for oid, (t, v) in other.orders.items():
+            mine = self.orders.get(oid)
+            self.orders[oid] = (max(t, mine[0]), max(v, mine[1])) if mine else (t, v)
+        for oid, recs in other.refunds.items():
+            into = self.refunds.setdefault(oid, {})
+            for k, v in recs.items():
+                into.setdefault(k, v)
+        for oid, t in other.cancelled.items():
+            self.cancelled[oid] = min(t, self.cancelled.get(oid, t))
+        self.frozen_refund += other.frozen_refund
+        self.frozen_cancel += other.frozen_cancel
+        while len(self.orders) > _MAX_ORDERS:
+            self._let_go_oldest_order()
+        if other.unsubscribed != _NONE and (self.unsubscribed == _NONE or other.unsubscribed < self.unsubscribed):
+            self.unsubscribed = other.unsubscribed
+        for cat, (t, g) in other.consent.items():
+            cur = self.consent.get(cat)
+            if cur is None or t > cur[0] or (t == cur[0] and not g):
+                self.consent[cat] = (t, g)
+        self.email_opens_machine += other.email_opens_machine
 
     # -- reading -------------------------------------------------------------------
     def cart(self) -> dict[str, tuple[int, int]]:
@@ -325,10 +458,11 @@ def _t(ms: int) -> str:
 def to_fields(st: ProfileState) -> dict[str, str]:
     """Render the profile hash fields (all strings), except ``version`` and ``updated_at``.
 
-    >>> sorted(to_fields(ProfileState("u9")).items())[1:5]
+    >>> sorted(to_fields(ProfileState("u9")).items())[2:6]
     [('cart', '[]'), ('cart_abandoned', '0'), ('cart_items', '0'), ('cart_value', '0.00')]
     """
     cart = st.cart()
+    refunded, cancelled = st.refunded_cancelled()
     return {
         "user_id": st.uid,
         "email": st.email,
@@ -337,6 +471,9 @@ def to_fields(st: ProfileState) -> dict[str, str]:
         "last_seen_at": _t(st.last_seen),
         "purchase_count": str(st.purchase_count),
         "revenue_total": format_cents(st.revenue_cents),
+        "refund_total": format_cents(refunded),
+        "cancelled_total": format_cents(cancelled),
+        "revenue_net": format_cents(st.revenue_cents - refunded - cancelled),
         "first_purchase_at": _t(st.first_purchase),
         "last_purchase_at": _t(st.last_purchase),
         "cart_value": format_cents(sum(q * c for q, c in cart.values())),
@@ -346,5 +483,9 @@ def to_fields(st: ProfileState) -> dict[str, str]:
         "email_opens": str(st.email_opens),
         "email_clicks": str(st.email_clicks),
         "last_email_open_at": _t(st.last_email_open),
+        "email_opens_machine": str(st.email_opens_machine),
+        "email_unsubscribed": "0" if st.unsubscribed == _NONE else "1",
+        "unsubscribed_at": _t(st.unsubscribed),
+        "consent": orjson.dumps({c: g for c, (_, g) in sorted(st.consent.items())}).decode() if st.consent else "{}",
         "anonymous_ids": orjson.dumps(sorted(st.aliases)).decode() if st.aliases else "[]",
     }

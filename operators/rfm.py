@@ -15,6 +15,13 @@ Contract
   scores 1 (half of a shop's customers often bought once: they are F=1).
   Recency ranks the last-purchase *time* (more recent = higher), so a replayed
   multi-year history scores exactly as it would have live.
+* **Recency windows** (:data:`RECENCY_FLOORS`): quantiles alone call the older half of a young
+  shop's buyers "lost" even if they bought yesterday. So a customer whose last purchase is
+  within 7 days of the population's newest purchase scores R ≥ 4, within 30 days R ≥ 3, whatever
+  the quantiles say (R = max(quantile score, window floor)); on a shop with years of history
+  the quantile edges already lie inside these windows and nothing changes. It is done on the
+  R edges (an edge is never later than its window's first day), so scoring stays
+  ``1 + #(edges ≤ bin)`` and the edges a pure function of the population.
 * **Segments** follow the standard R × FM grid (FM = ⌈(F+M)/2⌉), see
   :func:`segment`.
 """
@@ -26,11 +33,14 @@ from dataclasses import dataclass, field
 
 import orjson
 
-__all__ = ["RfmValues", "Population", "RfmEdges", "segment", "rfm_fields", "SEGMENTS", "DAY_MS"]
+__all__ = ["RfmValues", "Population", "RfmEdges", "segment", "rfm_fields", "SEGMENTS", "DAY_MS", "RECENCY_FLOORS"]
 
 DAY_MS = 86_400_000
 _LOG_STEP = math.log(1.02)
 _NEVER = 2**62
+#: (days, R floor): a last purchase within ``days`` of the population's newest one (that day
+#: included, so 7 = the newest purchase's day and the 6 before) scores at least the floor
+RECENCY_FLOORS: tuple[tuple[int, int], ...] = ((7, 4), (30, 3))
 SEGMENTS = (
     "champions", "loyal", "potential_loyalist", "new_customer", "promising", "need_attention",
     "about_to_sleep", "at_risk", "cant_lose", "hibernating", "lost",
@@ -139,8 +149,27 @@ class Population:
             self.n += 1
 
     def edges(self) -> RfmEdges:
-        """Current quintile edges."""
-        return RfmEdges(_edges(self.r, self.n), _edges(self.f, self.n), _edges(self.m, self.n), self.n)
+        """Current quintile edges (recency with its windows, see the module docstring).
+
+        >>> pop = Population()
+        >>> for day in (0, 0, 1, 1, 2, 2, 2, 2):  # a 3-day-old shop
+        ...     pop.apply(None, RfmValues(day * DAY_MS, 1, 1000))
+        >>> [pop.edges().score(RfmValues(d * DAY_MS, 1, 1000))[0] for d in (0, 1, 2)]
+        [4, 4, 4]
+        """
+        return RfmEdges(_recency_windows(_edges(self.r, self.n), self.r), _edges(self.f, self.n), _edges(self.m, self.n), self.n)
+
+
+def _recency_windows(edges: tuple[int, int, int, int], hist: dict[int, int]) -> tuple[int, int, int, int]:
+    """R edges no later than the first day of each :data:`RECENCY_FLOORS` window."""
+    if not hist:
+        return edges
+    newest = max(hist)
+    out = list(edges)
+    for days, floor in RECENCY_FLOORS:
+        for k in range(floor - 1):  # edge k is where score k + 2 starts
+            out[k] = min(out[k], newest - days + 1)
+    return (out[0], out[1], out[2], out[3])
 
 
 def segment(r: int, f: int, m: int) -> str:

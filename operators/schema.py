@@ -51,7 +51,6 @@ class Owner(StrEnum):
     MODELS = "models"  # the models step (anomaly scores, propensity), as patches
     RFM = "rfm"  # operators.rfm.rfm_fields, scored by the sinks against the population
     STORE = "store"  # the profile script itself: write bookkeeping
-    EDGE = "edge"  # written by a way in other than the dataflow's events (reserved by SPEC §4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +82,9 @@ FIELDS: tuple[Field, ...] = (
     Field("last_seen_at", Kind.TIME, Owner.CORE),
     Field("purchase_count", Kind.INT, Owner.CORE),
     Field("revenue_total", Kind.MONEY, Owner.CORE),
+    Field("refund_total", Kind.MONEY, Owner.CORE),
+    Field("cancelled_total", Kind.MONEY, Owner.CORE),
+    Field("revenue_net", Kind.MONEY, Owner.CORE),
     Field("first_purchase_at", Kind.TIME, Owner.CORE),
     Field("last_purchase_at", Kind.TIME, Owner.CORE),
     Field("cart_value", Kind.MONEY, Owner.CORE),
@@ -92,6 +94,10 @@ FIELDS: tuple[Field, ...] = (
     Field("email_opens", Kind.INT, Owner.CORE),
     Field("email_clicks", Kind.INT, Owner.CORE),
     Field("last_email_open_at", Kind.TIME, Owner.CORE),
+    Field("email_opens_machine", Kind.INT, Owner.CORE),  # Apple MPP and other proxy opens, apart
+    Field("email_unsubscribed", Kind.FLAG, Owner.CORE),
+    Field("unsubscribed_at", Kind.TIME, Owner.CORE),
+    Field("consent", Kind.JSON, Owner.CORE),  # category -> granted, from the events' consent context
     Field("anonymous_ids", Kind.JSON, Owner.CORE),
     Field("interests", Kind.JSON, Owner.USER),
     Field("top_category", Kind.TEXT, Owner.USER, segment=Segment("segment:interest:")),
@@ -104,7 +110,6 @@ FIELDS: tuple[Field, ...] = (
     Field("anomaly_score", Kind.FLOAT, Owner.MODELS),
     Field("suspect", Kind.FLAG, Owner.MODELS, segment=Segment("segment:suspect", flag=True)),
     Field("purchase_propensity", Kind.FLOAT, Owner.MODELS),
-    Field("consent", Kind.JSON, Owner.EDGE),
     Field("seq", Kind.INT, Owner.STORE, pushed=False, shown=False),  # the input sequence guard
     Field("version", Kind.INT, Owner.STORE, pushed=False),
     Field("updated_at", Kind.TIME, Owner.STORE, pushed=False),

@@ -169,7 +169,8 @@ class UserState:
 def _rfm_of(p: ProfileState) -> RfmValues | None:
     if p.purchase_count <= 0:
         return None
-    return RfmValues(p.last_purchase, p.purchase_count, p.revenue_cents)
+    # monetary: net revenue (refunds and cancellations taken off, SPEC 4), never below 0
+    return RfmValues(p.last_purchase, p.purchase_count, max(p.net_revenue_cents(), 0))
 
 
 def render(st: UserState) -> dict[str, str]:
@@ -247,10 +248,13 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
             t = p.check_abandoned(it.ts, cfg.abandon_ms)
             if t is not None:
                 trigger, changed = t, True
-            if not p.apply(it, cfg.dedupe, cfg.abandon_ms):
+            machine = st.behaviour.is_machine_open(it)
+            if not p.apply(it, cfg.dedupe, cfg.abandon_ms, machine_open=machine):
                 dups += 1
                 continue
             changed = True
+            if machine:  # a proxy's fetch: not the person's behaviour (sessions, bot features, interest)
+                continue
             behaviour = True
             cart_ops = len(p.cart_ops)
             closed.extend(st.behaviour.observe(cfg.session, it, cart_ops))

@@ -456,16 +456,20 @@ def test_truth_interest_decays_shares_prunes_and_breaks_ties_by_name() -> None:
 
 
 def test_rfm_scores_lower_quantiles_and_grid() -> None:
-    """Five customers strictly ordered in every dimension score 1..5; ties share the lower score."""
-    c = {f"c{i}": (END_MS - (5 - i) * DAY, i, i * 100_000) for i in range(1, 6)}
+    """Five customers strictly ordered in every dimension score 1..5; ties share the lower score;
+    recency windows lift buyers of the last 7 / 30 days to R >= 4 / 3."""
+    c = {f"c{i}": (END_MS - (5 - i) * 40 * DAY, i, i * 100_000) for i in range(1, 6)}
     got = rfm_scores(c)
     assert [(g["rfm_r"], g["rfm_f"], g["rfm_m"]) for g in got.values()] == [(str(i),) * 3 for i in range(1, 6)]
     assert got["c5"]["rfm_segment"] == "champions" and got["c1"]["rfm_segment"] == "lost"
     tied = rfm_scores({f"t{i}": (END_MS, 1, 5000) for i in range(10)})
-    assert {(g["rfm_r"], g["rfm_f"], g["rfm_m"], g["rfm_segment"]) for g in tied.values()} == {("1", "1", "1", "lost")}
-    # revenue within one 2 % bin ties; the newest of two days outranks the other
+    # all on the newest day: ties, and the 7-day window makes them R=4, never "lost"
+    assert {(g["rfm_r"], g["rfm_f"], g["rfm_m"], g["rfm_segment"]) for g in tied.values()} == {("4", "1", "1", "promising")}
+    # revenue within one 2 % bin ties; the newest of two days outranks the other (both in the window)
     two = rfm_scores({"a": (END_MS, 1, 10_000), "b": (END_MS - DAY, 1, 10_050)})
-    assert (two["a"]["rfm_m"], two["b"]["rfm_m"], two["a"]["rfm_r"], two["b"]["rfm_r"]) == ("1", "1", "3", "1")
+    assert (two["a"]["rfm_m"], two["b"]["rfm_m"], two["a"]["rfm_r"], two["b"]["rfm_r"]) == ("1", "1", "4", "4")
+    far = rfm_scores({"a": (END_MS, 1, 10_000), "b": (END_MS - 20 * DAY, 1, 10_050), "c": (END_MS - 31 * DAY, 1, 9_000)})
+    assert [far[u]["rfm_r"] for u in "abc"] == ["4", "3", "1"]
     # the standard grid, spot checks by (R, F, M)
     grid = {(5, 1, 1): "new_customer", (1, 5, 5): "cant_lose", (2, 2, 1): "hibernating", (3, 3, 3): "need_attention",
             (4, 5, 4): "loyal", (2, 4, 3): "at_risk", (3, 1, 2): "about_to_sleep", (4, 1, 1): "promising"}  # fmt: skip
@@ -509,3 +513,15 @@ def test_operators_rfm_edges_follow_the_quantile_rule() -> None:
         for u, (last, orders, cents) in customers.items():
             r, f, m = edges.score(RfmValues(last, orders, cents))
             assert (str(r), str(f), str(m), segment(r, f, m)) == tuple(want[u].values()), (n, u)
+
+
+def test_no_buyer_of_the_last_week_is_lapsed_on_the_generated_stream(gen: Generated) -> None:
+    """The demo's complaint (issue 12): 56 of 77 buyers of the last two days scored R=1. In the
+    truth (and so in the pipeline, pinned to it above) a buyer within 7 days of the newest
+    purchase scores R >= 4 and none is lost, at risk, hibernating or about to sleep."""
+    buyers = {u: t for u, t in gen.truth.items() if t["last_purchase_at"]}
+    newest = max(parse_ts(t["last_purchase_at"]) // DAY for t in buyers.values())
+    recent = [t for t in buyers.values() if newest - parse_ts(t["last_purchase_at"]) // DAY < 7]
+    assert len(recent) >= 10
+    for t in recent:
+        assert int(t["rfm_r"]) >= 4 and t["rfm_segment"] not in ("lost", "at_risk", "hibernating", "cant_lose", "about_to_sleep"), t

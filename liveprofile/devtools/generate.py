@@ -37,7 +37,8 @@ docs/intelligence.md, with the settings ``GenConfig.session_gap_ms``, ``abandon_
 ``interest_half_life_ms``):
 
 * ``event_count`` valid unique events; first/last seen; ``email`` of the newest identify;
-  email opens/clicks and the newest open time;
+  email opens/clicks and the newest open time; an open less than 5 s after the delivery of
+  the same ``email_id`` is a machine open (``email_opens_machine``), not an open;
 * ``purchase_count`` / ``revenue_total`` / first and last purchase over ``Order Completed``
   (order value = ``revenue``, else ``total``, else the sum of price x quantity of its
   products, in exact cents) — the RFM inputs;
@@ -109,7 +110,7 @@ BOT_KINDS = ("scraper", "link_scanner")
 TRUTH_FIELDS = (
     "user_id", "event_count", "purchase_count", "revenue_total", "first_seen_at", "last_seen_at",
     "first_purchase_at", "last_purchase_at", "email", "cart", "cart_items", "cart_value",
-    "cart_abandoned", "email_opens", "email_clicks", "last_email_open_at", "session_count",
+    "cart_abandoned", "email_opens", "email_clicks", "last_email_open_at", "email_opens_machine", "session_count",
     "rfm_r", "rfm_f", "rfm_m", "rfm_segment",
 )  # fmt: skip
 #: Held too for every user but the bots (scores themselves: ``Generated.interests``).
@@ -383,6 +384,9 @@ class _Fold:
         self.purchase_times: list[int] = []
         self.email = ""
         self.opens = 0
+        self.machine_opens = 0
+        self.machine_times: list[int] = []
+        self.delivered_at: dict[str, int] = {}  # email id -> delivery time
         self.clicks = 0
         self.open_times: list[int] = []
         self.last_order: int | None = None
@@ -490,14 +494,23 @@ class _Fold:
             self.order(ts, props)
         elif name in ("Product Added", "Product Removed"):
             self.cart_op(ts, 1 if name == "Product Added" else -1, props)
+        elif name == "Email Delivered":
+            self.delivered_at[str(props.get("email_id", props.get("campaign_id")))] = ts
         elif name == "Email Opened":
+            sent = self.delivered_at.get(str(props.get("email_id", props.get("campaign_id"))))
+            if sent is not None and 0 <= ts - sent < 5 * SECOND_MS:  # a machine, not the person
+                self.machine_opens += 1
+                self.machine_times.append(ts)  # an event, but not in the person's sessions
+                return
             self.opens += 1
             self.open_times.append(ts)
         elif name == "Email Link Clicked":
             self.clicks += 1
 
     def sessions(self, gap_ms: int) -> int:
-        t = sorted(self.times)
+        from collections import Counter
+
+        t = sorted((Counter(self.times) - Counter(self.machine_times)).elements())
         return 1 + sum(1 for a, b in zip(t, t[1:], strict=False) if b - a > gap_ms) if t else 0
 
     def fields(self, gap_ms: int) -> dict[str, str]:
@@ -520,6 +533,7 @@ class _Fold:
             "email_opens": str(self.opens),
             "email_clicks": str(self.clicks),
             "last_email_open_at": iso(max(self.open_times)) if self.open_times else "",
+            "email_opens_machine": str(self.machine_opens),
             "session_count": str(self.sessions(gap_ms)),
         }
         if self.interest:
@@ -536,6 +550,8 @@ def rfm_scores(customers: dict[str, tuple[int, int, int]]) -> dict[str, dict[str
     ``1 + min(4, floor(5 * below / n))`` where ``below`` counts the customers in a strictly
     lower bin — bins are the last purchase's UTC day, the order count, and revenue in 2 %
     log bins (``round(ln(1 + cents) / ln 1.02)``, as pinned by ``operators.rfm``'s doctest).
+    Recency windows (docs/intelligence.md): a last purchase within 7 days of the newest one
+    (counted in UTC days, that day included) scores R at least 4, within 30 days at least 3.
     """
     import bisect as _bisect
 
@@ -544,9 +560,15 @@ def rfm_scores(customers: dict[str, tuple[int, int, int]]) -> dict[str, dict[str
         return {}
     bins = {u: (last // DAY_MS, orders, round(math.log1p(cents) / math.log(1.02))) for u, (last, orders, cents) in customers.items()}
     columns = [sorted(b[k] for b in bins.values()) for k in range(3)]
+    newest_day = columns[0][-1]
     out = {}
     for u, b in bins.items():
         r, f, m = (1 + min(4, 5 * _bisect.bisect_left(columns[k], b[k]) // n) for k in range(3))
+        days_before = newest_day - b[0]
+        if days_before < 7:
+            r = max(r, 4)
+        elif days_before < 30:
+            r = max(r, 3)
         fm = (f + m + 1) // 2
         out[u] = {"rfm_r": str(r), "rfm_f": str(f), "rfm_m": str(m), "rfm_segment": RFM_GRID[r][fm - 1]}
     return out

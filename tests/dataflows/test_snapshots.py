@@ -1,7 +1,9 @@
-"""Versioned state: a recovery store written by the previous layout (bare-pickle snapshots,
-commit 037e423, made by ``snapshots/make_recovery_store.py``) resumes under this code with the
-same profiles as an uninterrupted run, and later snapshots are written at the current version;
-a version bump runs its migration exactly once."""
+"""Versioned state: recovery stores written by the previous layouts (``v0``: bare-pickle
+snapshots, commit 037e423; ``v1``: the first versioned layout, commit 8fe6588, before the profile
+state gained order records, unsubscribe, consent and machine opens; both made by
+``snapshots/make_recovery_store.py``) resume under this code with the same profiles as an
+uninterrupted run, and later snapshots are written at the current version; a version bump runs
+its migration exactly once."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tests.dataflows.snapshots.make_recovery_store import ABORT_AT, items
 from tests.dataflows.test_flow import Out, flow_of
 
 STORE_V0 = Path(__file__).parent / "snapshots" / "v0"
+STORE_V1 = Path(__file__).parent / "snapshots" / "v1"
 
 
 def _snapshots(store: Path, step: str) -> list[bytes]:
@@ -35,13 +38,15 @@ def _snapshots(store: Path, step: str) -> list[bytes]:
     return [pickle.loads(blob) for _, blob in rows if blob is not None]
 
 
-def test_a_store_from_the_previous_layout_resumes_with_the_same_profiles(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1)], ids=["v0", "v1"])
+def test_a_store_from_a_previous_layout_resumes_with_the_same_profiles(tmp_path: Path, source: Path, version: int) -> None:
     store = tmp_path / "rec"
-    shutil.copytree(STORE_V0, store)
+    shutil.copytree(source, store)
     for step in ("user", "models", "population"):
         snaps = _snapshots(store, step)
-        assert snaps and all(snapshot.version_of(s) == 0 for s in snaps), step  # the old layout indeed
-    assert all(isinstance(s, str) for s in _snapshots(store, "identity"))  # linked ids were bare strings
+        assert snaps and all(snapshot.version_of(s) == version for s in snaps), step  # the old layout indeed
+    if version == 0:
+        assert all(isinstance(s, str) for s in _snapshots(store, "identity"))  # linked ids were bare strings
 
     resumed = Out()
     run_main(flow_of(items(), resumed, batch_size=4), recovery_config=RecoveryConfig(str(store)), epoch_interval=timedelta(0))
@@ -63,18 +68,34 @@ def test_a_store_from_the_previous_layout_resumes_with_the_same_profiles(tmp_pat
 def test_a_version_bump_runs_its_migration_once_and_refuses_newer_snapshots() -> None:
     calls: list[object] = []
 
-    def rename_b_to_c(obj: dict) -> dict:  # what a v1 -> v2 step would do to a renamed field
+    def rename_b_to_c(obj: dict) -> dict:  # what a v2 -> v3 step would do to a renamed field
         calls.append(obj)
         return {"a": obj["a"], "c": obj["b"]}
 
-    v2 = {**snapshot.MIGRATIONS, 1: rename_b_to_c}
-    assert snapshot.load(snapshot.dump({"a": 1, "b": 2}), version=2, migrations=v2) == {"a": 1, "c": 2}
+    v3 = {**snapshot.MIGRATIONS, 2: rename_b_to_c}
+    assert snapshot.load(snapshot.dump({"a": 1, "b": 2}), version=3, migrations=v3) == {"a": 1, "c": 2}
     assert len(calls) == 1
-    assert snapshot.load(pickle.dumps({"a": 1, "b": 2}), version=2, migrations=v2) == {"a": 1, "c": 2}  # 0 -> 1 -> 2
-    assert snapshot.load(snapshot.dump({"a": 1, "c": 2}, version=2), version=2, migrations=v2) == {"a": 1, "c": 2}
+    assert snapshot.load(pickle.dumps({"a": 1, "b": 2}), version=3, migrations=v3) == {"a": 1, "c": 2}  # 0 -> 1 -> 2 -> 3
+    assert snapshot.load(snapshot.dump({"a": 1, "c": 2}, version=3), version=3, migrations=v3) == {"a": 1, "c": 2}
     assert len(calls) == 2
     with pytest.raises(ValueError, match="newer"):
-        snapshot.load(snapshot.dump({"a": 1}, version=2))
+        snapshot.load(snapshot.dump({"a": 1}, version=snapshot.VERSION + 1))
+
+
+def test_a_version_1_profile_state_restores_with_the_new_fields_defaulted() -> None:
+    """A ProfileState pickled by the version-1 layout (its slots only) restores under this code:
+    the version-2 fields take their defaults, the rest is kept."""
+    from dataclasses import fields
+
+    from operators.profile import ProfileState, to_fields
+
+    v2_only = {"orders", "refunds", "cancelled", "frozen_refund", "frozen_cancel", "unsubscribed", "consent", "email_opens_machine"}
+    new = ProfileState("u1", purchase_count=2, revenue_cents=1234, email="a@b.co")
+    state = {f.name: getattr(new, f.name) for f in fields(ProfileState) if f.name not in v2_only}
+    old = ProfileState.__new__(ProfileState)
+    old.__setstate__((None, state))  # what unpickling a version-1 object does
+    assert to_fields(old) == to_fields(new)
+    assert (old.orders, old.consent, old.email_opens_machine) == ({}, {}, 0)
 
 
 def test_testing_source_items_are_the_generator_s() -> None:

@@ -61,13 +61,15 @@ def test_fields_of_a_known_history() -> None:
         "user_id": "u1", "email": "ann@example.com", "event_count": "10",
         "first_seen_at": "2024-04-30T12:00:00.000Z", "last_seen_at": "2024-05-01T12:00:07.000Z",
         "purchase_count": "2", "revenue_total": "25.50",
+        "refund_total": "0.00", "cancelled_total": "0.00", "revenue_net": "25.50",
         "first_purchase_at": "2024-04-30T12:00:00.000Z", "last_purchase_at": "2024-05-01T12:00:03.000Z",
         "cart_value": "6.25", "cart_items": "5",
         "cart": '[{"product_id":"b","name":"Beta","category":"","price":"1.25","quantity":3},'
                 '{"product_id":"c","name":"","category":"","price":"2.00","quantity":1},'
                 '{"product_id":"d","name":"","category":"garden","price":"0.50","quantity":1}]',
         "cart_abandoned": "0", "email_opens": "1", "email_clicks": "1",
-        "last_email_open_at": "2024-05-01T12:00:06.000Z", "anonymous_ids": '["a-1","a-2"]',
+        "last_email_open_at": "2024-05-01T12:00:06.000Z", "email_opens_machine": "0",
+        "email_unsubscribed": "0", "unsubscribed_at": "", "consent": "{}", "anonymous_ids": '["a-1","a-2"]',
     }  # fmt: skip
     assert st.seq == 10 and st.last_received == T0 + 7500
     assert st.cart_lines() == LINES
@@ -76,9 +78,11 @@ def test_fields_of_a_known_history() -> None:
 def test_fields_of_an_empty_profile() -> None:
     assert to_fields(ProfileState("u9")) == {
         "user_id": "u9", "email": "", "event_count": "0", "first_seen_at": "", "last_seen_at": "",
-        "purchase_count": "0", "revenue_total": "0.00", "first_purchase_at": "", "last_purchase_at": "",
+        "purchase_count": "0", "revenue_total": "0.00", "refund_total": "0.00", "cancelled_total": "0.00",
+        "revenue_net": "0.00", "first_purchase_at": "", "last_purchase_at": "",
         "cart_value": "0.00", "cart_items": "0", "cart": "[]", "cart_abandoned": "0", "email_opens": "0",
-        "email_clicks": "0", "last_email_open_at": "", "anonymous_ids": "[]",
+        "email_clicks": "0", "last_email_open_at": "", "email_opens_machine": "0", "email_unsubscribed": "0",
+        "unsubscribed_at": "", "consent": "{}", "anonymous_ids": "[]",
     }  # fmt: skip
 
 

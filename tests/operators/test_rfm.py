@@ -51,18 +51,20 @@ def test_population_is_a_pure_function_of_current_values(histories: list[list], 
 @given(st.lists(values, min_size=1, max_size=60))
 def test_scores_are_lower_quantiles(vals: list[RfmValues]) -> None:
     """A customer's score per dimension is 1 + min(4, floor(5 x share of customers whose bin
-    is strictly below theirs)): counted directly, not through the edges."""
+    is strictly below theirs)): counted directly, not through the edges; recency then at least
+    its window's floor (4 within 7 days of the newest purchase, 3 within 30)."""
     pop = Population()
     for v in vals:
         pop.apply(None, v)
     edges = pop.edges()
     assert edges.n == len(vals)
     n = len(vals)
+    newest = max(v.bins()[0] for v in vals)
     for v in vals:
-        want = tuple(
-            1 + min(4, (5 * sum(1 for w in vals if w.bins()[d] < v.bins()[d])) // n) for d in range(3)
-        )
-        assert edges.score(v) == want
+        want = [1 + min(4, (5 * sum(1 for w in vals if w.bins()[d] < v.bins()[d])) // n) for d in range(3)]
+        age = newest - v.bins()[0]
+        want[0] = max(want[0], 4 if age < 7 else 3 if age < 30 else 1)
+        assert edges.score(v) == tuple(want)
     lowest = min(vals, key=lambda v: v.bins()[1])
     assert edges.score(lowest)[1] == 1  # the lowest bin always scores 1
     assert RfmEdges.from_json(edges.to_json()) == edges
@@ -73,7 +75,7 @@ def test_edges_fixed_vector() -> None:
     for i in range(10):
         pop.apply(None, RfmValues(i * DAY_MS, 1 if i < 6 else i, 100 * (i + 1)))
     e = pop.edges()
-    assert e.r == (2, 4, 6, 8) and e.n == 10
+    assert e.r == (-20, -20, 3, 8) and e.n == 10  # quantiles (2, 4, 6, 8) within the windows (days 9-29, 9-6)
     assert e.f == (6, 6, 6, 8)  # six one-time buyers: 60 % below the first bin above them
     assert e.score(RfmValues(9 * DAY_MS, 1, 100)) == (5, 1, 1)
     assert e.score(RfmValues(9 * DAY_MS + DAY_MS - 1, 9, 1000)) == (5, 5, 5)  # same day bin
@@ -126,3 +128,33 @@ def test_edges_json() -> None:
     assert RfmEdges.from_json(e.to_json().decode()) == e
     assert RfmEdges.from_json(None) == RfmEdges.from_json(b"") == RfmEdges() and RfmEdges().n == 0
     assert e.to_json() == b'{"r":[1,2,3,4],"f":[1,1,2,3],"m":[5,6,7,8],"n":42}'
+
+
+LOST_OR_SLIPPING = {"lost", "at_risk", "hibernating", "cant_lose", "about_to_sleep"}
+
+
+def test_a_buyer_from_this_week_is_never_lost_on_a_young_shop() -> None:
+    """A 3-day-old shop (issue 12: buyers from yesterday scored R=1, 56 of 77 in the demo):
+    every buyer is within the 7-day window, so R >= 4 and no segment of lapsed customers.
+    Failed on main: the day-0 buyers scored R=1 ('lost' / 'hibernating')."""
+    pop = Population()
+    vals = [RfmValues(day * DAY_MS + i * 1000, 1 + i % 3, 1000 + 37 * i) for day in range(3) for i in range(30)]
+    for v in vals:
+        pop.apply(None, v)
+    e = pop.edges()
+    for v in vals:
+        r, f, m = e.score(v)
+        assert r >= 4 and segment(r, f, m) not in LOST_OR_SLIPPING, (v, r, f, m)
+
+
+def test_recency_windows_do_not_touch_a_long_history() -> None:
+    """Two years of buyers, evenly spread: the quantile edges already lie within the windows, so
+    every score is the plain lower quantile."""
+    pop = Population()
+    vals = [RfmValues(d * DAY_MS, 1, 1000) for d in range(0, 730, 3)]
+    for v in vals:
+        pop.apply(None, v)
+    e = pop.edges()
+    n = len(vals)
+    for v in vals:
+        assert e.score(v)[0] == 1 + min(4, (5 * sum(1 for w in vals if w.bins()[0] < v.bins()[0])) // n)
