@@ -170,6 +170,9 @@ class Delivery:
         unclearable = self.dest.skipped_clears(items)
         if unclearable:
             self.metrics.skipped.labels(name, "unclearable").inc(unclearable)
+        no_email = self.dest.unsubscribe_skipped(items)
+        if no_email:
+            self.metrics.skipped.labels(name, "unsubscribe_no_email").inc(no_email)
         requests = self.dest.build(items)
         pending: dict[int, int] = {}
         failed: dict[int, Outcome] = {}

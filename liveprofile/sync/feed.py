@@ -313,6 +313,16 @@ class FeedReader:
                 it.full = True
             items.append(it)
 
+        # an unsubscribe names the address (Klaviyo unsubscribes by email): add the current one
+        need_email = [it for it in items if not it.deleted and not it.full and not it.redrive
+                      and it.changed.get("email_unsubscribed") == "1" and "email" not in it.changed]  # fmt: skip
+        if need_email:
+            pipe = self.r.pipeline(transaction=False)
+            for it in need_email:
+                pipe.hget(self.keys.profile(it.user_id), "email")
+            for it, email in zip(need_email, await pipe.execute(), strict=True):
+                if email:
+                    it.changed["email"] = email
         reread = [it for it in items if not it.deleted and (it.full or it.redrive)]
         if reread:
             pipe = self.r.pipeline(transaction=False)

@@ -8,7 +8,8 @@
 ``liveprofile_sync_dead_letters_total``        counter  items dead-lettered
 ``liveprofile_sync_skipped_total``             counter  changes not pushed, by reason (stale,
                                                         suppressed, no_consent, nothing_to_send,
-                                                        malformed, unclearable)
+                                                        malformed, unclearable,
+                                                        unsubscribe_no_email)
 ``liveprofile_sync_queue_age_seconds``         gauge    age of the oldest undelivered change
 ``liveprofile_sync_lease_held``                gauge    1 while this process serves the destination
 ``liveprofile_sync_request_seconds``           histo    request latency by destination

@@ -62,6 +62,11 @@ SIG_HEADER = "x-liveprofile-signature"
 WEBHOOK_ITEM_KEYS = frozenset({"user_id", "version", "from_version", "idempotency_key", "changed", "events", "deleted"})
 #: Braze /users/delete takes these identifier lists (at most 50 ids per request)
 BRAZE_DELETE_KEYS = frozenset({"external_ids", "user_aliases", "braze_ids"})
+#: Braze's user attributes object: the values of ``email_subscribe``
+BRAZE_EMAIL_SUBSCRIBE = frozenset({"opted_in", "subscribed", "unsubscribed"})
+#: Klaviyo's Bulk Unsubscribe Profiles (revision 2024-10-15+): profile attributes it takes, and its limit
+KLAVIYO_UNSUBSCRIBE_ATTRS = frozenset({"email", "phone_number", "subscriptions"})
+KLAVIYO_MAX_UNSUBSCRIBES = 100
 #: Klaviyo's data-privacy-deletion-job takes exactly one of these profile identifiers
 KLAVIYO_DELETE_IDS = frozenset({"email", "phone_number", "id"})
 
@@ -474,6 +479,9 @@ class FakeVendor:
             fields = {k: v for k, v in a.items() if k not in ("external_id", "lp_version")}
             recs[a["external_id"]] = {"user_id": a["external_id"], "version": a.get("lp_version"), "key": None,
                                       "fields": fields, "events": [], "deleted": False}  # fmt: skip
+        bad = _check_braze_subscription_states(attrs)
+        if bad:
+            return self._violation(400, bad)
         for e in events:
             if not isinstance(e.get("name"), str):
                 return self._violation(400, "a Braze event needs a name")
@@ -548,4 +556,49 @@ class FakeVendor:
             self._record(seq, path, [{"user_id": str(value), "version": None, "key": None, "fields": {}, "events": [],
                                       "deleted": True, "identifier": next(iter(ident))}])  # fmt: skip
             return 202, b"{}"
+        if sub == "/api/profile-subscription-bulk-delete-jobs":
+            return _klaviyo_unsubscribe(self, seq, path, doc)
         return self._violation(404, f"no endpoint {sub}")
+
+
+# -- unsubscribe endpoints (issue 12 item 3), apart from the dialects above ------------------------
+def _check_braze_subscription_states(attrs: list[dict[str, Any]]) -> str:
+    """Braze's documented ``email_subscribe`` values; '' when every attributes object is fine."""
+    for a in attrs:
+        if "email_subscribe" in a and a["email_subscribe"] not in BRAZE_EMAIL_SUBSCRIBE:
+            return f"email_subscribe must be one of {sorted(BRAZE_EMAIL_SUBSCRIBE)}, got {a['email_subscribe']!r}"
+    return ""
+
+
+def _check_klaviyo_unsubscribe(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    """Klaviyo's Bulk Unsubscribe Profiles body, checked from its API reference: ('' or the
+    violation, the unsubscribed email addresses)."""
+    if doc.get("type") != "profile-subscription-bulk-delete-job":
+        return f"unsubscribe job type {doc.get('type')!r}", []
+    profiles = doc["attributes"]["profiles"]["data"]
+    if not isinstance(profiles, list) or not profiles:
+        return "unsubscribe job without profiles", []
+    if len(profiles) > KLAVIYO_MAX_UNSUBSCRIBES:
+        return f"{len(profiles)} profiles > {KLAVIYO_MAX_UNSUBSCRIBES} in one unsubscribe job", []
+    emails = []
+    for p in profiles:
+        a = p.get("attributes", {})
+        if p.get("type") != "profile" or not set(a) <= KLAVIYO_UNSUBSCRIBE_ATTRS:
+            return f"unsubscribe profile {p.get('type')!r} with attributes {sorted(a)}", []
+        if not isinstance(a.get("email"), str) or "@" not in a["email"]:
+            return "an email unsubscribe names the profile by its email address", []
+        consent = a.get("subscriptions", {}).get("email", {}).get("marketing", {}).get("consent")
+        if consent != "UNSUBSCRIBED":
+            return f"email marketing consent {consent!r}, Klaviyo takes 'UNSUBSCRIBED'", []
+        emails.append(a["email"])
+    return "", emails
+
+
+def _klaviyo_unsubscribe(self: FakeVendor, seq: int, path: str, doc: dict[str, Any]) -> tuple[int, bytes]:
+    """Apply a checked unsubscribe job: one record per address (``user_id`` None: Klaviyo knows the address)."""
+    bad, emails = _check_klaviyo_unsubscribe(doc)
+    if bad:
+        return self._violation(400, bad)
+    self._record(seq, path, [{"user_id": None, "email": e, "version": None, "key": None, "fields": {}, "events": [],
+                              "deleted": False, "unsubscribed": True} for e in emails])  # fmt: skip
+    return 202, b"{}"

@@ -12,6 +12,13 @@ requests holding it succeeded. Requests of one batch hold disjoint users per
 A request refused as a whole with 400/413/422 is split in two with
 :meth:`Destination.rebuild` until the bad item is alone (then dead-lettered).
 
+**Unsubscribes.** An item whose ``email_unsubscribed`` became ``"1"`` (:meth:`Destination.unsubscribes`)
+is also sent through the platform's own unsubscribe mechanism — whatever the destination's field
+allow-list and ``events`` setting say: Klaviyo's bulk unsubscribe job, Braze's
+``email_subscribe`` attribute, an ``Unsubscribed`` event for webhooks
+(:meth:`Destination.unsubscribe_event`). The feed adds the profile's current ``email`` to such
+an item (Klaviyo unsubscribes by address).
+
 Types: :mod:`~liveprofile.sync.destinations.webhook`, :mod:`~liveprofile.sync.destinations.braze`,
 :mod:`~liveprofile.sync.destinations.klaviyo`; :func:`make_destination` picks one.
 """
@@ -115,7 +122,20 @@ class Destination:
 
     def sendable(self, item: Item) -> bool:
         """Whether anything of ``item`` is left to send to this destination."""
-        return item.deleted or bool(self.fields_of(item)) or bool(self.events_of(item))
+        return item.deleted or bool(self.fields_of(item)) or bool(self.events_of(item)) or self.unsubscribes(item)
+
+    @staticmethod
+    def unsubscribes(item: Item) -> bool:
+        """Whether ``item`` unsubscribes the user from email (``email_unsubscribed`` became ``1``)."""
+        return not item.deleted and item.changed.get("email_unsubscribed") == "1"
+
+    @staticmethod
+    def unsubscribe_event(item: Item) -> dict[str, Any]:
+        """The ``Unsubscribed`` event of an unsubscribing item (Segment's email spec name); its
+        ``id`` is stable per user and unsubscribe time, so a redelivery is recognisable."""
+        at = item.changed.get("unsubscribed_at", "")
+        return {"name": "Unsubscribed", "id": f"{item.user_id}:unsubscribed:{at}", "ts": at or None,
+                "properties": {"channel": "email"}}  # fmt: skip
 
     # -- requests ------------------------------------------------------------
     def build(self, items: list[Item]) -> list[Request]:
@@ -131,6 +151,10 @@ class Destination:
 
     def skipped_clears(self, items: list[Item]) -> int:
         """Cleared fields of ``items`` this destination cannot clear (and skips)."""
+        return 0
+
+    def unsubscribe_skipped(self, items: list[Item]) -> int:
+        """Unsubscribing items this destination cannot pass on (and skips)."""
         return 0
 
     def accepted(self, req: Request, status: int, body: bytes) -> bool:

@@ -11,6 +11,9 @@
   ``time``, ``properties``).
 * A user with more than 75 objects in one batch (many trigger events) is sent
   in several consecutive requests; the item counts as delivered after the last.
+* Unsubscribes: an item whose ``email_unsubscribed`` became ``1`` sets the user's
+  ``email_subscribe`` attribute to ``"unsubscribed"`` (Braze's user attributes object:
+  ``opted_in`` / ``subscribed`` / ``unsubscribed``), whatever the field allow-list says.
 * Deleted users: ``POST {url}/users/delete`` with ``{"external_ids": [...]}``,
   at most :data:`MAX_DELETE` (50) ids per request.
 """
@@ -35,11 +38,14 @@ class BrazeDestination(Destination):
 
     def _attributes(self, item: Item) -> dict[str, Any] | None:
         fields = self.fields_of(item)
-        if not fields:
+        unsub = self.unsubscribes(item)
+        if not fields and not unsub:
             return None
         out: dict[str, Any] = {"external_id": item.user_id}
         for k, v in fields.items():
             out[k] = typed(k, v)
+        if unsub:
+            out["email_subscribe"] = "unsubscribed"
         if self.cfg.version_attribute:
             out[self.cfg.version_attribute] = item.version
         return out

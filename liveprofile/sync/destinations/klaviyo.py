@@ -12,6 +12,13 @@ Every request carries ``Authorization: Klaviyo-API-Key KEY``, the
   :data:`MAX_EVENTS` (1,000) events and 5 MB per request, grouped per
   profile; each event's ``unique_id`` is its change id (``{user}:{version}``),
   so Klaviyo itself drops a redelivered event.
+* Unsubscribes: ``POST {url}/api/profile-subscription-bulk-delete-jobs`` (Bulk Unsubscribe
+  Profiles, revision 2024-10-15 on), at most :data:`MAX_UNSUBSCRIBES` (100) profiles per job,
+  each ``{"type": "profile", "attributes": {"email": ..., "subscriptions": {"email":
+  {"marketing": {"consent": "UNSUBSCRIBED"}}}}}`` — Klaviyo unsubscribes by address, so a user
+  without a known email cannot be unsubscribed there (counted as
+  ``liveprofile_sync_skipped_total{reason="unsubscribe_no_email"}``; the
+  ``email_unsubscribed`` property still reaches the profile).
 * Deleted users: ``POST {url}/api/data-privacy-deletion-jobs``, one job per
   profile (Klaviyo's deletion API takes one profile per request).
 
@@ -36,9 +43,10 @@ import orjson
 from liveprofile.sync.destinations.base import Destination, Request, pack, typed
 from liveprofile.sync.model import Item
 
-__all__ = ["KlaviyoDestination", "MAX_PROFILES", "MAX_EVENTS", "MAX_BYTES"]
+__all__ = ["KlaviyoDestination", "MAX_PROFILES", "MAX_EVENTS", "MAX_BYTES", "MAX_UNSUBSCRIBES"]
 
 MAX_PROFILES = 10_000
+MAX_UNSUBSCRIBES = 100
 MAX_EVENTS = 1_000
 MAX_BYTES = 5_000_000
 _STANDARD = {"email": "email"}
@@ -111,8 +119,22 @@ class KlaviyoDestination(Destination):
         reqs += [self.rebuild("events", c) for c in pack(events, MAX_EVENTS, limit)]
         if self.cfg.clear == "unset":
             reqs += [self.rebuild("unset", [it]) for it in live if self._split(it)[2]]
+        unsub = [(it, 1, 0) for it in live if self._unsubscribe(it) is not None]
+        reqs += [self.rebuild("unsubscribe", c) for c in pack(unsub, MAX_UNSUBSCRIBES, 1 << 62)]
         reqs += [self.rebuild("delete", [it]) for it in items if it.deleted]
         return reqs
+
+    def _unsubscribe(self, item: Item) -> dict[str, Any] | None:
+        """The profile object of ``item`` in a bulk unsubscribe job (``None``: nothing to do)."""
+        email = item.changed.get("email", "")
+        if not self.unsubscribes(item) or not email:
+            return None
+        return {"type": "profile", "attributes": {"email": email,
+                "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}}}  # fmt: skip
+
+    def unsubscribe_skipped(self, items: list[Item]) -> int:
+        """Items that unsubscribe a user Klaviyo cannot be told about (no known email)."""
+        return sum(1 for it in items if self.unsubscribes(it) and not it.changed.get("email"))
 
     def rebuild(self, kind: str, items: list[Item]) -> Request:
         url = self.cfg.url
@@ -124,6 +146,10 @@ class KlaviyoDestination(Destination):
             data = [g for it in items if (g := self._event_group(it)) is not None]
             doc = {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": data}}}}
             return Request(kind, url + "/api/event-bulk-create-jobs", orjson.dumps(doc), items)
+        if kind == "unsubscribe":
+            data = [p for it in items if (p := self._unsubscribe(it)) is not None]
+            doc = {"data": {"type": "profile-subscription-bulk-delete-job", "attributes": {"profiles": {"data": data}}}}
+            return Request(kind, url + "/api/profile-subscription-bulk-delete-jobs", orjson.dumps(doc), items)
         if kind == "unset":
             (it,) = items
             doc = {"data": {"type": "profile", "attributes": {"external_id": it.user_id},

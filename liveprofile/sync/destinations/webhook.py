@@ -8,7 +8,10 @@
 
 ``changed`` holds only the changed fields, values as stored in the profile
 (strings; ``""`` = cleared). A forgotten user is an item with
-``"deleted": true`` and nothing else to apply.
+``"deleted": true`` and nothing else to apply. An item that unsubscribes the user from email
+carries an ``Unsubscribed`` event (``{"name": "Unsubscribed", "id":
+"<user>:unsubscribed:<unsubscribed_at>", "ts": ..., "properties": {"channel": "email"}}``),
+whether or not the destination sends trigger events.
 
 Headers: ``Idempotency-Key`` (the batch key: a digest of the item keys, the
 same on every retry and redelivery of the same items), ``X-Liveprofile-Timestamp``
@@ -68,8 +71,14 @@ def _item_doc(item: Item, fields: dict[str, str], events: list[dict[str, object]
 class WebhookDestination(Destination):
     """Signed JSON batches (see module docstring)."""
 
+    def _events(self, item: Item) -> list[dict[str, object]]:
+        evs: list[dict[str, object]] = list(self.events_of(item))
+        if self.unsubscribes(item):
+            evs.append(self.unsubscribe_event(item))
+        return evs
+
     def _docs(self, items: list[Item]) -> list[tuple[Item, bytes]]:
-        return [(it, orjson.dumps(_item_doc(it, self.fields_of(it), self.events_of(it)))) for it in items]
+        return [(it, orjson.dumps(_item_doc(it, self.fields_of(it), self._events(it)))) for it in items]
 
     def build(self, items: list[Item]) -> list[Request]:
         docs = self._docs(items)
