@@ -17,14 +17,14 @@ fixed-limit bot rule that also keeps bot activity out of the interest state.
 Sessions are tracked without Bytewax's ``SessionWindower`` (it leaks per-key
 state, guide §12.2).
 
-Machine opens: :meth:`Behaviour.is_machine_open` says whether an ``Email Opened`` was made by a
-mail client's proxy rather than the person — Apple Mail Privacy Protection fetches every
-message's images through Apple's proxy when the message arrives, opened or not. It is one if
-the ESP marked it (``properties.machine_open``, SendGrid's ``sg_machine_open``), if its
-``context.userAgent`` is Apple's proxy agent (:func:`is_proxy_user_agent`), or if it came less
-than :data:`MACHINE_OPEN_MS` after the delivery of the same email (``email_id``, else
-``campaign_id``) as far as the delivery is known when the open arrives. The caller keeps
-machine opens out of :meth:`observe` (sessions, bot features) and out of human engagement.
+Machine opens: an ``Email Opened`` made by a mail client's proxy rather than the person —
+Apple Mail Privacy Protection fetches every message's images through Apple's proxy when the
+message arrives, opened or not. It is one if the ESP marked it or its user agent is Apple's
+proxy agent (:func:`marked_machine_open`), or if it came less than :data:`MACHINE_OPEN_MS`
+after the delivery of the same email (``email_id``, else ``campaign_id``). Machine opens never
+enter the email features (``fast_email_ratio``, ``email_latency_log``); an open whose delivery
+has not arrived is not counted there either, so the features do not depend on arrival order.
+:mod:`operators.profile` counts them apart from human opens.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ __all__ = [
     "PROPENSITY_FEATURES",
     "MACHINE_OPEN_MS",
     "is_proxy_user_agent",
+    "marked_machine_open",
+    "email_key",
 ]
 
 #: an open sooner than this after its email's delivery is a machine open (a person cannot)
@@ -77,6 +79,20 @@ def is_proxy_user_agent(ua: object) -> bool:
     False
     """
     return isinstance(ua, str) and _APPLE_PROXY_UA.match(ua.strip()) is not None
+
+
+def marked_machine_open(ev: Event) -> bool:
+    """Whether the event itself says it is a proxy's open: the ESP marked it
+    (``properties.machine_open``, SendGrid's ``sg_machine_open``) or its ``context.userAgent`` is
+    Apple's proxy agent."""
+    p = ev.properties
+    return p.get("machine_open") is True or p.get("sg_machine_open") is True or is_proxy_user_agent(ev.context.get("userAgent"))
+
+
+def email_key(ev: Event) -> str | None:
+    """The email an email event is about: ``properties.email_id``, else ``campaign_id``."""
+    eid = ev.properties.get("email_id") or ev.properties.get("campaign_id")
+    return str(eid)[:256] if isinstance(eid, str | int) and not isinstance(eid, bool) else None
 
 #: Fixed ranges of the anomaly features (HalfSpaceTrees ``limits``); values are clipped.
 FEATURE_LIMITS: dict[str, tuple[float, float]] = {
@@ -319,21 +335,6 @@ class Behaviour:
         self.order_mean += d / self.order_n
         self.order_m2 += d * (x - self.order_mean)
 
-    def is_machine_open(self, ev: Event) -> bool:
-        """Whether ``ev`` is an ``Email Opened`` made by a proxy, not a person (module docstring)."""
-        if ev.type != "track" or ev.name != EMAIL_OPENED:
-            return False
-        props = ev.properties
-        if props.get("machine_open") is True or props.get("sg_machine_open") is True:
-            return True
-        if is_proxy_user_agent(ev.context.get("userAgent")):
-            return True
-        eid = props.get("email_id") or props.get("campaign_id")
-        if not isinstance(eid, str | int):
-            return False
-        sent = _get(self.delivered, zlib.crc32(str(eid).encode()))
-        return sent is not None and 0 <= ev.ts - sent < MACHINE_OPEN_MS
-
     def _email(self, ev: Event) -> None:
         if ev.type != "track":
             return
@@ -353,6 +354,8 @@ class Behaviour:
         sent = _get(self.delivered, key)
         if sent is None or ev.ts < sent:
             return
+        if name == EMAIL_OPENED and (ev.ts - sent < MACHINE_OPEN_MS or marked_machine_open(ev)):
+            return  # a machine open: not the person's engagement, not a bot signal either
         lat = (ev.ts - sent) / 1000.0
         self.email_n += 1
         if lat < 5.0:

@@ -39,8 +39,13 @@ resolved when rendering, so the result does not depend on arrival order:
 
 ``Unsubscribed`` sets ``email_unsubscribed`` (and ``unsubscribed_at``, its earliest time).
 Consent (``Event.consent``) is kept per category, last writer by event time (a tie: denied).
-A machine open (``apply(..., machine_open=True)``, decided by the caller from
-:func:`operators.behaviour.Behaviour.is_machine_open`) counts in ``email_opens_machine`` only.
+Machine opens (a mail client's proxy, e.g. Apple Mail Privacy Protection) count in
+``email_opens_machine``, not in ``email_opens`` / ``last_email_open_at``: an open the event
+itself marks (:func:`operators.behaviour.marked_machine_open`), or one less than
+:data:`~operators.behaviour.MACHINE_OPEN_MS` after the ``Email Delivered`` of the same email.
+For the latter, the opens and deliveries of the newest :data:`_MAX_EMAILS` emails (by event
+time) are kept and resolved when rendering, so a delivery arriving after its open still makes
+it a machine open; an older email's opens are frozen as they were resolved.
 
 ``to_fields(state)`` renders the SPEC §4 hash fields as strings (``version``
 and ``updated_at`` are the sink's).
@@ -53,11 +58,13 @@ from typing import Any
 
 import orjson
 
+from operators.behaviour import MACHINE_OPEN_MS, email_key, marked_machine_open
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
 from operators.money import format_cents
 from operators.names import (
     CART_ABANDONED,
+    EMAIL_DELIVERED,
     EMAIL_LINK_CLICKED,
     EMAIL_OPENED,
     ORDER_CANCELLED,
@@ -86,6 +93,9 @@ _MAX_KEY = 256
 _NONE = -(2**62)
 #: order records kept per user for refunds and cancellations to refer to (newest by event time)
 _MAX_ORDERS = 500
+#: emails whose deliveries and opens are kept to tell machine opens apart (newest by event time)
+_MAX_EMAILS = 16
+_MAX_OPENS_PER_EMAIL = 32
 #: a refund that names no amount: the whole order
 WHOLE = -1
 
@@ -127,7 +137,9 @@ class ProfileState:
     frozen_cancel: int = 0
     unsubscribed: int = _NONE  # earliest Unsubscribed event time
     consent: dict[str, tuple[int, bool]] = field(default_factory=dict)  # category -> (event time, granted)
-    email_opens_machine: int = 0
+    email_opens_machine: int = 0  # resolved machine opens (frozen); see machine_human_opens
+    email_sent: dict[str, int] = field(default_factory=dict)  # email key -> delivery time
+    email_open_log: dict[str, list[int]] = field(default_factory=dict)  # email key -> open times
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
@@ -142,9 +154,8 @@ class ProfileState:
             object.__setattr__(self, k, v)
 
     # -- folding -------------------------------------------------------------------
-    def apply(self, ev: Event, dedupe: DedupeConfig, abandon_ms: int = 3_600_000, machine_open: bool = False) -> bool:
-        """Fold ``ev`` in; ``False`` (and no change) when it is a duplicate. ``machine_open``:
-        ``ev`` is an ``Email Opened`` a mail client's proxy made, not the person.
+    def apply(self, ev: Event, dedupe: DedupeConfig, abandon_ms: int = 3_600_000) -> bool:
+        """Fold ``ev`` in; ``False`` (and no change) when it is a duplicate.
 
         >>> from operators.events import parse_event, Limits
         >>> st = ProfileState("u1")
@@ -226,16 +237,67 @@ class ProfileState:
         elif name == UNSUBSCRIBED:
             if self.unsubscribed == _NONE or ts < self.unsubscribed:
                 self.unsubscribed = ts
+        elif name == EMAIL_DELIVERED:
+            key = email_key(ev)
+            if key is not None:
+                self.email_sent[key] = min(ts, self.email_sent.get(key, ts))
+                self._bound_emails()
         elif name == EMAIL_OPENED:
-            if machine_open:
+            key = email_key(ev)
+            if marked_machine_open(ev):
                 self.email_opens_machine += 1
-                return True
-            self.email_opens += 1
-            if ts > self.last_email_open:
-                self.last_email_open = ts
+            elif key is None:
+                self._human_open(ts)
+            else:
+                log = self.email_open_log.setdefault(key, [])
+                log.append(ts)
+                if len(log) > _MAX_OPENS_PER_EMAIL:  # resolve the oldest now (bounded state)
+                    log.sort()
+                    self._freeze_opens(key, [log.pop(0)])
+                self._bound_emails()
         elif name == EMAIL_LINK_CLICKED:
             self.email_clicks += 1
         return True
+
+    def _human_open(self, ts: int) -> None:
+        self.email_opens += 1
+        if ts > self.last_email_open:
+            self.last_email_open = ts
+
+    def _is_machine(self, key: str, ts: int) -> bool:
+        sent = self.email_sent.get(key)
+        return sent is not None and 0 <= ts - sent < MACHINE_OPEN_MS
+
+    def _freeze_opens(self, key: str, opens: list[int]) -> None:
+        for t in opens:
+            if self._is_machine(key, t):
+                self.email_opens_machine += 1
+            else:
+                self._human_open(t)
+
+    def _bound_emails(self) -> None:
+        """Keep the newest :data:`_MAX_EMAILS` emails; freeze what an older one's opens resolve to."""
+        keys = self.email_sent.keys() | self.email_open_log.keys()
+        while len(keys) > _MAX_EMAILS:
+            def newest(k: str) -> tuple[int, str]:
+                return (max([self.email_sent.get(k, _NONE), *self.email_open_log.get(k, ())]), k)
+
+            old = min(keys, key=newest)
+            self._freeze_opens(old, self.email_open_log.pop(old, []))
+            self.email_sent.pop(old, None)
+            keys = self.email_sent.keys() | self.email_open_log.keys()
+
+    def opens(self) -> tuple[int, int, int]:
+        """(human opens, machine opens, newest human open time) with the kept emails resolved."""
+        human, machine, last = self.email_opens, self.email_opens_machine, self.last_email_open
+        for key, log in self.email_open_log.items():
+            for t in log:
+                if self._is_machine(key, t):
+                    machine += 1
+                else:
+                    human += 1
+                    last = max(last, t)
+        return human, machine, last
 
     def _let_go_oldest_order(self) -> None:
         """Drop the oldest order record, freezing what its refunds and cancellation resolved to."""
@@ -380,6 +442,11 @@ class ProfileState:
             if cur is None or t > cur[0] or (t == cur[0] and not g):
                 self.consent[cat] = (t, g)
         self.email_opens_machine += other.email_opens_machine
+        for k, t in other.email_sent.items():
+            self.email_sent[k] = min(t, self.email_sent.get(k, t))
+        for k, log in other.email_open_log.items():
+            self.email_open_log.setdefault(k, []).extend(log)
+        self._bound_emails()
 
     # -- reading -------------------------------------------------------------------
     def cart(self) -> dict[str, tuple[int, int]]:
@@ -463,6 +530,7 @@ def to_fields(st: ProfileState) -> dict[str, str]:
     """
     cart = st.cart()
     refunded, cancelled = st.refunded_cancelled()
+    human_opens, machine_opens, last_open = st.opens()
     return {
         "user_id": st.uid,
         "email": st.email,
@@ -480,10 +548,10 @@ def to_fields(st: ProfileState) -> dict[str, str]:
         "cart_items": str(sum(q for q, _ in cart.values())),
         "cart": orjson.dumps(st.cart_lines()).decode() if cart else "[]",
         "cart_abandoned": "1" if st.cart_abandoned and cart else "0",
-        "email_opens": str(st.email_opens),
+        "email_opens": str(human_opens),
         "email_clicks": str(st.email_clicks),
-        "last_email_open_at": _t(st.last_email_open),
-        "email_opens_machine": str(st.email_opens_machine),
+        "last_email_open_at": _t(last_open),
+        "email_opens_machine": str(machine_opens),
         "email_unsubscribed": "0" if st.unsubscribed == _NONE else "1",
         "unsubscribed_at": _t(st.unsubscribed),
         "consent": orjson.dumps({c: g for c, (_, g) in sorted(st.consent.items())}).decode() if st.consent else "{}",

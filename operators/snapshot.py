@@ -39,7 +39,8 @@ def _from_bare_pickle(obj: Any) -> Any:
 
 def _orders_consent_unsubscribe(obj: Any) -> Any:
     """1 -> 2: :class:`operators.profile.ProfileState` gained the order records (refunds and
-    cancellations), ``unsubscribed``, ``consent`` and ``email_opens_machine`` (appended fields).
+    cancellations), ``unsubscribed``, ``consent``, and the machine-open bookkeeping
+    (``email_opens_machine``, ``email_sent``, ``email_open_log``): appended fields.
     Its ``__setstate__`` gives a version-1 pickle the new fields' defaults while unpickling
     (the user states also travel pickled inside buffered merges, which no snapshot step
     sees), so the objects are already version 2 here."""

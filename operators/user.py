@@ -248,13 +248,10 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
             t = p.check_abandoned(it.ts, cfg.abandon_ms)
             if t is not None:
                 trigger, changed = t, True
-            machine = st.behaviour.is_machine_open(it)
-            if not p.apply(it, cfg.dedupe, cfg.abandon_ms, machine_open=machine):
+            if not p.apply(it, cfg.dedupe, cfg.abandon_ms):
                 dups += 1
                 continue
             changed = True
-            if machine:  # a proxy's fetch: not the person's behaviour (sessions, bot features, interest)
-                continue
             behaviour = True
             cart_ops = len(p.cart_ops)
             closed.extend(st.behaviour.observe(cfg.session, it, cart_ops))

@@ -385,7 +385,6 @@ class _Fold:
         self.email = ""
         self.opens = 0
         self.machine_opens = 0
-        self.machine_times: list[int] = []
         self.delivered_at: dict[str, int] = {}  # email id -> delivery time
         self.clicks = 0
         self.open_times: list[int] = []
@@ -500,7 +499,6 @@ class _Fold:
             sent = self.delivered_at.get(str(props.get("email_id", props.get("campaign_id"))))
             if sent is not None and 0 <= ts - sent < 5 * SECOND_MS:  # a machine, not the person
                 self.machine_opens += 1
-                self.machine_times.append(ts)  # an event, but not in the person's sessions
                 return
             self.opens += 1
             self.open_times.append(ts)
@@ -508,9 +506,7 @@ class _Fold:
             self.clicks += 1
 
     def sessions(self, gap_ms: int) -> int:
-        from collections import Counter
-
-        t = sorted((Counter(self.times) - Counter(self.machine_times)).elements())
+        t = sorted(self.times)
         return 1 + sum(1 for a, b in zip(t, t[1:], strict=False) if b - a > gap_ms) if t else 0
 
     def fields(self, gap_ms: int) -> dict[str, str]:

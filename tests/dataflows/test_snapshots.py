@@ -89,7 +89,8 @@ def test_a_version_1_profile_state_restores_with_the_new_fields_defaulted() -> N
 
     from operators.profile import ProfileState, to_fields
 
-    v2_only = {"orders", "refunds", "cancelled", "frozen_refund", "frozen_cancel", "unsubscribed", "consent", "email_opens_machine"}
+    v2_only = {"orders", "refunds", "cancelled", "frozen_refund", "frozen_cancel", "unsubscribed", "consent", "email_opens_machine",
+               "email_sent", "email_open_log"}
     new = ProfileState("u1", purchase_count=2, revenue_cents=1234, email="a@b.co")
     state = {f.name: getattr(new, f.name) for f in fields(ProfileState) if f.name not in v2_only}
     old = ProfileState.__new__(ProfileState)

@@ -106,8 +106,9 @@ def test_a_late_event_from_a_closed_session_counts_totals_only() -> None:
 
 def test_email_latency_and_fast_ratio() -> None:
     b = Behaviour()
-    evs = [tr(0, "Email Delivered", T0, email_id="e1"), tr(1, "Email Opened", T0 + 2_000, email_id="e1"),
+    evs = [tr(0, "Email Delivered", T0, email_id="e1"), tr(1, "Email Link Clicked", T0 + 2_000, email_id="e1"),
            tr(2, "Email Link Clicked", T0 + 62_000, email_id="e1"),
+           tr(6, "Email Opened", T0 + 1_000, email_id="e1"),  # 1 s after delivery: a machine open, not a feature
            tr(3, "Email Opened", T0 + 9_000, email_id="nope"),  # never delivered: ignored
            tr(4, "Email Delivered", T0 + 100_000, email_id=7), tr(5, "Email Opened", T0 + 99_000, email_id=7)]  # fmt: skip
     feed(b, evs)
@@ -127,7 +128,7 @@ def test_merge_adds_histories_up() -> None:
     a.close_if_idle(CFG, T0 + 3_600_000, 0)
     feed(a, [tr(2, "Email Delivered", T0 + 4_000_000, email_id="x")])
     feed(o, [tr(3, "Product Viewed", T0 + 10 * MIN), tr(4, "Email Delivered", T0 + 20 * MIN, email_id="y"),
-             tr(5, "Email Opened", T0 + 20 * MIN + 1000, email_id="y")])  # fmt: skip
+             tr(5, "Email Link Clicked", T0 + 20 * MIN + 1000, email_id="y")])  # fmt: skip
     o.close_if_idle(CFG, T0 + 3_600_000, 0)
     o.older_sessions = 3
     o.past_orders = 2
@@ -237,14 +238,17 @@ def test_email_delivery_bookkeeping() -> None:
         feed(b, [tr(i, "Email Delivered", t, campaign_id=f"c{i}")])
     assert len(b.delivered) == 16 and _get(b.delivered, _key("c8")) is None  # the oldest went
     assert all(_get(b.delivered, _key(f"c{i}")) == times[i] for i in range(8))
-    feed(b, [tr(20, "Email Opened", times[0], campaign_id="c0"),  # same instant: latency 0, fast
-             tr(21, "Email Opened", times[1] + 5000, campaign_id="c1"),  # exactly 5 s: not fast
-             tr(22, "Email Opened", times[2] - 1, campaign_id="c2")])  # before its delivery: ignored  # fmt: skip
+    feed(b, [tr(20, "Email Link Clicked", times[0], campaign_id="c0"),  # same instant: latency 0, fast
+             tr(21, "Email Link Clicked", times[1] + 5000, campaign_id="c1"),  # exactly 5 s: not fast
+             tr(22, "Email Link Clicked", times[2] - 1, campaign_id="c2")])  # before its delivery: ignored  # fmt: skip
     assert (b.email_n, b.email_fast) == (2, 1) and b.email_latency_s == 2.5
     for i in range(30):  # the running mean is over the last ~20 interactions
-        feed(b, [tr(100 + i, "Email Opened", times[3] + 10_000, campaign_id="c3")])
+        feed(b, [tr(100 + i, "Email Link Clicked", times[3] + 10_000, campaign_id="c3")])
     # exact mean of the first 20 (0, 5 and eighteen 10 s), then 1/20 steps for 12 more
     assert math.isclose(b.email_latency_s, 10 - (10 - 185 / 20) * (19 / 20) ** 12)
+    n = b.email_n
+    feed(b, [tr(200, "Email Opened", times[4] + 4_999, campaign_id="c4")])  # an open < 5 s: a machine's
+    assert b.email_n == n
 
 
 def test_merge_adds_to_both_sides_counts() -> None:
@@ -298,7 +302,7 @@ def test_more_boundaries() -> None:
     e = Behaviour()
     feed(e, [tr(0, "Email Delivered", T0, email_id="a"), tr(1, "Email Opened", T0 + 1000, email_id="a"),
              tr(2, "Email Link Clicked", T0 + 2000, email_id="a")])  # fmt: skip
-    assert (e.email_n, e.email_fast) == (2, 2)
+    assert (e.email_n, e.email_fast) == (1, 1)  # the 1 s open is a machine's (Apple MPP): only the click
 
 
 def test_session_config_must_be_positive() -> None:

@@ -198,3 +198,22 @@ def test_machine_opens_are_counted_apart_and_kept_out_of_engagement_and_bot_feat
     b = state.behaviour
     assert (b.email_n, b.email_fast) == (1, 0) and not b.rule_suspect()  # not a bot for the proxy's speed
     assert f["event_count"] == "23"  # every event still counts
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_machine_opens_do_not_depend_on_arrival_order(rnd: random.Random) -> None:
+    """An open that arrives before its email's delivery is still a machine open once the delivery
+    arrives (within the kept emails), and the bot features never count it."""
+    evs = []
+    for k in range(6):
+        t = T0 + k * 3_600_000
+        evs += [ev(100 + k, "Email Delivered", t, email_id=f"e{k}"), ev(200 + k, "Email Opened", t + 800, email_id=f"e{k}"),
+                ev(300 + k, "Email Opened", t + 900_000, email_id=f"e{k}")]  # fmt: skip
+    rnd.shuffle(evs)
+    state, _, _ = step(UserConfig(), None, "u1", evs)
+    assert state is not None
+    f = to_fields(state.profile)
+    assert (f["email_opens"], f["email_opens_machine"]) == ("6", "6")
+    assert f["last_email_open_at"] == "2024-05-01T17:15:00.000Z"
+    assert state.behaviour.email_fast == 0  # no fast (machine) open in the bot features, whatever the order
