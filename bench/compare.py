@@ -1,8 +1,9 @@
 """Two versions side by side in one run: a base revision against the working tree.
 
-    .venv/bin/python bench/compare.py BASE_REV [--rounds 3] [--users 5000]
+    .venv/bin/python bench/compare.py BASE_REV [--head REV] [--rounds 3] [--users 5000]
 
-Checks out ``BASE_REV`` in a temporary git worktree and runs the same benchmarks from each tree,
+Checks out ``BASE_REV`` (and ``--head``, default: the working tree as it is) in temporary git
+worktrees and runs the same benchmarks from each tree,
 alternating base and head in every round (so the machine's drift hits both alike), then prints
 each figure's median per version and the ratio head / base. Each run is its own process started
 from its tree's root, so it imports that tree's code (checked: the run prints the path of the
@@ -61,6 +62,7 @@ def loaded_from(tree: Path) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base", help="the base revision (e.g. HEAD~1 or a commit id)")
+    ap.add_argument("--head", default="", help="a revision to measure instead of the working tree")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--users", type=int, default=5000, help="users of the pipeline stream (memory uses 2x)")
     ap.add_argument("--only", default="", help="comma-separated bench names (pipeline,memory,freshness)")
@@ -68,12 +70,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-base-") as d:
         base = Path(d) / "base"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), a.base], check=True)
+        head = ROOT
+        if a.head:
+            head = Path(d) / "head"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(head), a.head], check=True)
         try:
-            trees = {"base": base, "head": ROOT}
+            trees = {"base": base, "head": head}
             for name, tree in trees.items():
                 where = loaded_from(tree)
                 assert Path(where).resolve().is_relative_to(tree.resolve()), (name, where)
-                print(f"{name}: {a.base if name == 'base' else 'working tree'} ({where})", flush=True)
+                print(f"{name}: {a.base if name == 'base' else (a.head or 'working tree')} ({where})", flush=True)
             benches = [b for b in BENCHES if not a.only or b[0] in a.only.split(",")]
             got: dict[tuple[str, str], list[float]] = {}
             for rnd in range(a.rounds):
@@ -94,7 +100,8 @@ def main() -> int:
                     better = "better" if (h > b) == higher else "worse"
                     print(f"{fig:34} {b:10.1f} {h:10.1f} {h / b:10.3f}   ({'higher' if higher else 'lower'} is better: head {better})")
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
+            for tree in {base, head} - {ROOT}:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     return 0
 
 
