@@ -39,6 +39,8 @@ Options (all but ``type`` and ``url`` optional):
 ``max_attempts``  failed attempts (5xx, timeouts) before dead-lettering (20)
 ``max_age``       seconds of trying before dead-lettering (3600)
 ``backoff_base``, ``backoff_max``  exponential backoff bounds, seconds (0.5, 60)
+``job_poll_interval``  seconds between polls of a vendor's asynchronous jobs
+                  (Klaviyo import jobs, their per-profile errors) (5)
 ``version_attribute``  attribute carrying the profile version at the vendor
                   (``lp_version``; null: none)
 ``revision``      Klaviyo ``revision`` header (``2024-10-15``)
@@ -93,6 +95,7 @@ class DestinationConfig:
     max_age: float = 3600.0
     backoff_base: float = 0.5
     backoff_max: float = 60.0
+    job_poll_interval: float = 5.0
     version_attribute: str | None = "lp_version"
     revision: str = "2024-10-15"
     clear: str = "unset"
@@ -123,7 +126,7 @@ class DestinationConfig:
             if getattr(self, name) < 1:
                 msg = f"sync destination {self.name!r}: {name} must be >= 1"
                 raise ConfigError(msg)
-        for name in ("flush_interval", "timeout", "max_age", "backoff_base", "backoff_max"):
+        for name in ("flush_interval", "timeout", "max_age", "backoff_base", "backoff_max", "job_poll_interval"):
             if getattr(self, name) <= 0:
                 msg = f"sync destination {self.name!r}: {name} must be > 0"
                 raise ConfigError(msg)
@@ -133,7 +136,7 @@ _FIELD_TYPES: dict[str, type] = {
     "type": str, "url": str, "api_key": str, "secret": str, "channel": str, "require_consent": bool,
     "fields": list, "events": bool, "batch_size": int, "flush_interval": float, "max_items": int,
     "max_bytes": int, "concurrency": int, "rate_per_s": float, "timeout": float, "max_attempts": int,
-    "max_age": float, "backoff_base": float, "backoff_max": float, "version_attribute": str,
+    "max_age": float, "backoff_base": float, "backoff_max": float, "job_poll_interval": float, "version_attribute": str,
     "revision": str, "clear": str,
 }  # fmt: skip
 

@@ -18,6 +18,27 @@ the lease is checked (:attr:`~liveprofile.sync.lease.Lease.serving`): a worker
 told to stop, or that lost the lease, raises
 :class:`~liveprofile.sync.lease.Stopped` and sends nothing more.
 
+**Per-item outcomes.** An item the adapter cannot express
+(:meth:`~liveprofile.sync.destinations.base.Destination.refusal`, e.g. a Klaviyo
+deletion with no email or phone: ``no_identity``) is dead-lettered without a
+request. Objects refused inside an accepted answer (Braze's ``errors`` in a 201)
+dead-letter their items (``vendor_rejected``); the rest of the request is
+delivered. Anonymous tombstones (items whose ``merged_into`` is set: the profile
+now lives under the user it merged into) are not pushed (``tombstone``).
+
+**Asynchronous jobs** (:meth:`Delivery.poll_jobs`). When an accepted request
+started a vendor job (a Klaviyo bulk import), the job id and its items are
+recorded in HASH ``{p}:sync-jobs:{dest}`` before the items are committed; the
+items count as delivered, so later batches never wait for the job. The worker
+polls recorded jobs between batches (at most every ``job_poll_interval``
+seconds): a finished job's errors (every page) dead-letter the failed items
+(``vendor_rejected``, the vendor's detail), a cancelled job's items without an
+error are dead-lettered ``job_cancelled``, and a job still unfinished after
+``max_age`` seconds (or unknown to the vendor: 404) dead-letters its items
+``job_unresolved`` — re-drivable, never silently dropped. Then the job is
+removed. A crash between the dead letters and the removal repeats them
+(at-least-once for job dead letters).
+
 **Commit.** As soon as every request holding an item has finished, the item's
 watermark is raised and, if it failed, its dead letter appended to
 ``{p}:sync-dead-letter:{dest}`` — in one ``sync_commit`` script per group
@@ -36,6 +57,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -47,7 +69,7 @@ from liveprofile.sync.destinations import Destination, Request
 from liveprofile.sync.feed import BadEntry, FeedReader, GroupFeed
 from liveprofile.sync.lease import Lease, Stopped
 from liveprofile.sync.metrics import SyncMetrics
-from liveprofile.sync.model import Item
+from liveprofile.sync.model import Item, SyncKeys
 from liveprofile.sync.pacing import Pacer, backoff
 from operators.timeutil import iso
 
@@ -102,6 +124,9 @@ class Delivery:
         self.pacer = Pacer(cfg.rate_per_s)
         self._own_http = False
         self._commit = client.register_script(COMMIT_LUA)
+        self.r = client
+        self.jobs_key = SyncKeys(feed.keys.prefix, cfg.name, feed.keys.cluster_groups).jobs
+        self._polled = 0.0
 
     def open(self) -> None:
         """Make the HTTP client (``concurrency`` + 2 connections) unless one was given."""
@@ -159,11 +184,18 @@ class Delivery:
         """Send ``items`` (one per user) and commit each as soon as its requests finished."""
         name = self.cfg.name
         sendable = []
+        refused: dict[int, Outcome] = {}
         for it in items:
-            if self.dest.sendable(it):
+            if not it.deleted and it.changed.get("merged_into"):
+                self.metrics.skipped.labels(name, "tombstone").inc(it.entries)
+            elif (why := self.dest.refusal(it)) is not None:
+                refused[id(it)] = Outcome([it], False, why, "", 0)
+            elif self.dest.sendable(it):
                 sendable.append(it)
             else:
                 self.metrics.skipped.labels(name, "nothing_to_send").inc(it.entries)
+        if refused:
+            await self._commit_items([oc.items[0] for oc in refused.values()], refused)
         items = sendable
         if not items:
             return
@@ -203,6 +235,93 @@ class Delivery:
             for t in tasks:
                 t.cancel()
 
+    async def _accepted(self, req: Request, status: int, body: bytes, attempts: int) -> list[Outcome]:
+        """Outcomes of an accepted request: per-object refusals apart; a started job recorded for polling."""
+        rejected = self.dest.rejected(req, status, body)
+        bad = {id(it) for it, _ in rejected}
+        out = [Outcome([it for it in req.items if id(it) not in bad], True)]
+        out += [Outcome([it], False, "vendor_rejected", why, attempts) for it, why in rejected]
+        if rejected:
+            self.metrics.skipped.labels(self.cfg.name, "vendor_rejected").inc(len(rejected))
+        job = self.dest.job_id(req, status, body)
+        if job is not None:
+            items = [it.to_json().decode() for it in self.dest.job_items(req)]
+            await self.r.hset(self.jobs_key, job, orjson.dumps({"at": int(time.time() * 1000), "items": items}))
+        return out
+
+    # -- asynchronous jobs -----------------------------------------------------
+    async def poll_jobs(self, force: bool = False) -> int:
+        """Read the results of recorded jobs (see module docstring); the number of jobs resolved."""
+        now = time.monotonic()
+        if not force and now - self._polled < self.cfg.job_poll_interval:
+            return 0
+        self._polled = now
+        jobs = await self.r.hgetall(self.jobs_key)
+        resolved = 0
+        for jid, raw in list(jobs.items())[:50]:
+            if not self.lease.serving:
+                raise Stopped
+            rec = orjson.loads(raw)
+            items = [Item.from_json(x) for x in rec["items"]]
+            state = await self._job_state(jid, items, rec)
+            if state is None:
+                continue
+            if state:
+                await self._commit_items([oc.items[0] for oc in state.values()], state)
+            await self.r.hdel(self.jobs_key, jid)
+            resolved += 1
+        return resolved
+
+    async def _get(self, url: str) -> httpx.Response | None:
+        assert self.http is not None
+        hdrs = self.dest.headers(Request("job", url, b"", []))
+        try:
+            resp = await self.http.get(url, headers=hdrs, timeout=self.cfg.timeout)
+        except httpx.TransportError:
+            self.metrics.requests.labels(self.cfg.name, "error").inc()
+            return None
+        self.metrics.requests.labels(self.cfg.name, str(resp.status_code)).inc()
+        self.pacer.observe(resp.status_code, resp.headers)
+        return resp
+
+    async def _job_state(self, jid: str, items: list[Item], rec: dict[str, Any]) -> dict[int, Outcome] | None:
+        """None: not finished (or the vendor could not answer now); else the failed items' outcomes."""
+        old = time.time() * 1000 - rec["at"] > self.cfg.max_age * 1000
+        resp = await self._get(self.dest.job_url(jid))
+        if resp is None or resp.status_code >= 500 or resp.status_code == 429:
+            return self._unresolved(items) if old else None
+        if resp.status_code == 404:
+            return self._unresolved(items)
+        if resp.status_code != 200:
+            return self._unresolved(items) if old else None
+        state, errors_url = self.dest.job_poll(jid, resp.content)
+        if state == "pending":
+            return self._unresolved(items) if old else None
+        failed: dict[int, Outcome] = {}
+        by_user = {it.user_id: it for it in items}
+        url = errors_url
+        while url:
+            page = await self._get(url)
+            if page is None or page.status_code != 200:
+                return self._unresolved(items) if old else None  # read the errors again next time
+            errs, url = self.dest.job_errors(page.content)
+            for uid, index, why in errs:
+                it = by_user.get(uid) if uid is not None else None
+                if it is None and index is not None and 0 <= index < len(items):
+                    it = items[index]
+                if it is not None and id(it) not in failed:
+                    failed[id(it)] = Outcome([it], False, "vendor_rejected", why, 1)
+        if state == "cancelled":
+            for it in items:
+                failed.setdefault(id(it), Outcome([it], False, "job_cancelled", "", 1))
+        if failed:
+            logger.warning("sync %s: job %s: %d item(s) failed at the vendor", self.cfg.name, jid, len(failed))
+        return failed
+
+    @staticmethod
+    def _unresolved(items: list[Item]) -> dict[int, Outcome]:
+        return {id(it): Outcome([it], False, "job_unresolved", "", 1) for it in items}
+
     async def send(self, req: Request) -> list[Outcome]:
         """Deliver one request with pacing and retries; the outcome of each part."""
         cfg = self.cfg
@@ -233,7 +352,7 @@ class Delivery:
             if status is not None:
                 retry_after = self.pacer.observe(status, resp.headers)
                 if self.dest.accepted(req, status, resp.content):
-                    return [Outcome(req.items, True)]
+                    return await self._accepted(req, status, resp.content, attempts + 1)
                 if status in SPLITTABLE or (400 <= status < 500 and status not in RETRYABLE and status != 429):
                     if len(req.items) > 1:
                         half = len(req.items) // 2

@@ -2,7 +2,8 @@
 
 A :class:`Change` is one entry of ``{p}:profile-changes`` (fields ``user_id``,
 ``version``, ``changed`` JSON, ``updated_at``, optional ``event`` JSON and
-``deleted`` = ``"1"``) or of a destination's redrive stream (field ``item``:
+``deleted`` = ``"1"`` with ``identities`` JSON: the email and anonymous ids
+the erased profile held) or of a destination's redrive stream (field ``item``:
 a dead-lettered :class:`Item` as JSON).
 
 :func:`collapse` folds the changes of one batch into one :class:`Item` per
@@ -46,6 +47,8 @@ class Change:
     event: dict[str, Any] | None = None
     deleted: bool = False
     redrive: Item | None = None
+    #: a deletion's identities (``email``, ``anonymous_ids``...): how a vendor may name the erased profile
+    identities: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ms(self) -> int:
@@ -68,6 +71,8 @@ class Item:
     redrive: bool = False
     #: push every profile field, not only the changed ones (consent granted)
     full: bool = False
+    #: a deletion's identities (from its change entry): what vendors that cannot delete by user id take
+    identities: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -107,6 +112,10 @@ def parse_change(stream: str, entry_id: str, fields: Mapping[str, str]) -> Chang
         if event is not None and not isinstance(event, dict):
             msg = "`event` is not a JSON object"
             raise MalformedChange(msg)
+        identities = orjson.loads(fields["identities"]) if fields.get("identities") else {}
+        if not isinstance(identities, dict):
+            msg = "`identities` is not a JSON object"
+            raise MalformedChange(msg)
     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
         if isinstance(exc, MalformedChange):
             raise
@@ -114,7 +123,7 @@ def parse_change(stream: str, entry_id: str, fields: Mapping[str, str]) -> Chang
         raise MalformedChange(msg) from None
     return Change(
         (stream, entry_id), user_id, version, {str(k): "" if v is None else str(v) for k, v in changed.items()},
-        event, fields.get("deleted") == "1",
+        event, fields.get("deleted") == "1", identities=identities,
     )  # fmt: skip
 
 
@@ -144,8 +153,10 @@ def collapse(changes: Iterable[Change]) -> list[Item]:
                 it.events.extend(c.redrive.events)
                 it.changed.update(c.redrive.changed)
                 it.full = it.full or c.redrive.full
+                it.identities = it.identities or c.redrive.identities
             if c.deleted:
                 it.deleted = True
+                it.identities = it.identities or c.identities
                 it.changed.clear()
                 it.events.clear()
                 continue
@@ -170,6 +181,9 @@ class SyncKeys:
                                                         ``attempts``, ``at``
     ``{p}:sync-redrive:{dest}``                 STREAM  dead letters queued again by ``replay``
     ``{p}:sync-lease:{dest}``                   STRING  consumer holding the destination (PX TTL)
+    ``{p}:sync-jobs:{dest}``                    HASH    vendor job id -> JSON ``{"at": ms, "items":
+                                                        [...]}``: accepted asynchronous jobs whose
+                                                        per-item results are still to be read
     group ``sync:{dest}``                       group   on the change feed and the redrive stream
     ==========================================  ======  ==========================================
 
@@ -226,6 +240,11 @@ class SyncKeys:
     @property
     def lease(self) -> str:
         return f"{self.prefix}:sync-lease:{self.dest}"
+
+    @property
+    def jobs(self) -> str:
+        """One key per destination in every layout (only the poller reads it, never with other keys)."""
+        return f"{self.prefix}:sync-jobs:{self.dest}"
 
     @property
     def group(self) -> str:

@@ -16,7 +16,8 @@
 exist and tries to take the lease; a standby retries every third of the lease
 TTL. While it holds the lease it reads a batch, dead-letters the entries it
 could not parse, selects the items worth pushing, delivers and commits them,
-and only then acknowledges the batch's entries. Losing the lease or being told
+and only then acknowledges the batch's entries; between batches it polls the
+vendor jobs accepted requests started (:meth:`~liveprofile.sync.delivery.Delivery.poll_jobs`). Losing the lease or being told
 to stop ends the batch unacknowledged (:class:`~liveprofile.sync.lease.Stopped`);
 Redis trouble is logged and retried with backoff (0.1 s doubling to 5 s). Either
 way the pending entries are claimed again before anything new is read, and the
@@ -121,6 +122,7 @@ class DestinationWorker:
                 changes, bad = await self.feed.next_batch()
                 if changes or bad:
                     await self._process(changes, bad)
+                await self.delivery.poll_jobs()
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

@@ -46,12 +46,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.sync.contracts import klaviyo as klaviyo_contract
 
 __all__ = ["FakeVendor", "Req", "webhook_signature"]
 
@@ -60,8 +63,19 @@ TS_HEADER = "x-liveprofile-timestamp"
 SIG_HEADER = "x-liveprofile-signature"
 #: documented keys of one webhook item
 WEBHOOK_ITEM_KEYS = frozenset({"user_id", "version", "from_version", "idempotency_key", "changed", "events", "deleted"})
-#: Braze /users/delete takes these identifier lists (at most 50 ids per request)
-BRAZE_DELETE_KEYS = frozenset({"external_ids", "user_aliases", "braze_ids"})
+#: the Braze pages whose rules the Braze dialect encodes
+BRAZE_DOCS = ("https://www.braze.com/docs/api/endpoints/user_data/post_user_track/",
+              "https://www.braze.com/docs/api/objects_filters/event_object/",
+              "https://www.braze.com/docs/api/endpoints/user_data/post_user_delete/")  # fmt: skip
+#: /users/delete: "Up to 50 external_ids, user_aliases, braze_ids, email_addresses, or phone_numbers ...
+#: Only one of [them] can be included in a single request."
+BRAZE_DELETE_KEYS = frozenset({"external_ids", "user_aliases", "braze_ids", "email_addresses", "phone_numbers"})
+#: /users/track: "one of external_id, user_alias, braze_id, email or phone is required" in every object
+BRAZE_USER_IDS = frozenset({"external_id", "user_alias", "braze_id", "email", "phone"})
+#: /users/track: "up to 75 events, 75 attribute updates, and 75 purchases" per request
+BRAZE_TRACK_MAX = 75
+#: an event's ``time``: "datetime as string in ISO 8601"
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{1,2}:?\d{2})?$")
 #: Braze's user attributes object: the values of ``email_subscribe``
 BRAZE_EMAIL_SUBSCRIBE = frozenset({"opted_in", "subscribed", "unsubscribed"})
 #: Klaviyo's Bulk Unsubscribe Profiles (revision 2024-10-15+): profile attributes it takes, and its limit
@@ -116,6 +130,22 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.vendor.lock:
                 self.server.vendor.connections -= 1
 
+    def do_GET(self) -> None:  # noqa: N802
+        vendor = self.server.vendor
+        seq = vendor._begin(self.path)
+        try:
+            status, headers, out = vendor.handle_get(seq, self.path, {k.lower(): v for k, v in self.headers.items()})
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("content-type", "application/vnd.api+json" if vendor.kind == "klaviyo" else "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            self.wfile.flush()
+        finally:
+            vendor._end(self.path)
+
     def do_POST(self) -> None:  # noqa: N802
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n)
@@ -153,16 +183,24 @@ class FakeVendor:
     """One fake vendor on a free loopback port (see module docstring)."""
 
     def __init__(self, kind: str, *, secret: str = "whsec", api_key: str = "key-1", max_items: int = 10_000,
-                 latency: float = 0.0, timeout_hang: float = 1.0, klaviyo_strict_deletion: bool = False) -> None:  # fmt: skip
+                 latency: float = 0.0, timeout_hang: float = 1.0, job_polls: int = 1, errors_page: int = 100) -> None:  # fmt: skip
         self.kind = kind
         self.secret = secret
         self.api_key = api_key
         self.max_items = max_items
         self.latency = latency
         self.timeout_hang = timeout_hang
-        #: True: refuse (400) deletion jobs that do not name the profile by email, phone_number or id,
-        #: as Klaviyo does; False (default): accept ``external_id`` too (what the sync sends, issue 12)
-        self.klaviyo_strict_deletion = klaviyo_strict_deletion
+        #: Klaviyo: how many job polls answer ``processing`` before ``complete``; import errors per page
+        self.job_polls = job_polls
+        self.errors_page = errors_page
+        #: Klaviyo import jobs by id: total, failed [(index, profile attributes)], polls left
+        self.jobs: dict[str, dict[str, Any]] = {}
+        #: users whose objects the vendor takes the request for, then fails one by one (Braze's ``errors``
+        #: in a 201, a Klaviyo import job's import-errors)
+        self.refuse_objects: set[str] = set()
+        #: statuses for the next GETs (Klaviyo job polls)
+        self.get_script: deque[int] = deque()
+        self.gets: list[tuple[str, int]] = []
         self.lock = threading.Lock()
         self.applied: list[dict[str, Any]] = []
         self.unique: dict[str, dict[str, Any]] = {}
@@ -452,51 +490,107 @@ class FakeVendor:
         } for it in items])  # fmt: skip
         return 200, b'{"ok": true}'
 
+    def _braze_identified(self, obj: Any) -> str | None:
+        """The documented rule of every /users/track object: one of the user identifiers is required."""
+        if not isinstance(obj, dict):
+            return "an object must be a JSON object"
+        if not any(isinstance(obj.get(k), str) and obj[k] for k in BRAZE_USER_IDS):
+            return f"one of {sorted(BRAZE_USER_IDS)} is required"
+        return None
+
     def _braze(self, seq: int, sub: str, path: str, headers: dict[str, str], doc: dict[str, Any]) -> tuple[int, bytes]:
+        """Braze's documented request rules (:data:`BRAZE_DOCS`); per-object refusals answer 201 with ``errors``."""
         if headers.get("authorization") != f"Bearer {self.api_key}":
             return self._violation(401, "bad braze auth")
+        if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return self._violation(400, f"content-type {headers.get('content-type')!r}: Braze takes application/json")
+        if not isinstance(doc, dict):
+            return self._violation(400, "body must be a JSON object")
         if sub == "/users/delete":
-            if not doc or not set(doc) <= BRAZE_DELETE_KEYS:
-                return self._violation(400, f"/users/delete keys {sorted(doc)}")
-            ids = doc.get("external_ids", [])
-            if not all(isinstance(u, str) and u for u in ids):
-                return self._violation(400, "external_ids must be non-empty strings")
-            if sum(len(doc.get(k, [])) for k in BRAZE_DELETE_KEYS) > 50:
+            if len(doc) != 1 or not set(doc) <= BRAZE_DELETE_KEYS:  # "Only one of ... in a single request"
+                return self._violation(400, f"/users/delete keys {sorted(doc)}: exactly one of {sorted(BRAZE_DELETE_KEYS)}")
+            (key, ids), = doc.items()
+            if not isinstance(ids, list) or not ids:
+                return self._violation(400, f"{key} must be a non-empty array")
+            if len(ids) > 50:
                 return self._violation(400, f"{len(ids)} ids > 50")
+            if key in ("external_ids", "braze_ids", "phone_numbers") and not all(isinstance(u, str) and u for u in ids):
+                return self._violation(400, f"{key} must be non-empty strings")
+            if key == "email_addresses" and not all(isinstance(e, dict) and isinstance(e.get("email"), str)
+                                                    and isinstance(e.get("prioritization"), list) for e in ids):  # fmt: skip
+                return self._violation(400, "email_addresses entries need email and a prioritization array")
+            if key != "external_ids":
+                return self._violation(400, f"this fake applies deletions by external_ids only, got {key}")
             self._record(seq, path, [{"user_id": u, "version": None, "key": None, "fields": {}, "events": [],
                                       "deleted": True} for u in ids])  # fmt: skip
-            return 201, b'{"message": "success"}'
+            return 201, b'{"deleted": %d, "message": "success"}' % len(ids)
         if sub != "/users/track":
             return self._violation(404, f"no endpoint {sub}")
-        attrs, events, purchases = doc.get("attributes", []), doc.get("events", []), doc.get("purchases", [])
-        if len(attrs) + len(events) + len(purchases) > 75:
-            return self._violation(400, f"{len(attrs) + len(events) + len(purchases)} objects > 75")
-        refused = self._refused([a["external_id"] for a in attrs] + [e["external_id"] for e in events])
+        unknown = set(doc) - {"attributes", "events", "purchases", "partner"}
+        if unknown:
+            return self._violation(400, f"/users/track keys {sorted(unknown)}")
+        arrays = {k: doc.get(k, []) for k in ("attributes", "events", "purchases")}
+        for k, arr in arrays.items():
+            if not isinstance(arr, list):
+                return self._violation(400, f"{k} must be an array")
+            if len(arr) > BRAZE_TRACK_MAX:  # "up to 75 events, 75 attribute updates, and 75 purchases"
+                return self._violation(400, f"{len(arr)} {k} > {BRAZE_TRACK_MAX}")
+        if not any(arrays.values()):
+            return self._violation(400, "/users/track without attributes, events or purchases")
+        for k, arr in arrays.items():
+            for i, obj in enumerate(arr):
+                why = self._braze_identified(obj)
+                if why is None and k == "events":
+                    if not isinstance(obj.get("name"), str) or not obj["name"]:
+                        why = "an event needs a name (string)"
+                    elif not isinstance(obj.get("time"), str) or not _ISO.match(obj["time"]):
+                        why = f"an event needs time, an ISO 8601 string (got {obj.get('time')!r})"
+                    elif "properties" in obj and not isinstance(obj["properties"], dict):
+                        why = "event properties must be an object"
+                if why is not None:
+                    return self._violation(400, f"{k}[{i}]: {why}")
+        refused = self._refused([a["external_id"] for a in arrays["attributes"]] + [e["external_id"] for e in arrays["events"]])
         if refused:
             return refused
+        bad = _check_braze_subscription_states(arrays["attributes"])
+        if bad:
+            return self._violation(400, bad)
+        errors: list[dict[str, Any]] = []  # Braze's non-fatal errors: the request succeeds, these objects do not
         recs: dict[str, dict[str, Any]] = {}
-        for a in attrs:
+        for i, a in enumerate(arrays["attributes"]):
+            if a["external_id"] in self.refuse_objects:
+                errors.append({"type": f"invalid attributes object for {a['external_id']}", "input_array": "attributes", "index": i})
+                continue
             fields = {k: v for k, v in a.items() if k not in ("external_id", "lp_version")}
             recs[a["external_id"]] = {"user_id": a["external_id"], "version": a.get("lp_version"), "key": None,
                                       "fields": fields, "events": [], "deleted": False}  # fmt: skip
-        bad = _check_braze_subscription_states(attrs)
-        if bad:
-            return self._violation(400, bad)
-        for e in events:
-            if not isinstance(e.get("name"), str):
-                return self._violation(400, "a Braze event needs a name")
+        for i, e in enumerate(arrays["events"]):
+            if e["external_id"] in self.refuse_objects:
+                errors.append({"type": f"invalid event object for {e['external_id']}", "input_array": "events", "index": i})
+                continue
             rec = recs.setdefault(e["external_id"], {"user_id": e["external_id"], "version": None, "key": None,
                                                     "fields": {}, "events": [], "deleted": False})  # fmt: skip
             rec["events"].append(e)
         self._record(seq, path, list(recs.values()))
-        return 201, b'{"message": "success"}'
+        out: dict[str, Any] = {"message": "success"}
+        if errors:
+            out["errors"] = errors
+        return 201, json.dumps(out).encode()
+
+    def _klaviyo_check(self, method: str, sub: str, headers: dict[str, str], body: bytes | None) -> tuple[int, bytes] | None:
+        """Auth, then the request against Klaviyo's OpenAPI document (:mod:`tests.sync.contracts`)."""
+        if headers.get("authorization") != f"Klaviyo-API-Key {self.api_key}":
+            return self._violation(401, "bad klaviyo auth")
+        errs = klaviyo_contract().request_errors(method, sub, headers, body)
+        if errs:
+            return self._violation(400, "; ".join(errs[:5]))
+        return None
 
     def _klaviyo(self, seq: int, sub: str, path: str, headers: dict[str, str], body: bytes,
                  top: dict[str, Any]) -> tuple[int, bytes]:  # fmt: skip
-        if headers.get("authorization") != f"Klaviyo-API-Key {self.api_key}":
-            return self._violation(401, "bad klaviyo auth")
-        if not headers.get("revision"):
-            return self._violation(400, "missing revision header")
+        bad = self._klaviyo_check("POST", sub, headers, body)
+        if bad is not None:
+            return bad
         if len(body) > 5_000_000:
             return self._violation(413, f"{len(body)} bytes > 5 MB")
         doc = top["data"]
@@ -511,16 +605,22 @@ class FakeVendor:
             refused = self._refused([p["attributes"]["external_id"] for p in profiles])
             if refused:
                 return refused
-            recs = []
-            for p in profiles:
+            recs, failed = [], []
+            for i, p in enumerate(profiles):
                 a = p["attributes"]
+                if a["external_id"] in self.refuse_objects:  # the job takes the request, then fails this profile
+                    failed.append((i, a))
+                    continue
                 props = dict(a.get("properties", {}))
                 version = props.pop("lp_version", None)
                 fields = {**{k: v for k, v in a.items() if k not in ("external_id", "properties")}, **props}
                 recs.append({"user_id": a["external_id"], "version": version, "key": None, "fields": fields,
                              "events": [], "deleted": False})  # fmt: skip
             self._record(seq, path, recs)
-            return 202, b'{"data": {"type": "profile-bulk-import-job", "id": "job"}}'
+            with self.lock:
+                job_id = f"job-{seq}"
+                self.jobs[job_id] = {"total": len(profiles), "failed": failed, "polls_left": self.job_polls}
+            return 202, json.dumps({"data": self._job_resource(job_id, "queued")}).encode()
         if sub == "/api/event-bulk-create-jobs":
             groups = doc["attributes"]["events-bulk-create"]["data"]
             n = sum(len(g["attributes"]["events"]["data"]) for g in groups)
@@ -532,33 +632,91 @@ class FakeVendor:
                 evs = [e["attributes"] for e in g["attributes"]["events"]["data"]]
                 recs.append({"user_id": uid, "version": None, "key": None, "fields": {}, "events": evs, "deleted": False})
             self._record(seq, path, recs)
-            return 202, b"{}"
+            return 202, b""
         if sub == "/api/profile-import":
             uid = doc["attributes"]["external_id"]
             unset = doc["meta"]["patch_properties"]["unset"]
             self._record(seq, path, [{"user_id": uid, "version": None, "key": None, "fields": dict.fromkeys(unset),
                                       "events": [], "deleted": False, "unset": unset}])  # fmt: skip
-            return 200, b"{}"
+            return 200, b'{"data": {"type": "profile", "id": "01P", "attributes": {}, "links": {"self": "https://a.klaviyo.com/api/profiles/01P/"}}}'
         if sub == "/api/data-privacy-deletion-jobs":
-            if doc.get("type") != "data-privacy-deletion-job":
-                return self._violation(400, f"deletion job type {doc.get('type')!r}")
             prof = doc["attributes"]["profile"]["data"]
-            if prof.get("type") != "profile":
-                return self._violation(400, f"deletion profile type {prof.get('type')!r}")
-            ident = dict(prof["attributes"])
+            ident = {k: v for k, v in prof["attributes"].items() if v not in (None, "")}
+            if prof.get("id"):
+                ident["id"] = prof["id"]
             with self.lock:
-                self.deletion_identifiers.append(ident)
-            documented = set(ident) & KLAVIYO_DELETE_IDS
-            if len(ident) != 1 or (self.klaviyo_strict_deletion and not documented):
-                return self._violation(400, f"deletion job identifies the profile by {sorted(ident)}: "
-                                            "Klaviyo takes exactly one of email, phone_number, id")  # fmt: skip
-            (value,) = ident.values()
-            self._record(seq, path, [{"user_id": str(value), "version": None, "key": None, "fields": {}, "events": [],
-                                      "deleted": True, "identifier": next(iter(ident))}])  # fmt: skip
-            return 202, b"{}"
+                self.deletion_identifiers.append(dict(prof["attributes"], **({"id": prof["id"]} if "id" in prof else {})))
+            # the operation's description: "one of the following identifiers: email, phone_number, or id.
+            # If multiple identifiers are provided, we will return an error." (the schema cannot say it)
+            if len(ident) != 1 or not set(ident) <= KLAVIYO_DELETE_IDS or set(prof["attributes"]) - KLAVIYO_DELETE_IDS:
+                return self._violation(400, f"deletion job identifies the profile by {sorted(prof['attributes'])}"
+                                            f"{' and id' if 'id' in prof else ''}: Klaviyo takes exactly one of "
+                                            "email, phone_number, id")  # fmt: skip
+            ((which, value),) = ident.items()
+            # Klaviyo deletes every profile matching the identifier: one record per profile it holds
+            with self.lock:
+                matching = sorted({rec["user_id"] for rec in self.applied if not rec["deleted"]
+                                   and which == "email" and rec["fields"].get("email") == value})  # fmt: skip
+            self._record(seq, path, [{"user_id": u, "version": None, "key": None, "fields": {}, "events": [],
+                                      "deleted": True, "identifier": which, "value": value}
+                                     for u in matching or [str(value)]])  # fmt: skip
+            return 202, b""
         if sub == "/api/profile-subscription-bulk-delete-jobs":
             return _klaviyo_unsubscribe(self, seq, path, doc)
         return self._violation(404, f"no endpoint {sub}")
+
+    # -- Klaviyo import jobs (GET) -----------------------------------------------
+    def _job_resource(self, job_id: str, status: str) -> dict[str, Any]:
+        job = self.jobs[job_id]
+        done = status in ("complete", "cancelled")
+        return {"type": "profile-bulk-import-job", "id": job_id, "attributes": {
+            "status": status, "created_at": "2024-05-01T12:00:00+00:00", "total_count": job["total"],
+            "completed_count": job["total"] - len(job["failed"]) if done else 0,
+            "failed_count": len(job["failed"]) if done else 0}, "links": {"self": f"{self.url}/api/profile-bulk-import-jobs/{job_id}/"}}  # fmt: skip
+
+    def handle_get(self, seq: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        status, out = self._get(path, headers)
+        with self.lock:
+            self.requests.append((path, status))
+            self.log.append(Req(seq, path, status, (), "", False))
+            self.gets.append((path, status))
+        return status, {}, out
+
+    def _get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.kind != "klaviyo":
+            return self._violation(404, f"no GET endpoint {path}")
+        parts = path.strip("/").split("/", 1)
+        sub = ("/" + parts[1] if len(parts) > 1 else "/") if _consumer(path) else path
+        bad = self._klaviyo_check("GET", sub, headers, None)
+        if bad is not None:
+            return bad
+        with self.lock:
+            injected = self.get_script.popleft() if self.get_script else None
+        if injected is not None:
+            return int(injected), b'{"errors": [{"id": "x", "status": %d, "code": "injected", "title": "injected", "detail": "injected", "source": {}}]}' % int(injected)
+        route, _, query = sub.partition("?")
+        bits = route.strip("/").split("/")  # api, profile-bulk-import-jobs, id[, import-errors]
+        with self.lock:
+            job = self.jobs.get(bits[2]) if len(bits) >= 3 else None
+            if job is None:
+                return 404, b'{"errors": [{"id": "x", "status": 404, "code": "not_found", "title": "Not found", "detail": "no such job", "source": {}}]}'
+            if len(bits) == 3:
+                status = "processing"
+                if job["polls_left"] <= 0:
+                    status = "complete"
+                job["polls_left"] -= 1
+                return 200, json.dumps({"data": self._job_resource(bits[2], status)}).encode()
+            failed = job["failed"]
+        cursor = int(dict(q.split("=", 1) for q in query.split("&") if "=" in q).get("page[cursor]", "0") or 0)
+        page = failed[cursor : cursor + self.errors_page]
+        data = [{"type": "import-error", "id": f"{bits[2]}-{i}", "attributes": {
+            "code": "invalid", "title": "Invalid input", "detail": f"the profile {a['external_id']} is invalid",
+            "source": {"pointer": f"/data/attributes/profiles/data/{i}"}, "original_payload": a}} for i, a in page]  # fmt: skip
+        base = f"{self.url}{path.split('?', 1)[0]}"
+        links: dict[str, str] = {"self": base}
+        if cursor + self.errors_page < len(failed):
+            links["next"] = f"{base}?page[cursor]={cursor + self.errors_page}"
+        return 200, json.dumps({"data": data, "links": links}).encode()
 
 
 # -- unsubscribe endpoints (issue 12 item 3), apart from the dialects above ------------------------

@@ -74,17 +74,21 @@ class Feed:
         return v
 
     def delete(self, uid: str) -> int:
+        """A deletion entry as the profile script writes it: ``identities`` from the profile it erases."""
         v = self.versions.get(uid, 0) + 1
         self.versions[uid] = v
+        email, anon = self.r.hmget(self.keys.profile(uid), "email", "anonymous_ids")
+        identities = orjson.dumps({"email": (email or b"").decode(), "anonymous_ids": (anon or b"[]").decode()})
         self.r.sadd(self.keys.suppressed_for(uid), uid)
-        self.r.xadd(self.keys.changes_for(uid), {"user_id": uid, "version": v, "changed": "{}", "updated_at": "2024-05-01T12:00:00.000Z", "deleted": "1"})
+        self.r.xadd(self.keys.changes_for(uid), {"user_id": uid, "version": v, "changed": "{}", "updated_at": "2024-05-01T12:00:00.000Z",
+                                                 "deleted": "1", "identities": identities})  # fmt: skip
         return v
 
 
 def dest(name: str, vendor: FakeVendor, **opts: Any) -> dict[str, Any]:
     """A destination config dict pointing at a fake vendor, with test-friendly timings."""
     base: dict[str, Any] = {"type": vendor.kind, "url": vendor.url, "flush_interval": 0.1, "timeout": 0.5,
-                            "backoff_base": 0.05, "backoff_max": 0.3, "max_age": 120}  # fmt: skip
+                            "backoff_base": 0.05, "backoff_max": 0.3, "max_age": 120, "job_poll_interval": 0.05}  # fmt: skip
     if vendor.kind == "webhook":
         base["secret"] = vendor.secret
     else:

@@ -58,7 +58,9 @@ def test_forget_reaches_webhook_braze_and_klaviyo(redis_url: str, r: redis.Redis
                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """Each platform gets the user's (and their anonymous tombstone's) deletion exactly once, in its
     documented shape — a webhook item ``deleted: true`` with nothing else and key ``user:version``,
-    Braze ``/users/delete`` ``external_ids``, a Klaviyo deletion job — after which nothing more of
+    Braze ``/users/delete`` ``external_ids``, a Klaviyo deletion job naming the profile by its email
+    (the anonymous tombstone has no identifier Klaviyo takes: a ``no_identity`` dead letter, never a
+    request Klaviyo refuses) — after which nothing more of
     the user is pushed: a late profile write is refused by the profile script (suppressed), while
     another user's later change still flows (the barrier that proves the late write had its chance)."""
     hook, braze, klav = make_vendor("webhook"), make_vendor("braze"), make_vendor("klaviyo")
@@ -76,7 +78,8 @@ def test_forget_reaches_webhook_braze_and_klaviyo(redis_url: str, r: redis.Redis
         wait_until(lambda: all(covered(v, feed) for v in (hook, braze, klav)), what="profiles delivered")
         out = _forget("u1", redis_url, monkeypatch, capsys)
         assert out["forgotten"] == "u1" and out["profiles"] == 2 and out["anonymous_ids"] == ["anon-1"]
-        wait_until(lambda: all(_deleted(v, u) for v in (hook, braze, klav) for u in ("u1", "anon-1")),
+        wait_until(lambda: all(_deleted(v, u) for v in (hook, braze) for u in ("u1", "anon-1")) and _deleted(klav, "u1")
+                   and r.xlen(SyncKeys("lp", "klav").dead_letter) == 1,
                    timeout=20, what="deletions at every platform")  # fmt: skip
         _write(redis_url, [_profile("u1", 2, email="u1@x.co", consent=consent, cart_value="99.00"),
                            _profile("u2", 2, email="u2@x.co", consent=consent, cart_value="4.00")])  # fmt: skip
@@ -103,23 +106,23 @@ def test_forget_reaches_webhook_braze_and_klaviyo(redis_url: str, r: redis.Redis
     assert [rec["deleted"] for rec in braze.applied if rec["user_id"] == "anon-1"] == [True]  # no consent: never pushed
     for v in (hook, braze, klav):
         assert v.violations == []
-        for uid in ("u1", "anon-1"):
+        for uid in ("u1", "anon-1") if v is not klav else ("u1",):
             assert len(_deleted(v, uid)) == 1, (v.kind, uid)
         last_u1 = [rec for rec in v.applied if rec["user_id"] == "u1"][-1]
         assert last_u1["deleted"], (v.kind, last_u1)  # nothing of u1 after its deletion
         assert not any(rec["fields"].get("cart_value") in ("99.00", 99.0) for rec in v.applied)
-    # what Klaviyo was sent to identify the profile (see test below and issue 12)
-    assert sorted(klav.deletion_identifiers, key=str) == [{"external_id": "anon-1"}, {"external_id": "u1"}]
-    assert r.xlen(SyncKeys("lp", "klav").dead_letter) == 0
+    # what Klaviyo was sent to identify the profile: the email, the one identifier its API takes (issue 12)
+    assert klav.deletion_identifiers == [{"email": "u1@x.co"}]
+    ((_, dl),) = r.xrange(SyncKeys("lp", "klav").dead_letter)
+    assert dl[b"reason"] == b"no_identity" and orjson.loads(dl[b"item"])["user_id"] == "anon-1"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the Klaviyo deletion job names the profile by external_id, "
-                   "which Klaviyo's data-privacy-deletion-jobs API does not accept (email, phone_number or id)")  # fmt: skip
 def test_forget_reaches_klaviyo_in_its_documented_shape(redis_url: str, r: redis.Redis, feed: Feed, make_vendor: Make,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    """Against a fake that refuses what Klaviyo refuses, the deletion must still be accepted."""
-    klav = make_vendor("klaviyo", klaviyo_strict_deletion=True)
+    """Against a fake that refuses what Klaviyo refuses (exactly one of email, phone_number, id; never
+    external_id), the deletion is accepted: on main it was refused and dead-lettered (issue 12)."""
+    klav = make_vendor("klaviyo")
     _write(redis_url, [_profile("u1", 1, email="u1@x.co", cart_value="1.00")])
     _versions(r, feed, "u1")
     with SyncerThread(redis_url, dest("klav", klav)):
@@ -128,3 +131,4 @@ def test_forget_reaches_klaviyo_in_its_documented_shape(redis_url: str, r: redis
         wait_until(lambda: _deleted(klav, "u1") or r.xlen(SyncKeys("lp", "klav").dead_letter) > 0,
                    timeout=20, what="the deletion accepted or dead-lettered")  # fmt: skip
     assert _deleted(klav, "u1"), f"refused: {klav.violations}"
+    assert klav.deletion_identifiers == [{"email": "u1@x.co"}] and klav.violations == []

@@ -19,6 +19,15 @@ allow-list and ``events`` setting say: Klaviyo's bulk unsubscribe job, Braze's
 (:meth:`Destination.unsubscribe_event`). The feed adds the profile's current ``email`` to such
 an item (Klaviyo unsubscribes by address).
 
+Per-item outcomes the vendor reports apart from the status are dead-lettered per
+item, never the whole request: :meth:`Destination.refusal` (an item the vendor's
+API cannot express, e.g. a deletion with no identifier the vendor takes: never
+sent), :meth:`Destination.rejected` (objects refused inside an accepted answer,
+e.g. Braze's ``errors`` in a 201) and asynchronous jobs
+(:meth:`Destination.job_id` names the job an accepted request started;
+:meth:`Destination.job_poll` / :meth:`Destination.job_errors` read its result
+later, see :mod:`liveprofile.sync.delivery`).
+
 Types: :mod:`~liveprofile.sync.destinations.webhook`, :mod:`~liveprofile.sync.destinations.braze`,
 :mod:`~liveprofile.sync.destinations.klaviyo`; :func:`make_destination` picks one.
 """
@@ -160,3 +169,32 @@ class Destination:
     def accepted(self, req: Request, status: int, body: bytes) -> bool:
         """Whether a response means the vendor took the request (default: 2xx)."""
         return 200 <= status < 300
+
+    # -- per-item outcomes ---------------------------------------------------
+    def refusal(self, item: Item) -> str | None:
+        """Why ``item`` cannot be sent to this vendor at all (its dead-letter reason), or None."""
+        return None
+
+    def rejected(self, req: Request, status: int, body: bytes) -> list[tuple[Item, str]]:
+        """Items of an accepted request the vendor refused one by one, with the vendor's reason."""
+        return []
+
+    def job_id(self, req: Request, status: int, body: bytes) -> str | None:
+        """The asynchronous job an accepted request started, whose per-item results come later (or None)."""
+        return None
+
+    def job_items(self, req: Request) -> list[Item]:
+        """The items of ``req`` in the order the job's error pointers index them."""
+        return list(req.items)
+
+    def job_url(self, job_id: str) -> str:
+        """Where the job's status is read (GET)."""
+        raise NotImplementedError
+
+    def job_poll(self, job_id: str, body: bytes) -> tuple[str, str | None]:
+        """A status answer as (``"pending"`` | ``"done"`` | ``"cancelled"``, the URL of its errors or None)."""
+        raise NotImplementedError
+
+    def job_errors(self, body: bytes) -> tuple[list[tuple[str | None, int | None, str]], str | None]:
+        """One page of a job's errors: [(user id or None, index or None, reason)], the next page's URL or None."""
+        raise NotImplementedError

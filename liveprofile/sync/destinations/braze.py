@@ -15,7 +15,14 @@
   ``email_subscribe`` attribute to ``"unsubscribed"`` (Braze's user attributes object:
   ``opted_in`` / ``subscribed`` / ``unsubscribed``), whatever the field allow-list says.
 * Deleted users: ``POST {url}/users/delete`` with ``{"external_ids": [...]}``,
-  at most :data:`MAX_DELETE` (50) ids per request.
+  at most :data:`MAX_DELETE` (50) ids per request (Braze takes only one kind
+  of identifier per request; an anonymous id's profile was pushed under its
+  own ``external_id``, so its deletion names it the same way).
+* Per-object errors: Braze answers a request with some invalid objects
+  ``201 {"message": "success", "errors": [{"type": ..., "input_array":
+  "attributes"|"events", "index": i}]}``. The items owning those objects are
+  dead-lettered one by one (``vendor_rejected``, the error's ``type``); the
+  rest of the request is delivered.
 """
 
 from __future__ import annotations
@@ -91,6 +98,29 @@ class BrazeDestination(Destination):
             body = orjson.dumps({"external_ids": [it.user_id for it in items]})
             return Request("delete", self.cfg.url + "/users/delete", body, items)
         return self._track(items, [o for it in items for o in self._objects(it)])
+
+    def rejected(self, req: Request, status: int, body: bytes) -> list[tuple[Item, str]]:
+        """The items whose objects Braze's ``errors`` array names (see module docstring)."""
+        if req.kind != "track":
+            return []
+        try:
+            errors = orjson.loads(body).get("errors") or []
+            sent = orjson.loads(req.body)
+        except (orjson.JSONDecodeError, AttributeError):
+            return []
+        by_user = {it.user_id: it for it in req.items}
+        out: dict[str, tuple[Item, str]] = {}
+        for err in errors if isinstance(errors, list) else []:
+            if not isinstance(err, dict):
+                continue
+            arr, i = err.get("input_array"), err.get("index")
+            objs = sent.get(arr) if isinstance(arr, str) else None
+            if not isinstance(objs, list) or not isinstance(i, int) or not 0 <= i < len(objs):
+                continue  # an error Braze could not place: nothing to pin it on (the rest was taken)
+            it = by_user.get(objs[i].get("external_id"))
+            if it is not None and it.user_id not in out:
+                out[it.user_id] = (it, str(err.get("type") or "error")[:500])
+        return list(out.values())
 
     def headers(self, req: Request) -> dict[str, str]:
         return {"content-type": "application/json", "authorization": f"Bearer {self.cfg.api_key}"}

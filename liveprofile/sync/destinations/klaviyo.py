@@ -20,7 +20,18 @@ Every request carries ``Authorization: Klaviyo-API-Key KEY``, the
   ``liveprofile_sync_skipped_total{reason="unsubscribe_no_email"}``; the
   ``email_unsubscribed`` property still reaches the profile).
 * Deleted users: ``POST {url}/api/data-privacy-deletion-jobs``, one job per
-  profile (Klaviyo's deletion API takes one profile per request).
+  profile. Klaviyo's deletion API takes exactly one of ``email``,
+  ``phone_number`` or its own profile ``id`` — not ``external_id`` — and deletes
+  every profile matching it. The job names the profile by the email the
+  deletion change carries (``identities``: what the profile held when it was
+  erased), else its ``phone_number``; a deletion with neither (e.g. an
+  anonymous id's tombstone) is dead-lettered as ``no_identity`` and never sent.
+* Import job results: the bulk import answers 202 with a job id and imports
+  later. The sync records the job and polls it (``GET
+  {url}/api/profile-bulk-import-jobs/{id}``) until it is ``complete`` or
+  ``cancelled``, then reads ``GET .../{id}/import-errors`` (every page) and
+  dead-letters each failed profile (``vendor_rejected``, the error's ``detail``);
+  see :mod:`liveprofile.sync.delivery`.
 
 **Cleared fields.** The bulk import *cannot clear a field with null* (Klaviyo
 ignores nulls there). A changed field whose new value is ``""`` is therefore
@@ -156,9 +167,66 @@ class KlaviyoDestination(Destination):
                             "meta": {"patch_properties": {"unset": self._split(it)[2]}}}}  # fmt: skip
             return Request(kind, url + "/api/profile-import", orjson.dumps(doc), items)
         (it,) = items
+        ident = self._deletion_identifier(it) or {}
         doc = {"data": {"type": "data-privacy-deletion-job", "attributes": {
-            "profile": {"data": {"type": "profile", "attributes": {"external_id": it.user_id}}}}}}  # fmt: skip
+            "profile": {"data": {"type": "profile", "attributes": ident}}}}}  # fmt: skip
         return Request("delete", url + "/api/data-privacy-deletion-jobs", orjson.dumps(doc), items)
+
+    # -- deletions -----------------------------------------------------------
+    @staticmethod
+    def _deletion_identifier(item: Item) -> dict[str, str] | None:
+        """The one identifier Klaviyo's deletion job takes for ``item`` (email, else phone), or None."""
+        ids = item.identities
+        for field_, attr in (("email", "email"), ("phone", "phone_number"), ("phone_number", "phone_number")):
+            v = ids.get(field_)
+            if isinstance(v, str) and v.strip():
+                return {attr: v.strip()}
+        return None
+
+    def refusal(self, item: Item) -> str | None:
+        if item.deleted and self._deletion_identifier(item) is None:
+            return "no_identity"
+        return None
+
+    # -- import jobs ---------------------------------------------------------
+    def job_id(self, req: Request, status: int, body: bytes) -> str | None:
+        if req.kind != "profiles":
+            return None
+        try:
+            jid = orjson.loads(body)["data"]["id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        return jid if isinstance(jid, str) and jid else None
+
+    def job_items(self, req: Request) -> list[Item]:
+        return [it for it in req.items if self._profile(it) is not None]
+
+    def job_url(self, job_id: str) -> str:
+        return f"{self.cfg.url}/api/profile-bulk-import-jobs/{job_id}"
+
+    def job_poll(self, job_id: str, body: bytes) -> tuple[str, str | None]:
+        attrs = orjson.loads(body)["data"]["attributes"]
+        status = attrs.get("status")
+        if status not in ("complete", "cancelled"):
+            return "pending", None
+        errors = f"{self.job_url(job_id)}/import-errors" if attrs.get("failed_count") else None
+        return ("done" if status == "complete" else "cancelled"), errors
+
+    def job_errors(self, body: bytes) -> tuple[list[tuple[str | None, int | None, str]], str | None]:
+        doc = orjson.loads(body)
+        out: list[tuple[str | None, int | None, str]] = []
+        for err in doc.get("data") or []:
+            a = err.get("attributes") or {}
+            payload = a.get("original_payload") if isinstance(a.get("original_payload"), dict) else {}
+            uid = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
+            index = None
+            pointer = str((a.get("source") or {}).get("pointer") or "")
+            tail = pointer.rsplit("/", 1)[-1]
+            if pointer.startswith("/data/attributes/profiles/data/") and tail.isdigit():
+                index = int(tail)
+            out.append((uid, index, f"{a.get('code', 'error')}: {a.get('detail') or a.get('title') or ''}"[:500]))
+        nxt = (doc.get("links") or {}).get("next")
+        return out, nxt if isinstance(nxt, str) and nxt else None
 
     def headers(self, req: Request) -> dict[str, str]:
         return {
