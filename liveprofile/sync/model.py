@@ -97,6 +97,9 @@ def parse_change(stream: str, entry_id: str, fields: Mapping[str, str]) -> Chang
     >>> c = parse_change("lp:profile-changes", "5-0", {"user_id": "u1", "version": "3", "changed": '{"email": "a@b.co"}'})
     >>> c.user_id, c.version, c.changed, c.deleted, c.ms
     ('u1', 3, {'email': 'a@b.co'}, False, 5)
+    >>> parse_change("s", "6-0", {"user_id": "u1", "version": "4", "deleted": "1",
+    ...                           "identities": '{"email": "a@b.co", "anonymous_ids": "[]"}'}).identities["email"]
+    'a@b.co'
     """
     try:
         if "item" in fields:

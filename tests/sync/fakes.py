@@ -3,9 +3,15 @@
 :class:`FakeVendor` speaks one of three dialects — ``webhook`` (HMAC-signed
 batches), ``braze`` (``/users/track``, ``/users/delete``) or ``klaviyo``
 (bulk profile import jobs, bulk event jobs, ``profile-import`` unsets,
-deletion jobs). It enforces auth, the documented request shapes and the
-vendor's batch limits (a violation is answered 401/400/413 *and* recorded in
-:attr:`FakeVendor.violations`), and injects faults on demand: scripted
+deletion jobs, and the job status / import-errors GETs). It enforces auth, the
+vendor's published contract (Klaviyo: every request's headers and body against its
+OpenAPI document, :mod:`tests.sync.contracts`; Braze: the documented rules of each
+endpoint page, :data:`BRAZE_DOCS`) and the vendor's batch limits (a violation is
+answered 401/400/413 *and* recorded in :attr:`FakeVendor.violations`). Users in
+:attr:`FakeVendor.refuse_objects` are refused object by object inside an accepted
+answer, as the vendors do: Braze lists them in the 201's ``errors``, a Klaviyo import
+job fails them (its import-errors, paged by ``errors_page``, after ``job_polls``
+``processing`` answers). It injects faults on demand: scripted
 statuses (``500``, ``429`` with ``Retry-After``), timeouts (the request hangs,
 then the connection drops without applying anything), an outage (503 until
 :meth:`FakeVendor.end_outage` or for N seconds), per-user refusals (400), a
