@@ -101,3 +101,16 @@ def test_anonymous_tombstones_are_not_pushed(redis_url: str, r: redis.Redis, fee
     for v in (braze, klav):
         assert not [rec for rec in v.applied if rec["user_id"] == "anon-1"], v.kind
         assert v.violations == []
+
+
+def test_braze_events_always_carry_the_required_time(redis_url: str, r: redis.Redis, feed: Feed, make_vendor: Make) -> None:
+    """Braze requires an event ``time`` (ISO 8601): an event without ``ts`` is sent with one and
+    accepted; on main it went out as ``"time": null``, which the contract-checking fake refuses."""
+    braze = make_vendor("braze")
+    feed.change("u1", {"email": "u1@x.co"}, {"name": "Cart Abandoned"})
+    feed.change("u2", {"email": "u2@x.co"}, {"name": "Cart Abandoned", "ts": "2024-05-01T12:00:00.000Z"})
+    with SyncerThread(redis_url, dest("braze", braze)):
+        wait_until(lambda: covered(braze, feed), what="delivery")
+    times = {rec["user_id"]: [e["time"] for e in rec["events"]] for rec in braze.applied}
+    assert times["u2"] == ["2024-05-01T12:00:00.000Z"] and len(times["u1"]) == 1 and times["u1"][0].endswith("Z")
+    assert braze.violations == [] and r.xlen(SyncKeys("lp", "braze").dead_letter) == 0

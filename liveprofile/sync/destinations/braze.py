@@ -8,7 +8,8 @@
   as nested objects, ``""`` as ``null``, which clears the attribute in
   Braze), plus the profile version as ``lp_version``
   (``version_attribute``). Trigger events become Braze events (``name``,
-  ``time``, ``properties``).
+  ``time``, ``properties``); Braze requires ``time``, so an event without a
+  ``ts`` gets the time the sync builds the request.
 * A user with more than 75 objects in one batch (many trigger events) is sent
   in several consecutive requests; the item counts as delivered after the last.
 * Unsubscribes: an item whose ``email_unsubscribed`` became ``1`` sets the user's
@@ -33,6 +34,7 @@ import orjson
 
 from liveprofile.sync.destinations.base import Destination, Request, pack, typed
 from liveprofile.sync.model import Item
+from operators.timeutil import iso
 
 __all__ = ["BrazeDestination", "MAX_OBJECTS", "MAX_DELETE"]
 
@@ -60,7 +62,10 @@ class BrazeDestination(Destination):
     def _events(self, item: Item) -> list[dict[str, Any]]:
         out = []
         for ev in self.events_of(item):
-            doc: dict[str, Any] = {"external_id": item.user_id, "name": str(ev.get("name", "event")), "time": ev.get("ts")}
+            ts = ev.get("ts")
+            if not isinstance(ts, str) or not ts:  # Braze requires an ISO 8601 time: when the sync saw it
+                ts = iso(int(self.clock() * 1000))
+            doc: dict[str, Any] = {"external_id": item.user_id, "name": str(ev.get("name", "event")), "time": ts}
             if isinstance(ev.get("properties"), dict):
                 doc["properties"] = ev["properties"]
             out.append(doc)
