@@ -20,8 +20,12 @@ told to stop, or that lost the lease, raises
 
 **Per-item outcomes.** An item the adapter cannot express
 (:meth:`~liveprofile.sync.destinations.base.Destination.refusal`, e.g. a Klaviyo
-deletion with no email or phone: ``no_identity``) is dead-lettered without a
-request. Objects refused inside an accepted answer (Braze's ``errors`` in a 201)
+deletion with no identifier: ``no_identity``) is dead-lettered without a
+request. An item the vendor must be asked about first
+(:meth:`~liveprofile.sync.destinations.base.Destination.lookup`, e.g. the Klaviyo
+id of a profile known only by its ``external_id``) is looked up with a paced GET
+(three tries): not held by the vendor, it is committed as done
+(``not_at_vendor``); the lookup failing dead-letters it (``lookup_failed``). Objects refused inside an accepted answer (Braze's ``errors`` in a 201)
 dead-letter their items (``vendor_rejected``); the rest of the request is
 delivered. Anonymous tombstones (items whose ``merged_into`` is set: the profile
 now lives under the user it merged into) are not pushed (``tombstone``).
@@ -185,7 +189,21 @@ class Delivery:
         name = self.cfg.name
         sendable = []
         refused: dict[int, Outcome] = {}
+        absent: list[Item] = []
         for it in items:
+            if (url := self.dest.lookup(it)) is not None:
+                why = await self._lookup(it, url)
+                if why == "absent":
+                    absent.append(it)
+                elif why is not None:
+                    refused[id(it)] = Outcome([it], False, "lookup_failed", why, 1)
+        if absent:
+            self.metrics.skipped.labels(name, "not_at_vendor").inc(sum(it.entries for it in absent))
+            await self._commit_items(absent, {})
+        gone = {id(it) for it in absent} | set(refused)
+        for it in items:
+            if id(it) in gone:
+                continue
             if not it.deleted and it.changed.get("merged_into"):
                 self.metrics.skipped.labels(name, "tombstone").inc(it.entries)
             elif (why := self.dest.refusal(it)) is not None:
@@ -248,6 +266,28 @@ class Delivery:
             items = [it.to_json().decode() for it in self.dest.job_items(req)]
             await self.r.hset(self.jobs_key, job, orjson.dumps({"at": int(time.time() * 1000), "items": items}))
         return out
+
+    async def _lookup(self, item: Item, url: str) -> str | None:
+        """Run the adapter's lookup GET for ``item`` (paced, a few retries): None when found,
+        ``"absent"`` when the vendor holds nothing of it, else the failure's label."""
+        label = ""
+        for attempt in range(1, 4):
+            while (wait := self.pacer.delay()) > 0:
+                await self.lease.wait(wait)
+            if not self.lease.serving:
+                raise Stopped
+            self.pacer.started()
+            resp = await self._get(url)
+            if resp is not None and resp.status_code == 200:
+                try:
+                    return None if self.dest.found(item, resp.content) else "absent"
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    return "unreadable"
+            label = "error" if resp is None else str(resp.status_code)
+            if resp is not None and 400 <= resp.status_code < 500 and resp.status_code not in RETRYABLE | {429}:
+                return label
+            await self.lease.wait(backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max))
+        return label
 
     # -- asynchronous jobs -----------------------------------------------------
     async def poll_jobs(self, force: bool = False) -> int:

@@ -59,6 +59,7 @@ from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from tests.sync.contracts import klaviyo as klaviyo_contract
 
@@ -207,6 +208,9 @@ class FakeVendor:
         #: statuses for the next GETs (Klaviyo job polls)
         self.get_script: deque[int] = deque()
         self.gets: list[tuple[str, int]] = []
+        #: external ids looked up with GET /api/profiles; how many lookups to answer 503 next
+        self.lookups: list[str] = []
+        self.lookup_failures = 0
         self.lock = threading.Lock()
         self.applied: list[dict[str, Any]] = []
         self.unique: dict[str, dict[str, Any]] = {}
@@ -663,6 +667,11 @@ class FakeVendor:
             with self.lock:
                 matching = sorted({rec["user_id"] for rec in self.applied if not rec["deleted"]
                                    and which == "email" and rec["fields"].get("email") == value})  # fmt: skip
+                if which == "id":
+                    held = self._held()
+                    if value not in held:
+                        return 404, b'{"errors": [{"id": "x", "status": 404, "code": "not_found", "title": "Not found", "detail": "no such profile", "source": {}}]}'
+                    matching = [held[value]]
             self._record(seq, path, [{"user_id": u, "version": None, "key": None, "fields": {}, "events": [],
                                       "deleted": True, "identifier": which, "value": value}
                                      for u in matching or [str(value)]])  # fmt: skip
@@ -679,6 +688,38 @@ class FakeVendor:
             "status": status, "created_at": "2024-05-01T12:00:00+00:00", "total_count": job["total"],
             "completed_count": job["total"] - len(job["failed"]) if done else 0,
             "failed_count": len(job["failed"]) if done else 0}, "links": {"self": f"{self.url}/api/profile-bulk-import-jobs/{job_id}/"}}  # fmt: skip
+
+    @staticmethod
+    def klaviyo_id(uid: str) -> str:
+        """The id Klaviyo gives the profile with ``external_id`` ``uid`` (stable, 26 characters)."""
+        return "01" + hashlib.sha1(uid.encode()).hexdigest()[:24].upper()  # noqa: S324 - an id, not security
+
+    def _held(self) -> dict[str, str]:
+        """Profiles this vendor holds: Klaviyo id -> external id (imported, not deleted since)."""
+        held: dict[str, str] = {}
+        for rec in self.applied:
+            if rec.get("path", "").endswith("/api/profile-bulk-import-jobs"):
+                held[self.klaviyo_id(rec["user_id"])] = rec["user_id"]
+            elif rec["deleted"]:
+                held.pop(self.klaviyo_id(rec["user_id"]), None)
+        return held
+
+    def _profiles(self, query: str) -> tuple[int, bytes]:
+        """``GET /api/profiles?filter=equals(external_id,"...")``: the documented filter, nothing else."""
+        m = re.search(r'filter=equals\(external_id,"((?:[^"\\]|\\.)*)"\)', query)
+        if m is None:
+            return self._violation(400, f"this fake filters profiles by equals(external_id,...) only: {query!r}")
+        uid = re.sub(r"\\(.)", r"\1", m.group(1))
+        with self.lock:
+            self.lookups.append(uid)
+            if self.lookup_failures > 0:
+                self.lookup_failures -= 1
+                return 503, b'{"errors": [{"id": "x", "status": 503, "code": "unavailable", "title": "Unavailable", "detail": "injected", "source": {}}]}'
+
+            held = self._held()
+        data = [{"type": "profile", "id": kid, "attributes": {"external_id": ext},
+                 "links": {"self": f"{self.url}/api/profiles/{kid}/"}} for kid, ext in held.items() if ext == uid]  # fmt: skip
+        return 200, json.dumps({"data": data, "links": {"self": f"{self.url}/api/profiles/"}}).encode()
 
     def handle_get(self, seq: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         status, out = self._get(path, headers)
@@ -702,6 +743,8 @@ class FakeVendor:
             return int(injected), b'{"errors": [{"id": "x", "status": %d, "code": "injected", "title": "injected", "detail": "injected", "source": {}}]}' % int(injected)
         route, _, query = sub.partition("?")
         bits = route.strip("/").split("/")  # api, profile-bulk-import-jobs, id[, import-errors]
+        if bits == ["api", "profiles"]:
+            return self._profiles(unquote(query))
         with self.lock:
             job = self.jobs.get(bits[2]) if len(bits) >= 3 else None
             if job is None:

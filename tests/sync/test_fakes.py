@@ -111,7 +111,8 @@ def _klaviyo_requests() -> list[tuple[str, bytes, dict[str, str]]]:
     d = KlaviyoDestination(DestinationConfig("k", "klaviyo", "http://x", api_key="key-1"))
     ev = {"name": "Cart Abandoned", "ts": "2024-05-01T12:00:00.000Z", "properties": {"cart_value": 12.5}}
     items = [Item("u1", 3, 1, {"email": "u1@x.co", "cart_value": "12.50", "top_category": ""}, [ev]),
-             Item("u2", 2, 2, deleted=True, identities={"email": "u2@x.co"})]  # fmt: skip
+             Item("u2", 2, 2, deleted=True, identities={"email": "u2@x.co"}),
+             Item("u3", 2, 2, deleted=True, identities={"klaviyo_id": FakeVendor.klaviyo_id("u3")})]  # fmt: skip
     return [(r.url.removeprefix("http://x"), r.body, {k.lower(): v for k, v in d.headers(r).items()}) for r in d.build(items)]
 
 
@@ -123,14 +124,36 @@ def test_klaviyo_fake_validates_requests_against_the_openapi_document(make_vendo
 
     contract = klaviyo()
     sent = _klaviyo_requests()
-    assert sorted(p for p, _, _ in sent) == ["/api/data-privacy-deletion-jobs", "/api/event-bulk-create-jobs",
+    assert sorted(p for p, _, _ in sent) == ["/api/data-privacy-deletion-jobs"] * 2 + ["/api/event-bulk-create-jobs",
                                              "/api/profile-bulk-import-jobs", "/api/profile-import"]  # fmt: skip
     for path, body, hdrs in sent:
         assert contract.request_errors("POST", path, hdrs, body) == [], path
     klav = make_vendor("klaviyo")
     for path, body, hdrs in sent:
+        if json.loads(body)["data"]["attributes"].get("profile", {}).get("data", {}).get("id"):
+            continue  # deletion by id: below, once the fake holds u3
         assert httpx.post(klav.url + path, content=body, headers=hdrs).status_code in (200, 202), path
     assert klav.violations == []
+    # the lookup of a profile's Klaviyo id by external_id, answered in the documented shape, then deleted by id
+    from liveprofile.sync.config import DestinationConfig
+    from liveprofile.sync.destinations.klaviyo import KlaviyoDestination
+    from liveprofile.sync.model import Item
+
+    d = KlaviyoDestination(DestinationConfig("k", "klaviyo", klav.url, api_key="key-1"))
+    imp = next(s for s in sent if s[0] == "/api/profile-bulk-import-jobs")
+    u3 = json.loads(imp[1])
+    u3["data"]["attributes"]["profiles"]["data"][0]["attributes"]["external_id"] = 'u"3'
+    assert httpx.post(klav.url + imp[0], content=json.dumps(u3).encode(), headers=imp[2]).status_code == 202
+    gone = Item('u"3', 2, 2, deleted=True)
+    url = d.lookup(gone)
+    assert url is not None and url.startswith(klav.url + "/api/profiles?filter=equals%28external_id%2C%22u%5C%223%22%29")
+    resp = httpx.get(url, headers={k: v for k, v in imp[2].items() if k != "content-type"})
+    assert resp.status_code == 200 and contract.response_errors("GET", "/api/profiles", 200, resp.content) == []
+    assert d.found(gone, resp.content) and gone.identities["klaviyo_id"] == FakeVendor.klaviyo_id('u"3')
+    (req,) = d.build([gone])
+    assert contract.request_errors("POST", "/api/data-privacy-deletion-jobs", imp[2], req.body) == []
+    assert httpx.post(req.url, content=req.body, headers=imp[2]).status_code == 202
+    assert klav.lookups == ['u"3'] and klav.applied[-1]["user_id"] == 'u"3' and klav.violations == []
 
     path, body, hdrs = next(s for s in sent if s[0] == "/api/profile-bulk-import-jobs")
     doc = json.loads(body)

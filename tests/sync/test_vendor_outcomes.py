@@ -74,19 +74,32 @@ def test_klaviyo_job_unknown_to_the_vendor_is_dead_lettered_not_dropped(redis_ur
     assert [s for _, s in klav.gets][:2] == [503, 404]
 
 
-def test_klaviyo_deletion_without_an_identifier_it_takes_is_a_dead_letter(redis_url: str, r: redis.Redis, feed: Feed,
-                                                                          make_vendor: Make) -> None:  # fmt: skip
-    """A deletion with no email or phone: never sent (Klaviyo would refuse it), dead-lettered
-    ``no_identity``; a deletion with an email is sent by email."""
+def test_klaviyo_deletions_name_the_profile_the_way_its_api_takes(redis_url: str, r: redis.Redis, feed: Feed,
+                                                                  make_vendor: Make) -> None:  # fmt: skip
+    """Klaviyo's deletion job takes exactly one of email, phone_number or its own id (never
+    external_id): a deletion is sent by email when the erased profile had one; else Klaviyo's id is
+    looked up by external_id (``GET /api/profiles?filter=...``) and the job names it; a profile
+    Klaviyo never got needs no deletion; a lookup that keeps failing is a ``lookup_failed`` dead
+    letter. On main every job named ``external_id`` and was refused."""
     klav = make_vendor("klaviyo")
     feed.change("has", {"email": "has@x.co"})
-    feed.change("none", {"cart_value": "1.00"})
-    feed.delete("has")
-    feed.delete("none")
+    feed.change("anon", {"cart_value": "1.00"})  # pushed under its external_id, no email
     with SyncerThread(redis_url, dest("klav", klav)):
-        wait_until(lambda: "none" in _dead(r, "klav") and any(rec["deleted"] for rec in klav.applied), what="deletions")
-    assert _dead(r, "klav") == {"none": ("no_identity", "")}
-    assert klav.deletion_identifiers == [{"email": "has@x.co"}] and klav.violations == []
+        wait_until(lambda: covered(klav, feed), what="profiles")
+        feed.delete("has")
+        feed.delete("anon")
+        feed.delete("never")  # nothing of it at Klaviyo
+        wait_until(lambda: len(klav.lookups) == 2 and len([rec for rec in klav.applied if rec["deleted"]]) == 2,
+                   what="deletions")  # fmt: skip
+        klav.lookup_failures = 3
+        feed.change("x", {"cart_value": "2.00"})
+        wait_until(lambda: covered(klav, feed, ["x"]), what="x")
+        feed.delete("x")
+        wait_until(lambda: "x" in _dead(r, "klav"), what="x's lookup failing")
+    assert klav.deletion_identifiers == [{"email": "has@x.co"}, {"id": FakeVendor.klaviyo_id("anon")}]
+    assert sorted(rec["user_id"] for rec in klav.applied if rec["deleted"]) == ["anon", "has"]
+    assert klav.lookups == ["anon", "never", "x", "x", "x"] and _dead(r, "klav") == {"x": ("lookup_failed", "503")}
+    assert klav.violations == []
 
 
 def test_anonymous_tombstones_are_not_pushed(redis_url: str, r: redis.Redis, feed: Feed, make_vendor: Make) -> None:

@@ -20,7 +20,9 @@ allow-list and ``events`` setting say: Klaviyo's bulk unsubscribe job, Braze's
 an item (Klaviyo unsubscribes by address).
 
 Per-item outcomes the vendor reports apart from the status are dead-lettered per
-item, never the whole request: :meth:`Destination.refusal` (an item the vendor's
+item, never the whole request: :meth:`Destination.lookup` / :meth:`Destination.found`
+(a GET that finds how the vendor names an item before it can be sent, e.g. a
+Klaviyo profile id), :meth:`Destination.refusal` (an item the vendor's
 API cannot express, e.g. a deletion with no identifier the vendor takes: never
 sent), :meth:`Destination.rejected` (objects refused inside an accepted answer,
 e.g. Braze's ``errors`` in a 201) and asynchronous jobs
@@ -171,6 +173,14 @@ class Destination:
         return 200 <= status < 300
 
     # -- per-item outcomes ---------------------------------------------------
+    def lookup(self, item: Item) -> str | None:
+        """URL of a GET that finds how the vendor names ``item`` before it can be sent, or None."""
+        return None
+
+    def found(self, item: Item, body: bytes) -> bool:
+        """Read a lookup's answer into ``item``; False: the vendor holds nothing of it (nothing to send)."""
+        raise NotImplementedError
+
     def refusal(self, item: Item) -> str | None:
         """Why ``item`` cannot be sent to this vendor at all (its dead-letter reason), or None."""
         return None

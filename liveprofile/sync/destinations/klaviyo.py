@@ -24,8 +24,11 @@ Every request carries ``Authorization: Klaviyo-API-Key KEY``, the
   ``phone_number`` or its own profile ``id`` — not ``external_id`` — and deletes
   every profile matching it. The job names the profile by the email the
   deletion change carries (``identities``: what the profile held when it was
-  erased), else its ``phone_number``; a deletion with neither (e.g. an
-  anonymous id's tombstone) is dead-lettered as ``no_identity`` and never sent.
+  erased), else its ``phone_number``, else its Klaviyo ``id``, looked up first
+  with ``GET {url}/api/profiles?filter=equals(external_id,"{user}")`` (e.g. an
+  anonymous id's profile, pushed under its ``external_id``). When Klaviyo holds
+  no such profile there is nothing to delete (counted ``not_at_vendor``); a
+  deletion with no identifier at all is dead-lettered as ``no_identity``.
 * Import job results: the bulk import answers 202 with a job id and imports
   later. The sync records the job and polls it (``GET
   {url}/api/profile-bulk-import-jobs/{id}``) until it is ``complete`` or
@@ -48,6 +51,7 @@ the vendor keeps the old value, never a wrong sentinel.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -168,20 +172,38 @@ class KlaviyoDestination(Destination):
             return Request(kind, url + "/api/profile-import", orjson.dumps(doc), items)
         (it,) = items
         ident = self._deletion_identifier(it) or {}
-        doc = {"data": {"type": "data-privacy-deletion-job", "attributes": {
-            "profile": {"data": {"type": "profile", "attributes": ident}}}}}  # fmt: skip
+        profile: dict[str, Any] = {"type": "profile", "attributes": ident}
+        if "id" in ident:  # the profile's own id is a member of the resource object, not an attribute
+            profile = {"type": "profile", "id": ident["id"], "attributes": {}}
+        doc = {"data": {"type": "data-privacy-deletion-job", "attributes": {"profile": {"data": profile}}}}
         return Request("delete", url + "/api/data-privacy-deletion-jobs", orjson.dumps(doc), items)
 
     # -- deletions -----------------------------------------------------------
     @staticmethod
     def _deletion_identifier(item: Item) -> dict[str, str] | None:
-        """The one identifier Klaviyo's deletion job takes for ``item`` (email, else phone), or None."""
+        """The one identifier Klaviyo's deletion job takes for ``item`` (email, phone, Klaviyo id), or None."""
         ids = item.identities
-        for field_, attr in (("email", "email"), ("phone", "phone_number"), ("phone_number", "phone_number")):
+        for field_, attr in (("email", "email"), ("phone", "phone_number"), ("phone_number", "phone_number"),
+                             ("klaviyo_id", "id")):  # fmt: skip
             v = ids.get(field_)
             if isinstance(v, str) and v.strip():
                 return {attr: v.strip()}
         return None
+
+    def lookup(self, item: Item) -> str | None:
+        if not item.deleted or self._deletion_identifier(item) is not None or not item.user_id:
+            return None
+        value = item.user_id.replace("\\", "\\\\").replace('"', '\\"')
+        query = urlencode({"filter": f'equals(external_id,"{value}")', "fields[profile]": "external_id"})
+        return f"{self.cfg.url}/api/profiles?{query}"
+
+    def found(self, item: Item, body: bytes) -> bool:
+        data = orjson.loads(body).get("data") or []
+        ids = [p["id"] for p in data if isinstance(p, dict) and isinstance(p.get("id"), str) and p["id"]]
+        if not ids:
+            return False
+        item.identities = {**item.identities, "klaviyo_id": ids[0]}
+        return True
 
     def refusal(self, item: Item) -> str | None:
         if item.deleted and self._deletion_identifier(item) is None:
