@@ -211,6 +211,8 @@ class FakeVendor:
         #: external ids looked up with GET /api/profiles; how many lookups to answer 503 next
         self.lookups: list[str] = []
         self.lookup_failures = 0
+        #: Braze deletions by email: (email, prioritization)
+        self.email_deletions: list[tuple[str, tuple[str, ...]]] = []
         self.lock = threading.Lock()
         self.applied: list[dict[str, Any]] = []
         self.unique: dict[str, dict[str, Any]] = {}
@@ -529,8 +531,15 @@ class FakeVendor:
             if key == "email_addresses" and not all(isinstance(e, dict) and isinstance(e.get("email"), str)
                                                     and isinstance(e.get("prioritization"), list) for e in ids):  # fmt: skip
                 return self._violation(400, "email_addresses entries need email and a prioritization array")
+            if key == "email_addresses":
+                prios = {"identified", "unidentified", "most_recently_updated"}
+                if not all(e["prioritization"] and set(e["prioritization"]) <= prios for e in ids):
+                    return self._violation(400, f"prioritization must name some of {sorted(prios)}")
+                with self.lock:
+                    self.email_deletions.extend((e["email"], tuple(e["prioritization"])) for e in ids)
+                return 201, b'{"deleted": 0, "message": "success"}'  # the fake holds no unidentified profiles
             if key != "external_ids":
-                return self._violation(400, f"this fake applies deletions by external_ids only, got {key}")
+                return self._violation(400, f"this fake applies deletions by external_ids or email_addresses only, got {key}")
             self._record(seq, path, [{"user_id": u, "version": None, "key": None, "fields": {}, "events": [],
                                       "deleted": True} for u in ids])  # fmt: skip
             return 201, b'{"deleted": %d, "message": "success"}' % len(ids)

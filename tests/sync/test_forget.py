@@ -103,6 +103,7 @@ def test_forget_reaches_webhook_braze_and_klaviyo(redis_url: str, r: redis.Redis
     assert sorted(k for q in deletes for k in q.keys) == ["delete:anon-1", "delete:u1"]
     assert [rec["deleted"] for rec in braze.applied if rec["user_id"] == "u1"] == [False, True]
     assert [rec["deleted"] for rec in braze.applied if rec["user_id"] == "anon-1"] == [True]  # no consent: never pushed
+    assert braze.email_deletions == [("u1@x.co", ("unidentified",))]  # Braze's unidentified profile of the email
     for v in (hook, braze, klav):
         assert v.violations == []
         for uid in ("u1", "anon-1") if v is not klav else ("u1",):

@@ -18,7 +18,13 @@
 * Deleted users: ``POST {url}/users/delete`` with ``{"external_ids": [...]}``,
   at most :data:`MAX_DELETE` (50) ids per request (Braze takes only one kind
   of identifier per request; an anonymous id's profile was pushed under its
-  own ``external_id``, so its deletion names it the same way).
+  own ``external_id``, so its deletion names it the same way). When the
+  erased profile had an email (the deletion's ``identities``), a second
+  request ``{"email_addresses": [{"email": ..., "prioritization":
+  ["unidentified"]}]}`` also deletes the *unidentified* Braze profile with
+  that email (one Braze's SDK or forms made without an ``external_id``); an
+  identified user — someone else's ``external_id`` — is never named this way.
+  The item is delivered when both requests succeeded.
 * Per-object errors: Braze answers a request with some invalid objects
   ``201 {"message": "success", "errors": [{"type": ..., "input_array":
   "attributes"|"events", "index": i}]}``. The items owning those objects are
@@ -90,7 +96,14 @@ class BrazeDestination(Destination):
                 small.append((it, len(objs), 0))
         reqs += [self.rebuild("track", chunk) for chunk in pack(small, MAX_OBJECTS, 1 << 62)]
         reqs += [self.rebuild("delete", deletes[i : i + MAX_DELETE]) for i in range(0, len(deletes), MAX_DELETE)]
+        by_email = [it for it in deletes if self._email(it)]
+        reqs += [self.rebuild("delete_email", by_email[i : i + MAX_DELETE]) for i in range(0, len(by_email), MAX_DELETE)]
         return reqs
+
+    @staticmethod
+    def _email(item: Item) -> str | None:
+        e = item.identities.get("email")
+        return e.strip() if isinstance(e, str) and e.strip() else None
 
     def _track(self, items: list[Item], objs: list[tuple[str, dict[str, Any]]]) -> Request:
         body: dict[str, list[dict[str, Any]]] = {"attributes": [], "events": []}
@@ -102,6 +115,9 @@ class BrazeDestination(Destination):
         if kind == "delete":
             body = orjson.dumps({"external_ids": [it.user_id for it in items]})
             return Request("delete", self.cfg.url + "/users/delete", body, items)
+        if kind == "delete_email":
+            emails = [{"email": e, "prioritization": ["unidentified"]} for it in items if (e := self._email(it))]
+            return Request("delete_email", self.cfg.url + "/users/delete", orjson.dumps({"email_addresses": emails}), items)
         return self._track(items, [o for it in items for o in self._objects(it)])
 
     def rejected(self, req: Request, status: int, body: bytes) -> list[tuple[Item, str]]:
