@@ -22,6 +22,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "/api/event-bulk-create-jobs": ("post",),
     "/api/profile-import": ("post",),
     "/api/data-privacy-deletion-jobs": ("post",),
+    "/api/profile-subscription-bulk-delete-jobs": ("post",),
     "/api/profiles": ("get",),
 }
 
