@@ -119,7 +119,7 @@ def redis_sinks(s: Settings) -> Sinks:
         patch=RedisPatchSink(url, keys, s.changes_maxlen),
         edges=RfmEdgesSink(url, keys, s.changes_maxlen),
         merge=BufferMergeSink(functools.partial(raw_writer, s), s.shards),
-        dead_letter=RedisDeadLetterSink(url, keys),
+        dead_letter=RedisDeadLetterSink(url, keys, s.dead_letter_maxlen),
     )
 
 

@@ -65,6 +65,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_INTEREST_HALF_LIFE": ("30d", "half-life of category interest, in event time"),
     "LIVEPROFILE_ANOMALY_THRESHOLD": ("0.75", "HalfSpaceTrees score (0-1) at or above which a user is flagged suspect"),
     "LIVEPROFILE_CHANGES_MAXLEN": ("1000000", "approximate cap on the change-feed stream length"),
+    "LIVEPROFILE_DEAD_LETTER_MAXLEN": ("100000", "approximate cap on the dead-letter stream (every stage: collector, dataflow, replay, re-drive; each entry holds at most LIVEPROFILE_MAX_EVENT_BYTES of raw event)"),
     "LIVEPROFILE_TIMER_RECHECK": ("30s", "longest wait before a user's pending event-time deadline (session end, cart abandonment) is checked again: the stream clock can jump during replays and across processes"),
     "LIVEPROFILE_BUFFER_RETAIN": ("1h", "with Bytewax recovery on: trim buffer entries durably processed and older than this ('off': never trim; without recovery the buffer is never trimmed)"),
     "LIVEPROFILE_BUFFER": ("redis", "where accepted events are buffered: redis (Redis Streams {prefix}:events:{i}) or kafka (one topic, LIVEPROFILE_SHARDS partitions)"),
@@ -196,6 +197,7 @@ class Settings:
     kafka_brokers: str
     kafka_topic: str
     timer_recheck_s: float
+    dead_letter_maxlen: int = 100_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -252,6 +254,7 @@ class Settings:
             ),
             models=ModelConfig(threshold=_float(v, "LIVEPROFILE_ANOMALY_THRESHOLD")),
             changes_maxlen=_int(v, "LIVEPROFILE_CHANGES_MAXLEN"),
+            dead_letter_maxlen=_int(v, "LIVEPROFILE_DEAD_LETTER_MAXLEN"),
             intelligence=_bool(v, "LIVEPROFILE_INTELLIGENCE"),
             timer_recheck_s=_dur_ms(v, "LIVEPROFILE_TIMER_RECHECK") / 1000,
             buffer=_choice(v, "LIVEPROFILE_BUFFER", ("redis", "kafka")),

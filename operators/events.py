@@ -69,6 +69,8 @@ class Reason(StrEnum):
     INVALID_QUANTITY = "invalid_quantity"
     INVALID_EMAIL = "invalid_email"
     MISSING_ORDER = "missing_order"
+    INVALID_TEXT = "invalid_text"
+    INVALID_NUMBER = "invalid_number"
 
     @property
     def meaning(self) -> str:
@@ -93,6 +95,8 @@ _MEANINGS: dict[str, str] = {
     "invalid_quantity": "a quantity is not a positive integer",
     "invalid_email": "identify traits.email is not a syntactically valid address",
     "missing_order": "an Order Cancelled without order_id, or an Order Refunded with neither order_id nor an amount",
+    "invalid_text": "a string (or key) is not valid Unicode text: a lone surrogate such as JavaScript's slice() leaves of an emoji, or bytes that are not UTF-8",
+    "invalid_number": "a number that cannot be stored: NaN, Infinity, or outside the range of a double (1e400)",
 }
 
 #: Reason code -> what it means (:class:`Reason`'s codes).

@@ -91,7 +91,8 @@ def redrive(
             continue
         append(prep.appends)
         pipe = client.pipeline(transaction=True)
-        pipe.xadd(keys.dead_letter_redriven, {**f, b"dead_letter_id": eid, b"redriven_at": received.encode()})
+        pipe.xadd(keys.dead_letter_redriven, {**f, b"dead_letter_id": eid, b"redriven_at": received.encode()},
+                  maxlen=settings.dead_letter_maxlen, approximate=True)
         pipe.xdel(keys.dead_letter, eid)
         pipe.execute()
     stats["still_invalid"] = dict(stats["still_invalid"])

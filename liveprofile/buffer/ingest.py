@@ -14,14 +14,27 @@ the dead letters ever hold the full address; a value that is not an IP address
 is dropped.
 
 ``prepare`` never raises on decoded JSON: an event that cannot be serialized
-again (nesting deeper than orjson writes, lone surrogates, non-string keys
-from in-process callers) is dead-lettered as ``invalid_field_type``.
+again is dead-lettered, its reason naming the first value at fault (with its
+path in the message): ``invalid_text`` for a string or key that is not valid
+Unicode (a lone surrogate — what JavaScript's ``slice()`` leaves of an emoji —
+or bytes that are not UTF-8), ``invalid_number`` for NaN, ±Infinity or a number
+beyond a double (an :class:`Unstorable` from :func:`lenient_loads`, or an
+integer beyond 64 bits from an in-process caller), ``invalid_field_type`` for
+the rest (nesting deeper than orjson writes, non-string keys). Its ``raw`` is
+then ASCII-only JSON (lone surrogates as ``\\uXXXX`` escapes, an unstorable
+number as the string of its text), cut at ``LIVEPROFILE_MAX_EVENT_BYTES``, so
+the dead letter itself can always be stored and read back.
+
+:func:`lenient_loads` decodes a body orjson refuses because of such values, so
+that one bad event costs only itself (SPEC §2: event-level problems never fail
+a batch); a body it cannot decode either is malformed as a whole.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,7 +48,88 @@ from liveprofile.store.keys import Keys
 from operators.events import Limits, Reason, Rejected, parse_event
 from operators.routing import shard_of
 
-__all__ = ["Prepared", "prepare", "truncate_ip"]
+__all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable"]
+
+
+class Unstorable:
+    """A number :func:`lenient_loads` decoded that no buffer entry may hold (``NaN``,
+    ``Infinity``, ``-Infinity``, ``1e400``): :func:`prepare` dead-letters its event."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _lenient_int(s: str) -> int | float | Unstorable:
+    # as orjson: integers of 64 bits stay integers, longer ones become doubles
+    if len(s) <= 20:
+        v = int(s)
+        if -(2**63) <= v < 2**64:
+            return v
+    return _lenient_float(s)
+
+
+def _lenient_float(s: str) -> float | Unstorable:
+    f = float(s)
+    return f if math.isfinite(f) else Unstorable(s)
+
+
+def lenient_loads(body: bytes) -> Any:
+    """Decode JSON that orjson refuses only because of values one event may hold: lone
+    surrogates and non-UTF-8 bytes in strings (kept as lone surrogates, which :func:`prepare`
+    dead-letters as ``invalid_text``), ``NaN``/``Infinity`` and numbers beyond a double (as
+    :class:`Unstorable`). Raises ``ValueError`` (or ``RecursionError``) for anything else that
+    is not JSON.
+
+    >>> doc = lenient_loads(b'{"a": "\\ud83d", "b": NaN, "c": 1e400, "d": 1.5, "e": 7}')
+    >>> doc["a"] == "\\ud83d", doc["b"], doc["c"], doc["d"], doc["e"]
+    (True, NaN, 1e400, 1.5, 7)
+    """
+    text = body.decode("utf-8", "surrogateescape")
+    return json.loads(text, parse_float=_lenient_float, parse_int=_lenient_int, parse_constant=Unstorable)
+
+
+def _is_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable(ev: object) -> tuple[Reason, str]:
+    """(reason, message) of the first value orjson cannot write in ``ev`` (depth first)."""
+    stack: list[tuple[object, str, int]] = [(ev, "", 0)]
+    while stack:
+        v, path, depth = stack.pop()
+        if isinstance(v, Unstorable):
+            return Reason.INVALID_NUMBER, f"{path or 'the event'} is {v.text[:40]}, which is not a storable number"
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+            return Reason.INVALID_NUMBER, f"{path or 'the event'} is an integer beyond 64 bits"
+        if isinstance(v, str):
+            if not _is_text(v):
+                return Reason.INVALID_TEXT, f"{path or 'the event'} is not valid Unicode text (a lone surrogate or non-UTF-8 bytes)"
+        elif isinstance(v, dict):
+            if depth > 200:
+                break
+            for k, item in reversed(list(v.items())):
+                name = k if isinstance(k, str) else repr(k)
+                shown = name.encode("ascii", "backslashreplace").decode()[:60]
+                if isinstance(k, str) and not _is_text(k):
+                    return Reason.INVALID_TEXT, f"a key of {path or 'the event'} ({shown}) is not valid Unicode text"
+                if not isinstance(k, str):
+                    return Reason.INVALID_FIELD_TYPE, f"a key of {path or 'the event'} is not a string"
+                stack.append((item, f"{path}.{shown}" if path else shown, depth + 1))
+        elif isinstance(v, list | tuple):
+            if depth > 200:
+                break
+            for i in range(len(v) - 1, -1, -1):
+                stack.append((v[i], f"{path}[{i}]", depth + 1))
+    return Reason.INVALID_FIELD_TYPE, "the event cannot be serialized as JSON (nesting too deep, invalid text or keys)"
 
 
 @dataclass
@@ -87,9 +181,10 @@ def prepare(
             except orjson.JSONEncodeError:
                 raw = None
             if raw is None:
+                reason, message = _unstorable(ev)
                 rej = Rejected(
-                    Reason.INVALID_FIELD_TYPE, "the event cannot be serialized as JSON (nesting too deep, invalid text or keys)",
-                    _fallback_raw(ev)[:max_event], None, mid if isinstance(mid, str) else None,
+                    reason, message, _fallback_raw(ev)[:max_event], None,
+                    mid if isinstance(mid, str) and _is_text(mid) else None,
                 )  # fmt: skip
             elif len(raw) > max_event:
                 rej = Rejected(

@@ -129,6 +129,8 @@ class KafkaAppender:
     ack_timeout = 30.0
     down_timeout = 2.0
     in_redis = False
+    #: the backlog bound is the collector's cached check (:class:`~liveprofile.buffer.streams.BacklogMonitor`)
+    bounds_backlog = False
 
     def __init__(self, cfg: KafkaConfig, keys: Keys, redis_appender: Any) -> None:
         from confluent_kafka import Producer

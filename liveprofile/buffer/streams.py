@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
 import redis.asyncio as aioredis
 
 from liveprofile.store.keys import Keys
+from liveprofile.store.scripts import APPEND_LUA, BACKLOG_FULL, append_call
 
-__all__ = ["AsyncAppender", "BacklogMonitor", "Append", "SyncAppender", "backlog"]
+__all__ = ["AsyncAppender", "BacklogMonitor", "BacklogFull", "Append", "SyncAppender", "backlog"]
 
 #: (stream key, fields) of one XADD
 Append = tuple[str, dict[str, bytes | str]]
@@ -43,15 +44,44 @@ class _Pending:
 
 @dataclass
 class AsyncAppender:
-    """Group-committing XADD appender over an asyncio Redis client."""
+    """Group-committing XADD appender over an asyncio Redis client.
+
+    With ``keys`` on one Redis (not a cluster) each request's appends run as one
+    :data:`~liveprofile.store.scripts.APPEND_LUA` call: all of them or none, and, with
+    ``max_backlog``, refused (``BacklogFull``) when the buffer backlog plus the request's events
+    would pass it — an exact bound, whatever the number of collector processes. The requests of
+    one flush still share one round trip (one call each in one pipeline).
+
+    Without ``keys`` or on a Redis Cluster (a request's shards are in different slots: no one
+    script or transaction reaches them all) every entry is its own XADD: a failed request may
+    have some of its entries appended (its retry's duplicates are dropped by ``messageId`` in
+    the dataflow), and the backlog bound is the caller's (:class:`BacklogMonitor`).
+
+    ``maxlens``: MAXLEN (approximate) of streams other than the buffer's (the dead letters).
+    """
 
     client: aioredis.Redis
     max_group: int = 5000
+    keys: Keys | None = None
+    shards: int = 0
+    max_backlog: int | None = None
+    maxlens: Mapping[str, int] = field(default_factory=dict)
     _queue: list[_Pending] = field(default_factory=list)
     _flushing: bool = False
     flushes: int = 0
     #: the events land in the Redis the caller's other keys live in (a script could touch both)
     in_redis: bool = True
+    _sha: str = ""
+
+    @property
+    def atomic(self) -> bool:
+        """Whether each request's appends are all-or-nothing (one script call on one Redis)."""
+        return self.keys is not None and not self.keys.cluster
+
+    @property
+    def bounds_backlog(self) -> bool:
+        """Whether this appender enforces the backlog bound itself, exactly."""
+        return self.atomic and self.max_backlog is not None
 
     async def close(self) -> None:
         """Nothing to release: every append returned only once Redis acknowledged it."""
@@ -76,22 +106,28 @@ class AsyncAppender:
                     p = self._queue.pop(0)
                     group.append(p)
                     n += len(p.items)
-                await self._flush(group)
+                if self.atomic:
+                    await self._flush_atomic(group)
+                else:
+                    await self._flush(group)
         finally:
             self._flushing = False
 
     async def _flush(self, group: list[_Pending]) -> None:
         self.flushes += 1
         pipe = self.client.pipeline(transaction=False)
+        maxlens = self.maxlens
         for p in group:
             for stream, fields in p.items:
-                pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                cap = maxlens.get(stream)
+                if cap:
+                    pipe.xadd(stream, fields, maxlen=cap, approximate=True)  # type: ignore[arg-type]
+                else:
+                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
         try:
             results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # connection lost: nobody in this group is acknowledged
-            for p in group:
-                if not p.fut.done():
-                    p.fut.set_exception(exc)
+            _fail(group, exc)
             return
         i = 0
         for p in group:
@@ -105,17 +141,83 @@ class AsyncAppender:
             else:
                 p.fut.set_result(None)
 
+    async def _flush_atomic(self, group: list[_Pending]) -> None:
+        self.flushes += 1
+        keys = self.keys
+        assert keys is not None
+        if not self._sha:
+            try:
+                self._sha = await self.client.script_load(APPEND_LUA)
+            except Exception as exc:
+                _fail(group, exc)
+                return
+        shard_streams = [keys.events(i) for i in range(self.shards)]
+        calls = [append_call(keys.buffer_progress, shard_streams, self.max_backlog, self.maxlens, p.items) for p in group]
+        todo = list(range(len(group)))
+        for _ in range(2):  # a second time only for calls the server refused as NOSCRIPT (not run)
+            pipe = self.client.pipeline(transaction=False)
+            for j in todo:
+                ks, args = calls[j]
+                pipe.evalsha(self._sha, len(ks), *ks, *args)  # type: ignore[arg-type]
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # connection lost: nobody in this group is acknowledged
+                _fail([group[j] for j in todo], exc)
+                return
+            again = []
+            for j, res in zip(todo, results, strict=True):
+                p = group[j]
+                if isinstance(res, redis.exceptions.NoScriptError):
+                    again.append(j)
+                elif p.fut.done():
+                    continue
+                elif isinstance(res, Exception):
+                    p.fut.set_exception(_backlog_error(res))
+                else:
+                    p.fut.set_result(None)
+            if not again:
+                return
+            todo = again
+            try:
+                self._sha = await self.client.script_load(APPEND_LUA)
+            except Exception as exc:
+                _fail([group[j] for j in todo], exc)
+                return
+        _fail([group[j] for j in todo], redis.exceptions.NoScriptError("the append script could not be loaded"))
+
+
+class BacklogFull(Exception):
+    """The append was refused whole: the buffer backlog would pass its bound."""
+
+
+def _backlog_error(exc: Exception) -> Exception:
+    if isinstance(exc, redis.ResponseError) and str(exc).startswith(BACKLOG_FULL):
+        return BacklogFull(str(exc)[len(BACKLOG_FULL) + 1 :].split(" script:", 1)[0])
+    return exc
+
+
+def _fail(group: list[_Pending], exc: BaseException) -> None:
+    for p in group:
+        if not p.fut.done():
+            p.fut.set_exception(exc)
+
 
 class SyncAppender:
     """Blocking appender for the CLI (replay, demo feeding): pipelined XADDs."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, maxlens: Mapping[str, int] | None = None) -> None:
         self.client = client
+        self.maxlens = maxlens or {}
 
     def append(self, items: Sequence[Append]) -> None:
+        """Append ``items`` (a stream in ``maxlens`` capped at its MAXLEN, approximately)."""
         pipe = self.client.pipeline(transaction=False)
         for stream, fields in items:
-            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            cap = self.maxlens.get(stream)
+            if cap:
+                pipe.xadd(stream, fields, maxlen=cap, approximate=True)  # type: ignore[arg-type]
+            else:
+                pipe.xadd(stream, fields)  # type: ignore[arg-type]
         pipe.execute()
 
 
@@ -159,7 +261,13 @@ class BacklogMonitor:
     _at: float = -1e9
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def note(self, appended: int) -> None:
+        """Count ``appended`` events of this process into the cached value until the next reading
+        (so one process alone cannot pass the bound between two readings)."""
+        self.value += appended
+
     async def current(self) -> int:
+        """The backlog: read from Redis at most every ``interval`` seconds, plus the appends :meth:`note` counted."""
         if time.monotonic() - self._at < self.interval:
             return self.value
         async with self._lock:

@@ -23,7 +23,7 @@ from liveprofile.settings import Settings
 from liveprofile.store.connection import connect
 from liveprofile.store.keys import Keys
 
-__all__ = ["Appender", "RawWriter", "appender_for", "raw_writer", "writer_for", "appends_writer"]
+__all__ = ["Appender", "RawWriter", "appender_for", "raw_writer", "writer_for", "appends_writer", "dead_letter_caps"]
 
 RawWriter = Callable[[Sequence[tuple[int, bytes]]], None]
 
@@ -33,6 +33,8 @@ class Appender(Protocol):
 
     #: whether the events land in the same Redis as the caller's keys (Redis Streams on one server)
     in_redis: bool
+    #: whether :meth:`append` enforces ``LIVEPROFILE_MAX_BACKLOG`` itself, exactly
+    bounds_backlog: bool
 
     async def append(self, items: Sequence[Append]) -> None:
         """Append ``items``; returns once every one was acknowledged, raises otherwise."""
@@ -41,14 +43,29 @@ class Appender(Protocol):
         """Flush and release what the appender holds."""
 
 
-def appender_for(settings: Settings, client: aioredis.Redis) -> Appender:
-    """The services' appender for the buffer of ``settings``; dead letters go to ``client``."""
-    redis_appender = AsyncAppender(client)
+def appender_for(settings: Settings, client: aioredis.Redis, *, bound_backlog: bool = False) -> Appender:
+    """The services' appender for the buffer of ``settings``; dead letters go to ``client``
+    (capped at ``LIVEPROFILE_DEAD_LETTER_MAXLEN``).
+
+    Redis Streams on one server: each call's appends are all or nothing, and with
+    ``bound_backlog`` refused whole (:class:`~liveprofile.buffer.streams.BacklogFull`) when they
+    would take the backlog past ``LIVEPROFILE_MAX_BACKLOG`` (exact). A Redis Cluster or Kafka:
+    neither (see :class:`~liveprofile.buffer.streams.AsyncAppender` and ``docs/operating.md``)."""
+    keys = Keys.of(settings)
+    redis_appender = AsyncAppender(
+        client, keys=keys, shards=settings.shards, max_backlog=settings.max_backlog if bound_backlog else None,
+        maxlens=dead_letter_caps(settings, keys),
+    )  # fmt: skip
     if settings.buffer != "kafka":
         return redis_appender
     from liveprofile.buffer.kafka import KafkaAppender, KafkaConfig
 
-    return KafkaAppender(KafkaConfig(settings.kafka_brokers, settings.kafka_topic, settings.shards), Keys.of(settings), redis_appender)
+    return KafkaAppender(KafkaConfig(settings.kafka_brokers, settings.kafka_topic, settings.shards), keys, redis_appender)
+
+
+def dead_letter_caps(settings: Settings, keys: Keys) -> dict[str, int]:
+    """MAXLEN of the streams the services write next to the buffer: the dead letters."""
+    return {keys.dead_letter: settings.dead_letter_maxlen, keys.dead_letter_redriven: settings.dead_letter_maxlen}
 
 
 def raw_writer(settings: Settings, client: redis.Redis | None = None) -> RawWriter:
@@ -79,7 +96,7 @@ def appends_writer(settings: Settings, client: redis.Redis) -> Callable[[Sequenc
     if settings.buffer != "kafka":
         from liveprofile.buffer.streams import SyncAppender
 
-        return SyncAppender(client).append
+        return SyncAppender(client, dead_letter_caps(settings, Keys.of(settings))).append
     from liveprofile.buffer.kafka import split_appends
 
     to_buffer = raw_writer(settings, client)
@@ -90,9 +107,8 @@ def appends_writer(settings: Settings, client: redis.Redis) -> Callable[[Sequenc
         if kafka:
             to_buffer(kafka)
         if rest:
-            pipe = client.pipeline(transaction=False)
-            for stream, fields in rest:
-                pipe.xadd(stream, fields)  # type: ignore[arg-type]
-            pipe.execute()
+            from liveprofile.buffer.streams import SyncAppender
+
+            SyncAppender(client, dead_letter_caps(settings, keys)).append(rest)
 
     return write

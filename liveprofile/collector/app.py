@@ -171,7 +171,7 @@ class CollectorApp:
         redis = connect_async(
             self.settings.redis_url, self.settings.redis_cluster, socket_timeout=5, socket_connect_timeout=2, max_connections=64
         )
-        self.gate.open(redis, appender_for(self.settings, redis), BacklogMonitor(redis, self.keys, self.settings.shards))
+        self.gate.open(redis, appender_for(self.settings, redis, bound_backlog=True), BacklogMonitor(redis, self.keys, self.settings.shards))
         self.webhooks.bind(redis)
 
     async def shutdown(self) -> None:

@@ -7,7 +7,10 @@ Contract (SPEC §2; :mod:`liveprofile.collector.openapi` documents it):
   ``request_too_large``), a client gone before the end (400 ``client_disconnected``), an encoding
   other than gzip or identity (415 ``unsupported_encoding``); gzip is inflated with the *inflated*
   size bounded by ``limit`` too (413), a corrupt or truncated stream is 400 ``malformed_gzip``.
-* :func:`decode_object` — the body as a JSON object (400 ``malformed_json`` / ``not_object``).
+* :func:`decode_object` — the body as a JSON object (400 ``malformed_json`` / ``not_object``); a
+  body orjson refuses only for values one event may hold (a lone surrogate, non-UTF-8 bytes in a
+  string, ``NaN``, ``Infinity``, ``1e400``) is decoded by :func:`liveprofile.buffer.ingest.lenient_loads`
+  instead, and those events are dead-lettered (``invalid_text``/``invalid_number``), not the batch.
 * :func:`events_of` — the events of a body: ``{"batch": [...], "sentAt"?, "context"?,
   "integrations"?}`` (400 ``missing_batch`` without a ``batch`` array, 413 ``too_many_events``
   over the per-request limit; the three other keys become each event's defaults) or one event.
@@ -26,7 +29,7 @@ from typing import Any
 import orjson
 
 from liveprofile.asgi import HTTPError, Receive
-from liveprofile.buffer.ingest import Prepared
+from liveprofile.buffer.ingest import Prepared, lenient_loads
 
 __all__ = ["read_body", "gunzip", "decode_object", "events_of", "ok_body", "error_body", "BATCH_DEFAULTS"]
 
@@ -85,10 +88,12 @@ def gunzip(body: bytes, limit: int) -> bytes:
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object.
+    """The body as a JSON object (leniently decoded where orjson refuses an event's value only).
 
     >>> decode_object(b'{"a": 1}')
     {'a': 1}
+    >>> decode_object(b'{"batch": [{"a": NaN}]}')
+    {'batch': [{'a': NaN}]}
     >>> decode_object(b"[1]")
     Traceback (most recent call last):
     ...
@@ -97,7 +102,10 @@ def decode_object(body: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise HTTPError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        try:
+            doc = lenient_loads(body)
+        except (ValueError, RecursionError):
+            raise HTTPError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise HTTPError(400, "not_object", "the body must be a JSON object")
     return doc

@@ -1,12 +1,21 @@
 """The collector's way into the buffer, shared by every endpoint that appends events.
 
 Contract: :meth:`BufferGate.prepare` runs :func:`liveprofile.buffer.ingest.prepare` with this
-deployment's keys, shards, limits and IP truncation; :meth:`BufferGate.check_backlog` refuses with
-503 ``backlog_full`` while the buffer backlog is over ``LIVEPROFILE_MAX_BACKLOG`` and 503
-``buffer_unavailable`` when the buffer cannot be asked (both with ``Retry-After``,
-:data:`RETRY_AFTER` seconds); :func:`unavailable` is the 503 of a failed append. Nothing is
-acknowledged that the buffer did not acknowledge: the endpoints answer 200 only after
-``appender.append`` returned.
+deployment's keys, shards, limits and IP truncation; :meth:`BufferGate.append` appends one
+request's prepared appends and turns a failure into the 503 (with ``Retry-After``,
+:data:`RETRY_AFTER` seconds) that names the condition (:func:`refusal`):
+
+* ``backlog_full`` — the buffer backlog would pass ``LIVEPROFILE_MAX_BACKLOG``;
+* ``buffer_out_of_memory`` — Redis is at ``maxmemory`` (``OOM``);
+* ``buffer_read_only`` — the Redis the collector writes to is a read-only replica (``READONLY``);
+* ``buffer_unavailable`` — the buffer cannot be reached (connection refused, timeout, Kafka down).
+
+On one Redis (Redis Streams buffer) a request's appends are one script call: all of them or none,
+and the backlog bound is checked in the same call, so it is exact (no collector process can pass
+it). With a Redis Cluster or Kafka the bound is :meth:`BufferGate.check_backlog`'s cached reading
+(refreshed every second, plus this process's own appends since) and a failed request may have
+part of its events appended (see ``docs/operating.md``). Nothing is acknowledged that the buffer
+did not acknowledge: the endpoints answer 200 only after :meth:`BufferGate.append` returned.
 
 The connections (``redis``, ``appender``, ``backlog``) are opened by the app's startup
 (:meth:`liveprofile.collector.app.CollectorApp.startup`) with :meth:`BufferGate.open`.
@@ -17,27 +26,53 @@ May import: :mod:`liveprofile.settings`, :mod:`liveprofile.store`, :mod:`livepro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from liveprofile.asgi import HTTPError
 from liveprofile.buffer.ingest import Prepared, prepare
-from liveprofile.buffer.streams import BacklogMonitor
+from liveprofile.buffer.streams import BacklogFull, BacklogMonitor
 from liveprofile.buffer.writers import Appender
 from liveprofile.settings import Settings
 from liveprofile.store.keys import Keys
 
-__all__ = ["BufferGate", "RETRY_AFTER", "unavailable"]
+logger = logging.getLogger("liveprofile.collector.ingest")
+
+__all__ = ["BufferGate", "RETRY_AFTER", "unavailable", "refusal", "BUFFER_CODES"]
 
 #: ``Retry-After`` of the 503 answers, in seconds
 RETRY_AFTER = b"5"
 
 
+#: the codes of the 503 refusals (see the module doc)
+BUFFER_CODES = ("backlog_full", "buffer_out_of_memory", "buffer_read_only", "buffer_unavailable")
+
+
 def unavailable(message: str = "the buffer is unreachable; retry later") -> HTTPError:
     """The 503 ``buffer_unavailable`` refusal (with ``Retry-After``)."""
     return HTTPError(503, "buffer_unavailable", message, [(b"retry-after", RETRY_AFTER)])
+
+
+def refusal(exc: BaseException) -> HTTPError:
+    """The 503 of a failed append or backlog reading, naming its condition (see the module doc).
+
+    >>> refusal(redis.exceptions.OutOfMemoryError("command not allowed")).code
+    'buffer_out_of_memory'
+    >>> refusal(redis.exceptions.ReadOnlyError("replica")).code, refusal(ConnectionRefusedError()).code
+    ('buffer_read_only', 'buffer_unavailable')
+    """
+    retry = [(b"retry-after", RETRY_AFTER)]
+    if isinstance(exc, BacklogFull):
+        return HTTPError(503, "backlog_full", f"the buffer backlog is at its bound; retry later ({exc})", retry)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return HTTPError(503, "buffer_out_of_memory", "the buffer's Redis is out of memory (maxmemory reached); nothing of the request was kept; retry later", retry)
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return HTTPError(503, "buffer_read_only", "the buffer's Redis is a read-only replica (failover in progress?); nothing of the request was kept; retry later", retry)
+    return unavailable(f"the buffer is unreachable ({type(exc).__name__}); retry later")
 
 
 class BufferGate:
@@ -62,16 +97,32 @@ class BufferGate:
         if self.redis is not None:
             await self.redis.aclose()
 
-    async def check_backlog(self) -> None:
-        """503 while the backlog is over its bound or cannot be read (see the module doc)."""
-        assert self.backlog is not None
+    async def check_backlog(self, *, cached: bool = False) -> None:
+        """503 while the backlog is over its bound or cannot be read (see the module doc); nothing
+        to check here when the appender bounds the backlog itself (exactly, in :meth:`append`),
+        unless ``cached`` (a caller that appends another way: the webhooks' replay guard)."""
+        assert self.backlog is not None and self.appender is not None
+        if self.appender.bounds_backlog and not cached:
+            return
         try:
             if await self.backlog.current() > self.settings.max_backlog:
                 raise HTTPError(503, "backlog_full", "the buffer backlog is over its bound; retry later", [(b"retry-after", RETRY_AFTER)])
         except HTTPError:
             raise
         except Exception as exc:
-            raise unavailable(f"the buffer is unreachable: {type(exc).__name__}") from None
+            raise refusal(exc) from None
+
+    async def append(self, prep: Prepared) -> None:
+        """Append one request's prepared appends; a failure raises its 503 (:func:`refusal`)."""
+        assert self.appender is not None
+        try:
+            await self.appender.append(prep.appends)
+        except Exception as exc:
+            if not isinstance(exc, BacklogFull):
+                logger.warning("collector: append failed (%s: %.200s): answering 503", type(exc).__name__, exc)
+            raise refusal(exc) from None
+        if self.backlog is not None:
+            self.backlog.note(prep.accepted)
 
     def prepare(self, events: list[Any], *, received_at: str, source: str, force_type: str | None = None,
                 defaults: Mapping[str, Any] | None = None) -> Prepared:  # fmt: skip

@@ -5,12 +5,16 @@ Contract (SPEC §2), in the order the checks run:
 1. the body (:mod:`liveprofile.collector.bodies`): size, gzip, a JSON object — 400/413/415;
 2. the write key (:mod:`liveprofile.collector.writekeys`) — 401;
 3. the batch shape (``/v1/batch``: a ``batch`` array of at most ``LIVEPROFILE_MAX_BATCH_EVENTS``) — 400/413;
-4. the buffer backlog (:class:`~liveprofile.collector.gate.BufferGate`) — 503 with ``Retry-After``;
+4. the buffer backlog, where it is a cached reading (a Redis Cluster, Kafka:
+   :meth:`~liveprofile.collector.gate.BufferGate.check_backlog`) — 503 with ``Retry-After``;
 5. the write key's rate limit (:mod:`liveprofile.collector.ratelimit`, counted in events) — 429
    with ``Retry-After``;
 6. every event through :func:`liveprofile.buffer.ingest.prepare` (source ``http:{type}``; the
    single-event endpoints force the event's ``type``), then one append of the valid events and the
-   dead letters — 503 when it fails (the rate-limit tokens are given back).
+   dead letters (:meth:`~liveprofile.collector.gate.BufferGate.append`: on one Redis all or
+   nothing, under the exact backlog bound) — 503 naming the condition when it fails
+   (``backlog_full``, ``buffer_out_of_memory``, ``buffer_read_only``, ``buffer_unavailable``;
+   the rate-limit tokens are given back).
 
 A refusal in 1-6 keeps nothing of the request. Then ``200 {"success": true}`` (with ``accepted``
 and ``rejected`` when events were dead-lettered); on a single-event endpoint a dead-lettered
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from liveprofile.asgi import HTTPError, Receive, Scope, Send, respond
 from liveprofile.collector.bodies import decode_object, error_body, events_of, ok_body, read_body
 from liveprofile.collector.config import CollectorConfig
-from liveprofile.collector.gate import RETRY_AFTER, BufferGate, unavailable
+from liveprofile.collector.gate import BufferGate
 from liveprofile.collector.metrics import CollectorMetrics
 from liveprofile.collector.ratelimit import TokenBuckets, retry_after_header
 from liveprofile.collector.writekeys import WriteKeys
@@ -72,13 +76,8 @@ class SegmentIngest:
         bucket = self.write_keys.authenticate(headers, doc)
         events, defaults = events_of(doc, kind == "batch", self.config.max_batch_events)
         assert gate.backlog is not None and gate.appender is not None
-        try:  # inline rather than gate.check_backlog(): one coroutine less per request on the hot path
-            if await gate.backlog.current() > gate.settings.max_backlog:
-                raise HTTPError(503, "backlog_full", "the buffer backlog is over its bound; retry later", [(b"retry-after", RETRY_AFTER)])
-        except HTTPError:
-            raise
-        except Exception as exc:
-            raise unavailable(f"the buffer is unreachable: {type(exc).__name__}") from None
+        if not gate.appender.bounds_backlog:  # else the append itself is refused, exactly
+            await gate.check_backlog()
         limiter = self.limiter
         if limiter is not None:
             wait = limiter.take(bucket, len(events))
@@ -94,12 +93,11 @@ class SegmentIngest:
         prep = gate.prepare(events, received_at=received, source=f"http:{kind}",
                             force_type=None if kind == "batch" else kind, defaults=defaults)  # fmt: skip
         try:
-            await gate.appender.append(prep.appends)
-        except Exception as exc:
-            logger.warning("collector: append failed (%s: %.200s): answering 503", type(exc).__name__, exc)
+            await gate.append(prep)
+        except HTTPError:
             if limiter is not None:
                 limiter.refund(bucket, len(events))
-            raise unavailable() from None
+            raise
         self.metrics.count(prep)
         rejected = prep.rejected
         if kind != "batch" and rejected:

@@ -23,13 +23,14 @@ AUTH_REASONS = ("missing_write_key", "unknown_write_key", "malformed_authorizati
 #: ``liveprofile_collector_pixel_requests_total{result}``
 PIXEL_RESULTS = (
     "ok", "duplicate", "disabled", "missing_parameter", "malformed", "invalid_signature", "expired",
-    "not_yet_valid", "invalid_event", "backlog_full", "buffer_unavailable", "head", "internal_error",
+    "not_yet_valid", "invalid_event", "backlog_full", "buffer_unavailable", "buffer_out_of_memory",
+    "buffer_read_only", "head", "internal_error",
 )  # fmt: skip
 #: ``liveprofile_collector_webhook_requests_total{source, result}`` (created for each configured source)
 WEBHOOK_RESULTS = (
     "accepted", "missing_signature", "invalid_signature", "stale_signature", "replayed_signature",
     "malformed_json", "not_object", "missing_batch", "request_too_large", "too_many_events", "backlog_full",
-    "buffer_unavailable",
+    "buffer_unavailable", "buffer_out_of_memory", "buffer_read_only",
 )  # fmt: skip
 
 

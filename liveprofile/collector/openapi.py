@@ -84,7 +84,9 @@ _INGEST_RESPONSES: dict[str, Any] = {
                   "(LIVEPROFILE_MAX_BATCH_EVENTS), or on a single-event endpoint `event_too_large`"),  # fmt: skip
     "415": _error("`unsupported_encoding`: a Content-Encoding other than gzip or identity"),
     "429": _error("`rate_limited`: the write key is over its rate limit; nothing was kept", retry_after=True),
-    "503": _error("`backlog_full` or `buffer_unavailable`: nothing was kept, retry later", retry_after=True),
+    "503": _error("the buffer's condition: `backlog_full` (LIVEPROFILE_MAX_BACKLOG), `buffer_out_of_memory` (Redis at "
+                  "maxmemory), `buffer_read_only` (a read-only replica) or `buffer_unavailable` (unreachable): "
+                  "nothing was kept, retry later", retry_after=True),
 }
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from liveprofile.asgi import HTTPError, Receive, Scope, Send
 from liveprofile.collector.config import CollectorConfig
-from liveprofile.collector.gate import BufferGate
+from liveprofile.collector.gate import BUFFER_CODES, BufferGate
 from liveprofile.collector.metrics import CollectorMetrics
 from liveprofile.collector.signing import (
     PixelError,
@@ -54,7 +54,7 @@ PIXEL_HEADERS = [
 RECENT_OPENS = 10_000
 #: results that are not refusals
 _NOT_REFUSED = frozenset(("ok", "duplicate", "head", "invalid_event"))
-_BUFFER_CODES = frozenset(("backlog_full", "buffer_unavailable"))
+_BUFFER_CODES = frozenset(BUFFER_CODES)
 
 
 class EmailPixel:
@@ -113,13 +113,11 @@ class EmailPixel:
             await gate.check_backlog()
         except HTTPError as exc:
             return exc.code
-        assert gate.appender is not None
         prep = gate.prepare([event], received_at=iso(int(now * 1000)), source="pixel")
         try:
-            await gate.appender.append(prep.appends)
-        except Exception as exc:
-            logger.warning("collector: pixel append failed (%s: %.200s)", type(exc).__name__, exc)
-            return "buffer_unavailable"
+            await gate.append(prep)
+        except HTTPError as exc:
+            return exc.code
         self.metrics.count(prep)
         if prep.rejected:
             return "invalid_event"

@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from liveprofile.asgi import HTTPError, Receive, Scope, Send, respond
 from liveprofile.collector.bodies import decode_object, events_of, ok_body, read_body
 from liveprofile.collector.config import CollectorConfig
-from liveprofile.collector.gate import BufferGate, unavailable
+from liveprofile.collector.gate import BufferGate, refusal
 from liveprofile.collector.metrics import CollectorMetrics
 from liveprofile.collector.signing import WebhookAuthError, replay_digest, verify_webhook
 from liveprofile.store.scripts import ReplayGuardResult, lua_source, webhook_replay_guard_argv
@@ -105,7 +105,7 @@ class Webhooks:
             raise HTTPError(401, exc.code, exc.message) from None
         doc = decode_object(body)
         events, defaults = events_of(doc, "batch" in doc, self.config.max_batch_events)
-        await gate.check_backlog()
+        await gate.check_backlog(cached=True)  # the replay-guard script below does not bound it
         prep = gate.prepare(events, received_at=iso(int(now * 1000)), source=f"webhook:{source}", defaults=defaults)
         seen = gate.keys.webhook_seen(source, replay_digest(source, ts, body))
         ttl = max(1, math.ceil(ts + tol - now)) + 60  # + 60 s: other collectors' clocks may lag
@@ -128,7 +128,7 @@ class Webhooks:
                 ))  # fmt: skip
         except Exception as exc:
             logger.warning("collector: webhook append failed (%s: %.200s): answering 503", type(exc).__name__, exc)
-            raise unavailable() from None
+            raise refusal(exc) from None
         if outcome is ReplayGuardResult.REPLAY:
             raise HTTPError(401, "replayed_signature", "this signed delivery was already received (replay)")
         self.metrics.count(prep)

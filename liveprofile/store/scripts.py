@@ -23,6 +23,10 @@ Shared by the dataflow's sinks and the edge tools (privacy, re-drive):
 Every mode but ``delete`` refuses (3) users in the suppressed set, so a
 forgotten user is not re-created by late events. Returns a :class:`ProfileResult`.
 
+:data:`APPEND_LUA` is the collector's append of one request on one Redis (:func:`append_call`):
+all of the request's XADDs or none, refused with ``BACKLOGFULL`` when the buffer backlog plus
+the request's events would pass the bound, the dead-letter stream capped by its MAXLEN.
+
 Typed wrappers: each script's ARGV is built in one function here (:func:`profile_argv`,
 :func:`dead_letter_argv`), its modes and results are enums (:class:`ProfileMode`,
 :class:`ProfileResult`, :class:`DeadLetterResult`, :class:`LeaseResult`,
@@ -31,7 +35,7 @@ Typed wrappers: each script's ARGV is built in one function here (:func:`profile
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import IntEnum, StrEnum
 from functools import cache
 from importlib.resources import files
@@ -46,7 +50,7 @@ __all__ = [
 #: every script in ``liveprofile/store/lua/`` (a test checks this list against the folder)
 SCRIPT_NAMES = (
     "profile", "dead_letter", "expose", "sync_redrive", "sync_commit",
-    "sync_lease_acquire", "sync_lease_release", "webhook_replay_guard",
+    "sync_lease_acquire", "sync_lease_release", "webhook_replay_guard", "append",
 )  # fmt: skip
 
 
@@ -77,6 +81,40 @@ def render_profile_lua(source: str) -> str:
 PROFILE_LUA = render_profile_lua(lua_source("profile"))
 
 DEAD_LETTER_LUA = lua_source("dead_letter")
+
+APPEND_LUA = lua_source("append")
+
+#: the error prefix of :data:`APPEND_LUA` when the backlog bound refuses a request
+BACKLOG_FULL = "BACKLOGFULL"
+
+
+def append_call(progress: str, shard_streams: Sequence[str], bound: int | None, maxlens: Mapping[str, int],
+                appends: Sequence[tuple[str, Mapping[str, bytes | str]]]) -> tuple[list[str], list[object]]:  # fmt: skip
+    """(KEYS, ARGV) of one :data:`APPEND_LUA` call: ``appends`` (stream, fields) in order, the
+    buffer's ``shard_streams`` counted against ``bound`` (``None``: no bound), any other stream
+    capped at ``maxlens[stream]`` entries (approximately; absent or 0: no cap).
+
+    >>> append_call("lp:p", ["lp:e:0", "lp:e:1"], 10, {"lp:dl": 5}, [("lp:e:1", {"e": "x"}), ("lp:dl", {"r": "y"})])
+    (['lp:p', 'lp:e:0', 'lp:e:1', 'lp:dl'], [10, 2, 1, 5, 3, 1, 'e', 'x', 4, 1, 'r', 'y'])
+    """
+    keys = [progress, *shard_streams]
+    index = {k: i + 1 for i, k in enumerate(keys)}
+    others: list[str] = []
+    body: list[object] = []
+    for stream, fields in appends:
+        k = index.get(stream)
+        if k is None or k == 1:
+            others.append(stream)
+            keys.append(stream)
+            k = index[stream] = len(keys)
+        body.append(k)
+        body.append(len(fields))
+        for f, v in fields.items():
+            body.append(f)
+            body.append(v)
+    head: list[object] = [-1 if bound is None else bound, len(shard_streams), len(others)]
+    head += [maxlens.get(o, 0) for o in others]
+    return keys, head + body
 
 
 class ProfileMode(StrEnum):
@@ -170,7 +208,7 @@ def expose_argv(user_id: str, at: str, variants: list[str]) -> list[object]:
     return [user_id, at, *variants]
 
 
-__all__ += ["webhook_replay_guard_argv", "expose_argv"]
+__all__ += ["webhook_replay_guard_argv", "expose_argv", "APPEND_LUA", "BACKLOG_FULL", "append_call"]
 
 
 def lease_acquire_argv(consumer: str, ttl_ms: int) -> list[object]:

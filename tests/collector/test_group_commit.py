@@ -8,7 +8,8 @@ nothing acknowledged is lost. Redis is made to hold the collector's writes with 
 WRITE`` (reads go on, so the collector's backlog check still answers), which makes the
 grouping observable from Redis's side instead of from the collector's own account:
 
-* while writes are held, the collector has exactly one connection with an ``xadd`` waiting in
+* while writes are held, the collector has exactly one connection with an append (one
+  ``evalsha`` of the append script per request, on one Redis) waiting in
   Redis (``CLIENT LIST`` flag ``b``): one pipeline in flight, the other requests queued;
 * no request has been answered while its append cannot have happened;
 * after ``CLIENT UNPAUSE`` every request is answered ``200`` and its events are in the buffer
@@ -107,8 +108,8 @@ def _reads(r: redis.Redis) -> int:
 
 
 def _held_xadds(r: redis.Redis) -> int:
-    """Connections whose XADD Redis is holding (postponed by CLIENT PAUSE WRITE)."""
-    return sum(1 for c in r.client_list() if "b" in c["flags"] and c["cmd"] == "xadd")
+    """Connections whose append (XADD, or the append script) Redis is holding (postponed by CLIENT PAUSE WRITE)."""
+    return sum(1 for c in r.client_list() if "b" in c["flags"] and c["cmd"] in ("xadd", "evalsha"))
 
 
 def _buffered_ids(r: redis.Redis) -> Counter[str]:

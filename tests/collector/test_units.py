@@ -258,7 +258,7 @@ def test_prepare_dead_letters_what_it_cannot_serialize() -> None:
     deep = {"type": "track", "userId": "u", "event": "e", "messageId": "m1", "properties": {"x": orjson.loads(b"[" * 300 + b"]" * 300)}}
     events = [deep, {"type": "track", "userId": "u", "event": "\ud800"}, {"type": "track", "userId": "u", "event": "e", "properties": {1: 2}}]
     prep = prepare(events, keys=keys, shards=1, limits=Limits(), received_at="2024-05-01T00:00:00Z", source="t")
-    assert prep.accepted == 0 and [r.reason for r in prep.rejected] == ["invalid_field_type"] * 3
+    assert prep.accepted == 0 and [r.reason for r in prep.rejected] == ["invalid_field_type", "invalid_text", "invalid_field_type"]
     assert prep.rejected[0].message_id == "m1" and prep.rejected[1].raw.startswith(b'{"type"')
 
 
