@@ -27,6 +27,8 @@ __all__ = [
     "SESSIONS_CLOSED",
     "CARTS_ABANDONED",
     "MERGES",
+    "WRITES_BLOCKED",
+    "BLOCKED_RETRIES",
 ]
 
 EVENTS_READ = Counter("liveprofile_dataflow_events_read_total", "Buffer entries read", ["shard"])
@@ -70,3 +72,12 @@ CARTS_ABANDONED = Counter("liveprofile_carts_abandoned_total", "Cart Abandoned t
 MERGES = Counter("liveprofile_identity_merges_total", "Anonymous profiles merged into known users")
 TRIMMED = Counter("liveprofile_buffer_trimmed_total", "Buffer entries trimmed after durable processing", ["shard"])
 BACKLOG = Gauge("liveprofile_buffer_backlog", "Entries in a buffer shard after the read position", ["shard"])
+WRITES_BLOCKED = Gauge(
+    "liveprofile_dataflow_redis_writes_blocked",
+    "1 while a sink of this process waits for Redis to take writes again (reason: oom = maxmemory reached, "
+    "readonly = a read-only replica); the dataflow holds its position and loses nothing",
+    ["reason"],
+)
+BLOCKED_RETRIES = Counter(
+    "liveprofile_dataflow_redis_blocked_retries_total", "Sink writes Redis refused (OOM/READONLY) and that were retried", ["reason"]
+)

@@ -12,7 +12,16 @@ from typing import Any
 import orjson
 import redis
 
-from liveprofile.store.connection import RETRYABLE, RawPipeline, connect, load_scripts, run_script
+from dataflows import metrics
+from liveprofile.store.connection import (
+    BLOCKED,
+    RETRYABLE,
+    RawPipeline,
+    blocked_reason,
+    connect,
+    load_scripts,
+    run_script,
+)
 from liveprofile.store.keys import Keys
 from liveprofile.store.scripts import PROFILE_LUA, ProfileMode, profile_argv
 from operators.rfm import RfmEdges
@@ -25,23 +34,48 @@ logger = logging.getLogger("dataflows.sinks")
 
 def with_retry(fn: Callable[[], object], what: str, retry_for: float, reload: Callable[[], None] | None = None) -> object:
     """Run ``fn`` until it succeeds, retrying transient errors with backoff for ``retry_for``
-    seconds; on ``NoScriptError`` (a cluster node lost its scripts) call ``reload`` and retry."""
+    seconds; on ``NoScriptError`` (a cluster node lost its scripts) call ``reload`` and retry.
+
+    Writes Redis refuses as ``OOM`` or ``READONLY`` (:data:`~liveprofile.store.connection.BLOCKED`)
+    are retried without a deadline: the process waits (``liveprofile_dataflow_redis_writes_blocked``
+    is 1 meanwhile, the ``LiveprofileRedisWritesBlocked`` alert fires) rather than exit, holds its
+    read position (the sink does not return, so nothing after it is acknowledged), and goes on
+    once memory frees or a primary takes writes. ``fn`` must be idempotent (every sink's is: the
+    seq guard, the dead-letter high-water marks)."""
     deadline = time.monotonic() + retry_for
     delay = 0.05
-    while True:
-        try:
-            return fn()
-        except redis.exceptions.NoScriptError:
-            if reload is None or time.monotonic() > deadline:
-                raise
-            logger.warning("%s: a Redis node lost the scripts; loading them again", what)
-            with_retry(reload, what, retry_for)
-        except RETRYABLE as exc:
-            if time.monotonic() > deadline:
-                raise
-            logger.warning("%s: Redis unreachable (%s); retrying in %.2fs", what, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    blocked: str | None = None
+    try:
+        while True:
+            try:
+                return fn()
+            except redis.exceptions.NoScriptError:
+                if reload is None or time.monotonic() > deadline:
+                    raise
+                logger.warning("%s: a Redis node lost the scripts; loading them again", what)
+                with_retry(reload, what, retry_for)
+            except BLOCKED as exc:
+                reason = blocked_reason(exc)
+                if blocked != reason:
+                    if blocked is not None:
+                        metrics.WRITES_BLOCKED.labels(blocked).set(0)
+                    blocked = reason
+                    metrics.WRITES_BLOCKED.labels(reason).set(1)
+                    logger.error("%s: Redis refuses writes (%s); waiting until it takes them again", what, exc)
+                metrics.BLOCKED_RETRIES.labels(reason).inc()
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                deadline = time.monotonic() + retry_for  # the wait for memory has no deadline
+            except RETRYABLE as exc:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("%s: Redis unreachable (%s); retrying in %.2fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+    finally:
+        if blocked is not None:
+            metrics.WRITES_BLOCKED.labels(blocked).set(0)
+            logger.warning("%s: Redis takes writes again", what)
 
 
 def raise_errors(replies: list[Any]) -> list[Any]:

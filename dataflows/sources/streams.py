@@ -23,7 +23,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows import metrics
 from dataflows.clock import StreamClock
-from liveprofile.store.connection import RETRYABLE, RawPipeline, connect
+from liveprofile.store.connection import BLOCKED, RETRYABLE, RawPipeline, blocked_reason, connect
 
 __all__ = ["RedisStreamSource", "SourceItem", "SourceOptions", "share_progress"]
 
@@ -111,8 +111,11 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
 
     def next_batch(self) -> list[SourceItem]:
         try:
-            self._publish_progress()
-            self._trim()
+            try:
+                self._publish_progress()
+            except BLOCKED as exc:  # Redis at maxmemory or read-only: the read count waits, reading goes on
+                metrics.BLOCKED_RETRIES.labels(blocked_reason(exc)).inc()
+            self._trim()  # frees memory (with recovery on)
             entries = self._read_entries()
         except RETRYABLE as exc:
             metrics.SOURCE_ERRORS.labels(self._label).inc()

@@ -35,16 +35,31 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 
-__all__ = ["connect", "connect_async", "run_script", "load_scripts", "RawPipeline", "RETRYABLE", "TROUBLE"]
+__all__ = ["connect", "connect_async", "run_script", "load_scripts", "RawPipeline", "RETRYABLE", "BLOCKED", "TROUBLE", "blocked_reason"]
 
-#: transient errors worth retrying: connection trouble, and a cluster resharding or failing over
+#: writes Redis refuses until an operator or a failover acts: ``OOM`` (at ``maxmemory`` with
+#: ``noeviction``) and ``READONLY`` (the server is, or has just become, a replica). Nothing of a
+#: refused command or script was written; a writer waits (without a deadline) and writes again.
+BLOCKED: tuple[type[Exception], ...] = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+
+#: transient errors worth retrying: connection trouble, a cluster resharding or failing over, and
+#: the :data:`BLOCKED` writes
 RETRYABLE: tuple[type[Exception], ...] = (
-    redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+    redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError, *BLOCKED,
 )  # fmt: skip
 
 #: anything a long-running loop should log and retry rather than die of (a cluster client
 #: raises ``RedisClusterException``, which is not a ``RedisError``, e.g. while slots are uncovered)
 TROUBLE: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+
+
+def blocked_reason(exc: BaseException) -> str:
+    """The metric label of a :data:`BLOCKED` error: ``oom`` or ``readonly``.
+
+    >>> blocked_reason(redis.exceptions.OutOfMemoryError()), blocked_reason(redis.exceptions.ReadOnlyError())
+    ('oom', 'readonly')
+    """
+    return "oom" if isinstance(exc, redis.exceptions.OutOfMemoryError) else "readonly"
 
 
 def local_keys(args: Sequence[Any]) -> list[Any] | None:
