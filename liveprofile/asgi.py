@@ -9,20 +9,36 @@ every request is on the hot path.
 * :func:`run_lifespan` — the ASGI lifespan protocol around an app's ``startup``/``shutdown``;
 * :func:`query_params` — the last value of each query parameter;
 * OpenAPI building blocks both apps' documents use (:func:`schema_ref`, :func:`json_content`,
-  :data:`HEALTH_SCHEMA`: the ``/healthz`` answer both apps give).
+  :data:`HEALTH_SCHEMA`: the ``/healthz`` answer both apps give);
+* :class:`HttpLimits` and :class:`LimitedHttpToolsProtocol` — the HTTP limits both servers run
+  under (uvicorn's httptools protocol, :func:`server_options`): a request head (request line and
+  headers) over ``max_header_bytes`` is refused ``431`` as soon as that much arrived (the rest is
+  never read), a head not complete ``header_timeout_s`` after its first byte (or after the
+  connection opened) is refused ``408``, a body not complete ``body_timeout_s`` after its head is
+  refused ``408`` (a trickled body cannot hold a connection), and at ``max_connections`` open
+  connections (or running requests) new requests are answered ``503`` (uvicorn's
+  ``limit_concurrency``). Each refusal is a JSON body ``{"success": false, "error": code,
+  "message": text}`` (codes ``headers_too_large``, ``header_timeout``, ``body_timeout``) and
+  closes the connection.
 
 May import: nothing of liveprofile (a test holds the services to importing it, not each other).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = [
     "Scope", "Receive", "Send", "HTTPError", "JSON", "respond", "run_lifespan", "query_params",
     "schema_ref", "json_content", "HEALTH_SCHEMA",
+    "HttpLimits", "LimitedHttpToolsProtocol", "server_options", "limits_of",
 ]  # fmt: skip
 
 Scope = dict[str, Any]
@@ -101,3 +117,90 @@ HEALTH_SCHEMA: dict[str, Any] = {
     "properties": {"status": {"enum": ["ok", "unavailable"]}, "redis": {"type": "string"}},
     "additionalProperties": False,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """The HTTP limits of a server (``LIVEPROFILE_HTTP_*``, see the module doc)."""
+
+    max_header_bytes: int = 32768
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 2048
+
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol under :attr:`limits` (set by :func:`server_options`)."""
+
+    limits: ClassVar[HttpLimits] = HttpLimits()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._lp_head = 0  # bytes of the current request head received so far
+        self._lp_in_head = True
+        self._lp_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._lp_arm(self.limits.header_timeout_s, "header_timeout", "the request head did not arrive in time")
+
+    def _lp_arm(self, delay: float, code: str, message: str) -> None:
+        self._lp_disarm()
+        self._lp_timer = self.loop.call_later(delay, self._lp_refuse, 408, code, message)
+
+    def _lp_disarm(self) -> None:
+        if self._lp_timer is not None:
+            self._lp_timer.cancel()
+            self._lp_timer = None
+
+    def _lp_refuse(self, status: int, code: str, message: str) -> None:
+        self._lp_timer = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            body = json.dumps({"success": False, "error": code, "message": message}).encode()
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (status, _REASONS[status], len(body), body)
+            )
+            if cycle is not None:
+                cycle.response_started = cycle.response_complete = True  # the app's answer, if any, is dropped
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lp_disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lp_in_head:
+            if self._lp_head == 0 and self._lp_timer is None:
+                self._lp_arm(self.limits.header_timeout_s, "header_timeout", "the request head did not arrive in time")
+            self._lp_head += len(data)
+        super().data_received(data)
+        if self._lp_in_head and self._lp_head > self.limits.max_header_bytes and self.parser is not None:
+            self._lp_refuse(431, "headers_too_large", f"the request line and headers are over {self.limits.max_header_bytes} bytes")
+
+    def on_headers_complete(self) -> None:
+        self._lp_in_head = False
+        self._lp_head = 0
+        self._lp_arm(self.limits.body_timeout_s, "body_timeout", f"the request body did not arrive within {self.limits.body_timeout_s:g} s")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._lp_disarm()
+        self._lp_in_head = True
+        self._lp_head = 0
+        super().on_message_complete()
+
+
+def limits_of(settings: Any) -> HttpLimits:
+    """The :class:`HttpLimits` of a :class:`liveprofile.settings.Settings` (``LIVEPROFILE_HTTP_*``)."""
+    return HttpLimits(settings.http_max_header_bytes, settings.http_header_timeout_s, settings.http_body_timeout_s, settings.http_max_connections)
+
+
+def server_options(limits: HttpLimits) -> dict[str, Any]:
+    """uvicorn options that run a server under ``limits`` (the protocol by import path, so that
+    worker processes load it too; each process sets the limits when it builds its app)."""
+    LimitedHttpToolsProtocol.limits = limits
+    return {"http": "liveprofile.asgi:LimitedHttpToolsProtocol", "limit_concurrency": limits.max_connections}

@@ -65,6 +65,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_INTEREST_HALF_LIFE": ("30d", "half-life of category interest, in event time"),
     "LIVEPROFILE_ANOMALY_THRESHOLD": ("0.75", "HalfSpaceTrees score (0-1) at or above which a user is flagged suspect"),
     "LIVEPROFILE_CHANGES_MAXLEN": ("1000000", "approximate cap on the change-feed stream length"),
+    "LIVEPROFILE_HTTP_MAX_HEADER_BYTES": ("32768", "collector and API: largest request line plus headers (431 above, refused as soon as that much arrived)"),
+    "LIVEPROFILE_HTTP_HEADER_TIMEOUT": ("10", "collector and API: seconds a request head may take to arrive, from the connection or its first byte (408 after)"),
+    "LIVEPROFILE_HTTP_BODY_TIMEOUT": ("30", "collector and API: seconds a request body may take to arrive after its head (408 after: a trickled body cannot hold a connection)"),
+    "LIVEPROFILE_HTTP_MAX_CONNECTIONS": ("2048", "collector and API: open connections (or running requests) per process above which new requests get 503"),
     "LIVEPROFILE_DEAD_LETTER_MAXLEN": ("100000", "approximate cap on the dead-letter stream (every stage: collector, dataflow, replay, re-drive; each entry holds at most LIVEPROFILE_MAX_EVENT_BYTES of raw event)"),
     "LIVEPROFILE_TIMER_RECHECK": ("30s", "longest wait before a user's pending event-time deadline (session end, cart abandonment) is checked again: the stream clock can jump during replays and across processes"),
     "LIVEPROFILE_BUFFER_RETAIN": ("1h", "with Bytewax recovery on: trim buffer entries durably processed and older than this ('off': never trim; without recovery the buffer is never trimmed)"),
@@ -82,6 +86,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_API_EXPERIMENTS": ("", "A/B experiments: a JSON object name -> {variant: weight}, or the path of a JSON file holding one"),
     "LIVEPROFILE_API_RECOMMENDATIONS": ("4", "products in a recommendations block"),
     "LIVEPROFILE_API_BESTSELLERS_TTL": ("30", "seconds the API caches the cross-category bestsellers (fallback content)"),
+    "LIVEPROFILE_API_TEMPLATE_TIMEOUT": ("2", "seconds one content-template render may take (in a worker process, off the event loop); over it the worker is killed and the answer is 500 template_timeout"),
+    "LIVEPROFILE_API_TEMPLATE_MAX_BYTES": ("1048576", "largest output of one content-template render (500 template_output_too_large above)"),
 }
 
 
@@ -198,6 +204,10 @@ class Settings:
     kafka_topic: str
     timer_recheck_s: float
     dead_letter_maxlen: int = 100_000
+    http_max_header_bytes: int = 32768
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_max_connections: int = 2048
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -255,6 +265,10 @@ class Settings:
             models=ModelConfig(threshold=_float(v, "LIVEPROFILE_ANOMALY_THRESHOLD")),
             changes_maxlen=_int(v, "LIVEPROFILE_CHANGES_MAXLEN"),
             dead_letter_maxlen=_int(v, "LIVEPROFILE_DEAD_LETTER_MAXLEN"),
+            http_max_header_bytes=_int(v, "LIVEPROFILE_HTTP_MAX_HEADER_BYTES", 1024),
+            http_header_timeout_s=_float(v, "LIVEPROFILE_HTTP_HEADER_TIMEOUT"),
+            http_body_timeout_s=_float(v, "LIVEPROFILE_HTTP_BODY_TIMEOUT"),
+            http_max_connections=_int(v, "LIVEPROFILE_HTTP_MAX_CONNECTIONS"),
             intelligence=_bool(v, "LIVEPROFILE_INTELLIGENCE"),
             timer_recheck_s=_dur_ms(v, "LIVEPROFILE_TIMER_RECHECK") / 1000,
             buffer=_choice(v, "LIVEPROFILE_BUFFER", ("redis", "kafka")),

@@ -19,10 +19,14 @@ missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
 * ``GET /v1/content/{user_id}/{slot}?format=html|json`` — open-time content
   (:mod:`liveprofile.api.content`); always records the user's exposures to
   every experiment (:mod:`liveprofile.api.experiments`). Unknown slot: 404;
-  a template error: 500.
+  a template error: 500 ``template_error``; over the render limits (off the event loop,
+  :mod:`liveprofile.api.render`): 500 ``template_timeout`` / ``template_output_too_large``.
 * ``GET /healthz``, ``GET /metrics``;
 * ``GET /openapi.json`` — the OpenAPI 3.1 document of all of these (:mod:`liveprofile.api.openapi`;
   no token needed, like ``/healthz``).
+
+The server runs under the HTTP limits of :mod:`liveprofile.asgi` (``LIVEPROFILE_HTTP_*``: header
+size 431, header and body read timeouts 408, a connection limit 503).
 
 Errors are ``{"error": code, "message": text}``: any method but GET is 405
 ``method_not_allowed``, a path no route takes 404 ``not_found``. :data:`ROUTES` is the routing
@@ -37,6 +41,7 @@ exposures in the same slot as the profile they are recorded with.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hmac
 import logging
@@ -45,7 +50,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
 import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -55,15 +59,18 @@ from liveprofile.api import fastredis, openapi
 from liveprofile.api.config import ApiConfig
 from liveprofile.api.content import Content, decode_profile
 from liveprofile.api.experiments import EXPOSE_LUA, assign_all, exposure_event
+from liveprofile.api.render import RenderError
 from liveprofile.asgi import (
     JSON,
     HTTPError,
     Receive,
     Scope,
     Send,
+    limits_of,
     query_params,
     respond,
     run_lifespan,
+    server_options,
 )
 from liveprofile.buffer.ingest import prepare
 from liveprofile.buffer.writers import Appender, appender_for
@@ -179,6 +186,7 @@ class ApiApp:
         self.redis: aioredis.Redis | None = None
         self.content: Content | None = None
         self._appender: Appender | None = None
+        self._renderer_start: asyncio.Task[None] | None = None  # the render workers' start, in the background
         self._expose: Any = None
         self.fast: fastredis.PipelinedRedis | None = None
         self._openapi = openapi.document_bytes()  # built once
@@ -203,12 +211,16 @@ class ApiApp:
             )  # waits for a free connection under bursts instead of failing
             self.redis = aioredis.Redis(connection_pool=pool)
         self.content = Content(self.redis, self.settings.key_prefix, self.config.templates_dir,
-                               self.config.recommendations, self.config.bestsellers_ttl)  # fmt: skip
+                               self.config.recommendations, self.config.bestsellers_ttl,
+                               self.config.template_timeout_s, self.config.template_max_bytes)  # fmt: skip
+        self._renderer_start = asyncio.get_running_loop().create_task(self.content.renderer.start())
         self._appender = appender_for(self.settings, self.redis)
         self._expose = self.redis.register_script(EXPOSE_LUA)
         self.fast = None if self.keys.cluster else fastredis.from_url(self.settings.redis_url)
 
     async def shutdown(self) -> None:
+        if self.content is not None:
+            self.content.renderer.close()
         if self._appender is not None:
             await self._appender.close()
         if self.fast is not None:
@@ -366,10 +378,10 @@ class ApiApp:
         if fmt == "json":
             return 200, orjson.dumps(ctx), _JSON
         try:
-            html = self.content.render(slot, ctx)
-        except jinja2.TemplateError as exc:  # includes the sandbox's SecurityError
-            logger.warning("api: template %s failed: %s", slot, exc)
-            raise ApiError(500, "template_error", f"template {slot!r} failed: {type(exc).__name__}") from None
+            html = await self.content.render(slot, ctx)
+        except RenderError as exc:  # a failed template, the sandbox's SecurityError, a limit
+            logger.warning("api: template %s refused: %s %s", slot, exc.code, exc.message)
+            raise ApiError(500, exc.code, f"template {slot!r}: {exc.message}") from None
         return 200, html.encode(), _HTML
 
     async def expose(self, user_id: str, experiments: dict[str, str]) -> None:
@@ -410,5 +422,5 @@ def serve(settings: Settings, config: ApiConfig, host: str, port: int, *, log_le
 
     tune_gc()
 
-    uvicorn.run(ApiApp(settings, config), host=host, port=port, http="httptools", loop="uvloop", lifespan="on",
-                log_level=log_level, access_log=False, timeout_keep_alive=30)  # fmt: skip
+    uvicorn.run(ApiApp(settings, config), host=host, port=port, loop="uvloop", lifespan="on",
+                log_level=log_level, access_log=False, timeout_keep_alive=30, **server_options(limits_of(settings)))  # fmt: skip

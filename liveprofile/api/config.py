@@ -12,6 +12,8 @@
   Weights are positive numbers, normalized to sum 1; variants keep their order.
 * ``LIVEPROFILE_API_RECOMMENDATIONS`` — products per recommendations block.
 * ``LIVEPROFILE_API_BESTSELLERS_TTL`` — seconds the fallback bestsellers are cached.
+* ``LIVEPROFILE_API_TEMPLATE_TIMEOUT`` / ``LIVEPROFILE_API_TEMPLATE_MAX_BYTES`` — the limits of one
+  template render (:mod:`liveprofile.api.render`).
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ class ApiConfig:
     experiments: dict[str, Experiment] = field(default_factory=dict)
     recommendations: int = 4
     bestsellers_ttl: float = 30.0
+    template_timeout_s: float = 2.0
+    template_max_bytes: int = 1 << 20
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> ApiConfig:
@@ -112,9 +116,14 @@ class ApiConfig:
         try:
             n = int(values.get("LIVEPROFILE_API_RECOMMENDATIONS", "4"))
             ttl = float(values.get("LIVEPROFILE_API_BESTSELLERS_TTL", "30"))
+            t_timeout = float(values.get("LIVEPROFILE_API_TEMPLATE_TIMEOUT", "2"))
+            t_max = int(values.get("LIVEPROFILE_API_TEMPLATE_MAX_BYTES", str(1 << 20)))
         except ValueError:
-            msg = "LIVEPROFILE_API_RECOMMENDATIONS / _BESTSELLERS_TTL must be numbers"
+            msg = "LIVEPROFILE_API_RECOMMENDATIONS / _BESTSELLERS_TTL / _TEMPLATE_TIMEOUT / _TEMPLATE_MAX_BYTES must be numbers"
             raise ConfigError(msg) from None
+        if t_timeout <= 0 or t_max < 1024:
+            msg = "LIVEPROFILE_API_TEMPLATE_TIMEOUT must be > 0 and LIVEPROFILE_API_TEMPLATE_MAX_BYTES >= 1024"
+            raise ConfigError(msg)
         if not 1 <= n <= 50:
             msg = "LIVEPROFILE_API_RECOMMENDATIONS must be within 1..50"
             raise ConfigError(msg)
@@ -128,4 +137,6 @@ class ApiConfig:
             experiments=parse_experiments(values.get("LIVEPROFILE_API_EXPERIMENTS", "")),
             recommendations=n,
             bestsellers_ttl=ttl,
+            template_timeout_s=t_timeout,
+            template_max_bytes=t_max,
         )

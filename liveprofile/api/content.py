@@ -23,6 +23,11 @@ Every template gets: ``user_id``, ``known``, ``profile`` (stored strings, JSON
 fields decoded), ``experiments`` ({name: variant}), ``cart``,
 ``cart_value``, ``top_category``, ``products`` (the slot's product list) and
 ``fallback``. ``format=json`` returns that data instead of HTML.
+
+Rendering runs off the event loop in worker processes, under a CPU-time and an output-size
+limit (:mod:`liveprofile.api.render`): a template that loops for minutes or computes
+``x ** 9999999`` costs its own request a 500 (``template_timeout``, ``template_error``,
+``template_output_too_large``), never the API's other requests.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import orjson
 import redis.asyncio as aioredis
 from jinja2.sandbox import SandboxedEnvironment
 
+from liveprofile.api.render import TemplateRenderer, sandbox
 from liveprofile.store.keys import Keys
 from operators.schema import BY_NAME, JSON_FIELDS, SHOWN
 
@@ -129,18 +135,19 @@ class Content:
     templates_dir: str | None = None
     count: int = 4
     bestsellers_ttl: float = 30.0
+    template_timeout_s: float = 2.0
+    template_max_bytes: int = 1 << 20
     env: SandboxedEnvironment = field(init=False)
+    renderer: TemplateRenderer = field(init=False)
     _best: tuple[float, list[dict[str, Any]]] = field(default=(-1e18, []), init=False)
     _best_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _keys: Keys = field(init=False)
 
     def __post_init__(self) -> None:
         self._keys = Keys(self.prefix)  # the catalogue keys are the same in both layouts
-        loaders: list[jinja2.BaseLoader] = []
-        if self.templates_dir:
-            loaders.append(jinja2.FileSystemLoader(self.templates_dir))
-        loaders.append(jinja2.DictLoader(BUILTIN_TEMPLATES))
-        self.env = SandboxedEnvironment(loader=jinja2.ChoiceLoader(loaders), autoescape=True, auto_reload=True)
+        self.env = sandbox(self.templates_dir, BUILTIN_TEMPLATES, self.template_max_bytes)  # slot lookups here
+        self.renderer = TemplateRenderer(self.templates_dir, BUILTIN_TEMPLATES, timeout_s=self.template_timeout_s,
+                                         max_bytes=self.template_max_bytes)  # fmt: skip
 
     def has_slot(self, slot: str) -> bool:
         if not slot.replace("_", "").replace("-", "").isalnum():
@@ -212,7 +219,8 @@ class Content:
             ctx["products"] = await self.bestsellers()
         return ctx
 
-    def render(self, slot: str, ctx: dict[str, Any]) -> str:
-        """HTML of a slot; the fallback template stands in for built-in slots with nothing to show."""
+    async def render(self, slot: str, ctx: dict[str, Any]) -> str:
+        """HTML of a slot (in a render worker; :class:`~liveprofile.api.render.RenderError` when
+        refused); the fallback template stands in for built-in slots with nothing to show."""
         name = "fallback.html" if ctx.get("fallback") and slot in ("cart", "recommendations") else f"{slot}.html"
-        return self.env.get_template(name).render(ctx)
+        return await self.renderer.render(name, ctx)

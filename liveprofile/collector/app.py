@@ -12,6 +12,9 @@ by uvicorn with httptools and uvloop. Endpoints (SPEC §2):
 * ``GET /openapi.json`` — the OpenAPI 3.1 document of all of these
   (:mod:`liveprofile.collector.openapi`; public, like Segment's API reference: no write key).
 
+The server runs under the HTTP limits of :mod:`liveprofile.asgi` (``LIVEPROFILE_HTTP_*``: header
+size 431, header and body read timeouts 408, a connection limit 503).
+
 This module holds the ASGI entry, the routing table (:data:`ROUTES`, which the router matches and
 a test holds the OpenAPI document to), the lifecycle and :func:`serve`/:func:`create_app`. The
 endpoints live in their own modules, each docstring its contract: :mod:`.ingest` (the Segment
@@ -69,7 +72,16 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from liveprofile.asgi import HTTPError, Receive, Scope, Send, respond, run_lifespan
+from liveprofile.asgi import (
+    HTTPError,
+    Receive,
+    Scope,
+    Send,
+    limits_of,
+    respond,
+    run_lifespan,
+    server_options,
+)
 from liveprofile.buffer.streams import BacklogMonitor
 from liveprofile.buffer.writers import appender_for
 from liveprofile.collector import openapi
@@ -294,8 +306,8 @@ def serve(
     if config.rate_limit > 0:
         logger.info("collector: rate limit %g events/s per write key in each of %d worker process(es)", config.rate_limit, workers)
     common: dict[str, Any] = {
-        "host": host, "port": port, "http": "httptools", "loop": "uvloop", "lifespan": "on",
-        "log_level": log_level, "access_log": False, "timeout_keep_alive": 30,
+        "host": host, "port": port, "loop": "uvloop", "lifespan": "on",
+        "log_level": log_level, "access_log": False, "timeout_keep_alive": 30, **server_options(limits_of(settings)),
     }  # fmt: skip
     # access_log stays off: access lines would carry the pixel's query string (its signature).
     if workers > 1:
@@ -310,6 +322,6 @@ def create_app() -> CollectorApp:
     """App factory for multi-worker uvicorn: settings and edge config from the environment."""
     import os
 
-    return CollectorApp(
-        Settings.from_env(), config=_config_from_env(), allow_no_keys=bool(os.environ.get("LIVEPROFILE_COLLECTOR_ALLOW_NO_KEYS"))
-    )
+    settings = Settings.from_env()
+    server_options(limits_of(settings))  # this worker process's HTTP limits
+    return CollectorApp(settings, config=_config_from_env(), allow_no_keys=bool(os.environ.get("LIVEPROFILE_COLLECTOR_ALLOW_NO_KEYS")))

@@ -39,6 +39,12 @@ class ApiServer:
                 msg = "api did not start"
                 raise RuntimeError(msg)
             time.sleep(0.01)
+        deadline = time.monotonic() + 60  # the template render workers are separate processes
+        while not (self.app.content is not None and self.app.content.renderer.ready):
+            if time.monotonic() > deadline:
+                msg = "the api's render workers did not start"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": f"Bearer {TOKEN}"})
 
     def get(self, path: str, **kw: Any) -> httpx.Response:

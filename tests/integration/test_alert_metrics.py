@@ -105,11 +105,19 @@ def scaled_rules(text: str) -> dict[str, Any]:
     return doc
 
 
+#: alerts whose live condition another test makes happen with real processes (not yet phased in
+#: here): LiveprofileRedisWritesBlocked — tests/e2e/test_redis_oom.py drives a real dataflow into
+#: OOM and READONLY and checks liveprofile_dataflow_redis_writes_blocked; promtool checks the rule
+ELSEWHERE = {("LiveprofileRedisWritesBlocked", None, None)}
+
+
 def alert_metrics() -> set[str]:
-    """Every metric name the alert expressions use (``up`` included)."""
+    """Every metric name the alert expressions use (``up`` included), but :data:`ELSEWHERE`'s."""
     names: set[str] = set()
     for g in yaml.safe_load(ALERTS.read_text())["groups"]:
         for rule in g["rules"]:
+            if (rule["alert"], None, None) in ELSEWHERE:
+                continue
             found = set(re.findall(r"\b(liveprofile_[a-z0-9_]+|up)\b", rule["expr"]))
             assert found, rule
             names |= found
@@ -414,7 +422,7 @@ def test_scaled_rules_change_only_durations() -> None:
     got = {(r["alert"], *next(((k, r["labels"][k]) for k in ("stage", "component") if k in r["labels"]), (None, None)))
            for g in original["groups"] for r in g["rules"]}  # fmt: skip
     stray = {a for a in got if a[0] == "LiveprofileComponentAbsent" and a[2] != "api"}
-    assert got - stray == EXPECTED, "an alert was added or removed: make its condition happen in the live test"
+    assert got - stray == EXPECTED | ELSEWHERE, "an alert was added or removed: make its condition happen in the live test"
 
 
 def test_alert_metrics_move_and_alerts_fire(system: System, tmp_path: Path) -> None:
