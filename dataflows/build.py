@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -29,7 +30,7 @@ from dataflows.logic import (
     UserLogic,
     model_shard,
 )
-from dataflows.outputs import EdgesOut, ModelOut
+from dataflows.outputs import DeadLetter, EdgesOut, ModelOut
 from dataflows.parse import parse_batch
 from dataflows.sinks import (
     BufferMergeSink,
@@ -42,8 +43,17 @@ from dataflows.sources.streams import RedisStreamSource, SourceItem
 from liveprofile.buffer.writers import raw_writer
 from liveprofile.settings import Settings
 from liveprofile.store.keys import Keys
-from operators.events import Event
-from operators.user import BehaviourUpdate, MergeExport, ProfileUpdate, Retire, RfmDelta
+from operators.events import Event, Rejected
+from operators.timeutil import iso
+from operators.user import (
+    BehaviourUpdate,
+    Forward,
+    MergeExport,
+    ProfileUpdate,
+    Refused,
+    Retire,
+    RfmDelta,
+)
 
 __all__ = ["Sinks", "build_flow", "redis_sinks", "buffer_source", "FLOW_ID"]
 
@@ -105,9 +115,20 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
     to_pop = op.map("to_population", is_rfm.trues, lambda kv: (POPULATION_KEY, kv[1]))
     edges: Stream[EdgesOut] = op.map("edges", op.stateful_batch("population", to_pop, lambda resume: PopulationLogic(clock, resume)), lambda kv: kv[1])
     op.output("edges_out", edges, sinks.edges)
-    merges: Stream[MergeExport] = op.filter_map("merges", is_rfm.falses, lambda kv: kv[1] if type(kv[1]) is MergeExport else None)
+    merges: Stream[MergeExport | Forward] = op.filter_map("merges", is_rfm.falses, lambda kv: kv[1] if type(kv[1]) in (MergeExport, Forward) else None)
     op.output("merge_out", merges, sinks.merge)
+    refused = op.filter_map("refused", is_rfm.falses, lambda kv: refused_dead_letter(kv[1]) if type(kv[1]) is Refused else None)
+    op.output("refused_out", refused, sinks.dead_letter)
     return flow
+
+
+def refused_dead_letter(r: Refused) -> DeadLetter:
+    """The dead letter of an alias the user step refused: source ``merge:{uid}``, position its ``seq``
+    (a replay after recovery refuses at the same ``seq``: written once)."""
+    ev = r.event
+    raw = orjson.dumps({"type": ev.type, "messageId": ev.message_id, "userId": ev.user_id, "previousId": ev.previous_id,
+                        "anonymousId": ev.anonymous_id, "timestamp": iso(ev.ts), "receivedAt": iso(ev.received_at)})  # fmt: skip
+    return DeadLetter(Rejected(r.reason, r.message, raw, ev.received_at, ev.message_id), f"merge:{r.uid}", (r.seq, 0))
 
 
 def redis_sinks(s: Settings) -> Sinks:

@@ -3,11 +3,15 @@
 Entry kinds come from :mod:`liveprofile.store.envelope`; events go through
 :func:`operators.events.parse_event` (the same check the collector runs) and are routed by
 :func:`operators.identity.anonymous_key`: to the identity step under the anonymous id, or straight
-to the user step under the user id.
+to the user step under the user id. An ``alias`` also sends an
+:class:`~operators.identity.Absorb` to the user key ``previousId`` (known users are a namespace of
+their own: the user step there decides whether a known user merges). Forwarded entries (items of a
+user merged away) go straight to the user step of the survivor.
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 from dataflows import metrics
@@ -18,11 +22,12 @@ from liveprofile.store.envelope import (
     INTERNAL_PREFIX,
     EntryKind,
     decode_control,
+    decode_forward,
     decode_merge,
     kind_of,
 )
 from operators.events import Event, Limits, Rejected, parse_event
-from operators.identity import anonymous_key
+from operators.identity import Absorb, anonymous_key
 from operators.user import Forget, MergeIn, Unsuppress
 
 __all__ = ["parse_batch", "Routed"]
@@ -42,6 +47,10 @@ def parse_batch(limits: Limits, clock: StreamClock, items: list[SourceItem]) -> 
             if kind is EntryKind.MERGE:
                 m = decode_merge(raw)
                 append(("u", m.to_uid, MergeIn(m.merge_id, m.from_uid, m.ts, m.state)))
+            elif kind is EntryKind.FORWARD:
+                f = decode_forward(raw)
+                for it in pickle.loads(f.items):
+                    append(("u", f.to_uid, it))
             else:
                 uid = decode_control(raw).user_id
                 append(("u", uid, Forget(uid) if kind is EntryKind.FORGET else Unsuppress(uid)))
@@ -52,6 +61,9 @@ def parse_batch(limits: Limits, clock: StreamClock, items: list[SourceItem]) -> 
             observe(res.ts if res.ts < res.received_at else res.received_at)
             akey = anonymous_key(res)
             append(("u", res.uid, res) if akey is None else ("i", akey, res))
+            if res.type == "alias" and res.previous_id != res.user_id:
+                assert res.previous_id is not None and res.user_id is not None
+                append(("u", res.previous_id, Absorb(res.previous_id, res.user_id, res.ts, res.trusted, res)))
         else:
             a, _, b = entry_id.partition(b"-")
             assert isinstance(res, Rejected)

@@ -39,6 +39,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_REDIS_CLUSTER": ("off", "on: LIVEPROFILE_REDIS_URL names a node of a Redis Cluster; keys are hash-tagged by user group (see docs/redis-cluster.md)"),
     "LIVEPROFILE_CLUSTER_GROUPS": ("16", "with LIVEPROFILE_REDIS_CLUSTER=on: user groups (hash tags) profiles, segments and the change feed are split into; fixed for the life of the data"),
     "LIVEPROFILE_WRITE_KEYS": ("", "comma-separated accepted write keys; the collector refuses to start without one, except in the demo"),
+    "LIVEPROFILE_BROWSER_WRITE_KEYS": ("", "comma-separated browser (public) write keys: accepted like server keys, but never trusted to merge two known users or to report email engagement (see docs/profiles.md)"),
     "LIVEPROFILE_TIMESTAMP_MIN": ("", "oldest plausible event time (ISO 8601); empty = receipt minus LIVEPROFILE_MAX_EVENT_AGE"),
     "LIVEPROFILE_MAX_EVENT_AGE": ("400d", "when TIMESTAMP_MIN is empty: oldest plausible event time relative to receipt"),
     "LIVEPROFILE_MAX_FUTURE_SKEW": ("3600", "newest plausible event time, seconds ahead of receipt"),
@@ -208,6 +209,7 @@ class Settings:
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0
     http_max_connections: int = 2048
+    browser_write_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -274,6 +276,7 @@ class Settings:
             buffer=_choice(v, "LIVEPROFILE_BUFFER", ("redis", "kafka")),
             kafka_brokers=v["LIVEPROFILE_KAFKA_BROKERS"].strip(),
             kafka_topic=v["LIVEPROFILE_KAFKA_TOPIC"].strip(),
+            browser_write_keys=tuple(k.strip() for k in v["LIVEPROFILE_BROWSER_WRITE_KEYS"].split(",") if k.strip()),
             buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),
         )
         if overrides:
@@ -294,6 +297,7 @@ class Settings:
         operator can tell keys apart without any character of the key itself being printed."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["write_keys"] = [key_fingerprint(k) for k in self.write_keys]
+        d["browser_write_keys"] = [key_fingerprint(k) for k in self.browser_write_keys]
         url = self.redis_url
         if "@" in url:
             scheme, rest = url.split("://", 1) if "://" in url else ("", url)

@@ -10,6 +10,17 @@ or a :class:`Rejected` carrying a stable reason code, a readable message and
 the raw event. It never raises on bad input and never reads the clock.
 
 Reason codes (stable, used in dead letters and metrics): see :data:`REASONS`.
+
+Trust (SPEC 2, 5): every event in the buffer came in with a server write key
+(``LIVEPROFILE_WRITE_KEYS``, or a signed way in: pixel, webhooks, imports) or a
+browser write key (``LIVEPROFILE_BROWSER_WRITE_KEYS``, public). The envelope check
+(:func:`liveprofile.buffer.ingest.prepare`) removes any :data:`TRUST_FIELD` a client sent
+and, for a browser key, stamps ``"_trust": "browser"``; ``Event.trusted`` is ``False``
+whenever the field is present. Untrusted events may not report email engagement
+(:data:`ENGAGEMENT_EVENTS`: rejected here as ``untrusted_engagement``, so the collector
+answers a single-event call 400 and a batch keeps its other events) and may not merge two
+known users (decided by the per-user step, which knows whether ``previousId`` is a known
+user: ``untrusted_merge``).
 """
 
 from __future__ import annotations
@@ -37,6 +48,9 @@ __all__ = [
     "Reason",
     "EVENT_TYPES",
     "MONEY_FIELDS",
+    "TRUST_FIELD",
+    "BROWSER_TRUST",
+    "ENGAGEMENT_EVENTS",
     "parse_event",
     "parse_consent",
     "validate_email",
@@ -47,6 +61,13 @@ EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"
 
 #: Properties whose values are money (numeric, non-negative).
 MONEY_FIELDS = ("revenue", "total", "price", "value", "subtotal", "tax", "shipping", "discount")
+
+#: the reserved top-level field carrying a browser key's trust level (see the module doc)
+TRUST_FIELD = "_trust"
+BROWSER_TRUST = "browser"
+#: email engagement events only server keys and the signed pixel may report
+ENGAGEMENT_EVENTS = frozenset({"Email Delivered", "Email Opened", "Email Link Clicked"})
+
 
 class Reason(StrEnum):
     """Why an event was rejected: the dead letter's ``reason`` (part of the dead-letter contract).
@@ -71,6 +92,9 @@ class Reason(StrEnum):
     MISSING_ORDER = "missing_order"
     INVALID_TEXT = "invalid_text"
     INVALID_NUMBER = "invalid_number"
+    UNTRUSTED_ENGAGEMENT = "untrusted_engagement"
+    UNTRUSTED_MERGE = "untrusted_merge"
+    MERGE_CYCLE = "merge_cycle"
 
     @property
     def meaning(self) -> str:
@@ -97,6 +121,9 @@ _MEANINGS: dict[str, str] = {
     "missing_order": "an Order Cancelled without order_id, or an Order Refunded with neither order_id nor an amount",
     "invalid_text": "a string (or key) is not valid Unicode text: a lone surrogate such as JavaScript's slice() leaves of an emoji, or bytes that are not UTF-8",
     "invalid_number": "a number that cannot be stored: NaN, Infinity, or outside the range of a double (1e400)",
+    "untrusted_engagement": "Email Delivered/Opened/Link Clicked sent with a browser write key (only server keys and the signed pixel report engagement)",
+    "untrusted_merge": "an alias of a known user (previousId) sent with a browser write key: merging two known users needs a server key",
+    "merge_cycle": "an alias whose userId is already merged into previousId (the merge would make a cycle)",
 }
 
 #: Reason code -> what it means (:class:`Reason`'s codes).
@@ -176,6 +203,7 @@ class Event:
     #: consent categories this event states (Segment's ``context.consent.categoryPreferences``,
     #: RudderStack's ``context.consentManagement``): ``((category, granted), ...)``, sorted
     consent: tuple[tuple[str, bool], ...] = ()
+    trusted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +412,7 @@ def parse_consent(context: dict[str, Any]) -> tuple[tuple[str, bool], ...]:
 
 
 def _derive_message_id(ev: dict[str, Any]) -> str:
-    body = {k: v for k, v in ev.items() if k not in ("receivedAt", "sentAt", "writeKey")}
+    body = {k: v for k, v in ev.items() if k not in ("receivedAt", "sentAt", "writeKey", TRUST_FIELD)}
     try:
         text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except (orjson.JSONEncodeError, TypeError):  # orjson writes at most 255 levels of nesting
@@ -420,11 +448,14 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
 
     name = ""
     previous_id = None
+    trusted = ev.get(TRUST_FIELD) is None
     if etype == "track":
         name = ev.get("event")
         if not isinstance(name, str) or not name.strip():
             raise _Invalid(Reason.MISSING_EVENT, "track calls need a non-empty string `event`")
         name = name.strip()[:_MAX_ID_LEN]
+        if not trusted and name in ENGAGEMENT_EVENTS:
+            raise _Invalid(Reason.UNTRUSTED_ENGAGEMENT, f"{name!r} from a browser write key: email engagement is reported by server keys and the signed pixel only")
     elif etype in ("page", "screen"):
         n = ev.get("name")
         name = n[:_MAX_ID_LEN] if isinstance(n, str) else ""
@@ -547,6 +578,7 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
         order_id=order_id,
         refund_cents=refund_cents,
         consent=parse_consent(context) if ("consent" in context or "consentManagement" in context) else (),
+        trusted=trusted,
     )
 
 

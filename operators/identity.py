@@ -2,6 +2,14 @@
 
 Contract
 --------
+**Two namespaces.** User ids and anonymous ids never name each other: the per-user step keys
+an anonymous visitor's profile by :func:`anon_uid` (``ANON_PREFIX + anonymousId``), a string no
+user id can be (:func:`operators.events.parse_event` strips surrounding whitespace from every
+id, and the prefix starts with a space), and the store gives anonymous profiles their own key
+family (:meth:`liveprofile.store.keys.Keys.profile_anon`). So ``identify {userId: X,
+anonymousId: <a victim's userId>}`` links an *anonymous* profile of that name, never the victim.
+:func:`public_id` turns a key back into the id a client sent.
+
 ``route(linked, event)`` is the step of the identity stage, keyed by the
 event's anonymous id (``anonymousId``; for ``alias`` the ``previousId``). The
 state is the user id that anonymous id is linked to (``None`` until an event
@@ -12,7 +20,12 @@ with the key it goes to:
   also sends a :class:`Link` to the anonymous key, whose state (its anonymous
   profile) then merges into the user — exactly once, whichever arrives first;
 * an anonymous-only event goes to the linked user once there is one, else to
-  the anonymous profile.
+  the anonymous profile (key :func:`anon_uid`).
+
+``alias {previousId: P, userId: U}`` also names a possibly *known* user P: the flow's parse
+step sends an :class:`Absorb` to the user key P, and the per-user step there decides
+(:func:`operators.user.step`: a known P merges into U when the alias came with a server write
+key, and is a dead letter from a browser key; an unknown P, or P == U, is a no-op).
 
 A later ``userId`` on the same anonymous id (a shared device) re-links future
 anonymous events to the newest user but merges nothing more: the anonymous
@@ -25,7 +38,29 @@ from dataclasses import dataclass
 
 from operators.events import Event
 
-__all__ = ["Link", "anonymous_key", "route"]
+__all__ = ["ANON_PREFIX", "Absorb", "Link", "anon_uid", "anonymous_key", "is_anon", "public_id", "route"]
+
+#: the per-user key prefix of anonymous profiles; no parsed id starts with whitespace
+ANON_PREFIX = " anon:"
+
+
+def anon_uid(anonymous_id: str) -> str:
+    """The per-user key of the anonymous profile ``anonymous_id``.
+
+    >>> anon_uid("a1"), is_anon(anon_uid("a1")), is_anon("a1"), public_id(anon_uid("a1"))
+    (' anon:a1', True, False, 'a1')
+    """
+    return ANON_PREFIX + anonymous_id
+
+
+def is_anon(uid: str) -> bool:
+    """Whether the per-user key ``uid`` is an anonymous profile's."""
+    return uid.startswith(ANON_PREFIX)
+
+
+def public_id(uid: str) -> str:
+    """The id a client sent for the per-user key ``uid`` (the anonymous id, or the user id)."""
+    return uid[len(ANON_PREFIX):] if uid.startswith(ANON_PREFIX) else uid
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +70,18 @@ class Link:
     anonymous_id: str
     user_id: str
     ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Absorb:
+    """An ``alias`` asking the known user ``previous_id`` to merge into ``user_id``
+    (sent to the user key ``previous_id``; ``event`` is the alias itself, for a dead letter)."""
+
+    previous_id: str
+    user_id: str
+    ts: int
+    trusted: bool
+    event: Event
 
 
 def anonymous_key(ev: Event) -> str | None:
@@ -60,9 +107,9 @@ def route(linked: str | None, ev: Event) -> tuple[str | None, list[tuple[str, Ev
     >>> anon = parse_event({"type": "page", "anonymousId": "a1", "receivedAt": 0}, L)
     >>> ident = parse_event({"type": "identify", "anonymousId": "a1", "userId": "u1", "receivedAt": 0}, L)
     >>> st, out = route(None, anon); st, [k for k, _ in out]
-    (None, ['a1'])
+    (None, [' anon:a1'])
     >>> st, out = route(st, ident); st, [(k, type(x).__name__) for k, x in out]
-    ('u1', [('a1', 'Link'), ('u1', 'Event')])
+    ('u1', [(' anon:a1', 'Link'), ('u1', 'Event')])
     >>> st, out = route(st, anon); st, [k for k, _ in out]
     ('u1', ['u1'])
     """
@@ -71,9 +118,9 @@ def route(linked: str | None, ev: Event) -> tuple[str | None, list[tuple[str, Ev
     if user is not None and akey is not None:
         out: list[tuple[str, Event | Link]] = []
         if linked is None:
-            out.append((akey, Link(akey, user, ev.ts)))
+            out.append((anon_uid(akey), Link(anon_uid(akey), user, ev.ts)))
         out.append((user, ev))
         return user, out
     if linked is not None:
         return linked, [(linked, ev)]
-    return None, [(ev.uid if akey is None else akey, ev)]
+    return None, [(ev.uid if akey is None else anon_uid(akey), ev)]

@@ -15,7 +15,18 @@ merged into another and is retired) plus the outputs:
   for the shard's models (plus sessions closed in the batch);
 * :class:`RfmDelta` — the user's move in the customer population;
 * :class:`MergeExport` / :class:`Retire` — when an anonymous profile merges
-  into a known user.
+  into a known user (a :class:`~operators.identity.Link`), or a known user into another
+  (an :class:`~operators.identity.Absorb` from a trusted ``alias``);
+* :class:`Forward` — items that reached a user already merged away, sent on to the survivor;
+* :class:`Refused` — an ``alias`` the step will not honour (``untrusted_merge``: a browser key
+  asked to merge a known user; ``merge_cycle``: the target is already merged into this user).
+
+A user merged away keeps a :class:`Merged` stub (``into``, its ``seq``): its later events and
+merges are forwarded to ``into`` (so they land on the survivor, deduplicated there by
+``messageId``), and its profile stays a tombstone with ``merged_into``. An anonymous profile
+that merged is retired (the identity stage sends its later events to the user), but the rest
+of the batch it merged in is forwarded, never dropped. A self-alias (``previousId ==
+userId``) merges nothing: no profile is wiped, no ``merged_into`` points at itself.
 
 ``on_timer(cfg, state, clock)`` is the live-traffic path: sessions and carts
 whose event-time deadline the stream clock has passed. ``next_deadline``
@@ -32,7 +43,7 @@ from typing import Any
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
 from operators.dedupe import DedupeConfig
 from operators.events import Event
-from operators.identity import Link
+from operators.identity import Absorb, Link, is_anon, public_id
 from operators.interest import Interest, InterestConfig, event_weight
 from operators.profile import ProfileState, to_fields
 from operators.rfm import RfmValues
@@ -49,6 +60,9 @@ __all__ = [
     "RfmDelta",
     "MergeExport",
     "Retire",
+    "Merged",
+    "Forward",
+    "Refused",
     "step",
     "on_timer",
     "next_deadline",
@@ -148,7 +162,35 @@ class Retire:
     seq: int
 
 
-Output = ProfileUpdate | BehaviourUpdate | RfmDelta | MergeExport | Retire
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """The state of a known user merged into ``into`` (a stub: everything is forwarded)."""
+
+    into: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Items for ``from_uid``, which merged into ``to_uid``: deliver them there (through the buffer)."""
+
+    from_uid: str
+    to_uid: str
+    items: tuple[Event | MergeIn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An alias the step refused: a dead letter ``reason`` for ``event``, at ``uid``'s ``seq``."""
+
+    uid: str
+    seq: int
+    reason: str
+    message: str
+    event: Event
+
+
+Output = ProfileUpdate | BehaviourUpdate | RfmDelta | MergeExport | Retire | Forward | Refused
 
 
 @dataclass(slots=True)
@@ -160,6 +202,8 @@ class UserState:
     behaviour: Behaviour = field(default_factory=Behaviour)
     rfm: RfmValues | None = None
     suppressed: bool = False
+    #: known users merged into this one, transitively (refuses a merge back: a cycle)
+    absorbed: frozenset[str] = frozenset()
 
     @classmethod
     def new(cls, uid: str) -> UserState:
@@ -225,11 +269,31 @@ def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed:
     return out
 
 
-def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Link | MergeIn | Forget | Unsuppress]) -> tuple[UserState | None, list[Output], int]:
+Item = Event | Link | MergeIn | Forget | Unsuppress | Absorb
+
+
+def _forward(stub: Merged, uid: str, items: list[Item]) -> list[Output]:
+    """What a merged-away user does with ``items``: forward events and merges to the survivor."""
+    fwd: list[Event | MergeIn] = [it for it in items if type(it) is Event or type(it) is MergeIn]  # type: ignore[misc]
+    return [Forward(uid, stub.into, tuple(fwd))] if fwd else []
+
+
+def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[Item]) -> tuple[UserState | Merged | None, list[Output], int]:
     """Fold a batch of items for user ``uid`` (see module docstring).
 
     Returns the new state, the outputs, and how many events were duplicates.
     """
+    if type(st) is Merged:
+        rest: list[Item] = []
+        for i, it in enumerate(items):
+            if type(it) is Forget:  # erase the stub too, and start suppressed
+                rest = list(items[i:])
+                break
+        else:
+            return st, _forward(st, uid, items), 0
+        head = _forward(st, uid, items[: len(items) - len(rest)])
+        st2, out, dups = step(cfg, None, uid, rest)
+        return st2, head + out, dups
     if st is None:
         st = UserState.new(uid)
     p = st.profile
@@ -239,7 +303,7 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
     closed: list[ClosedSession] = []
     extra: list[Output] = []
     dups = 0
-    for it in items:
+    for i, it in enumerate(items):
         if st.suppressed and type(it) is not Unsuppress:
             if type(it) is Event:
                 dups += 1  # counted with the dropped events
@@ -257,16 +321,32 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
             closed.extend(st.behaviour.observe(cfg.session, it, cart_ops))
             if not st.behaviour.rule_suspect():
                 _interest(cfg, st, it)
-        elif type(it) is Link:
-            if p.seq == 0:  # nothing anonymous to merge
-                return None, extra, dups
+        elif type(it) is Link or type(it) is Absorb:
+            into = it.user_id
+            if into == uid or p.seq == 0:  # a self-alias, or nothing to merge: a no-op
+                continue
+            if type(it) is Absorb:
+                if is_anon(uid):
+                    continue
+                if not it.trusted:
+                    p.seq += 1  # the refusal is an input item: its dead letter has its own position
+                    extra.append(Refused(uid, p.seq, "untrusted_merge", f"alias of the known user {uid!r} into {into!r} from a browser write key", it.event))
+                    continue
+                if into in st.absorbed:
+                    p.seq += 1
+                    extra.append(Refused(uid, p.seq, "merge_cycle", f"{into!r} is already merged into {uid!r}", it.event))
+                    continue
             extra.extend(_outputs(st, changed, trigger, closed, behaviour))
-            merge_id = f"merge:{uid}:{it.user_id}"
-            extra.append(MergeExport(uid, it.user_id, merge_id, it.ts, pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)))
+            merge_id = f"merge:{uid}:{into}"
+            extra.append(MergeExport(uid, into, merge_id, it.ts, pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)))
             if st.rfm is not None:
                 extra.append(RfmDelta(st.rfm, None))
-            extra.append(Retire(uid, it.user_id, p.seq + 1))
-            return None, extra, dups
+            stub = Merged(into, p.seq + 1)
+            extra.append(Retire(uid, into, stub.seq))
+            extra.extend(_forward(stub, uid, list(items[i + 1 :])))
+            # an anonymous profile is retired (the identity stage routes its later events);
+            # a known user keeps the stub that forwards to the survivor
+            return (None if is_anon(uid) else stub), extra, dups
         elif type(it) is Forget:
             out: list[Output] = [RfmDelta(st.rfm, None)] if st.rfm is not None else []
             st = UserState.new(uid)
@@ -284,18 +364,25 @@ def step(cfg: UserConfig, st: UserState | None, uid: str, items: list[Event | Li
             if not p.seen.first_sight(cfg.dedupe, it.merge_id, it.ts):
                 continue
             other: UserState = pickle.loads(it.state)
+            if is_anon(it.from_uid):
+                other.profile.uid = public_id(it.from_uid)  # remembered as an anonymous id of this user
+            else:
+                other.profile.uid = uid  # a known user: not an anonymous id (kept in ``absorbed``)
+                st.absorbed = st.absorbed | {it.from_uid} | getattr(other, "absorbed", frozenset())
             p.merge(other.profile, cfg.dedupe)
             st.interest.merge(cfg.interest, other.interest)
             st.behaviour.merge(other.behaviour, cfg.session)
             changed = True
     if st.suppressed:
         return st, extra, dups
+    if p.seq == 0 and not extra and all(type(it) is Absorb or type(it) is Link for it in items):  # no-op aliases: keep no state
+        return None, [], dups
     return st, extra + _outputs(st, changed, trigger, closed, behaviour), dups
 
 
-def on_timer(cfg: UserConfig, st: UserState, clock: int) -> list[Output]:
+def on_timer(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output]:
     """Live-traffic timers: close an idle session, abandon an idle cart."""
-    if st.suppressed:
+    if type(st) is Merged or st.suppressed:
         return []
     cart_ops = len(st.profile.cart_ops)
     closed = st.behaviour.close_if_idle(cfg.session, clock, cart_ops)
@@ -305,9 +392,9 @@ def on_timer(cfg: UserConfig, st: UserState, clock: int) -> list[Output]:
     return _outputs(st, trigger is not None, trigger, closed, False)
 
 
-def next_deadline(cfg: UserConfig, st: UserState) -> int | None:
+def next_deadline(cfg: UserConfig, st: UserState | Merged) -> int | None:
     """Earliest event time at which :func:`on_timer` has something to do."""
-    if st.suppressed:
+    if type(st) is Merged or st.suppressed:
         return None
     ds = [d for d in (st.behaviour.deadline(cfg.session), st.profile.abandon_deadline(cfg.abandon_ms)) if d is not None]
     return min(ds) if ds else None

@@ -24,6 +24,7 @@ from liveprofile.store.connection import (
 )
 from liveprofile.store.keys import Keys
 from liveprofile.store.scripts import PROFILE_LUA, ProfileMode, profile_argv
+from operators.identity import is_anon, public_id
 from operators.rfm import RfmEdges
 from operators.timeutil import iso
 
@@ -149,11 +150,29 @@ class Writer:
         else:
             pipe.execute_command(*args)
 
+    def profile_key(self, uid: str) -> str:
+        """The profile hash of the per-user key ``uid`` (an anonymous key: the profile-anon family)."""
+        return self.keys.profile_anon(public_id(uid)) if is_anon(uid) else self.keys.profile(uid)
+
     def call(self, pipe: Any, uid: str, seq: int, mode: ProfileMode, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
         """Queue one :data:`PROFILE_LUA` call; the fields travel as one JSON array argument
-        (packing ~70 separate arguments per call cost more than the rest of the sink)."""
+        (packing ~70 separate arguments per call cost more than the rest of the sink).
+
+        ``uid`` is the per-user key: an anonymous one (:func:`operators.identity.is_anon`) writes
+        the profile-anon family under the anonymous id, with ``user_id`` the anonymous id."""
         keys = self.keys
         single = self._single
+        if is_anon(uid):
+            aid = public_id(uid)
+            if "user_id" in fields:
+                fields = {**fields, "user_id": aid}
+            packed = orjson.dumps(list(chain.from_iterable(fields.items())))
+            argv = profile_argv(seq, updated_at, self._maxlen, aid, event, keys.script_prefix(aid), mode, packed, anonymous=True)
+            if single is not None:
+                pipe.command("EVALSHA", self._script.sha, 3, *keys.profile_anon_keys(aid), *argv)
+            else:
+                run_script(self._script, keys.profile_anon_keys(aid), argv, pipe)
+            return
         packed = orjson.dumps(list(chain.from_iterable(fields.items())))
         if single is not None:  # one server: the keys without the group computation (the hot path)
             argv = profile_argv(seq, updated_at, self._maxlen, uid, event, keys.prefix, mode, packed)

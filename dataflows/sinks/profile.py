@@ -14,6 +14,7 @@ from dataflows.outputs import ModelOut
 from dataflows.sinks.common import Writer, now_iso, raise_errors
 from liveprofile.store.keys import Keys
 from liveprofile.store.scripts import ProfileMode, ProfileResult
+from operators.identity import public_id
 from operators.rfm import rfm_fields
 from operators.user import ProfileUpdate, Retire
 
@@ -45,7 +46,7 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
             pipe = w.pipe()
             for uid, out in latest.items():
                 if type(out) is Retire:
-                    w.call(pipe, uid, out.seq, ProfileMode.TOMBSTONE, {"user_id": uid, "merged_into": out.into}, b"", updated_at)
+                    w.call(pipe, uid, out.seq, ProfileMode.TOMBSTONE, {"user_id": public_id(uid), "merged_into": out.into}, b"", updated_at)
                     continue
                 fields = dict(out.fields)
                 fields.update(rfm_fields(edges, out.rfm))

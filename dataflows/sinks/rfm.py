@@ -68,7 +68,7 @@ class _EdgesPartition(StatelessSinkPartition[EdgesOut]):
         pipe = w.client.pipeline(transaction=False)
         uids = [m.decode() if isinstance(m, bytes) else m for m in members]
         for uid in uids:
-            pipe.hmget(keys.profile(uid), fields)
+            pipe.hmget(w.profile_key(uid), fields)
         rows = pipe.execute()
         pipe = w.pipe()
         updated_at = now_iso()

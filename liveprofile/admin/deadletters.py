@@ -81,7 +81,7 @@ def redrive(
             continue
         prep = prepare(
             [ev], keys=keys, shards=settings.shards, limits=settings.limits, received_at=received,
-            source=f"redrive:{eid.decode()}", stage=Stage.REDRIVE, keep_received=True,
+            source=f"redrive:{eid.decode()}", stage=Stage.REDRIVE, keep_received=True, trust=None,
         )  # fmt: skip
         if prep.rejected:
             stats["still_invalid"][prep.rejected[0].reason] += 1

@@ -9,7 +9,8 @@ erased:
 2. the profile hash goes, with its segment memberships and RFM index entry,
    and one change-feed entry ``deleted=1`` (with the email and anonymous ids
    the platforms may know the user by) tells the email platforms to delete too;
-   profiles of the user's anonymous ids (merged tombstones) go as well;
+   profiles of the user's anonymous ids (merged tombstones, in the ``profile-anon`` key family:
+   an anonymous id never names another known user's profile) go as well;
 3. buffered events of the user (``userId`` or one of their anonymous ids), their
    dead letters, anomaly records and older change-feed entries are deleted;
 4. a :attr:`~liveprofile.store.envelope.EntryKind.FORGET` control entry in the user's buffer shard makes the dataflow
@@ -82,9 +83,12 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str, changes_m
     script = client.register_script(PROFILE_LUA)
     now = iso(int(time.time() * 1000))
     profiles = 0
-    for uid in [user_id, *aliases]:
-        if client.exists(keys.profile(uid)):
-            script(keys=keys.profile_keys(uid), args=profile_argv(0, now, changes_maxlen, uid, "", keys.script_prefix(uid), ProfileMode.DELETE, ""))
+    if client.exists(keys.profile(user_id)):
+        script(keys=keys.profile_keys(user_id), args=profile_argv(0, now, changes_maxlen, user_id, "", keys.script_prefix(user_id), ProfileMode.DELETE, ""))
+        profiles += 1
+    for aid in aliases:  # anonymous profiles live in their own key family (never a known user's)
+        if client.exists(keys.profile_anon(aid)):
+            script(keys=keys.profile_anon_keys(aid), args=profile_argv(0, now, changes_maxlen, aid, "", keys.script_prefix(aid), ProfileMode.DELETE, "", anonymous=True))
             profiles += 1
     by_group: dict[int, list[str]] = {}
     for uid in ids:

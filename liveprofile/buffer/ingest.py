@@ -13,6 +13,12 @@ With ``mask_ip`` (``LIVEPROFILE_TRUNCATE_IP=on``) ``context.ip`` is truncated by
 the dead letters ever hold the full address; a value that is not an IP address
 is dropped.
 
+Trust: ``trust`` is the write key's level (:data:`SERVER` or :data:`BROWSER`). Any
+``_trust`` field (:data:`operators.events.TRUST_FIELD`) a client put in an event is removed
+first; a browser key's events are then stamped ``"_trust": "browser"``, so the dataflow knows
+the level and no client can forge a server one. ``trust=None`` keeps a stored stamp as it is
+(re-driving the service's own dead letters).
+
 ``prepare`` never raises on decoded JSON: an event that cannot be serialized
 again is dead-lettered, its reason naming the first value at fault (with its
 path in the message): ``invalid_text`` for a string or key that is not valid
@@ -45,10 +51,14 @@ import orjson
 from liveprofile.buffer.streams import Append
 from liveprofile.store.deadletter import Stage, dead_letter_fields
 from liveprofile.store.keys import Keys
-from operators.events import Limits, Reason, Rejected, parse_event
+from operators.events import BROWSER_TRUST, TRUST_FIELD, Limits, Reason, Rejected, parse_event
 from operators.routing import shard_of
 
-__all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable"]
+__all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable", "SERVER", "BROWSER"]
+
+#: the trust levels of a write key (see the module doc)
+SERVER = "server"
+BROWSER = BROWSER_TRUST
 
 
 class Unstorable:
@@ -154,6 +164,7 @@ def prepare(
     defaults: Mapping[str, Any] | None = None,
     keep_received: bool = False,
     mask_ip: bool = False,
+    trust: str | None = SERVER,
 ) -> Prepared:
     """Turn decoded events into buffer and dead-letter appends (see module doc)."""
     out = Prepared()
@@ -166,6 +177,10 @@ def prepare(
             rej = Rejected(Reason.NOT_OBJECT, "an event must be a JSON object", (raw if raw is not None else _fallback_raw(ev))[:max_event])
         else:
             ev.pop("writeKey", None)
+            if trust is not None:
+                ev.pop(TRUST_FIELD, None)
+                if trust == BROWSER:
+                    ev[TRUST_FIELD] = BROWSER
             if force_type is not None:
                 ev["type"] = force_type
             if defaults:

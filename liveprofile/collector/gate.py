@@ -34,7 +34,7 @@ import redis
 import redis.asyncio as aioredis
 
 from liveprofile.asgi import HTTPError
-from liveprofile.buffer.ingest import Prepared, prepare
+from liveprofile.buffer.ingest import SERVER, Prepared, prepare
 from liveprofile.buffer.streams import BacklogFull, BacklogMonitor
 from liveprofile.buffer.writers import Appender
 from liveprofile.settings import Settings
@@ -125,10 +125,10 @@ class BufferGate:
             self.backlog.note(prep.accepted)
 
     def prepare(self, events: list[Any], *, received_at: str, source: str, force_type: str | None = None,
-                defaults: Mapping[str, Any] | None = None) -> Prepared:  # fmt: skip
+                defaults: Mapping[str, Any] | None = None, trust: str = SERVER) -> Prepared:  # fmt: skip
         """The appends of ``events`` (valid ones to their shards, the rest to the dead letters)."""
         s = self.settings
         return prepare(
             events, keys=self.keys, shards=s.shards, limits=s.limits, received_at=received_at, source=source,
-            force_type=force_type, defaults=defaults, mask_ip=self.truncate_ip,
+            force_type=force_type, defaults=defaults, mask_ip=self.truncate_ip, trust=trust,
         )  # fmt: skip

@@ -10,7 +10,7 @@ Contract (SPEC §2), in the order the checks run:
 5. the write key's rate limit (:mod:`liveprofile.collector.ratelimit`, counted in events) — 429
    with ``Retry-After``;
 6. every event through :func:`liveprofile.buffer.ingest.prepare` (source ``http:{type}``; the
-   single-event endpoints force the event's ``type``), then one append of the valid events and the
+   single-event endpoints force the event's ``type``; the write key's trust level stamps it), then one append of the valid events and the
    dead letters (:meth:`~liveprofile.collector.gate.BufferGate.append`: on one Redis all or
    nothing, under the exact backlog bound) — 503 naming the condition when it fails
    (``backlog_full``, ``buffer_out_of_memory``, ``buffer_read_only``, ``buffer_unavailable``;
@@ -73,7 +73,7 @@ class SegmentIngest:
         headers = dict(scope["headers"])
         body = await read_body(headers, receive, gate.settings.max_request_bytes)
         doc = decode_object(body)
-        bucket = self.write_keys.authenticate(headers, doc)
+        bucket, trust = self.write_keys.check(headers, doc)
         events, defaults = events_of(doc, kind == "batch", self.config.max_batch_events)
         assert gate.backlog is not None and gate.appender is not None
         if not gate.appender.bounds_backlog:  # else the append itself is refused, exactly
@@ -91,7 +91,7 @@ class SegmentIngest:
                 )  # fmt: skip
         received = iso(int(self.clock() * 1000))
         prep = gate.prepare(events, received_at=received, source=f"http:{kind}",
-                            force_type=None if kind == "batch" else kind, defaults=defaults)  # fmt: skip
+                            force_type=None if kind == "batch" else kind, defaults=defaults, trust=trust)  # fmt: skip
         try:
             await gate.append(prep)
         except HTTPError:

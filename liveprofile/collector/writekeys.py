@@ -6,10 +6,13 @@ body when there is no Basic header. It is compared in constant time with every c
 (:class:`~liveprofile.asgi.HTTPError`), counted by reason in
 ``liveprofile_collector_auth_failures_total``: ``malformed_authorization`` (Basic credentials that
 are not base64), ``missing_write_key``, ``unknown_write_key``. The key is never logged, put in a
-label or echoed. The answer is the rate-limit bucket of the request: the presented key, or one
-shared bucket when no key is configured (the demo).
+label or echoed. The answer is the rate-limit bucket of the request (the presented key, or one
+shared bucket when no key is configured: the demo) and the key's trust level: ``server`` for a
+key in ``LIVEPROFILE_WRITE_KEYS``, ``browser`` for one in ``LIVEPROFILE_BROWSER_WRITE_KEYS``
+(accepted alike; the events of a browser key are stamped so, see
+:func:`liveprofile.buffer.ingest.prepare`). A key in both lists is a browser key.
 
-May import: :mod:`liveprofile.asgi`.
+May import: :mod:`liveprofile.asgi`, :mod:`liveprofile.buffer`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from liveprofile.asgi import HTTPError
+from liveprofile.buffer.ingest import BROWSER, SERVER
 
 __all__ = ["WriteKeys"]
 
@@ -30,12 +34,17 @@ __all__ = ["WriteKeys"]
 class WriteKeys:
     """The configured write keys; :meth:`authenticate` checks one request."""
 
-    def __init__(self, keys: Sequence[str], failures: Counter) -> None:
+    def __init__(self, keys: Sequence[str], failures: Counter, browser_keys: Sequence[str] = ()) -> None:
         self._keys = [k.encode() for k in keys]
+        self._browser = [k.encode() for k in browser_keys]
         self._failures = failures
 
     def authenticate(self, headers: dict[bytes, bytes], doc: dict[str, Any]) -> bytes:
         """The presented write key if it is a configured one (constant time); 401 otherwise."""
+        return self.check(headers, doc)[0]
+
+    def check(self, headers: dict[bytes, bytes], doc: dict[str, Any]) -> tuple[bytes, str]:
+        """(rate-limit bucket, trust level) of the presented write key (constant time); 401 otherwise."""
         presented: bytes | None = None
         auth = headers.get(b"authorization")
         if auth and auth[:6].lower() == b"basic ":
@@ -51,10 +60,13 @@ class WriteKeys:
         if not presented:
             self._failures.labels("missing_write_key").inc()
             raise HTTPError(401, "unauthorized", "a write key is required (Basic auth user name, or writeKey in the body)")
-        ok = False
+        ok = browser = False
         for key in self._keys:  # constant time per key, and every key is tried
             ok |= hmac.compare_digest(presented, key)
-        if not ok and self._keys:
+        for key in self._browser:
+            browser |= hmac.compare_digest(presented, key)
+        configured = bool(self._keys or self._browser)
+        if not (ok or browser) and configured:
             self._failures.labels("unknown_write_key").inc()
             raise HTTPError(401, "unauthorized", "unknown write key")
-        return presented if self._keys else b""  # no keys (demo): one shared bucket
+        return (presented if configured else b""), (BROWSER if browser else SERVER)  # no keys (demo): one shared bucket

@@ -6,6 +6,9 @@ Every buffer entry (a Redis Streams field ``e``, or a Kafka message value) is on
   (:mod:`liveprofile.buffer.ingest`) stored it;
 * :attr:`EntryKind.MERGE` — an anonymous visitor's state moving into a known user (written by
   the dataflow's merge sink, read back by the target user's shard);
+* :attr:`EntryKind.FORWARD` — items (events, merges) that reached a user already merged into
+  another, on their way to the survivor (written by the merge sink; ``items`` is their pickle,
+  like a merge's state: internal entries are made only here, never by a client);
 * :attr:`EntryKind.FORGET` / :attr:`EntryKind.UNSUPPRESS` — privacy controls written by
   ``liveprofile forget`` / ``unsuppress``.
 
@@ -24,7 +27,7 @@ from enum import StrEnum
 
 import orjson
 
-__all__ = ["INTERNAL_PREFIX", "EntryKind", "Merge", "Control", "kind_of", "encode_merge", "decode_merge", "encode_control", "decode_control"]
+__all__ = ["INTERNAL_PREFIX", "EntryKind", "Merge", "Control", "Forwarded", "encode_forward", "decode_forward", "kind_of", "encode_merge", "decode_merge", "encode_control", "decode_control"]
 
 
 class EntryKind(StrEnum):
@@ -32,13 +35,14 @@ class EntryKind(StrEnum):
 
     EVENT = "event"
     MERGE = "_merge"
+    FORWARD = "_forward"
     FORGET = "_forget"
     UNSUPPRESS = "_unsuppress"
 
 
 #: every internal entry starts with these bytes, no event does (a cheap first test on the hot path)
 INTERNAL_PREFIX = b'{"type":"_'
-_BY_PREFIX = {b'{"type":"' + k.value.encode() + b'"': k for k in (EntryKind.MERGE, EntryKind.FORGET, EntryKind.UNSUPPRESS)}
+_BY_PREFIX = {b'{"type":"' + k.value.encode() + b'"': k for k in (EntryKind.MERGE, EntryKind.FORWARD, EntryKind.FORGET, EntryKind.UNSUPPRESS)}
 
 
 def kind_of(raw: bytes) -> EntryKind:
@@ -93,6 +97,31 @@ def decode_merge(raw: bytes) -> Merge:
     """The merge in an entry of kind :attr:`EntryKind.MERGE`."""
     d = orjson.loads(raw)
     return Merge(d["userId"], d["messageId"], d["from"], int(d["ts"]), base64.b64decode(d["state"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """Items for ``from_uid`` (merged away) to deliver to ``to_uid``; ``items`` is their pickle."""
+
+    to_uid: str
+    from_uid: str
+    items: bytes
+
+
+def encode_forward(f: Forwarded) -> bytes:
+    """The buffer entry of forwarded items.
+
+    >>> kind_of(encode_forward(Forwarded("u2", "u1", b"x"))), decode_forward(encode_forward(Forwarded("u2", "u1", b"x")))
+    (<EntryKind.FORWARD: '_forward'>, Forwarded(to_uid='u2', from_uid='u1', items=b'x'))
+    """
+    return orjson.dumps({"type": EntryKind.FORWARD.value, "userId": f.to_uid, "from": f.from_uid,
+                         "items": base64.b64encode(f.items).decode()})  # fmt: skip
+
+
+def decode_forward(raw: bytes) -> Forwarded:
+    """The forwarded items in an entry of kind :attr:`EntryKind.FORWARD`."""
+    d = orjson.loads(raw)
+    return Forwarded(d["userId"], d["from"], base64.b64decode(d["items"]))
 
 
 def encode_control(kind: EntryKind, user_id: str, at: str) -> bytes:

@@ -13,7 +13,11 @@ key                                type    holds
 ``{p}:buffer:progress``            HASH    ``{shard}`` -> entries the dataflow has read (backlog =
                                            XINFO entries-added minus this); ``t{shard}`` -> newest
                                            event time seen (the shared stream clock)
-``{p}:profile:{user_id}``          HASH    the profile (SPEC §4 fields)
+``{p}:profile:{user_id}``          HASH    the profile (SPEC §4 fields) of a known user
+``{p}:profile-anon:{anonymous_id}`` HASH   an anonymous visitor's profile (same fields): its own
+                                           family, so an anonymousId never names a known user's
+                                           profile (SPEC §1); not in segment sets; its change-feed
+                                           entries carry ``anonymous`` = ``1``
 ``{p}:profile-changes``            STREAM  change feed: ``user_id``, ``version``, ``changed`` (JSON
                                            object of the changed fields and their new values)
 ``{p}:dead-letter``                STREAM  ``raw``, ``reason``, ``message``, ``received_at``,
@@ -43,6 +47,7 @@ on one slot of one node:
 
 =========================================  ===============================================
 ``{p}:{g}:profile:{user_id}``              the profile
+``{p}:{g}:profile-anon:{anonymous_id}``    an anonymous profile (group of the anonymous id)
 ``{p}:{g}:profile-changes``                change feed of group ``g`` (G streams in all)
 ``{p}:{g}:segment:{name}``                 the members of ``name`` that are in group ``g``
 ``{p}:{g}:suppressed``                     forgotten users of group ``g``
@@ -127,6 +132,19 @@ class Keys:
     # -- per user, per group -------------------------------------------------------
     def profile(self, user_id: str) -> str:
         return f"{self.script_prefix(user_id)}:profile:{user_id}"
+
+    def profile_anon(self, anonymous_id: str) -> str:
+        """The profile hash of the anonymous visitor ``anonymous_id`` (never a known user's).
+
+        >>> Keys("lp").profile_anon("u1"), Keys("lp").profile("u1")
+        ('lp:profile-anon:u1', 'lp:profile:u1')
+        """
+        return f"{self.script_prefix(anonymous_id)}:profile-anon:{anonymous_id}"
+
+    def profile_anon_keys(self, anonymous_id: str) -> tuple[str, str, str]:
+        """KEYS of the profile script for the anonymous profile ``anonymous_id``."""
+        g = self.group(anonymous_id)
+        return self.profile_anon(anonymous_id), self.changes_in(g), self.suppressed_in(g)
 
     def _pattern(self, g: int | None) -> str:
         if g is None and self.cluster_groups:
@@ -250,3 +268,8 @@ class Keys:
     def profile_prefix(self) -> str:
         self._single("profile_prefix")
         return f"{self.prefix}:profile:"
+
+    @property
+    def profile_anon_prefix(self) -> str:
+        self._single("profile_anon_prefix")
+        return f"{self.prefix}:profile-anon:"

@@ -136,15 +136,18 @@ class ProfileResult(IntEnum):
 
 
 def profile_argv(seq: int, updated_at: str, changes_maxlen: int, user_id: str, event: bytes | str,
-                 key_prefix: str, mode: ProfileMode, packed_fields: bytes | str) -> list[object]:  # fmt: skip
+                 key_prefix: str, mode: ProfileMode, packed_fields: bytes | str, anonymous: bool = False) -> list[object]:  # fmt: skip
     """ARGV of one profile-script call (KEYS: :meth:`~liveprofile.store.keys.Keys.profile_keys`);
     ``packed_fields`` is the JSON array ``[field, value, ...]`` or ``""``, ``event`` the trigger
-    event's JSON or ``""``, ``key_prefix`` :meth:`~liveprofile.store.keys.Keys.script_prefix`.
+    event's JSON or ``""``, ``key_prefix`` :meth:`~liveprofile.store.keys.Keys.script_prefix`;
+    ``anonymous``: the profile is an anonymous visitor's (KEYS from
+    :meth:`~liveprofile.store.keys.Keys.profile_anon_keys`): no segment sets, no suppression
+    check (the suppressed set holds user ids), and its change-feed entries carry ``anonymous=1``.
 
     >>> profile_argv(3, "t", 10, "u1", "", "lp", ProfileMode.DELETE, "")
-    [3, 't', 10, 'u1', '', 'lp', 'delete', '']
+    [3, 't', 10, 'u1', '', 'lp', 'delete', '', '']
     """
-    return [seq, updated_at, changes_maxlen, user_id, event, key_prefix, mode.value, packed_fields]
+    return [seq, updated_at, changes_maxlen, user_id, event, key_prefix, mode.value, packed_fields, "1" if anonymous else ""]
 
 
 class DeadLetterResult(IntEnum):

@@ -24,7 +24,9 @@ destination's watermark for their user (HASH ``{p}:sync-watermark:{dest}``:
 the highest version durably taken, delivered or dead-lettered) are skipped —
 this makes redeliveries after a crash no-ops; re-driven entries always pass.
 The rest collapse to one item per user
-(:func:`~liveprofile.sync.model.collapse`). Items of suppressed users (SET
+(:func:`~liveprofile.sync.model.collapse`). Entries of anonymous profiles (``anonymous=1``: the
+profile-anon family, their tombstones included) are acknowledged and never sent (skipped
+``anonymous``): an anonymous visitor is no contact. Items of suppressed users (SET
 ``{p}:suppressed``; deletions excepted) and of users without consent for the
 destination's channel (:func:`consent_allows`) are not pushed. When an item
 grants consent the user's whole profile is pushed (the fields that
@@ -277,6 +279,10 @@ class FeedReader:
     async def select(self, changes: list[Change]) -> list[Item]:
         """Watermark, suppression and consent filters; current values where needed (see module docstring)."""
         name = self.cfg.name
+        known = [c for c in changes if not c.anonymous]
+        if len(known) < len(changes):  # anonymous profiles (and their tombstones) are no contacts
+            self.metrics.skipped.labels(name, "anonymous").inc(len(changes) - len(known))
+            changes = known
         if not changes:
             return []
         users = list(dict.fromkeys(c.user_id for c in changes))

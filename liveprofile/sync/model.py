@@ -49,6 +49,8 @@ class Change:
     redrive: Item | None = None
     #: a deletion's identities (``email``, ``anonymous_ids``...): how a vendor may name the erased profile
     identities: dict[str, Any] = field(default_factory=dict)
+    #: an anonymous visitor's profile (``anonymous=1``): never pushed as a known profile
+    anonymous: bool = False
 
     @property
     def ms(self) -> int:
@@ -126,7 +128,7 @@ def parse_change(stream: str, entry_id: str, fields: Mapping[str, str]) -> Chang
         raise MalformedChange(msg) from None
     return Change(
         (stream, entry_id), user_id, version, {str(k): "" if v is None else str(v) for k, v in changed.items()},
-        event, fields.get("deleted") == "1", identities=identities,
+        event, fields.get("deleted") == "1", identities=identities, anonymous=fields.get("anonymous") == "1",
     )  # fmt: skip
 
 

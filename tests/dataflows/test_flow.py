@@ -18,7 +18,10 @@ from dataflows.clock import StreamClock
 from dataflows.outputs import DeadLetter, EdgesOut, ModelOut
 from dataflows.sinks.merge import merge_entry
 from liveprofile.settings import Settings
+from operators.identity import anon_uid
 from operators.user import MergeExport, ProfileUpdate, Retire
+
+A1 = anon_uid("a1")
 
 SETTINGS = Settings.from_env({"LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"}, shards=1)
 REC = "2024-05-02T00:00:00.000Z"
@@ -136,7 +139,7 @@ def test_anonymous_history_merges_into_the_identified_user_either_order(tmp_path
     flow = flow_of(items, out)
     execute(flow, workers, recovery_config=rc, epoch_interval=timedelta(0))
     f = out.final()
-    assert isinstance(f["a1"], Retire) and f["a1"].into == "u1"
+    assert isinstance(f[A1], Retire) and f[A1].into == "u1"
     assert len(out.merges) == 1 and isinstance(out.merges[0], MergeExport)
     m = out.merges[0]
     assert f["u1"].fields["event_count"] == "2"  # type: ignore[union-attr]
@@ -153,7 +156,7 @@ def test_anonymous_history_merges_into_the_identified_user_either_order(tmp_path
     assert out.final()["u1"].seq == u1.seq and len(out.profiles) == n
     # identify first: nothing to merge, anonymous events land on u1 directly
     o3 = run([ident, *anon, later], workers=workers)
-    assert o3.merges == [] and "a1" not in o3.final()
+    assert o3.merges == [] and A1 not in o3.final()
     assert o3.final()["u1"].fields["event_count"] == "5"  # type: ignore[union-attr]
     assert o3.final()["u1"].fields["cart_items"] == "3"  # type: ignore[union-attr]
 

@@ -19,6 +19,7 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSource, run_main
 
 from operators import snapshot
+from operators.identity import is_anon
 from operators.user import ProfileUpdate
 from tests.dataflows.snapshots.make_recovery_store import ABORT_AT, items
 from tests.dataflows.test_flow import Out, flow_of
@@ -54,9 +55,12 @@ def test_a_store_from_a_previous_layout_resumes_with_the_same_profiles(tmp_path:
     run_main(flow_of(items(), whole, batch_size=4))
 
     later = [orjson.loads(raw) for _, _, raw in items()[ABORT_AT:]]
-    after = {e.get("userId") or e["anonymousId"] for e in later}
+    # known users; anonymous profiles have their own key namespace since issue 12: the
+    # pre-upgrade ones stay under their old keys (a documented upgrade limit, docs/profiles.md)
+    after = {e["userId"] for e in later if e.get("userId")}
     got, want = resumed.final(), whole.final()
-    assert len(after) >= 6 and set(got) >= after  # every user with later events was written again
+    got = {k: v for k, v in got.items() if not is_anon(k)}
+    assert len(after) >= 3 and set(got) >= after  # every user with later events was written again
     for uid, p in got.items():
         assert isinstance(p, type(want[uid])), uid
         if isinstance(p, ProfileUpdate):

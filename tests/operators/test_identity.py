@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from operators.dedupe import DedupeConfig
 from operators.events import Event, Limits, parse_event
-from operators.identity import Link, anonymous_key, route
+from operators.identity import Link, anon_uid, anonymous_key, route
 from operators.profile import ProfileState, to_fields
 from operators.user import (
     BehaviourUpdate,
@@ -27,6 +27,7 @@ from operators.user import (
 from tests.operators import delivery
 
 LIM = Limits(timestamp_min_ms=0)
+A1 = anon_uid("a1")
 DD = DedupeConfig()
 T0 = delivery.T0
 
@@ -70,11 +71,11 @@ def test_route_links_once_and_routes_every_event_once(rows: list[tuple]) -> None
         linked, out = route(linked, e)
         sent = [(k, x) for k, x in out if isinstance(x, Event)]
         assert len(sent) == 1 and sent[0][1] is e
-        assert sent[0][0] == (user if user is not None else before if before is not None else "a1")
+        assert sent[0][0] == (user if user is not None else before if before is not None else anon_uid("a1"))
         new_links = [(k, x) for k, x in out if isinstance(x, Link)]
         if user is not None and first_user is None:
             first_user = user
-            assert new_links == [("a1", Link("a1", user, e.ts))]
+            assert new_links == [(anon_uid("a1"), Link(anon_uid("a1"), user, e.ts))]
             assert out[0][1] == new_links[0][1]  # the link goes first
         else:
             assert new_links == []
@@ -163,24 +164,24 @@ def test_link_exports_the_anonymous_profile_once_and_retires_it() -> None:
                          "timestamp": (T0 + 3) / 1000, "receivedAt": (T0 + 3) / 1000,
                          "properties": {"total": 12.5}}, LIM)  # fmt: skip
     assert isinstance(order, Event)
-    anon, outs, dups = _step(None, "a1", [*cfg_evs, order])
+    anon, outs, dups = _step(None, A1, [*cfg_evs, order])
     assert anon is not None and anon.profile.seq == 4 and dups == 0
-    gone, outs, _ = _step(anon, "a1", [Link("a1", "u1", T0 + 10)])
+    gone, outs, _ = _step(anon, A1, [Link(A1, "u1", T0 + 10)])
     assert gone is None
     exports = [o for o in outs if isinstance(o, MergeExport)]
     assert len(exports) == 1
     ex = exports[0]
-    assert (ex.from_uid, ex.to_uid, ex.merge_id, ex.ts) == ("a1", "u1", "merge:a1:u1", T0 + 10)
-    assert [o for o in outs if isinstance(o, Retire)] == [Retire("a1", "u1", 5)]
+    assert (ex.from_uid, ex.to_uid, ex.merge_id, ex.ts) == (A1, "u1", f"merge:{A1}:u1", T0 + 10)
+    assert [o for o in outs if isinstance(o, Retire)] == [Retire(A1, "u1", 5)]
     assert [o for o in outs if isinstance(o, RfmDelta)] == [RfmDelta(anon.rfm, None)]  # leaves the population
     # a Link for an anonymous id that never had a profile exports nothing
-    assert _step(None, "a9", [Link("a9", "u1", T0)]) == (None, [], 0)
+    assert _step(None, anon_uid("a9"), [Link(anon_uid("a9"), "u1", T0)]) == (None, [], 0)
 
     # the known user receives it (through the buffer) and folds it in exactly once
     user, _, _ = _step(None, "u1", [_ev(20, "identify", "u1", None)])
     assert user is not None
     seq0 = user.profile.seq
-    merged, outs, _ = _step(user, "u1", [MergeIn(ex.merge_id, "a1", ex.ts, ex.state)])
+    merged, outs, _ = _step(user, "u1", [MergeIn(ex.merge_id, A1, ex.ts, ex.state)])
     assert merged is not None
     upd = [o for o in outs if isinstance(o, ProfileUpdate)]
     assert len(upd) == 1 and upd[0].seq == seq0 + 1
@@ -188,14 +189,14 @@ def test_link_exports_the_anonymous_profile_once_and_retires_it() -> None:
     assert (f["event_count"], f["purchase_count"], f["revenue_total"], f["anonymous_ids"]) == ("5", "1", "12.50", '["a1"]')
     assert f["top_category"] == "shoes"  # interest merged too
     assert f["session_count"] == "1"  # the anonymous and known events are minutes apart: one session
-    again, outs, dups = _step(merged, "u1", [MergeIn(ex.merge_id, "a1", ex.ts, ex.state)])
+    again, outs, dups = _step(merged, "u1", [MergeIn(ex.merge_id, A1, ex.ts, ex.state)])
     assert outs == [] and again is not None and again.profile.seq == seq0 + 1  # redelivery: no-op
     # the anonymous events, replayed at the known user, are duplicates
     _, outs, dups = _step(again, "u1", [*cfg_evs, order])
     assert dups == 4 and not [o for o in outs if isinstance(o, ProfileUpdate)]
     # a redelivered merge does not stop the rest of its batch
     later = _ev(30, "track", "u1", None)
-    _, outs, _ = _step(again, "u1", [MergeIn(ex.merge_id, "a1", ex.ts, ex.state), later])
+    _, outs, _ = _step(again, "u1", [MergeIn(ex.merge_id, A1, ex.ts, ex.state), later])
     assert [o.seq for o in outs if isinstance(o, ProfileUpdate)] == [seq0 + 2]
 
 
@@ -206,11 +207,11 @@ def test_link_in_a_batch_writes_what_came_before_it() -> None:
                        "timestamp": T0 / 1000, "receivedAt": T0 / 1000,
                        "properties": {"product_id": "p", "price": 3}}, LIM)  # fmt: skip
     assert isinstance(add, Event)
-    anon, _, _ = _step(None, "a1", [add])
+    anon, _, _ = _step(None, A1, [add])
     views = [parse_event({"type": "track", "event": "Product Viewed", "anonymousId": "a1", "messageId": f"w{i}",
                           "timestamp": (T0 + 61 * 60_000 + i * 1000) / 1000, "receivedAt": (T0 + 61 * 60_000) / 1000},
                          LIM) for i in range(8)]  # fmt: skip
-    gone, outs, _ = _step(anon, "a1", [*views, Link("a1", "u1", T0 + 62 * 60_000)])
+    gone, outs, _ = _step(anon, A1, [*views, Link(A1, "u1", T0 + 62 * 60_000)])
     assert gone is None
     kinds = [type(o).__name__ for o in outs]
     assert kinds.index("ProfileUpdate") < kinds.index("MergeExport")
@@ -218,7 +219,7 @@ def test_link_in_a_batch_writes_what_came_before_it() -> None:
     assert upd.seq == 9 and upd.event is not None and upd.event["name"] == "Cart Abandoned"
     assert [o.score for o in outs if isinstance(o, BehaviourUpdate)] == [True]
     # without a trigger too: the batch's own events are written before the export
-    anon, _, _ = _step(None, "a1", [_ev(1, "page", None, "a1")])
-    _, outs, _ = _step(anon, "a1", [_ev(2, "page", None, "a1"), Link("a1", "u1", T0 + 5)])
+    anon, _, _ = _step(None, A1, [_ev(1, "page", None, "a1")])
+    _, outs, _ = _step(anon, A1, [_ev(2, "page", None, "a1"), Link(A1, "u1", T0 + 5)])
     assert [type(o).__name__ for o in outs] == ["ProfileUpdate", "MergeExport", "Retire"]
     assert outs[0].seq == 2

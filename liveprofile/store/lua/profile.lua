@@ -1,11 +1,14 @@
 -- KEYS[1] profile hash, KEYS[2] change feed, KEYS[3] suppressed-users set
 -- ARGV: 1 seq, 2 updated_at, 3 change-feed MAXLEN, 4 user id, 5 trigger event JSON or '',
 --       6 key prefix, 7 mode (upsert | patch | tombstone | delete),
---       8 the fields as one JSON array [field, value, field, value, ...] (string values; '' for none)
+--       8 the fields as one JSON array [field, value, field, value, ...] (string values; '' for none),
+--       9 '1' for an anonymous profile (KEYS[1] in the profile-anon family: no segment sets, no
+--         suppression check, change-feed entries carry anonymous=1), else ''
 -- Built by liveprofile.store.scripts.profile_argv; returns a ProfileResult there:
 -- 0 stale, 1 written, 2 nothing changed, 3 suppressed
 local mode = ARGV[7]
-if mode ~= 'delete' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return 3 end
+local anon = ARGV[9] == '1'
+if mode ~= 'delete' and not anon and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return 3 end
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'version', 'merged_into')
 if mode == 'patch' then
   if cur[3] then return 0 end
@@ -23,6 +26,7 @@ if ARGV[8] ~= '' then
 end
 -- @segments: rendered from operators.schema at load (liveprofile.store.scripts); kept equal here by a test
 local seg = {top_category = 'segment:interest:', rfm_segment = 'segment:'}; local flag = {cart_abandoned = 'segment:cart_abandoned', suspect = 'segment:suspect'}
+if anon then seg = {}; flag = {} end
 local prefix = ARGV[6] .. ':'
 local changed = {}
 local n = 0
@@ -38,8 +42,9 @@ if mode == 'delete' then
   redis.call('DEL', KEYS[1])
   local version = tostring((tonumber(cur[2]) or 0) + 1)
   local identities = cjson.encode({email = ids[1] or '', anonymous_ids = ids[2] or '[]'})
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'user_id', ARGV[4], 'version', version,
-             'changed', '{}', 'updated_at', ARGV[2], 'deleted', '1', 'identities', identities)
+  local dentry = {'user_id', ARGV[4], 'version', version, 'changed', '{}', 'updated_at', ARGV[2], 'deleted', '1', 'identities', identities}
+  if anon then dentry[#dentry + 1] = 'anonymous'; dentry[#dentry + 1] = '1' end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(dentry))
   return 1
 end
 if mode == 'tombstone' then
@@ -92,6 +97,10 @@ redis.call('HSET', KEYS[1], unpack(set))
 local payload = '{}'
 if n > 0 then payload = cjson.encode(changed) end
 local entry = {'user_id', ARGV[4], 'version', version, 'changed', payload, 'updated_at', ARGV[2]}
+if anon then
+  entry[#entry + 1] = 'anonymous'
+  entry[#entry + 1] = '1'
+end
 if ARGV[5] ~= '' then
   entry[#entry + 1] = 'event'
   entry[#entry + 1] = ARGV[5]
