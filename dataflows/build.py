@@ -24,6 +24,7 @@ from bytewax.outputs import Sink
 from dataflows.clock import StreamClock
 from dataflows.logic import (
     CoreLogic,
+    GraphLogic,
     IdentityLogic,
     ModelsLogic,
     PopulationLogic,
@@ -99,8 +100,14 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
     to_identity: Stream[tuple[str, Event]] = op.map("to_identity", stage.trues, lambda x: (x[1], x[2]))
     linked = op.stateful_batch("identity", to_identity, IdentityLogic)
     rerouted = op.map("rerouted", linked, lambda kv: (kv[1][0], kv[1]))
-    direct = op.map("direct", stage.falses, lambda x: (x[1], (x[1], x[2])))
-    to_user = op.merge("to_user", rerouted, direct)
+    is_graph = op.branch("is_graph", stage.falses, lambda x: x[0] == "g")
+    to_graph = op.map("to_graph", is_graph.trues, lambda x: (x[1], x[2]))
+    decided = op.stateful_batch("merge_graph", to_graph, GraphLogic)
+    approved = op.branch("approved", decided, lambda kv: type(kv[1]) is tuple)
+    absorbs = op.map("absorbs", approved.trues, lambda kv: (kv[1][0], kv[1]))
+    op.output("cycle_out", op.map("cycles", approved.falses, lambda kv: refused_dead_letter(kv[1])), sinks.dead_letter)
+    direct = op.map("direct", is_graph.falses, lambda x: (x[1], (x[1], x[2])))
+    to_user = op.merge("to_user", rerouted, absorbs, direct)
     recheck = settings.timer_recheck_s
     outs = op.stateful_batch("user", to_user, lambda resume: UserLogic(ucfg, clock, resume, recheck))
 

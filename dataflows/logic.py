@@ -8,7 +8,9 @@ through :func:`operators.snapshot.load`, which migrates older layouts.
 
 * :class:`IdentityLogic` — keyed by anonymous id; state: the linked user id
   (discarded while there is none, so anonymous-only visitors cost nothing).
-* :class:`UserLogic` — keyed by canonical user id; state: :class:`operators.user.UserState`;
+* :class:`GraphLogic` — one key (:data:`operators.identity.GRAPH_KEY`); state: the
+  :class:`operators.identity.MergeGraph` of known users merged away (aliases of known users only).
+* :class:`UserLogic` — keyed by canonical user id (anonymous profiles: ``anon_uid``); state: :class:`operators.user.UserState`;
   timers for session end and cart abandonment in stream time.
 * :class:`ModelsLogic` — keyed by model shard; state: :class:`operators.models.ShardModels`.
 * :class:`PopulationLogic` — one key; state: the RFM :class:`operators.rfm.Population`;
@@ -27,7 +29,7 @@ from dataflows.clock import StreamClock
 from dataflows.outputs import EdgesOut, ModelOut
 from operators import snapshot
 from operators.events import Event
-from operators.identity import route
+from operators.identity import Absorb, MergeGraph, decide, route
 from operators.models import ModelConfig, ShardModels, judge, model_fields
 from operators.profile import ProfileState, to_fields
 from operators.rfm import Population, RfmEdges
@@ -44,7 +46,7 @@ from operators.user import (
     step,
 )
 
-__all__ = ["IdentityLogic", "UserLogic", "CoreLogic", "ModelsLogic", "PopulationLogic", "model_shard"]
+__all__ = ["IdentityLogic", "GraphLogic", "UserLogic", "CoreLogic", "ModelsLogic", "PopulationLogic", "model_shard"]
 
 
 def model_shard(uid: str, n: int) -> str:
@@ -75,6 +77,26 @@ class IdentityLogic(StatefulBatchLogic[Event, tuple[str, Any], bytes]):
     def snapshot(self) -> bytes:
         assert self.linked is not None
         return snapshot.dump(self.linked)
+
+
+class GraphLogic(StatefulBatchLogic[Absorb, Any, bytes]):
+    """The merge graph (see :func:`operators.identity.decide`): Absorbs on to the user step, refusals out."""
+
+    def __init__(self, resume: bytes | None) -> None:
+        self.graph: MergeGraph | None = snapshot.load(resume) if resume is not None else None
+
+    def on_batch(self, values: list[Absorb]) -> tuple[list[Any], bool]:
+        out: list[Any] = []
+        g = self.graph
+        for ab in values:
+            g, send, refused = decide(g, ab)
+            out.extend(send)
+            out.extend(refused)
+        self.graph = g
+        return out, (_RETAIN if g is not None else _DISCARD)
+
+    def snapshot(self) -> bytes:
+        return snapshot.dump(self.graph)
 
 
 class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):

@@ -4,8 +4,8 @@ Entry kinds come from :mod:`liveprofile.store.envelope`; events go through
 :func:`operators.events.parse_event` (the same check the collector runs) and are routed by
 :func:`operators.identity.anonymous_key`: to the identity step under the anonymous id, or straight
 to the user step under the user id. An ``alias`` also sends an
-:class:`~operators.identity.Absorb` to the user key ``previousId`` (known users are a namespace of
-their own: the user step there decides whether a known user merges). Forwarded entries (items of a
+:class:`~operators.identity.Absorb` to the merge graph (``"g"``, :data:`operators.identity.GRAPH_KEY`):
+known users are a namespace of their own, and :func:`operators.identity.decide` serializes their merges. Forwarded entries (items of a
 user merged away) go straight to the user step of the survivor.
 """
 
@@ -27,12 +27,12 @@ from liveprofile.store.envelope import (
     kind_of,
 )
 from operators.events import Event, Limits, Rejected, parse_event
-from operators.identity import Absorb, anonymous_key
+from operators.identity import GRAPH_KEY, Absorb, anonymous_key
 from operators.user import Forget, MergeIn, Unsuppress
 
 __all__ = ["parse_batch", "Routed"]
 
-Routed = tuple[str, str, Any]  # ("i" identity | "u" user, key, item)
+Routed = tuple[str, str, Any]  # ("i" identity | "g" merge graph | "u" user, key, item)
 
 
 def parse_batch(limits: Limits, clock: StreamClock, items: list[SourceItem]) -> list[Routed | DeadLetter]:
@@ -63,7 +63,7 @@ def parse_batch(limits: Limits, clock: StreamClock, items: list[SourceItem]) -> 
             append(("u", res.uid, res) if akey is None else ("i", akey, res))
             if res.type == "alias" and res.previous_id != res.user_id:
                 assert res.previous_id is not None and res.user_id is not None
-                append(("u", res.previous_id, Absorb(res.previous_id, res.user_id, res.ts, res.trusted, res)))
+                append(("g", GRAPH_KEY, Absorb(res.previous_id, res.user_id, res.ts, res.trusted, res)))
         else:
             a, _, b = entry_id.partition(b"-")
             assert isinstance(res, Rejected)

@@ -209,7 +209,7 @@ class Settings:
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0
     http_max_connections: int = 2048
-    browser_write_keys: tuple[str, ...] = ()
+    public_write_keys: tuple[str, ...] = ()  # LIVEPROFILE_BROWSER_WRITE_KEYS (browser keys are public)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -276,7 +276,7 @@ class Settings:
             buffer=_choice(v, "LIVEPROFILE_BUFFER", ("redis", "kafka")),
             kafka_brokers=v["LIVEPROFILE_KAFKA_BROKERS"].strip(),
             kafka_topic=v["LIVEPROFILE_KAFKA_TOPIC"].strip(),
-            browser_write_keys=tuple(k.strip() for k in v["LIVEPROFILE_BROWSER_WRITE_KEYS"].split(",") if k.strip()),
+            public_write_keys=tuple(k.strip() for k in v["LIVEPROFILE_BROWSER_WRITE_KEYS"].split(",") if k.strip()),
             buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),
         )
         if overrides:
@@ -297,7 +297,7 @@ class Settings:
         operator can tell keys apart without any character of the key itself being printed."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["write_keys"] = [key_fingerprint(k) for k in self.write_keys]
-        d["browser_write_keys"] = [key_fingerprint(k) for k in self.browser_write_keys]
+        d["public_write_keys"] = [key_fingerprint(k) for k in self.public_write_keys]
         url = self.redis_url
         if "@" in url:
             scheme, rest = url.split("://", 1) if "://" in url else ("", url)

@@ -23,9 +23,18 @@ with the key it goes to:
   the anonymous profile (key :func:`anon_uid`).
 
 ``alias {previousId: P, userId: U}`` also names a possibly *known* user P: the flow's parse
-step sends an :class:`Absorb` to the user key P, and the per-user step there decides
-(:func:`operators.user.step`: a known P merges into U when the alias came with a server write
-key, and is a dead letter from a browser key; an unknown P, or P == U, is a no-op).
+step sends an :class:`Absorb` to the merge graph (one key, :data:`GRAPH_KEY`: aliases of known
+users are rare), and :func:`decide` there serializes every known-user merge, so merges never
+make a cycle whatever the order they race in:
+
+* ``P == U`` (a self-alias): nothing;
+* from a browser write key: on to P's user step, which refuses it (``untrusted_merge``, a dead
+  letter) if P is a known user, and does nothing otherwise;
+* P already merged into someone: nothing (a user merges away once);
+* U already merged (transitively) into P: refused (``merge_cycle``, a dead letter);
+* else the edge P -> U is recorded and the Absorb goes on to P's user step, which exports P's
+  state to U, tombstones P (``merged_into`` = U) and forwards P's later items to U
+  (:func:`operators.user.step`).
 
 A later ``userId`` on the same anonymous id (a shared device) re-links future
 anonymous events to the newest user but merges nothing more: the anonymous
@@ -38,7 +47,7 @@ from dataclasses import dataclass
 
 from operators.events import Event
 
-__all__ = ["ANON_PREFIX", "Absorb", "Link", "anon_uid", "anonymous_key", "is_anon", "public_id", "route"]
+__all__ = ["ANON_PREFIX", "GRAPH_KEY", "Absorb", "MergeGraph", "Refused", "decide", "Link", "anon_uid", "anonymous_key", "is_anon", "public_id", "route"]
 
 #: the per-user key prefix of anonymous profiles; no parsed id starts with whitespace
 ANON_PREFIX = " anon:"
@@ -82,6 +91,63 @@ class Absorb:
     ts: int
     trusted: bool
     event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An alias that is not honoured: a dead letter ``reason`` for ``event``; ``uid`` and ``seq``
+    name its position (``merge:{uid}``, ``seq``) so a replayed refusal is written once."""
+
+    uid: str
+    seq: int
+    reason: str
+    message: str
+    event: Event
+
+
+#: the one key of the merge graph step
+GRAPH_KEY = " merge-graph"  # a leading space: no user id can be it
+
+
+@dataclass(slots=True)
+class MergeGraph:
+    """Known users merged away: ``into[P] = U``; ``refusals`` numbers the graph's dead letters."""
+
+    into: dict[str, str]
+    refusals: int = 0
+
+    def root(self, uid: str) -> str:
+        """Where ``uid``'s merges end (itself if it never merged)."""
+        while uid in self.into:
+            uid = self.into[uid]
+        return uid
+
+
+def decide(graph: MergeGraph | None, ab: Absorb) -> tuple[MergeGraph | None, list[tuple[str, Absorb]], list[Refused]]:
+    """One merge-graph step for an alias (see the module docstring): the new graph (``None``:
+    empty), the Absorbs to send on (key: P's user key), and refusals.
+
+    >>> from operators.events import parse_event, Limits
+    >>> ev = parse_event({"type": "alias", "userId": "B", "previousId": "A", "receivedAt": 0}, Limits(timestamp_min_ms=0))
+    >>> g, out, bad = decide(None, Absorb("A", "B", 0, True, ev)); g.into, [k for k, _ in out], bad
+    ({'A': 'B'}, ['A'], [])
+    >>> ev2 = parse_event({"type": "alias", "userId": "A", "previousId": "B", "receivedAt": 0}, Limits(timestamp_min_ms=0))
+    >>> g, out, bad = decide(g, Absorb("B", "A", 0, True, ev2)); out, [r.reason for r in bad]
+    ([], ['merge_cycle'])
+    """
+    p, u = ab.previous_id, ab.user_id
+    if p == u:
+        return graph, [], []
+    if not ab.trusted:
+        return graph, [(p, ab)], []
+    g = graph if graph is not None else MergeGraph({})
+    if p in g.into:
+        return graph, [], []
+    if g.root(u) == p:
+        g.refusals += 1
+        return g, [], [Refused(GRAPH_KEY, g.refusals, "merge_cycle", f"{u!r} is already merged into {p!r}", ab.event)]
+    g.into[p] = u
+    return g, [(p, ab)], []
 
 
 def anonymous_key(ev: Event) -> str | None:

@@ -18,8 +18,12 @@ merged into another and is retired) plus the outputs:
   into a known user (a :class:`~operators.identity.Link`), or a known user into another
   (an :class:`~operators.identity.Absorb` from a trusted ``alias``);
 * :class:`Forward` — items that reached a user already merged away, sent on to the survivor;
-* :class:`Refused` — an ``alias`` the step will not honour (``untrusted_merge``: a browser key
-  asked to merge a known user; ``merge_cycle``: the target is already merged into this user).
+* :class:`~operators.identity.Refused` — an ``alias`` the step will not honour
+  (``untrusted_merge``: a browser key asked to merge a known user).
+
+Which known-user merges happen is decided first, in one place, by
+:func:`operators.identity.decide` (the merge graph: no cycles, a user merges away once); the
+step here carries an approved :class:`~operators.identity.Absorb` out.
 
 A user merged away keeps a :class:`Merged` stub (``into``, its ``seq``): its later events and
 merges are forwarded to ``into`` (so they land on the survivor, deduplicated there by
@@ -43,7 +47,7 @@ from typing import Any
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
 from operators.dedupe import DedupeConfig
 from operators.events import Event
-from operators.identity import Absorb, Link, is_anon, public_id
+from operators.identity import Absorb, Link, Refused, is_anon, public_id
 from operators.interest import Interest, InterestConfig, event_weight
 from operators.profile import ProfileState, to_fields
 from operators.rfm import RfmValues
@@ -62,7 +66,6 @@ __all__ = [
     "Retire",
     "Merged",
     "Forward",
-    "Refused",
     "step",
     "on_timer",
     "next_deadline",
@@ -179,17 +182,6 @@ class Forward:
     items: tuple[Event | MergeIn, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """An alias the step refused: a dead letter ``reason`` for ``event``, at ``uid``'s ``seq``."""
-
-    uid: str
-    seq: int
-    reason: str
-    message: str
-    event: Event
-
-
 Output = ProfileUpdate | BehaviourUpdate | RfmDelta | MergeExport | Retire | Forward | Refused
 
 
@@ -202,8 +194,6 @@ class UserState:
     behaviour: Behaviour = field(default_factory=Behaviour)
     rfm: RfmValues | None = None
     suppressed: bool = False
-    #: known users merged into this one, transitively (refuses a merge back: a cycle)
-    absorbed: frozenset[str] = frozenset()
 
     @classmethod
     def new(cls, uid: str) -> UserState:
@@ -323,19 +313,18 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
                 _interest(cfg, st, it)
         elif type(it) is Link or type(it) is Absorb:
             into = it.user_id
-            if into == uid or p.seq == 0:  # a self-alias, or nothing to merge: a no-op
+            if into == uid or is_anon(uid) != (type(it) is Link):  # a self-alias, or not this namespace's
                 continue
-            if type(it) is Absorb:
-                if is_anon(uid):
-                    continue
-                if not it.trusted:
+            if type(it) is Absorb and not it.trusted:
+                if p.seq > 0:  # a known user: a browser key may not merge it
                     p.seq += 1  # the refusal is an input item: its dead letter has its own position
                     extra.append(Refused(uid, p.seq, "untrusted_merge", f"alias of the known user {uid!r} into {into!r} from a browser write key", it.event))
-                    continue
-                if into in st.absorbed:
-                    p.seq += 1
-                    extra.append(Refused(uid, p.seq, "merge_cycle", f"{into!r} is already merged into {uid!r}", it.event))
-                    continue
+                continue
+            if p.seq == 0:  # nothing to merge
+                if type(it) is Absorb:  # approved by the merge graph: later events with this id go to ``into``
+                    rest = _forward(Merged(into, 0), uid, list(items[i + 1 :]))
+                    return Merged(into, 0), extra + rest, dups
+                continue
             extra.extend(_outputs(st, changed, trigger, closed, behaviour))
             merge_id = f"merge:{uid}:{into}"
             extra.append(MergeExport(uid, into, merge_id, it.ts, pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)))
@@ -364,11 +353,8 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             if not p.seen.first_sight(cfg.dedupe, it.merge_id, it.ts):
                 continue
             other: UserState = pickle.loads(it.state)
-            if is_anon(it.from_uid):
-                other.profile.uid = public_id(it.from_uid)  # remembered as an anonymous id of this user
-            else:
-                other.profile.uid = uid  # a known user: not an anonymous id (kept in ``absorbed``)
-                st.absorbed = st.absorbed | {it.from_uid} | getattr(other, "absorbed", frozenset())
+            # an anonymous profile is remembered as an anonymous id of this user; a known one is not
+            other.profile.uid = public_id(it.from_uid) if is_anon(it.from_uid) else uid
             p.merge(other.profile, cfg.dedupe)
             st.interest.merge(cfg.interest, other.interest)
             st.behaviour.merge(other.behaviour, cfg.session)

@@ -306,10 +306,18 @@ class ApiApp:
         assert self.redis is not None
         get = self.fast.hgetall if self.fast is not None else self.redis.hgetall
         prof = await get(self.keys.profile(user_id))
-        target = prof.get("merged_into") if prof else None
-        if target:
+        seen = {user_id}
+        # a tombstone names the known user it merged into (merges of known users chain: follow
+        # them, at most _MAX_HOPS); anonymous profiles are another key family, never looked up here
+        for _ in range(_MAX_HOPS):
+            target = prof.get("merged_into") if prof else None
+            if not target or target in seen:
+                break
+            seen.add(target)
             merged = await get(self.keys.profile(target))
-            return merged or prof
+            if not merged:
+                break
+            prof = merged
         return prof or None
 
     async def profile(self, user_id: str, query: dict[str, str]) -> tuple[int, bytes, tuple[bytes, bytes]]:
@@ -403,6 +411,9 @@ class ApiApp:
         await self._appender.append(prep.appends)
         for i in new:
             self.metrics.exposures.labels(names[int(i) - 1]).inc()
+
+
+_MAX_HOPS = 16  # merged_into hops followed by /v1/profiles/{id}
 
 
 def _error(code: str, message: str) -> bytes:

@@ -157,7 +157,7 @@ class CollectorApp:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not (settings.write_keys or settings.browser_write_keys) and not allow_no_keys:
+        if not (settings.write_keys or settings.public_write_keys) and not allow_no_keys:
             msg = "LIVEPROFILE_WRITE_KEYS is empty: the collector needs at least one write key"
             raise ValueError(msg)
         self.settings = settings
@@ -166,7 +166,7 @@ class CollectorApp:
         self.metrics = CollectorMetrics(registry or CollectorRegistry(), cfg.webhook_secrets)
         self._limiter = TokenBuckets(cfg.rate_limit, cfg.rate_burst, clock=monotonic) if cfg.rate_limit > 0 else None
         self.gate = BufferGate(settings, self.keys, truncate_ip=cfg.truncate_ip)
-        write_keys = WriteKeys(settings.write_keys, self.metrics.auth_failures, settings.browser_write_keys)
+        write_keys = WriteKeys(settings.write_keys, self.metrics.auth_failures, settings.public_write_keys)
         self.ingest = SegmentIngest(self.gate, cfg, write_keys, self.metrics, self._limiter, clock)
         self.pixel = EmailPixel(self.gate, cfg, self.metrics, clock)
         self.webhooks = Webhooks(self.gate, cfg, self.metrics, clock)

@@ -58,6 +58,13 @@ def test_profile(api: ApiServer, r: redis.Redis) -> None:
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_user"
     profile(r, "old", merged_into="u1")
     assert api.get("/v1/profiles/old").json()["email"] == "a@b.co"
+    # issue 12: merges of known users chain (A -> B -> u1), and are followed to the survivor
+    profile(r, "A", merged_into="B")
+    profile(r, "B", merged_into="u1")
+    assert api.get("/v1/profiles/A").json()["user_id"] == "u1"
+    # an anonymous profile named like a known user is another key family: never answered for them
+    r.hset("lp:profile-anon:u1", mapping={"user_id": "u1", "email": "attacker@evil.example", "merged_into": "attacker"})
+    assert api.get("/v1/profiles/u1").json()["email"] == "a@b.co"
     assert api.get("/v1/nothing").status_code == 404
     assert api.client.post("/v1/profiles/u1").status_code == 405
 
