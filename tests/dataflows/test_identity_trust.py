@@ -6,6 +6,7 @@ Each test here failed on the main branch before the change (see the commit messa
 
 from __future__ import annotations
 
+import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -13,16 +14,20 @@ from pathlib import Path
 import orjson
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, run_main
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from dataflows.sinks.merge import merge_entry
 from operators.events import Limits, Rejected, parse_event
+from operators.identity import anon_uid
 from operators.user import ProfileUpdate, Retire
 from tests.dataflows.test_flow import Out, flow_of, item
+from tests.operators.test_identity_graph import Reference, _raws, traffic
 
 BROWSER = {"_trust": "browser"}
 
 
-def converge(*phases: list, rounds: int = 6) -> Out:
+def converge(*phases: list, rounds: int = 6, batch: int = 1000) -> Out:
     """Run the flow over each phase of items in turn (one run each, resuming the state from a
     recovery store), and after each feed back its merges/forwards (the buffer round trip) until
     there are none; one :class:`Out` collects everything."""
@@ -37,7 +42,7 @@ def converge(*phases: list, rounds: int = 6) -> Out:
             pending += [*phase, TestingSource.EOF()]
             for _ in range(rounds):
                 seen = len(out.merges)
-                run_main(flow_of(pending, out, batch_size=1000), recovery_config=rc, epoch_interval=timedelta(0))
+                run_main(flow_of(pending, out, batch_size=batch), recovery_config=rc, epoch_interval=timedelta(0))
                 new = out.merges[seen:]
                 if not new:
                     break
@@ -108,3 +113,32 @@ def test_email_engagement_from_a_browser_key_is_a_dead_letter_not_an_open() -> N
     out = converge([item(1, userId="u1", event="Email Opened", **BROWSER), item(2, userId="u1", event="Email Opened")])
     assert out.final()["u1"].fields["email_opens"] == "1"
     assert [d.rejected.reason for d in out.dead] == ["untrusted_engagement"]
+
+
+# -- the identity property test, flow level -------------------------------------------------------
+FLOW_EXAMPLES = int(os.environ.get("LP_IDENTITY_FLOW_EXAMPLES", "25"))
+
+
+@settings(max_examples=FLOW_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(traffic, st.sampled_from([1, 3, 1000]))
+def test_the_flow_matches_the_reference_identity_graph(rows: list[tuple], batch: int) -> None:
+    """The operator-level property test's traffic through the whole flow (merges and forwards fed
+    back through the buffer): every live profile counts what the reference graph says, exactly
+    once. Which side of a race a merge lands on (a tombstone written or not, a browser alias
+    seen before or after the data that makes ``previousId`` known) may differ across batchings;
+    the counts may not. Cycle refusals are decided in one place, in order: equal."""
+    raws = _raws(rows)
+    ref = Reference()
+    for raw in raws:
+        ref.send(raw)
+    assume(not ref.split)  # see Reference.split
+    items = [(0, f"1714564800000-{i}".encode(), orjson.dumps({**raw, "receivedAt": "2024-05-02T00:00:00.000Z"})) for i, raw in enumerate(raws)]
+    out = converge(items, batch=batch, rounds=12)
+    want = {(ident if kind == "u" else anon_uid(ident)): len(ids) for (kind, ident), ids in ref.ids.items() if ids}
+    final = out.final()
+    got = {k: int(p.fields["event_count"]) for k, p in final.items() if type(p) is ProfileUpdate}
+    assert got == want
+    assert all(p.into != p.uid for p in final.values() if type(p) is Retire)
+    reasons = sorted(d.rejected.reason for d in out.dead)
+    assert [x for x in reasons if x == "merge_cycle"] == sorted(r for _, r in ref.dead if r == "merge_cycle")
+    assert set(reasons) <= {"merge_cycle", "untrusted_merge"}

@@ -121,22 +121,25 @@ def state(r: redis.Redis) -> dict[str, object]:
     shards; the merged user's profile is the same either way (and is compared)."""
     profiles = {}
     merged: set[str] = set()
-    for key in r.scan_iter(K.profile("*")):
-        p = {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
-        if "merged_into" in p:
-            merged.add(key.decode().removeprefix(K.profile("")))
-            continue
-        profiles[key.decode()] = {k: v for k, v in p.items() if k not in VOLATILE}
+    # known users, then anonymous profiles (their own key family; feed entries anonymous=1)
+    for family, tag in ((K.profile(""), ""), (K.profile_anon(""), "anon:")):
+        for key in r.scan_iter(family + "*"):
+            p = {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
+            if "merged_into" in p:
+                merged.add(tag + key.decode().removeprefix(family))
+                continue
+            profiles[key.decode()] = {k: v for k, v in p.items() if k not in VOLATILE}
     segments = {k.decode(): sorted(m.decode() for m in r.smembers(k)) for k in r.scan_iter(K.segment("*")) if not k.endswith(b":suspect")}
     feed: dict[str, dict[str, str]] = {}
     seen: set[tuple[bytes, bytes]] = set()
     for _, f in r.xrange(K.changes):
-        key = (f[b"user_id"], f[b"version"])
+        who = ("anon:" if f.get(b"anonymous") == b"1" else "") + f[b"user_id"].decode()
+        key = (who.encode(), f[b"version"])
         assert key not in seen, f"change feed repeats {key}"
         seen.add(key)
-        if f[b"user_id"].decode() in merged:
+        if who in merged:
             continue
-        d = feed.setdefault(f[b"user_id"].decode(), {})
+        d = feed.setdefault(who, {})
         d.update({k: v for k, v in orjson.loads(f[b"changed"]).items() if k not in VOLATILE})
     return {"profiles": profiles, "segments": segments, "feed": feed, "dead_letters": {"all": dead_letter_multiset(r)}}
 

@@ -229,7 +229,7 @@ def _run_merge(redis_url: str, r: redis.Redis, tmp: Path, batches: list[list[dic
         mism = wait_truth(r, {user: truth}, timeout=60)
         assert not mism, (mism, df.output())
         if tombstone:
-            wait_for(lambda: r.hget(K.profile(anon), "merged_into") == user.encode(), 30, 0.1, "the tombstone")
+            wait_for(lambda: r.hget(K.profile_anon(anon), "merged_into") == user.encode(), 30, 0.1, "the tombstone")
         return {k.decode(): v.decode() for k, v in r.hgetall(K.profile(user)).items() if k.decode() not in VOLATILE}
     finally:
         df.interrupt()
@@ -241,13 +241,13 @@ def test_identify_before_or_after_gives_the_same_merged_profile(redis_url: str, 
     anon_events, identify = _merge_events(anon, user)
     known = _known_events(anon, user)
     after = _run_merge(redis_url, r, tmp_path, [anon_events, [identify], known], "after", tombstone=True)
-    retired = {k.decode(): v.decode() for k, v in r.hgetall(K.profile(anon)).items()}
+    retired = {k.decode(): v.decode() for k, v in r.hgetall(K.profile_anon(anon)).items()}
     assert retired.get("merged_into") == user and "event_count" not in retired
-    changes = [orjson.loads(f[b"changed"]) for _, f in r.xrange(K.changes) if f[b"user_id"] == anon.encode()]
+    changes = [orjson.loads(f[b"changed"]) for _, f in r.xrange(K.changes) if f[b"user_id"] == anon.encode() and f.get(b"anonymous") == b"1"]
     assert any(c.get("merged_into") == user for c in changes)
     r.flushall()
     before = _run_merge(redis_url, r, tmp_path, [[identify], anon_events, known], "before", tombstone=False)
-    assert not r.exists(K.profile(anon))
+    assert not r.exists(K.profile_anon(anon)) and not r.exists(K.profile(anon))
     assert after == before
     assert (after["event_count"], after["purchase_count"], after["revenue_total"], after["email"]) == ("7", "1", "100.00", "merge@example.com")
     assert after["top_category"] == "shoes"

@@ -42,6 +42,10 @@ def profile(r: redis.Redis, uid: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in r.hgetall(K.profile(uid)).items()}
 
 
+def anon_profile(r: redis.Redis, anonymous_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in r.hgetall(K.profile_anon(anonymous_id)).items()}
+
+
 def processed_through(url: str, r: redis.Redis, uid: str) -> None:
     """Return once everything posted for ``uid`` so far has been through the (single-worker)
     dataflow and its sinks, so a negative check after it cannot pass merely because the
@@ -68,14 +72,14 @@ def test_forget_erases_everywhere_and_suppresses_until_unsuppressed(redis_url: s
         post_batches(url, [ident, order("u1", 1, NOW + 20), order("u2", 1, NOW + 30), {"type": "track", "userId": "u1", "messageId": "bad"}])
         wait_caught_up(r)
         wait_for(lambda: profile(r, "u1").get("event_count") == "5" and profile(r, "u1").get("rfm_segment"), 30, 0.2, "u1 profile")
-        assert profile(r, "dev-1").get("merged_into") == "u1"
+        assert anon_profile(r, "dev-1").get("merged_into") == "u1" and profile(r, "dev-1") == {}
         assert orjson.loads(profile(r, "u1")["anonymous_ids"]) == ["dev-1"]
         seg = profile(r, "u1")["rfm_segment"]
         assert r.sismember(K.segment(seg), "u1")
 
         stats = cli(env, "forget", "u1")
         assert stats["profiles"] == 2 and stats["buffered_events"] >= 5 and stats["dead_letters"] == 1
-        assert profile(r, "u1") == {} and profile(r, "dev-1") == {}
+        assert profile(r, "u1") == {} and anon_profile(r, "dev-1") == {}
         assert not any(r.sismember(k, "u1") for k in r.scan_iter(K.segment("*")))
         deleted = [f for _, f in r.xrange(K.changes) if f[b"user_id"] == b"u1"]
         assert len(deleted) == 1 and deleted[0][b"deleted"] == b"1"
