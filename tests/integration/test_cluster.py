@@ -35,6 +35,7 @@ from liveprofile.store.keys import Keys
 from liveprofile.sync.model import SyncKeys
 from liveprofile.sync.redrive import dead_letters, replay
 from operators.events import Rejected
+from operators.identity import anon_uid
 from operators.rfm import Population, RfmValues
 from operators.timeutil import iso
 from operators.user import ProfileUpdate, Retire
@@ -183,12 +184,13 @@ def test_forget_erases_the_user_and_aliases_in_their_own_groups(cluster_url: str
     uid, anon = "known-1", next(f"anon-{i}" for i in range(100) if K.group(f"anon-{i}") != K.group("known-1"))
     part = RedisProfileSink(cluster_url, K).build("s", 0, 1)
     part.write_batch([(uid, update(uid, 1, anonymous_ids=orjson.dumps([anon]).decode(), cart_abandoned="1", email="k@x.co")),
-                      (anon, update(anon, 1, cart_abandoned="1"))])  # fmt: skip
+                      (anon_uid(anon), update(anon_uid(anon), 1, cart_abandoned="1"))])  # fmt: skip
+    assert rc.hget(K.profile_anon(anon), "user_id") == anon.encode() and not rc.exists(K.profile(anon))
     rc.xadd(K.events(0), {"e": orjson.dumps({"type": "track", "userId": uid, "event": "x"})})
     settings = Settings.from_env(env(cluster_url))
     stats = forget(rc, K, 4, uid, write=None)
     assert stats["profiles"] == 2 and stats["buffered_events"] == 1
-    assert not rc.exists(K.profile(uid)) and not rc.exists(K.profile(anon))
+    assert not rc.exists(K.profile(uid)) and not rc.exists(K.profile_anon(anon))
     assert rc.sismember(K.suppressed_for(uid), uid)
     for u in (uid, anon):
         assert not rc.sismember(K.segment_in(K.group(u), "cart_abandoned"), u)
