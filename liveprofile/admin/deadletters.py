@@ -84,7 +84,7 @@ def redrive(
             source=f"redrive:{eid.decode()}", stage=Stage.REDRIVE, keep_received=True, trust=None,
         )  # fmt: skip
         if prep.rejected:
-            stats["still_invalid"][prep.rejected[0].reason] += 1
+            stats["still_invalid"][str(prep.rejected[0].reason)] += 1  # a StrEnum member: orjson wants str keys
             continue
         stats["redriven"] += 1
         if dry_run:
