@@ -112,7 +112,7 @@ def _ok(res: object, test: str) -> None:
     assert isinstance(res, Event | Rejected), res
     if isinstance(res, Rejected):
         assert res.reason in REASONS and res.message and isinstance(res.raw, bytes)
-        _outcomes[test][res.reason] += 1
+        _outcomes[test][str(res.reason)] += 1
     else:
         _outcomes[test]["event"] += 1
 
@@ -186,7 +186,7 @@ def test_prepare_never_raises_and_accounts_for_every_event(events: list, force: 
     assert prep.accepted + len(prep.rejected) == len(events)
     _outcomes["prepare"]["event"] += prep.accepted
     for rej in prep.rejected:
-        _outcomes["prepare"][rej.reason] += 1
+        _outcomes["prepare"][str(rej.reason)] += 1
     assert len(prep.appends) == len(events)
     assert all(r.reason in REASONS for r in prep.rejected)
     dead = [a for a in prep.appends if a[0] == keys.dead_letter]
