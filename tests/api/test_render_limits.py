@@ -7,7 +7,6 @@ ends in a 500 with its reason, within a bound; the next render works.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,15 +34,16 @@ def test_a_looping_template_does_not_block_healthz_and_ends_in_500(make_api: Cal
     (templates / "hello.html").write_text("hello {{ user_id }}")
     api = make_api(LIVEPROFILE_API_TEMPLATES=str(templates), LIVEPROFILE_API_TEMPLATE_TIMEOUT="3")
     assert api.get("/v1/content/u1/hello", timeout=60).text == "hello u1"  # the render workers are up
-    started = time.monotonic()
     t, out = _in_background(api, "/v1/content/u1/loops")
-    time.sleep(0.5)  # not synchronisation: only so that the render is under way when healthz is asked
-    health = httpx.get(f"http://127.0.0.1:{api.port}/healthz", timeout=2)
-    assert health.status_code == 200
+    # /healthz answers (each within its 2 s client timeout) while the looping render is outstanding
+    in_flight = 0
+    for _ in range(5):
+        assert httpx.get(f"http://127.0.0.1:{api.port}/healthz", timeout=2).status_code == 200
+        in_flight += t.is_alive() and "resp" not in out
+    assert in_flight >= 1  # at least one answer came while the render ran (it runs >= the 3 s limit)
     t.join(30)
-    resp = out["resp"]
+    resp = out["resp"]  # the render ended (join bounds it), refused by the 3 s CPU limit
     assert resp.status_code == 500 and resp.json()["error"] == "template_timeout", resp.text
-    assert time.monotonic() - started < 20  # the 3 s limit, plus a worker's restart
     assert api.get("/v1/content/u2/hello", timeout=60).text == "hello u2"  # new workers (started again) render
 
 
