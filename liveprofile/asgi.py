@@ -16,10 +16,10 @@ every request is on the hot path.
   never read), a head not complete ``header_timeout_s`` after its first byte (or after the
   connection opened) is refused ``408``, a body not complete ``body_timeout_s`` after its head is
   refused ``408`` (a trickled body cannot hold a connection), and at ``max_connections`` open
-  connections (or running requests) new requests are answered ``503`` (uvicorn's
-  ``limit_concurrency``). Each refusal is a JSON body ``{"success": false, "error": code,
-  "message": text}`` (codes ``headers_too_large``, ``header_timeout``, ``body_timeout``) and
-  closes the connection.
+  connections (or running requests) new requests are answered ``503`` (the condition of uvicorn's
+  ``limit_concurrency``, checked here so that the answer is JSON too). Each refusal is a JSON body
+  ``{"success": false, "error": code, "message": text}`` (codes ``headers_too_large``,
+  ``header_timeout``, ``body_timeout``, ``too_many_connections``) and closes the connection.
 
 May import: nothing of liveprofile (a test holds the services to importing it, not each other).
 """
@@ -185,6 +185,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lp_in_head = False
         self._lp_head = 0
         self._lp_arm(self.limits.body_timeout_s, "body_timeout", f"the request body did not arrive within {self.limits.body_timeout_s:g} s")
+        limit = self.limits.max_connections
+        if len(self.connections) >= limit or len(self.tasks) >= limit:
+            app, self.app = self.app, _too_many_connections  # this request only: the app is picked in super()
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -192,6 +200,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lp_in_head = True
         self._lp_head = 0
         super().on_message_complete()
+
+
+_TOO_MANY = json.dumps({"success": False, "error": "too_many_connections",
+                        "message": "the server is at its connection limit (LIVEPROFILE_HTTP_MAX_CONNECTIONS); retry later"}).encode()
+
+
+async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer at the connection limit: 503 JSON, ``Retry-After: 1``, connection closed."""
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(_TOO_MANY)).encode()),
+        (b"retry-after", b"1"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": _TOO_MANY, "more_body": False})
 
 
 def limits_of(settings: Any) -> HttpLimits:
@@ -203,4 +223,4 @@ def server_options(limits: HttpLimits) -> dict[str, Any]:
     """uvicorn options that run a server under ``limits`` (the protocol by import path, so that
     worker processes load it too; each process sets the limits when it builds its app)."""
     LimitedHttpToolsProtocol.limits = limits
-    return {"http": "liveprofile.asgi:LimitedHttpToolsProtocol", "limit_concurrency": limits.max_connections}
+    return {"http": "liveprofile.asgi:LimitedHttpToolsProtocol"}  # the connection limit is the protocol's

@@ -126,12 +126,17 @@ def test_at_the_connection_limit_new_requests_get_503(server: tuple[int, str]) -
         for s in held:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # heads not finished: connections held
 
+        answers: list[bytes] = []
+
         def refused() -> bool:
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                return _answer(s, 5).startswith(b"HTTP/1.1 503 ")
+                answers.append(_answer(s, 5))
+                return answers[-1].startswith(b"HTTP/1.1 503 ")
 
         wait_for(refused, 10, what="a 503 at the connection limit")
+        _refusal(answers[-1], 503, "too_many_connections")  # JSON like every other refusal (was uvicorn's plain text)
+        assert b"\r\nretry-after: 1\r\n" in answers[-1].lower()
     finally:
         for s in held:
             s.close()
