@@ -42,6 +42,6 @@ setup() {
 case "${1:-demo}" in
   setup) setup test ;;
   demo)  setup demo; shift || true; exec .venv/bin/liveprofile demo "$@" ;;
-  test)  setup test; shift || true; exec .venv/bin/python -m pytest -q "$@" ;;
+  test)  setup test; shift || true; exec .venv/bin/python -m pytest -q --durations=30 "$@" ;;
   *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
 esac
