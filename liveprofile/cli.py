@@ -4,6 +4,7 @@ Subcommands::
 
     liveprofile collector [--host H] [--port P] [--workers N]   HTTP collector (SPEC §2)
     liveprofile replay FILE.jsonl [--batch N]                   import history into the buffer
+    liveprofile import FILE [--preset P | --mapping M]          CSV / NDJSON (gzip too) into the buffer
     liveprofile generate --out FILE.jsonl [--truth T.json] ...  realistic test stream
     liveprofile profile USER_ID                                 print one profile
     liveprofile demo                                            everything, locally, one command
@@ -48,6 +49,20 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     stats = replay_file(settings, args.file, batch=args.batch, progress=not args.quiet)
     print(orjson.dumps(stats).decode())
     return 0 if stats["read"] else 1
+
+
+def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from liveprofile.admin.imports import ImportError_, import_file
+    from liveprofile.admin.mapping import MappingError, load_mapping
+
+    try:
+        mapping = load_mapping(args.preset, args.mapping) if (args.preset or args.mapping) else None
+        stats = import_file(settings, args.file, mapping, batch=args.batch, progress=False if args.quiet else None)
+    except (ImportError_, MappingError) as exc:
+        print(f"liveprofile import: {exc}", file=sys.stderr)
+        return 2
+    print(orjson.dumps(stats).decode())
+    return 0
 
 
 def _cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
@@ -108,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=1000)
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_cmd_replay)
+
+    from liveprofile.admin.mapping import PRESETS
+
+    im = sub.add_parser("import", help="import a CSV or NDJSON file (gzip too) into the buffer")
+    im.add_argument("file")
+    how = im.add_mutually_exclusive_group()
+    how.add_argument("--preset", choices=PRESETS, help="a shipped mapping")
+    how.add_argument("--mapping", help="a mapping file (JSON or YAML, see docs/sources/csv.md)")
+    im.add_argument("--batch", type=int, default=1000)
+    im.add_argument("--quiet", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
+    im.set_defaults(func=_cmd_import)
 
     g = sub.add_parser("generate", help="write a realistic test stream (JSONL) and its truth")
     g.add_argument("--out", required=True)

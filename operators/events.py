@@ -95,6 +95,8 @@ class Reason(StrEnum):
     UNTRUSTED_ENGAGEMENT = "untrusted_engagement"
     UNTRUSTED_MERGE = "untrusted_merge"
     MERGE_CYCLE = "merge_cycle"
+    INVALID_ROW = "invalid_row"
+    ORDER_ROWS_NOT_ADJACENT = "order_rows_not_adjacent"
 
     @property
     def meaning(self) -> str:
@@ -124,6 +126,8 @@ _MEANINGS: dict[str, str] = {
     "untrusted_engagement": "Email Delivered/Opened/Link Clicked sent with a browser write key (only server keys and the signed pixel report engagement)",
     "untrusted_merge": "an alias of a known user (previousId) sent with a browser write key: merging two known users needs a server key",
     "merge_cycle": "an alias whose userId is already merged into previousId (the merge would make a cycle)",
+    "invalid_row": "a row of an imported file that its mapping cannot read (a bad date, number or yes/no value, an empty order key)",
+    "order_rows_not_adjacent": "an imported order's row that comes after other orders' rows (an order's rows must be adjacent)",
 }
 
 #: Reason code -> what it means (:class:`Reason`'s codes).

@@ -37,6 +37,11 @@ resolved when rendering, so the result does not depend on arrival order:
 * records are kept for the newest :data:`_MAX_ORDERS` orders; an older order's resolved
   amounts are frozen, and a later refund of it counts as one of an unknown order.
 
+An order event already on record is a redelivery, not applied (``apply`` returns ``False``) even
+outside the dedupe window, so a re-imported history changes nothing: an ``Order Completed`` of an
+``order_id`` recorded with the same event time and value, an ``Order Refunded`` whose refund key
+is recorded for its order, an ``Order Cancelled`` of an order cancelled at the same time.
+
 ``Unsubscribed`` sets ``email_unsubscribed`` (and ``unsubscribed_at``, its earliest time).
 Consent (``Event.consent``) is kept per category, last writer by event time (a tie: denied).
 Machine opens (a mail client's proxy, e.g. Apple Mail Privacy Protection) count in
@@ -170,6 +175,8 @@ class ProfileState:
         ts = ev.ts
         if not self.seen.first_sight(dedupe, ev.message_id, ts):
             return False
+        if ev.order_id is not None and ev.type == "track" and self._on_record(ev):
+            return False
         self.seq += 1
         self.event_count += 1
         if self.first_seen == _NONE or ts < self.first_seen:
@@ -227,8 +234,7 @@ class ProfileState:
                 self.cart_orphans = False
         elif name == ORDER_REFUNDED:
             oid = ev.order_id or ""
-            key = ev.properties.get("refund_id")
-            key = str(key)[:_MAX_KEY] if isinstance(key, str | int) and not isinstance(key, bool) and str(key) else "m:" + ev.message_id
+            key = _refund_key(ev)
             recs = self.refunds.setdefault(oid, {})
             recs.setdefault(key, WHOLE if ev.refund_cents is None else ev.refund_cents)
         elif name == ORDER_CANCELLED:
@@ -258,6 +264,21 @@ class ProfileState:
         elif name == EMAIL_LINK_CLICKED:
             self.email_clicks += 1
         return True
+
+    def _on_record(self, ev: Event) -> bool:
+        """Whether an order event is one already folded in, whatever its ``messageId`` and
+        however long ago (a re-imported history, a redelivery outside the dedupe window): the
+        same order at the same event time and value, the same refund (``refund_id``, else
+        ``messageId``) of the same order, the same cancellation time of the same order."""
+        oid = ev.order_id
+        assert oid is not None
+        if ev.name in ORDER_EVENTS:
+            return self.orders.get(oid) == (ev.ts, ev.value_cents)
+        if ev.name == ORDER_REFUNDED:
+            return _refund_key(ev) in self.refunds.get(oid, {})
+        if ev.name == ORDER_CANCELLED:
+            return self.cancelled.get(oid) == ev.ts
+        return False
 
     def _human_open(self, ts: int) -> None:
         self.email_opens += 1
@@ -469,6 +490,12 @@ class ProfileState:
             name, cat = self.cart_info.get(pid, ("", ""))
             out.append({"product_id": pid, "name": name, "category": cat, "price": format_cents(cents), "quantity": q})
         return out
+
+
+def _refund_key(ev: Event) -> str:
+    """What one refund is counted once by: its ``refund_id``, else its ``messageId``."""
+    key = ev.properties.get("refund_id")
+    return str(key)[:_MAX_KEY] if isinstance(key, str | int) and not isinstance(key, bool) and str(key) else "m:" + ev.message_id
 
 
 def _recent_ops(ops: list[tuple[int, str, int, int]], since: int, held: bool = False) -> list[tuple[int, str, int, int]]:

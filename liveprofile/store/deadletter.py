@@ -20,7 +20,8 @@ class Stage(StrEnum):
 
     COLLECTOR = "collector"  # the HTTP collector's envelope check (also webhooks and the pixel)
     DATAFLOW = "dataflow"  # the dataflow's parse step
-    REPLAY = "replay"  # history import (liveprofile replay)
+    REPLAY = "replay"  # history import of Segment events (liveprofile replay)
+    IMPORT = "import"  # file import through a mapping or of NDJSON (liveprofile import)
     REDRIVE = "redrive"  # a dead letter sent back through the checks (liveprofile deadletter replay)
     API = "api"  # events the profile API makes (experiment exposures)
 
