@@ -107,6 +107,10 @@ def test_an_order_redelivered_outside_the_dedupe_window_counts_once() -> None:
                ev("Order Cancelled", "2024-03-02T00:00:00Z", "c2", order_id="2")]  # fmt: skip
     s = ProfileState("u")
     assert all(s.apply(e, cfg) for e in history)
+    for i in range(40):  # later activity: the dedupe state forgets the old ids (it prunes every 32 ids)
+        assert s.apply(parse_event({"type": "page", "userId": "u", "messageId": f"p{i}", "timestamp": "2024-05-01T00:00:00Z",
+                                    "receivedAt": "2024-06-01T00:00:00Z"}, lim), cfg)  # fmt: skip
+    assert len(s.seen) == 40  # the four order events' ids are forgotten
     before = (s.purchase_count, s.revenue_cents, s.event_count, s.refunded_cancelled(), s.seq)
     assert [s.apply(e, cfg) for e in history] == [False] * 4  # ids long out of the window
     assert (s.purchase_count, s.revenue_cents, s.event_count, s.refunded_cancelled(), s.seq) == before

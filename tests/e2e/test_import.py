@@ -6,8 +6,8 @@ customers' orders lie months apart (outside the dedupe window); bad rows are dea
 their line numbers. NDJSON and the customers export are checked on the buffer entries.
 
 Failed on main (ef1568b): there is no ``import`` command; with the command and without the
-profile change, the second import counted every order of a customer again
-(``purchase_count`` 2 -> 4)."""
+profile change, the second import counted again the orders of a customer whose dedupe state had
+forgotten their ids (Dan's 40 orders over 40 days)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 import redis
 
+from liveprofile.cli import main
 from tests.e2e.helpers import K, dead_letters
 from tests.procs import base_env, start_dataflow
 
@@ -93,6 +95,10 @@ ROWS = [
     _order_row("#1006", "carol@example.com", "2024-03-03 10:00:00 +0000", "two", "Tea", "5.00", "TEA-1"),
     # line 13: a row of #1001 after other orders' rows
     _order_row("#1001", "ann@example.com", "2024-01-10 09:15:00 -0500", "1", "Spoon", "3.00", "SPOON-1"),
+    # lines 14-53: Dan's 40 orders a day apart (enough for the dedupe state to forget the old ids)
+    *(_order_row(f"#{2000 + i}", "dan@example.com", f"2024-06-{1 + i % 30:02d} 10:00:00 +0000" if i < 30 else
+                 f"2024-07-{i - 29:02d} 10:00:00 +0000", "1", "Mug", f"{1 + i}.00", "MUG-1", status="paid",
+                 currency="USD", total=f"{1 + i}.00", id=f"{6000 + i}") for i in range(40)),
 ]  # fmt: skip
 
 
@@ -129,14 +135,14 @@ def test_shopify_orders_export_imports_exactly_once(redis_url: str, r: redis.Red
     env = base_env(redis_url, LIVEPROFILE_TIMESTAMP_MIN="2020-01-01T00:00:00Z")
     plain = tmp_path / "orders_export.csv"
     plain.write_bytes(_csv(SHOPIFY_ORDERS_HEADER, ROWS))
-    assert plain.read_bytes().count(b"\n") == 13  # a header and 12 lines (one row spans two)
+    assert plain.read_bytes().count(b"\n") == 53  # a header and 52 lines (one row spans two)
     zipped = tmp_path / "again" / "orders_export.csv"  # gzip without a .gz suffix: found by its magic bytes
     zipped.parent.mkdir()
     zipped.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
 
     first = _import(env, str(plain), "--preset", "shopify-orders")
-    # 6 orders' worth of rows -> #1001 #1002(+refund) #1003 #1004(+cancel); 3 dead letters
-    assert first == {"rows": 11, "events": 6, "accepted": 6, "dead_letters": 3}
+    # #1001 #1002(+refund) #1003 #1004(+cancel), Dan's 40; 3 dead letters
+    assert first == {"rows": 51, "events": 46, "accepted": 46, "dead_letters": 3}
     got = sorted((d["source"], d["reason"], d["stage"]) for d in dead_letters(r))
     assert got == [
         ("import:orders_export.csv:10", "invalid_row", "import"),
@@ -147,7 +153,7 @@ def test_shopify_orders_export_imports_exactly_once(redis_url: str, r: redis.Red
     assert "Created at" in msgs["10"] and "line 12" in msgs["11"] and "Lineitem quantity" in msgs["11"]
 
     orders = {e["properties"]["order_id"]: e for e in _buffer(r) if e["event"] == "Order Completed"}
-    assert sorted(orders) == ["5001", "5002", "5003", "5004"]
+    assert sorted(orders) == ["5001", "5002", "5003", "5004", *(str(6000 + i) for i in range(40))]
     assert [(p["sku"], p["quantity"], p["price"]) for p in orders["5001"]["properties"]["products"]] == [
         ("MUG-1", 2, "10.00"), ("TEA-1", 1, "12.50")]  # fmt: skip
     assert len(orders["5002"]["properties"]["products"]) == 3
@@ -171,12 +177,15 @@ def test_shopify_orders_export_imports_exactly_once(redis_url: str, r: redis.Red
         "last_purchase_at": "2024-05-01T08:00:00.000Z",
     }  # fmt: skip
     assert _profile(r, "carol@example.com") == {}
+    dan = _profile(r, "dan@example.com")
+    assert (dan["purchase_count"], dan["revenue_total"], dan["event_count"]) == ("40", "820.00", "40")
 
     second = _import(env, str(zipped), "--preset", "shopify-orders", "--quiet")
     assert second == first
     _run_dataflow(env, tmp_path, rec, "dataflow-2")
     assert _profile(r, "ann@example.com") == ann
     assert _profile(r, "bob@example.com") == bob
+    assert _profile(r, "dan@example.com") == dan
     assert len(dead_letters(r)) == 6  # the same three bad rows again, nothing else
 
 
@@ -221,16 +230,26 @@ def test_ndjson_and_customers_export_reach_the_buffer(redis_url: str, r: redis.R
     }  # fmt: skip
 
 
-def test_request_level_problems_exit_non_zero_and_write_nothing(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
-    env = base_env(redis_url)
+def test_request_level_problems_exit_non_zero_and_write_nothing(redis_url: str, r: redis.Redis, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """In process (``liveprofile.cli.main``): the same command without a subprocess per case."""
+    for k, v in base_env(redis_url).items():
+        if k.startswith("LIVEPROFILE_"):
+            monkeypatch.setenv(k, v)
+
+    def fails(*args: str) -> str:
+        assert main(["import", *args]) == 2
+        return capsys.readouterr().err
+
     f = tmp_path / "orders.csv"
     f.write_bytes(_csv(SHOPIFY_ORDERS_HEADER, ROWS[:2]))
-    assert "needs a mapping" in _import(env, str(f), rc=2)["stderr"]
-    assert "cannot read" in _import(env, str(tmp_path / "missing.csv"), "--preset", "shopify-orders", rc=2)["stderr"]
+    assert "needs a mapping" in fails(str(f))
+    assert "cannot read" in fails(str(tmp_path / "missing.csv"), "--preset", "shopify-orders")
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: orders\nuser_id: Email\n")  # no order_key
-    assert "order_key" in _import(env, str(f), "--mapping", str(bad), rc=2)["stderr"]
+    assert "order_key" in fails(str(f), "--mapping", str(bad))
     other = tmp_path / "other.csv"
     other.write_bytes(b"a,b\n1,2\n")
-    assert "identity columns" in _import(env, str(other), "--preset", "shopify-orders", rc=2)["stderr"]
+    assert "identity columns" in fails(str(other), "--preset", "shopify-orders")
     assert r.dbsize() == 0
