@@ -6,8 +6,8 @@ Contract
   or a file), and NDJSON (``.ndjson``, ``.jsonl``, ``.json``): one Segment event per line, as
   ``liveprofile replay``, or, with a mapping, one flat object of columns per line. Gzip is
   recognised by its magic bytes (whatever the suffix; ``.gz`` is dropped before looking at the
-  format). The file is streamed: memory stays constant in the file's size (for orders, plus 8
-  bytes per order key, see :mod:`.mapping`).
+  format). The file is streamed: memory stays constant in the file's size (for orders, plus an 8-byte
+  digest per order key, about 100 bytes each in Python, see :mod:`.mapping`).
 * Every event goes through the collector's envelope checks
   (:func:`liveprofile.buffer.ingest.prepare`), appended in batches through
   :func:`liveprofile.buffer.writers.appends_writer` (Redis Streams or Kafka).
