@@ -23,6 +23,7 @@ from bytewax.outputs import Sink
 
 from dataflows.clock import StreamClock
 from dataflows.logic import (
+    CatalogueLogic,
     CoreLogic,
     GraphLogic,
     IdentityLogic,
@@ -35,6 +36,7 @@ from dataflows.outputs import DeadLetter, EdgesOut, ModelOut
 from dataflows.parse import parse_batch
 from dataflows.sinks import (
     BufferMergeSink,
+    RedisCatalogueSink,
     RedisDeadLetterSink,
     RedisPatchSink,
     RedisProfileSink,
@@ -44,6 +46,7 @@ from dataflows.sources.streams import RedisStreamSource, SourceItem
 from liveprofile.buffer.writers import raw_writer
 from liveprofile.settings import Settings
 from liveprofile.store.keys import Keys
+from operators.catalogue import sightings
 from operators.events import Event, Rejected
 from operators.timeutil import iso
 from operators.user import (
@@ -63,14 +66,17 @@ POPULATION_KEY = "rfm"
 
 
 class Sinks:
-    """The outputs of the flow (tests pass testing sinks)."""
+    """The outputs of the flow (tests pass testing sinks); ``catalogue`` ``None``: the flow builds
+    no catalogue (:mod:`operators.catalogue`)."""
 
-    def __init__(self, profile: Sink, patch: Sink, edges: Sink, merge: Sink, dead_letter: Sink) -> None:
+    def __init__(self, profile: Sink, patch: Sink, edges: Sink, merge: Sink, dead_letter: Sink,
+                 catalogue: Sink | None = None) -> None:  # fmt: skip
         self.profile = profile
         self.patch = patch
         self.edges = edges
         self.merge = merge
         self.dead_letter = dead_letter
+        self.catalogue = catalogue
 
 
 def _is(*types: type) -> Any:
@@ -89,6 +95,9 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
     parsed = op.flat_map_batch("parse", raw, lambda items: parse_batch(limits, clock, items))
     valid = op.branch("valid", parsed, lambda x: type(x) is tuple)
     op.output("dead_letter", valid.falses, sinks.dead_letter)
+    if sinks.catalogue is not None:  # products seen in the stream, keyed by product id
+        seen = op.flat_map("catalogue_in", valid.trues, lambda x: [(s.product_id, s) for s in sightings(x[2])] if type(x[2]) is Event else [])
+        op.output("catalogue_out", op.map("catalogue_writes", op.stateful_batch("catalogue", seen, CatalogueLogic), lambda kv: kv[1]), sinks.catalogue)
 
     if not settings.intelligence:
         core_in = op.filter_map("core_in", valid.trues, lambda x: (x[2].uid, (x[2].uid, x[2])) if type(x[2]) is Event else None)
@@ -148,6 +157,7 @@ def redis_sinks(s: Settings) -> Sinks:
         edges=RfmEdgesSink(url, keys, s.changes_maxlen),
         merge=BufferMergeSink(functools.partial(raw_writer, s), s.shards),
         dead_letter=RedisDeadLetterSink(url, keys, s.dead_letter_maxlen),
+        catalogue=RedisCatalogueSink(url, keys, s.catalogue_top_max),
     )
 
 

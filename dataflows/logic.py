@@ -15,6 +15,8 @@ through :func:`operators.snapshot.load`, which migrates older layouts.
 * :class:`ModelsLogic` — keyed by model shard; state: :class:`operators.models.ShardModels`.
 * :class:`PopulationLogic` — one key; state: the RFM :class:`operators.rfm.Population`;
   emits edges when they change, and refresh ticks for a while after.
+* :class:`CatalogueLogic` — keyed by product id; state: :class:`operators.catalogue.ProductState`;
+  emits the product's absolute catalogue write once per batch that changed it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataflows import metrics
 from dataflows.clock import StreamClock
 from dataflows.outputs import EdgesOut, ModelOut
 from operators import snapshot
+from operators.catalogue import CatalogueOut, ProductState, Sighting, apply, output
 from operators.events import Event
 from operators.identity import Absorb, MergeGraph, decide, route
 from operators.models import ModelConfig, ShardModels, judge, model_fields
@@ -46,7 +49,7 @@ from operators.user import (
     step,
 )
 
-__all__ = ["IdentityLogic", "GraphLogic", "UserLogic", "CoreLogic", "ModelsLogic", "PopulationLogic", "model_shard"]
+__all__ = ["IdentityLogic", "GraphLogic", "UserLogic", "CoreLogic", "ModelsLogic", "PopulationLogic", "CatalogueLogic", "model_shard"]
 
 
 def model_shard(uid: str, n: int) -> str:
@@ -272,3 +275,23 @@ class PopulationLogic(StatefulBatchLogic[RfmDelta, EdgesOut, bytes]):
     def snapshot(self) -> bytes:
         return snapshot.dump(self.pop)
 
+
+
+class CatalogueLogic(StatefulBatchLogic[Sighting, CatalogueOut, bytes]):
+    """One product's catalogue state (see :mod:`operators.catalogue`): its sightings folded in, its
+    absolute write out when they changed it. The state and the input position are snapshotted
+    together, so a re-read after recovery finds its lines already counted."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, resume: bytes | None) -> None:
+        self.state: ProductState | None = snapshot.load(resume) if resume is not None else None
+
+    def on_batch(self, values: list[Sighting]) -> tuple[list[CatalogueOut], bool]:
+        self.state, before, changed = apply(self.state, values)
+        if not changed:
+            return [], _RETAIN
+        return [output(values[0].product_id, self.state, before)], _RETAIN
+
+    def snapshot(self) -> bytes:
+        return snapshot.dump(self.state)

@@ -89,6 +89,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_API_BESTSELLERS_TTL": ("30", "seconds the API caches the cross-category bestsellers (fallback content)"),
     "LIVEPROFILE_API_TEMPLATE_TIMEOUT": ("2", "seconds one content-template render may take (in a worker process, off the event loop); over it the worker is killed and the answer is 500 template_timeout"),
     "LIVEPROFILE_API_TEMPLATE_MAX_BYTES": ("1048576", "largest output of one content-template render (500 template_output_too_large above)"),
+    "LIVEPROFILE_CONTENT_SIGNING_KEY": ("", "secret: HMAC key(s) of signed content URLs (/c/...), comma-separated (the first signs, all verify; at least 16 characters each); empty = signed content URLs are refused (403)"),
+    "LIVEPROFILE_CONTENT_URL_TTL": ("30d", "how long a content URL minted by `liveprofile content-url` or /v1/content-urls stays valid"),
+    "LIVEPROFILE_CONTENT_BASE_URL": ("http://127.0.0.1:8090", "the API's public URL: the base of minted content URLs"),
+    "LIVEPROFILE_CATALOGUE_TOP_MAX": ("500", "products kept in each {prefix}:category-top:{category} popularity ranking (the least popular beyond it are dropped)"),
 }
 
 
@@ -210,6 +214,7 @@ class Settings:
     http_body_timeout_s: float = 30.0
     http_max_connections: int = 2048
     public_write_keys: tuple[str, ...] = ()  # LIVEPROFILE_BROWSER_WRITE_KEYS (browser keys are public)
+    catalogue_top_max: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -277,6 +282,7 @@ class Settings:
             kafka_brokers=v["LIVEPROFILE_KAFKA_BROKERS"].strip(),
             kafka_topic=v["LIVEPROFILE_KAFKA_TOPIC"].strip(),
             public_write_keys=tuple(k.strip() for k in v["LIVEPROFILE_BROWSER_WRITE_KEYS"].split(",") if k.strip()),
+            catalogue_top_max=_int(v, "LIVEPROFILE_CATALOGUE_TOP_MAX", 1),
             buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),
         )
         if overrides:

@@ -1,7 +1,8 @@
 """Redis outputs of the dataflow: profile upserts, model patches, RFM edges, merges, dead letters.
 
 One module per sink: :mod:`.profile` (upserts, tombstones, patches), :mod:`.rfm` (edges and
-rescoring), :mod:`.merge`, :mod:`.deadletter`; :mod:`.common` holds the retries and the writer.
+rescoring), :mod:`.merge`, :mod:`.deadletter`, :mod:`.catalogue` (products and their popularity
+rankings: absolute values, so a replayed write changes nothing); :mod:`.common` holds the retries and the writer.
 
 Bytewax sinks are at-least-once: after a crash the outputs of up to one epoch
 are written again. Every write here is therefore idempotent *in Redis*, inside
@@ -41,9 +42,10 @@ the customer index group by group.
 
 from __future__ import annotations
 
+from dataflows.sinks.catalogue import RedisCatalogueSink
 from dataflows.sinks.deadletter import RedisDeadLetterSink
 from dataflows.sinks.merge import BufferMergeSink
 from dataflows.sinks.profile import RedisPatchSink, RedisProfileSink
 from dataflows.sinks.rfm import RfmEdgesSink
 
-__all__ = ["RedisProfileSink", "RedisPatchSink", "RfmEdgesSink", "BufferMergeSink", "RedisDeadLetterSink"]
+__all__ = ["RedisProfileSink", "RedisPatchSink", "RfmEdgesSink", "BufferMergeSink", "RedisDeadLetterSink", "RedisCatalogueSink"]

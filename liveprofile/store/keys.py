@@ -35,8 +35,12 @@ key                                type    holds
 ``{p}:anomalies``                  STREAM  flagged events/users with score and features
 ``{p}:experiment:{name}:exposures``  HASH  user -> first exposure (:mod:`liveprofile.api.experiments`)
 ``{p}:webhook-seen:{source}:{d}``  STRING  webhook replay cache (collector)
-``{p}:product:{id}``               HASH    catalogue entry (written by the shop; read by the API)
-``{p}:category-top:{category}``    ZSET    product -> popularity (written by the shop; read by the API)
+``{p}:product:{id}``               HASH    catalogue entry: ``name``, ``category``, ``price``, ``brand``,
+                                           ``sku``, ``url``, ``image_url``, ``popularity`` (written by
+                                           the dataflow's catalogue step, :mod:`operators.catalogue`,
+                                           or by the shop; read by the API)
+``{p}:category-top:{category}``    ZSET    product -> popularity, the ``LIVEPROFILE_CATALOGUE_TOP_MAX``
+                                           most popular (same writers; read by the API)
 =================================  ======  =====================================================
 
 **Redis Cluster** (``Keys(prefix, cluster_groups=G)``): users fall into ``G``
