@@ -21,6 +21,18 @@ missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
   every experiment (:mod:`liveprofile.api.experiments`). Unknown slot: 404;
   a template error: 500 ``template_error``; over the render limits (off the event loop,
   :mod:`liveprofile.api.render`): 500 ``template_timeout`` / ``template_output_too_large``.
+* ``GET /c/{slot}?user=U&format=html|png|json&exp=E&sig=S`` — the same content through a signed,
+  expiring URL (:mod:`liveprofile.api.signing`), no bearer token: what an email embeds. ``png`` is
+  the slot drawn as an image (:mod:`liveprofile.api.image`). A missing, wrong or tampered
+  signature, or one past ``exp``: 403 with the reason as the error code.
+* ``GET /c/{slot}/click?user=U&exp=E&sig=S&i=N`` — 302 to the ``url`` of the N-th (0-based)
+  product of the user's slot (the link under a product of the image); 404 ``no_product`` if
+  there is none or it has no ``url``. Both signed routes, and the bearer content route, answer
+  ``Cache-Control: private, no-store`` (an image proxy such as Gmail's must not serve one user's
+  content to another) and ``Referrer-Policy: no-referrer`` (the signature stays out of the shop's logs).
+* ``GET /v1/content-urls/{user_id}?slot=S&ttl=7d`` — mints the signed URLs of a user's slot:
+  ``{"user_id", "slot", "exp", "html", "png", "json", "click": [...]}`` (``ttl`` at most
+  ``LIVEPROFILE_CONTENT_URL_TTL``, its default); 409 ``signing_not_configured`` without a key.
 * ``GET /healthz``, ``GET /metrics``;
 * ``GET /openapi.json`` — the OpenAPI 3.1 document of all of these (:mod:`liveprofile.api.openapi`;
   no token needed, like ``/healthz``).
@@ -59,7 +71,9 @@ from liveprofile.api import fastredis, openapi
 from liveprofile.api.config import ApiConfig
 from liveprofile.api.content import Content, decode_profile
 from liveprofile.api.experiments import EXPOSE_LUA, assign_all, exposure_event
+from liveprofile.api.image import render_png
 from liveprofile.api.render import RenderError
+from liveprofile.api.signing import SignatureError, content_url, verify
 from liveprofile.asgi import (
     JSON,
     HTTPError,
@@ -78,7 +92,7 @@ from liveprofile.settings import Settings
 from liveprofile.store.connection import connect_async
 from liveprofile.store.keys import Keys
 from liveprofile.store.scripts import expose_argv
-from operators.timeutil import iso
+from operators.timeutil import iso, parse_duration_s
 
 __all__ = ["ApiApp", "ApiError", "serve", "tune_gc", "ROUTES", "Route"]
 
@@ -86,13 +100,16 @@ logger = logging.getLogger(__name__)
 
 _JSON = JSON
 _HTML = (b"content-type", b"text/html; charset=utf-8")
+_PNG = (b"content-type", b"image/png")
+#: headers of every content answer: per user, never cached by a shared cache, no referrer
+PRIVATE = [(b"cache-control", b"private, no-store, max-age=0"), (b"referrer-policy", b"no-referrer")]
 
 
 #: the API's name for :class:`liveprofile.asgi.HTTPError`
 ApiError = HTTPError
 
-#: (status, body, content-type header) of a handled request
-Answer = tuple[int, bytes, tuple[bytes, bytes]]
+#: (status, body, content-type header[, extra headers]) of a handled request
+Answer = tuple[int, bytes, tuple[bytes, bytes]] | tuple[int, bytes, tuple[bytes, bytes], list[tuple[bytes, bytes]]]
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/v1/profiles/{user_id}", "profile"),
     Route("/v1/segments/{name}", "segment", rest=True),
     Route("/v1/content/{user_id}/{slot}", "content"),
+    Route("/v1/content-urls/{user_id}", "content_urls"),
+    Route("/c/{slot}", "signed_content", auth=False),
+    Route("/c/{slot}/click", "signed_click", auth=False),
 )
 
 
@@ -197,6 +217,9 @@ class ApiApp:
             "profile": lambda a, scope: self.profile(a[0], query_params(scope)),
             "segment": lambda a, scope: self.segment(a[0], query_params(scope)),
             "content": lambda a, scope: self.render(a[0], a[1], query_params(scope)),
+            "content_urls": lambda a, scope: self.content_urls(a[0], query_params(scope)),
+            "signed_content": lambda a, scope: self.signed(a[0], query_params(scope)),
+            "signed_click": lambda a, scope: self.click(a[0], query_params(scope)),
         }  # fmt: skip
         self._exact = {r.path: (r, handlers[r.name]) for r in ROUTES if r.exact}
         self._param = [(r, handlers[r.name]) for r in ROUTES if not r.exact]
@@ -260,18 +283,20 @@ class ApiApp:
             route = hit[0].name
             if hit[0].auth:
                 self._auth(scope)
-            status, body, ctype = await hit[1](args, scope)
+            answer = await hit[1](args, scope)
+            status, body, ctype = answer[0], answer[1], answer[2]
+            extra: list[tuple[bytes, bytes]] = answer[3] if len(answer) > 3 else []  # type: ignore[misc]
         except ApiError as exc:
             status, body, ctype = exc.status, _error(exc.code, exc.message), _JSON
             await respond(send, status, body, [ctype, *exc.headers])
             return
         except Exception:
             logger.exception("api: unexpected error on %s", path)
-            status, body, ctype = 500, _error("internal_error", "unexpected server error"), _JSON
+            status, body, ctype, extra = 500, _error("internal_error", "unexpected server error"), _JSON, []
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
-        await respond(send, status, body, [ctype])
+        await respond(send, status, body, [ctype, *extra])
 
     def _auth(self, scope: Scope) -> None:
         header = b""
@@ -372,25 +397,88 @@ class ApiApp:
                 break
         return 200, orjson.dumps({"segment": name, "members": members, "next_cursor": nxt}), _JSON
 
-    async def render(self, user_id: str, slot: str, query: dict[str, str]) -> tuple[int, bytes, tuple[bytes, bytes]]:
-        assert self.content is not None
+    async def render(self, user_id: str, slot: str, query: dict[str, str]) -> Answer:
         fmt = query.get("format", "html")
-        if fmt not in ("html", "json"):
-            raise ApiError(400, "bad_query", "format must be html or json")
+        if fmt not in ("html", "json", "png"):
+            raise ApiError(400, "bad_query", "format must be html, json or png")
+        return await self._slot(user_id, slot, fmt)
+
+    async def _context(self, user_id: str, slot: str) -> dict[str, Any]:
+        assert self.content is not None
         if not self.content.has_slot(slot):
             raise ApiError(404, "unknown_slot", f"no template for slot {slot!r}")
         raw = await self._load(user_id)
         experiments = assign_all(self.config.experiments.values(), user_id)
         ctx = await self.content.data(slot, user_id, decode_profile(raw) if raw else None, experiments)
         await self.expose(user_id, experiments)
+        return ctx
+
+    async def _slot(self, user_id: str, slot: str, fmt: str) -> Answer:
+        """One user's slot as html, json or png, with the :data:`PRIVATE` headers."""
+        assert self.content is not None
+        ctx = await self._context(user_id, slot)
         if fmt == "json":
-            return 200, orjson.dumps(ctx), _JSON
+            return 200, orjson.dumps(ctx), _JSON, PRIVATE
+        if fmt == "png":
+            return 200, await asyncio.to_thread(render_png, ctx), _PNG, PRIVATE
         try:
             html = await self.content.render(slot, ctx)
         except RenderError as exc:  # a failed template, the sandbox's SecurityError, a limit
             logger.warning("api: template %s refused: %s %s", slot, exc.code, exc.message)
             raise ApiError(500, exc.code, f"template {slot!r}: {exc.message}") from None
-        return 200, html.encode(), _HTML
+        return 200, html.encode(), _HTML, PRIVATE
+
+    def _grant(self, slot: str, query: dict[str, str], click: bool) -> str:
+        """The user id a signed URL's query grants, or 403 with the reason."""
+        try:
+            return verify(self.config.signing_keys, slot, query, now=time.time(), click=click).user_id
+        except SignatureError as exc:
+            raise ApiError(403, exc.reason, exc.message, PRIVATE) from None
+
+    async def signed(self, slot: str, query: dict[str, str]) -> Answer:
+        """``/c/{slot}``: a signed URL's slot, no bearer token (see module docstring)."""
+        user_id = self._grant(slot, query, click=False)
+        return await self._slot(user_id, slot, query.get("format", "html"))
+
+    async def click(self, slot: str, query: dict[str, str]) -> Answer:
+        """``/c/{slot}/click``: 302 to the ``url`` of the ``i``-th product of the user's slot."""
+        user_id = self._grant(slot, query, click=True)
+        i_s = query.get("i", "0")
+        if not i_s.isascii() or not i_s.isdigit() or len(i_s) > 3:
+            raise ApiError(400, "bad_query", "i must be a product index (0, 1, ...)", PRIVATE)
+        ctx = await self._context(user_id, slot)
+        items = ctx["cart"] if slot == "cart" and not ctx["fallback"] else ctx["products"]
+        i = int(i_s)
+        url = items[i].get("url") if i < len(items) and isinstance(items[i], dict) else None
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            raise ApiError(404, "no_product", f"slot {slot!r} has no product {i} with a url for this user", PRIVATE)
+        return 302, orjson.dumps({"location": url}), _JSON, [(b"location", url.encode()), *PRIVATE]
+
+    async def content_urls(self, user_id: str, query: dict[str, str]) -> Answer:
+        """Mint the signed URLs of one user's slot (``slot``, ``ttl`` at most LIVEPROFILE_CONTENT_URL_TTL)."""
+        assert self.content is not None
+        cfg = self.config
+        if not cfg.signing_keys:
+            raise ApiError(409, "signing_not_configured", "set LIVEPROFILE_CONTENT_SIGNING_KEY to mint content URLs")
+        slot = query.get("slot", "recommendations")
+        if not self.content.has_slot(slot):
+            raise ApiError(404, "unknown_slot", f"no template for slot {slot!r}")
+        try:
+            ttl = int(parse_duration_s(query["ttl"])) if query.get("ttl") else cfg.url_ttl_s
+        except ValueError:
+            raise ApiError(400, "bad_query", "ttl must be a duration like 3600, 12h or 7d") from None
+        if not 0 < ttl <= cfg.url_ttl_s:
+            raise ApiError(400, "bad_query", f"ttl must be within 1..{cfg.url_ttl_s} seconds (LIVEPROFILE_CONTENT_URL_TTL)")
+        exp = int(time.time()) + ttl
+        key = cfg.signing_keys[0]
+        try:
+            urls = {f: content_url(cfg.base_url, key, user_id, slot, f, exp) for f in ("html", "png", "json", "click")}
+        except ValueError as exc:
+            raise ApiError(400, "bad_query", str(exc)) from None
+        click = urls.pop("click")
+        doc = {"user_id": user_id, "slot": slot, "exp": exp, "expires_at": iso(exp * 1000), **urls,
+               "click": [f"{click}&i={i}" for i in range(self.content.count)]}  # fmt: skip
+        return 200, orjson.dumps(doc), _JSON, PRIVATE
 
     async def expose(self, user_id: str, experiments: dict[str, str]) -> None:
         """Record first exposures (Lua, one round trip) and append their ``Experiment Viewed`` events."""

@@ -1,4 +1,5 @@
-"""``liveprofile api`` and ``liveprofile experiments report NAME`` (registered by :func:`add_commands`)."""
+"""``liveprofile api``, ``liveprofile content-url USER`` and ``liveprofile experiments report NAME``
+(registered by :func:`add_commands`)."""
 
 from __future__ import annotations
 
@@ -65,12 +66,46 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_content_url(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a signed content URL (key: the first of LIVEPROFILE_CONTENT_SIGNING_KEY)."""
+    import time
+
+    from liveprofile.api.signing import content_url
+    from operators.timeutil import parse_duration_s
+
+    try:
+        cfg = _config()
+        ttl = int(parse_duration_s(args.ttl)) if args.ttl else cfg.url_ttl_s
+    except (ConfigError, ValueError) as exc:
+        print(f"liveprofile content-url: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not cfg.signing_keys:
+        print("liveprofile content-url: LIVEPROFILE_CONTENT_SIGNING_KEY is not set", file=sys.stderr)
+        return 2
+    exp = args.exp if args.exp is not None else int(time.time()) + ttl
+    try:
+        url = content_url(args.base or cfg.base_url, cfg.signing_keys[0], args.user, args.slot, args.format, exp)
+    except ValueError as exc:
+        print(f"liveprofile content-url: {exc}", file=sys.stderr)
+        return 2
+    print(url + ("&i=0" if args.format == "click" else ""))
+    return 0
+
+
 def add_commands(subparsers: Any) -> None:
-    """Register ``api`` and ``experiments report NAME`` on an argparse subparsers object."""
+    """Register ``api``, ``content-url`` and ``experiments report NAME`` on an argparse subparsers object."""
     a = subparsers.add_parser("api", help="run the profile and content API")
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=8090)
     a.set_defaults(func=_cmd_api)
+    c = subparsers.add_parser("content-url", help="print a signed, expiring content URL for one user (for an email)")
+    c.add_argument("user", help="the user id")
+    c.add_argument("--slot", default="recommendations")
+    c.add_argument("--format", default="png", choices=["html", "png", "json", "click"], help="click: the redirect URL (append &i=N)")
+    c.add_argument("--ttl", default="", help="lifetime, e.g. 7d (default LIVEPROFILE_CONTENT_URL_TTL)")
+    c.add_argument("--exp", type=int, default=None, help="expiry, Unix seconds (instead of --ttl)")
+    c.add_argument("--base", default="", help="the API's public URL (default LIVEPROFILE_CONTENT_BASE_URL)")
+    c.set_defaults(func=_cmd_content_url)
     e = subparsers.add_parser("experiments", help="A/B experiments")
     sub = e.add_subparsers(dest="experiments_cmd", required=True)
     r = sub.add_parser("report", help="exposures, conversions, conversion rate and revenue per variant")

@@ -14,6 +14,8 @@
 * ``LIVEPROFILE_API_BESTSELLERS_TTL`` — seconds the fallback bestsellers are cached.
 * ``LIVEPROFILE_API_TEMPLATE_TIMEOUT`` / ``LIVEPROFILE_API_TEMPLATE_MAX_BYTES`` — the limits of one
   template render (:mod:`liveprofile.api.render`).
+* ``LIVEPROFILE_CONTENT_SIGNING_KEY`` (secret), ``LIVEPROFILE_CONTENT_URL_TTL``,
+  ``LIVEPROFILE_CONTENT_BASE_URL`` — signed content URLs (:mod:`liveprofile.api.signing`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pathlib import Path
 
 import orjson
 
+from liveprofile.api.signing import parse_keys
 from liveprofile.settings import ConfigError
+from operators.timeutil import parse_duration_s
 
 __all__ = ["ApiConfig", "Experiment", "parse_experiments"]
 
@@ -109,6 +113,9 @@ class ApiConfig:
     bestsellers_ttl: float = 30.0
     template_timeout_s: float = 2.0
     template_max_bytes: int = 1 << 20
+    signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    url_ttl_s: int = 30 * 86400
+    base_url: str = "http://127.0.0.1:8090"
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> ApiConfig:
@@ -127,6 +134,15 @@ class ApiConfig:
         if not 1 <= n <= 50:
             msg = "LIVEPROFILE_API_RECOMMENDATIONS must be within 1..50"
             raise ConfigError(msg)
+        try:
+            keys = parse_keys(values.get("LIVEPROFILE_CONTENT_SIGNING_KEY", ""))
+            ttl_s = int(parse_duration_s(values.get("LIVEPROFILE_CONTENT_URL_TTL", "30d")))
+        except ValueError as exc:
+            msg = f"{exc} (LIVEPROFILE_CONTENT_URL_TTL is a duration like 7d)"
+            raise ConfigError(msg) from None
+        if ttl_s <= 0:
+            msg = "LIVEPROFILE_CONTENT_URL_TTL must be > 0"
+            raise ConfigError(msg)
         tdir = values.get("LIVEPROFILE_API_TEMPLATES", "").strip() or None
         if tdir is not None and not Path(tdir).is_dir():
             msg = f"LIVEPROFILE_API_TEMPLATES: {tdir!r} is not a directory"
@@ -139,4 +155,7 @@ class ApiConfig:
             bestsellers_ttl=ttl,
             template_timeout_s=t_timeout,
             template_max_bytes=t_max,
+            signing_keys=keys,
+            url_ttl_s=ttl_s,
+            base_url=values.get("LIVEPROFILE_CONTENT_BASE_URL", "").strip() or "http://127.0.0.1:8090",
         )

@@ -62,6 +62,16 @@ def _error(description: str) -> dict[str, Any]:
 _UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
 _INTERNAL = _error("`internal_error`: an unexpected failure (Redis unreachable, say)")
 _USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "example": "u1"}
+_SLOT = {"name": "slot", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+         "example": "recommendations", "description": "a template name: cart, recommendations, fallback or your own"}  # fmt: skip
+_NO_STORE = {"Cache-Control": {"schema": {"type": "string"}, "description": "`private, no-store, max-age=0`: per-user content"}}
+_SIGNED = [
+    {"name": "user", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "the user id the URL was signed for"},
+    {"name": "exp", "in": "query", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"}, "description": "expiry, Unix seconds"},
+    {"name": "sig", "in": "query", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+     "description": "hex HMAC-SHA256 of `lpc1|{slot}|{format}|{exp}|{user}` (docs/content.md)"},
+]  # fmt: skip
+_FORBIDDEN = _error("`signature_missing`, `bad_signature`, `expired` or `signing_not_configured`: the signed URL is refused")
 
 
 def _op(op_id: str, summary: str, responses: dict[str, Any], *, auth: bool = True, parameters: list[Any] | None = None) -> dict[str, Any]:
@@ -113,9 +123,40 @@ DOCUMENT: dict[str, Any] = {
              "400": _error("`bad_query`: format is not html or json"),
              "404": _error("`unknown_slot`: no template for this slot"),
              "500": _error("`template_error` (the template failed) or `internal_error`")},
-            parameters=[_USER, {"name": "slot", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
-                                "example": "recommendations", "description": "a template name: cart, recommendations, fallback or your own"},
-                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["html", "json"], "default": "html"}}],
+            parameters=[_USER, _SLOT,
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["html", "json", "png"], "default": "html"}}],
+        ),  # fmt: skip
+        "/v1/content-urls/{user_id}": _op(
+            "mintContentUrls", "Signed, expiring content URLs of a user's slot (to put in an email)",
+            {"200": {"description": "the URLs", "content": json_content(schema_ref("ContentUrls"))},
+             "400": _error("`bad_query`: ttl out of range"),
+             "404": _error("`unknown_slot`: no template for this slot"),
+             "409": _error("`signing_not_configured`: LIVEPROFILE_CONTENT_SIGNING_KEY is empty")},
+            parameters=[_USER,
+                        {"name": "slot", "in": "query", "schema": {"type": "string", "default": "recommendations"}},
+                        {"name": "ttl", "in": "query", "schema": {"type": "string"},
+                         "description": "lifetime, e.g. `7d` (default and maximum LIVEPROFILE_CONTENT_URL_TTL)"}],
+        ),  # fmt: skip
+        "/c/{slot}": _op(
+            "getSignedContent", "A slot through a signed URL (no bearer token): what an email embeds; records exposures",
+            {"200": {"description": "the slot as HTML, a PNG image or its data", "headers": _NO_STORE,
+                     "content": {"text/html": {"schema": {"type": "string"}}, "image/png": {"schema": {"type": "string", "format": "binary"}},
+                                 "application/json": {"schema": schema_ref("ContentData")}}},
+             "403": _FORBIDDEN,
+             "404": _error("`unknown_slot`: no template for this slot")},
+            auth=False,
+            parameters=[_SLOT, {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["html", "png", "json"], "default": "html"}}, *_SIGNED],
+        ),  # fmt: skip
+        "/c/{slot}/click": _op(
+            "clickSignedContent", "Redirect to the url of the i-th product of a user's slot (a link in an email)",
+            {"302": {"description": "to the product's url", "headers": {"Location": {"schema": {"type": "string"}}, **_NO_STORE},
+                     "content": json_content({"type": "object", "properties": {"location": {"type": "string"}}})},
+             "400": _error("`bad_query`: i is not an index"),
+             "403": _FORBIDDEN,
+             "404": _error("`no_product`: no i-th product with a url, or `unknown_slot`")},
+            auth=False,
+            parameters=[_SLOT, *_SIGNED, {"name": "i", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0},
+                                          "description": "0-based product index (not signed)"}],
         ),  # fmt: skip
         "/healthz": _op(
             "healthz", "Whether Redis answers",
@@ -184,6 +225,17 @@ DOCUMENT: dict[str, Any] = {
                     "fallback": {"type": "boolean"},
                 },
             },
+            "ContentUrls": {
+                "type": "object",
+                "required": ["user_id", "slot", "exp", "expires_at", "html", "png", "json", "click"],
+                "properties": {
+                    "user_id": {"type": "string"}, "slot": {"type": "string"},
+                    "exp": {"type": "integer", "description": "expiry, Unix seconds"}, "expires_at": {"type": "string"},
+                    "html": {"type": "string"}, "png": {"type": "string"}, "json": {"type": "string"},
+                    "click": {"type": "array", "items": {"type": "string"}, "description": "one redirect URL per product position"},
+                },
+                "additionalProperties": False,
+            },  # fmt: skip
             "Health": HEALTH_SCHEMA,
         },
     },

@@ -48,6 +48,7 @@ SECRET_SETTINGS = {
     "LIVEPROFILE_SYNC_DESTINATIONS",
     "LIVEPROFILE_PIXEL_SECRET",
     "LIVEPROFILE_WEBHOOK_SECRETS",
+    "LIVEPROFILE_CONTENT_SIGNING_KEY",
 }
 # LIVEPROFILE_* names the code reads that are not deployment settings.
 NOT_SETTINGS = {
@@ -62,6 +63,7 @@ SECRET_USERS = {
     "LIVEPROFILE_SYNC_DESTINATIONS": "sync",
     "LIVEPROFILE_PIXEL_SECRET": "collector",
     "LIVEPROFILE_WEBHOOK_SECRETS": "collector",
+    "LIVEPROFILE_CONTENT_SIGNING_KEY": "api",
 }
 INSTALL_REQS = "pip install -r deploy/requirements-test.txt"
 
