@@ -96,7 +96,7 @@ def content_signature(key: bytes, user_id: str, slot: str, fmt: str, exp: int) -
 def content_url(base: str, key: bytes, user_id: str, slot: str, fmt: str, exp: int) -> str:
     """A signed URL (``fmt`` ``click``: the redirect route, without ``&i=``: append it).
 
-    >>> content_url("https://c.example/", b"k" * 16, "u 1", "cart", "html", 2000000000)[:68]
+    >>> content_url("https://c.example/", b"k" * 16, "u 1", "cart", "html", 2000000000)[:67]
     'https://c.example/c/cart?user=u%201&format=html&exp=2000000000&sig='
     """
     if not _SLOT.match(slot) or fmt not in FORMATS or not user_id or len(user_id) > _MAX_USER:
