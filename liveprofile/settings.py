@@ -90,6 +90,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_API_TEMPLATE_TIMEOUT": ("2", "seconds one content-template render may take (in a worker process, off the event loop); over it the worker is killed and the answer is 500 template_timeout"),
     "LIVEPROFILE_API_TEMPLATE_MAX_BYTES": ("1048576", "largest output of one content-template render (500 template_output_too_large above)"),
     "LIVEPROFILE_CONTENT_SIGNING_KEY": ("", "secret: HMAC key(s) of signed content URLs (/c/...), comma-separated (the first signs, all verify; at least 16 characters each); empty = signed content URLs are refused (403)"),
+    "LIVEPROFILE_CONTENT_REDIRECT_HOSTS": ("", "hosts a signed content click (/c/{slot}/click) may redirect to when the product's url came from a browser (public) write key, comma-separated (`shop.example` also allows its subdomains); urls from server keys are always followed; empty = browser-sent urls are not followed (404 untrusted_url)"),
     "LIVEPROFILE_CONTENT_URL_TTL": ("30d", "how long a content URL minted by `liveprofile content-url` or /v1/content-urls stays valid"),
     "LIVEPROFILE_CONTENT_BASE_URL": ("http://127.0.0.1:8090", "the API's public URL: the base of minted content URLs"),
     "LIVEPROFILE_CATALOGUE_TOP_MAX": ("500", "products kept in each {prefix}:category-top:{category} popularity ranking (the least popular beyond it are dropped)"),

@@ -7,10 +7,15 @@ Contract (docs/content.md, "The catalogue"):
   Other events say nothing about the catalogue. A product line without a ``product_id`` (or ``sku``)
   is ignored.
 * **Attributes**: ``name``, ``category`` (normalized, :func:`operators.events.norm_category`),
-  ``price`` (decimal string, 2 places), ``brand``, ``sku``, ``url``, ``image_url``. Per attribute the
-  value of the newest event time wins (a tie: the later event in the stream); an event that does
-  not name an attribute leaves it alone. ``url`` and ``image_url`` must be absolute ``http(s)``
-  URLs (anything else is ignored: the content API redirects to ``url``).
+  ``price`` (decimal string, 2 places), ``brand``, ``sku``, ``url``, ``image_url``. Per attribute
+  a value from a server write key beats any value from a browser (public) key, whatever their
+  times (anyone holding the public key could otherwise rename a product or point its link
+  elsewhere in every recommendation email); among values of the same trust the newest event time
+  wins (a tie: the later event in the stream); an event that does not name an attribute leaves it
+  alone. ``url`` and ``image_url`` must be absolute ``http(s)`` URLs (anything else is ignored: the
+  content API redirects to ``url``); the output's ``url_trusted`` (``1``/``0``) says whether
+  ``url`` came from a server key (the API redirects to an untrusted ``url`` only on an allowed
+  host: ``LIVEPROFILE_CONTENT_REDIRECT_HOSTS``).
 * **Popularity** of a product: ``1 × views + 2 × adds-to-cart + 5 × units purchased``, all time,
   counted once per event line: a line is identified by the event's ``messageId`` and its index in
   the event, and a line already counted (a client's retry, a re-read) counts nothing again. The
@@ -52,13 +57,15 @@ class Sighting:
     units: int
     ts: int
     attrs: tuple[tuple[str, str], ...]
+    trusted: bool = True
 
 
 @dataclass(slots=True)
 class ProductState:
-    """What the stream said about one product: attribute -> (event time, value), and the counts."""
+    """What the stream said about one product: attribute -> (rank, value) where rank is
+    ``2 * event time + trusted`` compared as ``(trusted, time)``: see :func:`rank`; and the counts."""
 
-    attrs: dict[str, tuple[int, str]] = field(default_factory=dict)
+    attrs: dict[str, tuple[tuple[int, int], str]] = field(default_factory=dict)
     views: int = 0
     adds: int = 0
     units: int = 0
@@ -71,7 +78,7 @@ class ProductState:
 
     @property
     def category(self) -> str:
-        return self.attrs.get("category", (0, ""))[1]
+        return self.attrs.get("category", ((0, 0), ""))[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +152,17 @@ def sightings(ev: Event) -> list[Sighting]:
         raw = lines[i] if i < len(lines) else {}
         units = p.quantity if kind == "purchase" else 1
         attrs = _attrs(raw, p.name, p.category or norm_category(raw.get("category")), p.price_cents, raw.get("price") is not None)
-        out.append(Sighting(p.product_id, f"{ev.message_id}#{i}", kind, max(units, 0), ev.ts, attrs))
+        out.append(Sighting(p.product_id, f"{ev.message_id}#{i}", kind, max(units, 0), ev.ts, attrs, ev.trusted))
     return out
+
+
+def rank(s: Sighting) -> tuple[int, int]:
+    """How strongly a sighting's attributes hold: server keys over browser keys, then event time.
+
+    >>> rank(Sighting("p", "m#0", "view", 1, 50, (), trusted=False)) < rank(Sighting("p", "m#1", "view", 1, 10, ()))
+    True
+    """
+    return (int(s.trusted), s.ts)
 
 
 def apply(state: ProductState | None, seen: list[Sighting]) -> tuple[ProductState, str, bool]:
@@ -159,6 +175,9 @@ def apply(state: ProductState | None, seen: list[Sighting]) -> tuple[ProductStat
     (11, 'Old', '9.00', '', True)
     >>> apply(st, [s1])[2]
     False
+    >>> forged = Sighting("p1", "m3#0", "view", 1, 99, (("name", "FREE PHONE"),), trusted=False)
+    >>> apply(st, [forged])[0].attrs["name"][1]  # newer, but from a browser key
+    'Old'
     """
     st = state if state is not None else ProductState()
     before = st.category
@@ -175,10 +194,11 @@ def apply(state: ProductState | None, seen: list[Sighting]) -> tuple[ProductStat
             st.adds += 1
         else:
             st.units += s.units
+        r = rank(s)
         for k, v in s.attrs:
             old = st.attrs.get(k)
-            if old is None or s.ts >= old[0]:
-                st.attrs[k] = (s.ts, v)
+            if old is None or r >= old[0]:
+                st.attrs[k] = (r, v)
         changed = True
     if len(st.seen) > SEEN_IDS:
         del st.seen[: len(st.seen) - SEEN_IDS]
@@ -188,11 +208,13 @@ def apply(state: ProductState | None, seen: list[Sighting]) -> tuple[ProductStat
 def output(product_id: str, st: ProductState, before: str) -> CatalogueOut:
     """The absolute write of a product after :func:`apply`.
 
-    >>> st = ProductState({"name": (1, "Shoe"), "category": (1, "shoes")}, views=3)
+    >>> st = ProductState({"name": ((1, 1), "Shoe"), "category": ((1, 1), "shoes")}, views=3)
     >>> output("p1", st, "boots")
     CatalogueOut(product_id='p1', fields={'name': 'Shoe', 'category': 'shoes', 'popularity': '3'}, category='shoes', popularity=3, left_category='boots')
     """
     fields = {k: v for k, (_, v) in st.attrs.items()}
+    if "url" in st.attrs:
+        fields["url_trusted"] = str(st.attrs["url"][0][0])
     fields["popularity"] = str(st.popularity)
     cat = st.category
     return CatalogueOut(product_id, fields, cat, st.popularity, before if before and before != cat else "")

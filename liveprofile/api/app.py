@@ -452,6 +452,9 @@ class ApiApp:
         url = items[i].get("url") if i < len(items) and isinstance(items[i], dict) else None
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise ApiError(404, "no_product", f"slot {slot!r} has no product {i} with a url for this user", PRIVATE)
+        if not self.config.redirect_allowed(url, trusted=items[i].get("url_trusted", "1") != "0"):
+            # a url a browser (public) key sent: not an open redirect for whoever holds that key
+            raise ApiError(404, "untrusted_url", f"product {i}'s url came from a browser write key and its host is not in LIVEPROFILE_CONTENT_REDIRECT_HOSTS", PRIVATE)
         return 302, orjson.dumps({"location": url}), _JSON, [(b"location", url.encode()), *PRIVATE]
 
     async def content_urls(self, user_id: str, query: dict[str, str]) -> Answer:

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -116,6 +117,23 @@ class ApiConfig:
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
     url_ttl_s: int = 30 * 86400
     base_url: str = "http://127.0.0.1:8090"
+    redirect_hosts: tuple[str, ...] = ()
+
+    def redirect_allowed(self, url: str, trusted: bool) -> bool:
+        """Whether a content click may redirect to ``url`` (an absolute http(s) URL): always for a
+        url from a server key, else only to a host in :attr:`redirect_hosts` or one of its subdomains.
+
+        >>> c = ApiConfig(tokens=(), redirect_hosts=("shop.example",))
+        >>> [c.redirect_allowed(u, False) for u in ("https://shop.example/p", "https://eu.shop.example/p",
+        ...                                          "https://shop.example.evil.test/p", "https://evil.test/p")]
+        [True, True, False, False]
+        >>> c.redirect_allowed("https://evil.test/p", True)
+        True
+        """
+        if trusted:
+            return True
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+        return any(host == h or host.endswith("." + h) for h in self.redirect_hosts)
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> ApiConfig:
@@ -158,4 +176,5 @@ class ApiConfig:
             signing_keys=keys,
             url_ttl_s=ttl_s,
             base_url=values.get("LIVEPROFILE_CONTENT_BASE_URL", "").strip() or "http://127.0.0.1:8090",
+            redirect_hosts=tuple(h.strip().lower().rstrip(".") for h in values.get("LIVEPROFILE_CONTENT_REDIRECT_HOSTS", "").split(",") if h.strip()),
         )

@@ -27,7 +27,8 @@ OLD = "old-content-key-abcdef"
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer) -> Iterator[ApiServer]:
     """One API for the module (its render workers take seconds to start); each test seeds Redis."""
-    s = ApiServer(redis_server.url, LIVEPROFILE_CONTENT_SIGNING_KEY=f"{KEY},{OLD}", LIVEPROFILE_CONTENT_BASE_URL="https://content.example")
+    s = ApiServer(redis_server.url, LIVEPROFILE_CONTENT_SIGNING_KEY=f"{KEY},{OLD}", LIVEPROFILE_CONTENT_BASE_URL="https://content.example",
+                  LIVEPROFILE_CONTENT_REDIRECT_HOSTS="shop.example")
     yield s
     s.stop()
 
@@ -96,6 +97,23 @@ def test_click_redirects_to_the_product_url(signed_api: ApiServer) -> None:
     html_sig = dict(parse_qsl(urlsplit(sign("u1", "recommendations", "html", int(time.time()) + 60)).query))["sig"]
     q = dict(parse_qsl(base.split("?", 1)[1]))
     assert c.get("/c/recommendations/click", params={**q, "sig": html_sig, "i": "0"}).json()["error"] == "bad_signature"
+
+
+def test_click_follows_a_browser_sent_url_only_to_an_allowed_host(server: ApiServer, r: redis.Redis) -> None:
+    """A product url from a browser (public) write key (``url_trusted=0``, operators.catalogue) is
+    not an open redirect for whoever holds that key: only hosts in LIVEPROFILE_CONTENT_REDIRECT_HOSTS
+    (and their subdomains) are followed; a url from a server key always is."""
+    r.hset("lp:profile:u3", mapping={"user_id": "u3", "top_category": "hats"})
+    r.zadd("lp:category-top:hats", {"h1": 9, "h2": 8, "h3": 7})
+    r.hset("lp:product:h1", mapping={"name": "Evil", "category": "hats", "url": "https://evil.test/phish", "url_trusted": "0"})
+    r.hset("lp:product:h2", mapping={"name": "Sub", "category": "hats", "url": "https://eu.shop.example/h2", "url_trusted": "0"})
+    r.hset("lp:product:h3", mapping={"name": "Feed", "category": "hats", "url": "https://feed.example/h3", "url_trusted": "1"})
+    c = anon(server)
+    base = local(sign("u3", "recommendations", "click", int(time.time()) + 60))
+    evil = c.get(base + "&i=0")
+    assert evil.status_code == 404 and evil.json()["error"] == "untrusted_url" and "location" not in evil.headers
+    assert c.get(base + "&i=1").headers["location"] == "https://eu.shop.example/h2"
+    assert c.get(base + "&i=2").headers["location"] == "https://feed.example/h3"
 
 
 @pytest.mark.parametrize(

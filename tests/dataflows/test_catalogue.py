@@ -53,7 +53,7 @@ def test_products_of_the_stream_become_catalogue_writes_in_both_flow_modes() -> 
         f = final(got)
         assert set(f) == {"p1", "p2", "b1"}
         assert f["p1"].fields == {"name": "Trail Shoe", "category": "shoes", "price": "89.00",
-                                  "url": "https://shop.example/p1", "popularity": "2"}  # fmt: skip
+                                  "url": "https://shop.example/p1", "url_trusted": "1", "popularity": "2"}  # fmt: skip
         assert (f["p2"].popularity, f["b1"].popularity, f["b1"].category) == (1 + 5, 5, "books")
 
 

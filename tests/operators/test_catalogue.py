@@ -45,7 +45,7 @@ def test_newest_event_time_wins_per_attribute_whatever_the_arrival_order() -> No
                        url="https://s.example/p1"))  # fmt: skip
     st_, _, _ = apply(None, [*new, *old])
     out = output("p1", st_, "")
-    assert out.fields == {"name": "New name", "price": "12.00", "url": "https://s.example/p1", "popularity": "2"}
+    assert out.fields == {"name": "New name", "price": "12.00", "url": "https://s.example/p1", "url_trusted": "1", "popularity": "2"}
 
 
 def test_popularity_weights_and_duplicate_lines_count_once() -> None:
@@ -90,5 +90,20 @@ def test_fold_invariants(seen: list[Sighting], cut: int) -> None:
     w = {"view": 1, "add": 2, "purchase": 5}
     assert one.popularity == sum(w[s.kind] * (s.units if s.kind == "purchase" else 1) for s in first.values())
     if first:
-        assert one.attrs["name"][0] == max(s.ts for s in first.values())
+        assert one.attrs["name"][0][1] == max(s.ts for s in first.values())
     assert len(one.seen) <= SEEN_IDS
+
+
+def test_browser_key_values_never_override_server_key_values() -> None:
+    """Anyone holding the public browser key could otherwise rename a product or repoint its link in
+    every recommendation email: a server-key value holds against newer browser-key values, and the
+    output says whether ``url`` is trusted."""
+    feed = Sighting("p1", "f#0", "purchase", 1, 10, (("name", "Trail Shoe"), ("url", "https://shop.example/p1")))
+    forged = Sighting("p1", "x#0", "view", 1, 99, (("name", "FREE PHONE"), ("url", "https://evil.test/"), ("brand", "B")), trusted=False)
+    st, before, _ = apply(None, [feed, forged])
+    out = output("p1", st, before)
+    assert out.fields["name"] == "Trail Shoe" and out.fields["url"] == "https://shop.example/p1" and out.fields["url_trusted"] == "1"
+    assert out.fields["brand"] == "B"  # nothing trusted said otherwise
+    assert st.popularity == 5 + 1  # browser views still count toward popularity
+    alone, b2, _ = apply(None, [forged])
+    assert output("p1", alone, b2).fields["url_trusted"] == "0"
