@@ -55,6 +55,7 @@ __all__ = [
     "parse_consent",
     "validate_email",
     "norm_category",
+    "identity_of",
 ]
 
 EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
@@ -286,6 +287,25 @@ def _ident(value: object, what: str) -> str | None:
     if len(s) > _MAX_ID_LEN:
         raise _Invalid(Reason.INVALID_IDENTITY, f"{what} is longer than {_MAX_ID_LEN} characters")
     return s or None
+
+
+def identity_of(ev: object) -> tuple[str | None, str | None, str | None]:
+    """``(userId, anonymousId, previousId)`` of a decoded event as :func:`parse_event` normalizes
+    them (trimmed, integers as text), ``None`` for one that is absent or invalid; never raises.
+    The one way erasure and suppression name an event's user (:mod:`liveprofile.admin.privacy`).
+
+    >>> identity_of({"userId": " carol ", "anonymousId": 7, "previousId": True}), identity_of([1])
+    (('carol', '7', None), (None, None, None))
+    """
+    if not isinstance(ev, dict):
+        return None, None, None
+    out: list[str | None] = []
+    for k in ("userId", "anonymousId", "previousId"):
+        try:
+            out.append(_ident(ev.get(k), k))
+        except _Invalid:
+            out.append(None)
+    return out[0], out[1], out[2]
 
 
 def _obj(ev: dict[str, Any], key: str) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def replay_lines(
         )  # fmt: skip
         for n, rej in bad:
             prep.appends.append((keys.dead_letter, dead_letter_fields(rej, Stage.REPLAY, f"{source}:{n}")))
+            prep.owners.append((None, None))
         append(prep.appends)
         stats["accepted"] += prep.accepted
         stats["rejected"] += len(prep.rejected) + len(bad)

@@ -51,10 +51,20 @@ import orjson
 from liveprofile.buffer.streams import Append
 from liveprofile.store.deadletter import Stage, dead_letter_fields
 from liveprofile.store.keys import Keys
-from operators.events import BROWSER_TRUST, TRUST_FIELD, Limits, Reason, Rejected, parse_event
+from operators.events import (
+    BROWSER_TRUST,
+    TRUST_FIELD,
+    Limits,
+    Reason,
+    Rejected,
+    identity_of,
+    parse_event,
+)
+from operators.identity import anon_uid
 from operators.routing import shard_of
 
-__all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable", "SERVER", "BROWSER"]
+__all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable", "SERVER", "BROWSER",
+           "suppression_members", "drop_suppressed"]
 
 #: the trust levels of a write key (see the module doc)
 SERVER = "server"
@@ -149,6 +159,11 @@ class Prepared:
     appends: list[Append] = field(default_factory=list)
     accepted: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+    #: per append, the ``(userId, anonymousId)`` it belongs to (normalized as the dataflow does:
+    #: :func:`operators.events.identity_of`): what suppression checks (:func:`drop_suppressed`)
+    owners: list[tuple[str | None, str | None]] = field(default_factory=list)
+    #: events refused because their user is suppressed (forgotten): nothing of them is kept
+    suppressed: int = 0
 
 
 def prepare(
@@ -210,11 +225,60 @@ def prepare(
                 res = parse_event(ev, limits)
                 if not isinstance(res, Rejected):
                     out.appends.append((streams[shard_of(res.uid, shards)], {"e": raw}))
+                    out.owners.append((res.user_id, res.anonymous_id))
                     out.accepted += 1
                     continue
                 rej = Rejected(res.reason, res.message, raw, res.received_at, res.message_id)
         out.rejected.append(rej)
-        out.appends.append((dl, dead_letter_fields(rej, stage, source)))
+        out.appends.append((dl, dead_letter_fields(rej, stage, source, ev if isinstance(ev, dict) else None)))
+        out.owners.append(identity_of(ev)[:2])
+    return out
+
+
+def suppression_members(prep: Prepared, keys: Keys) -> dict[str, list[str]]:
+    """Suppressed-set key -> the members to look up for ``prep`` (distinct, in first-seen order):
+    each append's ``userId`` as is and its ``anonymousId`` as
+    :func:`operators.identity.anon_uid` (how :func:`liveprofile.admin.privacy.forget` records a
+    forgotten anonymous id), each in the set of its own key group.
+
+    >>> p = Prepared(appends=[("lp:events:0", {}), ("lp:dead-letter", {})], owners=[("u1", "a1"), (None, "a1")])
+    >>> suppression_members(p, Keys("lp"))
+    {'lp:suppressed': ['u1', ' anon:a1']}
+    """
+    out: dict[str, dict[str, None]] = {}
+    for user_id, anonymous_id in prep.owners:
+        if user_id is not None:
+            out.setdefault(keys.suppressed_for(user_id), {})[user_id] = None
+        if anonymous_id is not None:
+            out.setdefault(keys.suppressed_for(anonymous_id), {})[anon_uid(anonymous_id)] = None
+    return {k: list(v) for k, v in out.items()}
+
+
+def drop_suppressed(prep: Prepared, keys: Keys, suppressed: set[str]) -> Prepared:
+    """``prep`` without the appends (events and dead letters) of members in ``suppressed``
+    (see :func:`suppression_members`); :attr:`Prepared.suppressed` counts the dropped ones.
+
+    >>> p = Prepared(appends=[("lp:events:0", {"e": "1"}), ("lp:events:0", {"e": "2"})], accepted=2, owners=[("u1", None), ("u2", None)])
+    >>> q = drop_suppressed(p, Keys("lp"), {"u1"})
+    >>> q.appends, q.accepted, q.suppressed
+    ([('lp:events:0', {'e': '2'})], 1, 1)
+    """
+    if not suppressed:
+        return prep
+    out = Prepared()
+    rejected = iter(prep.rejected)
+    dl = keys.dead_letter
+    for append, (user_id, anonymous_id) in zip(prep.appends, prep.owners, strict=True):
+        rej = next(rejected) if append[0] == dl else None
+        if user_id in suppressed or (anonymous_id is not None and anon_uid(anonymous_id) in suppressed):
+            out.suppressed += 1
+            continue
+        out.appends.append(append)
+        out.owners.append((user_id, anonymous_id))
+        if rej is None:
+            out.accepted += 1
+        else:
+            out.rejected.append(rej)
     return out
 
 

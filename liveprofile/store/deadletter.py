@@ -3,14 +3,18 @@
 Fields of each stream entry: ``reason`` (a code from
 :data:`operators.events.REASONS`), ``message`` (readable), ``raw`` (the event
 as received), ``received_at``, ``message_id``, ``stage`` (a :class:`Stage`) and ``source`` (where it came from: ``http:batch``,
-``events:3:1700000000000-0``, ...).
+``events:3:1700000000000-0``, ...), ``user_id`` and ``anonymous_id`` (the event's ids as
+:func:`operators.events.identity_of` normalizes them, ``""`` when absent: erasure finds a user's
+dead letters by them even when ``raw`` is cut short and no longer JSON).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from operators.events import Rejected
+import orjson
+
+from operators.events import Rejected, identity_of
 
 __all__ = ["Stage", "dead_letter_fields"]
 
@@ -26,12 +30,21 @@ class Stage(StrEnum):
     API = "api"  # events the profile API makes (experiment exposures)
 
 
-def dead_letter_fields(rej: Rejected, stage: Stage | str, source: str) -> dict[str, bytes | str]:
-    """The fields of one dead-letter stream entry.
+def dead_letter_fields(rej: Rejected, stage: Stage | str, source: str, event: object = None) -> dict[str, bytes | str]:
+    """The fields of one dead-letter stream entry; ``event`` is the decoded event when the caller
+    has it (its ids are read from ``raw`` otherwise).
 
     >>> sorted(dead_letter_fields(Rejected("missing_event", "no event", b"{}"), "collector", "http:track"))
-    ['message', 'message_id', 'raw', 'reason', 'received_at', 'source', 'stage']
+    ['anonymous_id', 'message', 'message_id', 'raw', 'reason', 'received_at', 'source', 'stage', 'user_id']
+    >>> dead_letter_fields(Rejected("event_too_large", "big", b'{"userId": " u1", "prop'), "collector", "x", {"userId": " u1"})["user_id"]
+    'u1'
     """
+    if event is None:
+        try:
+            event = orjson.loads(rej.raw)
+        except orjson.JSONDecodeError:
+            event = None
+    user_id, anonymous_id, _ = identity_of(event)
     return {
         "reason": rej.reason,
         "message": rej.message,
@@ -40,4 +53,6 @@ def dead_letter_fields(rej: Rejected, stage: Stage | str, source: str) -> dict[s
         "message_id": rej.message_id or "",
         "stage": stage,
         "source": source,
+        "user_id": user_id or "",
+        "anonymous_id": anonymous_id or "",
     }

@@ -50,7 +50,7 @@ __all__ = [
 #: every script in ``liveprofile/store/lua/`` (a test checks this list against the folder)
 SCRIPT_NAMES = (
     "profile", "dead_letter", "expose", "sync_redrive", "sync_commit",
-    "sync_lease_acquire", "sync_lease_release", "webhook_replay_guard", "append",
+    "sync_lease_acquire", "sync_lease_release", "webhook_replay_guard", "append", "erasure_scrub",
 )  # fmt: skip
 
 
@@ -202,8 +202,9 @@ def webhook_replay_guard_argv(ttl_s: int, appends: list[tuple[str, dict[str, byt
 
 
 def expose_argv(user_id: str, at: str, variants: list[str]) -> list[object]:
-    """ARGV of one ``expose`` call (KEYS: the profile, then each experiment's exposures hash, in the
-    order of ``variants``); the script answers the 1-based positions of the first exposures.
+    """ARGV of one ``expose`` call (KEYS: the profile, the user's suppressed set, then each
+    experiment's exposures hash, in the order of ``variants``); the script answers the 1-based
+    positions of the first exposures (none for a suppressed user: nothing is recorded).
 
     >>> expose_argv("u1", "2024-01-01T00:00:00.000Z", ["a", "control"])
     ['u1', '2024-01-01T00:00:00.000Z', 'a', 'control']
@@ -239,7 +240,8 @@ def sync_commit_argv(maxlen: int, at: str, rows: list[tuple[str, int, bytes | st
     """ARGV of one ``sync_commit`` call (KEYS: the destination's watermark hash and dead-letter
     stream of one group): the dead-letter MAXLEN, the time, then per row ``(user, version, item
     JSON or '' when delivered, reason, status, attempts)``; the script raises each user's
-    watermark to ``version`` and appends a dead letter for each row with an item.
+    watermark to ``version`` (a deletion's row has version ``-1``: the user's watermark field is
+    deleted, so nothing there names an erased user) and appends a dead letter for each row with an item.
 
     >>> sync_commit_argv(100, "t", [("u1", 3, "", "", "", 0), ("u2", 0, b"{}", "malformed", "", 0)])
     [100, 't', 'u1', 3, '', '', '', 0, 'u2', 0, b'{}', 'malformed', '', 0]
@@ -260,4 +262,8 @@ def sync_redrive_argv(entry_ids: list[str]) -> list[object]:
     return list(entry_ids)
 
 
-__all__ += ["lease_acquire_argv", "lease_release_argv", "sync_commit_argv", "sync_redrive_argv"]
+__all__ += ["lease_acquire_argv", "lease_release_argv", "sync_commit_argv", "sync_redrive_argv", "ERASURE_SCRUB_LUA"]
+
+#: ``erasure_scrub``: KEYS a change-feed stream, ARGV deletion entry ids; deletes each entry every
+#: consumer group (sync destination) has read and acknowledged; answers how many it deleted
+ERASURE_SCRUB_LUA = lua_source("erasure_scrub")

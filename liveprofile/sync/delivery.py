@@ -170,11 +170,12 @@ class Delivery:
         for it in done:
             oc = failed.get(id(it))
             rows = per_feed.setdefault(self.feed.of_user(it.user_id), [])
+            version = -1 if it.deleted else it.version  # a deletion leaves no watermark naming the user
             if oc is None:
-                rows.append((it.user_id, it.version, "", "", "", 0))
+                rows.append((it.user_id, version, "", "", "", 0))
                 delivered += it.entries
             else:
-                rows.append((it.user_id, it.version, it.to_json(), oc.reason, oc.status, oc.attempts))
+                rows.append((it.user_id, version, it.to_json(), oc.reason, oc.status, oc.attempts))
                 dead += 1
         await self._commit_rows(per_feed)
         if delivered:

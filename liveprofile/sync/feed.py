@@ -36,7 +36,11 @@ values of its fields. Each skip here is counted in ``liveprofile_sync_skipped_to
 
 **Acknowledging** (:meth:`FeedReader.ack`). Entries are acknowledged
 (``XACK``; re-driven ones also deleted) only once the caller has committed the
-whole batch (:mod:`liveprofile.sync.delivery`).
+whole batch (:mod:`liveprofile.sync.delivery`). A deletion entry (``deleted=1``, written by
+``liveprofile forget`` with the email the platforms may know the user by) is then deleted from
+the feed by the destination that acknowledges it last (every consumer group on the feed has
+read and acknowledged it: the ``erasure_scrub`` script), and a deletion's commit removes the
+user's watermark field: once every destination has the deletion, the feed names the user no more.
 
 **Redis Cluster** (``keys.cluster``): the change feed is one stream per user
 group (:mod:`liveprofile.store.keys`), and so are the destination's watermark,
@@ -63,6 +67,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from liveprofile.store.keys import Keys
+from liveprofile.store.scripts import ERASURE_SCRUB_LUA
 from liveprofile.sync.config import DestinationConfig
 from liveprofile.sync.lease import Lease
 from liveprofile.sync.metrics import SyncMetrics
@@ -153,6 +158,7 @@ class FeedReader:
         ]
         self._feed_of = {s: f for f in self.feeds for s in f.streams}
         self._redrives = {f.redrive for f in self.feeds}
+        self._scrub = client.register_script(ERASURE_SCRUB_LUA)
 
     def reclaim(self) -> None:
         """Take over the group's pending entries at the next read (after taking the lease,
@@ -357,3 +363,9 @@ class FeedReader:
             if stream in self._redrives:
                 pipe.xdel(stream, *ids)
         await pipe.execute()
+        deletions: dict[str, list[str]] = {}
+        for c in changes:
+            if c.deleted and c.redrive is None:
+                deletions.setdefault(c.ref[0], []).append(c.ref[1])
+        for stream, ids in deletions.items():  # the last destination to take a deletion scrubs it
+            await self._scrub(keys=[stream], args=ids)
