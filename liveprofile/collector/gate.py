@@ -10,6 +10,10 @@ request's prepared appends and turns a failure into the 503 (with ``Retry-After`
 * ``buffer_read_only`` — the Redis the collector writes to is a read-only replica (``READONLY``);
 * ``buffer_unavailable`` — the buffer cannot be reached (connection refused, timeout, Kafka down).
 
+:meth:`BufferGate.without_suppressed` drops the events (and dead letters) of forgotten users before
+the append: the client still gets its 2xx, nothing of such an event is kept, and it is counted in
+``liveprofile_collector_events_suppressed_total``.
+
 On one Redis (Redis Streams buffer) a request's appends are one script call: all of them or none,
 and the backlog bound is checked in the same call, so it is exact (no collector process can pass
 it). With a Redis Cluster or Kafka the bound is :meth:`BufferGate.check_backlog`'s cached reading
@@ -34,7 +38,13 @@ import redis
 import redis.asyncio as aioredis
 
 from liveprofile.asgi import HTTPError
-from liveprofile.buffer.ingest import SERVER, Prepared, prepare
+from liveprofile.buffer.ingest import (
+    SERVER,
+    Prepared,
+    drop_suppressed,
+    prepare,
+    suppression_members,
+)
 from liveprofile.buffer.streams import BacklogFull, BacklogMonitor
 from liveprofile.buffer.writers import Appender
 from liveprofile.settings import Settings
@@ -111,6 +121,25 @@ class BufferGate:
             raise
         except Exception as exc:
             raise refusal(exc) from None
+
+    async def without_suppressed(self, prep: Prepared) -> Prepared:
+        """``prep`` without the events and dead letters of suppressed (forgotten) users: one
+        ``SMISMEMBER`` per suppressed-set key the request's ids fall in (one on a single Redis),
+        pipelined. An event counts as suppressed when its ``userId`` or its ``anonymousId`` is
+        (:func:`~liveprofile.buffer.ingest.suppression_members`); the caller answers 2xx as if it
+        had been kept (SDKs must not retry it) and nothing of it is written."""
+        members = suppression_members(prep, self.keys)
+        if not members or self.redis is None:
+            return prep
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, ms in members.items():
+                pipe.smismember(key, ms)
+            found = await pipe.execute()
+        except Exception as exc:
+            raise refusal(exc) from None
+        hits = {m for ms, flags in zip(members.values(), found, strict=True) for m, f in zip(ms, flags, strict=True) if f}
+        return drop_suppressed(prep, self.keys, hits)
 
     async def append(self, prep: Prepared) -> None:
         """Append one request's prepared appends; a failure raises its 503 (:func:`refusal`)."""

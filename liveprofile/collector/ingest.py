@@ -14,7 +14,9 @@ Contract (SPEC §2), in the order the checks run:
    dead letters (:meth:`~liveprofile.collector.gate.BufferGate.append`: on one Redis all or
    nothing, under the exact backlog bound) — 503 naming the condition when it fails
    (``backlog_full``, ``buffer_out_of_memory``, ``buffer_read_only``, ``buffer_unavailable``;
-   the rate-limit tokens are given back).
+   the rate-limit tokens are given back). Events of a forgotten (suppressed) user are dropped
+   first (:meth:`~liveprofile.collector.gate.BufferGate.without_suppressed`): answered as accepted,
+   nothing of them kept.
 
 A refusal in 1-6 keeps nothing of the request. Then ``200 {"success": true}`` (with ``accepted``
 and ``rejected`` when events were dead-lettered); on a single-event endpoint a dead-lettered
@@ -93,6 +95,7 @@ class SegmentIngest:
         prep = gate.prepare(events, received_at=received, source=f"http:{kind}",
                             force_type=None if kind == "batch" else kind, defaults=defaults, trust=trust)  # fmt: skip
         try:
+            prep = await gate.without_suppressed(prep)
             await gate.append(prep)
         except HTTPError:
             if limiter is not None:

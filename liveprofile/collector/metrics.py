@@ -50,6 +50,10 @@ class CollectorMetrics:
             "liveprofile_collector_events_rejected_total", "Events refused or dead-lettered, by reason",
             ["reason"], registry=registry,
         )  # fmt: skip
+        self.suppressed = Counter(
+            "liveprofile_collector_events_suppressed_total",
+            "Events of forgotten (suppressed) users: answered 2xx, nothing of them kept", registry=registry,
+        )
         self.latency = Histogram(
             "liveprofile_collector_request_seconds", "Request handling time", ["endpoint"], registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
@@ -84,5 +88,7 @@ class CollectorMetrics:
         """Count what :func:`~liveprofile.buffer.ingest.prepare` accepted and rejected (by reason)."""
         if prep.accepted:
             self.accepted.inc(prep.accepted)
+        if prep.suppressed:
+            self.suppressed.inc(prep.suppressed)
         for rej in prep.rejected:
             self.rejected.labels(rej.reason).inc()
