@@ -491,7 +491,7 @@ class ApiApp:
         names = list(experiments)
         now = iso(int(time.time() * 1000))
         g = self.keys.group(user_id)
-        keys = [self.keys.profile(user_id), *(self.keys.exposures_in(g, n) for n in names)]
+        keys = [self.keys.profile(user_id), self.keys.suppressed_for(user_id), *(self.keys.exposures_in(g, n) for n in names)]
         new = await self._expose(keys=keys, args=expose_argv(user_id, now, [experiments[n] for n in names]))
         if not new:
             return

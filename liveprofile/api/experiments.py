@@ -13,7 +13,9 @@ JSON ``{"v": variant, "at": time, "pc": purchase_count, "rev": revenue_total}``
 nothing) and the API appends a Segment ``track`` event ``Experiment Viewed``
 (properties ``experiment``/``variant`` and Segment's ``experiment_name``/
 ``variation_name``; ``messageId`` ``exp:{name}:{user}`` so the dataflow
-de-duplicates it) to the buffer, like the collector does.
+de-duplicates it) to the buffer, like the collector does. A suppressed (forgotten) user is never
+recorded (the script checks ``{p}:suppressed``), and ``liveprofile forget`` deletes the user's
+exposures of every experiment.
 
 **Report** (:func:`report`): per variant, exposed users; conversions = users
 whose ``purchase_count`` grew after exposure; conversion rate; revenue =

@@ -149,3 +149,16 @@ def test_exposures_recorded_once_and_reported(api: ApiServer, r: redis.Redis, ca
     assert "control" in table and "urgent" in table and "conv_rate" in table
     args = parser.parse_args(["experiments", "report", "never"])
     assert args.func(args, Settings.from_env({"LIVEPROFILE_REDIS_URL": api.app.settings.redis_url})) == 1
+
+
+def test_no_exposure_is_recorded_for_a_suppressed_user(api: ApiServer, r: redis.Redis) -> None:
+    """A forgotten user (in ``{p}:suppressed``) whose profile is still readable (a late write, a
+    race with ``forget``) is never recorded as exposed, and no ``Experiment Viewed`` event is
+    appended for them; another user is. On main the exposure and the event were kept (issue 12)."""
+    for u in ("carol", "dave"):
+        r.hset(f"lp:profile:{u}", mapping={"user_id": u, "purchase_count": "1", "revenue_total": "10.00"})
+    r.sadd("lp:suppressed", "carol")
+    for u in ("carol", "dave"):
+        assert api.get(f"/v1/profiles/{u}", params={"expose": "1"}).status_code == 200
+    assert r.hkeys(exposures_key("lp", "subject")) == [b"dave"] and r.hkeys(exposures_key("lp", "hero")) == [b"dave"]
+    assert {e["userId"] for e in buffered(r) if e.get("event") == "Experiment Viewed"} == {"dave"}
