@@ -291,19 +291,25 @@ def _ident(value: object, what: str) -> str | None:
 
 def identity_of(ev: object) -> tuple[str | None, str | None, str | None]:
     """``(userId, anonymousId, previousId)`` of a decoded event as :func:`parse_event` normalizes
-    them (trimmed, integers as text), ``None`` for one that is absent or invalid; never raises.
-    The one way erasure and suppression name an event's user (:mod:`liveprofile.admin.privacy`).
+    them (trimmed, integers as text), ``None`` for one that is absent or invalid (not a string, too
+    long, not valid Unicode text: no stored event can hold it); never raises. The one way erasure
+    and suppression name an event's user (:mod:`liveprofile.admin.privacy`).
 
     >>> identity_of({"userId": " carol ", "anonymousId": 7, "previousId": True}), identity_of([1])
     (('carol', '7', None), (None, None, None))
+    >>> identity_of({"userId": chr(0xD83D), "anonymousId": "a"})  # a lone surrogate
+    (None, 'a', None)
     """
     if not isinstance(ev, dict):
         return None, None, None
     out: list[str | None] = []
     for k in ("userId", "anonymousId", "previousId"):
         try:
-            out.append(_ident(ev.get(k), k))
-        except _Invalid:
+            v = _ident(ev.get(k), k)
+            if v is not None:
+                v.encode("utf-8")
+            out.append(v)
+        except (_Invalid, UnicodeEncodeError):
             out.append(None)
     return out[0], out[1], out[2]
 

@@ -95,26 +95,26 @@ class _Doomed:
         """Whether an event with these (normalized) ids is theirs."""
         return user_id in self.users or anonymous_id in self.anons or previous_id in self.users or previous_id in self.anons
 
-    def in_text(self, raw: bytes) -> bool:
-        """Substring fallback for a raw event that is not JSON (cut short): one of the ids as a JSON
-        string (padding allowed), or one of the emails (any case)."""
+    def in_text(self, raw: bytes, *, ids: bool = True) -> bool:
+        """Substring search: one of the emails (any case) and, with ``ids`` (for a raw event that is
+        not JSON: cut short), one of the ids as a JSON string (padding allowed)."""
         if not self._patterns:
             alts = [re.escape(orjson.dumps(i)[1:-1]) for i in sorted(self.users | self.anons)]
-            self._patterns.append(re.compile(rb'"\s*(?:' + b"|".join(alts) + rb')\s*"'))
-            if self.emails:
-                self._patterns.append(re.compile(b"|".join(re.escape(orjson.dumps(e)[1:-1]) for e in sorted(self.emails)), re.IGNORECASE))
-        return any(p.search(raw) for p in self._patterns)
+            self._patterns.append(re.compile(b"|".join(re.escape(orjson.dumps(e)[1:-1]) for e in sorted(self.emails)) or b"(?!)", re.IGNORECASE))
+            self._patterns.append(re.compile(rb'"\s*(?:' + b"|".join(alts) + rb')\s*"' if alts else b"(?!)"))
+        return any(p.search(raw) for p in (self._patterns if ids else self._patterns[:1]))
 
     def event(self, raw: bytes) -> bool:
         """Whether the raw event (buffer entry, dead letter, ...) is theirs: by its ids as the
-        dataflow normalizes them (:func:`operators.events.identity_of`), else by :meth:`in_text`."""
+        dataflow normalizes them (:func:`operators.events.identity_of`) or their email anywhere in
+        it; a raw that is not JSON (cut short) by :meth:`in_text` with the ids."""
         try:
             ev = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return self.in_text(raw)
-        if isinstance(ev, dict):
-            return self.owns(*identity_of(ev))
-        return self.in_text(raw)
+        if isinstance(ev, dict) and self.owns(*identity_of(ev)):
+            return True
+        return self.in_text(raw, ids=not isinstance(ev, dict))
 
 
 def _s(v: bytes | None) -> str:
@@ -210,6 +210,9 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str | None = N
     users: set[str] = set()
     anons: set[str] = set()
     if user_id is not None:
+        if not user_id.strip():
+            msg = "forget: the user id is empty"
+            raise ValueError(msg)
         users.add(user_id.strip())  # ids are trimmed as the dataflow trims them
     if email is not None:
         u, a = users_with_email(client, keys, email)
@@ -249,7 +252,7 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str | None = N
     def dead_letter(f: dict[bytes, bytes]) -> bool:
         if d.owns(_s(f.get(b"user_id")) or None, _s(f.get(b"anonymous_id")) or None):
             return True
-        return d.event(f.get(b"raw", b"")) or d.in_text(f.get(b"raw", b""))
+        return d.event(f.get(b"raw", b""))
 
     for stream in (keys.dead_letter, keys.dead_letter_redriven):  # every stage's dead letters
         stats["dead_letters"] += _xdel_matching(client, stream, dead_letter)
@@ -311,7 +314,7 @@ def _sync_item_is(d: _Doomed, raw: bytes) -> bool:
         return d.in_text(raw)
     if item.get("deleted") is True:
         return False
-    return str(item.get("user_id", "")) in d.ids() or d.in_text(raw)
+    return str(item.get("user_id", "")) in d.ids() or d.in_text(raw, ids=False)
 
 
 def _forget_in_jobs(client: redis.Redis, key: bytes, d: _Doomed) -> int:

@@ -64,7 +64,7 @@ from operators.identity import anon_uid
 from operators.routing import shard_of
 
 __all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable", "SERVER", "BROWSER",
-           "suppression_members", "drop_suppressed"]
+           "suppression_members", "suppression_lists", "drop_suppressed"]
 
 #: the trust levels of a write key (see the module doc)
 SERVER = "server"
@@ -252,6 +252,22 @@ def suppression_members(prep: Prepared, keys: Keys) -> dict[str, list[str]]:
         if anonymous_id is not None:
             out.setdefault(keys.suppressed_for(anonymous_id), {})[anon_uid(anonymous_id)] = None
     return {k: list(v) for k, v in out.items()}
+
+
+def suppression_lists(prep: Prepared) -> list[list[str]]:
+    """Per append of ``prep``, the suppressed-set members it belongs to (what the atomic append
+    checks: :data:`~liveprofile.store.scripts.APPEND_LUA`).
+
+    >>> suppression_lists(Prepared(appends=[("s", {}), ("s", {})], owners=[("u1", "a1"), (None, None)]))
+    [['u1', ' anon:a1'], []]
+    """
+    out: list[list[str]] = []
+    for user_id, anonymous_id in prep.owners:
+        ms = [user_id] if user_id is not None else []
+        if anonymous_id is not None:
+            ms.append(anon_uid(anonymous_id))
+        out.append(ms)
+    return out
 
 
 def drop_suppressed(prep: Prepared, keys: Keys, suppressed: set[str]) -> Prepared:

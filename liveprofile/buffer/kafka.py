@@ -154,7 +154,9 @@ class KafkaAppender:
         while True:
             await asyncio.to_thread(self._p.poll, 0.05)
 
-    async def append(self, items: Sequence[Append]) -> None:
+    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> None:
+        """Append ``items`` (``suppressed`` is not checked here: the collector's pre-check is
+        Kafka's only suppression check, see :meth:`~liveprofile.collector.gate.BufferGate.without_suppressed`)."""
         kafka, rest = split_appends(items, self.keys)
         loop = asyncio.get_running_loop()
         if self._poller is None:

@@ -40,6 +40,7 @@ Append = tuple[str, dict[str, bytes | str]]
 class _Pending:
     items: Sequence[Append]
     fut: asyncio.Future[None]
+    suppressed: Sequence[Sequence[str]] | None = None
 
 
 @dataclass
@@ -86,12 +87,14 @@ class AsyncAppender:
     async def close(self) -> None:
         """Nothing to release: every append returned only once Redis acknowledged it."""
 
-    async def append(self, items: Sequence[Append]) -> None:
-        """Append ``items``; returns once Redis acknowledged all, raises otherwise."""
+    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> None:
+        """Append ``items``; returns once Redis acknowledged all, raises otherwise. ``suppressed``
+        (per item, the members of ``{p}:suppressed`` it belongs to): on the atomic path an item
+        with a member in the set is left out inside the same script call (see :data:`APPEND_LUA`)."""
         if not items:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(items, fut))
+        self._queue.append(_Pending(items, fut, suppressed))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush_loop())
@@ -152,7 +155,11 @@ class AsyncAppender:
                 _fail(group, exc)
                 return
         shard_streams = [keys.events(i) for i in range(self.shards)]
-        calls = [append_call(keys.buffer_progress, shard_streams, self.max_backlog, self.maxlens, p.items) for p in group]
+        calls = [
+            append_call(keys.buffer_progress, shard_streams, self.max_backlog, self.maxlens, p.items,
+                        (keys.suppressed, p.suppressed) if p.suppressed is not None else None)
+            for p in group
+        ]  # fmt: skip
         todo = list(range(len(group)))
         for _ in range(2):  # a second time only for calls the server refused as NOSCRIPT (not run)
             pipe = self.client.pipeline(transaction=False)

@@ -36,8 +36,10 @@ class Appender(Protocol):
     #: whether :meth:`append` enforces ``LIVEPROFILE_MAX_BACKLOG`` itself, exactly
     bounds_backlog: bool
 
-    async def append(self, items: Sequence[Append]) -> None:
-        """Append ``items``; returns once every one was acknowledged, raises otherwise."""
+    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> None:
+        """Append ``items``; returns once every one was acknowledged, raises otherwise.
+        ``suppressed``: per item, the suppressed-set members it belongs to; where the append is
+        atomic (one Redis) an item with a member in the set is left out in the same call."""
 
     async def close(self) -> None:
         """Flush and release what the appender holds."""

@@ -12,7 +12,9 @@ request's prepared appends and turns a failure into the 503 (with ``Retry-After`
 
 :meth:`BufferGate.without_suppressed` drops the events (and dead letters) of forgotten users before
 the append: the client still gets its 2xx, nothing of such an event is kept, and it is counted in
-``liveprofile_collector_events_suppressed_total``.
+``liveprofile_collector_events_suppressed_total``. On one Redis the append script checks the
+suppressed set again inside the atomic append (:data:`~liveprofile.store.scripts.APPEND_LUA`), so
+a user forgotten between the two is not written either (answered 2xx, counted as accepted).
 
 On one Redis (Redis Streams buffer) a request's appends are one script call: all of them or none,
 and the backlog bound is checked in the same call, so it is exact (no collector process can pass
@@ -43,6 +45,7 @@ from liveprofile.buffer.ingest import (
     Prepared,
     drop_suppressed,
     prepare,
+    suppression_lists,
     suppression_members,
 )
 from liveprofile.buffer.streams import BacklogFull, BacklogMonitor
@@ -145,7 +148,7 @@ class BufferGate:
         """Append one request's prepared appends; a failure raises its 503 (:func:`refusal`)."""
         assert self.appender is not None
         try:
-            await self.appender.append(prep.appends)
+            await self.appender.append(prep.appends, suppression_lists(prep))
         except Exception as exc:
             if not isinstance(exc, BacklogFull):
                 logger.warning("collector: append failed (%s: %.200s): answering 503", type(exc).__name__, exc)

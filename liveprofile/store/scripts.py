@@ -25,7 +25,8 @@ forgotten user is not re-created by late events. Returns a :class:`ProfileResult
 
 :data:`APPEND_LUA` is the collector's append of one request on one Redis (:func:`append_call`):
 all of the request's XADDs or none, refused with ``BACKLOGFULL`` when the buffer backlog plus
-the request's events would pass the bound, the dead-letter stream capped by its MAXLEN.
+the request's events would pass the bound, the dead-letter stream capped by its MAXLEN, and the
+appends of suppressed (forgotten) users left out in the same atomic call.
 
 Typed wrappers: each script's ARGV is built in one function here (:func:`profile_argv`,
 :func:`dead_letter_argv`), its modes and results are enums (:class:`ProfileMode`,
@@ -89,31 +90,45 @@ BACKLOG_FULL = "BACKLOGFULL"
 
 
 def append_call(progress: str, shard_streams: Sequence[str], bound: int | None, maxlens: Mapping[str, int],
-                appends: Sequence[tuple[str, Mapping[str, bytes | str]]]) -> tuple[list[str], list[object]]:  # fmt: skip
+                appends: Sequence[tuple[str, Mapping[str, bytes | str]]],
+                suppressed: tuple[str, Sequence[Sequence[str]]] | None = None) -> tuple[list[str], list[object]]:  # fmt: skip
     """(KEYS, ARGV) of one :data:`APPEND_LUA` call: ``appends`` (stream, fields) in order, the
     buffer's ``shard_streams`` counted against ``bound`` (``None``: no bound), any other stream
-    capped at ``maxlens[stream]`` entries (approximately; absent or 0: no cap).
+    capped at ``maxlens[stream]`` entries (approximately; absent or 0: no cap). ``suppressed``:
+    (the suppressed-users set, per append the members it belongs to): an append with a member in
+    the set is not written (checked in the same atomic call).
 
     >>> append_call("lp:p", ["lp:e:0", "lp:e:1"], 10, {"lp:dl": 5}, [("lp:e:1", {"e": "x"}), ("lp:dl", {"r": "y"})])
-    (['lp:p', 'lp:e:0', 'lp:e:1', 'lp:dl'], [10, 2, 1, 5, 3, 1, 'e', 'x', 4, 1, 'r', 'y'])
+    (['lp:p', 'lp:e:0', 'lp:e:1', 'lp:dl'], [10, 2, 1, 5, 0, 3, 0, 1, 'e', 'x', 4, 0, 1, 'r', 'y'])
+    >>> append_call("lp:p", ["lp:e:0"], None, {}, [("lp:e:0", {"e": "x"})], ("lp:s", [["u1", " anon:a1"]]))
+    (['lp:p', 'lp:e:0', 'lp:s'], [-1, 1, 0, 3, 2, 2, 'u1', ' anon:a1', 1, 'e', 'x'])
     """
     keys = [progress, *shard_streams]
     index = {k: i + 1 for i, k in enumerate(keys)}
     others: list[str] = []
     body: list[object] = []
-    for stream, fields in appends:
+    members = suppressed[1] if suppressed is not None else None
+    for n, (stream, fields) in enumerate(appends):
         k = index.get(stream)
         if k is None or k == 1:
             others.append(stream)
             keys.append(stream)
             k = index[stream] = len(keys)
         body.append(k)
+        ms = members[n] if members is not None and n < len(members) else ()
+        body.append(len(ms))
+        body.extend(ms)
         body.append(len(fields))
         for f, v in fields.items():
             body.append(f)
             body.append(v)
+    sup = 0
+    if suppressed is not None:
+        keys.append(suppressed[0])
+        sup = len(keys)
     head: list[object] = [-1 if bound is None else bound, len(shard_streams), len(others)]
     head += [maxlens.get(o, 0) for o in others]
+    head.append(sup)
     return keys, head + body
 
 

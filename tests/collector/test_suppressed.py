@@ -48,3 +48,34 @@ def test_events_of_suppressed_users_are_answered_2xx_and_leave_nothing(secure: s
     m = httpx.get(secure + "/metrics").text
     assert metric(m, "liveprofile_collector_events_suppressed_total") == 7
     assert metric(m, "liveprofile_collector_events_accepted_total") == 2
+
+
+def test_the_atomic_append_leaves_out_a_user_suppressed_after_the_pre_check(redis_url: str, r: redis.Redis) -> None:
+    """The race the pre-check leaves open (``forget`` suppresses the user after the collector's
+    SMISMEMBER, and scans the buffer before its append) is closed on one Redis: the append script
+    checks the suppressed set in the same atomic call. Here the user is suppressed after the
+    request was prepared, before the append: nothing of theirs is written, the rest is. On main
+    the appender took no suppression lists (TypeError) and wrote every item."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from liveprofile.buffer.ingest import prepare, suppression_lists
+    from liveprofile.buffer.streams import AsyncAppender
+    from operators.events import Limits
+
+    events = [{"type": "track", "event": "Viewed", "userId": u, "messageId": f"m-{u}"} for u in ("carol", "dave")]
+    events.append({"type": "page", "anonymousId": "dev-c", "messageId": "m-dev"})
+    events.append({"type": "track", "userId": "carol", "messageId": "m-bad"})  # a dead letter of carol's
+    prep = prepare(events, keys=K, shards=4, limits=Limits(), received_at="2026-05-01T00:00:00.000Z", source="http:batch")
+    r.sadd(K.suppressed, "carol", anon_uid("dev-c"))  # forget ran in between
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await AsyncAppender(client, keys=K, shards=4, max_backlog=1000).append(prep.appends, suppression_lists(prep))
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    assert sorted(orjson.loads(e)["messageId"] for e in _kept(r)) == ["m-dave"]

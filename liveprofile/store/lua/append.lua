@@ -1,25 +1,45 @@
 -- One request's appends, all or nothing, under the exact backlog bound (the collector's appender).
 -- KEYS[1] the buffer progress hash, KEYS[2..1+S] the S buffer streams (shards 0..S-1),
--- KEYS[2+S..] the other streams the request appends to (its dead letters)
+-- KEYS[2+S..] the other streams the request appends to (its dead letters), then (when ARGV[4+O]
+-- is not 0) the suppressed-users set, at KEYS[ARGV[4+O]]
 -- ARGV[1] backlog bound (-1: none), ARGV[2] S, ARGV[3] O (other streams), ARGV[4..3+O] the MAXLEN
--- of each other stream (0: none), then per append: its KEYS index, field count, field, value pairs
--- (built by liveprofile.store.scripts.append_argv).
+-- of each other stream (0: none), ARGV[4+O] the KEYS index of the suppressed set (0: no check),
+-- then per append: its KEYS index, member count M, M members (the ids it belongs to, as the
+-- suppressed set names them), field count, field, value pairs
+-- (built by liveprofile.store.scripts.append_call).
+-- Suppression: an append with a member in the suppressed set is not written (a forgotten user's
+-- event or dead letter); checked in the same atomic call as the writes, so no forget can slip
+-- between the check and the append.
 -- Bound: the backlog (per shard, entries ever added minus entries the dataflow read) plus this
 -- request's events may not pass ARGV[1]; else nothing is written and the error BACKLOGFULL returned.
 -- All or nothing: the bound is checked before the first write, and Redis refuses a script's OOM or
 -- READONLY write only at its first write (the error is returned, nothing was written); after that
--- every XADD of the request runs (a script is atomic). Returns the number of appends.
+-- every XADD of the request runs (a script is atomic). Returns the number of appends written.
 local bound = tonumber(ARGV[1])
 local shards = tonumber(ARGV[2])
 local others = tonumber(ARGV[3])
-local first = 4 + others
+local sup = tonumber(ARGV[4 + others])
+local first = 5 + others
+-- one pass over the appends: {KEYS index, first field position, field count, kept}
+local plan = {}
+local a = first
+while a <= #ARGV do
+  local k = tonumber(ARGV[a])
+  local nm = tonumber(ARGV[a + 1])
+  local keep = true
+  if sup > 0 then
+    for j = 1, nm do
+      if redis.call('SISMEMBER', KEYS[sup], ARGV[a + 1 + j]) == 1 then keep = false; break end
+    end
+  end
+  local nf = tonumber(ARGV[a + 2 + nm])
+  plan[#plan + 1] = {k, a + 3 + nm, nf * 2, keep}
+  a = a + 3 + nm + nf * 2
+end
 if bound >= 0 then
   local n = 0
-  local a = first
-  while a <= #ARGV do
-    local k = tonumber(ARGV[a])
-    if k >= 2 and k <= 1 + shards then n = n + 1 end
-    a = a + 2 + tonumber(ARGV[a + 1]) * 2
+  for _, p in ipairs(plan) do
+    if p[4] and p[1] >= 2 and p[1] <= 1 + shards then n = n + 1 end
   end
   if n > 0 then
     local backlog = 0
@@ -42,23 +62,22 @@ if bound >= 0 then
     end
   end
 end
-local a = first
 local count = 0
-while a <= #ARGV do
-  local k = tonumber(ARGV[a])
-  local nf = tonumber(ARGV[a + 1]) * 2
-  local args = {}
-  local maxlen = 0
-  if k > 1 + shards then maxlen = tonumber(ARGV[3 + k - 1 - shards]) end
-  if maxlen > 0 then
-    args[1] = 'MAXLEN'; args[2] = '~'; args[3] = maxlen; args[4] = '*'
-  else
-    args[1] = '*'
+for _, p in ipairs(plan) do
+  if p[4] then
+    local k = p[1]
+    local args = {}
+    local maxlen = 0
+    if k > 1 + shards then maxlen = tonumber(ARGV[3 + k - 1 - shards]) end
+    if maxlen > 0 then
+      args[1] = 'MAXLEN'; args[2] = '~'; args[3] = maxlen; args[4] = '*'
+    else
+      args[1] = '*'
+    end
+    local base = #args
+    for j = 1, p[3] do args[base + j] = ARGV[p[2] - 1 + j] end
+    redis.call('XADD', KEYS[k], unpack(args))
+    count = count + 1
   end
-  local base = #args
-  for j = 1, nf do args[base + j] = ARGV[a + 1 + j] end
-  redis.call('XADD', KEYS[k], unpack(args))
-  count = count + 1
-  a = a + 2 + nf
 end
 return count
