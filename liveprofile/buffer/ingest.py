@@ -64,7 +64,7 @@ from operators.identity import anon_uid
 from operators.routing import shard_of
 
 __all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable", "SERVER", "BROWSER",
-           "suppression_members", "suppression_lists", "drop_suppressed"]
+           "suppression_members", "suppression_lists", "drop_suppressed", "drop_appends"]
 
 #: the trust levels of a write key (see the module doc)
 SERVER = "server"
@@ -281,16 +281,26 @@ def drop_suppressed(prep: Prepared, keys: Keys, suppressed: set[str]) -> Prepare
     """
     if not suppressed:
         return prep
-    out = Prepared()
+    drop = {i for i, (u, a) in enumerate(prep.owners) if u in suppressed or (a is not None and anon_uid(a) in suppressed)}
+    return drop_appends(prep, keys, drop)
+
+
+def drop_appends(prep: Prepared, keys: Keys, drop: set[int]) -> Prepared:
+    """``prep`` without the appends at the positions ``drop`` (left out as suppressed, counted
+    in :attr:`Prepared.suppressed`), with its accepted count and rejected list to match."""
+    if not drop:
+        return prep
+    out = Prepared(suppressed=prep.suppressed)
     rejected = iter(prep.rejected)
     dl = keys.dead_letter
-    for append, (user_id, anonymous_id) in zip(prep.appends, prep.owners, strict=True):
+    owners = prep.owners if len(prep.owners) == len(prep.appends) else [(None, None)] * len(prep.appends)
+    for i, (append, owner) in enumerate(zip(prep.appends, owners, strict=True)):
         rej = next(rejected) if append[0] == dl else None
-        if user_id in suppressed or (anonymous_id is not None and anon_uid(anonymous_id) in suppressed):
+        if i in drop:
             out.suppressed += 1
             continue
         out.appends.append(append)
-        out.owners.append((user_id, anonymous_id))
+        out.owners.append(owner)
         if rej is None:
             out.accepted += 1
         else:

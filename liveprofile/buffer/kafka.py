@@ -132,6 +132,9 @@ class KafkaAppender:
     #: the backlog bound is the collector's cached check (:class:`~liveprofile.buffer.streams.BacklogMonitor`)
     bounds_backlog = False
 
+    #: the suppressed set is not checked in the append (the collector's pre-check is all there is)
+    checks_suppressed = False
+
     def __init__(self, cfg: KafkaConfig, keys: Keys, redis_appender: Any) -> None:
         from confluent_kafka import Producer
 
@@ -154,7 +157,7 @@ class KafkaAppender:
         while True:
             await asyncio.to_thread(self._p.poll, 0.05)
 
-    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> None:
+    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> list[int]:
         """Append ``items`` (``suppressed`` is not checked here: the collector's pre-check is
         Kafka's only suppression check, see :meth:`~liveprofile.collector.gate.BufferGate.without_suppressed`)."""
         kafka, rest = split_appends(items, self.keys)
@@ -178,6 +181,7 @@ class KafkaAppender:
             await self._redis.append(rest)
         if futs:
             await asyncio.wait_for(asyncio.gather(*futs), timeout=self.down_timeout if self._brokers_down else self.ack_timeout)
+        return []
 
     async def close(self) -> None:
         if self._poller is not None:

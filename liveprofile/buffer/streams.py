@@ -39,7 +39,7 @@ Append = tuple[str, dict[str, bytes | str]]
 @dataclass
 class _Pending:
     items: Sequence[Append]
-    fut: asyncio.Future[None]
+    fut: asyncio.Future[list[int]]
     suppressed: Sequence[Sequence[str]] | None = None
 
 
@@ -80,6 +80,11 @@ class AsyncAppender:
         return self.keys is not None and not self.keys.cluster
 
     @property
+    def checks_suppressed(self) -> bool:
+        """Whether :meth:`append` leaves out suppressed users' items itself (atomic path only)."""
+        return self.atomic
+
+    @property
     def bounds_backlog(self) -> bool:
         """Whether this appender enforces the backlog bound itself, exactly."""
         return self.atomic and self.max_backlog is not None
@@ -87,18 +92,19 @@ class AsyncAppender:
     async def close(self) -> None:
         """Nothing to release: every append returned only once Redis acknowledged it."""
 
-    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> None:
+    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> list[int]:
         """Append ``items``; returns once Redis acknowledged all, raises otherwise. ``suppressed``
         (per item, the members of ``{p}:suppressed`` it belongs to): on the atomic path an item
-        with a member in the set is left out inside the same script call (see :data:`APPEND_LUA`)."""
+        with a member in the set is left out inside the same script call (see :data:`APPEND_LUA`);
+        returns the indexes of the items left out."""
         if not items:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return []
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(items, fut, suppressed))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush_loop())
-        await fut
+        return await fut
 
     async def _flush_loop(self) -> None:
         try:
@@ -142,7 +148,7 @@ class AsyncAppender:
             if errs:
                 p.fut.set_exception(errs[0])
             else:
-                p.fut.set_result(None)
+                p.fut.set_result([])
 
     async def _flush_atomic(self, group: list[_Pending]) -> None:
         self.flushes += 1
@@ -181,7 +187,7 @@ class AsyncAppender:
                 elif isinstance(res, Exception):
                     p.fut.set_exception(_backlog_error(res))
                 else:
-                    p.fut.set_result(None)
+                    p.fut.set_result([int(i) - 1 for i in res] if isinstance(res, list) else [])
             if not again:
                 return
             todo = again

@@ -35,11 +35,14 @@ class Appender(Protocol):
     in_redis: bool
     #: whether :meth:`append` enforces ``LIVEPROFILE_MAX_BACKLOG`` itself, exactly
     bounds_backlog: bool
+    #: whether :meth:`append` leaves out suppressed users' items itself (in the atomic append)
+    checks_suppressed: bool
 
-    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> None:
+    async def append(self, items: Sequence[Append], suppressed: Sequence[Sequence[str]] | None = None) -> list[int]:
         """Append ``items``; returns once every one was acknowledged, raises otherwise.
         ``suppressed``: per item, the suppressed-set members it belongs to; where the append is
-        atomic (one Redis) an item with a member in the set is left out in the same call."""
+        atomic (one Redis) an item with a member in the set is left out in the same call.
+        Returns the indexes of the items left out."""
 
     async def close(self) -> None:
         """Flush and release what the appender holds."""

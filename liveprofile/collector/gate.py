@@ -12,9 +12,10 @@ request's prepared appends and turns a failure into the 503 (with ``Retry-After`
 
 :meth:`BufferGate.without_suppressed` drops the events (and dead letters) of forgotten users before
 the append: the client still gets its 2xx, nothing of such an event is kept, and it is counted in
-``liveprofile_collector_events_suppressed_total``. On one Redis the append script checks the
-suppressed set again inside the atomic append (:data:`~liveprofile.store.scripts.APPEND_LUA`), so
-a user forgotten between the two is not written either (answered 2xx, counted as accepted).
+``liveprofile_collector_events_suppressed_total``. On one Redis that check is inside the atomic
+append itself (:data:`~liveprofile.store.scripts.APPEND_LUA`: no extra round trip, still group
+committed, and no ``forget`` can slip between check and write); with a Redis Cluster or Kafka it
+is one pipelined ``SMISMEMBER`` per request before the append.
 
 On one Redis (Redis Streams buffer) a request's appends are one script call: all of them or none,
 and the backlog bound is checked in the same call, so it is exact (no collector process can pass
@@ -43,6 +44,7 @@ from liveprofile.asgi import HTTPError
 from liveprofile.buffer.ingest import (
     SERVER,
     Prepared,
+    drop_appends,
     drop_suppressed,
     prepare,
     suppression_lists,
@@ -125,12 +127,14 @@ class BufferGate:
         except Exception as exc:
             raise refusal(exc) from None
 
-    async def without_suppressed(self, prep: Prepared) -> Prepared:
+    async def without_suppressed(self, prep: Prepared, *, force: bool = False) -> Prepared:
         """``prep`` without the events and dead letters of suppressed (forgotten) users: one
         ``SMISMEMBER`` per suppressed-set key the request's ids fall in (one on a single Redis),
         pipelined. An event counts as suppressed when its ``userId`` or its ``anonymousId`` is
         (:func:`~liveprofile.buffer.ingest.suppression_members`); the caller answers 2xx as if it
         had been kept (SDKs must not retry it) and nothing of it is written."""
+        if not force and self.appender is not None and self.appender.checks_suppressed:
+            return prep  # the atomic append checks (and stays group-committed: no round trip here)
         members = suppression_members(prep, self.keys)
         if not members or self.redis is None:
             return prep
@@ -144,17 +148,20 @@ class BufferGate:
         hits = {m for ms, flags in zip(members.values(), found, strict=True) for m, f in zip(ms, flags, strict=True) if f}
         return drop_suppressed(prep, self.keys, hits)
 
-    async def append(self, prep: Prepared) -> None:
-        """Append one request's prepared appends; a failure raises its 503 (:func:`refusal`)."""
+    async def append(self, prep: Prepared) -> Prepared:
+        """Append one request's prepared appends; a failure raises its 503 (:func:`refusal`).
+        Returns what was appended (``prep`` without what the atomic append left out as suppressed)."""
         assert self.appender is not None
         try:
-            await self.appender.append(prep.appends, suppression_lists(prep))
+            skipped = await self.appender.append(prep.appends, suppression_lists(prep))
         except Exception as exc:
             if not isinstance(exc, BacklogFull):
                 logger.warning("collector: append failed (%s: %.200s): answering 503", type(exc).__name__, exc)
             raise refusal(exc) from None
+        prep = drop_appends(prep, self.keys, set(skipped or ()))
         if self.backlog is not None:
             self.backlog.note(prep.accepted)
+        return prep
 
     def prepare(self, events: list[Any], *, received_at: str, source: str, force_type: str | None = None,
                 defaults: Mapping[str, Any] | None = None, trust: str = SERVER) -> Prepared:  # fmt: skip

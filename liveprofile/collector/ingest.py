@@ -96,7 +96,7 @@ class SegmentIngest:
                             force_type=None if kind == "batch" else kind, defaults=defaults, trust=trust)  # fmt: skip
         try:
             prep = await gate.without_suppressed(prep)
-            await gate.append(prep)
+            prep = await gate.append(prep)
         except HTTPError:
             if limiter is not None:
                 limiter.refund(bucket, len(events))

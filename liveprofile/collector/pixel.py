@@ -116,7 +116,7 @@ class EmailPixel:
         prep = gate.prepare([event], received_at=iso(int(now * 1000)), source="pixel")
         try:
             prep = await gate.without_suppressed(prep)
-            await gate.append(prep)
+            prep = await gate.append(prep)
         except HTTPError as exc:
             return exc.code
         self.metrics.count(prep)

@@ -107,7 +107,7 @@ class Webhooks:
         events, defaults = events_of(doc, "batch" in doc, self.config.max_batch_events)
         await gate.check_backlog(cached=True)  # the replay-guard script below does not bound it
         prep = gate.prepare(events, received_at=iso(int(now * 1000)), source=f"webhook:{source}", defaults=defaults)
-        prep = await gate.without_suppressed(prep)
+        prep = await gate.without_suppressed(prep, force=True)  # the replay-guard script appends: check first
         seen = gate.keys.webhook_seen(source, replay_digest(source, ts, body))
         ttl = max(1, math.ceil(ts + tol - now)) + 60  # + 60 s: other collectors' clocks may lag
         assert gate.redis is not None and gate.appender is not None

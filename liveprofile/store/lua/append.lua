@@ -14,7 +14,8 @@
 -- request's events may not pass ARGV[1]; else nothing is written and the error BACKLOGFULL returned.
 -- All or nothing: the bound is checked before the first write, and Redis refuses a script's OOM or
 -- READONLY write only at its first write (the error is returned, nothing was written); after that
--- every XADD of the request runs (a script is atomic). Returns the number of appends written.
+-- every XADD of the request runs (a script is atomic). Returns the 1-based positions of the
+-- appends left out as suppressed (empty: all written).
 local bound = tonumber(ARGV[1])
 local shards = tonumber(ARGV[2])
 local others = tonumber(ARGV[3])
@@ -62,8 +63,9 @@ if bound >= 0 then
     end
   end
 end
-local count = 0
-for _, p in ipairs(plan) do
+local skipped = {}
+for i, p in ipairs(plan) do
+  if not p[4] then skipped[#skipped + 1] = i end
   if p[4] then
     local k = p[1]
     local args = {}
@@ -77,7 +79,6 @@ for _, p in ipairs(plan) do
     local base = #args
     for j = 1, p[3] do args[base + j] = ARGV[p[2] - 1 + j] end
     redis.call('XADD', KEYS[k], unpack(args))
-    count = count + 1
   end
 end
-return count
+return skipped
