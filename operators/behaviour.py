@@ -25,6 +25,18 @@ after the delivery of the same email (``email_id``, else ``campaign_id``). Machi
 enter the email features (``fast_email_ratio``, ``email_latency_log``); an open whose delivery
 has not arrived is not counted there either, so the features do not depend on arrival order.
 :mod:`operators.profile` counts them apart from human opens.
+
+Abuse a shop's own data holds (card testing, identity bombs) is seen in per-user, not
+per-session, features over bounded logs of event time: the newest :data:`ABUSE_LOG_MAX` orders
+(time, value) and the newest :data:`ABUSE_LOG_MAX` distinct emails the user identified with
+(crc32 of the lower-cased address, first time seen). ``order_burst`` is the number of kept orders
+within :data:`ORDER_BURST_MS` (1 h) of the newest, ``small_order_burst`` those of them under
+:data:`SMALL_ORDER_CENTS`; ``identities_day`` / ``identities_30d`` are the distinct emails first
+seen within a day / 30 days of the newest. They depend on the set of events only, not on their
+arrival order (as long as a user's logs do not overflow). A user is scored again when one of them
+grows past 1 (a second order within the hour, a second email), and the fixed-limit rule flags
+:data:`ORDER_BURST_SUSPECT` / :data:`SMALL_ORDER_BURST_SUSPECT` orders or
+:data:`IDENTITIES_DAY_SUSPECT` / :data:`IDENTITIES_30D_SUSPECT` emails.
 """
 
 from __future__ import annotations
@@ -34,7 +46,8 @@ import math
 import re
 import zlib
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 from operators.events import Event
 from operators.names import (
@@ -59,6 +72,9 @@ __all__ = [
     "is_proxy_user_agent",
     "marked_machine_open",
     "email_key",
+    "ABUSE_LOG_MAX",
+    "ORDER_BURST_MS",
+    "SMALL_ORDER_CENTS",
 ]
 
 #: an open sooner than this after its email's delivery is a machine open (a person cannot)
@@ -104,7 +120,24 @@ FEATURE_LIMITS: dict[str, tuple[float, float]] = {
     "order_z": (-5.0, 5.0),  # last order value vs the user's own history (z-score)
     "fast_email_ratio": (0.0, 1.0),  # email opens/clicks < 5 s after delivery, share
     "email_latency_log": (0.0, 12.0),  # log1p(mean seconds delivery -> open/click)
+    "order_burst": (0.0, 32.0),  # orders within an hour of the user's newest order
+    "small_order_burst": (0.0, 32.0),  # of them, orders under SMALL_ORDER_CENTS (card testing)
+    "identities_day": (0.0, 32.0),  # distinct emails identified with within a day of the newest
+    "identities_30d": (0.0, 32.0),  # ... within 30 days (identity bombs, slow or fast)
 }
+#: orders and distinct emails kept per user for the abuse features (bounded memory)
+ABUSE_LOG_MAX = 32
+#: the order-burst window (event time)
+ORDER_BURST_MS = 3_600_000
+#: an order below this value (cents) is small: card testers charge 1-3 USD
+SMALL_ORDER_CENTS = 500
+_DAY_MS = 86_400_000
+_IDENTITY_WINDOW_MS = 30 * _DAY_MS
+#: the fixed-limit rule's abuse limits (no shopper orders 12 times an hour or keeps 6 emails)
+ORDER_BURST_SUSPECT = 12
+SMALL_ORDER_BURST_SUSPECT = 8
+IDENTITIES_DAY_SUSPECT = 4
+IDENTITIES_30D_SUSPECT = 6
 #: Inputs of the purchase-propensity model.
 PROPENSITY_FEATURES = (
     "views", "adds", "removes", "checkouts", "categories", "duration_min", "events",
@@ -197,6 +230,28 @@ class Behaviour:
     last_session: tuple[float, ...] | None = None  # features of the last closed session (_SESSION_KEYS order)
     scored_events: int = 0  # session events at the last scoring
     scored_email: int = 0  # email interactions at the last scoring
+    # abuse logs (None until the first order / email: most users never need both) as flat
+    # (time, cents) and (crc32(email), first seen) int64 pairs, the newest ABUSE_LOG_MAX of each
+    orders_log: array | None = None
+    emails_log: array | None = None
+    order_burst: int = 0
+    small_order_burst: int = 0
+    identities_day: int = 0
+    identities_30d: int = 0
+    abuse_n: int = 0  # growths of the abuse features past 1
+    scored_abuse: int = 0  # abuse_n at the last scoring
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
+        (snapshot version 2 had none of the abuse fields)."""
+        slots = state[1] if isinstance(state, tuple) else state
+        for f in fields(self):
+            if f.default is not MISSING:
+                object.__setattr__(self, f.name, f.default)
+            elif f.default_factory is not MISSING:
+                object.__setattr__(self, f.name, f.default_factory())
+        for k, v in (slots or {}).items():
+            object.__setattr__(self, k, v)
 
     @property
     def sessions(self) -> int:
@@ -256,6 +311,10 @@ class Behaviour:
         closed: list[ClosedSession] = []
         ts = ev.ts
         self._span(cfg, ts)
+        if ev.email:
+            self._identity(ev.email, ts)
+        if ev.type == "track" and ev.name == ORDER_COMPLETED:
+            self._order_log(ts, ev.value_cents)  # late orders too: the counts are order-insensitive
         s = self.session
         if s is not None and ts > s.last + cfg.gap_ms:
             closed.append(self._close(cart_ops))
@@ -335,6 +394,55 @@ class Behaviour:
         self.order_mean += d / self.order_n
         self.order_m2 += d * (x - self.order_mean)
 
+    def _order_log(self, ts: int, cents: int) -> None:
+        log = self.orders_log
+        if log is None:
+            log = self.orders_log = array("q")
+        _push(log, ts, cents, time_at=0)
+        self._order_counts()
+
+    def _order_counts(self) -> None:
+        log = self.orders_log
+        if not log:
+            return
+        newest = max(log[0::2])
+        burst = small = 0
+        for i in range(0, len(log), 2):
+            if log[i] > newest - ORDER_BURST_MS:
+                burst += 1
+                small += log[i + 1] < SMALL_ORDER_CENTS
+        if burst > max(self.order_burst, 1):
+            self.abuse_n += 1
+        self.order_burst, self.small_order_burst = burst, small
+
+    def _identity(self, email: str, ts: int) -> None:
+        self._identity_key(zlib.crc32(email.strip().lower().encode()), ts)
+
+    def _identity_key(self, key: int, ts: int) -> None:
+        log = self.emails_log
+        if log is None:
+            log = self.emails_log = array("q")
+        for i in range(0, len(log), 2):
+            if log[i] == key:
+                if ts < log[i + 1]:
+                    log[i + 1] = ts  # first seen earlier (a late event)
+                    self._identity_counts()
+                return
+        _push(log, key, ts, time_at=1)
+        self._identity_counts()
+
+    def _identity_counts(self) -> None:
+        log = self.emails_log
+        if not log:
+            return
+        firsts = log[1::2]
+        newest = max(firsts)
+        day = sum(1 for t in firsts if t > newest - _DAY_MS)
+        month = sum(1 for t in firsts if t > newest - _IDENTITY_WINDOW_MS)
+        if month > max(self.identities_30d, 1) or day > max(self.identities_day, 1):
+            self.abuse_n += 1
+        self.identities_day, self.identities_30d = day, month
+
     def _email(self, ev: Event) -> None:
         if ev.type != "track":
             return
@@ -376,6 +484,13 @@ class Behaviour:
                 self.delivered.extend(od[i : i + 2])
         if self.session is None and other.session is not None:
             self.session = other.session
+        if other.orders_log:
+            for i in range(0, len(other.orders_log), 2):
+                self._order_log(other.orders_log[i], other.orders_log[i + 1])
+        if other.emails_log:
+            ol = other.emails_log
+            for i in range(0, len(ol), 2):
+                self._identity_key(ol[i], ol[i + 1])
 
     def due_for_scoring(self) -> bool:
         """Whether the anomaly model should score this user now.
@@ -398,7 +513,7 @@ class Behaviour:
         >>> due
         [8, 32, 128, 256, 384, 512, 640]
         """
-        if self.email_n != self.scored_email:
+        if self.email_n != self.scored_email or self.abuse_n != self.scored_abuse:
             return True
         s = self.session
         if s is None:
@@ -410,6 +525,7 @@ class Behaviour:
     def mark_scored(self) -> None:
         self.scored_events = self.session.events if self.session is not None else 0
         self.scored_email = self.email_n
+        self.scored_abuse = self.abuse_n
 
     def _session_part(self) -> dict[str, float] | None:
         """Session features of the open session once it has 8 events, else of the last
@@ -426,15 +542,27 @@ class Behaviour:
         x["order_z"] = self.order_z
         x["fast_email_ratio"] = self.email_fast / self.email_n if self.email_n else 0.0
         x["email_latency_log"] = math.log1p(self.email_latency_s) if self.email_n else FEATURE_LIMITS["email_latency_log"][1]
+        x["order_burst"] = float(self.order_burst)
+        x["small_order_burst"] = float(self.small_order_burst)
+        x["identities_day"] = float(self.identities_day)
+        x["identities_30d"] = float(self.identities_30d)
         return {k: min(max(v, FEATURE_LIMITS[k][0]), FEATURE_LIMITS[k][1]) for k, v in x.items()}
 
     def rule_suspect(self) -> bool:
         """Fixed-limit bot rule (deterministic; gates interest updates).
 
         Fires on machine-like sessions (30+ events and very fast, very regular or
-        very broad) or on email engagement almost always seconds after delivery.
+        very broad), on email engagement almost always seconds after delivery, on order
+        bursts (card testing) and on many identities (identity bombs).
         """
         if self.email_n >= 8 and self.email_fast / self.email_n > 0.8:
+            return True
+        if (
+            self.order_burst >= ORDER_BURST_SUSPECT
+            or self.small_order_burst >= SMALL_ORDER_BURST_SUSPECT
+            or self.identities_day >= IDENTITIES_DAY_SUSPECT
+            or self.identities_30d >= IDENTITIES_30D_SUSPECT
+        ):
             return True
         s = self.session
         if s is not None and s.events >= 8:
@@ -458,6 +586,23 @@ def _get(pairs: array, key: int) -> int | None:
         if pairs[i] == key:
             return pairs[i + 1]
     return None
+
+
+def _push(pairs: array, a: int, b: int, time_at: int) -> None:
+    """Append the pair ``(a, b)``; past :data:`ABUSE_LOG_MAX` pairs drop the one whose time
+    (element ``time_at`` of a pair) is the oldest.
+
+    >>> log = array("q")
+    >>> for t in range(ABUSE_LOG_MAX + 2):
+    ...     _push(log, 1000 - t, t, time_at=1)
+    >>> len(log) // 2, min(log[1::2])
+    (32, 2)
+    """
+    pairs.append(a)
+    pairs.append(b)
+    if len(pairs) > 2 * ABUSE_LOG_MAX:
+        j = min(range(time_at, len(pairs), 2), key=pairs.__getitem__) - time_at
+        del pairs[j : j + 2]
 
 
 def _put(pairs: array, key: int, value: int) -> None:

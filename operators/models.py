@@ -30,7 +30,7 @@ from river import anomaly, compose, linear_model, metrics, optim, preprocessing
 
 from operators.behaviour import FEATURE_LIMITS
 
-__all__ = ["model_fields", "judge", "ModelConfig", "ShardModels"]
+__all__ = ["model_fields", "judge", "ModelConfig", "ShardModels", "add_missing_forests"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,8 @@ class ModelConfig:
     learning_rate: float = 0.05
 
 
-#: Feature groups, one HalfSpaceTrees each: browsing sessions, and engagement (email, orders).
+#: Feature groups, one HalfSpaceTrees each: browsing sessions, engagement (email, orders), and
+#: abuse (order bursts: card testing; distinct emails: identity bombs; bench/abuse.py).
 #: Separate low-dimensional forests isolate each kind of bot far better than one forest
 #: over all features, where random splits mostly land on the dimensions a bot looks
 #: normal in (measured: link scanners 0.37 vs 0.35 at the 95th percentile of normal users
@@ -52,11 +53,12 @@ class ModelConfig:
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "session": ("velocity", "regularity", "breadth_products", "breadth_categories", "view_cart_ratio"),
     "engagement": ("order_z", "fast_email_ratio", "email_latency_log"),
+    "abuse": ("order_burst", "small_order_burst", "identities_day", "identities_30d"),
 }
 
 
 #: Tree height per group: about the number of features (more would split empty space).
-GROUP_HEIGHT = {"session": 6, "engagement": 3}
+GROUP_HEIGHT = {"session": 6, "engagement": 3, "abuse": 4}
 
 
 def _hst(cfg: ModelConfig, features: tuple[str, ...], seed: int, height: int) -> anomaly.HalfSpaceTrees:
@@ -129,6 +131,27 @@ class ShardModels:
         obj = pickle.loads(data)
         assert isinstance(obj, ShardModels)
         return obj
+
+
+def add_missing_forests(m: ShardModels) -> ShardModels:
+    """Give models restored from an older layout a forest for each feature group they lack
+    (snapshot 2 -> 3: the ``abuse`` group), configured like their existing forests (tree count,
+    window, base seed); the new forest starts its warm-up, the others keep what they learned.
+
+    >>> m = ShardModels.new(ModelConfig(window_size=5))
+    >>> del m.hst["abuse"]
+    >>> sorted(add_missing_forests(m).hst) == sorted(FEATURE_GROUPS)
+    True
+    """
+    if all(g in m.hst for g in FEATURE_GROUPS):
+        return m
+    ref = next(iter(m.hst.values()))
+    base = ref.seed - list(FEATURE_GROUPS).index(next(iter(m.hst)))
+    cfg = ModelConfig(n_trees=ref.n_trees, window_size=ref.window_size, seed=base)
+    for i, (g, feats) in enumerate(FEATURE_GROUPS.items()):
+        if g not in m.hst:
+            m.hst[g] = _hst(cfg, feats, cfg.seed + i, GROUP_HEIGHT[g])
+    return m
 
 
 def judge(score: float, rule_suspect: bool, threshold: float) -> tuple[float, bool]:

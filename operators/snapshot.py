@@ -13,7 +13,8 @@ names. A snapshot from a newer version than this code knows is refused (``ValueE
 misread.
 
 Versions: 0 bare pickles; 1 the first versioned layout; 2 profile states with order records,
-unsubscribe, consent and machine opens.
+unsubscribe, consent and machine opens; 3 behaviour states with the abuse logs (orders, emails)
+and shard models with the ``abuse`` forest.
 
 >>> load(dump({"a": 1})), load(pickle.dumps("u1"))
 ({'a': 1}, 'u1')
@@ -29,7 +30,7 @@ __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
-VERSION = 2
+VERSION = 3
 
 
 def _from_bare_pickle(obj: Any) -> Any:
@@ -47,7 +48,18 @@ def _orders_consent_unsubscribe(obj: Any) -> Any:
     return obj
 
 
-MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {0: _from_bare_pickle, 1: _orders_consent_unsubscribe}
+def _abuse_features(obj: Any) -> Any:
+    """2 -> 3: :class:`operators.behaviour.Behaviour` gained the abuse logs and counters
+    (``orders_log``, ``emails_log``, ``order_burst``...): appended fields its ``__setstate__``
+    defaults while unpickling (so user states are already version 3 here, also inside buffered
+    merges); :class:`operators.models.ShardModels` gained the ``abuse`` forest, added here
+    (:func:`operators.models.add_missing_forests`)."""
+    from operators.models import ShardModels, add_missing_forests
+
+    return add_missing_forests(obj) if isinstance(obj, ShardModels) else obj
+
+
+MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {0: _from_bare_pickle, 1: _orders_consent_unsubscribe, 2: _abuse_features}
 
 
 def dump(obj: Any, version: int = VERSION) -> bytes:
@@ -59,7 +71,7 @@ def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
     >>> version_of(dump(1)), version_of(pickle.dumps(1))
-    (2, 0)
+    (3, 0)
     """
     return int.from_bytes(raw[3:5], "big") if raw[:3] == MAGIC else 0
 

@@ -1,6 +1,7 @@
 """Versioned state: recovery stores written by the previous layouts (``v0``: bare-pickle
 snapshots, commit 037e423; ``v1``: the first versioned layout, commit 8fe6588, before the profile
-state gained order records, unsubscribe, consent and machine opens; both made by
+state gained order records, unsubscribe, consent and machine opens; ``v2``: commit 4d4b0d1, before
+the behaviour state gained the abuse logs and the shard models the ``abuse`` forest; all made by
 ``snapshots/make_recovery_store.py``) resume under this code with the same profiles as an
 uninterrupted run, and later snapshots are written at the current version; a version bump runs
 its migration exactly once."""
@@ -26,6 +27,7 @@ from tests.dataflows.test_flow import Out, flow_of
 
 STORE_V0 = Path(__file__).parent / "snapshots" / "v0"
 STORE_V1 = Path(__file__).parent / "snapshots" / "v1"
+STORE_V2 = Path(__file__).parent / "snapshots" / "v2"
 
 
 def _snapshots(store: Path, step: str) -> list[bytes]:
@@ -39,7 +41,7 @@ def _snapshots(store: Path, step: str) -> list[bytes]:
     return [pickle.loads(blob) for _, blob in rows if blob is not None]
 
 
-@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1)], ids=["v0", "v1"])
+@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2)], ids=["v0", "v1", "v2"])
 def test_a_store_from_a_previous_layout_resumes_with_the_same_profiles(tmp_path: Path, source: Path, version: int) -> None:
     store = tmp_path / "rec"
     shutil.copytree(source, store)
@@ -71,16 +73,17 @@ def test_a_store_from_a_previous_layout_resumes_with_the_same_profiles(tmp_path:
 
 def test_a_version_bump_runs_its_migration_once_and_refuses_newer_snapshots() -> None:
     calls: list[object] = []
+    v, nxt = snapshot.VERSION, snapshot.VERSION + 1
 
-    def rename_b_to_c(obj: dict) -> dict:  # what a v2 -> v3 step would do to a renamed field
+    def rename_b_to_c(obj: dict) -> dict:  # what a next-version step would do to a renamed field
         calls.append(obj)
         return {"a": obj["a"], "c": obj["b"]}
 
-    v3 = {**snapshot.MIGRATIONS, 2: rename_b_to_c}
-    assert snapshot.load(snapshot.dump({"a": 1, "b": 2}), version=3, migrations=v3) == {"a": 1, "c": 2}
+    bumped = {**snapshot.MIGRATIONS, v: rename_b_to_c}
+    assert snapshot.load(snapshot.dump({"a": 1, "b": 2}), version=nxt, migrations=bumped) == {"a": 1, "c": 2}
     assert len(calls) == 1
-    assert snapshot.load(pickle.dumps({"a": 1, "b": 2}), version=3, migrations=v3) == {"a": 1, "c": 2}  # 0 -> 1 -> 2 -> 3
-    assert snapshot.load(snapshot.dump({"a": 1, "c": 2}, version=3), version=3, migrations=v3) == {"a": 1, "c": 2}
+    assert snapshot.load(pickle.dumps({"a": 1, "b": 2}), version=nxt, migrations=bumped) == {"a": 1, "c": 2}  # 0 -> 1 -> ... -> nxt
+    assert snapshot.load(snapshot.dump({"a": 1, "c": 2}, version=nxt), version=nxt, migrations=bumped) == {"a": 1, "c": 2}
     assert len(calls) == 2
     with pytest.raises(ValueError, match="newer"):
         snapshot.load(snapshot.dump({"a": 1}, version=snapshot.VERSION + 1))

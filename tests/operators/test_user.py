@@ -166,7 +166,8 @@ def test_behaviour_update_when_scoring_is_due() -> None:
     assert b.uid == "u1" and b.score and b.rule_suspect is False and b.closed == ()
     assert b.session is not None and b.session["views"] == 8.0 and b.session["events"] == 8.0
     assert set(b.features) == {"velocity", "regularity", "breadth_products", "breadth_categories",
-                               "view_cart_ratio", "order_z", "fast_email_ratio", "email_latency_log"}  # fmt: skip
+                               "view_cart_ratio", "order_z", "fast_email_ratio", "email_latency_log",
+                               "order_burst", "small_order_burst", "identities_day", "identities_30d"}  # fmt: skip
     assert b.features["breadth_products"] == 3.0
     # the next event, after the gap, closes the 8-event session: scored with it
     st_, outs, _ = step(CFG, st_, "u1", [ev(20, "Product Viewed", 60)])
