@@ -241,9 +241,21 @@ class Behaviour:
     abuse_n: int = 0  # growths of the abuse features past 1
     scored_abuse: int = 0  # abuse_n at the last scoring
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """The pickled state: every field but the abuse counts (derived from the logs again
+        when restored) and the abuse fields still at their defaults (most users' state stays
+        as small as before them)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in _DERIVED or (f.name in _ABUSE_FIELDS and v == f.default):
+                continue
+            out[f.name] = v.tobytes() if f.name in _LOGS else v  # bytes pickle ~35 B smaller than an array
+        return None, out
+
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
-        (snapshot version 2 had none of the abuse fields)."""
+        (snapshot version 2 had none of the abuse fields), the abuse counts are recounted."""
         slots = state[1] if isinstance(state, tuple) else state
         for f in fields(self):
             if f.default is not MISSING:
@@ -251,7 +263,13 @@ class Behaviour:
             elif f.default_factory is not MISSING:
                 object.__setattr__(self, f.name, f.default_factory())
         for k, v in (slots or {}).items():
+            if k in _LOGS and isinstance(v, bytes):
+                v = array("q", v)  # noqa: PLW2901
             object.__setattr__(self, k, v)
+        n = self.abuse_n
+        self._order_counts()
+        self._identity_counts()
+        self.abuse_n = n
 
     @property
     def sessions(self) -> int:
@@ -574,6 +592,13 @@ class Behaviour:
         else:
             return False
         return x["velocity"] > 40 or x["breadth_products"] >= 80 or x["regularity"] > 0.9
+
+
+#: abuse fields a pickle leaves out: recounted from the logs
+_DERIVED = frozenset({"order_burst", "small_order_burst", "identities_day", "identities_30d"})
+#: abuse fields a pickle leaves out while at their defaults
+_ABUSE_FIELDS = frozenset({"orders_log", "emails_log", "abuse_n", "scored_abuse"})
+_LOGS = frozenset({"orders_log", "emails_log"})
 
 
 def _get(pairs: array, key: int) -> int | None:

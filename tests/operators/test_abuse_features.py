@@ -157,3 +157,16 @@ def test_a_version_2_behaviour_and_models_restore() -> None:
     assert restored.hst["abuse"].n_trees == m.hst["session"].n_trees and restored.hst["abuse"].seed == ModelConfig().seed + 2
     x = {k: lo for k, (lo, _) in FEATURE_LIMITS.items()}
     assert 0.0 <= restored.score_behaviour(x, learn=True) <= 1.0
+
+
+def test_the_pickle_keeps_the_logs_and_recounts() -> None:
+    """Counts are derived (not pickled), defaults are left out: a user without orders or emails
+    pickles exactly as before the abuse fields; one with them round-trips equal."""
+    plain = feed([])
+    _, slots = plain.__getstate__()
+    assert not set(slots) & {"orders_log", "emails_log", "order_burst", "small_order_burst", "identities_day",
+                             "identities_30d", "abuse_n", "scored_abuse"}  # fmt: skip
+    busy = feed([identify(i, T0 + i * MIN, f"x{i}@example.com") for i in range(5)] + [order(i, T0 + i * MIN, 2.0) for i in range(9)])
+    busy.mark_scored()
+    back = pickle.loads(pickle.dumps(busy))
+    assert back == busy and counts(back) == (9, 9, 5, 5) and back.rule_suspect() and not back.due_for_scoring()
