@@ -13,6 +13,7 @@ Runs, each as its own process (so none disturbs another's measurement):
 ``sync.py``            ESP sync throughput vs one request per change
 ``memory.py``          dataflow state per user
 ``evaluate.py``        detection and interest quality (not speed)
+``abuse.py``           abuse detection (crawlers, card testing, identity bombs)
 =====================  =========================================================
 
 Each prints ratios against a baseline measured in the same run; machines here
@@ -38,6 +39,7 @@ FULL = [
     ("sync.py", ["--changes", "50000"]),
     ("memory.py", ["--users", "12000"]),
     ("evaluate.py", ["--users", "2000", "--bots", "40"]),
+    ("abuse.py", ["--users", "400", "--per-kind", "25"]),
 ]
 QUICK = [
     ("pipeline.py", ["--users", "1000", "--naive-sample", "5000"]),
@@ -48,6 +50,7 @@ QUICK = [
     ("sync.py", ["--changes", "10000", "--naive-sample", "1000"]),
     ("memory.py", ["--users", "3000"]),
     ("evaluate.py", ["--users", "600", "--bots", "12"]),
+    ("abuse.py", ["--users", "200", "--per-kind", "15", "--days", "7", "--seeds", "11"]),
 ]
 
 
