@@ -58,6 +58,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_PIXEL_BASE_URL": ("http://127.0.0.1:8088", "the collector's public URL: the default base of `liveprofile pixel-url`"),
     "LIVEPROFILE_WEBHOOK_SECRETS": ("", "secret: webhook sources, a JSON object source -> secret (or list of secrets), or the path of a JSON file holding one"),
     "LIVEPROFILE_WEBHOOK_TOLERANCE": ("300", "seconds a webhook signature timestamp may differ from the collector's clock (replay window)"),
+    "LIVEPROFILE_CORS_ORIGINS": ("", "comma-separated origins (scheme://host[:port]) whose pages may send events and read the answers (CORS), `*` for any; empty = none, no page is granted (see docs/collector.md)"),
     "LIVEPROFILE_TRUNCATE_IP": ("off", "on: truncate context.ip of ingested events (IPv4 to /24, IPv6 to /48) before storing"),
     "LIVEPROFILE_READ_BATCH": ("1000", "stream entries the dataflow reads per shard per poll"),
     "LIVEPROFILE_POLL_INTERVAL": ("0.005", "seconds the dataflow waits before polling an idle shard again (freshness floor vs idle CPU: 5 ms costs ~9 % of a core idle, 20 ms ~6 %)"),

@@ -5,6 +5,12 @@ by uvicorn with httptools and uvloop. Endpoints (SPEC §2):
 
 * ``POST /v1/track|identify|page|screen|group|alias`` — one event;
 * ``POST /v1/batch`` — ``{"batch": [...], "sentAt": ..., "context": ...}``;
+* ``POST /v1/t|i|p|s|g|a|b`` — analytics.js's short paths, the same endpoints; bodies may be
+  ``application/json`` or ``text/plain`` (the content type is not read: the body is JSON);
+* ``GET /v1/projects/{writeKey}/settings`` and ``GET /sourceConfig`` — the settings analytics.js
+  and RudderStack's JS SDK fetch at load; ``GET /v1/pixel/{type}?data=`` — Segment's Pixel API
+  (:mod:`.browser`, which also holds the CORS policy of these browser routes: preflight
+  ``OPTIONS`` and the grant on every answer to an origin in ``LIVEPROFILE_CORS_ORIGINS``);
 * ``GET /v1/pixel.gif?user=&campaign=&email_id=&ts=&sig=`` — email-open pixel;
 * ``POST /v1/webhooks/{source}`` — signed server-to-server events;
 * ``GET /healthz`` — 200 when Redis answers, 503 otherwise;
@@ -86,9 +92,18 @@ from liveprofile.buffer.streams import BacklogMonitor
 from liveprofile.buffer.writers import appender_for
 from liveprofile.collector import openapi
 from liveprofile.collector.bodies import error_body
+from liveprofile.collector.browser import (
+    PIXEL_API_PREFIX,
+    SEGMENT_SETTINGS_PREFIX,
+    SEGMENT_SETTINGS_SUFFIX,
+    SOURCE_CONFIG_PATHS,
+    CorsPolicy,
+    PixelApi,
+    SdkSettings,
+)
 from liveprofile.collector.config import CollectorConfig
 from liveprofile.collector.gate import BufferGate
-from liveprofile.collector.ingest import INGEST_KINDS, SINGLE_TYPES, SegmentIngest
+from liveprofile.collector.ingest import INGEST_KINDS, SHORT_KINDS, SINGLE_TYPES, SegmentIngest
 from liveprofile.collector.metrics import CollectorMetrics
 from liveprofile.collector.pixel import PIXEL_GIF, EmailPixel
 from liveprofile.collector.ratelimit import TokenBuckets
@@ -110,14 +125,17 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
 class Route:
     """One routed path: its OpenAPI path template, the methods it answers and which handler.
 
-    A template ending in one ``{parameter}`` matches every path with the literal part before it
-    as a prefix (the parameter is the rest, possibly empty); any other template matches exactly.
-    The template is also the ``endpoint`` label of the request metrics.
+    A template with one ``{parameter}`` matches every path that starts with the literal part
+    before it and ends with the literal part after it (the parameter is what is between, possibly
+    empty); any other template matches exactly. The template is also the ``endpoint`` label of the
+    request metrics. ``cors``: a browser route (:class:`~liveprofile.collector.browser.CorsPolicy`
+    answers its ``OPTIONS`` and adds the grant to its answers).
     """
 
     path: str
     methods: frozenset[str]
-    handler: str  # "ingest", "pixel", "webhook", "health", "metrics", "openapi"
+    handler: str  # "ingest", "pixel", "webhook", "health", "metrics", "openapi", "segment_settings", ...
+    cors: bool = False
 
     @property
     def prefix(self) -> str | None:
@@ -128,20 +146,42 @@ class Route:
         """
         return self.path[: self.path.index("{")] if "{" in self.path else None
 
+    @property
+    def suffix(self) -> str:
+        """The literal part after a template's parameter (``""`` for none or an exact template).
+
+        >>> Route("/v1/projects/{writeKey}/settings", frozenset({"GET"}), "segment_settings").suffix
+        '/settings'
+        """
+        return self.path[self.path.index("}") + 1 :] if "{" in self.path else ""
+
+    def matches(self, path: str) -> bool:
+        """Whether ``path`` is this (parametrized) template's."""
+        prefix, suffix = self.prefix, self.suffix
+        if prefix is None:
+            return path == self.path
+        return path.startswith(prefix) and path.endswith(suffix) and len(path) >= len(prefix) + len(suffix)
+
 
 _POST = frozenset({"POST"})
 _GET = frozenset({"GET"})
+_BROWSER_POST = frozenset({"POST", "OPTIONS"})
+_BROWSER_GET = frozenset({"GET", "OPTIONS"})
 
 #: every path the collector routes (the router matches these and nothing else)
 ROUTES: tuple[Route, ...] = (
-    *(Route(f"/v1/{kind}", _POST, "ingest") for kind in INGEST_KINDS),
+    *(Route(f"/v1/{kind}", _BROWSER_POST, "ingest", cors=True) for kind in INGEST_KINDS),
+    *(Route(f"/v1/{short}", _BROWSER_POST, "ingest", cors=True) for short in SHORT_KINDS),
+    Route(SEGMENT_SETTINGS_PREFIX + "{writeKey}" + SEGMENT_SETTINGS_SUFFIX, _BROWSER_GET, "segment_settings", cors=True),
+    *(Route(p, _BROWSER_GET, "rudderstack_config", cors=True) for p in SOURCE_CONFIG_PATHS),
+    Route(PIXEL_API_PREFIX + "{type}", _BROWSER_GET, "pixel_api", cors=True),
     Route(PIXEL_PATH, frozenset({"GET", "HEAD"}), "pixel"),
     Route(WEBHOOK_PREFIX + "{source}", _POST, "webhook"),
     Route("/healthz", _GET, "health"),
     Route("/metrics", _GET, "metrics"),
     Route("/openapi.json", _GET, "openapi"),
 )
-assert all(r.prefix is None or r.path.endswith("}") and r.path.count("{") == 1 for r in ROUTES)
+assert all(r.prefix is None or r.path.count("{") == 1 and "{" not in r.suffix for r in ROUTES)
 
 
 class CollectorApp:
@@ -170,13 +210,18 @@ class CollectorApp:
         self.ingest = SegmentIngest(self.gate, cfg, write_keys, self.metrics, self._limiter, clock)
         self.pixel = EmailPixel(self.gate, cfg, self.metrics, clock)
         self.webhooks = Webhooks(self.gate, cfg, self.metrics, clock)
+        self.cors = CorsPolicy(cfg.cors_origins)
+        self.sdk_settings = SdkSettings(write_keys)
+        self.pixel_api = PixelApi(self.ingest)
         self._openapi = openapi.document_bytes()  # built once
         handlers: dict[str, Handler] = {
             "ingest": self.ingest.handle, "pixel": self.pixel.handle, "webhook": self.webhooks.handle,
             "health": self._health, "metrics": self._metrics, "openapi": self._openapi_json,
+            "segment_settings": self.sdk_settings.segment, "rudderstack_config": self.sdk_settings.rudderstack,
+            "pixel_api": self.pixel_api.handle,
         }  # fmt: skip
         self._exact = {r.path: (r, handlers[r.handler]) for r in ROUTES if r.prefix is None}
-        self._prefixed = [(r.prefix, r, handlers[r.handler]) for r in ROUTES if r.prefix is not None]
+        self._prefixed = [(r, handlers[r.handler]) for r in ROUTES if r.prefix is not None]
 
     # -- lifecycle -----------------------------------------------------------------
     async def startup(self) -> None:
@@ -202,8 +247,8 @@ class CollectorApp:
         hit = self._exact.get(path)
         if hit is not None:
             return hit
-        for prefix, r, handler in self._prefixed:
-            if path.startswith(prefix):
+        for r, handler in self._prefixed:
+            if r.matches(path):
                 return r, handler
         return None
 
@@ -224,12 +269,19 @@ class CollectorApp:
         else:
             endpoint = "other"
         status = 500
+        route = hit[0] if hit is not None else refused
+        raw_send = send
+        if route is not None and route.cors and method != "OPTIONS":  # a browser route: Vary: Origin, and the grant to an allowed origin
+            send = self.cors.wrap(send, dict(scope["headers"]).get(b"origin"))
         try:
             if self.gate.redis is None:
                 await self.startup()
             if hit is None:
                 raise _not_routed(method, path, refused)
-            status = await hit[1](scope, receive, send)
+            if method == "OPTIONS":
+                status = await self.cors.preflight(scope, raw_send, hit[0].methods)
+            else:
+                status = await hit[1](scope, receive, send)
         except HTTPError as exc:
             status = exc.status
             if exc.code not in ("not_found",):

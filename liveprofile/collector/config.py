@@ -20,6 +20,8 @@ values (like the API's and the sync's own configuration):
   ``{source: [secret, ...]}`` for rotation), or the path of a file holding one.
   Secret. ``LIVEPROFILE_WEBHOOK_TOLERANCE`` — accepted distance between the
   signature timestamp and the collector's clock (also the replay-cache TTL).
+* ``LIVEPROFILE_CORS_ORIGINS`` — origins whose browsers get a CORS grant
+  (:mod:`liveprofile.collector.browser`), ``*`` for any; empty = none.
 * ``LIVEPROFILE_TRUNCATE_IP`` — ``on``: ``context.ip`` truncated (IPv4 /24, IPv6 /48)
   before anything is stored.
 
@@ -39,11 +41,12 @@ import orjson
 from liveprofile.settings import ConfigError, _bool
 from operators.timeutil import parse_duration_s
 
-__all__ = ["CollectorConfig", "parse_webhook_secrets", "parse_pixel_secrets", "MIN_SECRET_BYTES", "SOURCE_RE"]
+__all__ = ["CollectorConfig", "parse_webhook_secrets", "parse_pixel_secrets", "MIN_SECRET_BYTES", "SOURCE_RE", "parse_cors_origins"]
 
 MIN_SECRET_BYTES = 16
 #: Webhook source names (the ``{source}`` path segment).
 SOURCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
 def _check_secret(secret: str, what: str) -> bytes:
@@ -101,6 +104,30 @@ def parse_webhook_secrets(text: str) -> dict[str, tuple[bytes, ...]]:
         out[source] = tuple(_check_secret(v, f"LIVEPROFILE_WEBHOOK_SECRETS[{source}]") for v in vals)
     return out
 
+def parse_cors_origins(text: str) -> tuple[str, ...]:
+    """``LIVEPROFILE_CORS_ORIGINS``: origins ``scheme://host[:port]`` (lower-cased, a trailing ``/``
+    dropped) or ``*``.
+
+    >>> parse_cors_origins(" https://Shop.example/, http://127.0.0.1:8000 ")
+    ('https://shop.example', 'http://127.0.0.1:8000')
+    >>> parse_cors_origins("")
+    ()
+    >>> parse_cors_origins("shop.example")
+    Traceback (most recent call last):
+    ...
+    liveprofile.settings.ConfigError: LIVEPROFILE_CORS_ORIGINS: 'shop.example' is not an origin like https://shop.example[:port] (or *)
+    """
+    out: list[str] = []
+    for raw in text.split(","):
+        o = raw.strip().rstrip("/").lower()
+        if not o:
+            continue
+        if o != "*" and not _ORIGIN_RE.match(o):
+            msg = f"LIVEPROFILE_CORS_ORIGINS: {raw.strip()!r} is not an origin like https://shop.example[:port] (or *)"
+            raise ConfigError(msg)
+        out.append(o)
+    return tuple(out)
+
 
 def _num(values: Mapping[str, str], name: str) -> float:
     try:
@@ -140,6 +167,7 @@ class CollectorConfig:
     webhook_secrets: dict[str, tuple[bytes, ...]] = field(default_factory=dict, repr=False)
     webhook_tolerance_s: float = 300.0
     truncate_ip: bool = False
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> CollectorConfig:
@@ -167,6 +195,7 @@ class CollectorConfig:
             webhook_secrets=parse_webhook_secrets(values["LIVEPROFILE_WEBHOOK_SECRETS"]),
             webhook_tolerance_s=tol,
             truncate_ip=_bool(values, "LIVEPROFILE_TRUNCATE_IP"),
+            cors_origins=parse_cors_origins(values["LIVEPROFILE_CORS_ORIGINS"]),
         )
 
     def masked(self) -> dict[str, object]:
@@ -182,4 +211,5 @@ class CollectorConfig:
             "webhook_sources": sorted(self.webhook_secrets),
             "webhook_tolerance_s": self.webhook_tolerance_s,
             "truncate_ip": self.truncate_ip,
+            "cors_origins": list(self.cors_origins),
         }

@@ -41,7 +41,7 @@ from liveprofile.collector.ratelimit import TokenBuckets, retry_after_header
 from liveprofile.collector.writekeys import WriteKeys
 from operators.timeutil import iso
 
-__all__ = ["SegmentIngest", "SINGLE_TYPES", "INGEST_KINDS"]
+__all__ = ["SegmentIngest", "SINGLE_TYPES", "INGEST_KINDS", "SHORT_KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 #: every ingest endpoint ``/v1/{kind}``
 INGEST_KINDS = (*SINGLE_TYPES, "batch")
+#: analytics.js's short paths ``/v1/{letter}``: the same endpoints as the long ones
+SHORT_KINDS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias", "b": "batch"}
 
 
 class SegmentIngest:
@@ -64,16 +66,22 @@ class SegmentIngest:
         self.clock = clock
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """Answer one request to ``/v1/{kind}``; returns the status sent."""
-        status, body = await self.ingest(scope["path"][4:], scope, receive)
+        """Answer one request to ``/v1/{kind}`` (or its short path); returns the status sent."""
+        kind = scope["path"][4:]
+        status, body = await self.ingest(SHORT_KINDS.get(kind, kind), scope, receive)
         await respond(send, status, body)
         return status
 
     async def ingest(self, kind: str, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         """(status, body) of one request to ``/v1/{kind}``; request-level refusals raise :class:`HTTPError`."""
-        gate = self.gate
         headers = dict(scope["headers"])
-        body = await read_body(headers, receive, gate.settings.max_request_bytes)
+        body = await read_body(headers, receive, self.gate.settings.max_request_bytes)
+        return await self.ingest_body(kind, headers, body)
+
+    async def ingest_body(self, kind: str, headers: dict[bytes, bytes], body: bytes) -> tuple[int, bytes]:
+        """(status, body) of a request to ``/v1/{kind}`` whose (inflated) body was read: checks 1-6 from
+        the JSON decoding on (the Pixel API's way in, with ``headers`` empty: the key from the body)."""
+        gate = self.gate
         doc = decode_object(body)
         bucket, trust = self.write_keys.check(headers, doc)
         events, defaults = events_of(doc, kind == "batch", self.config.max_batch_events)

@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 
 from liveprofile.asgi import HEALTH_SCHEMA, json_content, schema_ref
+from liveprofile.collector.browser import PIXEL_API_PREFIX, SOURCE_CONFIG_PATHS
 from liveprofile.collector.config import SOURCE_RE
+from liveprofile.collector.ingest import SHORT_KINDS
 from liveprofile.collector.signing import PIXEL_PATH, SIGNATURE_HEADER
 from operators.events import EVENT_TYPES, Reason
 
@@ -111,6 +113,38 @@ def _single(kind: str) -> dict[str, Any]:
     }
 
 
+_PREFLIGHT = {
+    "operationId": "",
+    "summary": "CORS preflight (browsers): a grant for an origin in LIVEPROFILE_CORS_ORIGINS",
+    "tags": ["Browsers"],
+    "security": [],
+    "responses": {
+        "204": {"description": "an allowed origin's grant (Access-Control-Allow-Origin echoed, credentials allowed); "
+                               "without an Origin header, `Allow`"},
+        "403": _error("`cors_origin_not_allowed`: no grant (the browser does not send the request)"),
+    },
+}  # fmt: skip
+
+
+def _preflight(op_id: str, path_param: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {**_PREFLIGHT, "operationId": f"{op_id}Preflight"}
+    if path_param is not None:
+        out["parameters"] = [path_param]
+    return out
+
+
+_KEY_PARAM = {"name": "writeKey", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "the write key (a browser key)", "example": "not-a-configured-key"}  # fmt: skip
+_TYPE_PARAM = {"name": "type", "in": "path", "required": True, "schema": {"type": "string", "enum": list(SINGLE_OPERATIONS)},
+               "example": "track"}  # fmt: skip
+
+
+def _short(letter: str, kind: str) -> dict[str, Any]:
+    item = _single(kind) if kind != "batch" else {"post": dict(_BATCH_POST)}
+    post = {**item["post"], "operationId": f"{kind}Short", "summary": f"analytics.js's short path of /v1/{kind}"}
+    return {"post": post, "options": _preflight(f"{kind}Short")}
+
+
 _GIF = {"description": "always the 43-byte transparent GIF (`Cache-Control: no-store`)", "content": {"image/gif": {}}}
 _PIXEL_PARAMETERS = [
     {"name": "user", "in": "query", "schema": {"type": "string", "maxLength": 256}, "description": "the user id"},
@@ -119,6 +153,23 @@ _PIXEL_PARAMETERS = [
     {"name": "ts", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+$"}, "description": "signing time, unix seconds"},
     {"name": "sig", "in": "query", "schema": {"type": "string"}, "description": "hex HMAC-SHA256 (`liveprofile pixel-url`)"},
 ]
+
+_BATCH_POST: dict[str, Any] = {
+    "operationId": "batch",
+    "summary": "Several calls in one request (Segment's /v1/batch)",
+    "tags": ["Segment tracking API"],
+    "security": [{"writeKey": []}],
+    "parameters": [{"$ref": "#/components/parameters/ContentEncoding"}],
+    "requestBody": _body(schema_ref("Batch")),
+    "responses": {
+        "200": {
+            "description": "every valid event appended; invalid ones dead-lettered and listed in `rejected`",
+            "content": json_content(schema_ref("Success")),
+        },
+        **_INGEST_RESPONSES,
+    },
+}
+
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -135,26 +186,61 @@ DOCUMENT: dict[str, Any] = {
         ),
     },
     "tags": [
-        {"name": "Segment tracking API"}, {"name": "Email pixel"}, {"name": "Webhooks"}, {"name": "Operations"},
+        {"name": "Segment tracking API"}, {"name": "Browsers"}, {"name": "Email pixel"}, {"name": "Webhooks"}, {"name": "Operations"},
     ],  # fmt: skip
     "paths": {
-        **{f"/v1/{kind}": _single(kind) for kind in SINGLE_OPERATIONS},
-        "/v1/batch": {
-            "post": {
-                "operationId": "batch",
-                "summary": "Several calls in one request (Segment's /v1/batch)",
-                "tags": ["Segment tracking API"],
+        **{f"/v1/{kind}": {**_single(kind), "options": _preflight(kind)} for kind in SINGLE_OPERATIONS},
+        "/v1/batch": {"post": _BATCH_POST, "options": _preflight("batch")},
+        **{f"/v1/{letter}": _short(letter, kind) for letter, kind in SHORT_KINDS.items()},
+        "/v1/projects/{writeKey}/settings": {
+            "get": {
+                "operationId": "segmentSettings",
+                "summary": "analytics.js settings (its `cdnURL`): send to this collector, no device-mode destinations",
+                "tags": ["Browsers"],
                 "security": [{"writeKey": []}],
-                "parameters": [{"$ref": "#/components/parameters/ContentEncoding"}],
-                "requestBody": _body(schema_ref("Batch")),
+                "parameters": [_KEY_PARAM],
                 "responses": {
-                    "200": {
-                        "description": "every valid event appended; invalid ones dead-lettered and listed in `rejected`",
-                        "content": json_content(schema_ref("Success")),
-                    },
-                    **_INGEST_RESPONSES,
+                    "200": {"description": "the settings: `integrations[\"Segment.io\"]` with `apiHost` (this Host + /v1) and `protocol`",
+                            "content": json_content({"type": "object", "required": ["integrations"]})},
+                    "401": _INGEST_RESPONSES["401"],
                 },
-            }
+            },
+            "options": _preflight("segmentSettings", _KEY_PARAM),
+        },
+        **{path: {
+            "get": {
+                "operationId": "rudderstackSourceConfig" + ("Slash" if path.endswith("/") else ""),
+                "summary": "RudderStack JS SDK source config (its `configUrl`): the source enabled, no device-mode destinations",
+                "tags": ["Browsers"],
+                "security": [{"writeKey": []}],
+                "parameters": [{"name": "writeKey", "in": "query", "schema": {"type": "string"},
+                                "description": "the write key (or the Basic header)"}],
+                "responses": {
+                    "200": {"description": "`{\"source\": {\"enabled\": true, \"destinations\": [], ...}}`",
+                            "content": json_content({"type": "object", "required": ["source"]})},
+                    "401": _INGEST_RESPONSES["401"],
+                },
+            },
+            "options": _preflight("rudderstackSourceConfig" + ("Slash" if path.endswith("/") else "")),
+        } for path in SOURCE_CONFIG_PATHS},
+        PIXEL_API_PREFIX + "{type}": {
+            "get": {
+                "operationId": "pixelApi",
+                "summary": "Segment's Pixel API: the event in `data` taken as POST /v1/{type} takes it, answered with a GIF",
+                "tags": ["Browsers"],
+                "security": [{"writeKey": []}],
+                "parameters": [
+                    _TYPE_PARAM,
+                    {"name": "data", "in": "query", "schema": {"type": "string"},
+                     "description": "base64 (standard or URL-safe) of one event's JSON with its `writeKey`"},
+                ],  # fmt: skip
+                "responses": {
+                    "200": {"description": "accepted: the 43-byte transparent GIF", "content": {"image/gif": {}}},
+                    "400": _error("`malformed_data` (not base64), a request-level problem or the event's rejection reason"),
+                    **{k: v for k, v in _INGEST_RESPONSES.items() if k != "400"},
+                },
+            },
+            "options": _preflight("pixelApi", _TYPE_PARAM),
         },
         PIXEL_PATH: {
             "get": {
