@@ -67,10 +67,13 @@ __all__ = [
     "SEGMENT_SETTINGS_PREFIX", "SEGMENT_SETTINGS_SUFFIX", "PIXEL_API_PREFIX", "SOURCE_CONFIG_PATHS",
 ]  # fmt: skip
 
-#: request headers the SDKs send cross-origin (analytics-next: Content-Type text/plain,
-#: Authorization, X-Retry-Count; RudderStack: Content-Type application/json, Authorization, Accept,
-#: AnonymousId; gzip senders: Content-Encoding)
-ALLOWED_HEADERS = b"Content-Type, Authorization, Content-Encoding, Accept, X-Retry-Count, AnonymousId, X-Requested-With"
+#: request headers the SDKs send cross-origin (analytics-next 1.84: Content-Type text/plain,
+#: Authorization, X-Retry-Count; RudderStack JS 3.34: Content-Type application/json, Authorization,
+#: Accept, SentAt, AnonymousId and its Rsa-* retry headers; gzip senders: Content-Encoding)
+ALLOWED_HEADERS = (
+    b"Content-Type, Authorization, Content-Encoding, Accept, X-Retry-Count, X-Requested-With, AnonymousId, SentAt, "
+    b"Rsa-Recovered, Rsa-Retry-Attempt, Rsa-Retry-Reason, Rsa-Since-First-Attempt, Rsa-Since-Last-Attempt"
+)
 SEGMENT_SETTINGS_PREFIX = "/v1/projects/"
 SEGMENT_SETTINGS_SUFFIX = "/settings"
 PIXEL_API_PREFIX = "/v1/pixel/"
