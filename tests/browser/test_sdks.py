@@ -24,8 +24,6 @@ from tests.browser.conftest import BROWSER_KEY, Pipeline
 from tests.procs import wait_for
 
 
-
-
 @dataclass
 class Traffic:
     """What the page asked of the collector: (method, path, status or None when it failed in the page)."""
