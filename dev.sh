@@ -21,6 +21,10 @@ setup() {
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   if [ "${1:-}" = test ]; then
     command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+    # tests/browser: Debian's Chromium (Playwright drives it; a browser is never downloaded)
+    [ -x /usr/bin/chromium ] || need+=(chromium)
+    # tests/browser and the server-SDK tests: the SDKs come from the npm registry (npm ci by the tests)
+    command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
   fi
   if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi
   if [ ${#need[@]} -gt 0 ]; then

@@ -62,6 +62,16 @@ def open_page(browser: Any, origin: str, name: str, collector: str, **query: str
     return page, traffic, result
 
 
+def wait_traffic(page: Any, pred: Any, timeout_s: float = 30) -> None:
+    """Wait for ``pred()`` over the recorded traffic. Playwright's sync API delivers request
+    events only while it runs, so the poll interval is the page's own wait, not a sleep."""
+    for _ in range(int(timeout_s * 20)):
+        if pred():
+            return
+        page.wait_for_timeout(50)
+    raise TimeoutError("timed out waiting for the page's requests")
+
+
 def wait_profile(pipeline: Pipeline, user: str, **want: str) -> dict[str, str]:
     last: dict[str, str] = {}
 
@@ -87,7 +97,7 @@ def test_analytics_next_delivers_cross_origin(browser: Any, pipeline: Pipeline, 
     try:
         assert "error" not in result, result
         assert not any(r["failed"] for r in result), result
-        wait_for(lambda: len(traffic.posts()) == (1 if batch else 3), 30, what="the SDK's posts")
+        wait_traffic(page, lambda: len(traffic.posts()) == (1 if batch else 3))
         assert all(s is not None and 200 <= s < 300 for _, _, s in traffic.seen), traffic.seen
         assert ("GET", f"/v1/projects/{BROWSER_KEY}/settings", 200) in traffic.seen
         if batch:
@@ -107,7 +117,7 @@ def test_rudderstack_js_delivers_cross_origin(browser: Any, pipeline: Pipeline, 
     try:
         assert result == {"loaded": True}, (result, traffic.seen)
         try:
-            wait_for(lambda: len(traffic.posts()) >= 3, 30, what="the SDK's posts")
+            wait_traffic(page, lambda: len(traffic.posts()) >= 3)
         except TimeoutError:
             raise AssertionError((traffic.seen, traffic.console)) from None
         assert all(s is not None and 200 <= s < 300 for _, _, s in traffic.seen), traffic.seen
@@ -148,3 +158,24 @@ def test_a_page_on_a_disallowed_origin_gets_no_grant(browser: Any, pipeline: Pip
         assert pipeline.profile(user) == {}
     finally:
         page.close()
+
+
+def test_a_beacon_sent_on_unload_lands(browser: Any, pipeline: Pipeline, page_server: int) -> None:
+    """``navigator.sendBeacon`` (text/plain, the write key in the body, no preflight) from a page
+    that then navigates away: the event lands, from an allowed origin and from any other one
+    (CORS guards what a page may read, the write key what is kept)."""
+    for origin, mid in ((f"http://127.0.0.1:{page_server}", "beacon-1"), (f"http://localhost:{page_server}", "beacon-2")):
+        page = browser.new_page()
+        try:
+            page.goto(f"{origin}/pages/")
+            queued = page.evaluate(
+                """([url, key, mid]) => navigator.sendBeacon(url + '/v1/t', JSON.stringify(
+                     {writeKey: key, userId: 'beacon-user', event: 'Product Viewed', messageId: mid}))""",
+                [pipeline.collector, BROWSER_KEY, mid],
+            )
+            assert queued is True
+            page.goto("about:blank")  # the unload
+        finally:
+            page.close()
+        wait_for(lambda mid=mid: mid in pipeline.buffered_ids(), 30, what=f"beacon {mid}")
+    wait_profile(pipeline, "beacon-user", event_count="2")
