@@ -16,7 +16,7 @@ Each test failed on main before the browser routes existed (short paths and the 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import httpx
 import orjson
@@ -24,16 +24,23 @@ import pytest
 import redis
 
 from liveprofile.collector.pixel import PIXEL_GIF
-from tests.collector.conftest import WRITE_KEY, basic, buffered, dead
+from tests.collector.conftest import SECURE_ENV, WRITE_KEY, basic, buffered, dead, launch
+from tests.procs import base_env
+from tests.redis_server import RedisServer
 
 SHOP = "http://shop.example:8000"
 EVIL = "http://evil.example:8000"
 BROWSER_KEY = "browser-pub-0123456789abcdef"
 
 
-@pytest.fixture
-def cors(start: Callable[..., str]) -> str:
-    return start(LIVEPROFILE_CORS_ORIGINS=f"{SHOP}/, http://other.example", LIVEPROFILE_BROWSER_WRITE_KEYS=BROWSER_KEY)
+@pytest.fixture(scope="module")
+def cors(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One collector for the module (on the session's redis-server, which ``r`` flushes per test)."""
+    env = base_env(redis_server.url, **{**SECURE_ENV, "LIVEPROFILE_CORS_ORIGINS": f"{SHOP}/, http://other.example",
+                                        "LIVEPROFILE_BROWSER_WRITE_KEYS": BROWSER_KEY})  # fmt: skip
+    proc, url = launch(env, tmp_path_factory.mktemp("cors"))
+    yield url
+    proc.stop()
 
 
 def text_plain(key: str = WRITE_KEY, origin: str | None = SHOP) -> dict[str, str]:
