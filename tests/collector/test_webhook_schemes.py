@@ -22,7 +22,14 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from liveprofile.collector.config import parse_webhook_sources
-from liveprofile.collector.mapping import MappingError, MappingFailure, apply_mapping, load_mapping, parse_mapping, wanted_lookups
+from liveprofile.collector.mapping import (
+    MappingError,
+    MappingFailure,
+    apply_mapping,
+    load_mapping,
+    parse_mapping,
+    wanted_lookups,
+)
 from liveprofile.collector.signing import WebhookAuthError, standard_secret_key, verify_platform
 from liveprofile.settings import ConfigError
 
