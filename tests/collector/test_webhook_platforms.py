@@ -20,7 +20,14 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from liveprofile.store.envelope import EntryKind, decode_control, kind_of
 from liveprofile.store.keys import Keys
 from operators.routing import shard_of
-from tests.collector.test_webhook_schemes import SHOPIFY_SECRET, STD_SECRET, STRIPE_SECRET, fixture, shopify_hmac, stripe_header
+from tests.collector.test_webhook_schemes import (
+    SHOPIFY_SECRET,
+    STD_SECRET,
+    STRIPE_SECRET,
+    fixture,
+    shopify_hmac,
+    stripe_header,
+)
 
 K = Keys("lp")
 OLD_EXAMPLES = {"LIVEPROFILE_TIMESTAMP_MIN": "2015-01-01T00:00:00Z"}  # the published examples are years old
