@@ -19,7 +19,12 @@ import redis
 
 from liveprofile.store.keys import Keys
 from tests.collector.test_webhook_platforms import CUSTOMER, OLD_EXAMPLES, shopify
-from tests.collector.test_webhook_schemes import SHOPIFY_SECRET, STRIPE_SECRET, fixture, stripe_header
+from tests.collector.test_webhook_schemes import (
+    SHOPIFY_SECRET,
+    STRIPE_SECRET,
+    fixture,
+    stripe_header,
+)
 from tests.e2e.helpers import wait_caught_up
 from tests.procs import base_env, start_collector, start_dataflow, wait_for
 
