@@ -17,9 +17,11 @@ import orjson
 import redis
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
+from liveprofile.collector.openapi import DOCUMENT
 from liveprofile.store.envelope import EntryKind, decode_control, kind_of
 from liveprofile.store.keys import Keys
 from operators.routing import shard_of
+from tests.collector.test_openapi import check_answer
 from tests.collector.test_webhook_schemes import (
     SHOPIFY_SECRET,
     STD_SECRET,
@@ -84,6 +86,7 @@ def test_shopify_order_redelivery_refund_customer_compliance_and_refusals(start:
     before = kept(r)
     again = shopify(url, "orders/create", order, "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")
     assert again.status_code == 200 and again.json() == {"success": True, "duplicate": True}
+    check_answer(DOCUMENT, "/v1/webhooks/{source}", "post", again)  # the documented answers
     assert kept(r) == before
     # tampered (the signature of the genuine body), signed with another secret, unsigned: 401, nothing kept
     tampered = order.replace(b'"403.00"', b'"0.01"')
@@ -104,6 +107,7 @@ def test_shopify_order_redelivery_refund_customer_compliance_and_refusals(start:
     n = len(entries(r))
     resp = shopify(url, "products/create", b'{"id": 632910392, "title": "IPod Nano - 8GB"}', "w-product-1")
     assert resp.status_code == 200 and resp.json()["rejected"][0]["reason"] == "webhook_unmapped"
+    check_answer(DOCUMENT, "/v1/webhooks/{source}", "post", resp)
     (dl,) = dead(r)
     assert (dl["reason"], dl["source"], dl["stage"]) == ("webhook_unmapped", "webhook:shopify", "collector") and "products/create" in dl["message"]
     assert orjson.loads(dl["raw"])["id"] == 632910392 and len(entries(r)) == n
