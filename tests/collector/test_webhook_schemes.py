@@ -270,3 +270,27 @@ def test_mapping_documents_are_checked_at_load() -> None:
     ]:
         with pytest.raises(MappingError, match=match):
             parse_mapping(bad, "bad")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["id", "customer", "email", "line_items", "transactions", "amount",
+        "status", "kind", "order_id", "total_price", "created_at", "token", "price", "quantity", "data", "object", "type"]), inner, max_size=6),  # fmt: skip
+    max_leaves=25,
+)
+
+
+_SHIPPED = {name: load_mapping(name) for name in ("shopify", "stripe")}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(topic=st.sampled_from(["orders/create", "refunds/create", "checkouts/update", "carts/create", "customers/update", "customers/redact", "x"]),
+       payload=st.dictionaries(st.sampled_from(["id", "customer", "email", "line_items", "transactions", "order_id", "total_price",
+                                                "created_at", "token", "data", "type"]), _json, max_size=8))  # fmt: skip
+def test_a_mapping_never_raises_for_a_payload(topic: str, payload: dict) -> None:
+    """Whatever a (signed) platform sends: events, or a MappingFailure to dead-letter; never an exception."""
+    for name, mapping in _SHIPPED.items():
+        res = apply_mapping(mapping, name, "id:w", {b"x-shopify-topic": topic.encode()}, payload, {("orders", "1"): "u"})
+        if not isinstance(res, MappingFailure):
+            # (an unstorable value, e.g. an integer beyond 64 bits, is the collector's dead letter)
+            assert all(("userId" in e or "anonymousId" in e) and e["messageId"].startswith("wh-") for e in res.events)
