@@ -14,6 +14,8 @@ Subcommands::
     liveprofile forget USER_ID / unsuppress USER_ID             GDPR erasure and its undo
     liveprofile deadletter list | show ID | replay              inspect and re-drive dead letters
     liveprofile pixel-url --user U --campaign C --email-id E    a signed email-open pixel URL
+    liveprofile webhooks check FILE                             validate a webhook mapping file
+    liveprofile privacy-requests [--apply]                      privacy requests received by webhook
     liveprofile config [--markdown]                             show effective settings
 
 The dataflow itself runs with ``python -m bytewax.run dataflows.profiles:flow``.
@@ -30,6 +32,8 @@ import orjson
 
 from liveprofile.admin.deadletters import add_commands as add_deadletter_commands
 from liveprofile.admin.privacy import add_commands as add_privacy_commands
+from liveprofile.admin.privacy_requests import add_commands as add_privacy_request_commands
+from liveprofile.collector.mapping import add_commands as add_mapping_commands
 from liveprofile.collector.signing import add_commands as add_signing_commands
 from liveprofile.settings import ConfigError, Settings, settings_markdown
 
@@ -168,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_privacy_commands(sub)
     add_deadletter_commands(sub)
     add_signing_commands(sub)
+    add_privacy_request_commands(sub)
+    add_mapping_commands(sub)
 
     cf = sub.add_parser("config", help="show the effective settings")
     cf.add_argument("--markdown", action="store_true", help="print the settings table of docs/configuration.md")

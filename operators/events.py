@@ -98,6 +98,8 @@ class Reason(StrEnum):
     MERGE_CYCLE = "merge_cycle"
     INVALID_ROW = "invalid_row"
     ORDER_ROWS_NOT_ADJACENT = "order_rows_not_adjacent"
+    WEBHOOK_UNMAPPED = "webhook_unmapped"
+    WEBHOOK_MAPPING_FAILED = "webhook_mapping_failed"
 
     @property
     def meaning(self) -> str:
@@ -129,6 +131,8 @@ _MEANINGS: dict[str, str] = {
     "merge_cycle": "an alias whose userId is already merged into previousId (the merge would make a cycle)",
     "invalid_row": "a row of an imported file that its mapping cannot read (a bad date, number or yes/no value, an empty order key)",
     "order_rows_not_adjacent": "an imported order's row that comes after other orders' rows (an order's rows must be adjacent)",
+    "webhook_unmapped": "a webhook delivery whose topic its source's mapping does not know (or names no topic)",
+    "webhook_mapping_failed": "a webhook payload missing a value its mapping requires, or of the wrong type for an expression",
 }
 
 #: Reason code -> what it means (:class:`Reason`'s codes).

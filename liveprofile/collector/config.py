@@ -18,7 +18,14 @@ values (like the API's and the sync's own configuration):
   the collector's public URL, the default base of ``liveprofile pixel-url``.
 * ``LIVEPROFILE_WEBHOOK_SECRETS`` — JSON object ``{source: secret}`` (or
   ``{source: [secret, ...]}`` for rotation), or the path of a file holding one.
-  Secret. ``LIVEPROFILE_WEBHOOK_TOLERANCE`` — accepted distance between the
+  Secret. A source may instead be an object ``{"scheme": "liveprofile|stripe|shopify|standard",
+  "secrets": [...] (or "secret"), "mapping": NAME-or-PATH}`` (:func:`parse_webhook_sources`):
+  its signature scheme and the declarative mapping its payloads go through. A plain secret is
+  the ``liveprofile`` scheme with Segment bodies, except for the built-in source names
+  ``shopify`` and ``stripe`` (their own scheme and shipped mapping, SPEC §2); the ``shopify`` and
+  ``stripe`` schemes default to their shipped mapping, the others to Segment bodies.
+  ``LIVEPROFILE_WEBHOOK_MAPPINGS`` — a directory of user mapping files (``<name>.yaml``).
+  ``LIVEPROFILE_WEBHOOK_INDEX_TTL`` — how long a mapping's remembered values live. ``LIVEPROFILE_WEBHOOK_TOLERANCE`` — accepted distance between the
   signature timestamp and the collector's clock (also the replay-cache TTL).
 * ``LIVEPROFILE_CORS_ORIGINS`` — origins whose browsers get a CORS grant
   (:mod:`liveprofile.collector.browser`), ``*`` for any; empty = none.
@@ -38,10 +45,14 @@ from pathlib import Path
 
 import orjson
 
+from liveprofile.collector.mapping import Mapping as WebhookMapping
+from liveprofile.collector.mapping import MappingError, load_mapping
+from liveprofile.collector.signing import SCHEMES, standard_secret_key
 from liveprofile.settings import ConfigError, _bool
 from operators.timeutil import parse_duration_s
 
-__all__ = ["CollectorConfig", "parse_webhook_secrets", "parse_pixel_secrets", "MIN_SECRET_BYTES", "SOURCE_RE", "parse_cors_origins"]
+__all__ = ["CollectorConfig", "WebhookSource", "parse_webhook_sources", "parse_webhook_secrets", "parse_pixel_secrets",
+           "MIN_SECRET_BYTES", "SOURCE_RE", "BUILTIN_SOURCES", "parse_cors_origins"]  # fmt: skip
 
 MIN_SECRET_BYTES = 16
 #: Webhook source names (the ``{source}`` path segment).
@@ -68,11 +79,51 @@ def parse_pixel_secrets(text: str) -> tuple[bytes, ...]:
     return tuple(_check_secret(s.strip(), "LIVEPROFILE_PIXEL_SECRET") for s in text.split(",") if s.strip())
 
 
+#: source names with a built-in scheme and mapping when given a plain secret
+BUILTIN_SOURCES = {"shopify": ("shopify", "shopify"), "stripe": ("stripe", "stripe")}
+
+
+@dataclass(frozen=True)
+class WebhookSource:
+    """A configured webhook source: its signature scheme, HMAC keys and mapping (``None``:
+    the body is Segment events)."""
+
+    name: str
+    scheme: str
+    secrets: tuple[bytes, ...] = field(repr=False)
+    mapping: WebhookMapping | None = None
+
+
 def parse_webhook_secrets(text: str) -> dict[str, tuple[bytes, ...]]:
-    """``LIVEPROFILE_WEBHOOK_SECRETS``: JSON ``{source: secret | [secrets]}`` or a file path holding it.
+    """``LIVEPROFILE_WEBHOOK_SECRETS``: each source's HMAC keys (:func:`parse_webhook_sources`).
 
     >>> parse_webhook_secrets('{"sendgrid": "0123456789abcdef", "shop": ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]}')["shop"]
     (b'aaaaaaaaaaaaaaaa', b'bbbbbbbbbbbbbbbb')
+    """
+    return {name: src.secrets for name, src in parse_webhook_sources(text).items()}
+
+
+def _source_secret(scheme: str, value: str, where: str) -> bytes:
+    if scheme != "standard":
+        return _check_secret(value, where)
+    try:
+        key = standard_secret_key(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{where}: a Standard Webhooks key must be at least {MIN_SECRET_BYTES} bytes (got {len(key)})")
+    return key
+
+
+def parse_webhook_sources(text: str, mappings_dir: str = "") -> dict[str, WebhookSource]:
+    """``LIVEPROFILE_WEBHOOK_SECRETS``: JSON ``{source: secret | [secrets] | {scheme, secrets, mapping}}``
+    or a file path holding it; mappings are loaded (and checked) here, ``mappings_dir`` being
+    ``LIVEPROFILE_WEBHOOK_MAPPINGS``.
+
+    >>> s = parse_webhook_sources('{"shopify": "0123456789abcdef", "esp": "0123456789abcdef",'
+    ...     ' "svix": {"scheme": "standard", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "mapping": "stripe"}}')
+    >>> [(n, v.scheme, v.mapping.name if v.mapping else None) for n, v in s.items()]
+    [('shopify', 'shopify', 'shopify'), ('esp', 'liveprofile', None), ('svix', 'standard', 'stripe')]
     """
     text = text.strip()
     if not text:
@@ -92,16 +143,35 @@ def parse_webhook_secrets(text: str) -> dict[str, tuple[bytes, ...]]:
     if not isinstance(doc, dict):
         msg = "LIVEPROFILE_WEBHOOK_SECRETS must be a JSON object {source: secret}"
         raise ConfigError(msg)
-    out: dict[str, tuple[bytes, ...]] = {}
+    out: dict[str, WebhookSource] = {}
     for source, val in doc.items():
         if not SOURCE_RE.match(source):
             msg = f"LIVEPROFILE_WEBHOOK_SECRETS: source name {source[:64]!r} must match {SOURCE_RE.pattern}"
             raise ConfigError(msg)
+        where = f"LIVEPROFILE_WEBHOOK_SECRETS[{source}]"
+        scheme, mapping_ref = BUILTIN_SOURCES.get(source, ("liveprofile", None))
+        if isinstance(val, dict):
+            extra = sorted(set(val) - {"scheme", "secret", "secrets", "mapping"})
+            if extra:
+                raise ConfigError(f"{where}: unknown keys {extra} (known: scheme, secret, secrets, mapping)")
+            scheme = val.get("scheme", scheme)
+            if scheme not in SCHEMES:
+                raise ConfigError(f"{where}: scheme must be one of {', '.join(SCHEMES)}")
+            # the shopify and stripe schemes default to their shipped mapping
+            mapping_ref = val.get("mapping", scheme if scheme in BUILTIN_SOURCES else None)
+            if mapping_ref is not None and (not isinstance(mapping_ref, str) or not mapping_ref):
+                raise ConfigError(f"{where}: mapping must be a mapping name or a file path")
+            val = val.get("secrets", val.get("secret"))
         vals = [val] if isinstance(val, str) else val
         if not isinstance(vals, list) or not vals or not all(isinstance(v, str) for v in vals):
             msg = f"LIVEPROFILE_WEBHOOK_SECRETS: source {source!r} needs a secret string or a non-empty list of them"
             raise ConfigError(msg)
-        out[source] = tuple(_check_secret(v, f"LIVEPROFILE_WEBHOOK_SECRETS[{source}]") for v in vals)
+        secrets = tuple(_source_secret(scheme, v, where) for v in vals)
+        try:
+            mapping = load_mapping(mapping_ref, mappings_dir) if mapping_ref is not None else None
+        except MappingError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        out[source] = WebhookSource(source, scheme, secrets, mapping)
     return out
 
 def parse_cors_origins(text: str) -> tuple[str, ...]:
@@ -164,8 +234,9 @@ class CollectorConfig:
     pixel_max_age_s: float = 90 * 86400.0
     pixel_open_window_s: float = 60.0
     pixel_base_url: str = "http://127.0.0.1:8088"
-    webhook_secrets: dict[str, tuple[bytes, ...]] = field(default_factory=dict, repr=False)
+    webhook_sources: dict[str, WebhookSource] = field(default_factory=dict, repr=False)
     webhook_tolerance_s: float = 300.0
+    webhook_index_ttl_s: float = 400 * 86400.0
     truncate_ip: bool = False
     cors_origins: tuple[str, ...] = ()
 
@@ -192,11 +263,17 @@ class CollectorConfig:
             pixel_max_age_s=_dur(values, "LIVEPROFILE_PIXEL_MAX_AGE"),
             pixel_open_window_s=_dur(values, "LIVEPROFILE_PIXEL_OPEN_WINDOW"),
             pixel_base_url=base,
-            webhook_secrets=parse_webhook_secrets(values["LIVEPROFILE_WEBHOOK_SECRETS"]),
+            webhook_sources=parse_webhook_sources(values["LIVEPROFILE_WEBHOOK_SECRETS"], values["LIVEPROFILE_WEBHOOK_MAPPINGS"].strip()),
             webhook_tolerance_s=tol,
+            webhook_index_ttl_s=max(1.0, _dur(values, "LIVEPROFILE_WEBHOOK_INDEX_TTL")),
             truncate_ip=_bool(values, "LIVEPROFILE_TRUNCATE_IP"),
             cors_origins=parse_cors_origins(values["LIVEPROFILE_CORS_ORIGINS"]),
         )
+
+    @property
+    def webhook_secrets(self) -> dict[str, tuple[bytes, ...]]:
+        """Each configured webhook source's HMAC keys."""
+        return {n: s.secrets for n, s in self.webhook_sources.items()}
 
     def masked(self) -> dict[str, object]:
         """A loggable view: secret counts and source names, never the secrets."""
@@ -208,7 +285,7 @@ class CollectorConfig:
             "pixel_max_age_s": self.pixel_max_age_s,
             "pixel_open_window_s": self.pixel_open_window_s,
             "pixel_base_url": self.pixel_base_url,
-            "webhook_sources": sorted(self.webhook_secrets),
+            "webhook_sources": {n: s.scheme for n, s in sorted(self.webhook_sources.items())},
             "webhook_tolerance_s": self.webhook_tolerance_s,
             "truncate_ip": self.truncate_ip,
             "cors_origins": list(self.cors_origins),

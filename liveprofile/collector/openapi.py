@@ -263,16 +263,23 @@ DOCUMENT: dict[str, Any] = {
             "post": {
                 "operationId": "webhook",
                 "summary": "Signed server-to-server events of a configured source",
+                "description": ("A source speaks one signature scheme (LIVEPROFILE_WEBHOOK_SECRETS): liveprofile's, Stripe's, "
+                                "Shopify's or Standard Webhooks'; a source with a mapping file takes its platform's own JSON "
+                                "payloads, mapped to Segment events (a payload the mapping cannot map is a dead letter, 200)."),
                 "tags": ["Webhooks"],
-                "security": [{"webhookSignature": []}],
+                "security": [{"webhookSignature": []}, {"stripeSignature": []}, {"shopifyHmac": []}, {"standardWebhooks": []}],
                 "parameters": [
                     {"name": "source", "in": "path", "required": True, "schema": {"type": "string", "pattern": SOURCE_RE.pattern},
                      "description": "a source configured in LIVEPROFILE_WEBHOOK_SECRETS", "example": "esp"},
                     {"$ref": "#/components/parameters/ContentEncoding"},
                 ],  # fmt: skip
-                "requestBody": _body({"oneOf": [schema_ref("Batch"), {"allOf": [schema_ref("Event"), {"not": {"required": ["batch"]}}]}]}),
+                "requestBody": _body({"oneOf": [
+                    schema_ref("Batch"), {"allOf": [schema_ref("Event"), {"not": {"required": ["batch"]}}]},
+                    {"type": "object", "description": "a platform's payload (a source with a mapping)"},
+                ]}),  # fmt: skip
                 "responses": {
-                    "200": {"description": "appended (at most once per signed delivery)", "content": json_content(schema_ref("Success"))},
+                    "200": {"description": "appended (at most once per signed delivery), or a redelivery of a platform delivery id already received (`duplicate`, nothing kept)",
+                            "content": json_content({"oneOf": [schema_ref("Success"), schema_ref("Duplicate")]})},  # fmt: skip
                     "400": _INGEST_RESPONSES["400"],
                     "401": _error("`missing_signature`, `invalid_signature`, `stale_signature` (outside "
                                   "LIVEPROFILE_WEBHOOK_TOLERANCE) or `replayed_signature` (already received)"),  # fmt: skip
@@ -326,6 +333,18 @@ DOCUMENT: dict[str, Any] = {
                 "in": "header",
                 "name": SIGNATURE_HEADER,
                 "description": '`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with a secret of the source',
+            },
+            "stripeSignature": {
+                "type": "apiKey", "in": "header", "name": "Stripe-Signature",
+                "description": "Stripe's scheme: `t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`[,v1=...] (a `stripe` scheme source)",
+            },
+            "shopifyHmac": {
+                "type": "apiKey", "in": "header", "name": "X-Shopify-Hmac-Sha256",
+                "description": "base64 HMAC-SHA256 of the raw body, with X-Shopify-Webhook-Id (the dedupe key) and X-Shopify-Topic (a `shopify` scheme source)",
+            },
+            "standardWebhooks": {
+                "type": "apiKey", "in": "header", "name": "webhook-signature",
+                "description": "Standard Webhooks: `v1,<base64 HMAC-SHA256 of \"<webhook-id>.<webhook-timestamp>.<body>\">` ..., with webhook-id and webhook-timestamp (a `standard` scheme source)",
             },
         },
         "headers": {
@@ -387,6 +406,12 @@ DOCUMENT: dict[str, Any] = {
                     "rejected": {"type": "array", "items": schema_ref("Rejected"), "description": "events dead-lettered, in request order"},
                 },
                 "dependentRequired": {"accepted": ["rejected"], "rejected": ["accepted"]},
+                "additionalProperties": False,
+            },
+            "Duplicate": {
+                "type": "object",
+                "required": ["success", "duplicate"],
+                "properties": {"success": {"const": True}, "duplicate": {"const": True}},
                 "additionalProperties": False,
             },
             "Rejected": {

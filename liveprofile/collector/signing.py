@@ -36,6 +36,23 @@ rotation); one matching is enough. The timestamp must be within the
 tolerance of the collector's clock, in either direction. :func:`sign_webhook`
 builds the header.
 
+Platforms' own schemes (:func:`verify_platform`; which one a source speaks is its
+``scheme`` in ``LIVEPROFILE_WEBHOOK_SECRETS``):
+
+* ``stripe`` — Stripe's published algorithm: header ``Stripe-Signature:
+  t=<unix>,v1=<hex>[,v1=...][,v0=...]``, ``<hex>`` = hex HMAC-SHA256 of ``b"<t>." + body``
+  keyed with the endpoint secret (the whole ``whsec_...`` string as UTF-8); ``v0`` and
+  other schemes are ignored; the timestamp within the tolerance. The delivery id is
+  the signed ``(t, body)`` (as the liveprofile scheme).
+* ``shopify`` — ``X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256 of the raw body>`` keyed
+  with the app's client secret (UTF-8); no timestamp. The delivery id is
+  ``X-Shopify-Webhook-Id`` (required: a redelivery carries the same one).
+* ``standard`` — Standard Webhooks (standardwebhooks.com): ``webhook-id``,
+  ``webhook-timestamp`` (Unix seconds, within the tolerance) and ``webhook-signature:
+  v1,<base64> [v1,<base64> ...]`` (space-separated; other versions ignored), each
+  ``<base64>`` the HMAC-SHA256 of ``b"<id>.<timestamp>." + body`` keyed with the
+  base64-decoded part of the ``whsec_<base64>`` secret. The delivery id is ``webhook-id``.
+
 Every comparison of a presented signature is constant-time
 (:func:`hmac.compare_digest` over bytes), and every configured secret is tried.
 Nothing here logs.
@@ -44,6 +61,8 @@ Nothing here logs.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import hashlib
 import hmac
 import sys
@@ -69,6 +88,10 @@ __all__ = [
     "sign_webhook",
     "verify_webhook",
     "replay_digest",
+    "SCHEMES",
+    "PlatformDelivery",
+    "verify_platform",
+    "standard_secret_key",
     "add_commands",
 ]
 
@@ -280,9 +303,9 @@ def sign_webhook(secret: str | bytes, body: bytes, ts: int | None = None) -> str
     return f"t={t},v1={mac}"
 
 
-def _parse_header(value: bytes) -> tuple[int, list[bytes]]:
+def _parse_header(value: bytes, name: str = SIGNATURE_HEADER) -> tuple[int, list[bytes]]:
     if len(value) > _MAX_WEBHOOK_HEADER:
-        raise WebhookAuthError("invalid_signature", f"{SIGNATURE_HEADER} is too long")
+        raise WebhookAuthError("invalid_signature", f"{name} is too long")
     t: int | None = None
     v1: list[bytes] = []
     for part in value.split(b","):
@@ -292,16 +315,17 @@ def _parse_header(value: bytes) -> tuple[int, list[bytes]]:
         k, v = k.strip(), v.strip()
         if k == b"t":
             if t is not None or not (0 < len(v) <= 12 and v.isdigit()):
-                raise WebhookAuthError("invalid_signature", f"{SIGNATURE_HEADER}: t must be one Unix timestamp in seconds")
+                raise WebhookAuthError("invalid_signature", f"{name}: t must be one Unix timestamp in seconds")
             t = int(v)
         elif k == b"v1" and len(v1) < _MAX_V1:
             v1.append(v.lower())
     if t is None or not v1:
-        raise WebhookAuthError("invalid_signature", f"{SIGNATURE_HEADER} must be t=<unix seconds>,v1=<hex hmac-sha256>")
+        raise WebhookAuthError("invalid_signature", f"{name} must be t=<unix seconds>,v1=<hex hmac-sha256>")
     return t, v1
 
 
-def verify_webhook(header: bytes | str | None, body: bytes, secrets: Sequence[bytes], *, now: float, tolerance_s: float) -> int:
+def verify_webhook(header: bytes | str | None, body: bytes, secrets: Sequence[bytes], *, now: float, tolerance_s: float,
+                   name: str = SIGNATURE_HEADER) -> int:  # fmt: skip
     """Authenticate a webhook body; return its signed timestamp or raise :class:`WebhookAuthError`.
 
     The signature is checked before the time, so only genuinely signed requests
@@ -318,8 +342,8 @@ def verify_webhook(header: bytes | str | None, body: bytes, secrets: Sequence[by
     if isinstance(header, str):
         header = header.encode("latin-1", "replace")
     if not header or not header.strip():
-        raise WebhookAuthError("missing_signature", f"the {SIGNATURE_HEADER} header is required")
-    t, presented = _parse_header(header)
+        raise WebhookAuthError("missing_signature", f"the {name} header is required")
+    t, presented = _parse_header(header, name)
     msg = b"%d." % t + body
     ok = False
     for secret in secrets:  # every secret against every presented v1, each in constant time
@@ -342,6 +366,125 @@ def replay_digest(source: str, ts: int, body: bytes) -> str:
     h = hashlib.sha256(source.encode("utf-8", "surrogatepass") + b"\x00%d\x00" % ts)
     h.update(body)
     return h.hexdigest()
+
+
+# ------------------------------------------------------------ platform schemes
+
+#: the signature schemes a webhook source may speak
+SCHEMES = ("liveprofile", "stripe", "shopify", "standard")
+STRIPE_HEADER = "Stripe-Signature"
+_MAX_ID = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformDelivery:
+    """An authenticated delivery: its id (the replay/dedupe key: the platform's delivery id, or
+    the signed ``(t, body)`` digest), whether a second one with this id is a redelivery to answer
+    200 (``True``) or a replay to refuse (``False``), its signing time (``None``: unsigned time),
+    and the topic header when the scheme has one."""
+
+    delivery_id: str
+    redelivery_ok: bool
+    ts: int | None
+    topic: str | None = None
+
+
+def standard_secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret ``whsec_<base64>`` (the prefix is optional).
+
+    >>> len(standard_secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+    24
+    """
+    b64 = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        msg = "a Standard Webhooks secret is whsec_ followed by base64"
+        raise ValueError(msg) from None
+
+
+def _h(headers: Mapping[bytes, bytes], name: str) -> bytes | None:
+    return headers.get(name.lower().encode())
+
+
+def _text_id(raw: bytes | None, name: str) -> str:
+    if raw is None or not raw.strip():
+        raise WebhookAuthError("missing_signature", f"the {name} header is required")
+    if len(raw) > _MAX_ID:
+        raise WebhookAuthError("invalid_signature", f"{name} is too long")
+    try:
+        text = raw.strip().decode("ascii")
+    except UnicodeDecodeError:
+        raise WebhookAuthError("invalid_signature", f"{name} must be ASCII") from None
+    if not text.isprintable():
+        raise WebhookAuthError("invalid_signature", f"{name} must be printable")
+    return text
+
+
+def _verify_shopify(headers: Mapping[bytes, bytes], body: bytes, secrets: Sequence[bytes]) -> PlatformDelivery:
+    raw = _h(headers, "X-Shopify-Hmac-Sha256")
+    if raw is None or not raw.strip():
+        raise WebhookAuthError("missing_signature", "the X-Shopify-Hmac-Sha256 header is required")
+    if len(raw) > 128:
+        raise WebhookAuthError("invalid_signature", "X-Shopify-Hmac-Sha256 is too long")
+    presented = raw.strip()
+    ok = False
+    for secret in secrets:  # the base64 text compared in constant time, every secret tried
+        expected = base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest())
+        ok |= hmac.compare_digest(expected, presented)
+    if not ok:
+        raise WebhookAuthError("invalid_signature", "X-Shopify-Hmac-Sha256 does not match the body")
+    wid = _text_id(_h(headers, "X-Shopify-Webhook-Id"), "X-Shopify-Webhook-Id")
+    topic_raw = _h(headers, "X-Shopify-Topic")
+    topic = topic_raw.decode("ascii", "replace").strip()[:128] if topic_raw else None
+    return PlatformDelivery("id:" + wid, True, None, topic)
+
+
+def _verify_standard(headers: Mapping[bytes, bytes], body: bytes, secrets: Sequence[bytes], now: float, tolerance_s: float) -> PlatformDelivery:
+    mid = _text_id(_h(headers, "webhook-id"), "webhook-id")
+    ts_raw = _h(headers, "webhook-timestamp")
+    sig_raw = _h(headers, "webhook-signature")
+    if ts_raw is None or sig_raw is None or not sig_raw.strip():
+        raise WebhookAuthError("missing_signature", "the webhook-timestamp and webhook-signature headers are required")
+    ts_raw = ts_raw.strip()
+    if not (0 < len(ts_raw) <= 12 and ts_raw.isdigit()):
+        raise WebhookAuthError("invalid_signature", "webhook-timestamp must be Unix seconds")
+    if len(sig_raw) > _MAX_WEBHOOK_HEADER:
+        raise WebhookAuthError("invalid_signature", "webhook-signature is too long")
+    ts = int(ts_raw)
+    presented = [v for k, sep, v in (p.partition(b",") for p in sig_raw.split()) if sep and k == b"v1"][:_MAX_V1]
+    if not presented:
+        raise WebhookAuthError("invalid_signature", "webhook-signature must hold v1,<base64> signatures")
+    msg = mid.encode() + b"." + ts_raw + b"." + body
+    ok = False
+    for secret in secrets:
+        expected = base64.b64encode(hmac.new(secret, msg, hashlib.sha256).digest())
+        for p in presented:
+            ok |= hmac.compare_digest(expected, p)
+    if not ok:
+        raise WebhookAuthError("invalid_signature", "no v1 signature in webhook-signature matches")
+    if abs(now - ts) > tolerance_s:
+        raise WebhookAuthError("stale_signature", f"webhook-timestamp is more than {int(tolerance_s)} s from the collector's clock")
+    return PlatformDelivery("id:" + mid, True, ts)
+
+
+def verify_platform(scheme: str, source: str, headers: Mapping[bytes, bytes], body: bytes, secrets: Sequence[bytes], *,
+                    now: float, tolerance_s: float) -> PlatformDelivery:  # fmt: skip
+    """Authenticate one delivery by ``scheme`` (see the module doc; ``headers`` lower-case
+    names); raise :class:`WebhookAuthError` (never anything else, whatever the headers hold).
+
+    >>> h = {b"x-shopify-hmac-sha256": base64.b64encode(hmac.new(b"s", b"{}", hashlib.sha256).digest()),
+    ...      b"x-shopify-webhook-id": b"w1", b"x-shopify-topic": b"orders/create"}
+    >>> verify_platform("shopify", "shop", h, b"{}", [b"s"], now=0, tolerance_s=300)
+    PlatformDelivery(delivery_id='id:w1', redelivery_ok=True, ts=None, topic='orders/create')
+    """
+    if scheme == "shopify":
+        return _verify_shopify(headers, body, secrets)
+    if scheme == "standard":
+        return _verify_standard(headers, body, secrets, now, tolerance_s)
+    name = STRIPE_HEADER if scheme == "stripe" else SIGNATURE_HEADER
+    ts = verify_webhook(_h(headers, name), body, secrets, now=now, tolerance_s=tolerance_s, name=name)
+    return PlatformDelivery("sig:" + replay_digest(source, ts, body), False, ts)
 
 
 # -------------------------------------------------------------------------- CLI

@@ -35,6 +35,10 @@ key                                type    holds
 ``{p}:anomalies``                  STREAM  flagged events/users with score and features
 ``{p}:experiment:{name}:exposures``  HASH  user -> first exposure (:mod:`liveprofile.api.experiments`)
 ``{p}:webhook-seen:{source}:{d}``  STRING  webhook replay cache (collector)
+``{p}:webhook-index:{source}:{index}:{key}``  STRING  a webhook mapping's remembered value (collector)
+``{p}:privacy-requests``           STREAM  platforms' privacy requests received by webhook
+                                           (``kind``, ``source``, ``user_id``, ``topic``, ...;
+                                           ``liveprofile privacy-requests --apply`` acts on ``forget``)
 ``{p}:product:{id}``               HASH    catalogue entry: ``name``, ``category``, ``price``, ``brand``,
                                            ``sku``, ``url``, ``image_url``, ``popularity`` (written by
                                            the dataflow's catalogue step, :mod:`operators.catalogue`,
@@ -66,7 +70,7 @@ on one slot of one node:
 Everything else keeps its single-Redis name: each is touched alone (the buffer
 streams ``{p}:events:{i}`` are one slot each, so shards spread over the
 masters; ``{p}:buffer:progress``, ``{p}:rfm:edges``, ``{p}:anomalies``,
-``{p}:webhook-seen:*``, ``{p}:sync-lease:{dest}``, the catalogue). The prefix must not contain
+``{p}:webhook-seen:*``, ``{p}:webhook-index:*``, ``{p}:sync-lease:{dest}``, the catalogue). The prefix must not contain
 ``{`` or ``}`` in cluster mode (it would become the hash tag).
 """
 
@@ -257,6 +261,20 @@ class Keys:
     @property
     def anomalies(self) -> str:
         return f"{self.prefix}:anomalies"
+
+    @property
+    def privacy_requests(self) -> str:
+        """Privacy requests received by webhook (Shopify's compliance topics)."""
+        return f"{self.prefix}:privacy-requests"
+
+    @property
+    def privacy_requests_done(self) -> str:
+        """HASH: ``last`` = the id of the newest privacy request ``liveprofile forget --pending`` handled."""
+        return f"{self.prefix}:privacy-requests:done"
+
+    def webhook_index(self, source: str, index: str, key: str) -> str:
+        """A value a webhook mapping remembered (``remember`` / ``lookup``)."""
+        return f"{self.prefix}:webhook-index:{source}:{index}:{key}"
 
     def webhook_seen(self, source: str, digest: str) -> str:
         """Replay-cache key of one signed webhook delivery."""
