@@ -150,3 +150,32 @@ def test_group_calls_list_the_users_groups() -> None:
     assert g1.group_id == "acme" and g1.group_traits == {"name": "Acme", "employees": 30}
     assert g1.user_traits is None  # group traits are the account's, not the user's
     assert fields_of([g2, g1])["groups"] == '["acme","beta"]'
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10, 10) | st.text(max_size=12),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+                     max_leaves=12)  # fmt: skip
+_NAMES = st.sampled_from(["firstName", "first_name", "lastName", "email", "Password", "ssn", "createdAt", "plan", "x"]) | st.text(max_size=8)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.dictionaries(_NAMES, _JSON, max_size=10), st.one_of(st.none(), st.dictionaries(_NAMES, _JSON, max_size=6)))
+def test_trait_parsing_never_crashes_and_never_keeps_what_it_must_not(traits: dict, ctx: dict | None) -> None:
+    """Any traits and context.traits: a valid event or a dead letter with a reason code; a valid
+    one holds no email, no denied name, no camelCase spelling of a reserved trait, at most the cap."""
+    body: dict = {"traits": traits}
+    if ctx is not None:
+        body["context"] = {"traits": ctx}
+    e = ev(1, T0, **body)
+    if isinstance(e, Rejected):
+        assert e.reason in (Reason.TOO_MANY_TRAITS, Reason.TRAIT_TOO_LARGE, Reason.INVALID_FIELD_TYPE, Reason.INVALID_EMAIL,
+                            Reason.INVALID_TEXT, Reason.INVALID_NUMBER)  # fmt: skip
+        return
+    got = e.user_traits or {}
+    assert len(got) <= LIM.max_traits
+    assert not {"email", "firstName", "lastName", "createdAt"} & got.keys()
+    assert not any(k.lower() in LIM.traits_deny for k in got)
+    for k in ("first_name", "plan"):  # a snake_case spelling always beats the camelCase one
+        if k in traits:
+            assert got[k] == traits[k]
+    fields_of([e])  # folds and renders
