@@ -36,6 +36,7 @@ from dataflows.outputs import DeadLetter, EdgesOut, ModelOut
 from dataflows.parse import parse_batch
 from dataflows.sinks import (
     BufferMergeSink,
+    RedisAccountSink,
     RedisCatalogueSink,
     RedisDeadLetterSink,
     RedisPatchSink,
@@ -70,13 +71,14 @@ class Sinks:
     no catalogue (:mod:`operators.catalogue`)."""
 
     def __init__(self, profile: Sink, patch: Sink, edges: Sink, merge: Sink, dead_letter: Sink,
-                 catalogue: Sink | None = None) -> None:  # fmt: skip
+                 catalogue: Sink | None = None, account: Sink | None = None) -> None:  # fmt: skip
         self.profile = profile
         self.patch = patch
         self.edges = edges
         self.merge = merge
         self.dead_letter = dead_letter
         self.catalogue = catalogue
+        self.account = account  # group calls' account traits and members (None: not written)
 
 
 def _is(*types: type) -> Any:
@@ -98,6 +100,9 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
     if sinks.catalogue is not None:  # products seen in the stream, keyed by product id
         seen = op.flat_map("catalogue_in", valid.trues, lambda x: [(s.product_id, s) for s in sightings(x[2])] if type(x[2]) is Event else [])
         op.output("catalogue_out", op.map("catalogue_writes", op.stateful_batch("catalogue", seen, CatalogueLogic), lambda kv: kv[1]), sinks.catalogue)
+    if sinks.account is not None:
+        groups = op.filter_map("groups", valid.trues, lambda x: x[2] if type(x[2]) is Event and x[2].group_id is not None and x[0] != "g" else None)
+        op.output("account_out", groups, sinks.account)
 
     if not settings.intelligence:
         core_in = op.filter_map("core_in", valid.trues, lambda x: (x[2].uid, (x[2].uid, x[2])) if type(x[2]) is Event else None)
@@ -158,6 +163,7 @@ def redis_sinks(s: Settings) -> Sinks:
         merge=BufferMergeSink(functools.partial(raw_writer, s), s.shards),
         dead_letter=RedisDeadLetterSink(url, keys, s.dead_letter_maxlen),
         catalogue=RedisCatalogueSink(url, keys, s.catalogue_top_max),
+        account=RedisAccountSink(url, keys),
     )
 
 

@@ -171,10 +171,10 @@ class CoreLogic(StatefulBatchLogic[tuple[str, Any], ProfileUpdate, bytes]):
         st = self.state
         if st is None:
             st = self.state = ProfileState(values[0][0])
-        dedupe, abandon = self._cfg.dedupe, self._cfg.abandon_ms
+        dedupe, abandon, max_traits = self._cfg.dedupe, self._cfg.abandon_ms, self._cfg.max_traits
         applied = 0
         for _, ev in values:
-            if type(ev) is Event and st.apply(ev, dedupe, abandon):
+            if type(ev) is Event and st.apply(ev, dedupe, abandon, max_traits):
                 applied += 1
         if applied < len(values):
             metrics.EVENTS_DUPLICATE.inc(len(values) - applied)

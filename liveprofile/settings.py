@@ -43,6 +43,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_TIMESTAMP_MIN": ("", "oldest plausible event time (ISO 8601); empty = receipt minus LIVEPROFILE_MAX_EVENT_AGE"),
     "LIVEPROFILE_MAX_EVENT_AGE": ("400d", "when TIMESTAMP_MIN is empty: oldest plausible event time relative to receipt"),
     "LIVEPROFILE_MAX_FUTURE_SKEW": ("3600", "newest plausible event time, seconds ahead of receipt"),
+    "LIVEPROFILE_MAX_TRAITS": ("100", "most traits in one event (identify traits with context.traits, or a group call's traits; over it the event is the dead letter too_many_traits) and in one profile (past it the traits written longest ago, in event time, are let go)"),
+    "LIVEPROFILE_MAX_TRAIT_BYTES": ("2048", "largest trait value, as JSON bytes (over it the event is the dead letter trait_too_large)"),
+    "LIVEPROFILE_TRAITS_DENY": ("password,ssn", "comma-separated trait names never stored (case-insensitive, after reserved-name normalization): dropped at parse, kept out of profiles, platforms and dataflow dead letters"),
     "LIVEPROFILE_SHARDS": ("4", "number of buffer streams (shards) the events are spread over by user"),
     "LIVEPROFILE_DEDUPE_WINDOW": ("48h", "messageId de-duplication window, in event time"),
     "LIVEPROFILE_DEDUPE_MAX_IDS": ("2000", "cap on remembered messageIds per user (memory bound)"),
@@ -236,6 +239,9 @@ class Settings:
             max_age_ms=_dur_ms(v, "LIVEPROFILE_MAX_EVENT_AGE"),
             max_future_skew_ms=_dur_ms(v, "LIVEPROFILE_MAX_FUTURE_SKEW"),
             max_event_bytes=_int(v, "LIVEPROFILE_MAX_EVENT_BYTES"),
+            max_traits=_int(v, "LIVEPROFILE_MAX_TRAITS"),
+            max_trait_bytes=_int(v, "LIVEPROFILE_MAX_TRAIT_BYTES"),
+            traits_deny=frozenset(n.strip().lower() for n in v["LIVEPROFILE_TRAITS_DENY"].split(",") if n.strip()),
         )
         dedupe = DedupeConfig(
             window_ms=_dur_ms(v, "LIVEPROFILE_DEDUPE_WINDOW"),
@@ -272,6 +278,7 @@ class Settings:
                 interest=InterestConfig(half_life_ms=_dur_ms(v, "LIVEPROFILE_INTEREST_HALF_LIFE")),
                 session=SessionConfig(gap_ms=_dur_ms(v, "LIVEPROFILE_SESSION_GAP")),
                 abandon_ms=_dur_ms(v, "LIVEPROFILE_CART_ABANDON_WINDOW"),
+                max_traits=limits.max_traits,
             ),
             models=ModelConfig(threshold=_float(v, "LIVEPROFILE_ANOMALY_THRESHOLD")),
             changes_maxlen=_int(v, "LIVEPROFILE_CHANGES_MAXLEN"),

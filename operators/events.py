@@ -38,6 +38,7 @@ import orjson
 from operators.money import MoneyError, to_cents
 from operators.names import ORDER_CANCELLED, ORDER_COMPLETED, ORDER_REFUNDED
 from operators.timeutil import TimestampError, iso, parse_ts
+from operators.traits import RESERVED, TraitError, parse_traits
 
 __all__ = [
     "Event",
@@ -100,6 +101,8 @@ class Reason(StrEnum):
     ORDER_ROWS_NOT_ADJACENT = "order_rows_not_adjacent"
     WEBHOOK_UNMAPPED = "webhook_unmapped"
     WEBHOOK_MAPPING_FAILED = "webhook_mapping_failed"
+    TOO_MANY_TRAITS = "too_many_traits"
+    TRAIT_TOO_LARGE = "trait_too_large"
 
     @property
     def meaning(self) -> str:
@@ -133,6 +136,8 @@ _MEANINGS: dict[str, str] = {
     "order_rows_not_adjacent": "an imported order's row that comes after other orders' rows (an order's rows must be adjacent)",
     "webhook_unmapped": "a webhook delivery whose topic its source's mapping does not know (or names no topic)",
     "webhook_mapping_failed": "a webhook payload missing a value its mapping requires, or of the wrong type for an expression",
+    "too_many_traits": "an event with more traits (identify traits and context.traits, or a group's traits) than LIVEPROFILE_MAX_TRAITS",
+    "trait_too_large": "a trait value whose JSON is longer than LIVEPROFILE_MAX_TRAIT_BYTES",
 }
 
 #: Reason code -> what it means (:class:`Reason`'s codes).
@@ -154,16 +159,20 @@ class Limits:
 
     ``timestamp_min_ms`` is an absolute lower bound (``LIVEPROFILE_TIMESTAMP_MIN``);
     when ``None`` the bound is ``receivedAt - max_age_ms``. ``max_future_skew_ms``
-    is ``LIVEPROFILE_MAX_FUTURE_SKEW``.
+    is ``LIVEPROFILE_MAX_FUTURE_SKEW``. ``max_traits``, ``max_trait_bytes`` and ``traits_deny``
+    (lower-case names) bound the traits (:mod:`operators.traits`).
     """
 
     timestamp_min_ms: int | None = None
     max_age_ms: int = 400 * 86_400_000
     max_future_skew_ms: int = 3_600_000
     max_event_bytes: int = 32 * 1024
+    max_traits: int = 100
+    max_trait_bytes: int = 2048
+    traits_deny: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        if self.max_future_skew_ms < 0 or self.max_age_ms <= 0 or self.max_event_bytes <= 0:
+        if self.max_future_skew_ms < 0 or self.max_age_ms <= 0 or self.max_event_bytes <= 0 or self.max_traits <= 0 or self.max_trait_bytes <= 0:
             msg = "Limits must be positive"
             raise ValueError(msg)
 
@@ -213,6 +222,12 @@ class Event:
     #: RudderStack's ``context.consentManagement``): ``((category, granted), ...)``, sorted
     consent: tuple[tuple[str, bool], ...] = ()
     trusted: bool = True
+    #: the user's traits this event states (``identify`` traits over ``context.traits``), normalized
+    #: by :func:`operators.traits.parse_traits`; ``None`` unsets a trait; ``None`` here: none stated
+    user_traits: dict[str, Any] | None = field(default=None, repr=False)
+    #: a ``group`` call's ``groupId`` and account traits (normalized like the user's)
+    group_id: str | None = None
+    group_traits: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,6 +477,28 @@ def _dump(ev: object) -> bytes:
         return repr(ev)[:4096].encode("utf-8", "replace")
 
 
+def _redact(ev: dict[str, Any], deny: frozenset[str]) -> dict[str, Any]:
+    """``ev`` without its deny-listed traits (``traits``, ``context.traits``), or ``ev`` itself
+    when it holds none: a dead letter never stores what the deny list names."""
+
+    def clean(t: object) -> object:
+        if not isinstance(t, dict):
+            return t
+        kept = {k: v for k, v in t.items() if not (isinstance(k, str) and RESERVED.get(k, k).lower() in deny)}
+        return t if len(kept) == len(t) else kept
+
+    out = ev
+    t = clean(ev.get("traits"))
+    if t is not ev.get("traits"):
+        out = {**out, "traits": t}
+    ctx = ev.get("context")
+    if isinstance(ctx, dict):
+        ct = clean(ctx.get("traits"))
+        if ct is not ctx.get("traits"):
+            out = {**out, "context": {**ctx, "traits": ct}}
+    return out
+
+
 def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> Event:
     etype = ev.get("type")
     if not isinstance(etype, str) or etype not in EVENT_TYPES:
@@ -536,6 +573,23 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
             email = validate_email(traits["email"])
         except ValueError as exc:
             raise _Invalid(Reason.INVALID_EMAIL, str(exc)) from None
+
+    user_traits = None
+    ctx_traits = context.get("traits")
+    if ctx_traits is not None and not isinstance(ctx_traits, dict):
+        raise _Invalid(Reason.INVALID_FIELD_TYPE, "context.traits must be an object")
+    own = traits if etype == "identify" else None
+    group_id = None
+    group_traits = None
+    try:
+        if own or ctx_traits:
+            user_traits = parse_traits([ctx_traits or {}, own or {}], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
+        if etype == "group":
+            group_id = _ident(ev.get("groupId"), "groupId")
+            if group_id is not None and traits:
+                group_traits = parse_traits([traits], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
+    except TraitError as exc:
+        raise _Invalid(Reason(exc.reason), str(exc)) from None
 
     money: dict[str, int] = {}
     for key in MONEY_FIELDS:
@@ -613,6 +667,9 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
         refund_cents=refund_cents,
         consent=parse_consent(context) if ("consent" in context or "consentManagement" in context) else (),
         trusted=trusted,
+        user_traits=user_traits or None,
+        group_id=group_id,
+        group_traits=group_traits,
     )
 
 
@@ -653,6 +710,10 @@ def parse_event(
     try:
         return _check(ev, limits, received_at)
     except _Invalid as exc:
+        if limits.traits_deny:
+            redacted = _redact(ev, limits.traits_deny)
+            if redacted is not ev:
+                ev, raw_bytes = redacted, None
         if raw_bytes is None:
             raw_bytes = _dump(ev)
         rec = ev.get("receivedAt")

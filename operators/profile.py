@@ -81,6 +81,9 @@ from operators.names import (
 )
 from operators.schema import Owner, owned_by
 from operators.timeutil import iso
+from operators.traits import TraitMap, merge_into
+from operators.traits import fold as fold_traits
+from operators.traits import render as render_traits
 
 __all__ = ["ProfileState", "to_fields", "CART_ADD", "CART_REMOVE", "ORDER_EVENTS", "PROFILE_FIELDS"]
 
@@ -145,6 +148,9 @@ class ProfileState:
     email_opens_machine: int = 0  # resolved machine opens (frozen); see machine_human_opens
     email_sent: dict[str, int] = field(default_factory=dict)  # email key -> delivery time
     email_open_log: dict[str, list[int]] = field(default_factory=dict)  # email key -> open times
+    # -- snapshot version 3 ---------------------------------------------------------------
+    traits: TraitMap = field(default_factory=dict)  # trait -> (event time, value or None: unset); operators.traits
+    groups: dict[str, int] = field(default_factory=dict)  # group (account) id -> newest group call time
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
@@ -159,7 +165,7 @@ class ProfileState:
             object.__setattr__(self, k, v)
 
     # -- folding -------------------------------------------------------------------
-    def apply(self, ev: Event, dedupe: DedupeConfig, abandon_ms: int = 3_600_000) -> bool:
+    def apply(self, ev: Event, dedupe: DedupeConfig, abandon_ms: int = 3_600_000, max_traits: int = 100) -> bool:
         """Fold ``ev`` in; ``False`` (and no change) when it is a duplicate.
 
         >>> from operators.events import parse_event, Limits
@@ -196,7 +202,12 @@ class ProfileState:
                 cur = self.consent.get(cat)
                 if cur is None or ts > cur[0] or (ts == cur[0] and not granted):
                     self.consent[cat] = (ts, granted)
+        if ev.user_traits is not None:
+            fold_traits(self.traits, ts, ev.user_traits, max_traits)
         if ev.type != "track":
+            if ev.group_id is not None and ts > self.groups.get(ev.group_id, _NONE):
+                self.groups[ev.group_id] = ts
+                _bound_groups(self.groups)
             return True
         name = ev.name
         if name in ORDER_EVENTS:
@@ -414,7 +425,7 @@ class ProfileState:
             },
         }
 
-    def merge(self, other: ProfileState, dedupe: DedupeConfig) -> None:
+    def merge(self, other: ProfileState, dedupe: DedupeConfig, max_traits: int = 100) -> None:
         """Fold another user's state in (identity merge): the result does not depend on
         which side is which, except ``uid``; ``seq`` advances by one (one input item)."""
         self.seq += 1
@@ -463,6 +474,10 @@ class ProfileState:
             if cur is None or t > cur[0] or (t == cur[0] and not g):
                 self.consent[cat] = (t, g)
         self.email_opens_machine += other.email_opens_machine
+        merge_into(self.traits, other.traits, max_traits)
+        for g, t in other.groups.items():
+            self.groups[g] = max(t, self.groups.get(g, t))
+        _bound_groups(self.groups)
         for k, t in other.email_sent.items():
             self.email_sent[k] = min(t, self.email_sent.get(k, t))
         for k, log in other.email_open_log.items():
@@ -496,6 +511,16 @@ def _refund_key(ev: Event) -> str:
     """What one refund is counted once by: its ``refund_id``, else its ``messageId``."""
     key = ev.properties.get("refund_id")
     return str(key)[:_MAX_KEY] if isinstance(key, str | int) and not isinstance(key, bool) and str(key) else "m:" + ev.message_id
+
+
+#: group (account) ids kept per user (newest by event time)
+_MAX_GROUPS = 50
+
+
+def _bound_groups(groups: dict[str, int]) -> None:
+    if len(groups) > _MAX_GROUPS:
+        for g in sorted(groups, key=lambda g: (groups[g], g))[: len(groups) - _MAX_GROUPS]:
+            del groups[g]
 
 
 def _recent_ops(ops: list[tuple[int, str, int, int]], since: int, held: bool = False) -> list[tuple[int, str, int, int]]:
@@ -583,4 +608,6 @@ def to_fields(st: ProfileState) -> dict[str, str]:
         "unsubscribed_at": _t(st.unsubscribed),
         "consent": orjson.dumps({c: g for c, (_, g) in sorted(st.consent.items())}).decode() if st.consent else "{}",
         "anonymous_ids": orjson.dumps(sorted(st.aliases)).decode() if st.aliases else "[]",
+        "traits": render_traits(st.traits),
+        "groups": orjson.dumps(sorted(st.groups)).decode() if st.groups else "[]",
     }

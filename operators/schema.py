@@ -15,7 +15,7 @@ fields derives it from :data:`FIELDS`:
 Adding a field means adding a row here; a test fails until its owner renders it.
 
 >>> sorted(names(Kind.JSON))
-['anonymous_ids', 'cart', 'consent', 'interests']
+['anonymous_ids', 'cart', 'consent', 'groups', 'interests', 'traits']
 >>> [f.name for f in FIELDS if f.segment]
 ['cart_abandoned', 'top_category', 'rfm_segment', 'suspect']
 """
@@ -99,6 +99,8 @@ FIELDS: tuple[Field, ...] = (
     Field("unsubscribed_at", Kind.TIME, Owner.CORE),
     Field("consent", Kind.JSON, Owner.CORE),  # category -> granted, from the events' consent context
     Field("anonymous_ids", Kind.JSON, Owner.CORE),
+    Field("traits", Kind.JSON, Owner.CORE),  # the user's traits (operators.traits), pushed under each platform's names
+    Field("groups", Kind.JSON, Owner.CORE),  # the group (account) ids of the user's group calls, sorted
     Field("interests", Kind.JSON, Owner.USER),
     Field("top_category", Kind.TEXT, Owner.USER, segment=Segment("segment:interest:")),
     Field("interests_at", Kind.TIME, Owner.USER),

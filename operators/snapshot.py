@@ -14,7 +14,7 @@ misread.
 
 Versions: 0 bare pickles; 1 the first versioned layout; 2 profile states with order records,
 unsubscribe, consent and machine opens; 3 behaviour states with the abuse logs (orders, emails)
-and shard models with the ``abuse`` forest.
+and shard models with the ``abuse`` forest; 4 profile states with traits and group ids.
 
 >>> load(dump({"a": 1})), load(pickle.dumps("u1"))
 ({'a': 1}, 'u1')
@@ -30,7 +30,7 @@ __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
-VERSION = 3
+VERSION = 4
 
 
 def _from_bare_pickle(obj: Any) -> Any:
@@ -59,7 +59,16 @@ def _abuse_features(obj: Any) -> Any:
     return add_missing_forests(obj) if isinstance(obj, ShardModels) else obj
 
 
-MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {0: _from_bare_pickle, 1: _orders_consent_unsubscribe, 2: _abuse_features}
+def _traits_groups(obj: Any) -> Any:
+    """3 -> 4: :class:`operators.profile.ProfileState` gained ``traits`` and ``groups`` (appended
+    fields): its ``__setstate__`` gives an older pickle empty ones while unpickling, so the
+    objects are already version 4 here (older profiles start with no traits: the traits of
+    events before the upgrade were never kept)."""
+    return obj
+
+
+MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {0: _from_bare_pickle, 1: _orders_consent_unsubscribe, 2: _abuse_features,
+                                                  3: _traits_groups}  # fmt: skip
 
 
 def dump(obj: Any, version: int = VERSION) -> bytes:
@@ -71,7 +80,7 @@ def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
     >>> version_of(dump(1)), version_of(pickle.dumps(1))
-    (3, 0)
+    (4, 0)
     """
     return int.from_bytes(raw[3:5], "big") if raw[:3] == MAGIC else 0
 

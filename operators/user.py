@@ -80,6 +80,8 @@ class UserConfig:
     interest: InterestConfig = field(default_factory=InterestConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     abandon_ms: int = 3_600_000
+    #: most traits a profile holds (``LIVEPROFILE_MAX_TRAITS``; see :mod:`operators.traits`)
+    max_traits: int = 100
 
     def __post_init__(self) -> None:
         if self.abandon_ms <= 0:
@@ -302,7 +304,7 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             t = p.check_abandoned(it.ts, cfg.abandon_ms)
             if t is not None:
                 trigger, changed = t, True
-            if not p.apply(it, cfg.dedupe, cfg.abandon_ms):
+            if not p.apply(it, cfg.dedupe, cfg.abandon_ms, cfg.max_traits):
                 dups += 1
                 continue
             changed = True
@@ -355,7 +357,7 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             other: UserState = pickle.loads(it.state)
             # an anonymous profile is remembered as an anonymous id of this user; a known one is not
             other.profile.uid = public_id(it.from_uid) if is_anon(it.from_uid) else uid
-            p.merge(other.profile, cfg.dedupe)
+            p.merge(other.profile, cfg.dedupe, cfg.max_traits)
             st.interest.merge(cfg.interest, other.interest)
             st.behaviour.merge(other.behaviour, cfg.session)
             changed = True

@@ -19,6 +19,8 @@ one Lua script per item:
   ``tombstone`` retires a profile merged into another.
 * **Dead letter** (:data:`~liveprofile.store.scripts.DEAD_LETTER_LUA`): a high-water mark of source
   positions per partition; an entry at or below it was already written.
+* **Accounts** (:mod:`.account`, :data:`~liveprofile.store.scripts.ACCOUNT_LUA`): per-trait
+  event times decide each write, so a replay or a late older ``group`` call changes nothing.
 * **Merges** go back into the buffer (the shard of the target user) with a
   deterministic id the target de-duplicates.
 
@@ -42,10 +44,11 @@ the customer index group by group.
 
 from __future__ import annotations
 
+from dataflows.sinks.account import RedisAccountSink
 from dataflows.sinks.catalogue import RedisCatalogueSink
 from dataflows.sinks.deadletter import RedisDeadLetterSink
 from dataflows.sinks.merge import BufferMergeSink
 from dataflows.sinks.profile import RedisPatchSink, RedisProfileSink
 from dataflows.sinks.rfm import RfmEdgesSink
 
-__all__ = ["RedisProfileSink", "RedisPatchSink", "RfmEdgesSink", "BufferMergeSink", "RedisDeadLetterSink", "RedisCatalogueSink"]
+__all__ = ["RedisAccountSink", "RedisProfileSink", "RedisPatchSink", "RfmEdgesSink", "BufferMergeSink", "RedisDeadLetterSink", "RedisCatalogueSink"]

@@ -6,8 +6,8 @@ missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
 
 * ``GET /v1/profiles/{user_id}[?expose=1]`` — the profile as JSON: every
   stored field as its stored string (SPEC §4: numbers are decimal strings),
-  except the JSON fields ``interests``, ``consent`` and ``cart``, which are
-  decoded; plus ``experiments`` ({name: variant}). A profile merged into
+  except the JSON fields (``interests``, ``consent``, ``cart``, ``traits``, ... : the
+  ``Kind.JSON`` rows of :data:`operators.schema.FIELDS`), which are decoded; plus ``experiments`` ({name: variant}). A profile merged into
   another (``merged_into``) answers with the surviving profile. Unknown user:
   404. ``expose=1`` records the exposures (for callers that show the variant).
 * ``GET /v1/segments/{name}?cursor=0&count=100`` — one ``SSCAN`` page:

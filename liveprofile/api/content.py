@@ -21,7 +21,8 @@ category — it renders ``fallback.html``: bestsellers across every category
 
 Every template gets: ``user_id``, ``known``, ``profile`` (stored strings, JSON
 fields decoded), ``experiments`` ({name: variant}), ``cart``,
-``cart_value``, ``top_category``, ``products`` (the slot's product list) and
+``cart_value``, ``top_category``, ``products`` (the slot's product list),
+``traits`` (the user's traits, ``{}`` when none: ``Hi {{ traits.first_name }}``) and
 ``fallback``. ``format=json`` returns that data instead of HTML.
 
 Rendering runs off the event loop in worker processes, under a CPU-time and an output-size
@@ -207,6 +208,7 @@ class Content:
             "slot": slot, "user_id": user_id, "known": profile is not None, "profile": prof,
             "experiments": experiments, "cart": cart, "cart_value": prof.get("cart_value", ""),
             "top_category": cat, "products": [], "fallback": False,
+            "traits": prof["traits"] if isinstance(prof.get("traits"), dict) else {},
         }  # fmt: skip
         if slot == "cart":
             ctx["fallback"] = not cart

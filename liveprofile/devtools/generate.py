@@ -37,6 +37,8 @@ docs/intelligence.md, with the settings ``GenConfig.session_gap_ms``, ``abandon_
 ``interest_half_life_ms``):
 
 * ``event_count`` valid unique events; first/last seen; ``email`` of the newest identify;
+  ``traits``: every identify trait but ``email`` (``lastName`` as ``last_name``), the newest
+  identify's value of each (a re-identify upgrades ``plan`` from ``free`` to ``pro``);
   email opens/clicks and the newest open time; an open less than 5 s after the delivery of
   the same ``email_id`` is a machine open (``email_opens_machine``), not an open;
 * ``purchase_count`` / ``revenue_total`` / first and last purchase over ``Order Completed``
@@ -111,8 +113,10 @@ TRUTH_FIELDS = (
     "user_id", "event_count", "purchase_count", "revenue_total", "first_seen_at", "last_seen_at",
     "first_purchase_at", "last_purchase_at", "email", "cart", "cart_items", "cart_value",
     "cart_abandoned", "email_opens", "email_clicks", "last_email_open_at", "email_opens_machine", "session_count",
-    "rfm_r", "rfm_f", "rfm_m", "rfm_segment",
+    "rfm_r", "rfm_f", "rfm_m", "rfm_segment", "traits",
 )  # fmt: skip
+#: the truth's own spelling of the reserved traits the generator sends camelCase (SPEC 1)
+_TRAIT_NAMES = {"firstName": "first_name", "lastName": "last_name"}
 #: Held too for every user but the bots (scores themselves: ``Generated.interests``).
 INTEREST_FIELDS = ("top_category", "interests_at")
 
@@ -383,6 +387,7 @@ class _Fold:
         self.revenue = 0
         self.purchase_times: list[int] = []
         self.email = ""
+        self.traits: dict[str, Any] = {}
         self.opens = 0
         self.machine_opens = 0
         self.delivered_at: dict[str, int] = {}  # email id -> delivery time
@@ -484,6 +489,10 @@ class _Fold:
         self.times.append(ts)
         if ev["type"] == "identify" and isinstance((ev.get("traits") or {}).get("email"), str):
             self.email = ev["traits"]["email"].strip()
+        if ev["type"] == "identify":  # per-user times increase: the newest identify's value of each trait
+            for k, v in (ev.get("traits") or {}).items():
+                if k != "email":
+                    self.traits[_TRAIT_NAMES.get(k, k)] = v
         if self.interest:
             self.interest_of(ev, ts)
         if ev["type"] != "track":
@@ -531,6 +540,7 @@ class _Fold:
             "last_email_open_at": iso(max(self.open_times)) if self.open_times else "",
             "email_opens_machine": str(self.machine_opens),
             "session_count": str(self.sessions(gap_ms)),
+            "traits": orjson.dumps(dict(sorted(self.traits.items()))).decode(),
         }
         if self.interest:
             ranked = sorted(((c, round(v, 4)) for c, v in self.scores.items() if round(v, 4) > 0), key=lambda kv: (-kv[1], kv[0]))
@@ -703,9 +713,9 @@ class _User:
             props["category"] = category
         return self._emit(at, "page", {"name": name, "properties": props})
 
-    def identify(self, at: int, email: str, first_name: str) -> int:
-        """Emit an identify call carrying ``email``."""
-        return self._emit(at, "identify", {"traits": {"email": email, "first_name": first_name}})
+    def identify(self, at: int, email: str, first_name: str, **traits: Any) -> int:
+        """Emit an identify call carrying ``email``, ``first_name`` and ``traits``."""
+        return self._emit(at, "identify", {"traits": {"email": email, "first_name": first_name, **traits}})
 
     def gap(self, median_ms: int = 20 * SECOND_MS) -> int:
         """A think time between two events of a session (log-normal, 1 s .. 5 min)."""
@@ -790,6 +800,7 @@ class _Shopper(_User):
         self.others = [c for c in cfg.categories if c != self.preferred] or [self.preferred]
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         self.first_name = first.capitalize()
+        self.last_name = last.capitalize()
         self.email = f"{first}.{last}{rng.randint(1, 999)}@{rng.choice(_DOMAINS)}"
         self.viewed: list[str] = []
 
@@ -845,7 +856,7 @@ class _Shopper(_User):
         """A later identify with a changed address (the newest one wins)."""
         local, _, _ = self.email.partition("@")
         self.email = f"{local}@{self.rng.choice(_DOMAINS)}"
-        self.identify(at, self.email, self.first_name)
+        self.identify(at, self.email, self.first_name, lastName=self.last_name, plan="pro")
 
     def click_through(self, at: int, camp: _Campaign, email_id: str) -> None:
         cat = self.pick_category()
@@ -866,7 +877,7 @@ class _Shopper(_User):
             cat = self.pick_category()
             t = self.page_view(at, "Category", f"/c/{cat}", cat)
         if first:
-            t = self.identify(t + self.gap(8 * SECOND_MS), self.email, self.first_name)
+            t = self.identify(t + self.gap(8 * SECOND_MS), self.email, self.first_name, lastName=self.last_name, plan="free")
         for _ in range(rng.randint(2, 14)):
             t = self.step(t + self.gap())
         if self.cart and rng.random() < self.cfg.checkout_rate:

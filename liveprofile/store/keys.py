@@ -201,6 +201,26 @@ class Keys:
     def exposures_in(self, g: int, experiment: str) -> str:
         return f"{self.group_prefix(g)}:experiment:{experiment}:exposures"
 
+    def account(self, group_id: str) -> str:
+        """The account hash of a ``group`` call's ``groupId``: its traits (each a JSON value) and ``group_id``.
+
+        >>> Keys("lp").account_keys("acme")
+        ('lp:account:acme', 'lp:account-times:acme', 'lp:account-members:acme')
+        >>> Keys("lp", 16).account("acme") == Keys("lp", 16).account_keys("acme")[0]
+        True
+        """
+        return f"{self.script_prefix(group_id)}:account:{group_id}"
+
+    def account_members(self, group_id: str) -> str:
+        """The set of the user ids whose ``group`` calls named ``group_id``."""
+        return f"{self.script_prefix(group_id)}:account-members:{group_id}"
+
+    def account_keys(self, group_id: str) -> tuple[str, str, str]:
+        """KEYS of :data:`~liveprofile.store.scripts.ACCOUNT_LUA`: account hash, its trait write
+        times, its members (one group tag: one slot in the cluster layout)."""
+        p = self.script_prefix(group_id)
+        return f"{p}:account:{group_id}", f"{p}:account-times:{group_id}", f"{p}:account-members:{group_id}"
+
     def profile_keys(self, user_id: str) -> tuple[str, str, str]:
         """KEYS of :data:`~liveprofile.store.scripts.PROFILE_LUA` for ``user_id``: profile, change feed, suppressed."""
         g = self.group(user_id)

@@ -46,12 +46,14 @@ from operators.schema import lua_segment_table
 __all__ = [
     "PROFILE_LUA", "DEAD_LETTER_LUA", "lua_source", "SCRIPT_NAMES", "ProfileMode", "ProfileResult",
     "DeadLetterResult", "LeaseResult", "ReplayGuardResult", "profile_argv", "dead_letter_argv",
+    "ACCOUNT_LUA", "account_argv",
 ]  # fmt: skip
 
 #: every script in ``liveprofile/store/lua/`` (a test checks this list against the folder)
 SCRIPT_NAMES = (
     "profile", "dead_letter", "expose", "sync_redrive", "sync_commit",
     "sync_lease_acquire", "sync_lease_release", "webhook_replay_guard", "append", "erasure_scrub",
+    "account",
 )  # fmt: skip
 
 
@@ -84,6 +86,24 @@ PROFILE_LUA = render_profile_lua(lua_source("profile"))
 DEAD_LETTER_LUA = lua_source("dead_letter")
 
 APPEND_LUA = lua_source("append")
+
+#: a ``group`` call's account traits and membership (``liveprofile/store/lua/account.lua``)
+ACCOUNT_LUA = lua_source("account")
+
+
+def account_argv(member: str, ts: int, group_id: str, traits: Mapping[str, object]) -> list[object]:
+    """ARGV of one :data:`ACCOUNT_LUA` call: each trait's JSON with sorted keys (the tie-break
+    compares these bytes).
+
+    >>> account_argv("u1", 5, "acme", {"plan": "pro", "seats": None})
+    ['u1', 5, 'acme', 'plan', '"pro"', 'seats', 'null']
+    """
+    import orjson
+
+    out: list[object] = [member, ts, group_id]
+    for k, v in traits.items():
+        out += [k, orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()]
+    return out
 
 #: the error prefix of :data:`APPEND_LUA` when the backlog bound refuses a request
 BACKLOG_FULL = "BACKLOGFULL"

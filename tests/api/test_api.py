@@ -145,6 +145,19 @@ def test_template_directory_and_sandbox(make_api: Callable[..., ApiServer], temp
     assert "subclasses" not in evil.text and "object" not in evil.text
 
 
+def test_traits_in_the_profile_and_in_templates(make_api: Callable[..., ApiServer], templates: Path, r: redis.Redis) -> None:
+    """The profile's ``traits`` are decoded by /v1/profiles and are ``traits`` in a template
+    (escaped like every profile value); a user without traits renders an empty one."""
+    (templates / "hi.html").write_text("Hi {{ traits.first_name or 'there' }}{% if traits.plan %} ({{ traits.plan }}){% endif %}")
+    api = make_api(LIVEPROFILE_API_TEMPLATES=str(templates))
+    profile(r, "u1", traits=orjson.dumps({"first_name": "Ann", "plan": "<pro>"}).decode())
+    profile(r, "u2")
+    assert api.get("/v1/profiles/u1").json()["traits"] == {"first_name": "Ann", "plan": "<pro>"}
+    assert api.get("/v1/content/u1/hi").text == "Hi Ann (&lt;pro&gt;)"
+    assert api.get("/v1/content/u2/hi").text == "Hi there"
+    assert api.get("/v1/content/u1/hi", params={"format": "json"}).json()["traits"]["first_name"] == "Ann"
+
+
 def test_metrics(api: ApiServer, r: redis.Redis) -> None:
     api.get("/v1/profiles/nobody")
     text = httpx.get(f"http://127.0.0.1:{api.port}/metrics").text

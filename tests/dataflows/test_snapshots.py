@@ -106,6 +106,22 @@ def test_a_version_1_profile_state_restores_with_the_new_fields_defaulted() -> N
     assert (old.orders, old.consent, old.email_opens_machine) == ({}, {}, 0)
 
 
+def test_a_version_2_profile_state_restores_with_empty_traits() -> None:
+    """A ProfileState pickled by the version-2 layout (no traits, no groups) restores under this
+    code with none (migration 2 -> 3), the rest kept."""
+    from dataclasses import fields
+
+    from operators.profile import ProfileState, to_fields
+
+    new = ProfileState("u1", purchase_count=2, revenue_cents=1234, email="a@b.co", consent={"m": (5, True)})
+    state = {f.name: getattr(new, f.name) for f in fields(ProfileState) if f.name not in ("traits", "groups")}
+    old = ProfileState.__new__(ProfileState)
+    old.__setstate__((None, state))
+    assert to_fields(old) == to_fields(new) and to_fields(old)["traits"] == "{}"
+    assert (old.traits, old.groups) == ({}, {})
+    assert snapshot.version_of(snapshot.dump(old)) == snapshot.VERSION and snapshot.load(snapshot.dump(old)).traits == {}
+
+
 def test_testing_source_items_are_the_generator_s() -> None:
     """The resumed run replays the very items the store was written from (abort point included)."""
     assert len(items()) > ABORT_AT and TestingSource.ABORT not in map(type, items())

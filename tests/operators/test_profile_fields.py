@@ -35,7 +35,7 @@ def fold(evs: list[Event], uid: str = "u1") -> ProfileState:
 
 
 HISTORY = [
-    raw(0, "identify", T0, anonymousId="a-2", traits={"email": "ann@example.com"}),
+    raw(0, "identify", T0, anonymousId="a-2", traits={"email": "ann@example.com", "firstName": "Ann"}),
     raw(1, "alias", T0 + 1000, previousId="a-1"),
     tr(2, "Product Added", T0 + 2000, product_id="a", price=10, quantity=2, name="Alpha", category="Shoes > Running"),
     tr(3, "Order Completed", T0 + 3000, total=20.5),
@@ -70,6 +70,7 @@ def test_fields_of_a_known_history() -> None:
         "cart_abandoned": "0", "email_opens": "1", "email_clicks": "1",
         "last_email_open_at": "2024-05-01T12:00:06.000Z", "email_opens_machine": "0",
         "email_unsubscribed": "0", "unsubscribed_at": "", "consent": "{}", "anonymous_ids": '["a-1","a-2"]',
+        "traits": '{"first_name":"Ann"}', "groups": "[]",
     }  # fmt: skip
     assert st.seq == 10 and st.last_received == T0 + 7500
     assert st.cart_lines() == LINES
@@ -82,7 +83,7 @@ def test_fields_of_an_empty_profile() -> None:
         "revenue_net": "0.00", "first_purchase_at": "", "last_purchase_at": "",
         "cart_value": "0.00", "cart_items": "0", "cart": "[]", "cart_abandoned": "0", "email_opens": "0",
         "email_clicks": "0", "last_email_open_at": "", "email_opens_machine": "0", "email_unsubscribed": "0",
-        "unsubscribed_at": "", "consent": "{}", "anonymous_ids": "[]",
+        "unsubscribed_at": "", "consent": "{}", "anonymous_ids": "[]", "traits": "{}", "groups": "[]",
     }  # fmt: skip
 
 

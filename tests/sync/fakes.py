@@ -90,6 +90,34 @@ KLAVIYO_UNSUBSCRIBE_ATTRS = frozenset({"email", "phone_number", "subscriptions"}
 KLAVIYO_MAX_UNSUBSCRIBES = 100
 #: Klaviyo's data-privacy-deletion-job takes exactly one of these profile identifiers
 KLAVIYO_DELETE_IDS = frozenset({"email", "phone_number", "id"})
+#: Klaviyo's profile ``phone_number``: "Individual's phone number in E.164 format" (the OpenAPI
+#: document says only that; a bulk import job fails a profile whose number is not one)
+KLAVIYO_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+#: Braze's user attributes object (https://www.braze.com/docs/api/objects_filters/user_attributes_object/):
+#: standard attributes that are strings, ``dob`` "YYYY-MM-DD", ``gender`` one of these, ``country``
+#: "ISO-3166-1 alpha-2"
+BRAZE_STRING_ATTRS = frozenset({"first_name", "last_name", "phone", "home_city", "language"})
+BRAZE_GENDERS = frozenset({"M", "F", "O", "U", "N", "P"})
+_DOB = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ALPHA2 = re.compile(r"^[A-Z]{2}$")
+
+
+def _check_braze_standard_attributes(attrs: list[dict[str, Any]]) -> str:
+    """Braze's documented types of the standard attributes; '' when every object is fine."""
+    for a in attrs:
+        for k in BRAZE_STRING_ATTRS & a.keys():
+            if a[k] is not None and not isinstance(a[k], str):
+                return f"{k} must be a string, got {a[k]!r}"
+        if a.get("dob") is not None and not (isinstance(a["dob"], str) and _DOB.match(a["dob"])):
+            return f"dob must be YYYY-MM-DD, got {a['dob']!r}"
+        if a.get("gender") is not None and a["gender"] not in BRAZE_GENDERS:
+            return f"gender must be one of {sorted(BRAZE_GENDERS)}, got {a['gender']!r}"
+        if a.get("country") is not None and not (isinstance(a["country"], str) and _ALPHA2.match(a["country"])):
+            return f"country must be an ISO-3166-1 alpha-2 code, got {a['country']!r}"
+        bad = [k for k in a if k.startswith("$")]
+        if bad:
+            return f"custom attribute names may not start with $: {bad}"
+    return ""
 
 
 def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -571,7 +599,7 @@ class FakeVendor:
         refused = self._refused([a["external_id"] for a in arrays["attributes"]] + [e["external_id"] for e in arrays["events"]])
         if refused:
             return refused
-        bad = _check_braze_subscription_states(arrays["attributes"])
+        bad = _check_braze_subscription_states(arrays["attributes"]) or _check_braze_standard_attributes(arrays["attributes"])
         if bad:
             return self._violation(400, bad)
         errors: list[dict[str, Any]] = []  # Braze's non-fatal errors: the request succeeds, these objects do not
@@ -629,6 +657,9 @@ class FakeVendor:
                 a = p["attributes"]
                 if a["external_id"] in self.refuse_objects:  # the job takes the request, then fails this profile
                     failed.append((i, a))
+                    continue
+                if a.get("phone_number") is not None and not KLAVIYO_E164.match(str(a["phone_number"])):
+                    failed.append((i, a))  # Klaviyo fails a profile whose phone number is not E.164
                     continue
                 props = dict(a.get("properties", {}))
                 version = props.pop("lp_version", None)

@@ -47,7 +47,7 @@ from liveprofile.sync.config import DestinationConfig
 from liveprofile.sync.model import Item
 from operators.schema import Kind, names
 
-__all__ = ["Request", "Destination", "typed", "pack", "INT_FIELDS", "FLOAT_FIELDS", "JSON_FIELDS"]
+__all__ = ["Request", "Destination", "typed", "pack", "traits_of", "INT_FIELDS", "FLOAT_FIELDS", "JSON_FIELDS"]
 
 # value typing for the platforms, from the profile schema (operators.schema)
 INT_FIELDS = names(Kind.INT, Kind.FLAG)
@@ -87,6 +87,21 @@ def typed(name: str, value: str) -> Any:
     except (ValueError, InvalidOperation, orjson.JSONDecodeError):
         return value
     return value
+
+
+def traits_of(value: str) -> dict[str, Any]:
+    """The profile's ``traits`` field (a JSON object, :mod:`operators.traits`) as a dict; ``{}``
+    when empty or not an object. The platforms get each trait under their own names (Klaviyo's
+    and Braze's adapters); the webhook sends the field as stored.
+
+    >>> traits_of('{"first_name": "Ann"}'), traits_of(""), traits_of("[1]")
+    ({'first_name': 'Ann'}, {}, {})
+    """
+    try:
+        t = orjson.loads(value) if value else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return t if isinstance(t, dict) else {}
 
 
 def pack(objs: Iterable[tuple[Item, int, int]], max_count: int, max_bytes: int) -> list[list[Item]]:

@@ -7,7 +7,12 @@
   object holds only the changed fields, typed (numbers as numbers, JSON fields
   as nested objects, ``""`` as ``null``, which clears the attribute in
   Braze), plus the profile version as ``lp_version``
-  (``version_attribute``). Trigger events become Braze events (``name``,
+  (``version_attribute``). The ``traits`` field is spread over Braze's standard attributes
+  (:func:`braze_traits`): ``first_name``, ``last_name``, ``phone``, ``dob`` (``birthday`` as
+  ``YYYY-MM-DD``), ``gender`` (``M``/``F``/``O``/``U``/``N``/``P`` from the usual spellings),
+  ``home_city`` and ``country`` (an ISO 3166-1 alpha-2 code) from ``address``, ``language``;
+  a value these cannot take, and every other trait, is a custom attribute under its own
+  name (nested objects are Braze nested custom attributes). Trigger events become Braze events (``name``,
   ``time``, ``properties``); Braze requires ``time``, so an event without a
   ``ts`` gets the time the sync builds the request.
 * A user with more than 75 objects in one batch (many trigger events) is sent
@@ -34,18 +39,53 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
-from liveprofile.sync.destinations.base import Destination, Request, pack, typed
+from liveprofile.sync.destinations.base import Destination, Request, pack, traits_of, typed
 from liveprofile.sync.model import Item
 from operators.timeutil import iso
 
-__all__ = ["BrazeDestination", "MAX_OBJECTS", "MAX_DELETE"]
+__all__ = ["BrazeDestination", "braze_traits", "MAX_OBJECTS", "MAX_DELETE"]
 
 MAX_OBJECTS = 75
 MAX_DELETE = 50
+_DATE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:$|T)")
+_GENDER = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F", "o": "O", "other": "O",
+           "non-binary": "O", "nonbinary": "O", "u": "U", "unknown": "U", "n": "N", "not applicable": "N",
+           "p": "P", "prefer not to say": "P"}  # fmt: skip
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
+
+
+def braze_traits(traits: dict[str, Any]) -> dict[str, Any]:
+    """A user's traits as Braze user attributes (module docstring).
+
+    >>> braze_traits({"first_name": "Ann", "birthday": "1990-04-01T00:00:00Z", "gender": "female",
+    ...               "address": {"city": "Oslo", "country": "no"}, "plan": "pro"})
+    {'first_name': 'Ann', 'dob': '1990-04-01', 'gender': 'F', 'address': {'city': 'Oslo', 'country': 'no'}, 'home_city': 'Oslo', 'country': 'NO', 'plan': 'pro'}
+    >>> braze_traits({"gender": "robot", "birthday": "April"})
+    {'gender_text': 'robot', 'birthday': 'April'}
+    """
+    out: dict[str, Any] = {}
+    for k, v in traits.items():
+        if k in ("first_name", "last_name", "phone", "language") and isinstance(v, str):
+            out[k] = v
+        elif k == "birthday" and isinstance(v, str) and (m := _DATE.match(v)):
+            out["dob"] = m.group(1)
+        elif k == "gender" and isinstance(v, str):
+            g = _GENDER.get(v.strip().lower())
+            out["gender" if g else "gender_text"] = g or v
+        elif k == "address" and isinstance(v, dict):
+            out["address"] = v
+            if isinstance(v.get("city"), str):
+                out["home_city"] = v["city"]
+            if isinstance(v.get("country"), str) and _COUNTRY.match(v["country"]):
+                out["country"] = v["country"].upper()
+        elif not k.startswith("$"):  # Braze: custom attribute names may not start with $
+            out[k] = v
+    return out
 
 
 class BrazeDestination(Destination):
@@ -58,7 +98,11 @@ class BrazeDestination(Destination):
             return None
         out: dict[str, Any] = {"external_id": item.user_id}
         for k, v in fields.items():
-            out[k] = typed(k, v)
+            if k != "traits":
+                out[k] = typed(k, v)
+        if "traits" in fields:  # a trait never overrides the id or a profile field of the same name
+            for k, v in braze_traits(traits_of(fields["traits"])).items():
+                out.setdefault(k, v)
         if unsub:
             out["email_subscribe"] = "unsubscribed"
         if self.cfg.version_attribute:

@@ -7,7 +7,13 @@ Every request carries ``Authorization: Klaviyo-API-Key KEY``, the
   :data:`MAX_PROFILES` (10,000) profiles and :data:`MAX_BYTES` (5 MB) per job.
   ``external_id`` = user id, ``email`` is the standard attribute, every other
   changed field goes to ``properties`` (typed like Braze), plus the version
-  as ``lp_version``.
+  as ``lp_version``. The ``traits`` field is spread over Klaviyo's own profile attributes
+  (:func:`klaviyo_traits`): ``first_name``, ``last_name``, ``title``, ``phone_number``
+  (only an E.164 number: Klaviyo fails the whole profile in the import job for any other,
+  so another spelling goes to ``properties.phone``), ``organization`` (``company``'s name),
+  ``image`` (``avatar``), ``location`` (``address``: ``address1`` street, ``city``,
+  ``region`` state, ``zip`` postal code, ``country``); every other trait is a custom
+  property under its own name. A trait unset in liveprofile is not cleared at Klaviyo.
 * Events: ``POST {url}/api/event-bulk-create-jobs`` — at most
   :data:`MAX_EVENTS` (1,000) events and 5 MB per request, grouped per
   profile; each event's ``unique_id`` is its change id (``{user}:{version}``),
@@ -50,15 +56,16 @@ the vendor keeps the old value, never a wrong sentinel.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 
-from liveprofile.sync.destinations.base import Destination, Request, pack, typed
+from liveprofile.sync.destinations.base import Destination, Request, pack, traits_of, typed
 from liveprofile.sync.model import Item
 
-__all__ = ["KlaviyoDestination", "MAX_PROFILES", "MAX_EVENTS", "MAX_BYTES", "MAX_UNSUBSCRIBES"]
+__all__ = ["KlaviyoDestination", "klaviyo_traits", "MAX_PROFILES", "MAX_EVENTS", "MAX_BYTES", "MAX_UNSUBSCRIBES"]
 
 MAX_PROFILES = 10_000
 MAX_UNSUBSCRIBES = 100
@@ -66,6 +73,45 @@ MAX_EVENTS = 1_000
 MAX_BYTES = 5_000_000
 _STANDARD = {"email": "email"}
 _ENVELOPE = 400  # bytes of JSON:API wrapping around the packed objects
+#: E.164: "+", a country code not starting with 0, at most 15 digits in all
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_LOCATION = {"street": "address1", "city": "city", "state": "region", "postal_code": "zip", "country": "country"}
+_SAME = ("first_name", "last_name", "title")
+
+
+def klaviyo_traits(traits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Klaviyo profile attributes, custom properties) of a user's traits (module docstring).
+
+    >>> klaviyo_traits({"first_name": "Ann", "phone": "+4712345678", "address": {"city": "Oslo", "postal_code": "0150"},
+    ...                 "company": {"name": "Acme", "plan": "pro"}, "avatar": "https://x/a.png", "plan": "pro"})
+    ({'first_name': 'Ann', 'phone_number': '+4712345678', 'location': {'city': 'Oslo', 'zip': '0150'}, 'organization': 'Acme', 'image': 'https://x/a.png'}, {'company': {'name': 'Acme', 'plan': 'pro'}, 'plan': 'pro'})
+    >>> klaviyo_traits({"phone": "555-0100"})
+    ({}, {'phone': '555-0100'})
+    """
+    attrs: dict[str, Any] = {}
+    props: dict[str, Any] = {}
+    for k, v in traits.items():
+        if k in _SAME and isinstance(v, str):
+            attrs[k] = v
+        elif k == "phone" and isinstance(v, str) and E164.match(v.replace(" ", "")):
+            attrs["phone_number"] = v.replace(" ", "")
+        elif k == "address" and isinstance(v, dict):
+            loc = {_LOCATION[a]: str(x) for a, x in v.items() if a in _LOCATION and isinstance(x, str | int)}
+            if loc:
+                attrs["location"] = loc
+            extra = {a: x for a, x in v.items() if a not in _LOCATION}
+            if extra:
+                props["address"] = v
+        elif k == "company" and isinstance(v, str):
+            attrs["organization"] = v
+        elif k == "company" and isinstance(v, dict) and isinstance(v.get("name"), str):
+            attrs["organization"] = v["name"]
+            props["company"] = v
+        elif k == "avatar" and isinstance(v, str):
+            attrs["image"] = v
+        else:
+            props[k] = v
+    return attrs, props
 
 
 class KlaviyoDestination(Destination):
@@ -77,6 +123,7 @@ class KlaviyoDestination(Destination):
         props: dict[str, Any] = {}
         unset: list[str] = []
         skipped = 0
+        traits_props: dict[str, Any] = {}
         for k, v in self.fields_of(item).items():
             if v == "":
                 if k in _STANDARD or self.cfg.clear == "skip":
@@ -86,8 +133,15 @@ class KlaviyoDestination(Destination):
                 continue
             if k in _STANDARD:
                 attrs[_STANDARD[k]] = v
+            elif k == "traits":
+                a, t = klaviyo_traits(traits_of(v))
+                attrs.update(a)
+                traits_props = t
             else:
                 props[k] = typed(k, v)
+        for k, v in traits_props.items():  # a trait never overrides a profile field of the same name
+            if v is not None:  # the bulk import cannot take null
+                props.setdefault(k, v)
         return attrs, props, unset, skipped
 
     def skipped_clears(self, items: list[Item]) -> int:
