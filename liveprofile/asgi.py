@@ -18,7 +18,7 @@ every request is on the hot path.
   refused ``408`` (a trickled body cannot hold a connection), and at ``max_connections`` open
   connections (or running requests) new requests are answered ``503`` (the condition of uvicorn's
   ``limit_concurrency``, checked here so that the answer is JSON too). Each refusal is a JSON body
-  ``{"success": false, "error": code, "message": text}`` (codes ``headers_too_large``,
+  ``{"success": false, "error": code, "code": code, "message": text}`` (codes ``headers_too_large``,
   ``header_timeout``, ``body_timeout``, ``too_many_connections``) and closes the connection.
 
 May import: nothing of liveprofile (a test holds the services to importing it, not each other).
@@ -159,7 +159,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if cycle is None or not cycle.response_started:
-            body = json.dumps({"success": False, "error": code, "message": message}).encode()
+            body = json.dumps({"success": False, "error": code, "code": code, "message": message}).encode()
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
                 % (status, _REASONS[status], len(body), body)
@@ -202,7 +202,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
 
-_TOO_MANY = json.dumps({"success": False, "error": "too_many_connections",
+_TOO_MANY = json.dumps({"success": False, "error": "too_many_connections", "code": "too_many_connections",
                         "message": "the server is at its connection limit (LIVEPROFILE_HTTP_MAX_CONNECTIONS); retry later"}).encode()
 
 

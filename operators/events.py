@@ -565,19 +565,24 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     if ts > hi:
         raise _Invalid(Reason.TIMESTAMP_IN_FUTURE, f"event time {iso(ts)} is after receipt + skew {iso(hi)}")
 
-    email = None
-    if etype == "identify" and traits.get("email") not in (None, ""):
-        # Only identify traits set the profile email (SPEC §4); an email-ish property on
-        # another event (an ESP's bounce address, say) must not cost that event.
-        try:
-            email = validate_email(traits["email"])
-        except ValueError as exc:
-            raise _Invalid(Reason.INVALID_EMAIL, str(exc)) from None
-
     user_traits = None
     ctx_traits = context.get("traits")
     if ctx_traits is not None and not isinstance(ctx_traits, dict):
         raise _Invalid(Reason.INVALID_FIELD_TYPE, "context.traits must be an object")
+
+    email = None
+    if etype == "identify":
+        # Only identify calls set the profile email (SPEC §4): ``traits.email``, else
+        # ``context.traits.email`` (RudderStack's SDKs send identify traits only there); an
+        # email-ish property on another event (an ESP's bounce address, say) must not cost that event.
+        raw_email = traits.get("email")
+        if raw_email in (None, "") and ctx_traits:
+            raw_email = ctx_traits.get("email")
+        if raw_email not in (None, ""):
+            try:
+                email = validate_email(raw_email)
+            except ValueError as exc:
+                raise _Invalid(Reason.INVALID_EMAIL, str(exc)) from None
     own = traits if etype == "identify" else None
     group_id = None
     group_traits = None

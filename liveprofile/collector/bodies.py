@@ -16,7 +16,10 @@ Contract (SPEC §2; :mod:`liveprofile.collector.openapi` documents it):
   over the per-request limit; the three other keys become each event's defaults) or one event.
 * :func:`ok_body` — ``{"success": true}``, plus ``accepted`` and the ``rejected`` list
   (``messageId``, ``reason``, ``message``) when an event was dead-lettered;
-  :func:`error_body` — ``{"success": false, "error": code, "message": text}``.
+  :func:`error_body` — ``{"success": false, "error": code, "code": code, "message": text}``
+  (``code`` repeats ``error`` because the Segment and RudderStack server SDKs read
+  ``payload["code"]`` from an error answer: without it rudder-sdk-python raises ``KeyError``
+  and retries a 4xx it should give up on).
 
 May import: :mod:`liveprofile.buffer`, :mod:`liveprofile.asgi`.
 """
@@ -151,6 +154,6 @@ def error_body(code: str, message: str) -> bytes:
     """A refusal's answer.
 
     >>> error_body("unauthorized", "unknown write key")
-    b'{"success":false,"error":"unauthorized","message":"unknown write key"}'
+    b'{"success":false,"error":"unauthorized","code":"unauthorized","message":"unknown write key"}'
     """
-    return orjson.dumps({"success": False, "error": code, "message": message})
+    return orjson.dumps({"success": False, "error": code, "code": code, "message": message})

@@ -180,7 +180,7 @@ DOCUMENT: dict[str, Any] = {
         "description": (
             "Events are acknowledged (200) only after the buffer acknowledged them. Event-level problems never "
             "fail a batch: the event is dead-lettered and listed in `rejected`. Refusals are "
-            '`{"success": false, "error": code, "message": text}` and keep nothing of the request. '
+            '`{"success": false, "error": code, "code": code, "message": text}` and keep nothing of the request. '
             "A path that is not routed answers 404 `not_found`, a routed path asked with another method 405. "
             "This document needs no write key."
         ),
@@ -426,10 +426,11 @@ DOCUMENT: dict[str, Any] = {
             },
             "Error": {
                 "type": "object",
-                "required": ["success", "error", "message"],
+                "required": ["success", "error", "code", "message"],
                 "properties": {
                     "success": {"const": False},
                     "error": {"type": "string", "description": "a stable code"},
+                    "code": {"type": "string", "description": "the same code, where the Segment/RudderStack SDKs read it"},
                     "message": {"type": "string", "description": "for people; may change"},
                 },
                 "additionalProperties": False,

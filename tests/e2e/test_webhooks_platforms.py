@@ -55,6 +55,8 @@ def test_shopify_and_stripe_deliveries_become_exactly_the_right_profile(redis_ur
         p = profile(r, CUSTOMER)
         assert (p["purchase_count"], p["revenue_total"], p["refund_total"], p["email"]) == ("1", "403.00", "50.00", "john@test.com"), p
         wait_for(lambda: profile(r, "706405506930370084").get("email") == "bob@biller.com", 60, 0.2, "the new customer's profile")
+        # the customer's identify traits reach the profile (issue 13: first_name from any source)
+        assert orjson.loads(profile(r, "706405506930370084")["traits"]).get("first_name") == "Bob"
         wait_for(lambda: profile(r, "cus_NffrFeUfNV2Hib").get("purchase_count") == "1", 60, 0.2, "the Stripe order")
         assert profile(r, "cus_NffrFeUfNV2Hib")["revenue_total"] == "21.98"
 

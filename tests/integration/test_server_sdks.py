@@ -88,8 +88,8 @@ def run_through_a_full_backlog(url: str, r: redis.Redis, send: Callable[[], None
 def check_exactly_once(events: list[dict]) -> None:
     assert len({e["messageId"] for e in events}) == len(events) == EVENTS + 1, events
     assert sorted(e["properties"]["i"] for e in events if e["type"] == "track") == list(range(EVENTS))
-    # RudderStack's SDKs send identify traits in context.traits only (not at the top level): that
-    # they reach the profile is issue 13 item 3 (traits); here: the identify landed as sent
+    # RudderStack's SDKs send identify traits in context.traits only (not at the top level; the
+    # profile takes the email from there: tests/operators/test_events.py); here: the identify landed as sent
     traits = [e.get("traits") or e["context"]["traits"] for e in events if e["type"] == "identify"]
     assert [t["email"] for t in traits] == [events[0]["userId"] + "@example.com"]
 
@@ -130,3 +130,26 @@ def test_analytics_node_batches_and_retries_a_503(full_collector: str, r: redis.
     events = run_through_a_full_backlog(full_collector, r, send, "node-1")
     check_exactly_once(events)
     assert json.loads(out[0].strip().splitlines()[-1]) == {"errors": []}
+
+
+def auth_failures(url: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(url + "/metrics").text.splitlines()
+               if line.startswith("liveprofile_collector_auth_failures_total{"))  # fmt: skip
+
+
+@pytest.mark.parametrize("module", ["segment.analytics", "rudderstack.analytics"])
+def test_python_sdks_read_the_refusal_and_do_not_retry_a_4xx(full_collector: str, module: str) -> None:
+    """A 401 (unknown write key) reaches the SDK as its own ``APIError`` with our code, and the SDK
+    gives up at once as it does for Segment's 4xx: both read ``payload["code"]`` from an error
+    answer (without it rudder-sdk-python raised ``KeyError`` and retried the 401 until its budget ran out)."""
+    lib = pytest.importorskip(module)
+    errors: list[BaseException] = []
+    before = auth_failures(full_collector)
+    client = lib.Client("not-a-key", host=full_collector, sync_mode=False, max_retries=4,
+                        on_error=lambda e, batch: errors.append(e))  # fmt: skip
+    client.track(user_id="u-4xx", event="Product Viewed", properties={"product_id": "p"})
+    client.flush()
+    client.join()
+    assert len(errors) == 1, errors
+    assert type(errors[0]).__name__ == "APIError" and errors[0].status == 401 and errors[0].code == "unauthorized", repr(errors[0])
+    assert auth_failures(full_collector) - before == 1  # one request: no retry of a 4xx

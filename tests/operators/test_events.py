@@ -196,3 +196,18 @@ def test_rejected_raw_of_a_decoded_event() -> None:
     assert isinstance(r, Rejected) and r.raw == b"{'type': 'nope', 'x': {1, 2}}"
     r = parse_event({"type": "nope", "x": {1}, "y": "z" * 5000}, LIM)
     assert isinstance(r, Rejected) and len(r.raw) == 4096
+
+
+def test_identify_email_from_context_traits_as_rudderstack_sends_it() -> None:
+    """RudderStack's SDKs (JS and Python) send identify traits only in ``context.traits``: the
+    email there is the profile email; ``traits.email`` wins when both are sent; an invalid one is
+    the identify's dead letter as with ``traits``; on other calls ``context.traits.email`` never
+    costs the event."""
+    rudder = parse_event(ev(type="identify", event=None, context={"traits": {"email": " Ann@Example.com "}}), LIM)
+    assert isinstance(rudder, Event) and rudder.email == "Ann@Example.com"  # trimmed, as traits.email is
+    both = parse_event(ev(type="identify", event=None, traits={"email": "t@example.com"}, context={"traits": {"email": "c@example.com"}}), LIM)
+    assert isinstance(both, Event) and both.email == "t@example.com"
+    bad = parse_event(ev(type="identify", event=None, context={"traits": {"email": "nope"}}), LIM)
+    assert isinstance(bad, Rejected) and bad.reason == "invalid_email"
+    track = parse_event(ev(context={"traits": {"email": "nope"}}), LIM)
+    assert isinstance(track, Event) and track.email is None
