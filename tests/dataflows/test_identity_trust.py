@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dataflows.sinks.merge import merge_entry
@@ -22,7 +22,7 @@ from operators.events import Limits, Rejected, parse_event
 from operators.identity import anon_uid
 from operators.user import ProfileUpdate, Retire
 from tests.dataflows.test_flow import WORKERS, Out, execute, flow_of, item
-from tests.operators.test_identity_graph import Reference, _raws, traffic
+from tests.operators.test_identity_graph import Reference, _raws, shared_device, traffic
 
 BROWSER = {"_trust": "browser"}
 
@@ -136,7 +136,7 @@ FLOW_EXAMPLES = int(os.environ.get("LP_IDENTITY_FLOW_EXAMPLES", "25"))
 
 
 @settings(max_examples=FLOW_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(traffic, st.sampled_from([1, 3, 1000]), st.sampled_from([1, 2]))
+@given(st.one_of(traffic, shared_device()), st.sampled_from([1, 3, 1000]), st.sampled_from([1, 2]))
 def test_the_flow_matches_the_reference_identity_graph(rows: list[tuple], batch: int, workers: int) -> None:
     """The operator-level property test's traffic through the whole flow (merges and forwards fed
     back through the buffer): every live profile counts what the reference graph says, exactly
@@ -149,6 +149,7 @@ def test_the_flow_matches_the_reference_identity_graph(rows: list[tuple], batch:
     ref = Reference()
     for raw in raws:
         ref.send(raw)
+    event("a redelivery resolves to another node" if ref.across else "no redelivery across nodes")
     items = [(0, f"1714564800000-{i}".encode(), orjson.dumps({**raw, "receivedAt": "2024-05-02T00:00:00.000Z"})) for i, raw in enumerate(raws)]
     out = converge(items, batch=batch, rounds=12, workers=workers)
     want = {(ident if kind == "u" else anon_uid(ident)): len(ids) for (kind, ident), ids in ref.ids.items() if ids}
