@@ -130,7 +130,7 @@ def test_testing_source_items_are_the_generator_s() -> None:
 
 
 def test_a_version_3_identity_snapshot_resumes_its_link_and_then_routes_each_event_once() -> None:
-    """The identity stage's v3 snapshot was the linked user id alone; under v4 it resumes as an
+    """The identity stage's v3 snapshot was the linked user id alone; under v5 (traits took v4) it resumes as an
     :class:`~operators.identity.AnonState` with that link, and from then on a redelivered
     anonymous-only event is routed once (the exactly-once fix), a bare ``str`` (v0) likewise."""
     from dataflows.logic import IdentityLogic
