@@ -112,7 +112,7 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
 
     stage = op.branch("stage", valid.trues, lambda x: x[0] == "i")
     to_identity: Stream[tuple[str, Event]] = op.map("to_identity", stage.trues, lambda x: (x[1], x[2]))
-    linked = op.stateful_batch("identity", to_identity, IdentityLogic)
+    linked = op.stateful_batch("identity", to_identity, lambda resume: IdentityLogic(ucfg.dedupe, resume))
     rerouted = op.map("rerouted", linked, lambda kv: (kv[1][0], kv[1]))
     is_graph = op.branch("is_graph", stage.falses, lambda x: x[0] == "g")
     to_graph = op.map("to_graph", is_graph.trues, lambda x: (x[1], x[2]))

@@ -6,8 +6,9 @@ concerns: which key it runs under, timers (``notify_at``), and snapshots
 no deep copy, and far cheaper than ``copy.deepcopy``; guide §2.3, §12.5). Resumed state goes
 through :func:`operators.snapshot.load`, which migrates older layouts.
 
-* :class:`IdentityLogic` — keyed by anonymous id; state: the linked user id
-  (discarded while there is none, so anonymous-only visitors cost nothing).
+* :class:`IdentityLogic` — keyed by anonymous id; state: :class:`operators.identity.AnonState`,
+  the linked user id and the messageIds of the anonymous-only events routed (so a redelivery
+  after the id was re-identified counts nowhere: exactly once); discarded once both are empty.
 * :class:`GraphLogic` — one key (:data:`operators.identity.GRAPH_KEY`); state: the
   :class:`operators.identity.MergeGraph` of known users merged away (aliases of known users only).
 * :class:`UserLogic` — keyed by canonical user id (anonymous profiles: ``anon_uid``); state: :class:`operators.user.UserState`;
@@ -31,8 +32,9 @@ from dataflows.clock import StreamClock
 from dataflows.outputs import EdgesOut, ModelOut
 from operators import snapshot
 from operators.catalogue import CatalogueOut, ProductState, Sighting, apply, output
+from operators.dedupe import DedupeConfig
 from operators.events import Event
-from operators.identity import Absorb, MergeGraph, decide, route
+from operators.identity import Absorb, AnonState, MergeGraph, decide, route_once
 from operators.models import ModelConfig, ShardModels, judge, model_fields
 from operators.profile import ProfileState, to_fields
 from operators.rfm import Population, RfmEdges
@@ -62,24 +64,34 @@ _MAX_TIMER_WAIT = 30.0  # s: re-check event-time deadlines at least this often (
 
 
 class IdentityLogic(StatefulBatchLogic[Event, tuple[str, Any], bytes]):
-    """Route by the anonymous id's link (see :func:`operators.identity.route`)."""
+    """Route by the anonymous id's link, each anonymous-only event once (see
+    :func:`operators.identity.route_once`); duplicates count in ``EVENTS_DUPLICATE``."""
 
-    def __init__(self, resume: bytes | str | None) -> None:
-        # a bare ``str`` is the snapshot of the layout before versioning
-        self.linked: str | None = resume if resume is None or isinstance(resume, str) else snapshot.load(resume)
+    __slots__ = ("_cfg", "state")
+
+    def __init__(self, cfg: DedupeConfig, resume: bytes | str | None) -> None:
+        self._cfg = cfg
+        # a bare ``str`` is the snapshot of the layout before versioning (the linked id alone)
+        self.state: AnonState | None = (
+            None if resume is None else AnonState(resume) if isinstance(resume, str) else snapshot.load(resume)
+        )
 
     def on_batch(self, values: list[Event]) -> tuple[list[tuple[str, Any]], bool]:
         out: list[tuple[str, Any]] = []
-        linked = self.linked
+        st, cfg = self.state, self._cfg
+        dups = 0
         for ev in values:
-            linked, items = route(linked, ev)
+            st, items, dup = route_once(cfg, st, ev)
             out.extend(items)
-        self.linked = linked
-        return out, (_RETAIN if linked is not None else _DISCARD)
+            dups += dup
+        if dups:
+            metrics.EVENTS_DUPLICATE.inc(dups)
+        self.state = st
+        return out, (_RETAIN if st is not None else _DISCARD)
 
     def snapshot(self) -> bytes:
-        assert self.linked is not None
-        return snapshot.dump(self.linked)
+        assert self.state is not None
+        return snapshot.dump(self.state)
 
 
 class GraphLogic(StatefulBatchLogic[Absorb, Any, bytes]):

@@ -39,15 +39,30 @@ make a cycle whatever the order they race in:
 A later ``userId`` on the same anonymous id (a shared device) re-links future
 anonymous events to the newest user but merges nothing more: the anonymous
 history has already moved.
+
+**Exactly once across re-identification.** An anonymous-only event is routed by the link, and
+the link can change between two deliveries of the same event (an SDK retry, a buffer replay):
+counted on A, re-identified to B, redelivered, it would reach B, whose dedupe has never seen it
+(and after ``alias A -> B`` count twice on the survivor). So the identity stage's state is an
+:class:`AnonState`: the link *and* the ``messageId`` s of the anonymous-only events this
+anonymous id routed, remembered with the per-user dedupe's window and cap
+(:class:`operators.dedupe.DedupeConfig`); :func:`route_once` routes such an event at most once,
+wherever the link points by the time it comes again. Events carrying a ``userId`` always go to
+that user (whose own dedupe, merged along with its state, catches their redeliveries), so only
+the events whose destination can change are remembered here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
 
-__all__ = ["ANON_PREFIX", "GRAPH_KEY", "Absorb", "MergeGraph", "Refused", "decide", "Link", "anon_uid", "anonymous_key", "is_anon", "public_id", "route"]
+__all__ = [
+    "ANON_PREFIX", "GRAPH_KEY", "Absorb", "AnonState", "MergeGraph", "Refused", "decide", "Link", "anon_uid",
+    "anonymous_key", "is_anon", "public_id", "route", "route_once",
+]  # fmt: skip
 
 #: the per-user key prefix of anonymous profiles; no parsed id starts with whitespace
 ANON_PREFIX = " anon:"
@@ -190,3 +205,40 @@ def route(linked: str | None, ev: Event) -> tuple[str | None, list[tuple[str, Ev
     if linked is not None:
         return linked, [(linked, ev)]
     return None, [(ev.uid if akey is None else anon_uid(akey), ev)]
+
+
+@dataclass(slots=True)
+class AnonState:
+    """The identity stage's state of one anonymous id: the user it is linked to (``None`` until an
+    event carries both ids) and the ``messageId`` s of the anonymous-only events it routed."""
+
+    linked: str | None = None
+    seen: SeenIds = field(default_factory=SeenIds)
+
+    def __bool__(self) -> bool:
+        """Whether there is anything to keep (an unlinked id whose window emptied costs nothing)."""
+        return self.linked is not None or len(self.seen) > 0
+
+
+def route_once(cfg: DedupeConfig, st: AnonState | None, ev: Event) -> tuple[AnonState | None, list[tuple[str, Event | Link]], bool]:
+    """:func:`route`, routing each anonymous-only event at most once per ``messageId`` (within
+    ``cfg``'s window and cap): the new state (``None``: nothing to keep), the items to send on,
+    and whether ``ev`` was such a duplicate (routed nowhere).
+
+    >>> from operators.events import parse_event, Limits
+    >>> L, cfg = Limits(timestamp_min_ms=0), DedupeConfig()
+    >>> def ev(**kw): return parse_event({"type": "track", "event": "x", "receivedAt": 0, **kw}, L)
+    >>> st, out, dup = route_once(cfg, None, ev(anonymousId="x", userId="A", messageId="i1"))
+    >>> st, out, dup = route_once(cfg, st, ev(anonymousId="x", messageId="e1")); [k for k, _ in out], dup
+    (['A'], False)
+    >>> st, out, dup = route_once(cfg, st, ev(anonymousId="x", userId="B", messageId="i2")); st.linked
+    'B'
+    >>> route_once(cfg, st, ev(anonymousId="x", messageId="e1"))[1:]  # the retry: not on B too
+    ([], True)
+    """
+    if st is None:
+        st = AnonState()
+    if ev.user_id is None and not st.seen.first_sight(cfg, ev.message_id, ev.ts):
+        return (st or None), [], True
+    st.linked, out = route(st.linked, ev)
+    return (st or None), out, False

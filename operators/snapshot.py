@@ -14,10 +14,14 @@ misread.
 
 Versions: 0 bare pickles; 1 the first versioned layout; 2 profile states with order records,
 unsubscribe, consent and machine opens; 3 behaviour states with the abuse logs (orders, emails)
-and shard models with the ``abuse`` forest; 4 profile states with traits and group ids.
+and shard models with the ``abuse`` forest; 4 profile states with traits and group ids; 5 the
+identity stage's state is an :class:`operators.identity.AnonState` (the link and the messageIds
+it routed), not the bare linked id.
 
->>> load(dump({"a": 1})), load(pickle.dumps("u1"))
-({'a': 1}, 'u1')
+>>> load(dump({"a": 1})), load(pickle.dumps(["u1"]))
+({'a': 1}, ['u1'])
+>>> st = load(dump("u1", version=4)); type(st).__name__, st.linked, len(st.seen)  # a v4 identity snapshot
+('AnonState', 'u1', 0)
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
-VERSION = 4
+VERSION = 5
 
 
 def _from_bare_pickle(obj: Any) -> Any:
@@ -67,8 +71,25 @@ def _traits_groups(obj: Any) -> Any:
     return obj
 
 
-MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {0: _from_bare_pickle, 1: _orders_consent_unsubscribe, 2: _abuse_features,
-                                                  3: _traits_groups}  # fmt: skip
+def _anon_state(obj: Any) -> Any:
+    """4 -> 5: the identity stage's snapshot was the linked user id (a ``str``; no other step's
+    state is one); it becomes an :class:`operators.identity.AnonState` with that link and no
+    remembered ids (events routed before the upgrade are deduplicated where they were counted,
+    as before it)."""
+    if isinstance(obj, str):
+        from operators.identity import AnonState
+
+        return AnonState(obj)
+    return obj
+
+
+MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
+    0: _from_bare_pickle,
+    1: _orders_consent_unsubscribe,
+    2: _abuse_features,
+    3: _traits_groups,
+    4: _anon_state,
+}
 
 
 def dump(obj: Any, version: int = VERSION) -> bytes:
@@ -80,7 +101,7 @@ def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
     >>> version_of(dump(1)), version_of(pickle.dumps(1))
-    (4, 0)
+    (5, 0)
     """
     return int.from_bytes(raw[3:5], "big") if raw[:3] == MAGIC else 0
 

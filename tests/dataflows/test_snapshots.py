@@ -1,7 +1,8 @@
 """Versioned state: recovery stores written by the previous layouts (``v0``: bare-pickle
 snapshots, commit 037e423; ``v1``: the first versioned layout, commit 8fe6588, before the profile
 state gained order records, unsubscribe, consent and machine opens; ``v2``: commit 4d4b0d1, before
-the behaviour state gained the abuse logs and the shard models the ``abuse`` forest; all made by
+the behaviour state gained the abuse logs and the shard models the ``abuse`` forest; ``v3``: commit
+1fe9579, the last layout whose identity snapshots were the bare linked id; all made by
 ``snapshots/make_recovery_store.py``) resume under this code with the same profiles as an
 uninterrupted run, and later snapshots are written at the current version; a version bump runs
 its migration exactly once."""
@@ -28,6 +29,7 @@ from tests.dataflows.test_flow import Out, flow_of
 STORE_V0 = Path(__file__).parent / "snapshots" / "v0"
 STORE_V1 = Path(__file__).parent / "snapshots" / "v1"
 STORE_V2 = Path(__file__).parent / "snapshots" / "v2"
+STORE_V3 = Path(__file__).parent / "snapshots" / "v3"
 
 
 def _snapshots(store: Path, step: str) -> list[bytes]:
@@ -41,7 +43,7 @@ def _snapshots(store: Path, step: str) -> list[bytes]:
     return [pickle.loads(blob) for _, blob in rows if blob is not None]
 
 
-@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2)], ids=["v0", "v1", "v2"])
+@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2), (STORE_V3, 3)], ids=["v0", "v1", "v2", "v3"])
 def test_a_store_from_a_previous_layout_resumes_with_the_same_profiles(tmp_path: Path, source: Path, version: int) -> None:
     store = tmp_path / "rec"
     shutil.copytree(source, store)
@@ -125,3 +127,21 @@ def test_a_version_2_profile_state_restores_with_empty_traits() -> None:
 def test_testing_source_items_are_the_generator_s() -> None:
     """The resumed run replays the very items the store was written from (abort point included)."""
     assert len(items()) > ABORT_AT and TestingSource.ABORT not in map(type, items())
+
+
+def test_a_version_3_identity_snapshot_resumes_its_link_and_then_routes_each_event_once() -> None:
+    """The identity stage's v3 snapshot was the linked user id alone; under v5 (traits took v4) it resumes as an
+    :class:`~operators.identity.AnonState` with that link, and from then on a redelivered
+    anonymous-only event is routed once (the exactly-once fix), a bare ``str`` (v0) likewise."""
+    from dataflows.logic import IdentityLogic
+    from operators.dedupe import DedupeConfig
+    from operators.events import Event, Limits, parse_event
+
+    ev = parse_event({"type": "track", "event": "x", "anonymousId": "a1", "messageId": "e1", "receivedAt": 0}, Limits(timestamp_min_ms=0))
+    assert isinstance(ev, Event)
+    for resume in (snapshot.dump("u1", version=3), "u1"):
+        logic = IdentityLogic(DedupeConfig(), resume)
+        assert logic.on_batch([ev, ev]) == ([("u1", ev)], logic.RETAIN)
+        again = IdentityLogic(DedupeConfig(), logic.snapshot())
+        assert snapshot.version_of(logic.snapshot()) == snapshot.VERSION
+        assert again.on_batch([ev]) == ([], logic.RETAIN)  # remembered across a snapshot too

@@ -1,7 +1,7 @@
 """Property test (issue 12): random interleavings of identify / alias / track / page for a few user
 and anonymous ids — ids that collide across the namespaces, self-aliases, chains A -> B -> C,
 re-identification on shared devices, duplicates, browser-key aliases — through the real identity
-and per-user step functions (:func:`operators.identity.route`, :func:`operators.user.step`), wired
+and per-user step functions (:func:`operators.identity.route_once`, :func:`operators.user.step`), wired
 as the flow wires them (:mod:`dataflows.parse`: the identity stage for anonymous ids, an
 :class:`~operators.identity.Absorb` to the user key ``previousId``; merges and forwards go back
 in as the buffer would deliver them). Every profile is compared with an independent reference
@@ -16,11 +16,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from operators.events import Event, Limits, Rejected, parse_event
-from operators.identity import Absorb, MergeGraph, Refused, anon_uid, anonymous_key, decide, route
+from operators.identity import (
+    Absorb,
+    AnonState,
+    MergeGraph,
+    Refused,
+    anon_uid,
+    anonymous_key,
+    decide,
+    route_once,
+)
 from operators.user import Forward, MergeExport, MergeIn, ProfileUpdate, Retire, UserConfig, step
 
 EXAMPLES = int(os.environ.get("LP_IDENTITY_EXAMPLES", "300"))
@@ -34,7 +43,7 @@ T0 = 1_714_564_800_000
 # -- the system under test, wired as dataflows.parse / build wire it -----------------------------
 @dataclass
 class System:
-    identity: dict[str, str] = field(default_factory=dict)
+    identity: dict[str, AnonState] = field(default_factory=dict)
     graph: MergeGraph | None = None
     users: dict[str, object] = field(default_factory=dict)
     profiles: dict[str, ProfileUpdate | Retire] = field(default_factory=dict)
@@ -48,9 +57,11 @@ class System:
         if akey is None:
             queue.append((ev.uid, ev))
         else:
-            linked, outs = route(self.identity.get(akey), ev)
-            if linked is not None:
-                self.identity[akey] = linked
+            anon, outs, _ = route_once(CFG.dedupe, self.identity.get(akey), ev)
+            if anon is not None:
+                self.identity[akey] = anon
+            else:
+                self.identity.pop(akey, None)
             queue.extend(outs)
         if ev.type == "alias" and ev.previous_id != ev.user_id:
             assert ev.previous_id is not None and ev.user_id is not None
@@ -95,11 +106,10 @@ class Reference:
         self.linked: dict[str, str] = {}  # anonymous id -> newest user id seen with it
         self.dead: list[tuple[str, str]] = []
         self.where: dict[str, tuple[str, str]] = {}  # messageId -> the node that first counted it
-        #: a redelivery reached another node than its first delivery (a shared device re-identified
-        #: in between): the two nodes each count it once, and if they merge later the survivor
-        #: counts it twice — a known limit of merging counters (see the report); examples that do
-        #: this are left out rather than modelled
-        self.split = False
+        #: messageIds already counted somewhere: a redelivery counts nowhere, whichever node its ids
+        #: resolve to by then (a shared device re-identified in between: SPEC 1, exactly once)
+        self.dups = 0
+        self.across = 0  # of them, redeliveries that now resolve to another node than the one counting them
 
     def root(self, user: str) -> str:
         while user in self.merged:
@@ -109,9 +119,11 @@ class Reference:
     def count(self, node: tuple[str, str], mid: str) -> None:
         if node[0] == "u":
             node = ("u", self.root(node[1]))
-        first = self.where.setdefault(mid, node)
-        if first != node and mid not in self.ids.get(node, set()):
-            self.split = True
+        if mid in self.where:  # counted once already (wherever it is now): a duplicate
+            self.dups += 1
+            self.across += self.where[mid] != node  # the shared-device case: it resolves elsewhere now
+            return
+        self.where[mid] = node
         self.ids.setdefault(node, set()).add(mid)
 
     def move(self, src: tuple[str, str], user: str) -> None:
@@ -161,6 +173,25 @@ call = st.one_of(
     st.tuples(st.just("alias"), st.sampled_from(USERS), st.none(), st.sampled_from([*USERS, *ANONS]), st.booleans()),
 )
 traffic = st.lists(st.one_of(call, st.tuples(st.just("dup"), st.integers(0, 40))), min_size=1, max_size=40)
+def _appended(rows: list[tuple]) -> int:
+    """How many events ``_raws`` makes of ``rows`` (a leading ``dup`` makes none)."""
+    n = 0
+    for row in rows:
+        n += row[0] != "dup" or n > 0
+    return n
+
+
+@st.composite
+def shared_device(draw: st.DrawFn) -> list[tuple]:
+    """Traffic made for the exactly-once hole: the general traffic around one planted case (the
+    device ``x`` identified as U1, an anonymous event, the device re-identified as U2, that event
+    redelivered), so every example redelivers an event after its anonymous id moved."""
+    before, after = draw(traffic), draw(st.lists(st.one_of(call, st.tuples(st.just("dup"), st.integers(0, 60))), max_size=15))
+    u1, u2 = draw(st.permutations(["A", "B", "C"]))[:2]
+    at = _appended(before) + 1  # the index of the planted anonymous event
+    planted = [("identify", u1, "x", None, False), ("track", None, "x", None, False), ("identify", u2, "x", None, False), ("dup", at)]
+    merge = draw(st.sampled_from([[], [("alias", u2, None, u1, False)], [("alias", u1, None, u2, False)]]))
+    return [*before, *planted, *after, *merge]
 
 
 def _raws(rows: list[tuple]) -> list[dict]:
@@ -189,8 +220,8 @@ def _check(raws: list[dict]) -> None:
     sut, ref = System(), Reference()
     for raw in raws:
         ref.send(raw)
-    if ref.split:
-        assume(False)
+    if currently_in_test_context():  # the statistics of the property tests (--hypothesis-show-statistics)
+        event("a redelivery resolves to another node" if ref.across else "no redelivery across nodes")
     for raw in raws:
         sut.send(raw)
     want: dict[str, object] = {}
@@ -217,6 +248,16 @@ def test_every_profile_matches_the_reference_identity_graph(rows: list[tuple]) -
     _check(_raws(rows))
 
 
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shared_device())
+def test_a_shared_device_s_redeliveries_match_the_reference_identity_graph(rows: list[tuple]) -> None:
+    """The same property on traffic made for the exactly-once hole (a redelivery after the device
+    was re-identified, maybe a merge of its users later): the general traffic above hits it in
+    ~1 % of examples, this in every one (the planted case; a prefix may have linked ``x`` already,
+    or merged one of the users: then the planted redelivery may resolve to the same node)."""
+    _check(_raws(rows))
+
+
 def test_the_named_cases() -> None:
     """The cases the issue names, spelled out (the property test finds them too)."""
     hijack = [
@@ -235,6 +276,35 @@ def test_the_named_cases() -> None:
     selfalias.append({"type": "alias", "userId": "u", "previousId": "u", "messageId": "self"})
     for case in (hijack, chain, selfalias):
         _check([{"timestamp": (T0 + i) / 1000, "receivedAt": (T0 + 10**6) / 1000, **r} for i, r in enumerate(case)])
+
+
+SHARED_DEVICE = [
+    {"type": "identify", "userId": "A", "anonymousId": "x", "messageId": "i1"},
+    {"type": "track", "event": "Product Viewed", "anonymousId": "x", "messageId": "e1"},  # counted on A
+    {"type": "identify", "userId": "B", "anonymousId": "x", "messageId": "i2"},  # the device re-identified
+    {"type": "track", "event": "Product Viewed", "anonymousId": "x", "messageId": "e1"},  # the SDK's retry
+]
+MERGE_AB = {"type": "alias", "userId": "B", "previousId": "A", "messageId": "ab"}  # from a server key
+
+
+def _timed(rows: list[dict]) -> list[dict]:
+    return [{"timestamp": (T0 + i) / 1000, "receivedAt": (T0 + 10**6) / 1000, **r} for i, r in enumerate(rows)]
+
+
+def test_a_redelivery_after_a_shared_device_is_re_identified_counts_once() -> None:
+    """The exactly-once hole: ``e1`` was counted on A; after the device's anonymous id moved to B
+    its redelivery resolves to B. It must count on neither B nor (after ``alias A -> B``) twice
+    on the survivor. On main B counted it too (A 2, B 2) and the merged B counted 5 of 4 events."""
+    sut = System()
+    for raw in _timed(SHARED_DEVICE):
+        sut.send(raw)
+    counts = {k: int(p.fields["event_count"]) for k, p in sut.profiles.items() if type(p) is ProfileUpdate}
+    assert counts == {"A": 2, "B": 1}
+    sut.send(_timed([*SHARED_DEVICE, MERGE_AB])[-1])
+    b = sut.profiles["B"]
+    assert type(b) is ProfileUpdate and b.fields["event_count"] == "4"  # i1, e1, i2, ab: each once
+    assert type(sut.profiles["A"]) is Retire
+    _check(_timed([*SHARED_DEVICE, MERGE_AB]))
 
 
 def test_property_driver_sees_event_objects() -> None:
