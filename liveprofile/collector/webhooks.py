@@ -55,6 +55,7 @@ import redis.asyncio as aioredis
 
 from liveprofile.asgi import HTTPError, Receive, Scope, Send, respond
 from liveprofile.buffer.ingest import Prepared
+from liveprofile.buffer.writers import dead_letter_caps
 from liveprofile.collector.bodies import decode_object, events_of, ok_body, read_body
 from liveprofile.collector.config import CollectorConfig, WebhookSource
 from liveprofile.collector.gate import BufferGate, refusal
@@ -207,7 +208,7 @@ class Webhooks:
                 outcome = ReplayGuardResult.APPENDED if fresh else ReplayGuardResult.REPLAY
             else:
                 outcome = ReplayGuardResult(await self._script(
-                    keys=[seen, *(a[0] for a in prep.appends)], args=webhook_replay_guard_argv(ttl, prep.appends)
+                    keys=[seen, *(a[0] for a in prep.appends)], args=webhook_replay_guard_argv(ttl, prep.appends, dead_letter_caps(gate.settings, gate.keys))
                 ))  # fmt: skip
         except Exception as exc:
             logger.warning("collector: webhook append failed (%s: %.200s): answering 503", type(exc).__name__, exc)

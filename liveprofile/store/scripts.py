@@ -220,15 +220,21 @@ class ReplayGuardResult(IntEnum):
     APPENDED = 1
 
 
-def webhook_replay_guard_argv(ttl_s: int, appends: list[tuple[str, dict[str, bytes | str]]]) -> list[object]:
+def webhook_replay_guard_argv(ttl_s: int, appends: list[tuple[str, dict[str, bytes | str]]],
+                              maxlens: Mapping[str, int] | None = None) -> list[object]:  # fmt: skip
     """ARGV of one ``webhook_replay_guard`` call (KEYS: the delivery's replay key, then the stream
     of each append, in the same order); the script answers a :class:`ReplayGuardResult`.
+    A stream in ``maxlens`` (the dead letters) is capped at its MAXLEN (approximately), as the
+    collector's other appends are.
 
-    >>> webhook_replay_guard_argv(360, [("lp:events:0", {"e": "{}"}), ("lp:events:1", {"e": "[]", "k": "m"})])
-    [360, 1, 'e', '{}', 2, 'e', '[]', 'k', 'm']
+    >>> webhook_replay_guard_argv(360, [("lp:events:0", {"e": "{}"}), ("lp:dead-letter", {"e": "[]", "k": "m"})],
+    ...                           {"lp:dead-letter": 1000})
+    [360, 0, 1, 'e', '{}', 1000, 2, 'e', '[]', 'k', 'm']
     """
+    caps = maxlens or {}
     out: list[object] = [ttl_s]
-    for _, fields in appends:
+    for stream, fields in appends:
+        out.append(caps.get(stream, 0))
         out.append(len(fields))
         for k, v in fields.items():
             out.append(k)

@@ -20,7 +20,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.collector.conftest import SECURE_ENV, WRITE_KEY, K, basic, launch
+from liveprofile.collector.signing import sign_webhook
+from tests.collector.conftest import HOOK_ESP, SECURE_ENV, WRITE_KEY, K, basic, launch
 from tests.procs import Proc, base_env
 from tests.redis_server import RedisServer
 
@@ -225,4 +226,12 @@ def test_the_dead_letter_stream_is_capped(redis_url: str, r: redis.Redis, collec
         for _ in range(20):
             assert http.post(url + "/v1/batch", json={"batch": bad}).status_code == 200
     # MAXLEN ~ trims whole stream nodes (100 entries each by default): at most a node over the cap
+    assert 100 <= r.xlen(K.dead_letter) <= 200, r.xlen(K.dead_letter)
+    # signed webhook deliveries append through their own replay-guard script: capped as well
+    # (on the previous commit 20 deliveries of 50 bad events left 1,000+ entries)
+    for k in range(20):
+        body = orjson.dumps({"batch": [{**b, "messageId": f"w{k}-{i}"} for i, b in enumerate(bad)]})
+        resp = httpx.post(url + "/v1/webhooks/esp", content=body,
+                          headers={"content-type": "application/json", "X-Liveprofile-Signature": sign_webhook(HOOK_ESP, body)})  # fmt: skip
+        assert resp.status_code == 200, resp.text
     assert 100 <= r.xlen(K.dead_letter) <= 200, r.xlen(K.dead_letter)
