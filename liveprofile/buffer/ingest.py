@@ -41,6 +41,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -63,7 +64,7 @@ from operators.events import (
 from operators.identity import anon_uid
 from operators.routing import shard_of
 
-__all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable", "SERVER", "BROWSER",
+__all__ = ["Prepared", "prepare", "truncate_ip", "lenient_loads", "Unstorable", "TooDeep", "split_batch", "SERVER", "BROWSER",
            "suppression_members", "suppression_lists", "drop_suppressed", "drop_appends"]
 
 #: the trust levels of a write key (see the module doc)
@@ -111,6 +112,95 @@ def lenient_loads(body: bytes) -> Any:
     """
     text = body.decode("utf-8", "surrogateescape")
     return json.loads(text, parse_float=_lenient_float, parse_int=_lenient_int, parse_constant=Unstorable)
+
+
+class TooDeep:
+    """A batch element nested deeper than either JSON decoder goes (orjson: 1024 levels, the
+    standard library: the recursion limit), kept as its raw bytes: :func:`prepare` dead-letters it
+    (``invalid_field_type``) and the batch's other events are taken (SPEC 2)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+
+
+def _decode_element(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return lenient_loads(raw)
+    except RecursionError:
+        return TooDeep(raw)
+
+
+def split_batch(body: bytes) -> dict[str, Any]:
+    """Decode ``{"batch": [...], ...}`` whose elements may be nested too deeply to decode: each
+    element on its own, a too-deep one as :class:`TooDeep`. Raises ``ValueError`` when the body is
+    not such an object or is not JSON for any other reason (a request-level 400). Iterative: the
+    scan over the body's strings and brackets has no recursion.
+
+    >>> deep = b"[" * 1100 + b"]" * 1100
+    >>> doc = split_batch(b'{"sentAt": "t", "batch": [{"a": 1}, ' + deep + b', {"b": [2]}]}')
+    >>> doc["sentAt"], doc["batch"][0], type(doc["batch"][1]).__name__, doc["batch"][2]
+    ('t', {'a': 1}, 'TooDeep', {'b': [2]})
+    >>> split_batch(b'{"batch": [1, }')
+    Traceback (most recent call last):
+    ...
+    ValueError: not a JSON object with a batch array
+    """
+    depth = 0
+    key: bytes | None = None
+    expect_key = False
+    start = end = -1
+    spans: list[tuple[int, int]] = []
+    elem = -1
+    for m in _TOKENS.finditer(body):
+        tok = m.group()
+        c = tok[:1]
+        if c == b'"':
+            if depth == 1 and expect_key:
+                key, expect_key = tok, False
+            continue
+        if c in b"[{":
+            depth += 1
+            if depth == 1 and c == b"{":
+                expect_key = True
+            elif depth == 2 and c == b"[" and key == b'"batch"' and start < 0:
+                start = elem = m.end()
+        elif c in b"]}":
+            if depth == 2 and start >= 0 and end < 0 and c == b"]":
+                if body[elem:m.start()].strip():
+                    spans.append((elem, m.start()))
+                end = m.start()
+            depth -= 1
+            if depth < 0:
+                break
+        elif c == b",":
+            if depth == 1:
+                expect_key = True
+            elif depth == 2 and start >= 0 and end < 0:
+                spans.append((elem, m.start()))
+                elem = m.end()
+    if start < 0 or end < 0 or depth != 0:
+        msg = "not a JSON object with a batch array"
+        raise ValueError(msg)
+    try:
+        doc = orjson.loads(body[: start - 1] + b"[]" + body[end + 1 :])
+        batch = [_decode_element(body[a:b]) for a, b in spans]
+    except (ValueError, RecursionError):
+        msg = "not a JSON object with a batch array"
+        raise ValueError(msg) from None
+    if not isinstance(doc, dict) or doc.get("batch") != []:
+        msg = "not a JSON object with a batch array"
+        raise ValueError(msg)
+    doc["batch"] = batch
+    return doc
 
 
 def _is_text(s: str) -> bool:
@@ -187,7 +277,10 @@ def prepare(
     streams = [keys.events(i) for i in range(shards)]
     dl = keys.dead_letter
     for ev in events:
-        if not isinstance(ev, dict):
+        if isinstance(ev, TooDeep):
+            rej = Rejected(Reason.INVALID_FIELD_TYPE, "event nesting is too deep to decode", ev.raw[:max_event])
+            ev = None
+        elif not isinstance(ev, dict):
             raw = _dumps_or_none(ev, orjson.OPT_NON_STR_KEYS)
             rej = Rejected(Reason.NOT_OBJECT, "an event must be a JSON object", (raw if raw is not None else _fallback_raw(ev))[:max_event])
         else:

@@ -10,7 +10,10 @@ Contract (SPEC §2; :mod:`liveprofile.collector.openapi` documents it):
 * :func:`decode_object` — the body as a JSON object (400 ``malformed_json`` / ``not_object``); a
   body orjson refuses only for values one event may hold (a lone surrogate, non-UTF-8 bytes in a
   string, ``NaN``, ``Infinity``, ``1e400``) is decoded by :func:`liveprofile.buffer.ingest.lenient_loads`
-  instead, and those events are dead-lettered (``invalid_text``/``invalid_number``), not the batch.
+  instead, and those events are dead-lettered (``invalid_text``/``invalid_number``), not the batch;
+  a batch with an event nested deeper than either decoder goes is split element by element
+  (:func:`liveprofile.buffer.ingest.split_batch`) and that event dead-lettered
+  (``invalid_field_type``).
 * :func:`events_of` — the events of a body: ``{"batch": [...], "sentAt"?, "context"?,
   "integrations"?}`` (400 ``missing_batch`` without a ``batch`` array, 413 ``too_many_events``
   over the per-request limit; the three other keys become each event's defaults) or one event.
@@ -32,7 +35,7 @@ from typing import Any
 import orjson
 
 from liveprofile.asgi import HTTPError, Receive
-from liveprofile.buffer.ingest import Prepared, lenient_loads
+from liveprofile.buffer.ingest import Prepared, lenient_loads, split_batch
 
 __all__ = ["read_body", "gunzip", "decode_object", "events_of", "ok_body", "error_body", "BATCH_DEFAULTS"]
 
@@ -107,7 +110,12 @@ def decode_object(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         try:
             doc = lenient_loads(body)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            try:  # one event nested too deeply must not cost its batch: decode element by element
+                doc = split_batch(body)
+            except ValueError:
+                raise HTTPError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        except ValueError:
             raise HTTPError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise HTTPError(400, "not_object", "the body must be a JSON object")

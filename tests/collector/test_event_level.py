@@ -101,6 +101,26 @@ def test_one_poisoned_event_is_a_dead_letter_and_the_rest_of_its_batch_is_accept
     assert raw.isascii() and orjson.loads(raw.decode().replace("\\ud", "\\\\ud"))["messageId"] == f"{run}-poison"
 
 
+def test_an_event_nested_deeper_than_the_decoders_go_costs_only_itself(secure: str, r: redis.Redis) -> None:
+    """1,100 levels of nesting: orjson refuses the body (its limit is 1,024) and the standard
+    library recurses out; the batch is then decoded element by element, the deep event is a dead
+    letter and the others are taken (on the previous commit the whole batch got 400 malformed_json)."""
+    run = "deep"
+    events = [_event(i, run) for i in range(3)]
+    deep = b'{"type":"track","event":"E","userId":"u-deep","messageId":"deep-x","properties":{"v":' + b"[" * 1100 + b"]" * 1100 + b"}}"
+    body = orjson.dumps({"batch": events, "sentAt": "2024-05-01T12:00:00Z"})
+    body = body.replace(b'"batch":[', b'"batch":[' + deep + b",", 1)
+    resp = httpx.post(secure + "/v1/batch", content=body, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["accepted"] == 3 and [x["reason"] for x in resp.json()["rejected"]] == ["invalid_field_type"]
+    assert {m for m in _buffered_ids(r) if m.startswith(run + "-")} == {f"{run}-m{i}" for i in range(3)}
+    mine = [d for d in _dead(r) if d["reason"] == b"invalid_field_type"]
+    assert len(mine) == 1 and mine[0]["raw"].startswith(b'{"type":"track"') and b"u-deep" in mine[0]["raw"]
+    # a body that is not JSON for another reason stays a request-level 400
+    bad = body.replace(b'"sentAt"', b"sentAt", 1)
+    assert httpx.post(secure + "/v1/batch", content=bad, headers=AUTH).json()["error"] == "malformed_json"
+
+
 def test_a_poisoned_single_event_is_400_with_its_reason_and_a_dead_letter(secure: str, r: redis.Redis) -> None:
     body = orjson.dumps(_poisoned("single", "property")).replace(b'"' + MARK.encode() + b'"', b"NaN")
     resp = httpx.post(secure + "/v1/track", content=body, headers=AUTH)
@@ -110,7 +130,9 @@ def test_a_poisoned_single_event_is_400_with_its_reason_and_a_dead_letter(secure
 
 def test_request_level_problems_stay_request_level(secure: str, r: redis.Redis) -> None:
     """A body that is not JSON as a whole is still a 400 with a JSON reason, and nothing is kept."""
-    for body in (b'{"batch": [{"type": "track"', b'{"batch": [NaN, }', b"\xff\xfe{}", b'{"batch": [' + b"[" * 5000 + b"]" * 5000 + b"]}"):
+    # (a batch whose element is nested 5,000 deep is no longer one of these: that element is a dead
+    # letter, test_an_event_nested_deeper_than_the_decoders_go_costs_only_itself)
+    for body in (b'{"batch": [{"type": "track"', b'{"batch": [NaN, }', b"\xff\xfe{}", b'{"batch": [' + b"[" * 5000 + b"]" * 4999 + b"}"):
         resp = httpx.post(secure + "/v1/batch", content=body, headers=AUTH)
         assert resp.status_code == 400 and resp.json()["error"] == "malformed_json", body[:30]
     unauth = httpx.post(secure + "/v1/batch", content=_body([_event(1, "x")], b"NaN"), headers={"content-type": "application/json"})
