@@ -99,6 +99,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_CONTENT_REDIRECT_HOSTS": ("", "hosts a signed content click (/c/{slot}/click) may redirect to when the product's url came from a browser (public) write key, comma-separated (`shop.example` also allows its subdomains); urls from server keys are always followed; empty = browser-sent urls are not followed (404 untrusted_url)"),
     "LIVEPROFILE_CONTENT_URL_TTL": ("30d", "how long a content URL minted by `liveprofile content-url` or /v1/content-urls stays valid"),
     "LIVEPROFILE_CONTENT_BASE_URL": ("http://127.0.0.1:8090", "the API's public URL: the base of minted content URLs"),
+    # -- the source debugger (docs/debugger.md) --
+    "LIVEPROFILE_DEBUGGER": ("off", "on: the collector writes a redacted entry per accepted or rejected event to the capped stream {prefix}:debug-events, which the API's /debugger page shows live (one extra pipelined XADD per request)"),
+    "LIVEPROFILE_DEBUGGER_MAXLEN": ("1000", "approximate cap on the source debugger's stream {prefix}:debug-events (the page keeps at most its last 200 rows)"),
+    "LIVEPROFILE_DEBUGGER_SHOW_VALUES": ("off", "on: the source debugger shows property and trait values (emails stay masked); off: their names only"),
     "LIVEPROFILE_CATALOGUE_TOP_MAX": ("500", "products kept in each {prefix}:category-top:{category} popularity ranking (the least popular beyond it are dropped)"),
 }
 
@@ -222,6 +226,9 @@ class Settings:
     http_max_connections: int = 2048
     public_write_keys: tuple[str, ...] = ()  # LIVEPROFILE_BROWSER_WRITE_KEYS (browser keys are public)
     catalogue_top_max: int = 500
+    debugger: bool = False  # LIVEPROFILE_DEBUGGER
+    debugger_maxlen: int = 1000
+    debugger_show_values: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -294,6 +301,9 @@ class Settings:
             kafka_topic=v["LIVEPROFILE_KAFKA_TOPIC"].strip(),
             public_write_keys=tuple(k.strip() for k in v["LIVEPROFILE_BROWSER_WRITE_KEYS"].split(",") if k.strip()),
             catalogue_top_max=_int(v, "LIVEPROFILE_CATALOGUE_TOP_MAX", 1),
+            debugger=_bool(v, "LIVEPROFILE_DEBUGGER"),
+            debugger_maxlen=_int(v, "LIVEPROFILE_DEBUGGER_MAXLEN"),
+            debugger_show_values=_bool(v, "LIVEPROFILE_DEBUGGER_SHOW_VALUES"),
             buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),
         )
         if overrides:

@@ -18,7 +18,8 @@ and their anonymous ids (the profiles' ``anonymous_ids``). Then:
 3. everything else that names them is deleted: buffered events (matched by their normalized
    ids) and internal buffer entries, dead letters of every stage (``{p}:dead-letter`` and
    ``:redriven``; by their ``user_id``/``anonymous_id`` fields, their raw event's ids, or the ids or
-   email as a substring of a raw cut short), anomaly records, older change-feed entries,
+   email as a substring of a raw cut short), anomaly records, the source debugger's tap
+   (``{p}:debug-events``, by its ``uid``/``aid``/``pid``), older change-feed entries,
    experiment exposures, and per sync destination the watermark fields, dead letters and
    redrive entries and the items of recorded vendor jobs (``{p}:sync-jobs:{dest}``) — all but
    pending deletion requests, which still have to reach the platform;
@@ -257,6 +258,8 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str | None = N
     for stream in (keys.dead_letter, keys.dead_letter_redriven):  # every stage's dead letters
         stats["dead_letters"] += _xdel_matching(client, stream, dead_letter)
     stats["anomalies"] = _xdel_matching(client, keys.anomalies, lambda f: _s(f.get(b"user_id")) in ids)
+    stats["debug_events"] = _xdel_matching(  # the source debugger's tap (liveprofile.store.debugtap)
+        client, keys.debug_events, lambda f: d.owns(_s(f.get(b"uid")) or None, _s(f.get(b"aid")) or None, _s(f.get(b"pid")) or None))
     deletions: dict[str, list[bytes]] = {}
     for g in sorted(by_group):
         changes = keys.changes_in(g)

@@ -33,6 +33,10 @@ missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
 * ``GET /v1/content-urls/{user_id}?slot=S&ttl=7d`` — mints the signed URLs of a user's slot:
   ``{"user_id", "slot", "exp", "html", "png", "json", "click": [...]}`` (``ttl`` at most
   ``LIVEPROFILE_CONTENT_URL_TTL``, its default); 409 ``signing_not_configured`` without a key.
+* ``GET /debugger`` (the page, no token), ``GET /v1/debugger/ticket`` and ``GET /v1/debugger/events``
+  (bearer token, or the ticket in the query: an ``EventSource`` sends no header) — the source
+  debugger (:mod:`liveprofile.api.debugger`: server-sent events of the collector's tap and the
+  change feed);
 * ``GET /healthz``, ``GET /metrics``;
 * ``GET /openapi.json`` — the OpenAPI 3.1 document of all of these (:mod:`liveprofile.api.openapi`;
   no token needed, like ``/healthz``).
@@ -67,7 +71,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from liveprofile.api import fastredis, openapi
+from liveprofile.api import debugger, fastredis, openapi
 from liveprofile.api.config import ApiConfig
 from liveprofile.api.content import Content, decode_profile
 from liveprofile.api.experiments import EXPOSE_LUA, assign_all, exposure_event
@@ -175,6 +179,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/v1/content-urls/{user_id}", "content_urls"),
     Route("/c/{slot}", "signed_content", auth=False),
     Route("/c/{slot}/click", "signed_click", auth=False),
+    Route("/debugger", "debugger_page", auth=False),
+    Route("/v1/debugger/ticket", "debugger_ticket"),
+    Route("/v1/debugger/events", "debugger_events"),
 )
 
 
@@ -220,7 +227,12 @@ class ApiApp:
             "content_urls": lambda a, scope: self.content_urls(a[0], query_params(scope)),
             "signed_content": lambda a, scope: self.signed(a[0], query_params(scope)),
             "signed_click": lambda a, scope: self.click(a[0], query_params(scope)),
+            "debugger_page": lambda _a, _s: self._debugger_page(),
+            "debugger_ticket": lambda _a, scope: self._debugger_ticket(scope),
+            "debugger_events": lambda _a, _s: self._debugger_backlog(),
         }  # fmt: skip
+        self.debugger: debugger.Debugger | None = None
+        self._streams = 0
         self._exact = {r.path: (r, handlers[r.name]) for r in ROUTES if r.exact}
         self._param = [(r, handlers[r.name]) for r in ROUTES if not r.exact]
 
@@ -240,6 +252,7 @@ class ApiApp:
         self._appender = appender_for(self.settings, self.redis)
         self._expose = self.redis.register_script(EXPOSE_LUA)
         self.fast = None if self.keys.cluster else fastredis.from_url(self.settings.redis_url)
+        self.debugger = debugger.Debugger(self.redis, self.keys, show_values=self.settings.debugger_show_values)
 
     async def shutdown(self) -> None:
         if self.content is not None:
@@ -253,13 +266,14 @@ class ApiApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self.http(scope, send)
+            await self.http(scope, send, receive)
         elif scope["type"] == "lifespan":
             await run_lifespan(receive, send, self.startup, self.shutdown)
 
     # -- routing ---------------------------------------------------------------
-    async def http(self, scope: Scope, send: Send) -> None:
-        """Handle one HTTP request (framework-agnostic core, also used by the bench's Starlette variant)."""
+    async def http(self, scope: Scope, send: Send, receive: Receive | None = None) -> None:
+        """Handle one HTTP request (framework-agnostic core, also used by the bench's Starlette variant;
+        ``receive`` is needed by the debugger's event stream only)."""
         t0 = time.perf_counter()
         path: str = scope["path"]
         route = "other"
@@ -282,7 +296,10 @@ class ApiApp:
                     raise ApiError(404, "not_found", f"no endpoint {path}")
             route = hit[0].name
             if hit[0].auth:
-                self._auth(scope)
+                self._auth(scope, ticket=route == "debugger_events")
+            if route == "debugger_events" and receive is not None and debugger.wants_stream(scope["headers"]):
+                status = await self._debugger_stream(send, receive)
+                return
             answer = await hit[1](args, scope)
             status, body, ctype = answer[0], answer[1], answer[2]
             extra: list[tuple[bytes, bytes]] = answer[3] if len(answer) > 3 else []  # type: ignore[misc]
@@ -298,7 +315,13 @@ class ApiApp:
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
         await respond(send, status, body, [ctype, *extra])
 
-    def _auth(self, scope: Scope) -> None:
+    def _auth(self, scope: Scope, *, ticket: bool = False) -> None:
+        """401 unless the request has one of the bearer tokens (or, with ``ticket``, a valid
+        debugger ticket in the query: :func:`liveprofile.api.debugger.check_ticket`)."""
+        if ticket:
+            presented_ticket = query_params(scope).get("ticket")
+            if presented_ticket is not None and debugger.check_ticket(presented_ticket, self._tokens, time.time()):
+                return
         header = b""
         for k, v in scope["headers"]:
             if k == b"authorization":
@@ -325,6 +348,31 @@ class ApiApp:
 
     async def _openapi_json(self, _args: tuple[str, ...], _scope: Scope) -> Answer:
         return 200, self._openapi, _JSON
+
+    # -- the source debugger (liveprofile.api.debugger) ---------------------------
+    async def _debugger_page(self) -> Answer:
+        return 200, debugger.PAGE, _HTML, [(b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer"),
+                                          (b"content-security-policy", b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")]  # fmt: skip
+
+    async def _debugger_ticket(self, scope: Scope) -> Answer:
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        ticket, exp = debugger.mint_ticket(header[7:].strip(), time.time())  # _auth admitted this token
+        return 200, orjson.dumps({"ticket": ticket, "exp": exp}), _JSON, [(b"cache-control", b"no-store")]
+
+    async def _debugger_backlog(self) -> Answer:
+        assert self.debugger is not None
+        return 200, orjson.dumps({"events": await self.debugger.backlog()}), _JSON, [(b"cache-control", b"no-store")]
+
+    async def _debugger_stream(self, send: Send, receive: Receive) -> int:
+        if self._streams >= debugger.MAX_STREAMS:
+            raise ApiError(503, "too_many_streams", f"at most {debugger.MAX_STREAMS} debugger streams at once", [(b"retry-after", b"5")])
+        assert self.debugger is not None
+        self._streams += 1
+        try:
+            await self.debugger.stream(send, receive)
+        finally:
+            self._streams -= 1
+        return 200
 
     # -- handlers --------------------------------------------------------------
     async def _load(self, user_id: str) -> dict[str, str] | None:
@@ -525,4 +573,5 @@ def serve(settings: Settings, config: ApiConfig, host: str, port: int, *, log_le
     tune_gc()
 
     uvicorn.run(ApiApp(settings, config), host=host, port=port, loop="uvloop", lifespan="on",
-                log_level=log_level, access_log=False, timeout_keep_alive=30, **server_options(limits_of(settings)))  # fmt: skip
+                log_level=log_level, access_log=False, timeout_keep_alive=30, timeout_graceful_shutdown=5,
+                **server_options(limits_of(settings)))  # fmt: skip  # an open debugger stream must not hold the exit

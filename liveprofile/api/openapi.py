@@ -158,6 +158,26 @@ DOCUMENT: dict[str, Any] = {
             parameters=[_SLOT, *_SIGNED, {"name": "i", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0},
                                           "description": "0-based product index (not signed)"}],
         ),  # fmt: skip
+        "/debugger": _op(
+            "debuggerPage", "The source debugger page (static HTML: it asks for a token and holds no data)",
+            {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+            auth=False,
+        ),  # fmt: skip
+        "/v1/debugger/ticket": _op(
+            "mintDebuggerTicket", "A short-lived ticket that admits to the debugger's event stream (an EventSource sends no header)",
+            {"200": {"description": "the ticket and its expiry", "content": json_content(schema_ref("DebuggerTicket"))}},
+        ),  # fmt: skip
+        "/v1/debugger/events": _op(
+            "debuggerEvents",
+            "The source debugger's events: a server-sent-events stream (Accept: text/event-stream) of the collector's "
+            "redacted tap and the profile changes, or the newest tap entries as JSON; the bearer token or a ticket",
+            {"200": {"description": "the stream, or the newest entries",
+                     "content": {"text/event-stream": {"schema": {"type": "string"}},
+                                 "application/json": {"schema": schema_ref("DebuggerEvents")}}},
+             "503": _error("`too_many_streams`: the API serves its most debugger streams already")},
+            parameters=[{"name": "ticket", "in": "query", "schema": {"type": "string"},
+                         "description": "a ticket of /v1/debugger/ticket, instead of the bearer token"}],
+        ),  # fmt: skip
         "/healthz": _op(
             "healthz", "Whether Redis answers",
             {"200": {"description": "Redis answers", "content": json_content(schema_ref("Health"))},
@@ -235,6 +255,15 @@ DOCUMENT: dict[str, Any] = {
                     "click": {"type": "array", "items": {"type": "string"}, "description": "one redirect URL per product position"},
                 },
                 "additionalProperties": False,
+            },  # fmt: skip
+            "DebuggerTicket": {
+                "type": "object", "required": ["ticket", "exp"], "additionalProperties": False,
+                "properties": {"ticket": {"type": "string"}, "exp": {"type": "integer", "description": "expiry, Unix seconds"}},
+            },  # fmt: skip
+            "DebuggerEvents": {
+                "type": "object", "required": ["events"], "additionalProperties": False,
+                "properties": {"events": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "string"},
+                                                                      "description": "one tap entry (docs/debugger.md)"}}},
             },  # fmt: skip
             "Health": HEALTH_SCHEMA,
         },

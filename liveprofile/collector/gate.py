@@ -53,6 +53,7 @@ from liveprofile.buffer.ingest import (
 from liveprofile.buffer.streams import BacklogFull, BacklogMonitor
 from liveprofile.buffer.writers import Appender
 from liveprofile.settings import Settings
+from liveprofile.store import debugtap
 from liveprofile.store.keys import Keys
 
 logger = logging.getLogger("liveprofile.collector.ingest")
@@ -162,6 +163,20 @@ class BufferGate:
         if self.backlog is not None:
             self.backlog.note(prep.accepted)
         return prep
+
+    async def tap(self, prep: Prepared, *, received_at: str, source: str, key: bytes, trust: str) -> None:
+        """With ``LIVEPROFILE_DEBUGGER=on``: the source debugger's entries of what :meth:`append`
+        appended (:mod:`liveprofile.store.debugtap`). Never raises: the events are acknowledged
+        already, a failed tap is only logged."""
+        s = self.settings
+        if not s.debugger or self.redis is None or not prep.appends:
+            return
+        try:
+            batch = debugtap.entries(prep.appends, self.keys.dead_letter, received_at=received_at, source=source,
+                                     key=debugtap.key_label(key), trust=trust, show_values=s.debugger_show_values)  # fmt: skip
+            await debugtap.tap(self.redis, self.keys.debug_events, batch, s.debugger_maxlen)
+        except Exception as exc:
+            logger.warning("collector: the debugger tap failed (%s: %.200s); the events are kept", type(exc).__name__, exc)
 
     def prepare(self, events: list[Any], *, received_at: str, source: str, force_type: str | None = None,
                 defaults: Mapping[str, Any] | None = None, trust: str = SERVER) -> Prepared:  # fmt: skip

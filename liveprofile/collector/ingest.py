@@ -18,6 +18,9 @@ Contract (SPEC §2), in the order the checks run:
    first (:meth:`~liveprofile.collector.gate.BufferGate.without_suppressed`): answered as accepted,
    nothing of them kept.
 
+7. with ``LIVEPROFILE_DEBUGGER=on``, the source debugger's redacted entries of what was appended
+   (:meth:`~liveprofile.collector.gate.BufferGate.tap`, after the append; it never changes the answer).
+
 A refusal in 1-6 keeps nothing of the request. Then ``200 {"success": true}`` (with ``accepted``
 and ``rejected`` when events were dead-lettered); on a single-event endpoint a dead-lettered
 event is answered 400 with its reason (413 ``event_too_large``).
@@ -110,6 +113,7 @@ class SegmentIngest:
                 limiter.refund(bucket, len(events))
             raise
         self.metrics.count(prep)
+        await gate.tap(prep, received_at=received, source=f"http:{kind}", key=bucket, trust=trust)
         rejected = prep.rejected
         if kind != "batch" and rejected:
             rej = rejected[0]

@@ -45,6 +45,11 @@ key                                type    holds
                                            or by the shop; read by the API)
 ``{p}:category-top:{category}``    ZSET    product -> popularity, the ``LIVEPROFILE_CATALOGUE_TOP_MAX``
                                            most popular (same writers; read by the API)
+``{p}:debug-events``               STREAM  the source debugger's tap (``LIVEPROFILE_DEBUGGER=on``): one
+                                           redacted entry per event the collector accepted or
+                                           rejected, capped at ``LIVEPROFILE_DEBUGGER_MAXLEN``
+                                           (:mod:`liveprofile.store.debugtap`; read by the API's
+                                           ``/debugger``, scrubbed by ``liveprofile forget``)
 =================================  ======  =====================================================
 
 **Redis Cluster** (``Keys(prefix, cluster_groups=G)``): users fall into ``G``
@@ -299,6 +304,15 @@ class Keys:
     def webhook_seen(self, source: str, digest: str) -> str:
         """Replay-cache key of one signed webhook delivery."""
         return f"{self.prefix}:webhook-seen:{source}:{digest}"
+
+    @property
+    def debug_events(self) -> str:
+        """The source debugger's capped tap stream (:mod:`liveprofile.store.debugtap`).
+
+        >>> Keys("lp").debug_events, Keys("lp", 4).debug_events
+        ('lp:debug-events', 'lp:debug-events')
+        """
+        return f"{self.prefix}:debug-events"
 
     def product(self, product_id: str) -> str:
         return f"{self.prefix}:product:{product_id}"
