@@ -1,6 +1,6 @@
 """Collector throughput: requests/s and events/s over loopback, against the buffer's ceiling.
 
-    .venv/bin/python bench/collector.py [--seconds 10] [--connections 32] [--processes 2]
+    .venv/bin/python bench/collector.py [--seconds 10] [--connections 32] [--processes 2] [--debugger]
 
 Starts a private redis-server and ``liveprofile collector`` (one uvicorn worker),
 then drives it with keep-alive HTTP/1.1 connections from ``--processes`` load
@@ -8,7 +8,9 @@ processes (a minimal asyncio client: pre-built requests, so the client costs
 little). Two shapes: ``/v1/batch`` with 100 events per request (gzip), and
 ``/v1/track`` with one event per request. The baseline, measured in the same
 run, is the buffer's ceiling: the same events appended from one Python process
-with pipelined XADDs (1,000 per round trip), no HTTP at all.
+with pipelined XADDs (1,000 per round trip), no HTTP at all. ``--debugger``: a second collector
+with the source debugger's tap on (``LIVEPROFILE_DEBUGGER=on``) against the same server, and the
+on/off ratio of each shape.
 """
 
 from __future__ import annotations
@@ -126,34 +128,50 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--processes", type=int, default=1)
+    ap.add_argument("--debugger", action="store_true", help="measure with LIVEPROFILE_DEBUGGER off and on, side by side")
     args = ap.parse_args()
     gen = generate(GenConfig(users=2000, seed=4, end_ms=int(time.time() * 1000) - 60_000, days=2))
     ev = gen.events
     with tempfile.TemporaryDirectory() as d:
         srv = RedisServer(Path(d) / "redis", appendonly=True).start()
-        port = free_port()
-        env = {**os.environ, "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_WRITE_KEYS": "bench-key", "LIVEPROFILE_MAX_BACKLOG": str(10**9)}
-        coll = subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(port)], env=env, cwd=ROOT)
         try:
-            for _ in range(100):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             batches = [gzip.compress(orjson.dumps({"batch": ev[i : i + 100]}), 1) for i in range(0, min(len(ev), 50_000), 100)]
             singles = [orjson.dumps({k: v for k, v in e.items() if k != "type"}) for e in ev[:5000] if e.get("type") == "track"]
             ceil = ceiling(srv.url, ev[:20_000], args.seconds / 2)
-            b_rps, b_bad = drive(port, _requests("/v1/batch", batches, True), args.seconds, args.connections, args.processes)
-            s_rps, s_bad = drive(port, _requests("/v1/track", singles, False), args.seconds, args.connections, args.processes)
+            modes = ("off", "on") if args.debugger else ("off",)
+            results = {m: run_collector(srv.url, m, batches, singles, args) for m in modes}
         finally:
-            coll.terminate()
-            coll.wait(10)
             srv.stop()
     print(f"buffer ceiling (pipelined XADD, no HTTP)   {ceil:10.0f} events/s")
-    print(f"/v1/batch, 100 events, gzip                {b_rps:10.0f} req/s  {b_rps * 100:10.0f} events/s  ratio {b_rps * 100 / ceil:.2f} of ceiling  ({b_bad} non-200)")
-    print(f"/v1/track, 1 event                         {s_rps:10.0f} req/s  {s_rps:10.0f} events/s  ({s_bad} non-200)")
+    for m, (b_rps, b_bad, s_rps, s_bad) in results.items():
+        tag = f" [LIVEPROFILE_DEBUGGER={m}]" if args.debugger else ""
+        print(f"/v1/batch, 100 events, gzip{tag:28s} {b_rps:10.0f} req/s  {b_rps * 100:10.0f} events/s  ratio {b_rps * 100 / ceil:.2f} of ceiling  ({b_bad} non-200)")
+        print(f"/v1/track, 1 event{tag:37s} {s_rps:10.0f} req/s  {s_rps:10.0f} events/s  ({s_bad} non-200)")
+    if args.debugger:
+        (b0, _, s0, _), (b1, _, s1, _) = results["off"], results["on"]
+        print(f"debugger tap on / off: /v1/batch {b1 / b0:.2f}, /v1/track {s1 / s0:.2f}")
 
+
+def run_collector(url: str, debugger: str, batches: list[bytes], singles: list[bytes], args: argparse.Namespace) -> tuple[float, int, float, int]:
+    """(batch req/s, batch non-200, track req/s, track non-200) of one collector process with
+    ``LIVEPROFILE_DEBUGGER=debugger`` on the shared redis-server ``url``."""
+    port = free_port()
+    env = {**os.environ, "LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_WRITE_KEYS": "bench-key", "LIVEPROFILE_MAX_BACKLOG": str(10**9),
+           "LIVEPROFILE_DEBUGGER": debugger}  # fmt: skip
+    coll = subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(port)], env=env, cwd=ROOT)
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        b_rps, b_bad = drive(port, _requests("/v1/batch", batches, True), args.seconds, args.connections, args.processes)
+        s_rps, s_bad = drive(port, _requests("/v1/track", singles, False), args.seconds, args.connections, args.processes)
+    finally:
+        coll.terminate()
+        coll.wait(10)
+    return b_rps, b_bad, s_rps, s_bad
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ and their anonymous ids (the profiles' ``anonymous_ids``). Then:
    ids) and internal buffer entries, dead letters of every stage (``{p}:dead-letter`` and
    ``:redriven``; by their ``user_id``/``anonymous_id`` fields, their raw event's ids, or the ids or
    email as a substring of a raw cut short), anomaly records, the source debugger's tap
-   (``{p}:debug-events``, by its ``uid``/``aid``/``pid``), older change-feed entries,
+   (``{p}:debug-events``: each request's entry that holds one of their events, by its ``uid``/``aid``/``pid``), older change-feed entries,
    experiment exposures, and per sync destination the watermark fields, dead letters and
    redrive entries and the items of recorded vendor jobs (``{p}:sync-jobs:{dest}``) — all but
    pending deletion requests, which still have to reach the platform;
@@ -53,6 +53,7 @@ import redis
 
 from liveprofile.buffer.writers import RawWriter, raw_writer
 from liveprofile.settings import Settings
+from liveprofile.store import debugtap
 from liveprofile.store.connection import connect
 from liveprofile.store.envelope import EntryKind, encode_control, kind_of
 from liveprofile.store.keys import Keys
@@ -258,8 +259,9 @@ def forget(client: redis.Redis, keys: Keys, shards: int, user_id: str | None = N
     for stream in (keys.dead_letter, keys.dead_letter_redriven):  # every stage's dead letters
         stats["dead_letters"] += _xdel_matching(client, stream, dead_letter)
     stats["anomalies"] = _xdel_matching(client, keys.anomalies, lambda f: _s(f.get(b"user_id")) in ids)
-    stats["debug_events"] = _xdel_matching(  # the source debugger's tap (liveprofile.store.debugtap)
-        client, keys.debug_events, lambda f: d.owns(_s(f.get(b"uid")) or None, _s(f.get(b"aid")) or None, _s(f.get(b"pid")) or None))
+    stats["debug_events"] = _xdel_matching(  # the source debugger's tap: a request's entry goes when one of its events is theirs
+        client, keys.debug_events, lambda f: any(d.owns(e.get("uid") or None, e.get("aid") or None, e.get("pid") or None)
+                                                 for e in debugtap.events_of(f)))  # fmt: skip
     deletions: dict[str, list[bytes]] = {}
     for g in sorted(by_group):
         changes = keys.changes_in(g)

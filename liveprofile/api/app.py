@@ -361,7 +361,8 @@ class ApiApp:
 
     async def _debugger_backlog(self) -> Answer:
         assert self.debugger is not None
-        return 200, orjson.dumps({"events": await self.debugger.backlog()}), _JSON, [(b"cache-control", b"no-store")]
+        events, _ = await self.debugger.backlog()
+        return 200, orjson.dumps({"events": events}), _JSON, [(b"cache-control", b"no-store")]
 
     async def _debugger_stream(self, send: Send, receive: Receive) -> int:
         if self._streams >= debugger.MAX_STREAMS:

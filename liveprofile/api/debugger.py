@@ -15,8 +15,9 @@ Contract (``docs/debugger.md``):
   stream only, nothing else of the API.
 * ``GET /v1/debugger/events`` — bearer token or ``?ticket=``; otherwise 401. With
   ``Accept: text/event-stream`` a server-sent-events stream: first the newest
-  :data:`BACKLOG` tap entries, then live ones (``event: event``, the data the JSON of one
-  :mod:`liveprofile.store.debugtap` entry plus its stream ``id``), and every profile change from
+  :data:`BACKLOG` tapped events, then live ones (``event: event``, the data the JSON of one
+  :mod:`liveprofile.store.debugtap` event entry plus its ``id``, ``{stream id}/{index}``, and
+  ``omitted`` on the last event of a request that had more than were tapped), and every profile change from
   the change feed (``event: change``: ``user_id``, ``anonymous``, ``version`` and ``changed``, the
   changed fields' names — their values only with ``LIVEPROFILE_DEBUGGER_SHOW_VALUES=on``, e-mails
   always masked; fields the API never shows are left out); a ``: ping`` comment every
@@ -45,7 +46,7 @@ from typing import Any
 import orjson
 
 from liveprofile.asgi import Receive, Send
-from liveprofile.store.debugtap import redact
+from liveprofile.store.debugtap import events_of, redact
 from liveprofile.store.keys import Keys
 from operators.schema import SHOWN
 
@@ -129,10 +130,23 @@ class Debugger:
         return {"user_id": fields.get("user_id", ""), "anonymous": fields.get("anonymous") == "1",
                 "version": fields.get("version", ""), "changed": redact(changed, self.show_values)}  # fmt: skip
 
-    async def backlog(self) -> list[dict[str, str]]:
-        """The newest :data:`BACKLOG` tap entries, oldest first, each with its ``id``."""
+    @staticmethod
+    def flatten(eid: str, fields: dict[str, str]) -> list[dict[str, Any]]:
+        """The event entries of one tap stream entry, each with its ``id`` (``{eid}/{i}``).
+
+        >>> Debugger.flatten("1-0", {"d": '[{"uid": "a"}, {"uid": "b"}]', "omitted": "3"})
+        [{'uid': 'a', 'id': '1-0/0'}, {'uid': 'b', 'id': '1-0/1', 'omitted': '3'}]
+        """
+        out = [{**e, "id": f"{eid}/{i}"} for i, e in enumerate(events_of(fields))]
+        if out and fields.get("omitted", "0") not in ("0", ""):
+            out[-1]["omitted"] = fields["omitted"]
+        return out
+
+    async def backlog(self) -> tuple[list[dict[str, Any]], str]:
+        """(the newest :data:`BACKLOG` tapped events, oldest first; the id of the newest tap entry)."""
         rows = await self.redis.xrevrange(self.keys.debug_events, count=BACKLOG)
-        return [{"id": i, **f} for i, f in reversed(rows)]
+        events = [e for eid, f in reversed(rows) for e in self.flatten(eid, f)]
+        return events[-BACKLOG:], rows[0][0] if rows else "0-0"
 
     async def stream(self, send: Send, receive: Receive, *, clock: Any = time.monotonic) -> None:
         """Answer one SSE request until the client goes, or :data:`STREAM_MAX_S` passed."""
@@ -162,8 +176,7 @@ class Debugger:
         for c in changes:
             newest = await self.redis.xrevrange(c, count=1)
             last[c] = newest[0][0] if newest else "0-0"
-        rows = await self.backlog()
-        last[tap] = rows[-1]["id"] if rows else ((await self.redis.xrevrange(tap, count=1)) or [("0-0", {})])[0][0]
+        rows, last[tap] = await self.backlog()
         body = b"".join(_sse("event", r) for r in rows) + b": connected\n\n"
         await send({"type": "http.response.body", "body": body, "more_body": True})
         start = ping = clock()
@@ -180,7 +193,10 @@ class Debugger:
             for key, entries in got:
                 for eid, f in entries:
                     last[key] = eid
-                    out.append(_sse("event", {"id": eid, **f}) if key == tap else _sse("change", {"id": eid, **self.change(f)}))
+                    if key == tap:
+                        out.extend(_sse("event", e) for e in self.flatten(eid, f))
+                    else:
+                        out.append(_sse("change", {"id": eid, **self.change(f)}))
             if clock() - ping >= PING_S:
                 out.append(b": ping\n\n")
                 ping = clock()

@@ -263,7 +263,7 @@ DOCUMENT: dict[str, Any] = {
             "DebuggerEvents": {
                 "type": "object", "required": ["events"], "additionalProperties": False,
                 "properties": {"events": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "string"},
-                                                                      "description": "one tap entry (docs/debugger.md)"}}},
+                                                                      "description": "one tapped event (docs/debugger.md)"}}},
             },  # fmt: skip
             "Health": HEALTH_SCHEMA,
         },

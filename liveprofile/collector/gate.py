@@ -33,6 +33,7 @@ May import: :mod:`liveprofile.settings`, :mod:`liveprofile.store`, :mod:`livepro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +64,9 @@ __all__ = ["BufferGate", "RETRY_AFTER", "unavailable", "refusal", "BUFFER_CODES"
 #: ``Retry-After`` of the 503 answers, in seconds
 RETRY_AFTER = b"5"
 
+
+#: debugger taps being written at once (see :meth:`BufferGate.tap`)
+TAP_IN_FLIGHT = 256
 
 #: the codes of the 503 refusals (see the module doc)
 BUFFER_CODES = ("backlog_full", "buffer_out_of_memory", "buffer_read_only", "buffer_unavailable")
@@ -101,6 +105,9 @@ class BufferGate:
         self.redis: aioredis.Redis | None = None
         self.appender: Appender | None = None
         self.backlog: BacklogMonitor | None = None
+        self._taps: set[asyncio.Task[None]] = set()
+        #: debugger taps left out while :data:`TAP_IN_FLIGHT` were being written
+        self.taps_skipped = 0
 
     def open(self, redis: aioredis.Redis, appender: Appender, backlog: BacklogMonitor) -> None:
         """Use these connections (made at startup)."""
@@ -165,17 +172,29 @@ class BufferGate:
         return prep
 
     async def tap(self, prep: Prepared, *, received_at: str, source: str, key: bytes, trust: str) -> None:
-        """With ``LIVEPROFILE_DEBUGGER=on``: the source debugger's entries of what :meth:`append`
-        appended (:mod:`liveprofile.store.debugtap`). Never raises: the events are acknowledged
-        already, a failed tap is only logged."""
+        """With ``LIVEPROFILE_DEBUGGER=on``: the source debugger's entry of what :meth:`append`
+        appended (:mod:`liveprofile.store.debugtap`), written in the background — the answer does
+        not wait for it. Never raises: the events are acknowledged already; a failed tap is logged,
+        and while :data:`TAP_IN_FLIGHT` taps are still being written a request's tap is left out
+        (counted in :attr:`taps_skipped`): the debugger is a view, never back pressure."""
         s = self.settings
         if not s.debugger or self.redis is None or not prep.appends:
             return
-        try:
-            batch = debugtap.entries(prep.appends, self.keys.dead_letter, received_at=received_at, source=source,
-                                     key=debugtap.key_label(key), trust=trust, show_values=s.debugger_show_values)  # fmt: skip
-            await debugtap.tap(self.redis, self.keys.debug_events, batch, s.debugger_maxlen)
-        except Exception as exc:
+        if len(self._taps) >= TAP_IN_FLIGHT:
+            self.taps_skipped += 1
+            return
+        shown = prep.appends[: debugtap.MAX_PER_REQUEST]
+        batch = debugtap.entries(shown, self.keys.dead_letter, received_at=received_at, source=source,
+                                 key=debugtap.key_label(key), trust=trust, show_values=s.debugger_show_values)  # fmt: skip
+        task = asyncio.get_running_loop().create_task(
+            debugtap.tap(self.redis, self.keys.debug_events, batch, len(prep.appends) - len(shown), s.debugger_maxlen))
+        self._taps.add(task)
+        task.add_done_callback(self._tapped)
+
+    def _tapped(self, task: asyncio.Task[None]) -> None:
+        self._taps.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
             logger.warning("collector: the debugger tap failed (%s: %.200s); the events are kept", type(exc).__name__, exc)
 
     def prepare(self, events: list[Any], *, received_at: str, source: str, force_type: str | None = None,

@@ -19,7 +19,7 @@ Contract (SPEC §2), in the order the checks run:
    nothing of them kept.
 
 7. with ``LIVEPROFILE_DEBUGGER=on``, the source debugger's redacted entries of what was appended
-   (:meth:`~liveprofile.collector.gate.BufferGate.tap`, after the append; it never changes the answer).
+   (:meth:`~liveprofile.collector.gate.BufferGate.tap`, after the append, in the background; it never changes or delays the answer).
 
 A refusal in 1-6 keeps nothing of the request. Then ``200 {"success": true}`` (with ``accepted``
 and ``rejected`` when events were dead-lettered); on a single-event endpoint a dead-lettered

@@ -1,15 +1,18 @@
 """The source debugger's tap: one redacted entry per event the collector accepted or rejected.
 
 Contract. With ``LIVEPROFILE_DEBUGGER=on`` the collector, after a request's append succeeded
-(:meth:`liveprofile.collector.gate.BufferGate.append`), writes one entry per appended event —
-accepted or dead-lettered — to ``{p}:debug-events`` (:attr:`~liveprofile.store.keys.Keys.debug_events`)
-with ``XADD ... MAXLEN ~ LIVEPROFILE_DEBUGGER_MAXLEN``, all of a request's entries in one pipeline
-(:func:`tap`). It is a separate, cheap write *after* the append: the tap never delays, fails or
+(:meth:`liveprofile.collector.gate.BufferGate.append`), writes one stream entry per request to
+``{p}:debug-events`` (:attr:`~liveprofile.store.keys.Keys.debug_events`) with ``XADD ... MAXLEN ~
+LIVEPROFILE_DEBUGGER_MAXLEN`` (:func:`tap`): field ``d``, the JSON array of one event entry per
+appended event — accepted or dead-lettered —, at most :data:`MAX_PER_REQUEST` of them, and field
+``omitted``, how many more the request had. One XADD per request, one field: the cheap form (a
+field per event attribute and an XADD per event cost the collector half its batch throughput,
+``bench/collector.py --debugger``). It is a separate, cheap write *after* the append: the tap never delays, fails or
 changes an answer (a failed tap is logged and counted, the events are already acknowledged) and
 never holds what ``forget`` erased (events of suppressed users are not tapped: they were not
 appended). The API's ``/debugger`` page reads it (:mod:`liveprofile.api.debugger`).
 
-Fields of an entry (all strings, :func:`entries`):
+Keys of an event entry (all strings, :func:`entries`):
 
 * ``t`` — the collector's receipt time (``receivedAt``), ``src`` — the way in (``http:batch``, ...),
   ``key`` — the write key's label ``key:`` + the first 8 hex digits of its SHA-256 (never the key:
@@ -39,10 +42,13 @@ import orjson
 
 from operators.events import identity_of
 
-__all__ = ["key_label", "mask_email", "redact", "entries", "tap", "MAX_NAMES", "MAX_VALUE_CHARS"]
+__all__ = ["key_label", "mask_email", "redact", "entries", "tap", "events_of", "MAX_NAMES", "MAX_VALUE_CHARS",
+           "MAX_PER_REQUEST"]
 
 #: most names shown per part of a summary
 MAX_NAMES = 40
+#: most events of one request that are tapped (the rest are counted in ``omitted``)
+MAX_PER_REQUEST = 50
 #: longest value shown (with LIVEPROFILE_DEBUGGER_SHOW_VALUES=on)
 MAX_VALUE_CHARS = 64
 _EMAIL = re.compile(r"^\s*([^@\s]+)@([^@\s]+\.[^@\s]+)\s*$")
@@ -131,7 +137,8 @@ def _entry(ev: object, status: str, common: Mapping[str, str], show_values: bool
 def entries(appends: Sequence[tuple[str, Mapping[str, Any]]], dead_letter: str, *, received_at: str, source: str,
             key: str, trust: str, show_values: bool) -> list[dict[str, str]]:  # fmt: skip
     """The tap entries of one request's appends (buffer entries ``{"e": raw}`` are accepted
-    events, entries of the ``dead_letter`` stream rejected ones), in order.
+    events, entries of the ``dead_letter`` stream rejected ones), in order; pass at most
+    :data:`MAX_PER_REQUEST` appends.
 
     >>> es = entries([("lp:events:0", {"e": b'{"type":"track","event":"Signed Up","userId":"u1","properties":{"plan":"pro"}}'}),
     ...               ("lp:dead-letter", {"raw": b'{"type":"track"}', "reason": "missing_event", "message": "no event"})],
@@ -171,11 +178,21 @@ def _s(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else v if isinstance(v, str) else ""
 
 
-async def tap(redis: Any, stream: str, batch: Sequence[Mapping[str, str]], maxlen: int) -> None:
-    """Append ``batch`` to the tap ``stream`` (``MAXLEN ~ maxlen``), one pipeline, no transaction."""
-    if not batch:
-        return
-    pipe = redis.pipeline(transaction=False)
-    for e in batch:
-        pipe.xadd(stream, dict(e), maxlen=maxlen, approximate=True)
-    await pipe.execute()
+async def tap(redis: Any, stream: str, batch: Sequence[Mapping[str, str]], omitted: int, maxlen: int) -> None:
+    """Append one request's ``batch`` of event entries to the tap ``stream`` (``MAXLEN ~ maxlen``): one XADD."""
+    if batch:
+        await redis.xadd(stream, {"d": orjson.dumps(batch), "omitted": omitted}, maxlen=maxlen, approximate=True)
+
+
+def events_of(fields: Mapping[Any, Any]) -> list[dict[str, str]]:
+    """The event entries of one tap stream entry (``[]`` for one that does not decode).
+
+    >>> events_of({b"d": b'[{"uid": "u1"}]'}), events_of({"d": "[{}]"}), events_of({"d": "x"})
+    ([{'uid': 'u1'}], [{}], [])
+    """
+    raw = fields.get(b"d", fields.get("d", b"[]"))
+    try:
+        out = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    return [e for e in out if isinstance(e, dict)] if isinstance(out, list) else []
