@@ -63,7 +63,7 @@ def test_product_views_become_email_content_behind_signed_urls(redis_url: str, r
 
         wait_for(caught_up, 90, what="the catalogue and u1's profile")
         assert r.hgetall("lp:product:s1") == {b"name": b"Trail Shoe", b"category": b"shoes", b"price": b"89.00",
-                                              b"url": b"https://shop.example/p/s1", b"image_url": b"https://cdn.example/s1.jpg",
+                                              b"url": b"https://shop.example/p/s1", b"url_trusted": b"1", b"image_url": b"https://cdn.example/s1.jpg",
                                               b"popularity": b"5"}  # fmt: skip
 
         def api_up() -> bool:
