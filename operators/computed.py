@@ -1,0 +1,368 @@
+"""Per-user computed-trait state (SPEC §6): bounded memory, event-time windows, mergeable.
+
+Contract
+--------
+``ComputedState.observe(defs, ev)`` folds one :class:`~operators.events.Event` into every trait
+it matches (``TraitDef.matches``: event type/name and ``where`` over ``{properties, context,
+traits}``) and returns whether it counted for any (a late event for a bucket already out of the
+window, or a value of the wrong type, does not). ``values(defs, now_ms)`` gives every
+trait's value at stream time ``now_ms``; ``next_change_ms(defs, now_ms)`` the earliest time after
+``now_ms`` at which a windowed value may change with no new event (``None``: none will) — the
+wiring arms an event-time timer for it. ``merge(other)`` folds another user's state in (identity
+merge). No clock reads: time is always passed in.
+
+Values (SPEC §6): ``count``/``sum`` are 0 when empty; ``avg``/``min``/``max``/``first``/``last``/
+``most_frequent`` are ``None`` when empty; ``unique_list`` is sorted (numbers before strings,
+booleans first), ``unique_count`` its length. An event counts for ``count`` whenever it matches;
+for the other kinds only when its ``value`` field is present: ``sum``/``avg``/``min``/``max``
+take numbers only (``true`` is not a number; a string ``"12"`` is skipped), ``most_frequent``
+and ``unique_*`` take scalars (string, number, boolean), ``first``/``last`` any non-null value.
+``first``/``last`` order by event time, ties by ``messageId``; ``most_frequent`` ties go to the
+value seen most recently (event time, then ``messageId``, then the value's sort order).
+
+Windows and their resolution. A window ``W`` is bucketed by hour when ``W <= 48h`` and by day
+above: an event at ``ts`` falls in bucket ``b = ts // R`` (``R`` = 1 h or 1 d, UTC) and **counts
+at time ``now`` iff ``(b + 1) * R + W > now``** — it leaves the window at the end of its bucket
+plus ``W``. So a value is exact at bucket resolution: an event is kept up to ``R`` longer than
+``W`` exactly, never shorter. Memory per windowed trait is at most ``W / R + 1`` buckets
+(7d: 8 day buckets; 48h: 49 hour buckets; 400d: 401 day buckets).
+
+Values are exact for ``now_ms`` at or after the latest event time the state has seen (the stream
+clock's guarantee): buckets are dropped as soon as the latest event time passes their exit, and
+an event arriving late for a bucket that has already left the window is ignored (it would
+count at no such ``now``). Hence out-of-order input gives the same values as sorted input.
+
+Distinct values: ``most_frequent`` and ``unique_*`` keep at most :data:`DISTINCT_CAP` (100)
+distinct values per bucket (all-time: in total). ``unique_*`` keep the 100 *smallest* in sort
+order — still independent of arrival order, and ``unique_count`` then saturates at 100.
+``most_frequent`` over the cap keeps the 100 most frequent seen so far and forgets the rest's
+counts (approximate, and only then order-dependent).
+
+Definitions change: a trait's state carries the trait's ``digest``; a changed or new trait
+starts empty from its first event after deployment, and states of removed traits are dropped
+by :meth:`ComputedState.prune`.
+
+>>> from operators.definitions import load_definitions, SPEC_EXAMPLE, DAY_MS
+>>> d = load_definitions(SPEC_EXAMPLE)
+>>> s = ComputedState()
+>>> s.observe(d, _ev("Order Completed", 5 * DAY_MS, revenue=30))
+True
+>>> s.values(d, 5 * DAY_MS)
+{'shoe_views_7d': 0, 'orders_7d': 1, 'spend_90d': 30}
+>>> s.next_change_ms(d, 5 * DAY_MS) == 13 * DAY_MS   # bucket day 5 ends at day 6, + 7d
+True
+>>> s.values(d, 13 * DAY_MS)["orders_7d"]
+0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from operators.definitions import DAY_MS, HOUR_MS, Definitions, TraitDef
+from operators.events import Event
+
+__all__ = ["ComputedState", "DISTINCT_CAP", "resolution_ms", "sort_key", "event_env"]
+
+DISTINCT_CAP = 100
+
+
+def resolution_ms(window_ms: int) -> int:
+    """The bucket width of a window: 1 h up to 48 h, 1 d above."""
+    return HOUR_MS if window_ms <= 48 * HOUR_MS else DAY_MS
+
+
+def sort_key(v: Any) -> tuple[int, Any]:
+    """The order of ``unique_list``: booleans, then numbers, then strings."""
+    if isinstance(v, bool):
+        return (0, v)
+    if isinstance(v, int | float):
+        return (1, v)
+    return (2, v)
+
+
+def event_env(ev: Event) -> dict[str, Any]:
+    """What a ``where``/``value`` path reads on an event."""
+    return {"properties": ev.properties, "context": ev.context, "traits": ev.traits}
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v  # NaN is no number
+
+
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, str | bool) or _is_num(v)
+
+
+# An aggregate per kind (None = empty):
+#   count: int · sum: number · avg: [sum, n] · min/max: number
+#   first/last: (ts, message_id, value) · most_frequent: {value: [n, ts, message_id]}
+#   unique_*: set of values
+
+
+def _accepts(kind: str, v: Any) -> bool:
+    """Does a matching event with value ``v`` count for a trait of ``kind``?"""
+    if kind == "count":
+        return True
+    if kind in ("sum", "avg", "min", "max"):
+        return _is_num(v)
+    if kind in ("first", "last"):
+        return v is not None
+    return _is_scalar(v)
+
+
+def _add(kind: str, agg: Any, v: Any, ts: int, mid: str) -> Any:
+    if kind == "count":
+        return (agg or 0) + 1
+    if v is None:
+        return agg
+    if kind in ("sum", "avg", "min", "max"):
+        if not _is_num(v):
+            return agg
+        if kind == "sum":
+            return v if agg is None else agg + v
+        if kind == "avg":
+            return [v, 1] if agg is None else [agg[0] + v, agg[1] + 1]
+        if agg is None:
+            return v
+        return min(agg, v) if kind == "min" else max(agg, v)
+    if kind in ("first", "last"):
+        item = (ts, mid, v)
+        if agg is None:
+            return item
+        if kind == "first":
+            return item if (ts, mid) < (agg[0], agg[1]) else agg
+        return item if (ts, mid) > (agg[0], agg[1]) else agg
+    if not _is_scalar(v):
+        return agg
+    key = _key(v)
+    if kind == "most_frequent":
+        agg = {} if agg is None else agg
+        cur = agg.get(key)
+        if cur is None:
+            agg[key] = [1, ts, mid]
+            _cap_counts(agg)
+        else:
+            cur[0] += 1
+            if (ts, mid) > (cur[1], cur[2]):
+                cur[1], cur[2] = ts, mid
+        return agg
+    agg = set() if agg is None else agg
+    agg.add(key)
+    _cap_set(agg)
+    return agg
+
+
+def _key(v: Any) -> Any:
+    """Values as map keys: ``1`` and ``1.0`` are one value, ``true`` is not ``1``."""
+    if isinstance(v, bool):
+        return ("b", v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _unkey(k: Any) -> Any:
+    return k[1] if isinstance(k, tuple) else k
+
+
+def _kkey(k: Any) -> tuple[int, Any]:
+    return sort_key(_unkey(k))
+
+
+def _cap_set(s: set[Any]) -> None:
+    while len(s) > DISTINCT_CAP:
+        s.discard(max(s, key=_kkey))
+
+
+def _cap_counts(m: dict[Any, list[Any]]) -> None:
+    while len(m) > DISTINCT_CAP:
+        worst = min(m, key=lambda k: (m[k][0], m[k][1], m[k][2], _kkey(k)))
+        del m[worst]
+
+
+def _combine(kind: str, a: Any, b: Any) -> Any:
+    """Two aggregates of one kind as one (``a`` may be reused; ``b`` is not modified)."""
+    if a is None:
+        return _copy(kind, b)
+    if b is None:
+        return a
+    if kind in ("count", "sum"):
+        return a + b
+    if kind == "avg":
+        return [a[0] + b[0], a[1] + b[1]]
+    if kind == "min":
+        return min(a, b)
+    if kind == "max":
+        return max(a, b)
+    if kind == "first":
+        return a if (a[0], a[1]) <= (b[0], b[1]) else b
+    if kind == "last":
+        return a if (a[0], a[1]) >= (b[0], b[1]) else b
+    if kind == "most_frequent":
+        for k, (n, ts, mid) in b.items():
+            cur = a.get(k)
+            if cur is None:
+                a[k] = [n, ts, mid]
+            else:
+                cur[0] += n
+                if (ts, mid) > (cur[1], cur[2]):
+                    cur[1], cur[2] = ts, mid
+        _cap_counts(a)
+        return a
+    a |= b
+    _cap_set(a)
+    return a
+
+
+def _copy(kind: str, agg: Any) -> Any:
+    if agg is None:
+        return None
+    if kind == "most_frequent":
+        return {k: list(v) for k, v in agg.items()}
+    if kind in ("unique_list", "unique_count"):
+        return set(agg)
+    if kind == "avg":
+        return list(agg)
+    return agg
+
+
+def _final(kind: str, agg: Any) -> Any:
+    if agg is None:
+        return 0 if kind in ("count", "sum", "unique_count") else ([] if kind == "unique_list" else None)
+    if kind == "avg":
+        return agg[0] / agg[1]
+    if kind in ("first", "last"):
+        return agg[2]
+    if kind == "most_frequent":
+        best = max(agg, key=lambda k: (agg[k][0], agg[k][1], agg[k][2], _kkey(k)))
+        return _unkey(best)
+    if kind == "unique_list":
+        return [_unkey(k) for k in sorted(agg, key=_kkey)]
+    if kind == "unique_count":
+        return len(agg)
+    return agg
+
+
+@dataclass(slots=True)
+class _Trait:
+    """One trait's state: ``agg`` (all time) or ``buckets`` (bucket index → aggregate)."""
+
+    digest: str
+    agg: Any = None
+    buckets: dict[int, Any] | None = None
+
+
+@dataclass(slots=True)
+class ComputedState:
+    """Every computed trait of one user (see the module doc). Picklable."""
+
+    traits: dict[str, _Trait] = field(default_factory=dict)
+    #: the latest event time observed (ms); ``-1``: none yet
+    max_ts: int = -1
+
+    def _slot(self, t: TraitDef) -> _Trait:
+        s = self.traits.get(t.name)
+        if s is None or s.digest != t.digest:
+            s = _Trait(t.digest, None, {} if t.window_ms is not None else None)
+            self.traits[t.name] = s
+        return s
+
+    def observe(self, defs: Definitions, ev: Event) -> bool:
+        """Fold ``ev`` into every trait it matches; ``True`` iff it counted for some trait."""
+        ts = ev.ts
+        self.max_ts = max(self.max_ts, ts)
+        env = event_env(ev)
+        changed = False
+        for t in defs.computed_traits:
+            if not t.matches(ev.type, ev.name, env):
+                continue
+            v = t.value_of(env)
+            if not _accepts(t.kind, v):
+                continue
+            s = self._slot(t)
+            if s.buckets is None:
+                s.agg = _add(t.kind, s.agg, v, ts, ev.message_id)
+            else:
+                assert t.window_ms is not None
+                r = resolution_ms(t.window_ms)
+                b = ts // r
+                if (b + 1) * r + t.window_ms <= self.max_ts:
+                    continue  # late for a bucket that has left the window
+                s.buckets[b] = _add(t.kind, s.buckets.get(b), v, ts, ev.message_id)
+            changed = True
+        self._expire(defs)
+        return changed
+
+    def _expire(self, defs: Definitions) -> None:
+        for t in defs.computed_traits:
+            if t.window_ms is None:
+                continue
+            s = self.traits.get(t.name)
+            if s is None or s.buckets is None or s.digest != t.digest:
+                continue
+            r = resolution_ms(t.window_ms)
+            dead = [b for b in s.buckets if (b + 1) * r + t.window_ms <= self.max_ts]
+            for b in dead:
+                del s.buckets[b]
+
+    def values(self, defs: Definitions, now_ms: int) -> dict[str, Any]:
+        """Every trait's value at stream time ``now_ms`` (exact for ``now_ms >= max_ts``)."""
+        out: dict[str, Any] = {}
+        for t in defs.computed_traits:
+            s = self.traits.get(t.name)
+            agg = None
+            if s is not None and s.digest == t.digest:
+                if s.buckets is None:
+                    agg = s.agg
+                else:
+                    assert t.window_ms is not None
+                    r = resolution_ms(t.window_ms)
+                    for b in sorted(s.buckets):
+                        if (b + 1) * r + t.window_ms > now_ms:
+                            agg = _combine(t.kind, agg, s.buckets[b])
+            out[t.name] = _final(t.kind, agg)
+        return out
+
+    def next_change_ms(self, defs: Definitions, now_ms: int) -> int | None:
+        """The earliest bucket exit after ``now_ms`` (no windowed value changes before it)."""
+        best: int | None = None
+        for t in defs.computed_traits:
+            s = self.traits.get(t.name)
+            if t.window_ms is None or s is None or not s.buckets or s.digest != t.digest:
+                continue
+            r = resolution_ms(t.window_ms)
+            for b in s.buckets:
+                exit_ms = (b + 1) * r + t.window_ms
+                if exit_ms > now_ms and (best is None or exit_ms < best):
+                    best = exit_ms
+        return best
+
+    def merge(self, other: ComputedState, defs: Definitions) -> None:
+        """Fold ``other`` (a user merged into this one) in: exact for every kind within buckets
+        (``most_frequent`` over the distinct cap excepted). ``other`` is not modified."""
+        self.max_ts = max(self.max_ts, other.max_ts)
+        for t in defs.computed_traits:
+            o = other.traits.get(t.name)
+            if o is None or o.digest != t.digest:
+                continue
+            s = self._slot(t)
+            if s.buckets is None:
+                s.agg = _combine(t.kind, s.agg, o.agg)
+            else:
+                for b, agg in (o.buckets or {}).items():
+                    s.buckets[b] = _combine(t.kind, s.buckets.get(b), agg)
+        self._expire(defs)
+
+    def prune(self, defs: Definitions) -> None:
+        """Drop the state of traits no longer defined (or changed: their digest differs)."""
+        live = {t.name: t.digest for t in defs.computed_traits}
+        for name in [n for n, s in self.traits.items() if live.get(n) != s.digest]:
+            del self.traits[name]
+
+
+def _ev(name: str, ts: int, mid: str = "m", type_: str = "track", **props: Any) -> Event:
+    """A minimal event for doctests and tests."""
+    return Event(message_id=mid, type=type_, name=name, uid="u", user_id="u", anonymous_id=None, ts=ts,
+                 received_at=ts, properties=props, traits={}, context={})

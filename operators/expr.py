@@ -1,0 +1,496 @@
+"""The expression language of definitions (SPEC §6): ``where`` conditions and audience ``when``.
+
+Contract
+--------
+``compile_expr(src)`` parses one expression and returns an :class:`Expr`, or raises
+:class:`ExprError` (``message``, 1-based ``column``). ``Expr.eval(env)`` evaluates it against an
+environment (a ``Mapping`` of nested mappings, or a callable taking a path tuple) and never
+raises, whatever the environment holds. ``Expr.fields()`` is the set of paths it reads (the
+wiring uses it for dependencies and cycle checks). ``str(expr)`` prints a canonical form that
+parses back to the same tree.
+
+The language:
+
+* field paths: dotted names, ``properties.category``, ``context.page.path``, ``traits.plan``,
+  ``computed.orders_7d``, ``audience.vip``, or a profile field by name (``rfm_segment``);
+* literals: numbers (``3``, ``-2.5``), ``"strings"`` (``\\"``, ``\\\\``, ``\\n``, ``\\t``
+  escapes), ``true``, ``false``, ``null``;
+* ``== != < <= > >=`` (non-associative: ``a == b == c`` is an error), ``x in [lit, ...]``,
+  ``and``, ``or``, ``not`` (lowest to highest: ``or``, ``and``, ``not``, comparison),
+  parentheses.
+
+Values, precisely:
+
+* a missing field is ``null``. A comparison with the literal ``null`` is a presence check:
+  ``x == null`` is true only for a missing/null ``x``, ``x != null`` only for a present one
+  (and ``null`` in an ``in`` list matches a missing ``x``). Every other comparison involving a
+  null value is false — ``properties.x != 5`` is false when ``x`` is missing;
+* values compare only within one type: numbers with numbers (``true`` is not a number),
+  strings with strings (code-point order), booleans with booleans (``==``/``!=`` only);
+  a comparison between mismatched types — including ``!=`` — is false, never an error.
+  So ``"a" != 1`` is false while ``not ("a" == 1)`` is true;
+* ``x in [a, b]`` is true iff ``x == a or x == b`` by the rule above;
+* ``and``/``or``/``not`` take an operand as true iff it is exactly ``true`` (so a bare
+  ``audience.vip`` works, and a missing field is false); they always give a boolean.
+
+>>> e = compile_expr('computed.shoe_views_7d >= 3 and computed.orders_7d == 0')
+>>> e.eval({"computed": {"shoe_views_7d": 4, "orders_7d": 0}})
+True
+>>> e.eval({})
+False
+>>> sorted(e.fields())
+[('computed', 'orders_7d'), ('computed', 'shoe_views_7d')]
+>>> compile_expr('properties.x == null').eval({"properties": {}})
+True
+>>> compile_expr('properties.x != 5').eval({})
+False
+>>> compile_expr('rfm_segment in ["champions", "loyal"]').eval({"rfm_segment": "loyal"})
+True
+>>> str(compile_expr('not(a==1 or b<"x")'))
+'not (a == 1 or b < "x")'
+>>> compile_expr('a == ')
+Traceback (most recent call last):
+...
+operators.expr.ExprError: column 6: expected a value, found the end
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Expr", "ExprError", "compile_expr", "Lit", "Path", "Cmp", "In", "Not", "And", "Or", "CMP_OPS"]
+
+Env = Callable[[tuple[str, ...]], Any] | Mapping[str, Any]
+CMP_OPS = ("==", "!=", "<", "<=", ">", ">=")
+KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
+MAX_LEN = 4096
+MAX_DEPTH = 64
+
+
+class ExprError(ValueError):
+    """A syntax error: ``message`` and the 1-based ``column`` it points at."""
+
+    def __init__(self, message: str, column: int) -> None:
+        super().__init__(f"column {column}: {message}")
+        self.message = message
+        self.column = column
+
+
+# ---------------------------------------------------------------- values
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float):
+        return "num"
+    if isinstance(v, str):
+        return "str"
+    return "other"
+
+
+def compare(op: str, a: Any, b: Any) -> bool:
+    """``a op b`` between two values (module doc): false whenever either is null or the types
+    differ. Never raises. (A comparison with the *literal* ``null`` is :func:`null_check`.)"""
+    ka, kb = _kind(a), _kind(b)
+    if ka != kb or ka in ("other", "null"):
+        return False
+    if ka == "bool" and op not in ("==", "!="):
+        return False
+    if op == "==":
+        return a == b
+    if op == "!=":
+        return a != b
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    return a >= b
+
+
+def null_check(op: str, v: Any) -> bool:
+    """``v op null``: ``==`` is "missing", ``!=`` is "present", the orderings are false."""
+    if op == "==":
+        return v is None
+    if op == "!=":
+        return v is not None
+    return False
+
+
+def lookup(env: Env, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in ``env`` (``None`` when missing). Never raises."""
+    if callable(env) and not isinstance(env, Mapping):
+        try:
+            return env(path)
+        except Exception:  # an env that fails reads as a missing field
+            return None
+    cur: Any = env
+    for part in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(part)
+        if cur is None:
+            return None
+    return cur
+
+
+# ---------------------------------------------------------------- the tree
+
+
+class Expr:
+    """A compiled expression: ``eval(env)``, ``fields()``, ``str()`` (canonical source)."""
+
+    __slots__ = ()
+
+    def eval(self, env: Env) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fields(self) -> frozenset[tuple[str, ...]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def holds(self, env: Env) -> bool:
+        """True iff the expression evaluates to exactly ``true``."""
+        return self.eval(env) is True
+
+
+def _fmt_lit(v: Any) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    return repr(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Lit(Expr):
+    value: Any
+
+    def eval(self, env: Env) -> Any:
+        return self.value
+
+    def fields(self) -> frozenset[tuple[str, ...]]:
+        return frozenset()
+
+    def __str__(self) -> str:
+        return _fmt_lit(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Path(Expr):
+    parts: tuple[str, ...]
+
+    def eval(self, env: Env) -> Any:
+        return lookup(env, self.parts)
+
+    def fields(self) -> frozenset[tuple[str, ...]]:
+        return frozenset({self.parts})
+
+    def __str__(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Cmp(Expr):
+    op: str
+    left: Expr
+    right: Expr
+
+    def eval(self, env: Env) -> bool:
+        if isinstance(self.right, Lit) and self.right.value is None:
+            return null_check(self.op, self.left.eval(env))
+        if isinstance(self.left, Lit) and self.left.value is None:
+            return null_check(self.op, self.right.eval(env))
+        return compare(self.op, self.left.eval(env), self.right.eval(env))
+
+    def fields(self) -> frozenset[tuple[str, ...]]:
+        return self.left.fields() | self.right.fields()
+
+    def __str__(self) -> str:
+        return f"{_operand(self.left)} {self.op} {_operand(self.right)}"
+
+
+@dataclass(frozen=True, slots=True)
+class In(Expr):
+    item: Expr
+    values: tuple[Any, ...]
+
+    def eval(self, env: Env) -> bool:
+        v = self.item.eval(env)
+        return any(v is None if x is None else compare("==", v, x) for x in self.values)
+
+    def fields(self) -> frozenset[tuple[str, ...]]:
+        return self.item.fields()
+
+    def __str__(self) -> str:
+        return f"{_operand(self.item)} in [{', '.join(_fmt_lit(v) for v in self.values)}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Not(Expr):
+    arg: Expr
+
+    def eval(self, env: Env) -> bool:
+        return self.arg.eval(env) is not True
+
+    def fields(self) -> frozenset[tuple[str, ...]]:
+        return self.arg.fields()
+
+    def __str__(self) -> str:
+        inner = str(self.arg)
+        return f"not ({inner})" if isinstance(self.arg, And | Or) else f"not {inner}"
+
+
+@dataclass(frozen=True, slots=True)
+class And(Expr):
+    left: Expr
+    right: Expr
+
+    def eval(self, env: Env) -> bool:
+        return self.left.eval(env) is True and self.right.eval(env) is True
+
+    def fields(self) -> frozenset[tuple[str, ...]]:
+        return self.left.fields() | self.right.fields()
+
+    def __str__(self) -> str:
+        lhs = f"({self.left})" if isinstance(self.left, Or) else str(self.left)
+        rhs = f"({self.right})" if isinstance(self.right, And | Or) else str(self.right)
+        return f"{lhs} and {rhs}"
+
+
+@dataclass(frozen=True, slots=True)
+class Or(Expr):
+    left: Expr
+    right: Expr
+
+    def eval(self, env: Env) -> bool:
+        return self.left.eval(env) is True or self.right.eval(env) is True
+
+    def fields(self) -> frozenset[tuple[str, ...]]:
+        return self.left.fields() | self.right.fields()
+
+    def __str__(self) -> str:
+        rhs = f"({self.right})" if isinstance(self.right, Or) else str(self.right)
+        return f"{self.left} or {rhs}"
+
+
+def _operand(e: Expr) -> str:
+    """A comparison operand: anything but a literal or a path is parenthesized."""
+    return str(e) if isinstance(e, Lit | Path) else f"({e})"
+
+
+# ---------------------------------------------------------------- tokens and parser
+
+_TOKEN = re.compile(
+    r"""(?P<ws>\s+)
+      | (?P<num>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)
+      | (?P<str>"(?:[^"\\\n]|\\.)*")
+      | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
+      | (?P<op>==|!=|<=|>=|<|>|\(|\)|\[|\]|,)
+    """,
+    re.VERBOSE,
+)
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str  # num | str | name | kw | op | end
+    text: str
+    col: int
+    value: Any = None
+
+
+def _tokens(src: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    pos = 0
+    while pos < len(src):
+        m = _TOKEN.match(src, pos)
+        if m is None:
+            ch = src[pos]
+            if ch == '"':
+                raise ExprError("unterminated string", pos + 1)
+            raise ExprError(f"unexpected character {ch!r}", pos + 1)
+        kind = m.lastgroup or ""
+        text = m.group()
+        col = pos + 1
+        pos = m.end()
+        if kind == "ws":
+            continue
+        if kind == "num":
+            val: float | int = float(text) if any(c in text for c in ".eE") else int(text)
+            if isinstance(val, float) and not math.isfinite(val):
+                raise ExprError(f"number out of range: {text}", col)
+            out.append(_Tok("num", text, col, val))
+        elif kind == "str":
+            body, chars, i = text[1:-1], [], 0
+            while i < len(body):
+                c = body[i]
+                if c == "\\":
+                    esc = body[i + 1]
+                    if esc not in _ESCAPES:
+                        raise ExprError(f"unknown escape \\{esc}", col + i + 1)
+                    chars.append(_ESCAPES[esc])
+                    i += 2
+                else:
+                    chars.append(c)
+                    i += 1
+            out.append(_Tok("str", text, col, "".join(chars)))
+        elif kind == "name":
+            parts = text.split(".")
+            if len(parts) == 1 and text in KEYWORDS:
+                out.append(_Tok("kw", text, col))
+            else:
+                bad = [p for p in parts if p in KEYWORDS]
+                if bad:
+                    raise ExprError(f"{bad[0]!r} is a keyword, not a field name", col)
+                out.append(_Tok("name", text, col, tuple(parts)))
+        else:
+            out.append(_Tok("op", text, col))
+    out.append(_Tok("end", "", len(src) + 1))
+    return out
+
+
+def _describe(t: _Tok) -> str:
+    return "the end" if t.kind == "end" else repr(t.text)
+
+
+class _Parser:
+    def __init__(self, src: str) -> None:
+        self.toks = _tokens(src)
+        self.i = 0
+        self.depth = 0
+
+    def peek(self) -> _Tok:
+        return self.toks[self.i]
+
+    def take(self) -> _Tok:
+        t = self.toks[self.i]
+        self.i += 1
+        return t
+
+    def at(self, kind: str, text: str) -> bool:
+        t = self.peek()
+        return t.kind == kind and t.text == text
+
+    def expect(self, kind: str, text: str) -> _Tok:
+        t = self.peek()
+        if t.kind != kind or t.text != text:
+            raise ExprError(f"expected {text!r}, found {_describe(t)}", t.col)
+        return self.take()
+
+    def parse(self) -> Expr:
+        e = self.or_()
+        t = self.peek()
+        if t.kind != "end":
+            raise ExprError(f"unexpected {_describe(t)}", t.col)
+        return e
+
+    def _nest(self, col: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExprError(f"nested deeper than {MAX_DEPTH}", col)
+
+    def or_(self) -> Expr:
+        e = self.and_()
+        while self.at("kw", "or"):
+            self.take()
+            e = Or(e, self.and_())
+        return e
+
+    def and_(self) -> Expr:
+        e = self.not_()
+        while self.at("kw", "and"):
+            self.take()
+            e = And(e, self.not_())
+        return e
+
+    def not_(self) -> Expr:
+        if self.at("kw", "not"):
+            t = self.take()
+            self._nest(t.col)
+            e = Not(self.not_())
+            self.depth -= 1
+            return e
+        return self.cmp()
+
+    def cmp(self) -> Expr:
+        left = self.primary()
+        t = self.peek()
+        if t.kind == "op" and t.text in CMP_OPS:
+            self.take()
+            right = self.primary()
+            nxt = self.peek()
+            if (nxt.kind == "op" and nxt.text in CMP_OPS) or (nxt.kind == "kw" and nxt.text == "in"):
+                raise ExprError("comparisons do not chain: use 'and' or parentheses", nxt.col)
+            return Cmp(t.text, left, right)
+        if t.kind == "kw" and t.text == "in":
+            self.take()
+            values = self.list_()
+            nxt = self.peek()
+            if (nxt.kind == "op" and nxt.text in CMP_OPS) or (nxt.kind == "kw" and nxt.text == "in"):
+                raise ExprError("comparisons do not chain: use 'and' or parentheses", nxt.col)
+            return In(left, values)
+        return left
+
+    def list_(self) -> tuple[Any, ...]:
+        self.expect("op", "[")
+        values: list[Any] = []
+        if self.at("op", "]"):
+            self.take()
+            return ()
+        while True:
+            values.append(self.literal())
+            if self.at("op", ","):
+                self.take()
+                continue
+            self.expect("op", "]")
+            return tuple(values)
+
+    def literal(self) -> Any:
+        t = self.peek()
+        if t.kind in ("num", "str"):
+            self.take()
+            return t.value
+        if t.kind == "kw" and t.text in ("true", "false", "null"):
+            self.take()
+            return {"true": True, "false": False, "null": None}[t.text]
+        raise ExprError(f"expected a literal in the list, found {_describe(t)}", t.col)
+
+    def primary(self) -> Expr:
+        t = self.peek()
+        if t.kind == "op" and t.text == "(":
+            self.take()
+            self._nest(t.col)
+            e = self.or_()
+            self.depth -= 1
+            self.expect("op", ")")
+            return e
+        if t.kind == "name":
+            self.take()
+            return Path(t.value)
+        if t.kind in ("num", "str") or (t.kind == "kw" and t.text in ("true", "false", "null")):
+            return Lit(self.literal())
+        raise ExprError(f"expected a value, found {_describe(t)}", t.col)
+
+
+def compile_expr(src: str) -> Expr:
+    """Parse ``src``; raise :class:`ExprError` with a column on any syntax error."""
+    if not isinstance(src, str):
+        raise ExprError("an expression must be a string", 1)
+    if len(src) > MAX_LEN:
+        raise ExprError(f"longer than {MAX_LEN} characters", MAX_LEN + 1)
+    if not src.strip():
+        raise ExprError("empty expression", 1)
+    return _Parser(src).parse()
