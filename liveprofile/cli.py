@@ -15,6 +15,7 @@ Subcommands::
     liveprofile deadletter list | show ID | replay              inspect and re-drive dead letters
     liveprofile pixel-url --user U --campaign C --email-id E    a signed email-open pixel URL
     liveprofile webhooks check FILE                             validate a webhook mapping file
+    liveprofile definitions check FILE                          validate computed traits and audiences
     liveprofile privacy-requests [--apply]                      privacy requests received by webhook
     liveprofile config [--markdown]                             show effective settings
 
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 import orjson
 
 from liveprofile.admin.deadletters import add_commands as add_deadletter_commands
+from liveprofile.admin.definitions import add_commands as add_definitions_commands
 from liveprofile.admin.privacy import add_commands as add_privacy_commands
 from liveprofile.admin.privacy_requests import add_commands as add_privacy_request_commands
 from liveprofile.collector.mapping import add_commands as add_mapping_commands
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_signing_commands(sub)
     add_privacy_request_commands(sub)
     add_mapping_commands(sub)
+    add_definitions_commands(sub)
 
     cf = sub.add_parser("config", help="show the effective settings")
     cf.add_argument("--markdown", action="store_true", help="print the settings table of docs/configuration.md")

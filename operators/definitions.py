@@ -459,23 +459,37 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
 
 
 def _dependency_order(auds: dict[str, AudienceDef], paths: dict[str, tuple[Any, ...]], err: Callable[..., None]) -> tuple[AudienceDef, ...]:
-    """Audiences after their dependencies (file order otherwise); report each cycle once."""
+    """Audiences after their dependencies, else in file order (the earliest ready one first);
+    each cycle is reported once, at its first audience in the file."""
     order: list[AudienceDef] = []
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(name: str, stack: list[str]) -> None:
-        if state.get(name) == 2 or name not in auds:
-            return
-        if state.get(name) == 1:
-            cyc = stack[stack.index(name):] + [name]
-            err(paths[name], f"{_fmt_path(paths[name])}: audiences form a cycle: {' -> '.join(cyc)}")
-            return
-        state[name] = 1
-        for d in sorted(auds[name].depends_on):
-            visit(d, [*stack, name])
-        state[name] = 2
-        order.append(auds[name])
-
-    for name in auds:
-        visit(name, [])
+    placed: set[str] = set()
+    pending = list(auds)
+    progress = True
+    while pending and progress:
+        progress = False
+        for name in pending:
+            if all(d in placed or d not in auds for d in auds[name].depends_on):
+                order.append(auds[name])
+                placed.add(name)
+                pending.remove(name)
+                progress = True
+                break
+    reported: set[frozenset[str]] = set()
+    for start in pending:
+        stack, seen = [start], {start}
+        # follow unplaced dependencies until a node repeats: that suffix is a cycle
+        while True:
+            nxt = sorted(d for d in auds[stack[-1]].depends_on if d in auds and d not in placed)[0]
+            if nxt in seen:
+                cyc = stack[stack.index(nxt):]
+                key = frozenset(cyc)
+                if key not in reported:
+                    reported.add(key)
+                    first = min(cyc, key=list(auds).index)
+                    i = cyc.index(first)
+                    ring = cyc[i:] + cyc[:i] + [first]
+                    err(paths[first], f"{_fmt_path(paths[first])}: audiences form a cycle: {' -> '.join(ring)}")
+                break
+            stack.append(nxt)
+            seen.add(nxt)
     return tuple(order)

@@ -1,0 +1,139 @@
+"""The definitions file (operators/definitions.py, SPEC §6): the SPEC's example loads as written,
+broken files report every error at once with its line and column, audiences come in dependency
+order, digests detect a changed trait. (``liveprofile definitions check``:
+tests/admin/test_definitions_check.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from operators.definitions import DAY_MS, HOUR_MS, SPEC_EXAMPLE, DefinitionsErrors, load_definitions
+
+SPEC = Path(__file__).resolve().parents[3] / "shared" / "SPEC.md"
+
+
+def test_the_spec_example_is_the_spec_text_and_loads_as_written() -> None:
+    if SPEC.exists():  # /work/shared/SPEC.md: the example block of §6, verbatim
+        block = SPEC.read_text().split("## 6.", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+        assert block == SPEC_EXAMPLE
+    d = load_definitions(SPEC_EXAMPLE)
+    views, orders, spend = d.computed_traits
+    assert (views.kind, views.event, views.window_ms, str(views.where)) == ("count", "Product Viewed", 7 * DAY_MS, 'properties.category == "shoes"')
+    assert (orders.kind, orders.value, orders.where) == ("count", None, None)
+    assert (spend.kind, spend.value, spend.window_ms) == ("sum", ("properties", "revenue"), 90 * DAY_MS)
+    (aud,) = d.audiences
+    assert aud.name == "shoe_browsers_no_order" and aud.traits == {"shoe_views_7d", "orders_7d"} and aud.depends_on == frozenset()
+    assert d.memberships({}, {"shoe_views_7d": 3, "orders_7d": 0}) == ("shoe_browsers_no_order",)
+    assert d.memberships({}, {"shoe_views_7d": 3, "orders_7d": 1}) == ()
+
+
+def errors_of(text: str) -> list[tuple[int, int, str]]:
+    with pytest.raises(DefinitionsErrors) as info:
+        load_definitions(text, "f.yaml")
+    return [(e.line, e.column, e.message) for e in info.value.errors]
+
+
+BROKEN = """\
+version: 1
+computed_traits:
+  - name: Views
+    kind: count
+    event: Product Viewed
+    widow: 7d
+  - name: spend
+    kind: sum
+    event: Order Completed
+    window: 500d
+  - name: spend
+    kind: average
+    event: X
+  - name: x
+    kind: count
+    event: Y
+    where: properties.a == == 3
+  - name: y
+    kind: count
+    event: Y
+    value: properties.revenue
+    window: 7w
+audiences:
+  - name: a
+    when: audience.b and computed.nope > 1
+  - name: b
+    when: audience.a
+  - name: c
+"""
+
+
+def test_a_broken_file_reports_every_error_with_its_line_and_column() -> None:
+    got = errors_of(BROKEN)
+    want = [
+        (3, 11, "name 'Views' must match"),
+        (6, 5, "unknown key 'widow'"),
+        (7, 5, "kind sum needs a value"),
+        (10, 13, "window 500d is longer than 400d"),
+        (11, 11, "name 'spend' is already used (line 7)"),
+        (12, 11, "unknown kind 'average'"),
+        (17, 28, "expected a value, found '=='"),
+        (22, 13, "window '7w' must be Nh, Nd or all"),
+        (25, 11, "audiences form a cycle: a -> b -> a"),
+        (25, 11, "unknown computed trait 'nope'"),
+        (28, 5, "missing required key 'when'"),
+    ]
+    assert len(got) == len(want), got
+    for (line, col, msg), (wl, wc, wm) in zip(got, want, strict=True):
+        assert (line, col) == (wl, wc) and wm in msg, (line, col, msg)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col", "message"),
+    [
+        ("version: 2\n", 1, 10, "version must be 1"),
+        ("computed_traits: []\n", 1, 1, "missing required key 'version'"),
+        ("version: 1\naudiences:\n  - {name: a, when: 'computed.x > 1'}\n", 3, 21, "unknown computed trait 'x'"),
+        ("version: 1\naudiences:\n  - name: a\n    when: properties.x == 1\n", 4, 11, "an audience reads the profile"),
+        ("version: 1\ncomputed_traits:\n  - {name: c, kind: count, event: E, value: properties.v}\n", 3, 45, "kind count takes no value"),
+        ("version: 1\ncomputed_traits:\n  - {name: c, kind: sum, event: E, value: 'properties.v + 1'}\n", 3, 57, "unexpected character '+'"),
+        ("version: 1\ncomputed_traits:\n  - {name: c, kind: sum, event: E, value: computed.x}\n", 3, 43, "value must be an event field path"),
+        ("version: 1\ncomputed_traits:\n  - {name: c, kind: count, event: E, where: computed.x > 1}\n", 3, 45, "computed.x is not an event field"),
+        ("version: 1\nversion: 1\n", 2, 1, "duplicate key 'version'"),
+        ("version: 1\ncomputed_traits: [\n", 3, 1, "YAML:"),
+        ("- 1\n", 1, 1, "must be a mapping"),
+        ("version: 1\naudiences:\n  - name: a\n    when: audience.a\n", 4, 11, "cycle: a -> a"),
+    ],
+)
+def test_each_broken_file_names_the_line(text: str, line: int, col: int, message: str) -> None:
+    got = errors_of(text)
+    assert any((l_, c_) == (line, col) and message in m for l_, c_, m in got), got
+
+
+def test_audiences_come_in_dependency_order_and_read_each_other() -> None:
+    d = load_definitions("""\
+version: 1
+computed_traits:
+  - {name: orders, kind: count, event: Order Completed, window: all}
+audiences:
+  - name: lapsed_vip
+    when: audience.vip and not audience.recent
+  - name: vip
+    when: computed.orders >= 3 or traits.plan == "gold"
+  - name: recent
+    when: last_seen_days < 30
+x-owner: growth team
+""")
+    assert [a.name for a in d.audiences] == ["vip", "recent", "lapsed_vip"]
+    assert d.trait("orders").window_ms is None
+    assert d.memberships({"traits": {"plan": "gold"}, "last_seen_days": 90}, {"orders": 0}) == ("vip", "lapsed_vip")
+    assert d.memberships({"last_seen_days": 1}, {"orders": 5}) == ("vip", "recent")
+
+
+def test_the_digest_changes_with_what_a_trait_computes_only() -> None:
+    base = "version: 1\ncomputed_traits:\n  - {name: t, kind: sum, event: E, value: properties.v, window: 48h%s}\n"
+    d0 = load_definitions(base % "").trait("t")
+    assert d0.window_ms == 48 * HOUR_MS
+    assert load_definitions(base % ", description: spend").trait("t").digest == d0.digest
+    assert load_definitions(base % ", where: 'properties.a  ==  1'").trait("t").digest == load_definitions(base % ", where: properties.a == 1").trait("t").digest
+    for changed in (base.replace("sum", "max"), base.replace("48h", "3d"), base.replace("event: E", "event: F"), base % ", where: properties.a == 1"):
+        assert load_definitions(changed % "" if "%s" in changed else changed).trait("t").digest != d0.digest
