@@ -12,6 +12,7 @@ Runs, each as its own process (so none disturbs another's measurement):
 ``api.py``             profile-read latency at 1,000 req/s over 100k profiles
 ``sync.py``            ESP sync throughput vs one request per change
 ``memory.py``          dataflow state per user
+``computed_state.py``  computed-trait state bytes per user per trait, observe cost
 ``evaluate.py``        detection and interest quality (not speed)
 ``abuse.py``           abuse detection (crawlers, card testing, identity bombs)
 =====================  =========================================================
@@ -38,6 +39,7 @@ FULL = [
     ("api.py", ["--profiles", "100000", "--rate", "1000", "--duration", "20", "--framework", "plain"]),
     ("sync.py", ["--changes", "50000"]),
     ("memory.py", ["--users", "12000"]),
+    ("computed_state.py", ["--users", "3000"]),
     ("evaluate.py", ["--users", "2000", "--bots", "40"]),
     ("abuse.py", ["--users", "400", "--per-kind", "25"]),
 ]
@@ -49,6 +51,7 @@ QUICK = [
     ("api.py", ["--profiles", "20000", "--rate", "500", "--duration", "5", "--framework", "plain"]),
     ("sync.py", ["--changes", "10000", "--naive-sample", "1000"]),
     ("memory.py", ["--users", "3000"]),
+    ("computed_state.py", ["--users", "500"]),
     ("evaluate.py", ["--users", "600", "--bots", "12"]),
     ("abuse.py", ["--users", "200", "--per-kind", "15", "--days", "7", "--seeds", "11"]),
 ]

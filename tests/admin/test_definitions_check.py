@@ -29,3 +29,18 @@ def test_cli_check_ok_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert err[0].startswith(f"{bad}:3:11: ")
     assert main(["definitions", "check", str(tmp_path / "missing.yaml")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_docs_show_what_check_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "audiences.md").read_text()
+    f = tmp_path / "definitions.yaml"
+    f.write_text(SPEC_EXAMPLE)
+    assert main(["definitions", "check", str(f)]) == 0
+    for line in capsys.readouterr().out.splitlines()[1:]:
+        assert line in page, line
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(BROKEN)
+    assert main(["definitions", "check", str(bad)]) == 1
+    for line in capsys.readouterr().err.splitlines():
+        shown = line.replace(str(bad), "broken.yaml")
+        assert shown in page or not any(shown.split(": ", 1)[0] in p for p in page.splitlines()), shown

@@ -137,3 +137,10 @@ def test_the_digest_changes_with_what_a_trait_computes_only() -> None:
     assert load_definitions(base % ", where: 'properties.a  ==  1'").trait("t").digest == load_definitions(base % ", where: properties.a == 1").trait("t").digest
     for changed in (base.replace("sum", "max"), base.replace("48h", "3d"), base.replace("event: E", "event: F"), base % ", where: properties.a == 1"):
         assert load_definitions(changed % "" if "%s" in changed else changed).trait("t").digest != d0.digest
+
+
+def test_digests_are_stable_across_processes_and_versions() -> None:
+    """Fixed values: a digest is persisted with the state, so it must not depend on hash seeds
+    or dict order (docs/audiences.md shows the same ones)."""
+    d = load_definitions(SPEC_EXAMPLE)
+    assert [t.digest for t in d.computed_traits] == ["17646f6e5810fc68", "ebbd27ce8a5edb7c", "f77dfd8d5f2190cb"]
