@@ -15,7 +15,11 @@ Values (SPEC §6): ``count``/``sum`` are 0 when empty; ``avg``/``min``/``max``/`
 ``most_frequent`` are ``None`` when empty; ``unique_list`` is sorted (numbers before strings,
 booleans first), ``unique_count`` its length. An event counts for ``count`` whenever it matches;
 for the other kinds only when its ``value`` field is present: ``sum``/``avg``/``min``/``max``
-take numbers only (``true`` is not a number; a string ``"12"`` is skipped), ``most_frequent``
+take numbers only (``true`` is not a number; a string ``"12"`` is skipped) — except a money
+property (:func:`is_money`: ``properties.revenue``, ``total``, ``price``, ...), which is read as
+the collector validated it (numbers and numeric strings, :func:`operators.money.to_cents`), summed
+exactly in integer cents and reported in currency units (``19.99``; whole amounts as integers);
+``most_frequent``
 and ``unique_*`` take scalars (string, number, boolean), ``first``/``last`` any non-null value.
 ``first``/``last`` order by event time, ties by ``messageId``; ``most_frequent`` ties go to the
 value seen most recently (event time, then ``messageId``, then the value's sort order).
@@ -45,10 +49,10 @@ by :meth:`ComputedState.prune`.
 >>> from operators.definitions import load_definitions, SPEC_EXAMPLE, DAY_MS
 >>> d = load_definitions(SPEC_EXAMPLE)
 >>> s = ComputedState()
->>> s.observe(d, _ev("Order Completed", 5 * DAY_MS, revenue=30))
+>>> s.observe(d, _ev("Order Completed", 5 * DAY_MS, revenue="19.99"))
 True
 >>> s.values(d, 5 * DAY_MS)
-{'shoe_views_7d': 0, 'orders_7d': 1, 'spend_90d': 30}
+{'shoe_views_7d': 0, 'orders_7d': 1, 'spend_90d': 19.99}
 >>> s.next_change_ms(d, 5 * DAY_MS) == 13 * DAY_MS   # bucket day 5 ends at day 6, + 7d
 True
 >>> s.values(d, 13 * DAY_MS)["orders_7d"]
@@ -57,13 +61,15 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from operators.definitions import DAY_MS, HOUR_MS, Definitions, TraitDef
-from operators.events import Event
+from operators.events import MONEY_FIELDS, Event
+from operators.money import MoneyError, to_cents
 
-__all__ = ["ComputedState", "DISTINCT_CAP", "resolution_ms", "sort_key", "event_env"]
+__all__ = ["ComputedState", "DISTINCT_CAP", "resolution_ms", "sort_key", "event_env", "is_money"]
 
 DISTINCT_CAP = 100
 
@@ -85,6 +91,30 @@ def sort_key(v: Any) -> tuple[int, Any]:
 def event_env(ev: Event) -> dict[str, Any]:
     """What a ``where``/``value`` path reads on an event."""
     return {"properties": ev.properties, "context": ev.context, "traits": ev.traits}
+
+
+_NUMERIC = frozenset({"sum", "avg", "min", "max"})
+
+
+def is_money(t: TraitDef) -> bool:
+    """A ``sum``/``avg``/``min``/``max`` of a money property (``properties.revenue``, ``total``,
+    ``price``, ... :data:`operators.events.MONEY_FIELDS`): aggregated exactly in integer cents."""
+    v = t.value
+    return t.kind in _NUMERIC and v is not None and len(v) == 2 and v[0] == "properties" and v[1] in MONEY_FIELDS
+
+
+def _value(t: TraitDef, env: Mapping[str, Any]) -> Any:
+    v = t.value_of(env)
+    if v is not None and is_money(t):
+        try:
+            return to_cents(v)
+        except MoneyError:
+            return None
+    return v
+
+
+def _units(cents: int) -> int | float:
+    return cents // 100 if cents % 100 == 0 else cents / 100
 
 
 def _is_num(v: Any) -> bool:
@@ -228,11 +258,13 @@ def _copy(kind: str, agg: Any) -> Any:
     return agg
 
 
-def _final(kind: str, agg: Any) -> Any:
+def _final(kind: str, agg: Any, money: bool = False) -> Any:
     if agg is None:
         return 0 if kind in ("count", "sum", "unique_count") else ([] if kind == "unique_list" else None)
     if kind == "avg":
-        return agg[0] / agg[1]
+        return agg[0] / agg[1] / 100 if money else agg[0] / agg[1]
+    if money:
+        return _units(agg)
     if kind in ("first", "last"):
         return agg[2]
     if kind == "most_frequent":
@@ -278,7 +310,7 @@ class ComputedState:
         for t in defs.computed_traits:
             if not t.matches(ev.type, ev.name, env):
                 continue
-            v = t.value_of(env)
+            v = _value(t, env)
             if not _accepts(t.kind, v):
                 continue
             s = self._slot(t)
@@ -322,7 +354,7 @@ class ComputedState:
                     for b in sorted(s.buckets):
                         if (b + 1) * r + t.window_ms > now_ms:
                             agg = _combine(t.kind, agg, s.buckets[b])
-            out[t.name] = _final(t.kind, agg)
+            out[t.name] = _final(t.kind, agg, is_money(t))
         return out
 
     def next_change_ms(self, defs: Definitions, now_ms: int) -> int | None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from operators.computed import DISTINCT_CAP, ComputedState
 from operators.definitions import DAY_MS, HOUR_MS, Definitions, TraitDef, load_definitions
 from operators.events import Event
+from operators.money import to_cents
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True)
 KINDS = ["count", "sum", "avg", "min", "max", "most_frequent", "first", "last", "unique_list", "unique_count"]
@@ -31,6 +32,8 @@ def _defs() -> Definitions:
             value = "" if kind == "count" else ", value: properties.v"
             lines.append(f"  - {{name: {kind}_{w}, kind: {kind}, event: Product Viewed, window: {w}{value}, where: 'properties.cat != \"hats\"'}}")
     lines.append("  - {name: pages, kind: count, event: page, window: 2h}")
+    for kind in ("sum", "avg", "min", "max"):  # money: exact cents, numeric strings count
+        lines.append(f"  - {{name: money_{kind}, kind: {kind}, event: Order Completed, value: properties.revenue, window: 7d}}")
     lines.append("  - {name: order_cats, kind: unique_list, event: Order Completed, value: properties.cat, window: 30d}")
     return load_definitions("\n".join(lines) + "\n")
 
@@ -72,6 +75,8 @@ def _counts_for(t: TraitDef, e: Event) -> bool:
     if not ok or (t.where is not None and not t.where.holds(env)):
         return False
     v = e.properties.get(t.value[1]) if t.value else None
+    if t.value == ("properties", "revenue"):
+        return v is not None
     if t.kind == "count":
         return True
     if t.kind in ("sum", "avg", "min", "max"):
@@ -94,6 +99,12 @@ def brute(events: list[Event], now: int) -> dict[str, Any]:
         evs = [e for e in events if _counts_for(t, e) and _in_window(t, e.ts, now)]
         vs = [e.properties.get(t.value[1]) for e in evs] if t.value else []
         k = t.kind
+        if t.value == ("properties", "revenue"):
+            cents = [to_cents(v) for v in vs]
+            got = {"sum": sum(cents) / 100, "avg": sum(cents) / 100 / len(cents) if cents else None,
+                   "min": min(cents, default=None), "max": max(cents, default=None)}[k]
+            out[t.name] = got / 100 if k in ("min", "max") and got is not None else (got if cents or k != "sum" else 0)
+            continue
         if k == "count":
             out[t.name] = len(evs)
         elif k == "sum":
@@ -153,6 +164,8 @@ def streams(draw: st.DrawFn) -> list[Event]:
         # mostly within 12 days, in clusters, so windows both hold and lose events
         ts = BASE + draw(st.integers(0, 12 * DAY_MS)) if draw(st.booleans()) else BASE + draw(st.integers(0, 30)) * HOUR_MS
         props: dict[str, Any] = {"cat": draw(st.sampled_from(["shoes", "hats", "bags"]))}
+        if kind == "Order Completed" and draw(st.booleans()):  # valid money, as parse_event lets through
+            props["revenue"] = draw(st.sampled_from([0, 3, 19.99, "19.99", "0.10", 0.1, "1e2", 120]))
         v = draw(values)
         if v is not None:
             props["v"] = v

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.definitions import DAY_MS, HOUR_MS, SPEC_EXAMPLE, DefinitionsErrors, load_definitions
 
@@ -144,3 +147,31 @@ def test_digests_are_stable_across_processes_and_versions() -> None:
     or dict order (docs/audiences.md shows the same ones)."""
     d = load_definitions(SPEC_EXAMPLE)
     assert [t.digest for t in d.computed_traits] == ["17646f6e5810fc68", "ebbd27ce8a5edb7c", "f77dfd8d5f2190cb"]
+
+
+KEYS = ["version", "computed_traits", "audiences", "name", "kind", "event", "where", "value", "window", "when", "x-note", "widow"]
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2, 500), st.sampled_from(
+    ["count", "sum", "most_frequent", "7d", "48h", "all", "401d", "Product Viewed", "a", "B", "properties.v",
+     "computed.a", "audience.a", "properties.v > 1", "a ==", "not", "(", "\"x"]))
+docs = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.sampled_from(KEYS), c, max_size=6)), max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(docs)
+def test_any_document_loads_or_reports_errors_with_positions_inside_the_file(doc: object) -> None:
+    text = yaml.safe_dump(doc if not isinstance(doc, dict) else {"version": 1, **doc}, sort_keys=False)
+    lines = text.count("\n") + 1
+    try:
+        load_definitions(text)
+    except DefinitionsErrors as exc:
+        assert exc.errors
+        assert all(1 <= e.line <= lines and e.column >= 1 and e.message for e in exc.errors), exc.errors
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.text(alphabet="version: 1\n-{}[]&*!?'\"#%@`|>computed_traits audiences name kind when", max_size=80))
+def test_any_text_loads_or_reports_errors(text: str) -> None:
+    try:
+        load_definitions(text)
+    except DefinitionsErrors as exc:
+        assert exc.errors and all(e.line >= 1 and e.column >= 1 for e in exc.errors)
