@@ -228,6 +228,14 @@ def test_ndjson_and_customers_export_reach_the_buffer(redis_url: str, r: redis.R
         "address": {"city": "Leeds", "country": "GB"}, "accepts_email_marketing": True, "tags": ["vip", "wholesale"],
         "email": "Ann@Example.com",
     }  # fmt: skip
+    # and the traits reach the profile through the real dataflow (issue 13: first_name from a CSV)
+    rec = tmp_path / "rec-customers"
+    rec.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "1"], check=True)
+    _run_dataflow(env, tmp_path, rec, "dataflow-customers")
+    prof = _profile(r, "ann@example.com")
+    traits = orjson.loads(prof["traits"])
+    assert prof["email"] == "Ann@Example.com" and traits["first_name"] == "Ann" and traits["last_name"] == "Archer", prof
 
 
 def test_request_level_problems_exit_non_zero_and_write_nothing(redis_url: str, r: redis.Redis, tmp_path: Path,
