@@ -80,12 +80,14 @@ async def running(*workers: DestinationWorker) -> AsyncIterator[asyncio.Event]:
 
 
 def all_acknowledged(r: redis.Redis, stream: str, group: str) -> bool:
-    """The group has read the stream's last entry and acknowledged everything it read."""
-    last = r.xrevrange(stream, count=1)
-    if not last:
+    """The group has read up to the stream's last generated entry and acknowledged everything it
+    read (the last generated id, not the last entry: once every group has acknowledged a deletion,
+    erasure_scrub.lua deletes that entry from the feed)."""
+    if not r.exists(stream):
         return True
+    last = r.xinfo_stream(stream)["last-generated-id"]
     info = {g["name"].decode(): g for g in r.xinfo_groups(stream)}.get(group)
-    return info is not None and info["last-delivered-id"] == last[0][0] and info["pending"] == 0
+    return info is not None and info["last-delivered-id"] == last and info["pending"] == 0
 
 
 def sample(metrics: SyncMetrics, name: str, **labels: str) -> float:
