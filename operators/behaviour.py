@@ -46,7 +46,7 @@ import math
 import re
 import zlib
 from array import array
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from operators.events import Event
@@ -60,6 +60,7 @@ from operators.names import (
     PRODUCT_REMOVED,
     PRODUCT_VIEWED,
 )
+from operators.snapshot import reset_to_defaults
 
 __all__ = [
     "SessionConfig",
@@ -256,13 +257,7 @@ class Behaviour:
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
         (snapshot version 2 had none of the abuse fields), the abuse counts are recounted."""
-        slots = state[1] if isinstance(state, tuple) else state
-        for f in fields(self):
-            if f.default is not MISSING:
-                object.__setattr__(self, f.name, f.default)
-            elif f.default_factory is not MISSING:
-                object.__setattr__(self, f.name, f.default_factory())
-        for k, v in (slots or {}).items():
+        for k, v in reset_to_defaults(self, state).items():
             if k in _LOGS and isinstance(v, bytes):
                 v = array("q", v)  # noqa: PLW2901
             object.__setattr__(self, k, v)

@@ -58,7 +58,7 @@ and ``updated_at`` are the sink's).
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -80,6 +80,7 @@ from operators.names import (
     UNSUBSCRIBED,
 )
 from operators.schema import Owner, owned_by
+from operators.snapshot import reset_to_defaults
 from operators.timeutil import iso
 from operators.traits import TraitMap, merge_into
 from operators.traits import fold as fold_traits
@@ -155,13 +156,7 @@ class ProfileState:
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
         (snapshot version 1 had none of the version-2 fields)."""
-        slots = state[1] if isinstance(state, tuple) else state
-        for f in fields(self):
-            if f.default is not MISSING:
-                object.__setattr__(self, f.name, f.default)
-            elif f.default_factory is not MISSING:
-                object.__setattr__(self, f.name, f.default_factory())
-        for k, v in (slots or {}).items():
+        for k, v in reset_to_defaults(self, state).items():
             object.__setattr__(self, k, v)
 
     # -- folding -------------------------------------------------------------------

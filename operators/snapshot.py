@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Mapping
+from dataclasses import MISSING, fields
 from typing import Any
 
 __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of"]
@@ -116,3 +117,26 @@ def load(raw: bytes, version: int = VERSION, migrations: Mapping[int, Callable[[
         obj = migrations[v](obj)
         v += 1
     return obj
+
+
+def reset_to_defaults(obj: Any, state: Any) -> dict[str, Any]:
+    """The first half of a slots dataclass's ``__setstate__`` for pickles of this or an earlier
+    layout: every field of ``obj`` set to its default (so fields an older pickle lacks get theirs),
+    and the pickled ``state``'s slot values returned for the caller to restore.
+
+    >>> from dataclasses import dataclass, field
+    >>> @dataclass(slots=True)
+    ... class S:
+    ...     a: int = 1
+    ...     b: list = field(default_factory=list)
+    >>> s = S.__new__(S)
+    >>> reset_to_defaults(s, (None, {"a": 5})), s.a, s.b
+    ({'a': 5}, 1, [])
+    """
+    for f in fields(obj):
+        if f.default is not MISSING:
+            object.__setattr__(obj, f.name, f.default)
+        elif f.default_factory is not MISSING:
+            object.__setattr__(obj, f.name, f.default_factory())
+    slots = state[1] if isinstance(state, tuple) else state
+    return dict(slots or {})

@@ -150,12 +150,7 @@ def entries(appends: Sequence[tuple[str, Mapping[str, Any]]], dead_letter: str, 
     out: list[dict[str, str]] = []
     for stream, fields in appends:
         if stream == dead_letter:
-            raw = fields.get("raw", b"")
-            try:
-                ev = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                ev = None
-            e = _entry(ev, "rejected", common, show_values)
+            e = _entry(_loads(fields.get("raw", b"")), "rejected", common, show_values)
             reason, message = fields.get("reason", ""), fields.get("message", "")
             e["reason"] = reason.decode() if isinstance(reason, bytes) else str(reason)
             e["message"] = (message.decode() if isinstance(message, bytes) else str(message))[:300]
@@ -164,14 +159,17 @@ def entries(appends: Sequence[tuple[str, Mapping[str, Any]]], dead_letter: str, 
             if not e["aid"]:
                 e["aid"] = _s(fields.get("anonymous_id"))
         else:
-            raw = fields.get("e", b"")
-            try:
-                ev = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                ev = None
-            e = _entry(ev, "accepted", common, show_values)
+            e = _entry(_loads(fields.get("e", b"")), "accepted", common, show_values)
         out.append(e)
     return out
+
+
+def _loads(raw: object) -> Any:
+    """The decoded event of a buffer entry or dead letter's raw, ``None`` when it is not JSON."""
+    try:
+        return orjson.loads(raw)  # type: ignore[arg-type]
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _s(v: object) -> str:
