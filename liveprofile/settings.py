@@ -19,6 +19,7 @@ from pathlib import Path
 
 from operators.behaviour import SessionConfig
 from operators.dedupe import DedupeConfig
+from operators.definitions import Definitions, DefinitionsErrors, load_definitions
 from operators.events import Limits
 from operators.interest import InterestConfig
 from operators.models import ModelConfig
@@ -103,6 +104,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_DEBUGGER": ("off", "on: the collector writes a redacted entry per accepted or rejected event to the capped stream {prefix}:debug-events, which the API's /debugger page shows live (one extra pipelined XADD per request)"),
     "LIVEPROFILE_DEBUGGER_MAXLEN": ("1000", "approximate cap on the source debugger's stream {prefix}:debug-events (the page keeps at most its last 200 rows)"),
     "LIVEPROFILE_DEBUGGER_SHOW_VALUES": ("off", "on: the source debugger shows property and trait values (emails stay masked); off: their names only"),
+    # -- computed traits and audiences (docs/audiences.md) --
+    "LIVEPROFILE_DEFINITIONS": ("", "path of the definitions file (computed traits and audiences, SPEC §6; check it with `liveprofile definitions check FILE`); read by the dataflow, the API and the sync at start, which refuse to start on an invalid file; empty = none"),
     "LIVEPROFILE_CATALOGUE_TOP_MAX": ("500", "products kept in each {prefix}:category-top:{category} popularity ranking (the least popular beyond it are dropped)"),
 }
 
@@ -178,6 +181,22 @@ def _dur_ms(values: Mapping[str, str], name: str) -> int:
         raise ConfigError(msg) from None
 
 
+def _definitions(path: str) -> Definitions | None:
+    """Load ``LIVEPROFILE_DEFINITIONS``; every problem of an invalid file in one ConfigError."""
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"LIVEPROFILE_DEFINITIONS: cannot read {path}: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
+    try:
+        return load_definitions(text, path)
+    except DefinitionsErrors as exc:
+        msg = f"LIVEPROFILE_DEFINITIONS: {path} is invalid:\n{exc}"
+        raise ConfigError(msg) from None
+
+
 def settings_markdown() -> str:
     """The settings table of docs/configuration.md (``liveprofile config --markdown``), from :data:`SETTINGS`."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
@@ -229,6 +248,8 @@ class Settings:
     debugger: bool = False  # LIVEPROFILE_DEBUGGER
     debugger_maxlen: int = 1000
     debugger_show_values: bool = False
+    #: the loaded definitions file (``LIVEPROFILE_DEFINITIONS``); ``None``: none configured
+    definitions: Definitions | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -267,6 +288,7 @@ class Settings:
         except ValueError:
             msg = "LIVEPROFILE_POLL_INTERVAL must be a number of seconds"
             raise ConfigError(msg) from None
+        definitions = _definitions(v["LIVEPROFILE_DEFINITIONS"].strip())
         s = cls(
             redis_url=v["LIVEPROFILE_REDIS_URL"],
             key_prefix=prefix,
@@ -286,6 +308,7 @@ class Settings:
                 session=SessionConfig(gap_ms=_dur_ms(v, "LIVEPROFILE_SESSION_GAP")),
                 abandon_ms=_dur_ms(v, "LIVEPROFILE_CART_ABANDON_WINDOW"),
                 max_traits=limits.max_traits,
+                definitions=definitions,
             ),
             models=ModelConfig(threshold=_float(v, "LIVEPROFILE_ANOMALY_THRESHOLD")),
             changes_maxlen=_int(v, "LIVEPROFILE_CHANGES_MAXLEN"),
@@ -304,6 +327,7 @@ class Settings:
             debugger=_bool(v, "LIVEPROFILE_DEBUGGER"),
             debugger_maxlen=_int(v, "LIVEPROFILE_DEBUGGER_MAXLEN"),
             debugger_show_values=_bool(v, "LIVEPROFILE_DEBUGGER_SHOW_VALUES"),
+            definitions=definitions,
             buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),
         )
         if overrides:

@@ -47,6 +47,7 @@ import orjson
 import yaml
 
 from operators.expr import Expr, ExprError, Path, compile_expr, lookup
+from operators.schema import FIELDS, Kind, Owner
 
 __all__ = [
     "KINDS",
@@ -58,6 +59,7 @@ __all__ = [
     "MAX_WINDOW_MS",
     "TraitDef",
     "AudienceDef",
+    "AUDIENCE_FIELDS",
     "Definitions",
     "DefinitionsError",
     "DefinitionsErrors",
@@ -76,6 +78,12 @@ DAY_MS = 24 * HOUR_MS
 MAX_WINDOW_MS = 400 * DAY_MS
 NAME_RE = r"^[a-z][a-z0-9_]*$"
 _WINDOW_RE = re.compile(r"^(?:([1-9][0-9]{0,5})([hd])|all)$")
+
+#: profile fields an audience may read by name: those the per-user step writes (where audiences
+#: are evaluated); the rest are scored later (RFM against the population, the models' scores)
+AUDIENCE_FIELDS = frozenset(f.name for f in FIELDS if f.owner in (Owner.CORE, Owner.USER))
+_JSON_AUDIENCE_FIELDS = frozenset(f.name for f in FIELDS if f.owner in (Owner.CORE, Owner.USER) and f.kind is Kind.JSON)
+LATER_FIELDS = {f.name: str(f.owner) for f in FIELDS if f.owner in (Owner.RFM, Owner.MODELS)}
 
 _EXTRA = {"^x-": {}}
 SCHEMA: dict[str, Any] = {
@@ -107,6 +115,23 @@ SCHEMA: dict[str, Any] = {
             "patternProperties": _EXTRA,
             "additionalProperties": False,
         },
+        "sync": {
+            "type": "object",
+            "properties": {
+                "klaviyo": {
+                    "type": "object", "required": ["list_id"],
+                    "properties": {"list_id": {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$"}},
+                    "additionalProperties": False,
+                },
+                "braze": {
+                    "type": "object",
+                    "properties": {"subscription_group_id": {"type": "string", "minLength": 1, "maxLength": 128}},
+                    "additionalProperties": False,
+                },
+                "webhook": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
         "audience": {
             "type": "object",
             "required": ["name", "when"],
@@ -114,6 +139,7 @@ SCHEMA: dict[str, Any] = {
                 "name": {"$ref": "#/$defs/name"},
                 "when": {"type": "string", "minLength": 1},
                 "description": {"type": "string"},
+                "sync": {"$ref": "#/$defs/sync"},
             },
             "patternProperties": _EXTRA,
             "additionalProperties": False,
@@ -182,6 +208,18 @@ class AudienceDef:
     when: Expr
     depends_on: frozenset[str]
     traits: frozenset[str]
+    #: where membership is pushed, per destination (``sync:`` in the file): ``klaviyo`` →
+    #: ``{"list_id": ...}``, ``braze`` → ``{"subscription_group_id": ...}`` or ``{}`` (the
+    #: custom attribute), ``webhook`` → ``{}``; a destination not named gets the audience under its
+    #: default mechanism (see docs/audiences.md)
+    sync: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+    def sync_for(self, destination: str) -> dict[str, str] | None:
+        """This audience's settings at ``destination`` (``None``: the file names none for it)."""
+        for d, kv in self.sync:
+            if d == destination:
+                return dict(kv)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +487,21 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
                     used.add(f[1])
             elif f[0] == "properties" or f[0] == "context":
                 err((*base, "when"), f"{_fmt_path((*base, 'when'))}: {'.'.join(f)}: an audience reads the profile (traits.x, computed.x, audience.x, profile fields), not an event")
-        auds[a["name"]] = AudienceDef(a["name"], when, frozenset(deps), frozenset(used))
+            elif f[0] == "traits":
+                if len(f) < 2:
+                    err((*base, "when"), f"{_fmt_path((*base, 'when'))}: traits: write traits.NAME")
+            elif f[0] in LATER_FIELDS:
+                err((*base, "when"), f"{_fmt_path((*base, 'when'))}: {f[0]} is scored after audiences are evaluated "
+                                     f"(by the {LATER_FIELDS[f[0]]} stage, against the whole population or the models); "
+                                     "audiences cannot read it yet")  # fmt: skip
+            elif f[0] not in AUDIENCE_FIELDS:
+                err((*base, "when"), f"{_fmt_path((*base, 'when'))}: unknown profile field {f[0]!r} "
+                                     "(profile fields: see docs/audiences.md; traits.x for a trait)")  # fmt: skip
+            elif len(f) > 1 and f[0] not in _JSON_AUDIENCE_FIELDS:
+                err((*base, "when"), f"{_fmt_path((*base, 'when'))}: {'.'.join(f)}: {f[0]} has no fields")
+        sync = tuple(sorted((d, tuple(sorted((str(k), str(v)) for k, v in kv.items())) if isinstance(kv, dict) else ())
+                            for d, kv in (a.get("sync") or {}).items() if kv is not False))  # fmt: skip
+        auds[a["name"]] = AudienceDef(a["name"], when, frozenset(deps), frozenset(used), sync)
         aud_paths[a["name"]] = (*base, "when")
 
     ordered = _dependency_order(auds, aud_paths, err)

@@ -46,6 +46,7 @@ from typing import Any
 
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
 from operators.dedupe import DedupeConfig
+from operators.definitions import Definitions
 from operators.events import Event
 from operators.identity import Absorb, Link, Refused, is_anon, public_id
 from operators.interest import Interest, InterestConfig, event_weight
@@ -82,6 +83,8 @@ class UserConfig:
     abandon_ms: int = 3_600_000
     #: most traits a profile holds (``LIVEPROFILE_MAX_TRAITS``; see :mod:`operators.traits`)
     max_traits: int = 100
+    #: computed traits and audiences (``LIVEPROFILE_DEFINITIONS``; ``None``: none)
+    definitions: Definitions | None = None
 
     def __post_init__(self) -> None:
         if self.abandon_ms <= 0:

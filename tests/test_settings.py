@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import orjson
+from pathlib import Path
 
-from liveprofile.settings import Settings, key_fingerprint
+import orjson
+import pytest
+
+from liveprofile.settings import ConfigError, Settings, key_fingerprint
 
 
 def test_masked_shows_no_character_of_a_write_key_or_url_password() -> None:
@@ -18,3 +21,21 @@ def test_masked_shows_no_character_of_a_write_key_or_url_password() -> None:
     assert "hunter2" not in text and "db:6379/0" in text
     assert s.masked()["write_keys"] == [key_fingerprint(k) for k in keys]
     assert len(set(s.masked()["write_keys"])) == 2  # keys stay distinguishable
+
+
+def test_definitions_are_loaded_at_start_and_an_invalid_file_refuses_with_every_error(tmp_path: Path) -> None:
+    from operators.definitions import SPEC_EXAMPLE
+
+    good = tmp_path / "defs.yaml"
+    good.write_text(SPEC_EXAMPLE)
+    s = Settings.from_env({"LIVEPROFILE_DEFINITIONS": str(good)})
+    assert s.definitions is not None and s.user.definitions is s.definitions
+    assert [t.name for t in s.definitions.computed_traits] == ["shoe_views_7d", "orders_7d", "spend_90d"]
+    assert Settings.from_env({}).definitions is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\naudiences:\n  - {name: a, when: rfm_r > 1}\n  - {name: B, when: cart_items > 1}\n")
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"LIVEPROFILE_DEFINITIONS": str(bad)})
+    assert f"{bad}:3:" in str(e.value) and f"{bad}:4:" in str(e.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings.from_env({"LIVEPROFILE_DEFINITIONS": str(tmp_path / "missing.yaml")})

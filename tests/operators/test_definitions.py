@@ -123,13 +123,13 @@ audiences:
   - name: vip
     when: computed.orders >= 3 or traits.plan == "gold"
   - name: recent
-    when: last_seen_days < 30
+    when: email_opens >= 1
 x-owner: growth team
 """)
     assert [a.name for a in d.audiences] == ["vip", "recent", "lapsed_vip"]
     assert d.trait("orders").window_ms is None
-    assert d.memberships({"traits": {"plan": "gold"}, "last_seen_days": 90}, {"orders": 0}) == ("vip", "lapsed_vip")
-    assert d.memberships({"last_seen_days": 1}, {"orders": 5}) == ("vip", "recent")
+    assert d.memberships({"traits": {"plan": "gold"}, "email_opens": 0}, {"orders": 0}) == ("vip", "lapsed_vip")
+    assert d.memberships({"email_opens": 2}, {"orders": 5}) == ("vip", "recent")
 
 
 def test_the_digest_changes_with_what_a_trait_computes_only() -> None:
@@ -175,3 +175,39 @@ def test_any_text_loads_or_reports_errors(text: str) -> None:
         load_definitions(text)
     except DefinitionsErrors as exc:
         assert exc.errors and all(e.line >= 1 and e.column >= 1 for e in exc.errors)
+
+
+def test_audiences_read_only_fields_the_user_step_writes_and_name_their_sync() -> None:
+    """An audience is evaluated in the per-user step: a later stage's field (RFM, the models) or an
+    unknown field is an error at its line, not an audience that is silently never true."""
+    bad = """\
+version: 1
+audiences:
+  - name: a
+    when: rfm_segment == "champions"
+  - name: b
+    when: cart_valu > 3
+  - name: c
+    when: suspect == true
+"""
+    with pytest.raises(DefinitionsErrors) as e:
+        load_definitions(bad, "d.yaml")
+    got = [(x.line, x.message.split(":")[1].strip()) for x in e.value.errors]
+    assert got == [(4, "rfm_segment is scored after audiences are evaluated (by the rfm stage, against the whole population or the models); audiences cannot read it yet"),
+                   (6, "unknown profile field 'cart_valu' (profile fields"),
+                   (8, "suspect is scored after audiences are evaluated (by the models stage, against the whole population or the models); audiences cannot read it yet")]  # fmt: skip
+    ok = load_definitions("""\
+version: 1
+audiences:
+  - name: big_cart
+    when: cart_value > 100 and traits.plan == "pro"
+    sync:
+      klaviyo: {list_id: Y7Qm8F}
+      braze: {subscription_group_id: 0f2e-11}
+""")
+    a = ok.audiences[0]
+    assert a.sync_for("klaviyo") == {"list_id": "Y7Qm8F"}
+    assert a.sync_for("braze") == {"subscription_group_id": "0f2e-11"}
+    assert a.sync_for("webhook") is None
+    with pytest.raises(DefinitionsErrors, match="list_id"):
+        load_definitions("version: 1\naudiences:\n  - {name: a, when: cart_items > 1, sync: {klaviyo: {}}}\n")
