@@ -45,7 +45,7 @@ from dataflows.sinks import (
 )
 from dataflows.sources.streams import RedisStreamSource, SourceItem
 from liveprofile.buffer.writers import raw_writer
-from liveprofile.settings import Settings
+from liveprofile.settings import DEFINITIONS_NEED_INTELLIGENCE, ConfigError, Settings
 from liveprofile.store.keys import Keys
 from operators.catalogue import sightings
 from operators.events import Event, Rejected
@@ -105,6 +105,8 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
         op.output("account_out", groups, sinks.account)
 
     if not settings.intelligence:
+        if ucfg.definitions is not None:  # Settings.from_env refuses this too; a hand-built Settings must not slip by
+            raise ConfigError(DEFINITIONS_NEED_INTELLIGENCE)
         core_in = op.filter_map("core_in", valid.trues, lambda x: (x[2].uid, (x[2].uid, x[2])) if type(x[2]) is Event else None)
         profiles = op.stateful_batch("core", core_in, lambda resume: CoreLogic(ucfg, resume))
         op.output("profile_out", profiles, sinks.profile)

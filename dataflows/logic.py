@@ -12,7 +12,7 @@ through :func:`operators.snapshot.load`, which migrates older layouts.
 * :class:`GraphLogic` — one key (:data:`operators.identity.GRAPH_KEY`); state: the
   :class:`operators.identity.MergeGraph` of known users merged away (aliases of known users only).
 * :class:`UserLogic` — keyed by canonical user id (anonymous profiles: ``anon_uid``); state: :class:`operators.user.UserState`;
-  timers for session end and cart abandonment in stream time.
+  timers for session end, cart abandonment and computed-trait window exits in stream time.
 * :class:`ModelsLogic` — keyed by model shard; state: :class:`operators.models.ShardModels`.
 * :class:`PopulationLogic` — one key; state: the RFM :class:`operators.rfm.Population`;
   emits edges when they change, and refresh ticks for a while after.
@@ -127,7 +127,7 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         uid = values[0][0]
-        self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values])
+        self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values], self._clock.now())
         if dups:
             metrics.EVENTS_DUPLICATE.inc(dups)
         for o in outs:

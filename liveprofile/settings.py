@@ -29,6 +29,11 @@ from operators.user import UserConfig
 __all__ = ["Settings", "SETTINGS", "ConfigError", "load_env"]
 
 
+#: computed traits and audiences are evaluated by the full per-user step (LIVEPROFILE_INTELLIGENCE=on)
+DEFINITIONS_NEED_INTELLIGENCE = ("LIVEPROFILE_DEFINITIONS is set but LIVEPROFILE_INTELLIGENCE=off: computed traits and audiences "
+                                 "are evaluated by the full per-user step only; turn intelligence on or unset the definitions")
+
+
 class ConfigError(ValueError):
     """A setting has a value that cannot be used."""
 
@@ -289,6 +294,8 @@ class Settings:
             msg = "LIVEPROFILE_POLL_INTERVAL must be a number of seconds"
             raise ConfigError(msg) from None
         definitions = _definitions(v["LIVEPROFILE_DEFINITIONS"].strip())
+        if definitions is not None and not _bool(v, "LIVEPROFILE_INTELLIGENCE"):
+            raise ConfigError(DEFINITIONS_NEED_INTELLIGENCE)
         s = cls(
             redis_url=v["LIVEPROFILE_REDIS_URL"],
             key_prefix=prefix,

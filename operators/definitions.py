@@ -80,9 +80,11 @@ NAME_RE = r"^[a-z][a-z0-9_]*$"
 _WINDOW_RE = re.compile(r"^(?:([1-9][0-9]{0,5})([hd])|all)$")
 
 #: profile fields an audience may read by name: those the per-user step writes (where audiences
-#: are evaluated); the rest are scored later (RFM against the population, the models' scores)
-AUDIENCE_FIELDS = frozenset(f.name for f in FIELDS if f.owner in (Owner.CORE, Owner.USER))
-_JSON_AUDIENCE_FIELDS = frozenset(f.name for f in FIELDS if f.owner in (Owner.CORE, Owner.USER) and f.kind is Kind.JSON)
+#: are evaluated); the rest are scored later (RFM against the population, the models' scores).
+#: Not ``computed`` and ``audiences``, the evaluation's own outputs (read ``computed.x`` / ``audience.x``)
+_OUTPUTS = frozenset({"computed", "audiences"})
+AUDIENCE_FIELDS = frozenset(f.name for f in FIELDS if f.owner in (Owner.CORE, Owner.USER) and f.name not in _OUTPUTS)
+_JSON_AUDIENCE_FIELDS = frozenset(f.name for f in FIELDS if f.name in AUDIENCE_FIELDS and f.kind is Kind.JSON)
 LATER_FIELDS = {f.name: str(f.owner) for f in FIELDS if f.owner in (Owner.RFM, Owner.MODELS)}
 
 _EXTRA = {"^x-": {}}

@@ -6,7 +6,8 @@ it (``shown``), and which segment set it drives (``segment``). Everything that n
 fields derives it from :data:`FIELDS`:
 
 * the renderers (:func:`operators.profile.to_fields`, :func:`operators.user.render`, the models
-  step, :func:`operators.rfm.rfm_fields`) write exactly the fields their owner has here (tests);
+  step, :func:`operators.rfm.rfm_fields`) write exactly the fields their owner has here (tests;
+  ``computed`` and ``audiences`` only while definitions are loaded);
 * the profile script's segment table (:func:`lua_segment_table`, rendered into
   ``liveprofile/store/lua/profile.lua``);
 * the sync's value typing and what it pushes (:func:`names`, :data:`PUSHED`);
@@ -15,7 +16,7 @@ fields derives it from :data:`FIELDS`:
 Adding a field means adding a row here; a test fails until its owner renders it.
 
 >>> sorted(names(Kind.JSON))
-['anonymous_ids', 'cart', 'consent', 'groups', 'interests', 'traits']
+['anonymous_ids', 'audiences', 'cart', 'computed', 'consent', 'groups', 'interests', 'traits']
 >>> [f.name for f in FIELDS if f.segment]
 ['cart_abandoned', 'top_category', 'rfm_segment', 'suspect']
 """
@@ -105,6 +106,11 @@ FIELDS: tuple[Field, ...] = (
     Field("top_category", Kind.TEXT, Owner.USER, segment=Segment("segment:interest:")),
     Field("interests_at", Kind.TIME, Owner.USER),
     Field("session_count", Kind.INT, Owner.USER),
+    # only while definitions are loaded (LIVEPROFILE_DEFINITIONS; operators.user.render, operators.audiences):
+    Field("computed", Kind.JSON, Owner.USER),  # trait name -> value; the platforms get each trait under its name
+    # the audience names the user is in, sorted; delivered through each platform's list mechanism, not as a field;
+    # the profile script keeps {p}:audience:{name} and the change feed's audiences_entered / audiences_exited from it
+    Field("audiences", Kind.JSON, Owner.USER, pushed=False),
     Field("rfm_r", Kind.INT, Owner.RFM),
     Field("rfm_f", Kind.INT, Owner.RFM),
     Field("rfm_m", Kind.INT, Owner.RFM),

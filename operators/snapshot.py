@@ -16,7 +16,7 @@ Versions: 0 bare pickles; 1 the first versioned layout; 2 profile states with or
 unsubscribe, consent and machine opens; 3 behaviour states with the abuse logs (orders, emails)
 and shard models with the ``abuse`` forest; 4 profile states with traits and group ids; 5 the
 identity stage's state is an :class:`operators.identity.AnonState` (the link and the messageIds
-it routed), not the bare linked id.
+it routed), not the bare linked id; 6 user states with computed traits and audiences.
 
 >>> load(dump({"a": 1})), load(pickle.dumps(["u1"]))
 ({'a': 1}, ['u1'])
@@ -35,7 +35,7 @@ __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
-VERSION = 5
+VERSION = 6
 
 
 def _from_bare_pickle(obj: Any) -> Any:
@@ -84,12 +84,22 @@ def _anon_state(obj: Any) -> Any:
     return obj
 
 
+def _computed_traits(obj: Any) -> Any:
+    """5 -> 6: :class:`operators.user.UserState` gained ``computed`` (the computed traits' state),
+    ``audiences`` and ``computed_at`` (appended fields): its ``__setstate__`` gives an older pickle
+    no computed state while unpickling (also inside buffered merges), so the objects are already
+    version 6 here. Computed traits count the events from the upgrade on (the events before it
+    were never kept per trait)."""
+    return obj
+
+
 MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     0: _from_bare_pickle,
     1: _orders_consent_unsubscribe,
     2: _abuse_features,
     3: _traits_groups,
     4: _anon_state,
+    5: _computed_traits,
 }
 
 
@@ -102,7 +112,7 @@ def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
     >>> version_of(dump(1)), version_of(pickle.dumps(1))
-    (5, 0)
+    (6, 0)
     """
     return int.from_bytes(raw[3:5], "big") if raw[:3] == MAGIC else 0
 

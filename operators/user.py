@@ -33,9 +33,24 @@ of the batch it merged in is forwarded, never dropped. A self-alias (``previousI
 userId``) merges nothing: no profile is wiped, no ``merged_into`` points at itself.
 
 ``on_timer(cfg, state, clock)`` is the live-traffic path: sessions and carts
-whose event-time deadline the stream clock has passed. ``next_deadline``
-tells when to call it. ``clock`` is the stream's event-time clock (ms), always
-passed in; ``step`` needs none (a batch is folded by its events' own times).
+whose event-time deadline the stream clock has passed, and computed-trait window
+exits. ``next_deadline`` tells when to call it. ``clock`` is the stream's
+event-time clock (ms), always passed in; ``step`` folds a batch by its events' own
+times and takes the stream time only as ``now_ms`` (default: the user's newest
+event time), the time the computed traits are rendered at.
+
+Computed traits and audiences (``cfg.definitions`` set; SPEC §6, issue 14). Every applied
+(non-duplicate) event is observed by the user's :class:`~operators.computed.ComputedState`; a
+:class:`MergeIn` merges the other user's state in; the first touch after a definitions change
+prunes the traits no longer defined (:meth:`~operators.computed.ComputedState.prune`: a new or
+changed trait starts from its deployment). :func:`render` adds ``computed`` (the values at
+``max(the user's newest event time, now_ms)``) and ``audiences``
+(:func:`operators.audiences.evaluate` over the rendered fields and those values). Windows exit by
+themselves: :func:`next_deadline` includes the next bucket exit after the last render, and
+:func:`on_timer` re-renders at the latest exit the clock passed, emitting a
+:class:`ProfileUpdate` (``event_ms`` = that exit) only when ``computed`` or ``audiences``
+changed. A user with only all-time traits arms no timer. With ``cfg.definitions`` ``None``
+nothing of this exists: no fields, no timers, the state's ``computed`` stays ``None``.
 """
 
 from __future__ import annotations
@@ -44,7 +59,9 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.audiences import evaluate
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
+from operators.computed import ComputedState
 from operators.dedupe import DedupeConfig
 from operators.definitions import Definitions
 from operators.events import Event
@@ -52,6 +69,7 @@ from operators.identity import Absorb, Link, Refused, is_anon, public_id
 from operators.interest import Interest, InterestConfig, event_weight
 from operators.profile import ProfileState, to_fields
 from operators.rfm import RfmValues
+from operators.snapshot import reset_to_defaults
 from operators.timeutil import iso
 
 __all__ = [
@@ -119,7 +137,9 @@ class Unsuppress:
 
 @dataclass(frozen=True, slots=True)
 class ProfileUpdate:
-    """One profile write: ``seq`` guard, string fields, newest receipt time, trigger event."""
+    """One profile write: ``seq`` guard, string fields, newest receipt time, trigger event;
+    ``event_ms``: the event time that caused it (the batch's newest event, or the window exit a
+    timer fired for; the change feed's ``event_at``)."""
 
     uid: str
     seq: int
@@ -128,6 +148,7 @@ class ProfileUpdate:
     rfm: RfmValues | None
     event: dict[str, Any] | None = None
     tombstone_for: str | None = None
+    event_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +220,22 @@ class UserState:
     behaviour: Behaviour = field(default_factory=Behaviour)
     rfm: RfmValues | None = None
     suppressed: bool = False
+    # -- snapshot version 6 (append only: older snapshots restore with the defaults) --------
+    #: computed traits (``None`` until the first event under definitions)
+    computed: ComputedState | None = None
+    #: the audiences last rendered (sorted)
+    audiences: tuple[str, ...] = ()
+    #: the stream time ``computed`` was last rendered at (the timers compare against it)
+    computed_at: int = -(2**62)
 
     @classmethod
     def new(cls, uid: str) -> UserState:
         return cls(ProfileState(uid))
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickle of this or an earlier layout (version 5 had no computed traits)."""
+        for k, v in reset_to_defaults(self, state).items():
+            object.__setattr__(self, k, v)
 
 
 def _rfm_of(p: ProfileState) -> RfmValues | None:
@@ -212,18 +245,34 @@ def _rfm_of(p: ProfileState) -> RfmValues | None:
     return RfmValues(p.last_purchase, p.purchase_count, max(p.net_revenue_cents(), 0))
 
 
-def render(st: UserState) -> dict[str, str]:
-    """All per-user profile fields (strings)."""
+def render(st: UserState, defs: Definitions | None = None, now_ms: int | None = None) -> dict[str, str]:
+    """All per-user profile fields (strings). With ``defs``: also ``computed`` (the values at
+    :func:`render_time`) and ``audiences``; ``st.audiences`` and ``st.computed_at`` are updated."""
     f = to_fields(st.profile)
     interests = st.interest.render()
     f["interests"] = _json(interests)
     f["top_category"] = next(iter(interests), "")
     f["interests_at"] = iso(st.interest.t_ref) if interests else ""
     f["session_count"] = str(st.behaviour.sessions)
+    if defs is not None:
+        now = render_time(st, now_ms)
+        values = (st.computed or ComputedState()).values(defs, now)
+        st.audiences = evaluate(defs, f, values)
+        st.computed_at = now
+        f["computed"] = _json(values)
+        f["audiences"] = _json(list(st.audiences))
     return f
 
 
-def _json(d: dict[str, float]) -> str:
+def render_time(st: UserState, now_ms: int | None) -> int:
+    """The time computed traits are rendered at: ``max(the user's newest event time, now_ms)``
+    (and never before the previous render)."""
+    # never before the last render (a timer may have rendered a window exit after the newest event)
+    newest = max(st.computed.max_ts if st.computed is not None else -(2**62), st.profile.last_seen, st.computed_at)
+    return newest if now_ms is None else max(newest, now_ms)
+
+
+def _json(d: Any) -> str:
     import orjson
 
     return orjson.dumps(d).decode()
@@ -242,7 +291,8 @@ def _interest(cfg: UserConfig, st: UserState, ev: Event) -> None:
         st.interest.add(cfg.interest, ev.category, w, ev.ts)
 
 
-def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed: list[ClosedSession], behaviour: bool) -> list[Output]:
+def _outputs(cfg: UserConfig, st: UserState, changed: bool, event: dict[str, Any] | None, closed: list[ClosedSession], behaviour: bool,
+             now_ms: int | None = None, event_ms: int | None = None) -> list[Output]:  # fmt: skip
     out: list[Output] = []
     p = st.profile
     if changed or event is not None:
@@ -250,7 +300,7 @@ def _outputs(st: UserState, changed: bool, event: dict[str, Any] | None, closed:
         if new != st.rfm:
             out.append(RfmDelta(st.rfm, new))
             st.rfm = new
-        out.append(ProfileUpdate(p.uid, p.seq, render(st), p.last_received, new, event))
+        out.append(ProfileUpdate(p.uid, p.seq, render(st, cfg.definitions, now_ms), p.last_received, new, event, event_ms=event_ms))
     # score when due, and when a session of 8+ events closes (its complete features);
     # a short session closing only trains the propensity model
     b = st.behaviour
@@ -273,8 +323,10 @@ def _forward(stub: Merged, uid: str, items: list[Item]) -> list[Output]:
     return [Forward(uid, stub.into, tuple(fwd))] if fwd else []
 
 
-def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[Item]) -> tuple[UserState | Merged | None, list[Output], int]:
-    """Fold a batch of items for user ``uid`` (see module docstring).
+def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[Item],
+         now_ms: int | None = None) -> tuple[UserState | Merged | None, list[Output], int]:  # fmt: skip
+    """Fold a batch of items for user ``uid`` (see module docstring); ``now_ms``: the stream time
+    (``None``: the user's newest event time), what the computed traits are rendered at.
 
     Returns the new state, the outputs, and how many events were duplicates.
     """
@@ -287,11 +339,15 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
         else:
             return st, _forward(st, uid, items), 0
         head = _forward(st, uid, items[: len(items) - len(rest)])
-        st2, out, dups = step(cfg, None, uid, rest)
+        st2, out, dups = step(cfg, None, uid, rest, now_ms)
         return st2, head + out, dups
     if st is None:
         st = UserState.new(uid)
+    defs = cfg.definitions
+    if defs is not None and st.computed is not None:
+        st.computed.prune(defs)  # a changed definitions file: drop the state of traits gone or changed
     p = st.profile
+    event_ms: int | None = None
     changed = False
     behaviour = False
     trigger: dict[str, Any] | None = None
@@ -312,6 +368,11 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
                 continue
             changed = True
             behaviour = True
+            event_ms = it.ts if event_ms is None else max(event_ms, it.ts)
+            if defs is not None:
+                if st.computed is None:
+                    st.computed = ComputedState()
+                st.computed.observe(defs, it)
             cart_ops = len(p.cart_ops)
             closed.extend(st.behaviour.observe(cfg.session, it, cart_ops))
             if not st.behaviour.rule_suspect():
@@ -330,7 +391,7 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
                     rest = _forward(Merged(into, 0), uid, list(items[i + 1 :]))
                     return Merged(into, 0), extra + rest, dups
                 continue
-            extra.extend(_outputs(st, changed, trigger, closed, behaviour))
+            extra.extend(_outputs(cfg, st, changed, trigger, closed, behaviour, now_ms, event_ms))
             merge_id = f"merge:{uid}:{into}"
             extra.append(MergeExport(uid, into, merge_id, it.ts, pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)))
             if st.rfm is not None:
@@ -347,7 +408,7 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             st.suppressed = True
             p = st.profile
             changed = behaviour = False
-            trigger = None
+            trigger = event_ms = None
             closed = []
             extra = out
         elif type(it) is Unsuppress:
@@ -363,29 +424,64 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             p.merge(other.profile, cfg.dedupe, cfg.max_traits)
             st.interest.merge(cfg.interest, other.interest)
             st.behaviour.merge(other.behaviour, cfg.session)
+            if defs is not None and other.computed is not None:
+                if st.computed is None:
+                    st.computed = ComputedState()
+                st.computed.merge(other.computed, defs)
+            event_ms = it.ts if event_ms is None else max(event_ms, it.ts)
             changed = True
     if st.suppressed:
         return st, extra, dups
     if p.seq == 0 and not extra and all(type(it) is Absorb or type(it) is Link for it in items):  # no-op aliases: keep no state
         return None, [], dups
-    return st, extra + _outputs(st, changed, trigger, closed, behaviour), dups
+    return st, extra + _outputs(cfg, st, changed, trigger, closed, behaviour, now_ms, event_ms), dups
+
+
+def _last_exit(cfg: UserConfig, st: UserState, clock: int) -> int | None:
+    """The latest computed-trait bucket exit in ``(st.computed_at, clock]`` (``None``: none)."""
+    defs, c = cfg.definitions, st.computed
+    if defs is None or c is None:
+        return None
+    last = None
+    t = c.next_change_ms(defs, st.computed_at)
+    while t is not None and t <= clock:
+        last = t
+        t = c.next_change_ms(defs, t)
+    return last
 
 
 def on_timer(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output]:
-    """Live-traffic timers: close an idle session, abandon an idle cart."""
+    """Live-traffic timers: close an idle session, abandon an idle cart, and re-render the computed
+    traits and audiences at the latest window exit the clock passed (a :class:`ProfileUpdate`
+    with ``event_ms`` = that exit, only if ``computed`` or ``audiences`` changed)."""
     if type(st) is Merged or st.suppressed:
         return []
     cart_ops = len(st.profile.cart_ops)
     closed = st.behaviour.close_if_idle(cfg.session, clock, cart_ops)
     trigger = st.profile.check_abandoned(clock, cfg.abandon_ms)
-    if trigger is None and not closed:
+    exit_ms = _last_exit(cfg, st, clock)
+    if trigger is None and exit_ms is not None and st.profile.seq > 0:
+        defs = cfg.definitions
+        assert defs is not None and st.computed is not None
+        values = st.computed.values(defs, exit_ms)
+        if values == st.computed.values(defs, st.computed_at) and evaluate(defs, render(st), values) == st.audiences:
+            st.computed_at = exit_ms  # nothing changed: no write, and the next timer is the next exit
+            exit_ms = None
+    if trigger is None and not closed and exit_ms is None:
         return []
-    return _outputs(st, trigger is not None, trigger, closed, False)
+    at = exit_ms if exit_ms is not None else (clock if trigger is not None else None)
+    changed = trigger is not None or exit_ms is not None
+    return _outputs(cfg, st, changed, trigger, closed, False, exit_ms, at)
 
 
 def next_deadline(cfg: UserConfig, st: UserState | Merged) -> int | None:
-    """Earliest event time at which :func:`on_timer` has something to do."""
+    """Earliest event time at which :func:`on_timer` has something to do (computed traits: the
+    next bucket exit after their last render)."""
     if type(st) is Merged or st.suppressed:
         return None
     ds = [d for d in (st.behaviour.deadline(cfg.session), st.profile.abandon_deadline(cfg.abandon_ms)) if d is not None]
+    if cfg.definitions is not None and st.computed is not None:
+        d = st.computed.next_change_ms(cfg.definitions, st.computed_at)
+        if d is not None:
+            ds.append(d)
     return min(ds) if ds else None

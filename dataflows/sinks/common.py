@@ -154,12 +154,14 @@ class Writer:
         """The profile hash of the per-user key ``uid`` (an anonymous key: the profile-anon family)."""
         return self.keys.profile_anon(public_id(uid)) if is_anon(uid) else self.keys.profile(uid)
 
-    def call(self, pipe: Any, uid: str, seq: int, mode: ProfileMode, fields: dict[str, str], event: bytes | str, updated_at: str) -> None:
+    def call(self, pipe: Any, uid: str, seq: int, mode: ProfileMode, fields: dict[str, str], event: bytes | str, updated_at: str,
+             event_at: str = "") -> None:  # fmt: skip
         """Queue one :data:`PROFILE_LUA` call; the fields travel as one JSON array argument
         (packing ~70 separate arguments per call cost more than the rest of the sink).
 
         ``uid`` is the per-user key: an anonymous one (:func:`operators.identity.is_anon`) writes
-        the profile-anon family under the anonymous id, with ``user_id`` the anonymous id."""
+        the profile-anon family under the anonymous id, with ``user_id`` the anonymous id.
+        ``event_at``: the ISO time of the event that caused the write (audience transitions)."""
         keys = self.keys
         single = self._single
         if is_anon(uid):
@@ -167,7 +169,7 @@ class Writer:
             if "user_id" in fields:
                 fields = {**fields, "user_id": aid}
             packed = orjson.dumps(list(chain.from_iterable(fields.items())))
-            argv = profile_argv(seq, updated_at, self._maxlen, aid, event, keys.script_prefix(aid), mode, packed, anonymous=True)
+            argv = profile_argv(seq, updated_at, self._maxlen, aid, event, keys.script_prefix(aid), mode, packed, anonymous=True, event_at=event_at)
             if single is not None:
                 pipe.command("EVALSHA", self._script.sha, 3, *keys.profile_anon_keys(aid), *argv)
             else:
@@ -175,10 +177,10 @@ class Writer:
             return
         packed = orjson.dumps(list(chain.from_iterable(fields.items())))
         if single is not None:  # one server: the keys without the group computation (the hot path)
-            argv = profile_argv(seq, updated_at, self._maxlen, uid, event, keys.prefix, mode, packed)
+            argv = profile_argv(seq, updated_at, self._maxlen, uid, event, keys.prefix, mode, packed, event_at=event_at)
             pipe.command("EVALSHA", self._script.sha, 3, single[0] + uid, single[1], single[2], *argv)
         else:
-            argv = profile_argv(seq, updated_at, self._maxlen, uid, event, keys.script_prefix(uid), mode, packed)
+            argv = profile_argv(seq, updated_at, self._maxlen, uid, event, keys.script_prefix(uid), mode, packed, event_at=event_at)
             run_script(self._script, keys.profile_keys(uid), argv, pipe)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from liveprofile.store.keys import Keys
 from liveprofile.store.scripts import ProfileMode, ProfileResult
 from operators.identity import public_id
 from operators.rfm import rfm_fields
+from operators.timeutil import iso
 from operators.user import ProfileUpdate, Retire
 
 __all__ = ["RedisProfileSink", "RedisPatchSink"]
@@ -35,7 +36,8 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
             elif out.seq >= prev.seq:
                 if type(out) is ProfileUpdate and type(prev) is ProfileUpdate:
                     # coalesce: the newest values, and an earlier update's trigger event if the newest has none
-                    out = dataclasses.replace(out, fields={**prev.fields, **out.fields}, event=out.event or prev.event)
+                    out = dataclasses.replace(out, fields={**prev.fields, **out.fields}, event=out.event or prev.event,
+                                              event_ms=out.event_ms if out.event_ms is not None else prev.event_ms)  # fmt: skip
                 latest[uid] = out
         w = self._w
         keys = w.keys
@@ -51,7 +53,8 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
                 fields = dict(out.fields)
                 fields.update(rfm_fields(edges, out.rfm))
                 event = orjson.dumps(out.event) if out.event else b""
-                w.call(pipe, uid, out.seq, ProfileMode.UPSERT, fields, event, updated_at)
+                event_at = iso(out.event_ms) if out.event_ms is not None else ""
+                w.call(pipe, uid, out.seq, ProfileMode.UPSERT, fields, event, updated_at, event_at)
             customers = None if keys.cluster else keys.rfm_customers
             for uid, out in latest.items():  # customer index for the RFM refresher (idempotent)
                 if type(out) is Retire:

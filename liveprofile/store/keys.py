@@ -28,6 +28,10 @@ key                                type    holds
 ``{p}:segment:{name}``             SET     user ids per segment: RFM segments (``champions``, ...),
                                            ``interest:{category}`` (top category),
                                            ``cart_abandoned``, ``suspect``
+``{p}:audience:{name}``            SET     user ids in the audience ``name`` (definitions file, SPEC §6;
+                                           known users only), kept by the profile script from the
+                                           ``audiences`` field; entering/leaving: change-feed entries
+                                           with ``audiences_entered`` / ``audiences_exited``, ``event_at``
 ``{p}:suppressed``                 SET     forgotten users: never re-created, never synced
 ``{p}:rfm:edges``                  STRING  current RFM population edges (JSON)
 ``{p}:rfm:refresh``                HASH    RFM refresher: ``converged`` (1 once a full pass over the customers changed nothing), ``customers``, ``at``
@@ -55,7 +59,7 @@ key                                type    holds
 **Redis Cluster** (``Keys(prefix, cluster_groups=G)``): users fall into ``G``
 *groups*, ``g = CRC-32(user_id) mod G`` (:func:`operators.routing.shard_of`),
 and every key one profile write touches carries the hash tag ``{g}``, so the
-profile script (profile hash, change feed, suppressed set, segment sets) runs
+profile script (profile hash, change feed, suppressed set, segment and audience sets) runs
 on one slot of one node:
 
 =========================================  ===============================================
@@ -63,6 +67,7 @@ on one slot of one node:
 ``{p}:{g}:profile-anon:{anonymous_id}``    an anonymous profile (group of the anonymous id)
 ``{p}:{g}:profile-changes``                change feed of group ``g`` (G streams in all)
 ``{p}:{g}:segment:{name}``                 the members of ``name`` that are in group ``g``
+``{p}:{g}:audience:{name}``                the members of audience ``name`` that are in group ``g``
 ``{p}:{g}:suppressed``                     forgotten users of group ``g``
 ``{p}:{g}:rfm:customers``                  RFM rescoring index of group ``g``
 ``{p}:{g}:experiment:{name}:exposures``    exposures of group ``g``'s users
@@ -193,6 +198,31 @@ class Keys:
         """
         k = key.decode() if isinstance(key, bytes) else key
         return k.split(":segment:", 1)[1]
+
+    def audience_in(self, g: int, name: str) -> str:
+        """The set of group ``g``'s members of audience ``name`` (what the profile script keeps).
+
+        >>> Keys("lp").audience_in(0, "vip"), Keys("lp", 16).audience_in(3, "vip")
+        ('lp:audience:vip', 'lp:{3}:audience:vip')
+        """
+        return f"{self.group_prefix(g)}:audience:{name}"
+
+    def audience_pattern(self, g: int | None = None) -> str:
+        """SCAN pattern of group ``g``'s audience sets (``None``: every group's).
+
+        >>> Keys("lp").audience_pattern(), Keys("lp", 8).audience_pattern(), Keys("lp", 8).audience_pattern(2)
+        ('lp:audience:*', 'lp:{*}:audience:*', 'lp:{2}:audience:*')
+        """
+        return f"{self._pattern(g)}:audience:*"
+
+    def audience_name(self, key: str | bytes) -> str:
+        """The audience name of an audience key (any group).
+
+        >>> Keys("lp", 4).audience_name(b"lp:{2}:audience:shoe_fans")
+        'shoe_fans'
+        """
+        k = key.decode() if isinstance(key, bytes) else key
+        return k.split(":audience:", 1)[1]
 
     def suppressed_in(self, g: int) -> str:
         return f"{self.group_prefix(g)}:suppressed"

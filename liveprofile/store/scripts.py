@@ -171,18 +171,27 @@ class ProfileResult(IntEnum):
 
 
 def profile_argv(seq: int, updated_at: str, changes_maxlen: int, user_id: str, event: bytes | str,
-                 key_prefix: str, mode: ProfileMode, packed_fields: bytes | str, anonymous: bool = False) -> list[object]:  # fmt: skip
+                 key_prefix: str, mode: ProfileMode, packed_fields: bytes | str, anonymous: bool = False,
+                 event_at: str = "") -> list[object]:  # fmt: skip
     """ARGV of one profile-script call (KEYS: :meth:`~liveprofile.store.keys.Keys.profile_keys`);
     ``packed_fields`` is the JSON array ``[field, value, ...]`` or ``""``, ``event`` the trigger
     event's JSON or ``""``, ``key_prefix`` :meth:`~liveprofile.store.keys.Keys.script_prefix`;
     ``anonymous``: the profile is an anonymous visitor's (KEYS from
     :meth:`~liveprofile.store.keys.Keys.profile_anon_keys`): no segment sets, no suppression
-    check (the suppressed set holds user ids), and its change-feed entries carry ``anonymous=1``.
+    check (the suppressed set holds user ids), no audience sets, and its change-feed entries carry
+    ``anonymous=1``. ``event_at``: the ISO time of the event that caused the write (``""``:
+    ``updated_at``), carried by an entry with audience transitions.
+
+    Audiences: from the old and new ``audiences`` field of a known profile the script moves the
+    ``{p}:audience:{name}`` sets (:meth:`~liveprofile.store.keys.Keys.audience_in`) and writes
+    ``audiences_entered`` / ``audiences_exited`` (sorted JSON arrays, omitted when empty) and
+    ``event_at`` into the entry; ``tombstone`` and ``delete`` leave every set, the entry carrying
+    ``audiences_exited`` with all of them.
 
     >>> profile_argv(3, "t", 10, "u1", "", "lp", ProfileMode.DELETE, "")
-    [3, 't', 10, 'u1', '', 'lp', 'delete', '', '']
+    [3, 't', 10, 'u1', '', 'lp', 'delete', '', '', '']
     """
-    return [seq, updated_at, changes_maxlen, user_id, event, key_prefix, mode.value, packed_fields, "1" if anonymous else ""]
+    return [seq, updated_at, changes_maxlen, user_id, event, key_prefix, mode.value, packed_fields, "1" if anonymous else "", event_at]
 
 
 class DeadLetterResult(IntEnum):

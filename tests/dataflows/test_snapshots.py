@@ -2,7 +2,8 @@
 snapshots, commit 037e423; ``v1``: the first versioned layout, commit 8fe6588, before the profile
 state gained order records, unsubscribe, consent and machine opens; ``v2``: commit 4d4b0d1, before
 the behaviour state gained the abuse logs and the shard models the ``abuse`` forest; ``v3``: commit
-1fe9579, the last layout whose identity snapshots were the bare linked id; all made by
+1fe9579, the last layout whose identity snapshots were the bare linked id; ``v5``: commit 8e5bb0a,
+the last layout whose user states had no computed traits; all made by
 ``snapshots/make_recovery_store.py``) resume under this code with the same profiles as an
 uninterrupted run, and later snapshots are written at the current version; a version bump runs
 its migration exactly once."""
@@ -30,6 +31,7 @@ STORE_V0 = Path(__file__).parent / "snapshots" / "v0"
 STORE_V1 = Path(__file__).parent / "snapshots" / "v1"
 STORE_V2 = Path(__file__).parent / "snapshots" / "v2"
 STORE_V3 = Path(__file__).parent / "snapshots" / "v3"
+STORE_V5 = Path(__file__).parent / "snapshots" / "v5"
 
 
 def _snapshots(store: Path, step: str) -> list[bytes]:
@@ -43,7 +45,8 @@ def _snapshots(store: Path, step: str) -> list[bytes]:
     return [pickle.loads(blob) for _, blob in rows if blob is not None]
 
 
-@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2), (STORE_V3, 3)], ids=["v0", "v1", "v2", "v3"])
+@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2), (STORE_V3, 3), (STORE_V5, 5)],
+                         ids=["v0", "v1", "v2", "v3", "v5"])  # fmt: skip
 def test_a_store_from_a_previous_layout_resumes_with_the_same_profiles(tmp_path: Path, source: Path, version: int) -> None:
     store = tmp_path / "rec"
     shutil.copytree(source, store)
@@ -145,3 +148,43 @@ def test_a_version_3_identity_snapshot_resumes_its_link_and_then_routes_each_eve
         again = IdentityLogic(DedupeConfig(), logic.snapshot())
         assert snapshot.version_of(logic.snapshot()) == snapshot.VERSION
         assert again.on_batch([ev]) == ([], logic.RETAIN)  # remembered across a snapshot too
+
+
+def test_a_version_5_store_resumes_under_definitions_counting_from_the_upgrade(tmp_path: Path) -> None:
+    """The v5 store (user states without computed traits) resumes with LIVEPROFILE_DEFINITIONS on:
+    every user with later events gets ``computed`` and ``audiences``, counting the events after the
+    upgrade only (the ones before were never kept per trait), and the user snapshots written are
+    version 6 with a computed state."""
+    from dataclasses import replace
+
+    from operators.definitions import load_definitions
+    from operators.user import UserState
+    from tests.dataflows.test_flow import SETTINGS
+
+    defs = load_definitions("version: 1\ncomputed_traits:\n  - {name: views, kind: count, event: Product Viewed}\n"
+                            "audiences:\n  - {name: viewers, when: computed.views >= 1}\n")  # fmt: skip
+    settings = replace(SETTINGS, user=replace(SETTINGS.user, definitions=defs), definitions=defs)
+    store = tmp_path / "rec"
+    shutil.copytree(STORE_V5, store)
+    resumed = Out()
+    run_main(flow_of(items(), resumed, batch_size=4, settings=settings), recovery_config=RecoveryConfig(str(store)), epoch_interval=timedelta(0))
+    later = [orjson.loads(raw) for _, _, raw in items()[ABORT_AT:]]
+
+    def items_json() -> list[dict]:
+        return [orjson.loads(raw) for _, _, raw in items()]
+
+    links = {e["anonymousId"]: e["userId"] for e in items_json() if e.get("type") == "identify"}  # a0 -> u1, a1 -> u2
+
+    def owner(e: dict) -> str | None:
+        return e.get("userId") or links.get(e.get("anonymousId", ""))
+
+    views_after = {owner(e): sum(1 for x in later if owner(x) == owner(e) and x.get("event", "Product Viewed") == "Product Viewed"
+                                 and x.get("type") == "track") for e in later if owner(e)}  # fmt: skip
+    got = resumed.final()
+    for uid, n in views_after.items():
+        p = got[uid]
+        assert isinstance(p, ProfileUpdate)
+        assert orjson.loads(p.fields["computed"]) == {"views": n}, uid
+        assert orjson.loads(p.fields["audiences"]) == (["viewers"] if n else []), uid
+    users = [snapshot.load(s) for s in _snapshots(store, "user") if isinstance(s, bytes) and snapshot.version_of(s) == snapshot.VERSION]
+    assert any(isinstance(u, UserState) and u.computed is not None for u in users)

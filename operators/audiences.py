@@ -1,0 +1,78 @@
+"""Audience evaluation over one rendered profile (SPEC §6; the shared contract of issue 14, item 2).
+
+Contract
+--------
+``profile_env(fields)`` turns a profile's string fields (as the per-user step renders them and as
+the profile hash stores them) into the environment an audience's ``when`` reads, each field
+typed by its :mod:`operators.schema` :class:`~operators.schema.Kind`:
+
+* ``INT`` → ``int``; ``MONEY`` / ``FLOAT`` → ``float``; ``FLAG`` → ``bool`` (so
+  ``cart_abandoned == true``); ``JSON`` → the parsed document (``traits.plan`` reads the
+  ``traits`` object); ``TEXT`` → the string as is;
+* ``TIME`` → the ISO 8601 string (compares as text, which is time order), and ``""`` (the
+  schema's "unknown") → missing, so ``last_purchase_at == null`` holds for a user who never bought;
+* a value that does not parse as its kind (never written by the renderers) reads as missing, and
+  a field not in the schema is left out. Never raises.
+
+``evaluate(defs, fields, computed_values)`` is the sorted tuple of the audiences the profile is
+in: :meth:`operators.definitions.Definitions.memberships` over ``profile_env(fields)``, with
+``computed.x`` read from ``computed_values`` (:meth:`operators.computed.ComputedState.values`)
+and ``audience.x`` from the same evaluation. Pure: no clock, no I/O. The dataflow uses it for the
+profile's ``audiences`` field; the brute-force evaluator uses it for the profile-field side only.
+
+>>> from operators.definitions import load_definitions, SPEC_EXAMPLE
+>>> env = profile_env({"purchase_count": "2", "revenue_net": "19.99", "cart_abandoned": "1",
+...                    "traits": '{"plan": "pro"}', "last_purchase_at": "", "top_category": "shoes"})
+>>> env["purchase_count"], env["revenue_net"], env["cart_abandoned"], env["traits"]["plan"], "last_purchase_at" in env
+(2, 19.99, True, 'pro', False)
+>>> evaluate(load_definitions(SPEC_EXAMPLE), {}, {"shoe_views_7d": 3, "orders_7d": 0, "spend_90d": 0})
+('shoe_browsers_no_order',)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from operators.definitions import Definitions
+from operators.schema import BY_NAME, Kind
+
+__all__ = ["profile_env", "evaluate"]
+
+
+def _typed(kind: Kind, v: str) -> Any:
+    if kind is Kind.TEXT:
+        return v
+    if kind is Kind.TIME:
+        return v or None
+    try:
+        if kind is Kind.INT:
+            return int(v)
+        if kind in (Kind.MONEY, Kind.FLOAT):
+            f = float(v)
+            return f if f == f else None  # NaN is no number
+        if kind is Kind.FLAG:
+            return {"1": True, "0": False}.get(v)
+        return orjson.loads(v)
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+
+
+def profile_env(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The profile fields typed by their schema kind (see the module doc)."""
+    env: dict[str, Any] = {}
+    for name, v in fields.items():
+        f = BY_NAME.get(name)
+        if f is None or not isinstance(v, str):
+            continue
+        t = _typed(f.kind, v)
+        if t is not None:
+            env[name] = t
+    return env
+
+
+def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in."""
+    return tuple(sorted(defs.memberships(profile_env(fields), computed_values)))

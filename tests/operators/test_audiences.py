@@ -1,0 +1,203 @@
+"""operators.audiences: the audience env typed by the schema (contract item 2) and evaluate, and
+the per-user step's computed traits and audiences (operators.user: render, step, on_timer,
+next_deadline; contract items 1 and 5)."""
+
+from __future__ import annotations
+
+import pickle
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.audiences import evaluate, profile_env
+from operators.computed import ComputedState
+from operators.definitions import DAY_MS, HOUR_MS, SPEC_EXAMPLE, load_definitions
+from operators.events import Event, Limits, parse_event
+from operators.identity import Link, anon_uid
+from operators.schema import BY_NAME, FIELDS, Kind
+from operators.user import (
+    MergeExport,
+    MergeIn,
+    ProfileUpdate,
+    UserConfig,
+    UserState,
+    next_deadline,
+    on_timer,
+    render,
+    step,
+)
+
+LIM = Limits(timestamp_min_ms=0)
+DEFS = load_definitions(SPEC_EXAMPLE)
+CFG = UserConfig(definitions=DEFS)
+T0 = 1_714_564_800_000  # 2024-05-01T12:00:00Z: fixed, never "now"
+AUD = "shoe_browsers_no_order"
+
+
+def ev(i: int, name: str, t: int, uid: str | None = "u1", anon: str | None = None, **props: object) -> Event:
+    raw: dict = {"type": "track", "event": name, "messageId": f"m{i}", "timestamp": t / 1000, "receivedAt": t / 1000, "properties": props}
+    if uid:
+        raw["userId"] = uid
+    if anon:
+        raw["anonymousId"] = anon
+    e = parse_event(raw, LIM)
+    assert isinstance(e, Event), e
+    return e
+
+
+def view(i: int, t: int, **kw: object) -> Event:
+    return ev(i, "Product Viewed", t, category="shoes", **kw)  # type: ignore[arg-type]
+
+
+def updates(outs: list) -> list[ProfileUpdate]:
+    return [o for o in outs if isinstance(o, ProfileUpdate)]
+
+
+# -- profile_env / evaluate ------------------------------------------------------------------
+
+
+def test_profile_env_types_every_kind_as_the_contract_says() -> None:
+    env = profile_env({"purchase_count": "3", "revenue_net": "12.50", "anomaly_score": "0.25", "cart_abandoned": "1",
+                       "email_unsubscribed": "0", "last_seen_at": "2024-05-01T12:00:00.000Z", "first_purchase_at": "",
+                       "traits": '{"plan": "pro", "age": 31}', "top_category": "shoes", "email": "", "no_such_field": "x"})  # fmt: skip
+    assert env == {"purchase_count": 3, "revenue_net": 12.5, "anomaly_score": 0.25, "cart_abandoned": True,
+                   "email_unsubscribed": False, "last_seen_at": "2024-05-01T12:00:00.000Z",
+                   "traits": {"plan": "pro", "age": 31}, "top_category": "shoes", "email": ""}  # fmt: skip
+
+
+def test_evaluate_reads_profile_fields_traits_computed_and_other_audiences_sorted() -> None:
+    defs = load_definitions("""version: 1
+computed_traits:
+  - {name: views_7d, kind: count, event: Product Viewed, window: 7d}
+audiences:
+  - {name: zeta_pro, when: 'traits.plan == "pro" and cart_abandoned == true'}
+  - {name: alpha_busy, when: 'computed.views_7d >= 2 and last_seen_at > "2024-05-01"'}
+  - {name: beta_both, when: 'audience.zeta_pro and audience.alpha_busy'}
+  - {name: never_bought, when: 'last_purchase_at == null'}
+""")
+    fields = {"traits": '{"plan": "pro"}', "cart_abandoned": "1", "last_seen_at": "2024-05-02T00:00:00.000Z", "last_purchase_at": ""}
+    assert evaluate(defs, fields, {"views_7d": 2}) == ("alpha_busy", "beta_both", "never_bought", "zeta_pro")
+    assert evaluate(defs, {**fields, "cart_abandoned": "0"}, {"views_7d": 1}) == ("never_bought",)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(st.sampled_from([f.name for f in FIELDS] + ["x"]), st.text(max_size=12), max_size=8))
+def test_profile_env_never_raises_and_keeps_only_schema_fields_of_their_type(fields: dict[str, str]) -> None:
+    env = profile_env(fields)
+    types = {Kind.INT: int, Kind.MONEY: float, Kind.FLOAT: float, Kind.FLAG: bool, Kind.TIME: str, Kind.TEXT: str}
+    for k, v in env.items():
+        kind = BY_NAME[k].kind
+        if kind is not Kind.JSON:
+            assert type(v) is types[kind], (k, v)
+    assert evaluate(DEFS, fields, {"shoe_views_7d": 0, "orders_7d": 0}) == ()
+
+
+# -- the step ---------------------------------------------------------------------------------
+
+
+def test_without_definitions_nothing_of_it_exists() -> None:
+    s, outs, _ = step(UserConfig(), None, "u1", [view(1, T0), view(2, T0 + 1), view(3, T0 + 2)])
+    assert s is not None and s.computed is None and s.audiences == ()
+    (u,) = updates(outs)
+    assert "computed" not in u.fields and "audiences" not in u.fields
+    assert next_deadline(UserConfig(), s) == s.behaviour.deadline(UserConfig().session)  # the session timer only
+
+
+def test_three_views_enter_and_an_order_exits_with_its_event_time() -> None:
+    s, outs, _ = step(CFG, None, "u1", [view(1, T0), view(2, T0 + 60_000)])
+    (u,) = updates(outs)
+    assert orjson.loads(u.fields["computed"]) == {"shoe_views_7d": 2, "orders_7d": 0, "spend_90d": 0}
+    assert u.fields["audiences"] == "[]" and u.event_ms == T0 + 60_000
+    s, outs, dups = step(CFG, s, "u1", [view(3, T0 + 120_000), view(3, T0 + 120_000)])  # a duplicate counts once
+    (u,) = updates(outs)
+    assert dups == 1 and orjson.loads(u.fields["computed"])["shoe_views_7d"] == 3
+    assert u.fields["audiences"] == f'["{AUD}"]' and s is not None and s.audiences == (AUD,)
+    t_order = T0 + 3_600_000
+    s, outs, _ = step(CFG, s, "u1", [ev(4, "Order Completed", t_order, revenue=19.99)])
+    (u,) = updates(outs)
+    assert u.fields["audiences"] == "[]" and u.event_ms == t_order
+    assert orjson.loads(u.fields["computed"]) == {"shoe_views_7d": 3, "orders_7d": 1, "spend_90d": 19.99}
+
+
+def test_a_window_exits_by_stream_time_alone_one_timer_per_bucket_exit() -> None:
+    """No event of the user: the timer at the bucket exit (end of the event's day + 7d) takes them
+    out, with event_ms = the exit; a timer earlier than the exit does nothing."""
+    s, _, _ = step(CFG, None, "u1", [view(1, T0), view(2, T0 + 1), view(3, T0 + 2)])
+    assert s is not None and s.audiences == (AUD,)
+    exit_ms = (T0 // DAY_MS + 1) * DAY_MS + 7 * DAY_MS
+    assert next_deadline(CFG, s) == min(exit_ms, s.behaviour.deadline(CFG.session))  # type: ignore[type-var]
+    assert updates(on_timer(CFG, s, exit_ms - 1)) == []  # (the session closes: no profile change)
+    assert next_deadline(CFG, s) == exit_ms
+    (u,) = updates(on_timer(CFG, s, exit_ms + 5 * HOUR_MS))  # the clock passed it: rendered at the exit itself
+    assert u.event_ms == exit_ms and u.fields["audiences"] == "[]"
+    assert orjson.loads(u.fields["computed"])["shoe_views_7d"] == 0
+    assert s.audiences == () and next_deadline(CFG, s) is None  # nothing left in any window: no timer
+    assert on_timer(CFG, s, exit_ms + 30 * DAY_MS) == []
+
+
+def test_an_exit_that_changes_no_value_writes_nothing_and_arms_the_next_exit() -> None:
+    defs = load_definitions("version: 1\ncomputed_traits:\n  - {name: top_price, kind: max, event: Product Viewed, value: properties.p, window: 2d}\n")
+    cfg = UserConfig(definitions=defs)
+    day0 = (T0 // HOUR_MS) * HOUR_MS
+    s, _, _ = step(cfg, None, "u1", [ev(1, "Product Viewed", day0, p=5), ev(2, "Product Viewed", day0 + 3 * HOUR_MS, p=5)])
+    assert s is not None
+    first, second = day0 + HOUR_MS + 2 * DAY_MS, day0 + 4 * HOUR_MS + 2 * DAY_MS  # 2d <= 48h: hour buckets
+    assert next_deadline(cfg, s) == min(first, s.behaviour.deadline(cfg.session))  # type: ignore[type-var]
+    on_timer(cfg, s, s.behaviour.deadline(cfg.session))  # the session timer first
+    assert updates(on_timer(cfg, s, first)) == []  # max is still 5: no write
+    assert next_deadline(cfg, s) == second
+    (u,) = updates(on_timer(cfg, s, second))
+    assert u.event_ms == second and orjson.loads(u.fields["computed"]) == {"top_price": None}
+
+
+def test_all_time_traits_arm_no_timer() -> None:
+    defs = load_definitions("version: 1\ncomputed_traits:\n  - {name: views, kind: count, event: Product Viewed}\n"
+                            "audiences:\n  - {name: fans, when: computed.views >= 2}\n")  # fmt: skip
+    cfg = UserConfig(definitions=defs)
+    s, outs, _ = step(cfg, None, "u1", [view(1, T0), view(2, T0 + 1)])
+    assert s is not None and updates(outs)[0].fields["audiences"] == '["fans"]'
+    s.behaviour.close_if_idle(cfg.session, T0 + DAY_MS, 0)  # no session timer either
+    assert next_deadline(cfg, s) is None
+
+
+def test_an_anonymous_users_views_merge_into_the_known_user_on_identify() -> None:
+    a = anon_uid("a1")
+    anon, _, _ = step(CFG, None, a, [view(1, T0, uid=None, anon="a1"), view(2, T0 + 1, uid=None, anon="a1")])
+    assert anon is not None and orjson.loads(render(anon, DEFS)["computed"])["shoe_views_7d"] == 2
+    _, outs, _ = step(CFG, anon, a, [Link(a, "u1", T0 + 5)])
+    (ex,) = [o for o in outs if isinstance(o, MergeExport)]
+    known, outs, _ = step(CFG, None, "u1", [view(3, T0 + 2)])
+    assert known is not None and updates(outs)[0].fields["audiences"] == "[]"
+    known, outs, _ = step(CFG, known, "u1", [MergeIn(ex.merge_id, a, ex.ts, ex.state)])
+    (u,) = updates(outs)
+    assert orjson.loads(u.fields["computed"])["shoe_views_7d"] == 3 and u.fields["audiences"] == f'["{AUD}"]'
+    assert u.event_ms == ex.ts
+
+
+def test_a_changed_trait_starts_from_its_deployment_and_a_removed_one_is_pruned() -> None:
+    s, _, _ = step(CFG, None, "u1", [view(1, T0), view(2, T0 + 1), view(3, T0 + 2), ev(9, "Order Completed", T0 + 3, revenue=5)])
+    changed = load_definitions(SPEC_EXAMPLE.replace('properties.category == "shoes"', 'properties.category == "hats"').replace(
+        "  - name: spend_90d\n    kind: sum\n    event: Order Completed\n    value: properties.revenue    # the event field aggregated (not for count)\n    window: 90d\n", ""))  # fmt: skip
+    assert [t.name for t in changed.computed_traits] == ["shoe_views_7d", "orders_7d"]
+    cfg2 = UserConfig(definitions=changed)
+    assert s is not None and s.computed is not None and "spend_90d" in s.computed.traits
+    s, outs, _ = step(cfg2, s, "u1", [ev(4, "Product Viewed", T0 + 4, category="hats")])
+    (u,) = updates(outs)
+    assert orjson.loads(u.fields["computed"]) == {"shoe_views_7d": 1, "orders_7d": 1}  # not 3 + 1: a new definition; orders kept
+    assert s is not None and s.computed is not None and "spend_90d" not in s.computed.traits and s.audiences == ()
+
+
+def test_a_version_5_user_state_restores_with_no_computed_state_and_then_counts() -> None:
+    """A UserState pickled by the v5 layout (no computed, audiences, computed_at) restores with the
+    defaults and the first event under definitions starts its computed traits."""
+    old, _, _ = step(UserConfig(), None, "u1", [view(1, T0)])
+    assert old is not None
+    slots = {k: getattr(old, k) for k in ("profile", "interest", "behaviour", "rfm", "suppressed")}
+    st_ = UserState.__new__(UserState)
+    st_.__setstate__((None, slots))  # what unpickling a version-5 object does
+    assert (st_.computed, st_.audiences) == (None, ())
+    assert pickle.loads(pickle.dumps(st_)).computed is None
+    s, outs, _ = step(CFG, st_, "u1", [view(2, T0 + 1)])
+    assert s is not None and isinstance(s.computed, ComputedState)
+    assert orjson.loads(updates(outs)[0].fields["computed"])["shoe_views_7d"] == 1

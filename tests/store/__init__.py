@@ -1,0 +1,1 @@
+"""Tests of liveprofile.store against a real redis-server."""
