@@ -4,7 +4,8 @@ and later events of the user are answered 2xx and leave nothing.
 
 The run exercises every store that can hold the user: the collector (accepted events with a padded
 user id, a dead letter, an oversize dead letter whose raw is cut before its ``userId``), the dataflow
-(profiles, an anonymous profile merged by identify, a known user merged in by ``alias``), the ESP
+(profiles, an anonymous profile merged by identify, a known user merged in by ``alias``, audience
+sets and the change feed's audience transitions under a definitions file), the ESP
 sync (a real ``liveprofile.sync`` process delivering to a fake webhook destination that refuses the
 user once: a sync dead letter, then the deletions) and the profile API (an experiment exposure and
 its ``Experiment Viewed`` event)."""
@@ -101,7 +102,10 @@ def order(uid: str, n: int, t: int) -> dict:
 
 
 def test_forget_by_email_leaves_nothing_but_the_suppression_record(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
-    env = base_env(redis_url, LIVEPROFILE_DEBUGGER="on")  # the source debugger's tap is scanned too
+    defs = tmp_path / "definitions.yaml"  # computed traits and audiences: carol is in two audience sets
+    defs.write_text("version: 1\ncomputed_traits:\n  - {name: orders, kind: count, event: Order Completed}\n"
+                    "audiences:\n  - {name: buyers, when: computed.orders >= 1}\n  - {name: known, when: email != null}\n")  # fmt: skip
+    env = base_env(redis_url, LIVEPROFILE_DEBUGGER="on", LIVEPROFILE_DEFINITIONS=str(defs))  # the source debugger's tap is scanned too
     hook = FakeVendor("webhook")
     hook.refuse_users = {"carol"}  # the sync dead-letters carol's profile once
     coll, url = start_collector(env, tmp_path)
@@ -132,6 +136,7 @@ def test_forget_by_email_leaves_nothing_but_the_suppression_record(redis_url: st
         wait_for(lambda: profile(r, "carol").get("purchase_count") == "1" and profile(r, "carol-old").get("merged_into") == "carol",
                  30, 0.1, "carol's profile and the merge")  # fmt: skip
         assert "dev-c" in orjson.loads(profile(r, "carol")["anonymous_ids"])
+        assert r.sismember(K.audience_in(0, "buyers"), "carol") and r.sismember(K.audience_in(0, "known"), "carol")
         assert {d[b"reason"] for _, d in r.xrange(K.dead_letter)} == {b"missing_event", b"event_too_large"}
 
         api = ApiServer(redis_url)
@@ -157,6 +162,7 @@ def test_forget_by_email_leaves_nothing_but_the_suppression_record(redis_url: st
                  "the delivered deletions gone from the change feed")  # fmt: skip
         assert traces(r) == []
         assert profile(r, "dave")["purchase_count"] == "1"  # others untouched
+        assert r.smembers(K.audience_in(0, "buyers")) == {b"dave"}
 
         # later events of the user, by any of their ids, are answered 2xx and leave nothing
         late = [order(" carol", 2, T0 + 20), {"type": "page", "anonymousId": "dev-c", "messageId": "e8", "timestamp": iso(T0 + 21)},
