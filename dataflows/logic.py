@@ -51,7 +51,7 @@ from operators.user import (
     step,
 )
 
-__all__ = ["IdentityLogic", "GraphLogic", "UserLogic", "CoreLogic", "ModelsLogic", "PopulationLogic", "CatalogueLogic", "model_shard"]
+__all__ = ["timer_wait", "IdentityLogic", "GraphLogic", "UserLogic", "CoreLogic", "ModelsLogic", "PopulationLogic", "CatalogueLogic", "model_shard"]
 
 
 def model_shard(uid: str, n: int) -> str:
@@ -61,6 +61,28 @@ def model_shard(uid: str, n: int) -> str:
 _RETAIN = StatefulBatchLogic.RETAIN
 _DISCARD = StatefulBatchLogic.DISCARD
 _MAX_TIMER_WAIT = 30.0  # s: re-check event-time deadlines at least this often (the clock may jump)
+
+
+def timer_wait(clock: StreamClock, deadline_ms: int, recheck_s: float) -> float:
+    """Wall seconds until a user's timer should next look at ``deadline_ms`` (event time).
+
+    With no new event the stream clock reaches it in ``seconds_until``; events of other users can
+    make it jump there sooner, so the timer re-checks every ``recheck_s``. But the stream clock
+    never passes the wall clock (an event counts at most at its receipt time, and without events it
+    moves with wall time), so a deadline still ahead of the wall cannot be reached before the wall
+    gets there: the timer sleeps until then instead of re-checking. On live traffic a deadline days
+    away (a computed trait's window exit) costs one or two wake-ups, not one per ``recheck_s``;
+    while catching up on a backlog (deadlines behind the wall) it re-checks as before.
+
+    >>> c = StreamClock(lambda: 1000.0); c.observe(900_000)  # the stream 100 s behind the wall
+    >>> timer_wait(c, 900_000 + 86_400_000, 30.0)  # a day ahead of the stream: sleep until the wall is there
+    86300.0
+    >>> timer_wait(c, 960_000, 30.0), timer_wait(c, 920_000, 30.0), timer_wait(c, 800_000, 30.0)  # behind the wall
+    (30.0, 20.0, 0.0)
+    """
+    stream_s = max(clock.seconds_until(deadline_ms), 0.0)
+    wall_s = deadline_ms / 1000 - clock.wall().timestamp()
+    return min(stream_s, max(wall_s, recheck_s))
 
 
 class IdentityLogic(StatefulBatchLogic[Event, tuple[str, Any], bytes]):
@@ -147,8 +169,7 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
         if d is None:
             return None
         clock = self._clock
-        wait = min(max(clock.seconds_until(d), 0.0), self._recheck)
-        return clock.wall() + timedelta(seconds=wait)
+        return clock.wall() + timedelta(seconds=timer_wait(clock, d, self._recheck))
 
     def on_notify(self) -> tuple[list[Any], bool]:
         if self.state is None:

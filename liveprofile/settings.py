@@ -83,7 +83,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_HTTP_BODY_TIMEOUT": ("30", "collector and API: seconds a request body may take to arrive after its head (408 after: a trickled body cannot hold a connection)"),
     "LIVEPROFILE_HTTP_MAX_CONNECTIONS": ("2048", "collector and API: open connections (or running requests) per process above which new requests get 503"),
     "LIVEPROFILE_DEAD_LETTER_MAXLEN": ("100000", "approximate cap on the dead-letter stream (every stage: collector, dataflow, replay, re-drive; each entry holds at most LIVEPROFILE_MAX_EVENT_BYTES of raw event)"),
-    "LIVEPROFILE_TIMER_RECHECK": ("30s", "longest wait before a user's pending event-time deadline (session end, cart abandonment) is checked again: the stream clock can jump during replays and across processes"),
+    "LIVEPROFILE_TIMER_RECHECK": ("30s", "longest wait before a user's pending event-time deadline (session end, cart abandonment, a computed trait's window exit) that the wall clock has already passed is checked again: the stream clock can jump there during replays and across processes (a deadline still ahead of the wall clock is slept until: the stream clock never passes it)"),
     "LIVEPROFILE_BUFFER_RETAIN": ("1h", "with Bytewax recovery on: trim buffer entries durably processed and older than this ('off': never trim; without recovery the buffer is never trimmed)"),
     "LIVEPROFILE_BUFFER": ("redis", "where accepted events are buffered: redis (Redis Streams {prefix}:events:{i}) or kafka (one topic, LIVEPROFILE_SHARDS partitions)"),
     "LIVEPROFILE_KAFKA_BROKERS": ("", "with LIVEPROFILE_BUFFER=kafka: comma-separated bootstrap servers"),

@@ -142,3 +142,39 @@ def test_definitions_with_intelligence_off_are_refused_at_start(settings: Settin
         Settings.from_env({"LIVEPROFILE_DEFINITIONS": str(path), "LIVEPROFILE_INTELLIGENCE": "off"})
     with pytest.raises(ConfigError, match="LIVEPROFILE_INTELLIGENCE=off"):
         build_flow(dataclasses.replace(settings, intelligence=False), TestingSource([]), Out().sinks(), StreamClock(FakeWall()))
+
+
+def test_an_idle_users_window_exit_costs_one_wake_on_live_traffic_not_one_per_recheck(settings: Settings) -> None:
+    """UserLogic.notify_at on live traffic (stream time = the wall): a user whose only deadline is a
+    window exit 7.5 days away sleeps until the exit, not LIVEPROFILE_TIMER_RECHECK (0.05 s here),
+    then fires; (a deadline behind the wall, while a backlog is caught up, re-checks as before: the
+    doctest of dataflows.logic.timer_wait); a user with only all-time traits arms no timer at all."""
+    from dataflows.logic import UserLogic
+    from operators.definitions import load_definitions
+    from operators.events import Event, parse_event
+
+    wall = FakeWall(T0 / 1000)
+    clock = StreamClock(wall)
+    logic = UserLogic(settings.user, clock, None, recheck_s=0.05)
+    evs = [parse_event(orjson.loads(item(i, T0 + i, userId="u3")[2]), settings.limits) for i in range(3)]
+    assert all(isinstance(e, Event) for e in evs)
+    clock.observe(T0 + 2)
+    logic.on_batch([("u3", e) for e in evs])
+    wall.at = T0 / 1000 + 3600  # the session has ended; the stream follows the wall
+    logic.on_notify()
+    at = logic.notify_at()
+    assert at is not None and at.timestamp() == pytest.approx(EXIT / 1000, abs=1)  # one wake, at the exit
+    wall.at = EXIT / 1000 + 60  # the stream (following the wall) passed the exit: due now, and it fires
+    at = logic.notify_at()
+    assert at is not None and at.timestamp() == wall.at
+    outs, _ = logic.on_notify()
+    (u,) = [o for o in outs if type(o) is ProfileUpdate]
+    assert u.event_ms == EXIT and audiences(u) == []
+    alltime = dataclasses.replace(settings.user, definitions=load_definitions(
+        "version: 1\ncomputed_traits:\n  - {name: views, kind: count, event: Product Viewed}\n"))  # fmt: skip
+    wall.at = T0 / 1000
+    other = UserLogic(alltime, clock, None, recheck_s=0.05)
+    other.on_batch([("u3", e) for e in evs])
+    wall.at = T0 / 1000 + 3600
+    other.on_notify()  # the session closes
+    assert other.notify_at() is None
