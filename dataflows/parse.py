@@ -6,7 +6,8 @@ Entry kinds come from :mod:`liveprofile.store.envelope`; events go through
 to the user step under the user id. An ``alias`` also sends an
 :class:`~operators.identity.Absorb` to the merge graph (``"g"``, :data:`operators.identity.GRAPH_KEY`):
 known users are a namespace of their own, and :func:`operators.identity.decide` serializes their merges. Forwarded entries (items of a
-user merged away) go straight to the user step of the survivor.
+user merged away) go straight to the user step of the survivor; a backfill chunk
+(:class:`~operators.computed.Seed`) to the user step of the user it names.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from liveprofile.store.envelope import (
     decode_control,
     decode_forward,
     decode_merge,
+    decode_seed,
     kind_of,
 )
 from operators.events import Event, Limits, Rejected, parse_event
@@ -51,6 +53,9 @@ def parse_batch(limits: Limits, clock: StreamClock, items: list[SourceItem]) -> 
                 f = decode_forward(raw)
                 for it in pickle.loads(f.items):
                     append(("u", f.to_uid, it))
+            elif kind is EntryKind.COMPUTED_SEED:
+                seed = decode_seed(raw)
+                append(("u", seed.uid, seed))
             else:
                 uid = decode_control(raw).user_id
                 append(("u", uid, Forget(uid) if kind is EntryKind.FORGET else Unsuppress(uid)))

@@ -46,6 +46,22 @@ Definitions change: a trait's state carries the trait's ``digest``; a changed or
 starts empty from its first event after deployment, and states of removed traits are dropped
 by :meth:`ComputedState.prune`.
 
+Boundary and backfill (``liveprofile definitions backfill``, docs/audiences.md "Changing
+definitions and backfill"). Every slot has a receipt-time **boundary** ``B`` (ms): events
+*received* before ``B`` are history, counted only through a :class:`Seed`; events received at or
+after ``B`` are live, counted by :meth:`ComputedState.observe` — the two never overlap, so a
+backfill never counts an event twice whatever order seed and live events arrive in. A slot made
+live (:meth:`ComputedState.touch`, run for every defined trait on each event, whether it matches
+or not) gets ``B`` = that event's ``received_at``; a slot made by a seed (the user had no event
+since the trait appeared) gets ``B`` = the seed's ``upto_ms + 1``. Slots from before boundaries
+existed (snapshot version 6) have ``B = 0``: everything counts live, a seed adds nothing.
+:meth:`ComputedState.apply_seed` folds a seed's events received before ``B`` into each slot it
+names whose digest matches. A slot records the seeds it took per receipt day: the first run
+(``Seed.run``) to reach a day claims it, each of that run's parts of the day is applied once, and
+every other run's chunks for that day are ignored — so re-running a backfill (same or different
+trait selection, the buffer trimmed or grown in between, an interrupted run finished by a second
+one) never counts an event twice. Memory: one small entry per receipt day of the user's history.
+
 >>> from operators.definitions import load_definitions, SPEC_EXAMPLE, DAY_MS
 >>> d = load_definitions(SPEC_EXAMPLE)
 >>> s = ComputedState()
@@ -61,15 +77,20 @@ True
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from operators.definitions import DAY_MS, HOUR_MS, Definitions, TraitDef
 from operators.events import MONEY_FIELDS, Event
 from operators.money import MoneyError, to_cents
+from operators.snapshot import reset_to_defaults
 
-__all__ = ["ComputedState", "DISTINCT_CAP", "resolution_ms", "sort_key", "event_env", "is_money"]
+__all__ = ["ComputedState", "DISTINCT_CAP", "Seed", "resolution_ms", "sort_key", "event_env", "is_money",
+           "trait_paths", "compact_event", "event_of_compact", "plan_seeds", "seed_run", "SEED_EVENTS"]  # fmt: skip
 
 DISTINCT_CAP = 100
 
@@ -279,11 +300,42 @@ def _final(kind: str, agg: Any, money: bool = False) -> Any:
 
 @dataclass(slots=True)
 class _Trait:
-    """One trait's state: ``agg`` (all time) or ``buckets`` (bucket index → aggregate)."""
+    """One trait's state: ``agg`` (all time) or ``buckets`` (bucket index → aggregate); the
+    receipt-time ``boundary`` between history and live, and the seeds applied (receipt day →
+    (run, bitmask of the run's parts of that day))."""
 
     digest: str
     agg: Any = None
     buckets: dict[int, Any] | None = None
+    boundary: int = 0
+    seeded: dict[int, tuple[str, int]] | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickle of this or an earlier layout (snapshot version 6 had no ``boundary``
+        and ``seeded``: they get ``0`` and ``None``)."""
+        for k, v in reset_to_defaults(self, state).items():
+            object.__setattr__(self, k, v)
+
+
+def _new_slot(t: TraitDef, boundary: int) -> _Trait:
+    return _Trait(t.digest, None, {} if t.window_ms is not None else None, boundary)
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """One backfill chunk for one user (a ``_computed_seed`` buffer entry): ``events`` (received
+    at most ``upto_ms``) for the traits ``traits`` (``(name, digest)``). ``run`` names the backfill
+    run, ``day`` the receipt day (``received_at // DAY_MS``) of its events and ``part`` its index
+    among the run's chunks of that day; ``seed_id`` is the entry's stable id."""
+
+    seed_id: str
+    uid: str
+    run: str
+    day: int
+    part: int
+    upto_ms: int
+    traits: tuple[tuple[str, str], ...]
+    events: tuple[Event, ...]
 
 
 @dataclass(slots=True)
@@ -294,37 +346,74 @@ class ComputedState:
     #: the latest event time observed (ms); ``-1``: none yet
     max_ts: int = -1
 
-    def _slot(self, t: TraitDef) -> _Trait:
-        s = self.traits.get(t.name)
-        if s is None or s.digest != t.digest:
-            s = _Trait(t.digest, None, {} if t.window_ms is not None else None)
-            self.traits[t.name] = s
-        return s
+    def touch(self, defs: Definitions, received_ms: int) -> None:
+        """Give every defined trait a slot: a new or changed one starts empty with boundary
+        ``received_ms`` (the receipt time of the user's first event since it appeared)."""
+        for t in defs.computed_traits:
+            s = self.traits.get(t.name)
+            if s is None or s.digest != t.digest:
+                self.traits[t.name] = _new_slot(t, received_ms)
+
+    def _fold(self, t: TraitDef, s: _Trait, ev: Event, env: Mapping[str, Any]) -> bool:
+        """Fold ``ev`` (already counted into ``max_ts``) into one trait's slot, if it counts."""
+        if not t.matches(ev.type, ev.name, env):
+            return False
+        v = _value(t, env)
+        if not _accepts(t.kind, v):
+            return False
+        if s.buckets is None:
+            s.agg = _add(t.kind, s.agg, v, ev.ts, ev.message_id)
+            return True
+        assert t.window_ms is not None
+        r = resolution_ms(t.window_ms)
+        b = ev.ts // r
+        if (b + 1) * r + t.window_ms <= self.max_ts:
+            return False  # late for a bucket that has left the window
+        s.buckets[b] = _add(t.kind, s.buckets.get(b), v, ev.ts, ev.message_id)
+        return True
 
     def observe(self, defs: Definitions, ev: Event) -> bool:
-        """Fold ``ev`` into every trait it matches; ``True`` iff it counted for some trait."""
-        ts = ev.ts
-        self.max_ts = max(self.max_ts, ts)
+        """Fold the live event ``ev`` into every trait it matches whose boundary is at or before
+        its receipt (:meth:`touch` first); ``True`` iff it counted for some trait."""
+        self.touch(defs, ev.received_at)
+        self.max_ts = max(self.max_ts, ev.ts)
         env = event_env(ev)
         changed = False
         for t in defs.computed_traits:
-            if not t.matches(ev.type, ev.name, env):
-                continue
-            v = _value(t, env)
-            if not _accepts(t.kind, v):
-                continue
-            s = self._slot(t)
-            if s.buckets is None:
-                s.agg = _add(t.kind, s.agg, v, ts, ev.message_id)
-            else:
-                assert t.window_ms is not None
-                r = resolution_ms(t.window_ms)
-                b = ts // r
-                if (b + 1) * r + t.window_ms <= self.max_ts:
-                    continue  # late for a bucket that has left the window
-                s.buckets[b] = _add(t.kind, s.buckets.get(b), v, ts, ev.message_id)
-            changed = True
+            s = self.traits[t.name]
+            if ev.received_at >= s.boundary and self._fold(t, s, ev, env):
+                changed = True
         self._expire(defs)
+        return changed
+
+    def apply_seed(self, defs: Definitions, seed: Seed) -> bool:
+        """Fold a backfill chunk into each slot it names whose digest matches the definitions:
+        only its events received before the slot's boundary, and only if the slot has not taken
+        this part of this day, nor another run's chunk of this day (see the module doc). A slot
+        that does not exist yet is made with boundary ``seed.upto_ms + 1``. ``True`` iff some
+        value may have changed."""
+        changed = False
+        for name, digest in seed.traits:
+            t = defs._by_name.get(name)
+            if t is None or t.digest != digest:
+                continue  # the run was for another definition of this trait: nothing to apply
+            s = self.traits.get(name)
+            if s is None or s.digest != digest:
+                s = self.traits[name] = _new_slot(t, seed.upto_ms + 1)
+            seeded = s.seeded if s.seeded is not None else {}
+            claim = seeded.get(seed.day)
+            bit = 1 << seed.part
+            if claim is not None and (claim[0] != seed.run or claim[1] & bit):
+                continue  # a re-run, or this day came from another run already
+            seeded[seed.day] = (seed.run, bit | (claim[1] if claim else 0))
+            s.seeded = seeded
+            for ev in seed.events:
+                if ev.received_at < s.boundary:
+                    self.max_ts = max(self.max_ts, ev.ts)
+                    if self._fold(t, s, ev, event_env(ev)):
+                        changed = True
+        if changed:
+            self._expire(defs)
         return changed
 
     def _expire(self, defs: Definitions) -> None:
@@ -379,7 +468,14 @@ class ComputedState:
             o = other.traits.get(t.name)
             if o is None or o.digest != t.digest:
                 continue
-            s = self._slot(t)
+            s = self.traits.get(t.name)
+            if s is None or s.digest != t.digest:
+                s = self.traits[t.name] = _new_slot(t, o.boundary)
+            # each side counted live what it received from its own boundary on, and neither had
+            # events between the earlier boundary and its own: the earlier one partitions the union
+            s.boundary = min(s.boundary, o.boundary)
+            if o.seeded:
+                s.seeded = {**o.seeded, **(s.seeded or {})}
             if s.buckets is None:
                 s.agg = _combine(t.kind, s.agg, o.agg)
             else:
@@ -392,6 +488,100 @@ class ComputedState:
         live = {t.name: t.digest for t in defs.computed_traits}
         for name in [n for n, s in self.traits.items() if live.get(n) != s.digest]:
             del self.traits[name]
+
+
+#: most events in one seed (one buffer entry)
+SEED_EVENTS = 200
+
+
+def seed_run(traits: tuple[TraitDef, ...] | list[TraitDef]) -> str:
+    """The id of a backfill run over ``traits``: a hash of their digests (a re-run has the same)."""
+    return hashlib.sha256(orjson.dumps(sorted(t.digest for t in traits))).hexdigest()[:16]
+
+
+def plan_seeds(uid: str, traits: tuple[TraitDef, ...] | list[TraitDef], events: list[Event], upto_ms: int,
+               max_events: int = SEED_EVENTS) -> list[Seed]:  # fmt: skip
+    """The seeds of one user's history: ``events`` (the user's, deduplicated by ``messageId``,
+    the earliest receipt kept) that match one of ``traits``, in receipt order, split by receipt
+    day and then into parts of at most ``max_events``. Ids are stable: the run (the traits'
+    digests), the user, the day and the part.
+
+    >>> from operators.definitions import load_definitions, SPEC_EXAMPLE
+    >>> d = load_definitions(SPEC_EXAMPLE)
+    >>> evs = [_ev("Order Completed", DAY_MS + i, f"m{i}", revenue=1) for i in range(3)] + [_ev("Other", 1, "x")]
+    >>> [(s.day, s.part, len(s.events)) for s in plan_seeds("u", d.computed_traits, evs, 2 * DAY_MS, max_events=2)]
+    [(1, 0, 2), (1, 1, 1)]
+    """
+    run = seed_run(traits)
+    seen: dict[str, Event] = {}
+    for ev in sorted(events, key=lambda e: (e.received_at, e.message_id)):
+        if ev.message_id not in seen and any(t.matches(ev.type, ev.name, event_env(ev)) for t in traits):
+            seen[ev.message_id] = ev
+    names = tuple(sorted((t.name, t.digest) for t in traits))
+    by_day: dict[int, list[Event]] = {}
+    for ev in seen.values():
+        by_day.setdefault(ev.received_at // DAY_MS, []).append(ev)
+    out: list[Seed] = []
+    for day in sorted(by_day):
+        evs = by_day[day]
+        for part, i in enumerate(range(0, len(evs), max_events)):
+            sid = hashlib.sha256(orjson.dumps([run, uid, day, part])).hexdigest()[:24]
+            out.append(Seed(f"seed:{sid}", uid, run, day, part, upto_ms, names, tuple(evs[i : i + max_events])))
+    return out
+
+
+def trait_paths(traits: tuple[TraitDef, ...] | list[TraitDef]) -> frozenset[tuple[str, ...]]:
+    """Every event path (``properties.x``, ``context.x``, ``traits.x``) the traits' ``where`` and
+    ``value`` read: all a seed has to carry of an event for them."""
+    out: set[tuple[str, ...]] = set()
+    for t in traits:
+        if t.where is not None:
+            out |= t.where.fields()
+        if t.value is not None:
+            out.add(t.value)
+    return frozenset(out)
+
+
+def _put(dst: dict[str, Any], path: tuple[str, ...], v: Any) -> None:
+    for part in path[:-1]:
+        nxt = dst.get(part)
+        if not isinstance(nxt, dict):
+            nxt = dst[part] = {}
+        dst = nxt
+    dst[path[-1]] = v
+
+
+def compact_event(ev: Event, paths: frozenset[tuple[str, ...]]) -> dict[str, Any]:
+    """What a seed keeps of ``ev``: its times, ``messageId``, type, name and the values at
+    ``paths`` (a path reads the same on the compact event as on ``ev``: missing stays missing).
+
+    >>> e = _ev("Order Completed", 5, revenue="19.99", other=1)
+    >>> compact_event(e, frozenset({("properties", "revenue"), ("context", "page", "url")}))
+    {'ts': 5, 'receivedAt': 5, 'messageId': 'm', 'type': 'track', 'name': 'Order Completed', 'properties': {'revenue': '19.99'}}
+    >>> event_of_compact(compact_event(e, trait_paths([])), "u").received_at
+    5
+    """
+    out: dict[str, Any] = {"ts": ev.ts, "receivedAt": ev.received_at, "messageId": ev.message_id, "type": ev.type, "name": ev.name}
+    env = event_env(ev)
+    for path in sorted(paths):
+        v = env
+        for part in path:
+            v = v.get(part) if isinstance(v, Mapping) else None
+            if v is None:
+                break
+        if v is not None:
+            sub = out.setdefault(path[0], {})
+            if len(path) == 1:
+                continue
+            _put(sub, path[1:], v)
+    return out
+
+
+def event_of_compact(d: Mapping[str, Any], uid: str) -> Event:
+    """The :class:`~operators.events.Event` a seed's compact event stands for (for ``uid``)."""
+    return Event(message_id=str(d["messageId"]), type=str(d["type"]), name=str(d.get("name", "")), uid=uid, user_id=None,
+                 anonymous_id=None, ts=int(d["ts"]), received_at=int(d["receivedAt"]), properties=dict(d.get("properties") or {}),
+                 traits=dict(d.get("traits") or {}), context=dict(d.get("context") or {}))  # fmt: skip
 
 
 def _ev(name: str, ts: int, mid: str = "m", type_: str = "track", **props: Any) -> Event:

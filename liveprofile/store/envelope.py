@@ -10,12 +10,16 @@ Every buffer entry (a Redis Streams field ``e``, or a Kafka message value) is on
   another, on their way to the survivor (written by the merge sink; ``items`` is their pickle,
   like a merge's state: internal entries are made only here, never by a client);
 * :attr:`EntryKind.FORGET` / :attr:`EntryKind.UNSUPPRESS` — privacy controls written by
-  ``liveprofile forget`` / ``unsuppress``.
+  ``liveprofile forget`` / ``unsuppress``;
+* :attr:`EntryKind.COMPUTED_SEED` — a backfill chunk for one user's computed traits, written by
+  ``liveprofile definitions backfill`` (:func:`encode_seed`: an
+  :class:`operators.computed.Seed` with its events compacted to the paths the traits read).
 
 The kind is the explicit ``type`` field. Internal kinds are spelled with a leading ``_`` (``_merge``,
 ``_forget``, ``_unsuppress``), a type no client can send: the event check admits only the six
 Segment types (:data:`operators.events.EVENT_TYPES`) wherever ``type`` sits in the object. Internal
-entries are only ever made by :func:`encode_merge` / :func:`encode_control`, which write ``type``
+entries are only ever made by :func:`encode_merge` / :func:`encode_forward` / :func:`encode_control` /
+:func:`encode_seed`, which write ``type``
 first, so :func:`kind_of` decides from the first bytes without parsing every event (the hot path).
 """
 
@@ -27,7 +31,10 @@ from enum import StrEnum
 
 import orjson
 
-__all__ = ["INTERNAL_PREFIX", "EntryKind", "Merge", "Control", "Forwarded", "encode_forward", "decode_forward", "kind_of", "encode_merge", "decode_merge", "encode_control", "decode_control"]
+from operators.computed import Seed, compact_event, event_of_compact
+
+__all__ = ["INTERNAL_PREFIX", "EntryKind", "Merge", "Control", "Forwarded", "encode_forward", "decode_forward", "kind_of", "encode_merge",
+           "decode_merge", "encode_control", "decode_control", "encode_seed", "decode_seed"]  # fmt: skip
 
 
 class EntryKind(StrEnum):
@@ -38,11 +45,12 @@ class EntryKind(StrEnum):
     FORWARD = "_forward"
     FORGET = "_forget"
     UNSUPPRESS = "_unsuppress"
+    COMPUTED_SEED = "_computed_seed"
 
 
 #: every internal entry starts with these bytes, no event does (a cheap first test on the hot path)
 INTERNAL_PREFIX = b'{"type":"_'
-_BY_PREFIX = {b'{"type":"' + k.value.encode() + b'"': k for k in (EntryKind.MERGE, EntryKind.FORWARD, EntryKind.FORGET, EntryKind.UNSUPPRESS)}
+_BY_PREFIX = {b'{"type":"' + k.value.encode() + b'"': k for k in (EntryKind.MERGE, EntryKind.FORWARD, EntryKind.FORGET, EntryKind.UNSUPPRESS, EntryKind.COMPUTED_SEED)}
 
 
 def kind_of(raw: bytes) -> EntryKind:
@@ -139,3 +147,29 @@ def decode_control(raw: bytes) -> Control:
     """The control in an entry of kind FORGET or UNSUPPRESS."""
     d = orjson.loads(raw)
     return Control(EntryKind(d["type"]), d["userId"], d.get("at", ""))
+
+
+def encode_seed(seed: Seed, paths: frozenset[tuple[str, ...]]) -> bytes:
+    """The buffer entry of a backfill chunk: ``seed`` with each event compacted to its times,
+    ``messageId``, type, name and the values at ``paths`` (:func:`operators.computed.compact_event`).
+    ``userId`` is the per-user key the entry is for (an anonymous profile's too).
+
+    >>> from operators.computed import _ev
+    >>> s = Seed("seed:1", "u1", "r", 3, 0, 99, (("n", "d"),), (_ev("Order Completed", 5, revenue=2, x=1),))
+    >>> raw = encode_seed(s, frozenset({("properties", "revenue")}))
+    >>> kind_of(raw), decode_seed(raw).events[0].properties, decode_seed(raw).traits
+    (<EntryKind.COMPUTED_SEED: '_computed_seed'>, {'revenue': 2}, (('n', 'd'),))
+    """
+    return orjson.dumps({
+        "type": EntryKind.COMPUTED_SEED.value, "messageId": seed.seed_id, "userId": seed.uid, "run": seed.run,
+        "day": seed.day, "part": seed.part, "upto": seed.upto_ms, "traits": [list(t) for t in seed.traits],
+        "events": [compact_event(e, paths) for e in seed.events],
+    })  # fmt: skip
+
+
+def decode_seed(raw: bytes) -> Seed:
+    """The seed in an entry of kind :attr:`EntryKind.COMPUTED_SEED`."""
+    d = orjson.loads(raw)
+    uid = str(d["userId"])
+    return Seed(str(d["messageId"]), uid, str(d["run"]), int(d["day"]), int(d["part"]), int(d["upto"]),
+                tuple((str(n), str(g)) for n, g in d["traits"]), tuple(event_of_compact(e, uid) for e in d["events"]))  # fmt: skip

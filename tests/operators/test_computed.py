@@ -170,8 +170,9 @@ def streams(draw: st.DrawFn) -> list[Event]:
         if v is not None:
             props["v"] = v
         typ = kind if kind in ("page", "identify") else "track"
+        # one receipt time: shuffled event times are out of order, the receipt (the live/history boundary) is not
         out.append(Event(message_id=f"m{i:03d}", type=typ, name="" if typ != "track" else kind, uid="u", user_id="u",
-                         anonymous_id=None, ts=ts, received_at=ts, properties=props, traits={}, context={}))
+                         anonymous_id=None, ts=ts, received_at=BASE, properties=props, traits={}, context={}))
     return out
 
 
