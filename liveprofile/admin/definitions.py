@@ -1,4 +1,5 @@
-"""``liveprofile definitions check FILE``: validate a definitions file (SPEC §6).
+"""``liveprofile definitions check FILE``: validate a definitions file (SPEC §6); ``definitions
+backfill``: :mod:`liveprofile.admin.backfill`.
 
 Contract: exit 0 and print a summary (each computed trait with its kind, event and window, each
 audience in evaluation order) when the file is valid; exit 1 and print every error to stderr as
@@ -57,3 +58,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     c = dsub.add_parser("check", help="validate a definitions file: FILE:LINE:COL: message per error")
     c.add_argument("file")
     c.set_defaults(func=lambda args, settings: check(args.file))
+    from liveprofile.admin.backfill import add_command
+
+    add_command(dsub)
