@@ -16,7 +16,8 @@ Versions: 0 bare pickles; 1 the first versioned layout; 2 profile states with or
 unsubscribe, consent and machine opens; 3 behaviour states with the abuse logs (orders, emails)
 and shard models with the ``abuse`` forest; 4 profile states with traits and group ids; 5 the
 identity stage's state is an :class:`operators.identity.AnonState` (the link and the messageIds
-it routed), not the bare linked id; 6 user states with computed traits and audiences.
+it routed), not the bare linked id; 6 user states with computed traits and audiences; 7 computed
+traits with a history/live boundary and the backfill seeds they took.
 
 >>> load(dump({"a": 1})), load(pickle.dumps(["u1"]))
 ({'a': 1}, ['u1'])
@@ -35,7 +36,7 @@ __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
-VERSION = 6
+VERSION = 7
 
 
 def _from_bare_pickle(obj: Any) -> Any:
@@ -93,6 +94,14 @@ def _computed_traits(obj: Any) -> Any:
     return obj
 
 
+def _seed_boundaries(obj: Any) -> Any:
+    """6 -> 7: each computed trait's slot (``operators.computed._Trait``) gained ``boundary`` (the
+    receipt time splitting history from live) and ``seeded`` (the backfill chunks it took): appended
+    fields its ``__setstate__`` defaults while unpickling (``boundary`` 0: everything the slot
+    counted was live; a backfill adds nothing to it), so the objects are already version 7 here."""
+    return obj
+
+
 MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     0: _from_bare_pickle,
     1: _orders_consent_unsubscribe,
@@ -100,6 +109,7 @@ MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     3: _traits_groups,
     4: _anon_state,
     5: _computed_traits,
+    6: _seed_boundaries,
 }
 
 
@@ -112,7 +122,7 @@ def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
     >>> version_of(dump(1)), version_of(pickle.dumps(1))
-    (6, 0)
+    (7, 0)
     """
     return int.from_bytes(raw[3:5], "big") if raw[:3] == MAGIC else 0
 

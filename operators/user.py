@@ -51,6 +51,13 @@ themselves: :func:`next_deadline` includes the next bucket exit after the last r
 :class:`ProfileUpdate` (``event_ms`` = that exit) only when ``computed`` or ``audiences``
 changed. A user with only all-time traits arms no timer. With ``cfg.definitions`` ``None``
 nothing of this exists: no fields, no timers, the state's ``computed`` stays ``None``.
+
+A :class:`~operators.computed.Seed` (``liveprofile definitions backfill``) folds history into the
+user's computed traits (:meth:`~operators.computed.ComputedState.apply_seed`: only events received
+before each trait's boundary, each chunk once); when it changed something it is an input item
+(``seq`` advances) and the profile is re-rendered (``event_ms``: the seed's newest event time), so
+the audiences it moves the user into or out of are change-feed entries like any other. A seed for a
+user this flow has never seen, or already taken, writes nothing.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ from typing import Any
 
 from operators.audiences import evaluate
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
-from operators.computed import ComputedState
+from operators.computed import ComputedState, Seed
 from operators.dedupe import DedupeConfig
 from operators.definitions import Definitions
 from operators.events import Event
@@ -314,7 +321,7 @@ def _outputs(cfg: UserConfig, st: UserState, changed: bool, event: dict[str, Any
     return out
 
 
-Item = Event | Link | MergeIn | Forget | Unsuppress | Absorb
+Item = Event | Link | MergeIn | Forget | Unsuppress | Absorb | Seed
 
 
 def _forward(stub: Merged, uid: str, items: list[Item]) -> list[Output]:
@@ -430,9 +437,21 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
                 st.computed.merge(other.computed, defs)
             event_ms = it.ts if event_ms is None else max(event_ms, it.ts)
             changed = True
+        elif type(it) is Seed:
+            # a backfill chunk: history for the user's computed traits (none for a user this flow
+            # has never seen: a backfill makes no profiles); a seed already taken changes nothing
+            if defs is None or p.seq == 0:
+                continue
+            if st.computed is None:
+                st.computed = ComputedState()
+            if st.computed.apply_seed(defs, it):
+                p.seq += 1  # an input item that changed the state: the write has its own position
+                newest = max(e.ts for e in it.events)
+                event_ms = newest if event_ms is None else max(event_ms, newest)
+                changed = True
     if st.suppressed:
         return st, extra, dups
-    if p.seq == 0 and not extra and all(type(it) is Absorb or type(it) is Link for it in items):  # no-op aliases: keep no state
+    if p.seq == 0 and not extra and all(type(it) in (Absorb, Link, Seed) for it in items):  # no-op aliases or seeds: keep no state
         return None, [], dups
     return st, extra + _outputs(cfg, st, changed, trigger, closed, behaviour, now_ms, event_ms), dups
 

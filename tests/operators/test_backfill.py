@@ -163,3 +163,27 @@ def test_a_v6_slot_unpickles_with_boundary_zero() -> None:
     slot: Any = computed._Trait.__new__(computed._Trait)
     slot.__setstate__((None, {"digest": "d", "agg": 3, "buckets": None}))  # the layout of snapshot version 6
     assert (slot.digest, slot.agg, slot.boundary, slot.seeded) == ("d", 3, 0, None)
+
+
+def test_a_version_6_user_state_restores_with_boundary_zero_and_takes_no_seed() -> None:
+    """``snapshots/v6_user_state.bin``: a user state dumped by the code of e93eb84 (snapshot version
+    6: computed traits without boundaries; 3 views of u1 under the definitions below)."""
+    from pathlib import Path
+
+    from operators import snapshot
+
+    d = load_definitions("version: 1\ncomputed_traits:\n  - {name: views, kind: count, event: Product Viewed}\n"
+                         "  - {name: views_7d, kind: count, event: Product Viewed, window: 7d}\n"
+                         "audiences:\n  - {name: viewers, when: computed.views >= 1}\n")  # fmt: skip
+    raw = (Path(__file__).parent.parent / "dataflows" / "snapshots" / "v6_user_state.bin").read_bytes()
+    assert snapshot.version_of(raw) == 6
+    st = snapshot.load(raw)
+    c = st.computed
+    assert {n: (s.boundary, s.seeded) for n, s in c.traits.items()} == {"views": (0, None), "views_7d": (0, None)}
+    now = c.max_ts
+    assert c.values(d, now) == {"views": 3, "views_7d": 3}
+    old = _view("old", now - HOUR_MS, now - HOUR_MS)
+    assert not c.apply_seed(d, plan_seeds("u1", d.computed_traits, [old], now)[0]), "everything it counted was live"
+    assert c.observe(d, _view("new", now, now + 1))
+    assert c.values(d, now) == {"views": 4, "views_7d": 4}
+    assert snapshot.version_of(snapshot.dump(st)) == snapshot.VERSION == 7
