@@ -386,13 +386,13 @@ class ComputedState:
         self._expire(defs)
         return changed
 
-    def apply_seed(self, defs: Definitions, seed: Seed) -> bool:
+    def apply_seed(self, defs: Definitions, seed: Seed) -> int | None:
         """Fold a backfill chunk into each slot it names whose digest matches the definitions:
         only its events received before the slot's boundary, and only if the slot has not taken
         this part of this day, nor another run's chunk of this day (see the module doc). A slot
-        that does not exist yet is made with boundary ``seed.upto_ms + 1``. ``True`` iff some
-        value may have changed."""
-        changed = False
+        that does not exist yet is made with boundary ``seed.upto_ms + 1``. Returns the newest event
+        time it counted (``None``: it counted none, nothing changed)."""
+        newest: int | None = None
         for name, digest in seed.traits:
             t = defs._by_name.get(name)
             if t is None or t.digest != digest:
@@ -411,10 +411,10 @@ class ComputedState:
                 if ev.received_at < s.boundary:
                     self.max_ts = max(self.max_ts, ev.ts)
                     if self._fold(t, s, ev, event_env(ev)):
-                        changed = True
-        if changed:
+                        newest = ev.ts if newest is None else max(newest, ev.ts)
+        if newest is not None:
             self._expire(defs)
-        return changed
+        return newest
 
     def _expire(self, defs: Definitions) -> None:
         for t in defs.computed_traits:

@@ -55,7 +55,7 @@ nothing of this exists: no fields, no timers, the state's ``computed`` stays ``N
 A :class:`~operators.computed.Seed` (``liveprofile definitions backfill``) folds history into the
 user's computed traits (:meth:`~operators.computed.ComputedState.apply_seed`: only events received
 before each trait's boundary, each chunk once); when it changed something it is an input item
-(``seq`` advances) and the profile is re-rendered (``event_ms``: the seed's newest event time), so
+(``seq`` advances) and the profile is re-rendered (``event_ms``: the newest event time it counted), so
 the audiences it moves the user into or out of are change-feed entries like any other. A seed for a
 user this flow has never seen, or already taken, writes nothing.
 """
@@ -444,9 +444,9 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
                 continue
             if st.computed is None:
                 st.computed = ComputedState()
-            if st.computed.apply_seed(defs, it):
+            newest = st.computed.apply_seed(defs, it)
+            if newest is not None:
                 p.seq += 1  # an input item that changed the state: the write has its own position
-                newest = max(e.ts for e in it.events)
                 event_ms = newest if event_ms is None else max(event_ms, newest)
                 changed = True
     if st.suppressed:

@@ -35,7 +35,7 @@ def _received(events: list[Event], steps: list[int]) -> list[Event]:
 def _apply(s: ComputedState, seeds: list[Seed]) -> bool:
     changed = False
     for seed in seeds:
-        changed |= s.apply_seed(DEFS, seed)
+        changed |= s.apply_seed(DEFS, seed) is not None
     return changed
 
 
@@ -130,7 +130,7 @@ def test_a_messageid_twice_in_the_history_counts_once_and_a_changed_trait_takes_
         s.apply_seed(d7, seed)
     assert s.values(d7, BASE + 20) == {"n": 3}, "a, b from history (a once) and c live"
     for seed in seeds:  # a run for the 7d definition does nothing for the 30d one
-        assert not s.apply_seed(d30, seed)
+        assert s.apply_seed(d30, seed) is None
     assert s.values(d30, BASE + 20) == {"n": 0}
 
 
@@ -183,7 +183,7 @@ def test_a_version_6_user_state_restores_with_boundary_zero_and_takes_no_seed() 
     now = c.max_ts
     assert c.values(d, now) == {"views": 3, "views_7d": 3}
     old = _view("old", now - HOUR_MS, now - HOUR_MS)
-    assert not c.apply_seed(d, plan_seeds("u1", d.computed_traits, [old], now)[0]), "everything it counted was live"
+    assert c.apply_seed(d, plan_seeds("u1", d.computed_traits, [old], now)[0]) is None, "everything it counted was live"
     assert c.observe(d, _view("new", now, now + 1))
     assert c.values(d, now) == {"views": 4, "views_7d": 4}
     assert snapshot.version_of(snapshot.dump(st)) == snapshot.VERSION == 7
