@@ -16,6 +16,7 @@ Subcommands::
     liveprofile pixel-url --user U --campaign C --email-id E    a signed email-open pixel URL
     liveprofile webhooks check FILE                             validate a webhook mapping file
     liveprofile definitions check FILE                          validate computed traits and audiences
+    liveprofile definitions backfill (--buffer | --file F)...   count history into new or changed computed traits
     liveprofile privacy-requests [--apply]                      privacy requests received by webhook
     liveprofile config [--markdown]                             show effective settings
 

@@ -187,3 +187,35 @@ def test_a_version_6_user_state_restores_with_boundary_zero_and_takes_no_seed() 
     assert c.observe(d, _view("new", now, now + 1))
     assert c.values(d, now) == {"views": 4, "views_7d": 4}
     assert snapshot.version_of(snapshot.dump(st)) == snapshot.VERSION == 7
+
+
+# ------------------------------------------------------------------ the seed entry (a parser)
+
+_keys = st.sampled_from(["a", "b", "category", "revenue", "x.y", ""])
+_json = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3), max_leaves=8)  # fmt: skip
+_paths = st.tuples(st.sampled_from(["properties", "context", "traits"]), _keys, st.lists(_keys, max_size=2)).map(lambda t: (t[0], t[1], *t[2]))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(_keys, _json, max_size=4), st.dictionaries(_keys, _json, max_size=3), st.dictionaries(_keys, _json, max_size=3),
+       st.frozensets(_paths, max_size=4), st.integers(0, 2**50), st.text(min_size=1, max_size=8))  # fmt: skip
+def test_a_seed_entry_reads_every_path_the_traits_read_as_the_event_does(props: dict, ctx: dict, traits: dict,
+                                                                         paths: frozenset, ts: int, uid: str) -> None:  # fmt: skip
+    """encode_seed -> decode_seed (the flow's parse step): every path in ``paths`` looks up the same
+    value on the decoded event as on the original (missing stays missing), and the times, id, type
+    and name survive."""
+    from liveprofile.store.envelope import EntryKind, decode_seed, encode_seed, kind_of
+    from operators.computed import event_env
+    from operators.expr import lookup
+
+    ev = Event(message_id="m1", type="track", name="N", uid=uid, user_id=uid, anonymous_id=None, ts=ts, received_at=ts + 1,
+               properties=props, traits=traits, context=ctx)  # fmt: skip
+    raw = encode_seed(Seed("seed:x", uid, "r", ts // DAY_MS, 0, ts + 1, (("t", "d"),), (ev,)), paths)
+    assert kind_of(raw) is EntryKind.COMPUTED_SEED
+    back = decode_seed(raw)
+    assert back.uid == uid and back.traits == (("t", "d"),)
+    got = back.events[0]
+    assert (got.ts, got.received_at, got.message_id, got.type, got.name) == (ts, ts + 1, "m1", "track", "N")
+    for p in paths:
+        assert lookup(event_env(got), p) == lookup(event_env(ev), p), p
