@@ -56,11 +56,14 @@ or not) gets ``B`` = that event's ``received_at``; a slot made by a seed (the us
 since the trait appeared) gets ``B`` = the seed's ``upto_ms + 1``. Slots from before boundaries
 existed (snapshot version 6) have ``B = 0``: everything counts live, a seed adds nothing.
 :meth:`ComputedState.apply_seed` folds a seed's events received before ``B`` into each slot it
-names whose digest matches. A slot records the seeds it took per receipt day: the first run
-(``Seed.run``) to reach a day claims it, each of that run's parts of the day is applied once, and
-every other run's chunks for that day are ignored — so re-running a backfill (same or different
-trait selection, the buffer trimmed or grown in between, an interrupted run finished by a second
-one) never counts an event twice. Memory: one small entry per receipt day of the user's history.
+names whose digest matches. A slot records the seeds it took per receipt day: the first
+invocation (``Seed.run`` and its horizon ``upto_ms``) to reach a day claims it, each of its parts of
+the day is applied once, and every other invocation's chunks for that day are ignored — so
+re-running a backfill (same or different trait selection, the buffer trimmed or grown in between,
+more history resolved to the user since, e.g. an anonymous visitor backfilled on their own who then
+identified: the merge carries their claims along) never counts an event twice; days no run claimed
+yet are taken from any run. The price: a day is filled by one invocation only (one interrupted
+half-way keeps the parts it wrote). Memory: one small entry per receipt day of the user's history.
 
 >>> from operators.definitions import load_definitions, SPEC_EXAMPLE, DAY_MS
 >>> d = load_definitions(SPEC_EXAMPLE)
@@ -302,13 +305,13 @@ def _final(kind: str, agg: Any, money: bool = False) -> Any:
 class _Trait:
     """One trait's state: ``agg`` (all time) or ``buckets`` (bucket index → aggregate); the
     receipt-time ``boundary`` between history and live, and the seeds applied (receipt day →
-    (run, bitmask of the run's parts of that day))."""
+    (run, the run's horizon ``upto_ms``, bitmask of its parts of that day))."""
 
     digest: str
     agg: Any = None
     buckets: dict[int, Any] | None = None
     boundary: int = 0
-    seeded: dict[int, tuple[str, int]] | None = None
+    seeded: dict[int, tuple[str, int, int]] | None = None
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (snapshot version 6 had no ``boundary``
@@ -403,9 +406,9 @@ class ComputedState:
             seeded = s.seeded if s.seeded is not None else {}
             claim = seeded.get(seed.day)
             bit = 1 << seed.part
-            if claim is not None and (claim[0] != seed.run or claim[1] & bit):
-                continue  # a re-run, or this day came from another run already
-            seeded[seed.day] = (seed.run, bit | (claim[1] if claim else 0))
+            if claim is not None and (claim[0] != seed.run or claim[1] != seed.upto_ms or claim[2] & bit):
+                continue  # this part again, or this day came from another run (or invocation) already
+            seeded[seed.day] = (seed.run, seed.upto_ms, bit | (claim[2] if claim else 0))
             s.seeded = seeded
             for ev in seed.events:
                 if ev.received_at < s.boundary:

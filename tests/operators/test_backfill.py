@@ -219,3 +219,23 @@ def test_a_seed_entry_reads_every_path_the_traits_read_as_the_event_does(props: 
     assert (got.ts, got.received_at, got.message_id, got.type, got.name) == (ts, ts + 1, "m1", "track", "N")
     for p in paths:
         assert lookup(event_env(got), p) == lookup(event_env(ev), p), p
+
+
+def test_a_rerun_after_a_backfilled_anonymous_visitor_merged_counts_nothing_twice() -> None:
+    """The first run could not link the anonymous id, so its history was seeded into the anonymous
+    profile; the visitor then identifies (the states merge); a re-run resolves the id to the user
+    and plans the user's and the visitor's history together, in other parts of the same days."""
+    d = load_definitions("version: 1\ncomputed_traits:\n  - {name: n, kind: count, event: Product Viewed}\n")
+    user_hist = [_view(f"u{i}", BASE + i, BASE + i) for i in range(3)]
+    anon_hist = [_view(f"a{i}", BASE + 10 + i, BASE + 10 + i) for i in range(3)]
+    upto = BASE + 100
+    user, anon = ComputedState(), ComputedState()
+    for seed in plan_seeds("u", d.computed_traits, user_hist, upto, max_events=2):
+        user.apply_seed(d, seed)
+    for seed in plan_seeds(" anon:a", d.computed_traits, anon_hist, upto, max_events=2):
+        anon.apply_seed(d, seed)
+    user.merge(anon, d)
+    assert user.values(d, upto) == {"n": 6}
+    for seed in plan_seeds("u", d.computed_traits, user_hist + anon_hist, upto + 50, max_events=2):  # the re-run
+        user.apply_seed(d, seed)
+    assert user.values(d, upto) == {"n": 6}
