@@ -304,14 +304,14 @@ def _final(kind: str, agg: Any, money: bool = False) -> Any:
 @dataclass(slots=True)
 class _Trait:
     """One trait's state: ``agg`` (all time) or ``buckets`` (bucket index → aggregate); the
-    receipt-time ``boundary`` between history and live, and the seeds applied (receipt day →
-    (run, the run's horizon ``upto_ms``, bitmask of its parts of that day))."""
+    receipt-time ``boundary`` between history and live, and the seeds applied: per backfill
+    invocation ``(run, upto_ms)``, receipt day → bitmask of its parts of that day taken."""
 
     digest: str
     agg: Any = None
     buckets: dict[int, Any] | None = None
     boundary: int = 0
-    seeded: dict[int, tuple[str, int, int]] | None = None
+    seeded: dict[tuple[str, int], dict[int, int]] | None = None
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (snapshot version 6 had no ``boundary``
@@ -403,13 +403,16 @@ class ComputedState:
             s = self.traits.get(name)
             if s is None or s.digest != digest:
                 s = self.traits[name] = _new_slot(t, seed.upto_ms + 1)
-            seeded = s.seeded if s.seeded is not None else {}
-            claim = seeded.get(seed.day)
-            bit = 1 << seed.part
-            if claim is not None and (claim[0] != seed.run or claim[1] != seed.upto_ms or claim[2] & bit):
-                continue  # this part again, or this day came from another run (or invocation) already
-            seeded[seed.day] = (seed.run, seed.upto_ms, bit | (claim[2] if claim else 0))
-            s.seeded = seeded
+            claims = s.seeded if s.seeded is not None else {}
+            inv = (seed.run, seed.upto_ms)
+            if any(seed.day in days for k, days in claims.items() if k != inv):
+                continue  # this day came from another run (or invocation) already
+            days = claims.setdefault(inv, {})
+            bits = days.get(seed.day, 0)
+            if bits & (1 << seed.part):
+                continue  # this part again
+            days[seed.day] = bits | (1 << seed.part)
+            s.seeded = claims
             for ev in seed.events:
                 if ev.received_at < s.boundary:
                     self.max_ts = max(self.max_ts, ev.ts)
@@ -477,8 +480,13 @@ class ComputedState:
             # each side counted live what it received from its own boundary on, and neither had
             # events between the earlier boundary and its own: the earlier one partitions the union
             s.boundary = min(s.boundary, o.boundary)
-            if o.seeded:
-                s.seeded = {**o.seeded, **(s.seeded or {})}
+            if o.seeded:  # both sides' claims (a day either side took stays taken)
+                claims = s.seeded if s.seeded is not None else {}
+                for inv, odays in o.seeded.items():
+                    days = claims.setdefault(inv, {})
+                    for day, bits in odays.items():
+                        days[day] = days.get(day, 0) | bits
+                s.seeded = claims
             if s.buckets is None:
                 s.agg = _combine(t.kind, s.agg, o.agg)
             else:
