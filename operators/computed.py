@@ -53,7 +53,9 @@ after ``B`` are live, counted by :meth:`ComputedState.observe` — the two never
 backfill never counts an event twice whatever order seed and live events arrive in. A slot made
 live (:meth:`ComputedState.touch`, run for every defined trait on each event, whether it matches
 or not) gets ``B`` = that event's ``received_at``; a slot made by a seed (the user had no event
-since the trait appeared) gets ``B`` = the seed's ``upto_ms + 1``. Slots from before boundaries
+since the trait appeared) gets ``B`` = the seed's ``upto_ms + 1``. A slot of a user the flow
+first sees under the trait is **fluid**: nothing of theirs was processed before, so a live event
+received before ``B`` is live too and lowers ``B`` to its receipt — until a seed is applied. Slots from before boundaries
 existed (snapshot version 6) have ``B = 0``: everything counts live, a seed adds nothing.
 :meth:`ComputedState.apply_seed` folds a seed's events received before ``B`` into each slot it
 names whose digest matches. A slot records the seeds it took per receipt day: the first
@@ -312,6 +314,9 @@ class _Trait:
     buckets: dict[int, Any] | None = None
     boundary: int = 0
     seeded: dict[tuple[str, int], dict[int, int]] | None = None
+    #: the boundary may still move down: the slot belongs to a user the flow first saw under this
+    #: trait (all their history is live), and no seed has been applied to it yet
+    fluid: bool = False
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (snapshot version 6 had no ``boundary``
@@ -320,8 +325,8 @@ class _Trait:
             object.__setattr__(self, k, v)
 
 
-def _new_slot(t: TraitDef, boundary: int) -> _Trait:
-    return _Trait(t.digest, None, {} if t.window_ms is not None else None, boundary)
+def _new_slot(t: TraitDef, boundary: int, fluid: bool = False) -> _Trait:
+    return _Trait(t.digest, None, {} if t.window_ms is not None else None, boundary, None, fluid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,13 +354,15 @@ class ComputedState:
     #: the latest event time observed (ms); ``-1``: none yet
     max_ts: int = -1
 
-    def touch(self, defs: Definitions, received_ms: int) -> None:
+    def touch(self, defs: Definitions, received_ms: int, fluid: bool = False) -> None:
         """Give every defined trait a slot: a new or changed one starts empty with boundary
-        ``received_ms`` (the receipt time of the user's first event since it appeared)."""
+        ``received_ms`` (the receipt time of the user's first event since it appeared). ``fluid``:
+        the user is new to the flow (nothing of theirs was processed before), so a live event
+        received earlier than the boundary is live too and lowers it, until a seed is applied."""
         for t in defs.computed_traits:
             s = self.traits.get(t.name)
             if s is None or s.digest != t.digest:
-                self.traits[t.name] = _new_slot(t, received_ms)
+                self.traits[t.name] = _new_slot(t, received_ms, fluid)
 
     def _fold(self, t: TraitDef, s: _Trait, ev: Event, env: Mapping[str, Any]) -> bool:
         """Fold ``ev`` (already counted into ``max_ts``) into one trait's slot, if it counts."""
@@ -382,9 +389,12 @@ class ComputedState:
         self.max_ts = max(self.max_ts, ev.ts)
         env = event_env(ev)
         changed = False
+        rec = ev.received_at
         for t in defs.computed_traits:
             s = self.traits[t.name]
-            if ev.received_at >= s.boundary and self._fold(t, s, ev, env):
+            if rec < s.boundary and s.fluid:
+                s.boundary = rec  # a new user's earlier-received event: live, like all of theirs
+            if rec >= s.boundary and self._fold(t, s, ev, env):
                 changed = True
         self._expire(defs)
         return changed
@@ -413,6 +423,7 @@ class ComputedState:
                 continue  # this part again
             days[seed.day] = bits | (1 << seed.part)
             s.seeded = claims
+            s.fluid = False  # history below the boundary now comes from seeds: it stays put
             for ev in seed.events:
                 if ev.received_at < s.boundary:
                     self.max_ts = max(self.max_ts, ev.ts)
@@ -480,6 +491,7 @@ class ComputedState:
             # each side counted live what it received from its own boundary on, and neither had
             # events between the earlier boundary and its own: the earlier one partitions the union
             s.boundary = min(s.boundary, o.boundary)
+            s.fluid = s.fluid and o.fluid
             if o.seeded:  # both sides' claims (a day either side took stays taken)
                 claims = s.seeded if s.seeded is not None else {}
                 for inv, odays in o.seeded.items():

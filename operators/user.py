@@ -348,6 +348,9 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
         head = _forward(st, uid, items[: len(items) - len(rest)])
         st2, out, dups = step(cfg, None, uid, rest, now_ms)
         return st2, head + out, dups
+    # a user this flow has never seen has no history it processed before the definitions: every
+    # live event counts for their computed traits, however late its receipt time (a fluid boundary)
+    fresh = st is None
     if st is None:
         st = UserState.new(uid)
     defs = cfg.definitions
@@ -379,6 +382,8 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             if defs is not None:
                 if st.computed is None:
                     st.computed = ComputedState()
+                    if fresh:
+                        st.computed.touch(defs, it.received_at, fluid=True)
                 st.computed.observe(defs, it)
             cart_ops = len(p.cart_ops)
             closed.extend(st.behaviour.observe(cfg.session, it, cart_ops))
@@ -422,6 +427,7 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             if st.suppressed:
                 st = UserState.new(uid)
                 p = st.profile
+                fresh = True
         elif type(it) is MergeIn:
             if not p.seen.first_sight(cfg.dedupe, it.merge_id, it.ts):
                 continue

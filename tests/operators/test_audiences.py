@@ -201,3 +201,23 @@ def test_a_version_5_user_state_restores_with_no_computed_state_and_then_counts(
     s, outs, _ = step(CFG, st_, "u1", [view(2, T0 + 1)])
     assert s is not None and isinstance(s.computed, ComputedState)
     assert orjson.loads(updates(outs)[0].fields["computed"])["shoe_views_7d"] == 1
+
+
+def test_a_new_users_events_all_count_whatever_their_receipt_order() -> None:
+    """A user the flow has never seen has no history it processed before the definitions, so no
+    event of theirs is 'history' for the backfill boundary: an event received earlier but processed
+    later (another shard, a replay keeping its receivedAt) still counts. On the backfill merge the
+    boundary was the first event's receipt, and the earlier-received views were lost."""
+    first = view(1, T0 + 3 * HOUR_MS)  # received at T0 + 3h, processed first
+    late = [view(2, T0 + HOUR_MS), view(3, T0 + 2 * HOUR_MS)]  # received before it, processed after
+    st, outs, _ = step(CFG, None, "u1", [first])
+    st, outs, _ = step(CFG, st, "u1", late)
+    last = updates(outs)[-1]
+    assert orjson.loads(last.fields["computed"])["shoe_views_7d"] == 3
+    assert orjson.loads(last.fields["audiences"]) == [AUD]
+    # a user the flow knew before the definitions (a v5 state: no computed traits yet) keeps the
+    # boundary at the first event since: what it received before is history, for a backfill
+    old, _, _ = step(UserConfig(), None, "u2", [ev(9, "Page Viewed", T0)])
+    old, outs, _ = step(CFG, old, "u2", [first])
+    old, outs, _ = step(CFG, old, "u2", late)
+    assert orjson.loads(updates(outs)[-1].fields["computed"])["shoe_views_7d"] == 1
