@@ -48,6 +48,8 @@ from operators.user import (
     UserState,
     next_deadline,
     on_timer,
+    redeploy,
+    redeployed,
     step,
 )
 
@@ -139,13 +141,16 @@ class GraphLogic(StatefulBatchLogic[Absorb, Any, bytes]):
 class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
     """Per-user state (see :mod:`operators.user`)."""
 
-    __slots__ = ("_cfg", "_clock", "_recheck", "state")
+    __slots__ = ("_cfg", "_clock", "_recheck", "state", "_redeploy")
 
     def __init__(self, cfg: UserConfig, clock: StreamClock, resume: bytes | None, recheck_s: float = _MAX_TIMER_WAIT) -> None:
         self._cfg = cfg
         self._clock = clock
         self._recheck = recheck_s
         self.state: UserState | None = snapshot.load(resume) if resume is not None else None
+        # resumed under another definitions file: re-render once, with no event of the user's
+        # (Bytewax builds every resumed key at start, so every profile is brought up to date)
+        self._redeploy = resume is not None and redeployed(cfg, self.state)
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         uid = values[0][0]
@@ -165,16 +170,26 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
     def notify_at(self) -> datetime | None:
         if self.state is None:
             return None
+        if self._redeploy:
+            return self._clock.wall()
         d = next_deadline(self._cfg, self.state)
         if d is None:
             return None
         clock = self._clock
         return clock.wall() + timedelta(seconds=timer_wait(clock, d, self._recheck))
 
+    def _redeployed(self, clock: int) -> list[Any]:
+        if not self._redeploy:
+            return []
+        self._redeploy = False
+        assert self.state is not None
+        return redeploy(self._cfg, self.state, clock)
+
     def on_notify(self) -> tuple[list[Any], bool]:
         if self.state is None:
             return [], _DISCARD
-        outs = on_timer(self._cfg, self.state, self._clock.now())
+        now = self._clock.now()
+        outs = self._redeployed(now) + on_timer(self._cfg, self.state, now)
         for o in outs:
             if type(o) is ProfileUpdate and o.event is not None:
                 metrics.CARTS_ABANDONED.inc()
@@ -185,7 +200,8 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
         (not wall-clock extrapolation, so a finite replay ends the same every time)."""
         if self.state is None:
             return [], _DISCARD
-        return on_timer(self._cfg, self.state, self._clock.newest()), _RETAIN
+        newest = self._clock.newest()
+        return self._redeployed(newest) + on_timer(self._cfg, self.state, newest), _RETAIN
 
     def snapshot(self) -> bytes:
         return snapshot.dump(self.state)

@@ -233,9 +233,12 @@ class Definitions:
     audiences: tuple[AudienceDef, ...]
     source: str = "<definitions>"
     _by_name: Mapping[str, TraitDef] = field(default_factory=dict, repr=False, compare=False)
+    #: see :func:`fingerprint_of` (computed once at load: the per-user step records it per render)
+    fingerprint: str = ""
 
     def trait(self, name: str) -> TraitDef:
         return self._by_name[name]
+
 
     def memberships(self, env: Callable[[tuple[str, ...]], Any] | Mapping[str, Any], computed: Mapping[str, Any]) -> tuple[str, ...]:
         """The audiences (names, dependency order) one profile is in. ``env`` reads profile fields
@@ -252,6 +255,18 @@ class Definitions:
         for a in self.audiences:
             inside[a.name] = a.when.holds(read)
         return tuple(n for n, v in inside.items() if v)
+
+
+def fingerprint_of(traits: tuple[TraitDef, ...], audiences: tuple[AudienceDef, ...]) -> str:
+    """A stable hash of what the file computes (the traits' digests, the audiences' names and
+    conditions, not descriptions): a profile rendered under another fingerprint is out of date.
+
+    >>> a, b = load_definitions(SPEC_EXAMPLE), load_definitions(SPEC_EXAMPLE.replace(">= 3", ">= 2"))
+    >>> a.fingerprint == load_definitions(SPEC_EXAMPLE).fingerprint, a.fingerprint == b.fingerprint
+    (True, False)
+    """
+    canon = orjson.dumps([[(t.name, t.digest) for t in traits], [(a.name, str(a.when)) for a in audiences]])
+    return hashlib.sha256(canon).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +524,7 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
     ordered = _dependency_order(auds, aud_paths, err)
     if errors:
         raise DefinitionsErrors(errors, source)
-    return Definitions(1, tuple(traits), ordered, source, {t.name: t for t in traits})
+    return Definitions(1, tuple(traits), ordered, source, {t.name: t for t in traits}, fingerprint_of(tuple(traits), ordered))
 
 
 def _dependency_order(auds: dict[str, AudienceDef], paths: dict[str, tuple[Any, ...]], err: Callable[..., None]) -> tuple[AudienceDef, ...]:

@@ -17,7 +17,8 @@ unsubscribe, consent and machine opens; 3 behaviour states with the abuse logs (
 and shard models with the ``abuse`` forest; 4 profile states with traits and group ids; 5 the
 identity stage's state is an :class:`operators.identity.AnonState` (the link and the messageIds
 it routed), not the bare linked id; 6 user states with computed traits and audiences; 7 computed
-traits with a history/live boundary and the backfill seeds they took.
+traits with a history/live boundary and the backfill seeds they took (and user states with the
+fingerprint of the definitions they were rendered under).
 
 >>> load(dump({"a": 1})), load(pickle.dumps(["u1"]))
 ({'a': 1}, ['u1'])

@@ -95,6 +95,8 @@ __all__ = [
     "step",
     "on_timer",
     "next_deadline",
+    "redeployed",
+    "redeploy",
 ]
 
 
@@ -234,6 +236,9 @@ class UserState:
     audiences: tuple[str, ...] = ()
     #: the stream time ``computed`` was last rendered at (the timers compare against it)
     computed_at: int = -(2**62)
+    #: the :attr:`~operators.definitions.Definitions.fingerprint` ``computed`` and ``audiences``
+    #: were last rendered under (``""``: none): another one at start means a re-render (redeploy)
+    defs_fp: str = ""
 
     @classmethod
     def new(cls, uid: str) -> UserState:
@@ -268,6 +273,7 @@ def render(st: UserState, defs: Definitions | None = None, now_ms: int | None = 
         st.computed_at = now
         f["computed"] = _json(values)
         f["audiences"] = _json(list(st.audiences))
+        st.defs_fp = defs.fingerprint
     return f
 
 
@@ -497,6 +503,36 @@ def on_timer(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output
     at = exit_ms if exit_ms is not None else (clock if trigger is not None else None)
     changed = trigger is not None or exit_ms is not None
     return _outputs(cfg, st, changed, trigger, closed, False, exit_ms, at)
+
+
+def redeployed(cfg: UserConfig, st: UserState | Merged | None) -> bool:
+    """Was this state's profile rendered under other definitions than ``cfg``'s (or none, or
+    rendered under definitions that are gone)? Then :func:`redeploy` re-renders it."""
+    if type(st) is not UserState or st.suppressed or st.profile.seq == 0:
+        return False
+    want = cfg.definitions.fingerprint if cfg.definitions is not None else ""
+    return st.defs_fp != want
+
+
+def redeploy(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output]:
+    """Re-render a profile under changed definitions, with no new event: a new or changed trait
+    starts empty (pruned), every audience is evaluated again, and the profile write carries the
+    memberships entered and left (``event_ms`` = the stream time ``clock``). With the definitions
+    removed, ``computed`` becomes ``{}`` and ``audiences`` ``[]`` (the user leaves every audience).
+    Run once per user when the dataflow starts under another definitions file (:func:`redeployed`);
+    a profile that renders the same writes nothing (the profile script compares values)."""
+    if type(st) is not UserState or not redeployed(cfg, st):
+        return []
+    defs = cfg.definitions
+    if defs is None:
+        st.defs_fp = ""
+        st.audiences = ()
+        p = st.profile
+        fields = {**render(st), "computed": "{}", "audiences": "[]"}
+        return [ProfileUpdate(p.uid, p.seq, fields, p.last_received, _rfm_of(p), None, event_ms=clock)]
+    if st.computed is not None:
+        st.computed.prune(defs)
+    return _outputs(cfg, st, True, None, [], False, clock, clock)
 
 
 def next_deadline(cfg: UserConfig, st: UserState | Merged) -> int | None:

@@ -178,3 +178,35 @@ def test_an_idle_users_window_exit_costs_one_wake_on_live_traffic_not_one_per_re
     wall.at = T0 / 1000 + 3600
     other.on_notify()  # the session closes
     assert other.notify_at() is None
+
+
+@WORKERS
+def test_a_changed_definitions_file_re_renders_idle_users_at_start(settings: Settings, tmp_path: Path, workers: int) -> None:
+    """u1 viewed shoes twice: not in the audience (>= 3). The dataflow restarts (resumed from its
+    recovery store) under a file whose audience needs 2 views, and u1 sends nothing more: u1
+    enters at the restart, not at some next event (Bytewax builds every resumed key at start).
+    Restarted again with no definitions at all, u1 leaves (``audiences`` ``[]``). Before, an idle
+    user kept the memberships of the old file until their next event."""
+    items: list = [item(1, T0, userId="u1"), item(2, T0 + 60_000, userId="u1"), TestingSource.EOF()]
+    (tmp_path / "rec").mkdir()
+    init_db_dir(tmp_path / "rec", 1)
+    rc = RecoveryConfig(str(tmp_path / "rec"))
+    out = Out()
+    execute(build_flow(settings, TestingSource(items), out.sinks(), StreamClock(FakeWall())), workers,
+            recovery_config=rc, epoch_interval=timedelta(0))  # fmt: skip
+    assert audiences(updates(out, "u1")[-1]) == []
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(SPEC_EXAMPLE.replace("computed.shoe_views_7d >= 3", "computed.shoe_views_7d >= 2"))
+    s2 = dataclasses.replace(settings, user=dataclasses.replace(settings.user, definitions=Settings.from_env(
+        {"LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z", "LIVEPROFILE_DEFINITIONS": str(changed)}).definitions))  # fmt: skip
+    items += [TestingSource.EOF()]
+    n = len(updates(out, "u1"))
+    execute(build_flow(s2, TestingSource(items), out.sinks(), StreamClock(FakeWall())), workers, recovery_config=rc, epoch_interval=timedelta(0))
+    u1 = updates(out, "u1")
+    assert len(u1) == n + 1 and audiences(u1[-1]) == [AUD], [p.fields.get("audiences") for p in u1]
+    assert orjson.loads(u1[-1].fields["computed"])["shoe_views_7d"] == 2 and u1[-1].seq == u1[-2].seq  # no event: same seq
+    gone = dataclasses.replace(settings, user=dataclasses.replace(settings.user, definitions=None))
+    items += [TestingSource.EOF()]
+    execute(build_flow(gone, TestingSource(items), out.sinks(), StreamClock(FakeWall())), workers, recovery_config=rc, epoch_interval=timedelta(0))
+    last = updates(out, "u1")[-1]
+    assert audiences(last) == [] and last.fields["computed"] == "{}"
