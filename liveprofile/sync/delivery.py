@@ -7,7 +7,9 @@ limits); up to ``concurrency`` requests of a batch are in flight (their users
 are disjoint).
 
 **Retries** (:meth:`Delivery.send`). Every attempt waits for the destination's
-:class:`~liveprofile.sync.pacing.Pacer` first. ``429`` waits for
+:class:`~liveprofile.sync.pacing.Pacer` first, and for its request class's own pacer when the
+adapter names one (:meth:`~liveprofile.sync.destinations.base.Destination.rate_class`: a vendor
+endpoint with its own rate limit, e.g. Klaviyo's list endpoints; a 429 there holds only that class). ``429`` waits for
 ``Retry-After`` (or backs off when there is none), ``RateLimit-*`` headers slow
 the destination down before it runs out, 5xx/408/401/403 and timeouts back off
 exponentially with jitter (:func:`~liveprofile.sync.pacing.backoff`);
@@ -27,7 +29,9 @@ id of a profile known only by its ``external_id``) is looked up with a paced GET
 (three tries): not held by the vendor, it is committed as done
 (``not_at_vendor``); the lookup failing dead-letters it (``lookup_failed``). Objects refused inside an accepted answer (Braze's ``errors`` in a 201)
 dead-letter their items (``vendor_rejected``); the rest of the request is
-delivered. Anonymous tombstones (items whose ``merged_into`` is set: the profile
+delivered. A lookup may also be a request (e.g. Klaviyo's profile-import, which answers the profile id that
+list membership takes), sent with the same pacing and retries.
+Anonymous tombstones (items whose ``merged_into`` is set: the profile
 now lives under the user it merged into) are not pushed (``tombstone``).
 
 **Asynchronous jobs** (:meth:`Delivery.poll_jobs`). When an accepted request
@@ -126,6 +130,8 @@ class Delivery:
         self.dl_maxlen = dead_letter_maxlen
         self.http = http
         self.pacer = Pacer(cfg.rate_per_s)
+        #: pacers of the adapter's request classes (:meth:`Destination.rate_class`)
+        self.class_pacers: dict[str, Pacer] = {}
         self._own_http = False
         self._commit = client.register_script(COMMIT_LUA)
         self.r = client
@@ -268,18 +274,56 @@ class Delivery:
             await self.r.hset(self.jobs_key, job, orjson.dumps({"at": int(time.time() * 1000), "items": items}))
         return out
 
-    async def _lookup(self, item: Item, url: str) -> str | None:
-        """Run the adapter's lookup GET for ``item`` (paced, a few retries): None when found,
-        ``"absent"`` when the vendor holds nothing of it, else the failure's label."""
+    def _class_pacer(self, req: Request) -> Pacer | None:
+        rc = self.dest.rate_class(req)
+        if rc is None:
+            return None
+        name, rate = rc
+        if self.cfg.rate_per_s is not None:
+            rate = min(rate, self.cfg.rate_per_s)
+        return self.class_pacers.setdefault(name, Pacer(rate))
+
+    async def _paced(self, req: Request | None) -> Pacer | None:
+        """Wait for the destination's pacer and the request class's; mark the start in both."""
+        cp = self._class_pacer(req) if req is not None else None
+        while (wait := max(self.pacer.delay(), cp.delay() if cp is not None else 0.0)) > 0:
+            await self.lease.wait(wait)
+        if not self.lease.serving:
+            raise Stopped
+        self.pacer.started()
+        if cp is not None:
+            cp.started()
+        return cp
+
+    async def _post(self, req: Request) -> httpx.Response | None:
+        assert self.http is not None
+        try:
+            resp = await self.http.request(req.method, req.url, content=req.body, headers=self.dest.headers(req),
+                                           timeout=self.cfg.timeout)  # fmt: skip
+        except (httpx.TimeoutException, httpx.TransportError):
+            self.metrics.requests.labels(self.cfg.name, "error").inc()
+            return None
+        self.metrics.requests.labels(self.cfg.name, str(resp.status_code)).inc()
+        return resp
+
+    async def _lookup(self, item: Item, how: str | Request) -> str | None:
+        """Run the adapter's lookup (a GET, or a request) for ``item`` (paced, a few retries): None
+        when found, ``"absent"`` when the vendor holds nothing of it, else the failure's label."""
         label = ""
+        req = how if isinstance(how, Request) else None
         for attempt in range(1, 4):
-            while (wait := self.pacer.delay()) > 0:
-                await self.lease.wait(wait)
-            if not self.lease.serving:
-                raise Stopped
-            self.pacer.started()
-            resp = await self._get(url)
-            if resp is not None and resp.status_code == 200:
+            cp = await self._paced(req)
+            if req is None:
+                resp = await self._get(str(how))
+            else:
+                resp = await self._post(req)
+                if resp is not None:
+                    ra = self.pacer.observe(resp.status_code, resp.headers)
+                    if cp is not None:
+                        cp.observe(resp.status_code, resp.headers)
+                    if resp.status_code == 429 and ra is None:
+                        self.pacer.pause(backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max))
+            if resp is not None and 200 <= resp.status_code < 300 and (req is not None or resp.status_code == 200):
                 try:
                     return None if self.dest.found(item, resp.content) else "absent"
                 except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
@@ -373,15 +417,19 @@ class Delivery:
         while True:
             if not self.lease.serving:
                 raise Stopped
-            wait = self.pacer.delay()
+            cp = self._class_pacer(req)
+            wait = max(self.pacer.delay(), cp.delay() if cp is not None else 0.0)
             if wait > 0:
                 await self.lease.wait(wait)
                 continue
             self.pacer.started()
+            if cp is not None:
+                cp.started()
             t0 = time.perf_counter()
             status: int | None = None
             try:
-                resp = await self.http.post(req.url, content=req.body, headers=self.dest.headers(req), timeout=cfg.timeout)
+                resp = await self.http.request(req.method, req.url, content=req.body, headers=self.dest.headers(req),
+                                               timeout=cfg.timeout)  # fmt: skip
                 status = resp.status_code
                 label = str(status)
             except httpx.TimeoutException:
@@ -391,7 +439,13 @@ class Delivery:
             self.metrics.requests.labels(name, label).inc()
             self.metrics.latency.labels(name).observe(time.perf_counter() - t0)
             if status is not None:
-                retry_after = self.pacer.observe(status, resp.headers)
+                if cp is not None and status == 429:  # the class's own limit: hold that class only
+                    retry_after = cp.observe(status, resp.headers)
+                    if retry_after is None:
+                        cp.pause(backoff(max(1, attempts), cfg.backoff_base, cfg.backoff_max))
+                        retry_after = 0.0
+                else:
+                    retry_after = self.pacer.observe(status, resp.headers)
                 if self.dest.accepted(req, status, resp.content):
                     return await self._accepted(req, status, resp.content, attempts + 1)
                 if status in SPLITTABLE or (400 <= status < 500 and status not in RETRYABLE and status != 429):

@@ -86,6 +86,15 @@ _POLL_S = 0.05
 BadEntry = tuple[str, str, dict[str, str]]
 
 
+def _audiences(raw: str | None) -> frozenset[str]:
+    """A profile's ``audiences`` field (JSON array of names) as a set (``{}`` when unreadable)."""
+    try:
+        v = orjson.loads(raw) if raw else []
+    except orjson.JSONDecodeError:
+        return frozenset()
+    return frozenset(x for x in v if isinstance(x, str)) if isinstance(v, list) else frozenset()
+
+
 def consent_allows(consent: str | None, channel: str | None, require: bool) -> bool:
     """Whether a profile's ``consent`` JSON lets us push on ``channel``.
 
@@ -347,6 +356,9 @@ class FeedReader:
                     it.changed = {k: v for k, v in prof.items() if k not in _NOT_PUSHED}
                 else:  # redrive: never push stale values, push what the profile holds now
                     it.changed = {k: prof.get(k, "") for k in it.changed}
+                if it.redrive and it.transitions:
+                    now_in = _audiences(prof.get("audiences"))
+                    it.transitions = [t for t in it.transitions if (t["change"] == "entered") == (t["audience"] in now_in)]
         return items
 
     # -- acknowledging ---------------------------------------------------------

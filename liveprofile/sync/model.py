@@ -3,13 +3,16 @@
 A :class:`Change` is one entry of ``{p}:profile-changes`` (fields ``user_id``,
 ``version``, ``changed`` JSON, ``updated_at``, optional ``event`` JSON and
 ``deleted`` = ``"1"`` with ``identities`` JSON: the email and anonymous ids
-the erased profile held) or of a destination's redrive stream (field ``item``:
-a dead-lettered :class:`Item` as JSON).
+the erased profile held; ``audiences_entered`` / ``audiences_exited``: JSON arrays of audience
+names, with ``event_at``, the ISO time of the event that caused them, SPEC §6 and the shared
+contract 3) or of a destination's redrive stream (field ``item``: a dead-lettered :class:`Item`
+as JSON).
 
 :func:`collapse` folds the changes of one batch into one :class:`Item` per
 user, in version order: the ``changed`` dicts merge (later versions win),
 trigger events accumulate in order (each gets an ``id`` of
-``{user_id}:{version}`` unless it has one: the vendors' event dedupe key), and a deletion is sticky — once a user is
+``{user_id}:{version}`` unless it has one: the vendors' event dedupe key), audience transitions
+accumulate in version order (:class:`Transition`: exited before entered within one entry), and a deletion is sticky — once a user is
 deleted inside a batch, its later changes in that batch are dropped (a
 forgotten user is suppressed from then on anyway). An item carries the range
 ``from_version..version`` it covers; ``{user_id}:{version}`` is its
@@ -29,11 +32,42 @@ import orjson
 
 from liveprofile.store.keys import Keys
 
-__all__ = ["Change", "Item", "MalformedChange", "parse_change", "collapse", "SyncKeys"]
+__all__ = ["Change", "Item", "Transition", "net_transitions", "MalformedChange", "parse_change", "collapse", "SyncKeys"]
 
 
 class MalformedChange(ValueError):
     """A change-feed entry that cannot be read (it is dead-lettered, never retried)."""
+
+
+#: one audience transition of an item: ``{"audience": name, "change": "entered" | "exited",
+#: "version": the change's version, "at": its ``event_at`` (ISO, may be "")}``
+Transition = dict[str, Any]
+
+
+def _names(fields: Mapping[str, str], key: str) -> tuple[str, ...]:
+    raw = fields.get(key)
+    if not raw:
+        return ()
+    v = orjson.loads(raw)
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        msg = f"`{key}` is not a JSON array of audience names"
+        raise MalformedChange(msg)
+    return tuple(v)
+
+
+def net_transitions(transitions: Iterable[Transition]) -> dict[str, str]:
+    """The net change per audience of a run of transitions (the last one wins): what a vendor that
+    holds membership *state* (a list, a subscription group, an array attribute) is told.
+
+    >>> net_transitions([{"audience": "a", "change": "entered"}, {"audience": "a", "change": "exited"},
+    ...                  {"audience": "b", "change": "entered"}])
+    {'a': 'exited', 'b': 'entered'}
+    """
+    out: dict[str, str] = {}
+    for t in transitions:
+        out.pop(t["audience"], None)
+        out[t["audience"]] = t["change"]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +85,10 @@ class Change:
     identities: dict[str, Any] = field(default_factory=dict)
     #: an anonymous visitor's profile (``anonymous=1``): never pushed as a known profile
     anonymous: bool = False
+    #: audiences entered / exited by this change, and the event time that caused it (ISO)
+    entered: tuple[str, ...] = ()
+    exited: tuple[str, ...] = ()
+    event_at: str = ""
 
     @property
     def ms(self) -> int:
@@ -75,6 +113,8 @@ class Item:
     full: bool = False
     #: a deletion's identities (from its change entry): what vendors that cannot delete by user id take
     identities: dict[str, Any] = field(default_factory=dict)
+    #: audience transitions in version order (:data:`Transition`)
+    transitions: list[Transition] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -90,7 +130,7 @@ class Item:
         return cls(**{k: d[k] for k in cls.__slots__ if k in d})  # type: ignore[attr-defined]
 
     def empty(self) -> bool:
-        return not (self.changed or self.events or self.deleted or self.full or self.redrive)
+        return not (self.changed or self.events or self.deleted or self.full or self.redrive or self.transitions)
 
 
 def parse_change(stream: str, entry_id: str, fields: Mapping[str, str]) -> Change:
@@ -121,6 +161,8 @@ def parse_change(stream: str, entry_id: str, fields: Mapping[str, str]) -> Chang
         if not isinstance(identities, dict):
             msg = "`identities` is not a JSON object"
             raise MalformedChange(msg)
+        entered, exited = _names(fields, "audiences_entered"), _names(fields, "audiences_exited")
+        event_at = str(fields.get("event_at") or "")
     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
         if isinstance(exc, MalformedChange):
             raise
@@ -129,6 +171,7 @@ def parse_change(stream: str, entry_id: str, fields: Mapping[str, str]) -> Chang
     return Change(
         (stream, entry_id), user_id, version, {str(k): "" if v is None else str(v) for k, v in changed.items()},
         event, fields.get("deleted") == "1", identities=identities, anonymous=fields.get("anonymous") == "1",
+        entered=entered, exited=exited, event_at=event_at,
     )  # fmt: skip
 
 
@@ -159,11 +202,13 @@ def collapse(changes: Iterable[Change]) -> list[Item]:
                 it.changed.update(c.redrive.changed)
                 it.full = it.full or c.redrive.full
                 it.identities = it.identities or c.redrive.identities
+                it.transitions.extend(c.redrive.transitions)
             if c.deleted:
                 it.deleted = True
                 it.identities = it.identities or c.identities
                 it.changed.clear()
                 it.events.clear()
+                it.transitions.clear()  # the vendor deletes the whole profile, its memberships with it
                 continue
             if c.redrive is None:
                 it.changed.update(c.changed)
@@ -171,6 +216,9 @@ def collapse(changes: Iterable[Change]) -> list[Item]:
                     ev = dict(c.event)
                     ev.setdefault("id", f"{uid}:{c.version}")
                     it.events.append(ev)
+                for change, names in (("exited", c.exited), ("entered", c.entered)):
+                    it.transitions += [{"audience": a, "change": change, "version": c.version, "at": c.event_at}
+                                       for a in names]  # fmt: skip
         items.append(it)
     return items
 
@@ -189,6 +237,8 @@ class SyncKeys:
     ``{p}:sync-jobs:{dest}``                    HASH    vendor job id -> JSON ``{"at": ms, "items":
                                                         [...]}``: accepted asynchronous jobs whose
                                                         per-item results are still to be read
+    ``{p}:sync-audience-targets:{dest}``        HASH    audience -> JSON target (list id, group id)
+                                                        ever used (:mod:`liveprofile.sync.audiences`)
     group ``sync:{dest}``                       group   on the change feed and the redrive stream
     ==========================================  ======  ==========================================
 
@@ -250,6 +300,11 @@ class SyncKeys:
     def jobs(self) -> str:
         """One key per destination in every layout (only the poller reads it, never with other keys)."""
         return f"{self.prefix}:sync-jobs:{self.dest}"
+
+    @property
+    def audience_targets(self) -> str:
+        """One key per destination in every layout (read and written at start only)."""
+        return f"{self.prefix}:sync-audience-targets:{self.dest}"
 
     @property
     def group(self) -> str:

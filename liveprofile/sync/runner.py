@@ -53,6 +53,7 @@ class Syncer:
             DestinationWorker(
                 client, keys, cfg, consumer=self.config.consumer, metrics=self.metrics,
                 lease_ttl=self.config.lease_ttl, dead_letter_maxlen=self.config.dead_letter_maxlen,
+                definitions=self.settings.definitions,
             )  # fmt: skip
             for cfg in self.config.destinations.values()
         ]

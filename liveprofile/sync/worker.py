@@ -13,7 +13,9 @@
 ==================================  ==========================================================
 
 **The loop.** Until told to stop, the worker makes sure its consumer groups
-exist and tries to take the lease; a standby retries every third of the lease
+exist, loads where each audience's membership goes (once: the definitions file's targets, remembered
+in HASH ``{p}:sync-audience-targets:{dest}`` so that an audience removed from the file still exits
+where it entered, :mod:`liveprofile.sync.audiences`) and tries to take the lease; a standby retries every third of the lease
 TTL. While it holds the lease it reads a batch, dead-letters the entries it
 could not parse, selects the items worth pushing, delivers and commits them,
 and only then acknowledges the batch's entries; between batches it polls the
@@ -40,6 +42,7 @@ from redis.exceptions import ResponseError
 
 from liveprofile.store.connection import TROUBLE
 from liveprofile.store.keys import Keys
+from liveprofile.sync.audiences import AudienceTargets
 from liveprofile.sync.config import DestinationConfig
 from liveprofile.sync.delivery import Delivery
 from liveprofile.sync.destinations import Destination, make_destination
@@ -47,6 +50,7 @@ from liveprofile.sync.feed import BadEntry, FeedReader, GroupFeed
 from liveprofile.sync.lease import Lease, Stopped
 from liveprofile.sync.metrics import SyncMetrics
 from liveprofile.sync.model import Change, SyncKeys
+from operators.definitions import Definitions
 
 __all__ = ["DestinationWorker", "queue_age"]
 
@@ -68,8 +72,12 @@ class DestinationWorker:
         dead_letter_maxlen: int = 1_000_000,
         destination: Destination | None = None,
         http: httpx.AsyncClient | None = None,
+        definitions: Definitions | None = None,
     ) -> None:
         self.cfg = cfg
+        self.client = client
+        self.definitions = definitions
+        self._targets_loaded = False
         self.sk = SyncKeys(keys.prefix, cfg.name, keys.cluster_groups)
         self.consumer = consumer
         self.metrics = metrics
@@ -89,6 +97,16 @@ class DestinationWorker:
     def _taken(self) -> None:
         self.feed.reclaim()
 
+    async def load_targets(self) -> None:
+        """Remember the file's audience targets and load them with the remembered ones (module docstring)."""
+        key = self.sk.audience_targets
+        fresh = AudienceTargets.load(self.definitions, self.cfg.type, {})
+        if fresh.to_store():
+            await self.client.hset(key, mapping=fresh.to_store())  # type: ignore[arg-type]
+        stored = await self.client.hgetall(key)
+        self.delivery.dest.audiences = AudienceTargets.load(self.definitions, self.cfg.type, stored)
+        self._targets_loaded = True
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; never raises for Redis or vendor trouble."""
         lease = self.lease
@@ -99,6 +117,8 @@ class DestinationWorker:
             while not stop.is_set():
                 try:
                     await self.feed.ensure_groups()
+                    if not self._targets_loaded:
+                        await self.load_targets()
                     if not await lease.acquire():
                         await lease.wait(lease.retry_s)
                         continue

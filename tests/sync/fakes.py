@@ -2,8 +2,10 @@
 
 :class:`FakeVendor` speaks one of three dialects — ``webhook`` (HMAC-signed
 batches), ``braze`` (``/users/track``, ``/users/delete``) or ``klaviyo``
-(bulk profile import jobs, bulk event jobs, ``profile-import`` unsets,
-deletion jobs, and the job status / import-errors GETs). It enforces auth, the
+(bulk profile import jobs, bulk event jobs, ``profile-import`` unsets and upserts,
+deletion jobs, list membership adds (POST) and removes (DELETE), and the job status /
+import-errors GETs); Braze also takes ``/v2/subscription/status/set`` and applies the audience
+array attribute's ``add``/``remove`` operations (:attr:`FakeVendor.arrays`). It enforces auth, the
 vendor's published contract (Klaviyo: every request's headers and body against its
 OpenAPI document, :mod:`tests.sync.contracts`; Braze: the documented rules of each
 endpoint page, :data:`BRAZE_DOCS`) and the vendor's batch limits (a violation is
@@ -73,7 +75,19 @@ WEBHOOK_ITEM_KEYS = frozenset({"user_id", "version", "from_version", "idempotenc
 #: the Braze pages whose rules the Braze dialect encodes
 BRAZE_DOCS = ("https://www.braze.com/docs/api/endpoints/user_data/post_user_track/",
               "https://www.braze.com/docs/api/objects_filters/event_object/",
-              "https://www.braze.com/docs/api/endpoints/user_data/post_user_delete/")  # fmt: skip
+              "https://www.braze.com/docs/api/endpoints/user_data/post_user_delete/",
+              "https://www.braze.com/docs/api/objects_filters/user_attributes_object/",
+              "https://www.braze.com/docs/api/endpoints/subscription_groups/post_update_user_subscription_group_status_v2/")  # fmt: skip
+#: the custom attribute array of audience names (the shared contract 4), written out, not imported
+BRAZE_AUDIENCE_ARRAY = "liveprofile_audiences"
+#: /v2/subscription/status/set: "batch update the subscription state of up to 50 users"
+BRAZE_SUBSCRIPTION_MAX = 50
+BRAZE_SUBSCRIPTION_STATES = frozenset({"subscribed", "unsubscribed"})
+BRAZE_SUBSCRIPTION_KEYS = frozenset({"subscription_group_id", "subscription_state", "external_ids", "emails", "phones",
+                                     "use_double_opt_in_logic"})  # fmt: skip
+#: Klaviyo: Add Profiles to List / Remove Profiles from List ("a maximum of 1000 profiles per call")
+_KLAVIYO_LIST = re.compile(r"^/api/lists/([^/]+)/relationships/profiles$")
+KLAVIYO_LIST_MAX = 1000
 #: /users/delete: "Up to 50 external_ids, user_aliases, braze_ids, email_addresses, or phone_numbers ...
 #: Only one of [them] can be included in a single request."
 BRAZE_DELETE_KEYS = frozenset({"external_ids", "user_aliases", "braze_ids", "email_addresses", "phone_numbers"})
@@ -181,7 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             vendor._end(self.path)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:  # noqa: N802
+        self.do_POST("DELETE")
+
+    def do_POST(self, method: str = "POST") -> None:  # noqa: N802
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n)
         vendor = self.server.vendor
@@ -192,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         seq = vendor._begin(self.path)
         try:
-            status, headers, out = vendor.handle(seq, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            status, headers, out = vendor.handle(seq, self.path, {k.lower(): v for k, v in self.headers.items()}, body, method)
             if status == 0:  # timeout: hang up without answering
                 self.close_connection = True
                 return
@@ -211,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _consumer(path: str) -> str:
     """The sender a request is attributed to: the first path segment when it is not an API word."""
     first = path.strip("/").split("/", 1)[0]
-    return "" if first in ("", "users", "api") else first
+    return "" if first in ("", "users", "api", "v2") else first
 
 
 class FakeVendor:
@@ -241,6 +258,18 @@ class FakeVendor:
         self.lookup_failures = 0
         #: Braze deletions by email: (email, prioritization)
         self.email_deletions: list[tuple[str, tuple[str, ...]]] = []
+        #: Klaviyo: external ids made by Create or Update Profile; list id -> member Klaviyo ids; every
+        #: list membership change applied: (``add``/``remove``, list id, external id, request seq)
+        self.upserted: set[str] = set()
+        self.lists: dict[str, set[str]] = {}
+        self.list_ops: list[tuple[str, str, str, int]] = []
+        #: Braze: array attribute state (user -> attribute -> elements) and every element change applied
+        #: (user, attribute, ``add``/``remove``, element, seq); subscription group states ((group, user)
+        #: -> state) and every state set: (group, user, state, seq)
+        self.arrays: dict[str, dict[str, list[str]]] = {}
+        self.array_ops: list[tuple[str, str, str, str, int]] = []
+        self.subscriptions: dict[tuple[str, str], str] = {}
+        self.subscription_ops: list[tuple[str, str, str, int]] = []
         self.lock = threading.Lock()
         self.applied: list[dict[str, Any]] = []
         self.unique: dict[str, dict[str, Any]] = {}
@@ -271,6 +300,8 @@ class FakeVendor:
         self.stalled = 0
         self._stall = False
         self._stall_at: int | None = None
+        #: only requests whose path contains this are stalled (None: every request)
+        self.stall_only: str | None = None
         self._release = threading.Event()
         self._seq = 0
         self._early_seqs: set[int] = set()
@@ -408,18 +439,20 @@ class FakeVendor:
             self._block(reset)
         return True, hdrs
 
-    def handle(self, seq: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(self, seq: int, path: str, headers: dict[str, str], body: bytes,
+               method: str = "POST") -> tuple[int, dict[str, str], bytes]:  # fmt: skip
         keys, batch_key = self._carried(path, body)
         if self.latency:
             time.sleep(self.latency)
-        status, hdrs, out = self._answer(seq, path, headers, body)
+        status, hdrs, out = self._answer(seq, path, headers, body, method)
         with self.lock:
             early = seq in self._early_seqs
             self.requests.append((path, status))
             self.log.append(Req(seq, path, status, keys, batch_key, early))
         return status, hdrs, out
 
-    def _answer(self, seq: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _answer(self, seq: int, path: str, headers: dict[str, str], body: bytes,
+                method: str = "POST") -> tuple[int, dict[str, str], bytes]:  # fmt: skip
         with self.lock:
             injected = self.script.popleft() if self.script else None
             if injected == 429:
@@ -436,8 +469,8 @@ class FakeVendor:
             ok_rate, rl_headers = self._ratelimit()
         if not ok_rate:
             return 429, rl_headers, b'{"error": "rate limited"}'
-        status, out = self._apply(seq, path, headers, body)
-        if 200 <= status < 300:
+        status, out = self._apply(seq, path, headers, body, method)
+        if 200 <= status < 300 and (self.stall_only is None or self.stall_only in path):
             with self.lock:
                 if self._stall_at is not None and len(self.applied) >= self._stall_at:
                     self._stall = True
@@ -455,7 +488,7 @@ class FakeVendor:
             self.violations.append(msg)
         return status, json.dumps({"error": msg}).encode()
 
-    def _apply(self, seq: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    def _apply(self, seq: int, path: str, headers: dict[str, str], body: bytes, method: str = "POST") -> tuple[int, bytes]:
         try:
             doc = json.loads(body)
         except ValueError:
@@ -463,11 +496,13 @@ class FakeVendor:
         parts = path.strip("/").split("/", 1)
         sub = ("/" + parts[1] if len(parts) > 1 else "/") if _consumer(path) else path  # without the consumer
         try:
+            if method != "POST" and self.kind != "klaviyo":
+                return self._violation(405, f"{self.kind} has no {method} endpoint")
             if self.kind == "webhook":
                 return self._webhook(seq, path, headers, body, doc)
             if self.kind == "braze":
                 return self._braze(seq, sub, path, headers, doc)
-            return self._klaviyo(seq, sub, path, headers, body, doc)
+            return self._klaviyo(seq, sub, path, headers, body, doc, method)
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
             return self._violation(400, f"malformed {self.kind} request: {type(exc).__name__}: {exc}")
 
@@ -571,6 +606,8 @@ class FakeVendor:
             self._record(seq, path, [{"user_id": u, "version": None, "key": None, "fields": {}, "events": [],
                                       "deleted": True} for u in ids])  # fmt: skip
             return 201, b'{"deleted": %d, "message": "success"}' % len(ids)
+        if sub == "/v2/subscription/status/set":
+            return _braze_subscription(self, seq, doc)
         if sub != "/users/track":
             return self._violation(404, f"no endpoint {sub}")
         unknown = set(doc) - {"attributes", "events", "purchases", "partner"}
@@ -596,6 +633,10 @@ class FakeVendor:
                         why = "event properties must be an object"
                 if why is not None:
                     return self._violation(400, f"{k}[{i}]: {why}")
+        for i, a in enumerate(arrays["attributes"]):
+            why = _check_braze_array(a)
+            if why:
+                return self._violation(400, f"attributes[{i}]: {why}")
         refused = self._refused([a["external_id"] for a in arrays["attributes"]] + [e["external_id"] for e in arrays["events"]])
         if refused:
             return refused
@@ -618,6 +659,7 @@ class FakeVendor:
             rec = recs.setdefault(e["external_id"], {"user_id": e["external_id"], "version": None, "key": None,
                                                     "fields": {}, "events": [], "deleted": False})  # fmt: skip
             rec["events"].append(e)
+        apply_braze_arrays(self, seq, [a for a in arrays["attributes"] if a["external_id"] not in self.refuse_objects])
         self._record(seq, path, list(recs.values()))
         out: dict[str, Any] = {"message": "success"}
         if errors:
@@ -634,12 +676,14 @@ class FakeVendor:
         return None
 
     def _klaviyo(self, seq: int, sub: str, path: str, headers: dict[str, str], body: bytes,
-                 top: dict[str, Any]) -> tuple[int, bytes]:  # fmt: skip
-        bad = self._klaviyo_check("POST", sub, headers, body)
+                 top: dict[str, Any], method: str = "POST") -> tuple[int, bytes]:  # fmt: skip
+        bad = self._klaviyo_check(method, sub, headers, body)
         if bad is not None:
             return bad
         if len(body) > 5_000_000:
             return self._violation(413, f"{len(body)} bytes > 5 MB")
+        if (m := _KLAVIYO_LIST.match(sub)) is not None:
+            return _klaviyo_list(self, seq, path, m.group(1), method, top)
         doc = top["data"]
         if sub == "/api/profile-bulk-import-jobs":
             profiles = doc["attributes"]["profiles"]["data"]
@@ -685,10 +729,18 @@ class FakeVendor:
             return 202, b""
         if sub == "/api/profile-import":
             uid = doc["attributes"]["external_id"]
+            kid = self.klaviyo_id(uid)
+            answer = json.dumps({"data": {"type": "profile", "id": kid, "attributes": {"external_id": uid},
+                                          "links": {"self": f"https://a.klaviyo.com/api/profiles/{kid}/"}}}).encode()  # fmt: skip
+            if "meta" not in doc:  # Create or Update Profile: the profile, created when Klaviyo holds none
+                with self.lock:
+                    created = kid not in self._held()
+                    self.upserted.add(uid)
+                return (201 if created else 200), answer
             unset = doc["meta"]["patch_properties"]["unset"]
             self._record(seq, path, [{"user_id": uid, "version": None, "key": None, "fields": dict.fromkeys(unset),
                                       "events": [], "deleted": False, "unset": unset}])  # fmt: skip
-            return 200, b'{"data": {"type": "profile", "id": "01P", "attributes": {}, "links": {"self": "https://a.klaviyo.com/api/profiles/01P/"}}}'
+            return 200, answer
         if sub == "/api/data-privacy-deletion-jobs":
             prof = doc["attributes"]["profile"]["data"]
             ident = {k: v for k, v in prof["attributes"].items() if v not in (None, "")}
@@ -736,7 +788,7 @@ class FakeVendor:
 
     def _held(self) -> dict[str, str]:
         """Profiles this vendor holds: Klaviyo id -> external id (imported, not deleted since)."""
-        held: dict[str, str] = {}
+        held: dict[str, str] = {self.klaviyo_id(u): u for u in self.upserted}
         for rec in self.applied:
             if rec.get("path", "").endswith("/api/profile-bulk-import-jobs"):
                 held[self.klaviyo_id(rec["user_id"])] = rec["user_id"]
@@ -849,3 +901,96 @@ def _klaviyo_unsubscribe(self: FakeVendor, seq: int, path: str, doc: dict[str, A
     self._record(seq, path, [{"user_id": None, "email": e, "version": None, "key": None, "fields": {}, "events": [],
                               "deleted": False, "unsubscribed": True} for e in emails])  # fmt: skip
     return 202, b"{}"
+
+
+# -- audience membership endpoints (issue 14 item 5) ------------------------------------------------
+def _klaviyo_list(self: FakeVendor, seq: int, path: str, list_id: str, method: str, top: dict[str, Any]) -> tuple[int, bytes]:
+    """Add Profiles to List (POST) / Remove Profiles from List (DELETE), after the OpenAPI check: the
+    description's limit and the ids must name profiles Klaviyo holds (its own ids, not external ids)."""
+    data = top["data"]
+    if not data:
+        return self._violation(400, "a list membership change without profiles")
+    if len(data) > KLAVIYO_LIST_MAX:
+        return self._violation(400, f"{len(data)} profiles > {KLAVIYO_LIST_MAX} in one list request")
+    with self.lock:
+        held = self._held()
+    unknown = [p["id"] for p in data if p["id"] not in held]
+    if unknown:
+        return self._violation(400, f"no profile with id {unknown[0]!r} (list membership takes Klaviyo's profile id)")
+    op = "add" if method == "POST" else "remove"
+    with self.lock:
+        members = self.lists.setdefault(list_id, set())
+        for p in data:
+            (members.add if op == "add" else members.discard)(p["id"])
+            self.list_ops.append((op, list_id, held[p["id"]], seq))
+    self._record(seq, path, [{"user_id": held[p["id"]], "version": None, "key": None, "fields": {}, "events": [],
+                              "deleted": False, "list_op": (op, list_id)} for p in data])  # fmt: skip
+    return 204, b""
+
+
+def _check_braze_array(attrs: dict[str, Any]) -> str:
+    """The user attributes object's array rules for the audience array: a whole array of strings, or
+    the array operations ``{"add": [...], "remove": [...]}`` (at least one, each an array of strings)."""
+    if BRAZE_AUDIENCE_ARRAY not in attrs:
+        return ""
+    v = attrs[BRAZE_AUDIENCE_ARRAY]
+    if isinstance(v, list):
+        return "" if all(isinstance(x, str) for x in v) else f"{BRAZE_AUDIENCE_ARRAY}: array elements must be strings"
+    if not isinstance(v, dict) or not v or set(v) - {"add", "remove"}:
+        return f"{BRAZE_AUDIENCE_ARRAY}: an array attribute takes an array or {{\"add\": [...], \"remove\": [...]}}, got {v!r}"
+    for op, xs in v.items():
+        if not isinstance(xs, list) or not xs or not all(isinstance(x, str) and x for x in xs):
+            return f"{BRAZE_AUDIENCE_ARRAY}.{op} must be a non-empty array of strings, got {xs!r}"
+    return ""
+
+
+def apply_braze_arrays(self: FakeVendor, seq: int, attrs: list[dict[str, Any]]) -> None:
+    """Apply the audience array of accepted attributes objects (elements are unique, as a set)."""
+    with self.lock:
+        for a in attrs:
+            v = a.get(BRAZE_AUDIENCE_ARRAY)
+            if v is None:
+                continue
+            uid = a["external_id"]
+            cur = self.arrays.setdefault(uid, {}).setdefault(BRAZE_AUDIENCE_ARRAY, [])
+            ops = [("add", x) for x in v] if isinstance(v, list) else [(op, x) for op in ("add", "remove") for x in v.get(op, [])]
+            if isinstance(v, list):
+                cur.clear()
+            for op, x in ops:
+                if op == "add" and x not in cur:
+                    cur.append(x)
+                elif op == "remove" and x in cur:
+                    cur.remove(x)
+                self.array_ops.append((uid, BRAZE_AUDIENCE_ARRAY, op, x, seq))
+
+
+def _braze_subscription(self: FakeVendor, seq: int, doc: dict[str, Any]) -> tuple[int, bytes]:
+    """/v2/subscription/status/set, checked from its page: ``subscription_groups``, each with a
+    ``subscription_group_id``, a ``subscription_state`` and one kind of user identifier, up to 50."""
+    if set(doc) != {"subscription_groups"} or not isinstance(doc["subscription_groups"], list) or not doc["subscription_groups"]:
+        return self._violation(400, f"/v2/subscription/status/set takes {{\"subscription_groups\": [...]}}, got keys {sorted(doc)}")
+    applied: list[tuple[str, str, str]] = []
+    for i, g in enumerate(doc["subscription_groups"]):
+        if not isinstance(g, dict) or set(g) - BRAZE_SUBSCRIPTION_KEYS:
+            return self._violation(400, f"subscription_groups[{i}]: keys {sorted(g) if isinstance(g, dict) else g!r}")
+        gid, state = g.get("subscription_group_id"), g.get("subscription_state")
+        if not isinstance(gid, str) or not gid:
+            return self._violation(400, f"subscription_groups[{i}]: subscription_group_id is required")
+        if state not in BRAZE_SUBSCRIPTION_STATES:
+            return self._violation(400, f"subscription_groups[{i}]: subscription_state must be one of {sorted(BRAZE_SUBSCRIPTION_STATES)}, got {state!r}")
+        ids = [k for k in ("external_ids", "emails", "phones") if k in g]
+        if len(ids) != 1:
+            return self._violation(400, f"subscription_groups[{i}]: one of external_ids, emails, phones (got {ids})")
+        users = g[ids[0]]
+        if not isinstance(users, list) or not users or not all(isinstance(u, str) and u for u in users):
+            return self._violation(400, f"subscription_groups[{i}].{ids[0]} must be a non-empty array of strings")
+        if len(users) > BRAZE_SUBSCRIPTION_MAX:
+            return self._violation(400, f"{len(users)} users > {BRAZE_SUBSCRIPTION_MAX} in one subscription request")
+        applied += [(gid, u, state) for u in users]
+    with self.lock:
+        for gid, u, state in applied:
+            self.subscriptions[(gid, u)] = state
+            self.subscription_ops.append((gid, u, state, seq))
+    self._record(seq, "/v2/subscription/status/set", [{"user_id": u, "version": None, "key": None, "fields": {}, "events": [],
+                                                       "deleted": False, "subscription": (gid, state)} for gid, u, state in applied])  # fmt: skip
+    return 201, b'{"message": "success"}'

@@ -204,9 +204,10 @@ def times_applied(vendor: FakeVendor) -> Counter[tuple[str, int]]:
         return Counter((rec["user_id"], rec["version"]) for rec in vendor.applied if rec["version"] is not None)
 
 
-def start_syncer(redis_url: str, cfg: dict[str, Any], tmp: Path, name: str, lease_ttl: float = 1.0) -> Proc:
-    """A real ``python -m liveprofile.sync`` process (consumer ``name``) for destinations ``cfg``."""
+def start_syncer(redis_url: str, cfg: dict[str, Any], tmp: Path, name: str, lease_ttl: float = 1.0, **env_: str) -> Proc:
+    """A real ``python -m liveprofile.sync`` process (consumer ``name``) for destinations ``cfg``
+    (``env_``: more settings, e.g. ``LIVEPROFILE_DEFINITIONS``)."""
     env = base_env(redis_url, LIVEPROFILE_SYNC_DESTINATIONS=orjson.dumps(cfg).decode(),
                    LIVEPROFILE_SYNC_LEASE_TTL=str(lease_ttl), LIVEPROFILE_SYNC_METRICS_PORT="0",
-                   LIVEPROFILE_SYNC_CONSUMER=name)  # fmt: skip
+                   LIVEPROFILE_SYNC_CONSUMER=name, **env_)  # fmt: skip
     return Proc([sys.executable, "-m", "liveprofile.sync"], env, tmp / f"{name}.log")

@@ -5,7 +5,7 @@
 * :mod:`.webhook`, :mod:`.braze`, :mod:`.klaviyo` — one vendor each; they import only :mod:`.base`
   and :mod:`liveprofile.sync.model`.
 
-May import: :mod:`operators`, :mod:`liveprofile.settings`, :mod:`liveprofile.sync.config` and
+May import: :mod:`operators`, :mod:`liveprofile.settings`, :mod:`liveprofile.sync.config`, :mod:`liveprofile.sync.audiences` and
 :mod:`liveprofile.sync.model`; never the worker (which imports this package).
 """
 

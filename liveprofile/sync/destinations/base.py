@@ -30,6 +30,19 @@ e.g. Braze's ``errors`` in a 201) and asynchronous jobs
 :meth:`Destination.job_poll` / :meth:`Destination.job_errors` read its result
 later, see :mod:`liveprofile.sync.delivery`).
 
+**Computed traits and audiences** (the shared contract 4). The ``computed`` field (a JSON object) is
+never sent as one field: :meth:`Destination.computed_of` flattens it, each trait a property under its
+own name (a name that collides with a profile field or a trait: the computed one wins); the
+``audiences`` field is never sent as a field. Audience transitions (:attr:`Item.transitions
+<liveprofile.sync.model.Item.transitions>`) go through each vendor's own membership mechanism, to
+the targets of :attr:`Destination.audiences` (:mod:`liveprofile.sync.audiences`);
+:meth:`Destination.membership` is the net change per audience of an item (what a vendor holding
+membership state is told), :meth:`Destination.transitions_of` every transition in order (events).
+A deletion carries none (the vendor deletes the profile, its memberships with it).
+
+**Request classes.** :meth:`Destination.rate_class` names the vendor's own rate limit of a request
+(Klaviyo's list endpoints: 150/min steady): the delivery paces each class on top of the destination's rate.
+
 Types: :mod:`~liveprofile.sync.destinations.webhook`, :mod:`~liveprofile.sync.destinations.braze`,
 :mod:`~liveprofile.sync.destinations.klaviyo`; :func:`make_destination` picks one.
 """
@@ -43,8 +56,9 @@ from typing import Any
 
 import orjson
 
+from liveprofile.sync.audiences import AudienceTargets
 from liveprofile.sync.config import DestinationConfig
-from liveprofile.sync.model import Item
+from liveprofile.sync.model import Item, Transition, net_transitions
 from operators.schema import Kind, names
 
 __all__ = ["Request", "Destination", "typed", "pack", "traits_of", "INT_FIELDS", "FLOAT_FIELDS", "JSON_FIELDS"]
@@ -53,6 +67,8 @@ __all__ = ["Request", "Destination", "typed", "pack", "traits_of", "INT_FIELDS",
 INT_FIELDS = names(Kind.INT, Kind.FLAG)
 FLOAT_FIELDS = names(Kind.MONEY, Kind.FLOAT)
 JSON_FIELDS = names(Kind.JSON)
+#: never sent as profile fields (contract 4): the computed object is flattened, audiences are memberships
+_NOT_FIELDS = frozenset({"user_id", "computed", "audiences"})
 
 
 @dataclass(slots=True)
@@ -65,6 +81,7 @@ class Request:
     items: list[Item]
     idempotency_key: str = ""
     extra_headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
 
 
 def typed(name: str, value: str) -> Any:
@@ -136,19 +153,68 @@ class Destination:
 
         self.cfg = cfg
         self.clock = clock or time.time
+        #: where each audience's membership goes here (the worker loads it at start)
+        self.audiences = AudienceTargets(cfg.type)
 
     # -- shaping -------------------------------------------------------------
     def fields_of(self, item: Item) -> dict[str, str]:
-        """The item's fields this destination takes (allow-list; never ``user_id``)."""
+        """The item's fields this destination takes (allow-list; never ``user_id``, ``computed``
+        (flattened: :meth:`computed_of`) or ``audiences`` (membership: :meth:`membership`))."""
         allow = self.cfg.fields
-        return {k: v for k, v in item.changed.items() if k != "user_id" and (allow is None or k in allow)}
+        return {k: v for k, v in item.changed.items()
+                if k not in _NOT_FIELDS and (allow is None or k in allow)}  # fmt: skip
+
+    def computed_of(self, item: Item) -> dict[str, Any]:
+        """The item's computed traits, flattened: name -> value (``null``: no value, e.g. an empty
+        ``avg``). The allow-list admits them all with ``computed`` or each by its name.
+
+        >>> d = Destination(DestinationConfig("w", "webhook", "http://x", secret="s"))
+        >>> d.computed_of(Item("u", 2, 2, {"computed": '{"views_7d": 3, "avg_order": null}'}))
+        {'views_7d': 3, 'avg_order': None}
+        >>> d.computed_of(Item("u", 2, 2, {"computed": "[1]"})), d.computed_of(Item("u", 2, 2, {}))
+        ({}, {})
+        """
+        raw = item.changed.get("computed")
+        if not raw or item.deleted:
+            return {}
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        allow = self.cfg.fields
+        return {str(k): v for k, v in doc.items() if allow is None or "computed" in allow or k in allow}
+
+    def transitions_of(self, item: Item) -> list[tuple[Transition, dict[str, str]]]:
+        """Every transition of ``item`` this destination delivers, in order, with its target."""
+        if item.deleted:
+            return []
+        out = []
+        for t in item.transitions:
+            target = self.audiences.target(t["audience"], t["change"])
+            if target is not None:
+                out.append((t, target))
+        return out
+
+    def membership(self, item: Item) -> dict[str, tuple[str, dict[str, str]]]:
+        """The net change per audience of ``item`` (audience -> (``entered``/``exited``, target))."""
+        if item.deleted:
+            return {}
+        out = {}
+        for a, change in net_transitions(item.transitions).items():
+            target = self.audiences.target(a, change)
+            if target is not None:
+                out[a] = (change, target)
+        return out
 
     def events_of(self, item: Item) -> list[dict[str, Any]]:
         return item.events if self.cfg.events else []
 
     def sendable(self, item: Item) -> bool:
         """Whether anything of ``item`` is left to send to this destination."""
-        return item.deleted or bool(self.fields_of(item)) or bool(self.events_of(item)) or self.unsubscribes(item)
+        return (item.deleted or bool(self.fields_of(item)) or bool(self.events_of(item)) or self.unsubscribes(item)
+                or bool(self.computed_of(item)) or bool(self.membership(item)))  # fmt: skip
 
     @staticmethod
     def unsubscribes(item: Item) -> bool:
@@ -175,6 +241,10 @@ class Destination:
         """Headers of one attempt of ``req``."""
         raise NotImplementedError
 
+    def rate_class(self, req: Request) -> tuple[str, float] | None:
+        """(name, requests per second) of the vendor's own rate limit for ``req``, if it has one."""
+        return None
+
     def skipped_clears(self, items: list[Item]) -> int:
         """Cleared fields of ``items`` this destination cannot clear (and skips)."""
         return 0
@@ -188,8 +258,9 @@ class Destination:
         return 200 <= status < 300
 
     # -- per-item outcomes ---------------------------------------------------
-    def lookup(self, item: Item) -> str | None:
-        """URL of a GET that finds how the vendor names ``item`` before it can be sent, or None."""
+    def lookup(self, item: Item) -> str | Request | None:
+        """How to find how the vendor names ``item`` before it can be sent: the URL of a GET, a
+        request (sent as it is, e.g. Klaviyo's profile-import that answers the profile id), or None."""
         return None
 
     def found(self, item: Item, body: bytes) -> bool:

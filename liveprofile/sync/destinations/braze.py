@@ -30,6 +30,18 @@
   that email (one Braze's SDK or forms made without an ``external_id``); an
   identified user — someone else's ``external_id`` — is never named this way.
   The item is delivered when both requests succeeded.
+* Computed traits: custom attributes under their own names (the ``computed`` object flattened; a
+  name that collides with a profile field or a trait: the computed one wins; ``null`` unsets).
+* Audiences (the shared contract 4): an audience whose ``sync.braze`` names a
+  ``subscription_group_id`` is that subscription group's state: ``POST {url}/v2/subscription/status/set``
+  with ``{"subscription_groups": [{"subscription_group_id": g, "subscription_state": "subscribed" |
+  "unsubscribed", "external_ids": [...]}]}``, at most :data:`MAX_SUBSCRIPTION` (50) users per
+  request, one group and state per request (Braze's shared limit for both versions of the
+  endpoint: 5,000 requests/min, paced as its own class). Every other audience is an element of the
+  custom attribute array ``liveprofile_audiences``, changed in place in the user's attributes
+  object with Braze's array operations: ``{"liveprofile_audiences": {"add": [...], "remove":
+  [...]}}`` (the net change of the batch per audience; Braze keeps at most 25 elements in an array
+  attribute unless the workspace raises it).
 * Per-object errors: Braze answers a request with some invalid objects
   ``201 {"message": "success", "errors": [{"type": ..., "input_array":
   "attributes"|"events", "index": i}]}``. The items owning those objects are
@@ -44,14 +56,18 @@ from typing import Any
 
 import orjson
 
+from liveprofile.sync.audiences import BRAZE_ARRAY
 from liveprofile.sync.destinations.base import Destination, Request, pack, traits_of, typed
 from liveprofile.sync.model import Item
 from operators.timeutil import iso
 
-__all__ = ["BrazeDestination", "braze_traits", "MAX_OBJECTS", "MAX_DELETE"]
+__all__ = ["BrazeDestination", "braze_traits", "MAX_OBJECTS", "MAX_DELETE", "MAX_SUBSCRIPTION"]
 
 MAX_OBJECTS = 75
 MAX_DELETE = 50
+MAX_SUBSCRIPTION = 50
+#: /subscription/status/set and /v2/subscription/status/set: 5,000 requests per minute, shared
+SUBSCRIPTION_RATE = 5000 / 60
 _DATE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:$|T)")
 _GENDER = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F", "o": "O", "other": "O",
            "non-binary": "O", "nonbinary": "O", "u": "U", "unknown": "U", "n": "N", "not applicable": "N",
@@ -91,10 +107,25 @@ def braze_traits(traits: dict[str, Any]) -> dict[str, Any]:
 class BrazeDestination(Destination):
     """Braze ``/users/track`` packing (see module docstring)."""
 
+    def _array_ops(self, item: Item) -> dict[str, list[str]]:
+        """The ``liveprofile_audiences`` array operations of ``item`` (audiences without a group)."""
+        ops: dict[str, list[str]] = {}
+        for a, (change, target) in self.membership(item).items():
+            if not target.get("subscription_group_id"):
+                ops.setdefault("add" if change == "entered" else "remove", []).append(a)
+        return ops
+
+    def _subscriptions(self, item: Item) -> list[tuple[str, str]]:
+        """(subscription group, state) of ``item``'s audiences that are subscription groups."""
+        return [(t["subscription_group_id"], "subscribed" if change == "entered" else "unsubscribed")
+                for change, t in self.membership(item).values() if t.get("subscription_group_id")]  # fmt: skip
+
     def _attributes(self, item: Item) -> dict[str, Any] | None:
         fields = self.fields_of(item)
         unsub = self.unsubscribes(item)
-        if not fields and not unsub:
+        computed = self.computed_of(item)
+        array = self._array_ops(item)
+        if not fields and not unsub and not computed and not array:
             return None
         out: dict[str, Any] = {"external_id": item.user_id}
         for k, v in fields.items():
@@ -103,6 +134,9 @@ class BrazeDestination(Destination):
         if "traits" in fields:  # a trait never overrides the id or a profile field of the same name
             for k, v in braze_traits(traits_of(fields["traits"])).items():
                 out.setdefault(k, v)
+        out.update(computed)  # the computed one wins (module docstring)
+        if array:
+            out[BRAZE_ARRAY] = array
         if unsub:
             out["email_subscribe"] = "unsubscribed"
         if self.cfg.version_attribute:
@@ -139,6 +173,13 @@ class BrazeDestination(Destination):
             elif objs:
                 small.append((it, len(objs), 0))
         reqs += [self.rebuild("track", chunk) for chunk in pack(small, MAX_OBJECTS, 1 << 62)]
+        groups: dict[tuple[str, str], list[Item]] = {}
+        for it in track:
+            for g, state in self._subscriptions(it):
+                groups.setdefault((g, state), []).append(it)
+        for (g, state), its in groups.items():
+            reqs += [self.rebuild(f"subscription:{state}:{g}", its[i : i + MAX_SUBSCRIPTION])
+                     for i in range(0, len(its), MAX_SUBSCRIPTION)]  # fmt: skip
         reqs += [self.rebuild("delete", deletes[i : i + MAX_DELETE]) for i in range(0, len(deletes), MAX_DELETE)]
         by_email = [it for it in deletes if self._email(it)]
         reqs += [self.rebuild("delete_email", by_email[i : i + MAX_DELETE]) for i in range(0, len(by_email), MAX_DELETE)]
@@ -156,6 +197,11 @@ class BrazeDestination(Destination):
         return Request("track", self.cfg.url + "/users/track", orjson.dumps(body), items)
 
     def rebuild(self, kind: str, items: list[Item]) -> Request:
+        if kind.startswith("subscription:"):
+            _, state, group = kind.split(":", 2)
+            doc = {"subscription_groups": [{"subscription_group_id": group, "subscription_state": state,
+                                            "external_ids": [it.user_id for it in items]}]}  # fmt: skip
+            return Request(kind, self.cfg.url + "/v2/subscription/status/set", orjson.dumps(doc), items)
         if kind == "delete":
             body = orjson.dumps({"external_ids": [it.user_id for it in items]})
             return Request("delete", self.cfg.url + "/users/delete", body, items)
@@ -189,3 +235,6 @@ class BrazeDestination(Destination):
 
     def headers(self, req: Request) -> dict[str, str]:
         return {"content-type": "application/json", "authorization": f"Bearer {self.cfg.api_key}"}
+
+    def rate_class(self, req: Request) -> tuple[str, float] | None:
+        return ("subscription", SUBSCRIPTION_RATE) if req.kind.startswith("subscription:") else None

@@ -42,6 +42,21 @@ Every request carries ``Authorization: Klaviyo-API-Key KEY``, the
   dead-letters each failed profile (``vendor_rejected``, the error's ``detail``);
   see :mod:`liveprofile.sync.delivery`.
 
+* Computed traits: custom ``properties`` under their own names (the ``computed`` object
+  flattened; a property of the same name from a profile field or a trait: the computed one wins).
+  A ``null`` value (an empty ``avg``...) is unset like a cleared field (below).
+* Audiences (the shared contract 4): an audience whose ``sync.klaviyo`` names a ``list_id`` is
+  that list's membership: ``POST {url}/api/lists/{list_id}/relationships/profiles`` (Add Profiles
+  to List) on entering, ``DELETE`` of the same path (Remove Profiles from List) on exiting, body
+  ``{"data": [{"type": "profile", "id": KLAVIYO_ID}, ...]}``, at most :data:`MAX_LIST_PROFILES`
+  (1,000) profiles per request; both endpoints answer 204 and share the lists rate limit (burst
+  10/s, steady 150/min: paced as their own class, :data:`LIST_RATE`). They take Klaviyo's own
+  profile id, so the id is read first with ``POST {url}/api/profile-import`` ``{"data": {"type":
+  "profile", "attributes": {"external_id": user}}}`` (Create or Update Profile: it answers the
+  profile, created if Klaviyo had none yet — the bulk import job may not have run — with its
+  ``id``; it changes nothing else, fields not in the request are left as they are; 700/min steady,
+  :data:`IMPORT_RATE`). Audiences without a ``list_id`` are not sent to Klaviyo.
+
 **Cleared fields.** The bulk import *cannot clear a field with null* (Klaviyo
 ignores nulls there). A changed field whose new value is ``""`` is therefore
 never put in the import job. With ``clear: "unset"`` (the default) the
@@ -65,9 +80,15 @@ import orjson
 from liveprofile.sync.destinations.base import Destination, Request, pack, traits_of, typed
 from liveprofile.sync.model import Item
 
-__all__ = ["KlaviyoDestination", "klaviyo_traits", "MAX_PROFILES", "MAX_EVENTS", "MAX_BYTES", "MAX_UNSUBSCRIBES"]
+__all__ = ["KlaviyoDestination", "klaviyo_traits", "MAX_PROFILES", "MAX_EVENTS", "MAX_BYTES", "MAX_UNSUBSCRIBES",
+           "MAX_LIST_PROFILES", "LIST_RATE", "IMPORT_RATE"]
 
 MAX_PROFILES = 10_000
+MAX_LIST_PROFILES = 1_000
+#: Add Profiles to List / Remove Profiles from List: steady 150/min (burst 10/s)
+LIST_RATE = 150 / 60
+#: Create or Update Profile (profile-import): steady 700/min (burst 75/s)
+IMPORT_RATE = 700 / 60
 MAX_UNSUBSCRIBES = 100
 MAX_EVENTS = 1_000
 MAX_BYTES = 5_000_000
@@ -142,6 +163,15 @@ class KlaviyoDestination(Destination):
         for k, v in traits_props.items():  # a trait never overrides a profile field of the same name
             if v is not None:  # the bulk import cannot take null
                 props.setdefault(k, v)
+        for k, v in self.computed_of(item).items():  # the computed one wins
+            if v is None:
+                props.pop(k, None)
+                if self.cfg.clear == "skip":
+                    skipped += 1
+                else:
+                    unset.append(k)
+            else:
+                props[k] = v
         return attrs, props, unset, skipped
 
     def skipped_clears(self, items: list[Item]) -> int:
@@ -191,7 +221,27 @@ class KlaviyoDestination(Destination):
         unsub = [(it, 1, 0) for it in live if self._unsubscribe(it) is not None]
         reqs += [self.rebuild("unsubscribe", c) for c in pack(unsub, MAX_UNSUBSCRIBES, 1 << 62)]
         reqs += [self.rebuild("delete", [it]) for it in items if it.deleted]
+        lists: dict[tuple[str, str], list[Item]] = {}
+        for it in live:
+            for list_id, op in self._list_ops(it):
+                lists.setdefault((op, list_id), []).append(it)
+        for (op, list_id), its in lists.items():
+            reqs += [self.rebuild(f"list_{op}:{list_id}", its[i : i + MAX_LIST_PROFILES])
+                     for i in range(0, len(its), MAX_LIST_PROFILES)]  # fmt: skip
         return reqs
+
+    # -- list membership -----------------------------------------------------
+    def _list_ops(self, item: Item) -> list[tuple[str, str]]:
+        """(list id, ``add`` | ``remove``) of ``item``'s audience transitions (module docstring)."""
+        return [(t["list_id"], "add" if change == "entered" else "remove")
+                for change, t in self.membership(item).values() if t.get("list_id")]  # fmt: skip
+
+    def rate_class(self, req: Request) -> tuple[str, float] | None:
+        if req.kind.startswith("list_"):
+            return "lists", LIST_RATE
+        if req.kind in ("resolve", "unset"):
+            return "profile-import", IMPORT_RATE
+        return None
 
     def _unsubscribe(self, item: Item) -> dict[str, Any] | None:
         """The profile object of ``item`` in a bulk unsubscribe job (``None``: nothing to do)."""
@@ -207,6 +257,15 @@ class KlaviyoDestination(Destination):
 
     def rebuild(self, kind: str, items: list[Item]) -> Request:
         url = self.cfg.url
+        if kind.startswith("list_"):
+            op, list_id = kind[len("list_"):].split(":", 1)
+            ids = [{"type": "profile", "id": str(it.identities["klaviyo_id"])} for it in items]
+            return Request(kind, f"{url}/api/lists/{list_id}/relationships/profiles", orjson.dumps({"data": ids}), items,
+                           method="POST" if op == "add" else "DELETE")  # fmt: skip
+        if kind == "resolve":
+            (it,) = items
+            doc = {"data": {"type": "profile", "attributes": {"external_id": it.user_id}}}
+            return Request(kind, url + "/api/profile-import", orjson.dumps(doc), items)
         if kind == "profiles":
             data = [p for it in items if (p := self._profile(it)) is not None]
             doc: dict[str, Any] = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": data}}}}
@@ -244,7 +303,9 @@ class KlaviyoDestination(Destination):
                 return {attr: v.strip()}
         return None
 
-    def lookup(self, item: Item) -> str | None:
+    def lookup(self, item: Item) -> str | Request | None:
+        if not item.deleted and self._list_ops(item):  # list membership takes Klaviyo's profile id
+            return self.rebuild("resolve", [item])
         if not item.deleted or self._deletion_identifier(item) is not None or not item.user_id:
             return None
         value = item.user_id.replace("\\", "\\\\").replace('"', '\\"')
@@ -252,6 +313,12 @@ class KlaviyoDestination(Destination):
         return f"{self.cfg.url}/api/profiles?{query}"
 
     def found(self, item: Item, body: bytes) -> bool:
+        if not item.deleted:  # the profile-import answer: the profile, with its id
+            kid = orjson.loads(body)["data"]["id"]
+            if not isinstance(kid, str) or not kid:
+                raise KeyError("id")
+            item.identities = {**item.identities, "klaviyo_id": kid}
+            return True
         data = orjson.loads(body).get("data") or []
         ids = [p["id"] for p in data if isinstance(p, dict) and isinstance(p.get("id"), str) and p["id"]]
         if not ids:

@@ -13,6 +13,18 @@ carries an ``Unsubscribed`` event (``{"name": "Unsubscribed", "id":
 "<user>:unsubscribed:<unsubscribed_at>", "ts": ..., "properties": {"channel": "email"}}``),
 whether or not the destination sends trigger events.
 
+Computed traits are in ``changed`` flattened, each under its own name with its JSON value (a
+number, string, list or ``null``; not a string like the stored fields), replacing a field of the
+same name; the ``computed`` and ``audiences`` fields themselves are never in ``changed``. Each
+audience transition is one event, in order, whatever the ``events`` setting says::
+
+    {"name": "Audience Entered", "id": "u1:audience:vip:entered:7", "ts": "<event_at>",
+     "properties": {"audience": "vip", "event_at": "<event_at>"}}
+
+(``Audience Exited`` likewise); ``event_at`` is the time of the event that caused it (for a window
+exit, the moment the window let it go). The ``id`` is stable per (user, audience, change, version):
+receivers de-duplicate on it across redeliveries.
+
 Headers: ``Idempotency-Key`` (the batch key: a digest of the item keys, the
 same on every retry and redelivery of the same items), ``X-Liveprofile-Timestamp``
 (Unix seconds of this attempt) and ``X-Liveprofile-Signature: v1=<hex>``, the
@@ -30,9 +42,9 @@ import time
 import orjson
 
 from liveprofile.sync.destinations.base import Destination, Request, pack
-from liveprofile.sync.model import Item
+from liveprofile.sync.model import Item, Transition
 
-__all__ = ["WebhookDestination", "sign", "verify_signature", "TIMESTAMP_HEADER", "SIGNATURE_HEADER"]
+__all__ = ["WebhookDestination", "audience_event", "sign", "verify_signature", "TIMESTAMP_HEADER", "SIGNATURE_HEADER"]
 
 TIMESTAMP_HEADER = "X-Liveprofile-Timestamp"
 SIGNATURE_HEADER = "X-Liveprofile-Signature"
@@ -60,7 +72,14 @@ def verify_signature(secret: str, timestamp: str, body: bytes, signature: str, *
     return hmac.compare_digest(sign(secret, ts, body), signature)
 
 
-def _item_doc(item: Item, fields: dict[str, str], events: list[dict[str, object]]) -> dict[str, object]:
+def audience_event(item: Item, t: Transition) -> dict[str, object]:
+    """The ``Audience Entered`` / ``Audience Exited`` event of one transition (module docstring)."""
+    at = t.get("at") or ""
+    return {"name": f"Audience {t['change'].capitalize()}", "id": f"{item.user_id}:audience:{t['audience']}:{t['change']}:{t['version']}",
+            "ts": at or None, "properties": {"audience": t["audience"], "event_at": at or None}}  # fmt: skip
+
+
+def _item_doc(item: Item, fields: dict[str, object], events: list[dict[str, object]]) -> dict[str, object]:
     return {
         "user_id": item.user_id, "version": item.version, "from_version": item.from_version,
         "idempotency_key": item.key, "changed": {} if item.deleted else fields,
@@ -75,10 +94,14 @@ class WebhookDestination(Destination):
         evs: list[dict[str, object]] = list(self.events_of(item))
         if self.unsubscribes(item):
             evs.append(self.unsubscribe_event(item))
+        evs += [audience_event(item, t) for t, _ in self.transitions_of(item)]
         return evs
 
+    def _changed(self, item: Item) -> dict[str, object]:
+        return {**self.fields_of(item), **self.computed_of(item)}
+
     def _docs(self, items: list[Item]) -> list[tuple[Item, bytes]]:
-        return [(it, orjson.dumps(_item_doc(it, self.fields_of(it), self._events(it)))) for it in items]
+        return [(it, orjson.dumps(_item_doc(it, self._changed(it), self._events(it)))) for it in items]
 
     def build(self, items: list[Item]) -> list[Request]:
         docs = self._docs(items)

@@ -24,6 +24,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "/api/data-privacy-deletion-jobs": ("post",),
     "/api/profile-subscription-bulk-delete-jobs": ("post",),
     "/api/profiles": ("get",),
+    "/api/lists/{id}/relationships/profiles": ("post", "delete"),
 }
 
 
