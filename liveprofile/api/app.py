@@ -16,6 +16,18 @@ missing or wrong: 401 with ``WWW-Authenticate: Bearer``):
   Redis Cluster the segment is one set per user group, and the cursor is
   ``{group}-{SSCAN cursor}`` (a page may span groups; every member present for
   the whole iteration is returned at least once, as with ``SSCAN``).
+* ``GET /v1/audiences`` — the audiences of the definitions file (``LIVEPROFILE_DEFINITIONS``,
+  read at start): ``{"audiences": [{"name", "description", "when", "size"}]}`` in the file's
+  dependency order; ``when`` is the expression in canonical form, ``size`` the members now
+  (``SCARD`` of ``{p}:audience:{name}``, summed over the user groups of a Redis Cluster). No
+  file: an empty list.
+* ``GET /v1/audiences/{name}/members?cursor=0&count=100`` — one page of the audience's members:
+  ``{"audience", "members", "next_cursor"}`` (``SSCAN`` over the group sets, group after group;
+  the cursor is opaque, ``"0"`` to start and when done; ``count`` a hint, capped at 1000). An
+  audience the file does not name: 404 ``unknown_audience``.
+* ``GET /v1/profiles/{user_id}/audiences`` — ``{"user_id", "audiences", "computed"}``: the
+  profile's audiences (sorted) and computed traits, decoded (``[]`` / ``{}`` without
+  definitions); a merged id answers for the surviving profile. Unknown user: 404.
 * ``GET /v1/content/{user_id}/{slot}?format=html|json`` — open-time content
   (:mod:`liveprofile.api.content`); always records the user's exposures to
   every experiment (:mod:`liveprofile.api.experiments`). Unknown slot: 404;
@@ -58,16 +70,19 @@ exposures in the same slot as the profile they are recorded with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -96,6 +111,7 @@ from liveprofile.settings import Settings
 from liveprofile.store.connection import connect_async
 from liveprofile.store.keys import Keys
 from liveprofile.store.scripts import expose_argv
+from operators.definitions import Definitions
 from operators.timeutil import iso, parse_duration_s
 
 __all__ = ["ApiApp", "ApiError", "serve", "tune_gc", "ROUTES", "Route"]
@@ -174,7 +190,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/metrics", "metrics", auth=False),
     Route("/openapi.json", "openapi", auth=False),
     Route("/v1/profiles/{user_id}", "profile"),
+    Route("/v1/profiles/{user_id}/audiences", "profile_audiences"),
     Route("/v1/segments/{name}", "segment", rest=True),
+    Route("/v1/audiences", "audiences"),
+    Route("/v1/audiences/{name}/members", "audience_members"),
     Route("/v1/content/{user_id}/{slot}", "content"),
     Route("/v1/content-urls/{user_id}", "content_urls"),
     Route("/c/{slot}", "signed_content", auth=False),
@@ -217,12 +236,16 @@ class ApiApp:
         self._expose: Any = None
         self.fast: fastredis.PipelinedRedis | None = None
         self._openapi = openapi.document_bytes()  # built once
+        self._audiences = audience_listing(settings.definitions)
         handlers: dict[str, Callable[[tuple[str, ...], Scope], Awaitable[Answer]]] = {
             "healthz": lambda _a, _s: self._health(),
             "metrics": self._metrics,
             "openapi": self._openapi_json,
             "profile": lambda a, scope: self.profile(a[0], query_params(scope)),
             "segment": lambda a, scope: self.segment(a[0], query_params(scope)),
+            "profile_audiences": lambda a, _s: self.profile_audiences(a[0]),
+            "audiences": lambda _a, _s: self.audiences(),
+            "audience_members": lambda a, scope: self.audience_members(a[0], query_params(scope)),
             "content": lambda a, scope: self.render(a[0], a[1], query_params(scope)),
             "content_urls": lambda a, scope: self.content_urls(a[0], query_params(scope)),
             "signed_content": lambda a, scope: self.signed(a[0], query_params(scope)),
@@ -398,7 +421,7 @@ class ApiApp:
         prof = await self._load(user_id)
         if prof is None:
             raise ApiError(404, "unknown_user", f"no profile for {user_id!r}")
-        data = decode_profile(prof)
+        data = _decode_memberships(decode_profile(prof))
         data["experiments"] = assign_all(self.config.experiments.values(), user_id)
         if query.get("expose") in ("1", "true"):
             await self.expose(user_id, data["experiments"])
@@ -445,6 +468,60 @@ class ApiApp:
                 nxt = f"{g}-{cursor}"
                 break
         return 200, orjson.dumps({"segment": name, "members": members, "next_cursor": nxt}), _JSON
+
+    # -- audiences ---------------------------------------------------------------
+    def _audience_key(self, g: int, name: str) -> str:
+        """``{p}:audience:{name}`` (cluster: ``{p}:{g}:audience:{name}``), the shared contract 3."""
+        return f"{self.keys.group_prefix(g)}:audience:{name}"
+
+    async def audiences(self) -> Answer:
+        assert self.redis is not None
+        sizes: list[int] = []
+        for a in self._audiences:
+            counts = await asyncio.gather(*(self.redis.scard(self._audience_key(g, a["name"])) for g in self.keys.groups))
+            sizes.append(sum(int(c) for c in counts))
+        out = [{**a, "size": n} for a, n in zip(self._audiences, sizes, strict=True)]
+        return 200, orjson.dumps({"audiences": out}), _JSON
+
+    async def audience_members(self, name: str, query: dict[str, str]) -> Answer:
+        """One page over the audience's group sets: cursor ``{group}-{SSCAN cursor}`` (``0``: start)."""
+        assert self.redis is not None
+        if not any(a["name"] == name for a in self._audiences):
+            raise ApiError(404, "unknown_audience", f"no audience {name!r} in the definitions file")
+        raw = query.get("cursor") or "0"
+        g_s, _, c_s = raw.partition("-")
+        try:
+            g, cursor = (0, 0) if raw == "0" else (int(g_s), int(c_s))
+            count = min(int(query.get("count") or 100), 1000)
+        except ValueError:
+            raise ApiError(400, "bad_query", "cursor must be a cursor this API returned and count an integer") from None
+        ngroups = len(self.keys.groups)
+        if not 0 <= g < ngroups or cursor < 0 or count < 1 or (raw != "0" and g == 0 and cursor == 0):
+            raise ApiError(400, "bad_query", "cursor must be a cursor this API returned and count >= 1")
+        members: list[str] = []
+        nxt = "0"
+        while True:
+            c, page = await self.redis.sscan(self._audience_key(g, name), cursor, count=count)
+            members.extend(page)
+            cursor = int(c)
+            if cursor == 0:
+                g += 1
+                if g == ngroups:
+                    break
+            if len(members) >= count:
+                nxt = f"{g}-{cursor}"
+                break
+        return 200, orjson.dumps({"audience": name, "members": members, "next_cursor": nxt}), _JSON
+
+    async def profile_audiences(self, user_id: str) -> Answer:
+        prof = await self._load(user_id)
+        if prof is None:
+            raise ApiError(404, "unknown_user", f"no profile for {user_id!r}")
+        data = _decode_memberships(decode_profile(prof))
+        aud, comp = data.get("audiences"), data.get("computed")
+        return 200, orjson.dumps({"user_id": prof.get("user_id", user_id),
+                                  "audiences": aud if isinstance(aud, list) else [],
+                                  "computed": comp if isinstance(comp, dict) else {}}), _JSON  # fmt: skip
 
     async def render(self, user_id: str, slot: str, query: dict[str, str]) -> Answer:
         fmt = query.get("format", "html")
@@ -554,6 +631,38 @@ class ApiApp:
 
 
 _MAX_HOPS = 16  # merged_into hops followed by /v1/profiles/{id}
+
+
+def _decode_memberships(data: dict[str, Any]) -> dict[str, Any]:
+    """``computed`` and ``audiences`` decoded (JSON fields of the shared contract 1, decoded here too
+    in case the profile schema in use does not list them)."""
+    for k in ("computed", "audiences"):
+        v = data.get(k)
+        if isinstance(v, str) and v:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                data[k] = orjson.loads(v)
+    return data
+
+
+def audience_listing(defs: Definitions | None) -> list[dict[str, Any]]:
+    """``name``, ``description`` and ``when`` of each audience of the file (description read from
+    the file itself: the loaded definitions keep none; ``""`` when absent or unreadable).
+
+    >>> from operators.definitions import load_definitions
+    >>> audience_listing(load_definitions('version: 1\naudiences:\n  - {name: a, when: "email != null"}\n'))
+    [{'name': 'a', 'description': '', 'when': 'email != null'}]
+    """
+    if defs is None:
+        return []
+    described: dict[str, str] = {}
+    try:
+        doc = yaml.safe_load(Path(defs.source).read_text(encoding="utf-8"))
+        for a in doc.get("audiences") or []:
+            if isinstance(a, dict) and isinstance(a.get("description"), str):
+                described[str(a.get("name"))] = a["description"]
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    return [{"name": a.name, "description": described.get(a.name, ""), "when": str(a.when)} for a in defs.audiences]
 
 
 def _error(code: str, message: str) -> bytes:

@@ -116,6 +116,29 @@ DOCUMENT: dict[str, Any] = {
                  "description": "a hint, as in Redis"},
             ],
         ),  # fmt: skip
+        "/v1/audiences": _op(
+            "listAudiences", "The audiences of the definitions file, each with its size now",
+            {"200": {"description": "the audiences (none without a definitions file)", "content": json_content(schema_ref("AudienceList"))}},
+        ),  # fmt: skip
+        "/v1/audiences/{name}/members": _op(
+            "getAudienceMembers", "One page of an audience's members (SSCAN semantics over the user groups)",
+            {"200": {"description": "a page; `next_cursor` `0` when done", "content": json_content(schema_ref("AudiencePage"))},
+             "400": _error("`bad_query`: not a cursor this API returned, or count < 1"),
+             "404": _error("`unknown_audience`: the definitions file names no such audience")},
+            parameters=[
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "example": "vip"},
+                {"name": "cursor", "in": "query", "schema": {"type": "string", "default": "0"},
+                 "description": "`0` to start, then the `next_cursor` of the previous page (opaque)"},
+                {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 100},
+                 "description": "a hint, as in Redis; more than 1000 is taken as 1000"},
+            ],
+        ),  # fmt: skip
+        "/v1/profiles/{user_id}/audiences": _op(
+            "getProfileAudiences", "The user's audiences and computed traits (a merged id answers for the surviving profile)",
+            {"200": {"description": "the memberships", "content": json_content(schema_ref("ProfileAudiences"))},
+             "404": _error("`unknown_user`: no profile for this id")},
+            parameters=[_USER],
+        ),  # fmt: skip
         "/v1/content/{user_id}/{slot}": _op(
             "getContent", "Open-time content of a slot for a user; records the user's exposures",
             {"200": {"description": "the rendered slot, or its data with format=json",
@@ -217,6 +240,33 @@ DOCUMENT: dict[str, Any] = {
                 "additionalProperties": False,
             },
             "Profile": profile_schema(),
+            "AudienceList": {
+                "type": "object",
+                "required": ["audiences"],
+                "properties": {"audiences": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "description", "when", "size"],
+                    "properties": {"name": {"type": "string"}, "description": {"type": "string"},
+                                   "when": {"type": "string", "description": "the condition, in canonical form"},
+                                   "size": {"type": "integer", "minimum": 0, "description": "members now"}}}}},
+            },  # fmt: skip
+            "AudiencePage": {
+                "type": "object",
+                "required": ["audience", "members", "next_cursor"],
+                "properties": {
+                    "audience": {"type": "string"},
+                    "members": {"type": "array", "items": {"type": "string"}},
+                    "next_cursor": {"type": "string", "description": "`0`: the last page"},
+                },
+            },
+            "ProfileAudiences": {
+                "type": "object",
+                "required": ["user_id", "audiences", "computed"],
+                "properties": {
+                    "user_id": {"type": "string"},
+                    "audiences": {"type": "array", "items": {"type": "string"}, "description": "sorted"},
+                    "computed": {"type": "object", "description": "computed trait name -> value"},
+                },
+            },
             "SegmentPage": {
                 "type": "object",
                 "required": ["segment", "members", "next_cursor"],
