@@ -261,6 +261,8 @@ class FakeVendor:
         #: Klaviyo: external ids made by Create or Update Profile; list id -> member Klaviyo ids; every
         #: list membership change applied: (``add``/``remove``, list id, external id, request seq)
         self.upserted: set[str] = set()
+        #: list ids this Klaviyo account does not have (answered 404, as Klaviyo does)
+        self.missing_lists: set[str] = set()
         self.lists: dict[str, set[str]] = {}
         self.list_ops: list[tuple[str, str, str, int]] = []
         #: Braze: array attribute state (user -> attribute -> elements) and every element change applied
@@ -908,6 +910,9 @@ def _klaviyo_list(self: FakeVendor, seq: int, path: str, list_id: str, method: s
     """Add Profiles to List (POST) / Remove Profiles from List (DELETE), after the OpenAPI check: the
     description's limit and the ids must name profiles Klaviyo holds (its own ids, not external ids)."""
     data = top["data"]
+    if list_id in self.missing_lists:
+        return 404, json.dumps({"errors": [{"id": "x", "status": 404, "code": "not_found", "title": "Not found",
+                                            "detail": f"A list with id {list_id} does not exist.", "source": {}}]}).encode()  # fmt: skip
     if not data:
         return self._violation(400, "a list membership change without profiles")
     if len(data) > KLAVIYO_LIST_MAX:

@@ -18,6 +18,8 @@ import httpx
 import orjson
 import redis
 
+from liveprofile.sync.model import SyncKeys
+from liveprofile.sync.redrive import dead_letters, replay
 from tests.sync.fakes import FakeVendor
 from tests.sync.helpers import K, SyncerThread, dest, start_syncer, wait_until
 
@@ -254,3 +256,39 @@ def test_exactly_once_per_transition_across_kill_9_and_restart(
     assert Counter((u, n, a) for u, n, a, _ in _hook_events(hook, unique=True)) == {
         **{(u, "Audience Entered", a): 1 for u in users for a in ("browsers", "vip")},
         **{(u, "Audience Exited", a): 1 for u in users for a in ("browsers", "vip")}}  # fmt: skip
+
+
+def test_membership_failures_are_dead_lettered_and_replayed_with_current_membership(
+    redis_url: str, r: redis.Redis, make_vendor: Callable[..., FakeVendor], tmp_path: Path
+) -> None:
+    """A list Klaviyo does not have: each membership change is dead-lettered with the vendor's status
+    (never dropped, never the whole batch). Re-driven after the list exists, only what the profile's
+    membership still says goes out: u2's entry is not replayed (u2 left since), its exit is."""
+    kl = make_vendor("klaviyo")
+    kl.missing_lists = {"LVIP"}
+    defs = tmp_path / "defs.yaml"
+    defs.write_text(DEFS)
+    feed = AudienceFeed(r)
+    cfg = dest("kl", kl)
+    with SyncerThread(redis_url, cfg, settings={"LIVEPROFILE_DEFINITIONS": str(defs)}):
+        feed.change("u1", 3, entered=("browsers", "vip"))
+        feed.change("u2", 3, entered=("browsers", "vip"))
+        feed.change("u3", 1, entered=("browsers",))  # no list: delivered, nothing to dead-letter
+        wait_until(lambda: _committed(r, feed, ("kl",)), what="the entries taken")
+        feed.change("u2", 1, exited=("vip",))
+        wait_until(lambda: _committed(r, feed, ("kl",)), what="u2's exit taken")
+        dls = dead_letters(r, "lp", "kl")
+        assert sorted((d["item"]["user_id"], d["reason"], d["status"]) for d in dls) == [
+            ("u1", "http_404", "404"), ("u2", "http_404", "404"), ("u2", "http_404", "404")]  # fmt: skip
+        assert kl.list_ops == []
+        kl.missing_lists.clear()  # the marketer creates the list
+        done = lambda: r.xlen(SyncKeys("lp", "kl").redrive) == 0  # noqa: E731
+        assert replay(r, "lp", "kl", limit=2) == 2  # the oldest two: u1's and u2's entries
+        wait_until(done, what="the first replay delivered")
+        assert [(op, u) for op, _, u, _ in kl.list_ops] == [("add", "u1")]  # u2 is not in vip any more
+        assert replay(r, "lp", "kl") == 1  # u2's exit
+        wait_until(lambda: done() and r.xlen(SyncKeys("lp", "kl").dead_letter) == 0 and len(kl.list_ops) == 2,
+                   what="the second replay delivered")  # fmt: skip
+    assert sorted((op, u) for op, _, u, _ in kl.list_ops) == [("add", "u1"), ("remove", "u2")]
+    assert kl.lists == {"LVIP": {FakeVendor.klaviyo_id("u1")}}
+    assert kl.violations == []
