@@ -31,8 +31,9 @@ id of a profile known only by its ``external_id``) is looked up with a paced GET
 dead-letter their items (``vendor_rejected``); the rest of the request is
 delivered. A lookup may also be a request (e.g. Klaviyo's profile-import, which answers the profile id that
 list membership takes), sent with the same pacing and retries.
-Anonymous tombstones (items whose ``merged_into`` is set: the profile
-now lives under the user it merged into) are not pushed (``tombstone``).
+Tombstones (items whose ``merged_into`` is set: the profile now lives under the user it merged
+into) are not pushed (``tombstone``), except their audience exits: a profile merged away leaves
+every audience (the shared contract 3), and the vendor's lists must drop it too.
 
 **Asynchronous jobs** (:meth:`Delivery.poll_jobs`). When an accepted request
 started a vendor job (a Klaviyo bulk import), the job id and its items are
@@ -211,7 +212,7 @@ class Delivery:
         for it in items:
             if id(it) in gone:
                 continue
-            if not it.deleted and it.changed.get("merged_into"):
+            if not it.deleted and it.changed.get("merged_into") and not (it.transitions and self._tombstone_exits(it)):
                 self.metrics.skipped.labels(name, "tombstone").inc(it.entries)
             elif (why := self.dest.refusal(it)) is not None:
                 refused[id(it)] = Outcome([it], False, why, "", 0)
@@ -259,6 +260,13 @@ class Delivery:
         finally:
             for t in tasks:
                 t.cancel()
+
+    def _tombstone_exits(self, item: Item) -> bool:
+        """A known profile merged away keeps no memberships: its tombstone's exits are delivered, its
+        fields and events are not (whether anything is left to send to this destination)."""
+        item.changed = {}
+        item.events = []
+        return self.dest.sendable(item)
 
     async def _accepted(self, req: Request, status: int, body: bytes, attempts: int) -> list[Outcome]:
         """Outcomes of an accepted request: per-object refusals apart; a started job recorded for polling."""

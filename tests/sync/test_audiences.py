@@ -292,3 +292,28 @@ def test_membership_failures_are_dead_lettered_and_replayed_with_current_members
     assert sorted((op, u) for op, _, u, _ in kl.list_ops) == [("add", "u1"), ("remove", "u2")]
     assert kl.lists == {"LVIP": {FakeVendor.klaviyo_id("u1")}}
     assert kl.violations == []
+
+
+def test_a_merged_away_profile_leaves_the_vendors_lists(
+    redis_url: str, r: redis.Redis, make_vendor: Callable[..., FakeVendor], tmp_path: Path
+) -> None:
+    """A tombstone's entry carries ``audiences_exited`` with every audience it was in (contract 3):
+    its fields are never pushed, but the exits are — or the merged-away id stays on the lists."""
+    kl, bz, hook = _vendors(make_vendor)
+    defs = tmp_path / "defs.yaml"
+    defs.write_text(DEFS)
+    feed = AudienceFeed(r)
+    with SyncerThread(redis_url, _cfg(kl, bz, hook), settings={"LIVEPROFILE_DEFINITIONS": str(defs)}):
+        feed.change("u1", 3, entered=("browsers", "vip"))
+        wait_until(lambda: _committed(r, feed), what="the entries")
+        v = feed.versions["u1"] = feed.versions["u1"] + 1
+        r.hset(K.profile("u1"), mapping={"merged_into": "u9", "version": v})
+        r.xadd(K.changes, {"user_id": "u1", "version": v, "changed": orjson.dumps({"merged_into": "u9"}),
+                           "updated_at": "2026-05-02T00:00:00.000Z", "event_at": "2026-05-02T00:00:00.000Z",
+                           "audiences_exited": orjson.dumps(["browsers", "vip"])})  # fmt: skip
+        wait_until(lambda: _committed(r, feed), what="the tombstone")
+    assert [(op, u) for op, _, u, _ in kl.list_ops] == [("add", "u1"), ("remove", "u1")]
+    assert bz.subscriptions == {("grp-vip", "u1"): "unsubscribed"} and bz.arrays["u1"] == {"liveprofile_audiences": []}
+    assert sorted(n for u, n, a, _ in _hook_events(hook) if u == "u1") == ["Audience Entered"] * 2 + ["Audience Exited"] * 2
+    assert not any("merged_into" in rec["fields"] for v_ in (kl, bz, hook) for rec in v_.applied)  # no fields pushed
+    assert kl.violations == [] and bz.violations == [] and hook.violations == []
