@@ -16,9 +16,18 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from liveprofile.sync.model import SyncKeys
+from liveprofile.sync.model import (
+    MalformedChange,
+    SyncKeys,
+    collapse,
+    net_transitions,
+    parse_change,
+)
 from liveprofile.sync.redrive import dead_letters, replay
 from tests.sync.fakes import FakeVendor
 from tests.sync.helpers import K, SyncerThread, dest, start_syncer, wait_until
@@ -317,3 +326,38 @@ def test_a_merged_away_profile_leaves_the_vendors_lists(
     assert sorted(n for u, n, a, _ in _hook_events(hook) if u == "u1") == ["Audience Entered"] * 2 + ["Audience Exited"] * 2
     assert not any("merged_into" in rec["fields"] for v_ in (kl, bz, hook) for rec in v_.applied)  # no fields pushed
     assert kl.violations == [] and bz.violations == [] and hook.violations == []
+
+
+def test_feed_entries_parse_and_collapse_into_transitions() -> None:
+    """Contract 3's fields: arrays of names; anything else is a malformed entry (dead-lettered)."""
+    base = {"user_id": "u", "changed": "{}"}
+    a = parse_change("s", "1-0", {**base, "version": "1", "audiences_entered": '["a", "b"]', "event_at": "T1"})
+    b = parse_change("s", "2-0", {**base, "version": "2", "audiences_exited": '["a"]', "audiences_entered": '["c"]'})
+    assert (a.entered, a.exited, a.event_at) == (("a", "b"), (), "T1")
+    (it,) = collapse([b, a])
+    assert [(t["audience"], t["change"], t["version"]) for t in it.transitions] == [
+        ("a", "entered", 1), ("b", "entered", 1), ("a", "exited", 2), ("c", "entered", 2)]  # fmt: skip
+    gone = parse_change("s", "3-0", {**base, "version": "3", "deleted": "1", "audiences_exited": '["b", "c"]'})
+    (it,) = collapse([a, b, gone])
+    assert it.deleted and it.transitions == []  # the vendor deletes the profile with its memberships
+    for bad in ('"a"', "[1]", '[""]', "{}", "[nope"):
+        with pytest.raises(MalformedChange):
+            parse_change("s", "4-0", {**base, "version": "4", "audiences_entered": bad})
+
+
+def test_net_transitions_equal_applying_them_one_by_one() -> None:
+    """The net change a membership-state vendor gets leaves it where the transitions one by one would."""
+    tr = st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from(["entered", "exited"])), max_size=12)
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(st.sets(st.sampled_from("abc")), tr)
+    def check(start: set[str], seq: list[tuple[str, str]]) -> None:
+        one_by_one = set(start)
+        for a, ch in seq:
+            (one_by_one.add if ch == "entered" else one_by_one.discard)(a)
+        net = set(start)
+        for a, ch in net_transitions({"audience": a, "change": ch} for a, ch in seq).items():
+            (net.add if ch == "entered" else net.discard)(a)
+        assert net == one_by_one
+
+    check()
