@@ -477,9 +477,11 @@ class ApiApp:
     async def audiences(self) -> Answer:
         assert self.redis is not None
         sizes: list[int] = []
-        for a in self._audiences:
-            counts = await asyncio.gather(*(self.redis.scard(self._audience_key(g, a["name"])) for g in self.keys.groups))
-            sizes.append(sum(int(c) for c in counts))
+        for a in self._audiences:  # one SCARD at a time: concurrent first commands race in redis-py's cluster client
+            n = 0
+            for g in self.keys.groups:
+                n += int(await self.redis.scard(self._audience_key(g, a["name"])))
+            sizes.append(n)
         out = [{**a, "size": n} for a, n in zip(self._audiences, sizes, strict=True)]
         return 200, orjson.dumps({"audiences": out}), _JSON
 
