@@ -647,7 +647,7 @@ def _decode_memberships(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def audience_listing(defs: Definitions | None) -> list[dict[str, Any]]:
-    """``name``, ``description`` and ``when`` of each audience of the file (description read from
+    r"""``name``, ``description`` and ``when`` of each audience of the file (description read from
     the file itself: the loaded definitions keep none; ``""`` when absent or unreadable).
 
     >>> from operators.definitions import load_definitions
