@@ -472,7 +472,7 @@ class ApiApp:
     # -- audiences ---------------------------------------------------------------
     def _audience_key(self, g: int, name: str) -> str:
         """``{p}:audience:{name}`` (cluster: ``{p}:{g}:audience:{name}``), the shared contract 3."""
-        return f"{self.keys.group_prefix(g)}:audience:{name}"
+        return self.keys.audience_in(g, name)
 
     async def audiences(self) -> Answer:
         assert self.redis is not None

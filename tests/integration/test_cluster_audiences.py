@@ -21,7 +21,7 @@ CLUSTER = {"LIVEPROFILE_REDIS_CLUSTER": "on", "LIVEPROFILE_CLUSTER_GROUPS": str(
 
 
 def _audience(uid: str, name: str) -> str:
-    return f"{K.group_prefix(K.group(uid))}:audience:{name}"
+    return K.audience_in(K.group(uid), name)
 
 
 def test_api_sizes_and_pages_audiences_over_every_group(cluster_url: str, rc: redis.RedisCluster, tmp_path: Path) -> None:

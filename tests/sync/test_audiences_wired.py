@@ -1,42 +1,33 @@
 """Audience transitions written by the dataflow's real profile sink (``RedisProfileSink`` ->
 ``PROFILE_LUA``: the sets, ``audiences_entered`` / ``audiences_exited`` / ``event_at``) reach fake
-Klaviyo, Braze and a webhook through the real sync (issue 14 item 5 with contract 3's writer).
-
-Needs the audience-aware profile script (the ``audflow`` branch: ``ProfileUpdate.event_ms``);
-skipped until it is on the branch under test."""
+Klaviyo, Braze and a webhook through the real sync (issue 14 item 5 with contract 3's writer)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import pytest
 import redis
 
+from dataflows.sinks import RedisProfileSink
+from liveprofile.store.keys import Keys
 from operators.timeutil import iso
 from operators.user import ProfileUpdate
 from tests.sync.fakes import FakeVendor
 from tests.sync.helpers import SyncerThread, dest, wait_until
 from tests.sync.test_audiences import DEFS
 
-pytestmark = pytest.mark.skipif("event_ms" not in {f.name for f in dataclasses.fields(ProfileUpdate)},
-                                reason="the audience-aware profile script (audflow) is not on this branch")  # fmt: skip
-
 T0 = 1_777_636_800_000  # 2026-05-01T12:00:00Z
 WEEK = 7 * 86_400_000
 
 
 def _write(url: str, uid: str, seq: int, views: int, audiences: list[str], event_ms: int) -> None:
-    from dataflows.sinks import RedisProfileSink
-    from liveprofile.store.keys import Keys
-
     f = {"user_id": uid, "email": f"{uid}@x.co", "computed": orjson.dumps({"views_7d": views}).decode(),
          "audiences": orjson.dumps(audiences).decode()}  # fmt: skip
     part = RedisProfileSink(url, Keys("lp")).build("profiles", 0, 1)
     try:
-        part.write_batch([(uid, ProfileUpdate(uid, seq, f, event_ms, None, event_ms=event_ms))])  # type: ignore[call-arg]
+        part.write_batch([(uid, ProfileUpdate(uid, seq, f, event_ms, None, event_ms=event_ms))])
     finally:
         part.close()
 
