@@ -212,7 +212,8 @@ class AudienceDef:
     traits: frozenset[str]
     #: where membership is pushed, per destination (``sync:`` in the file): ``klaviyo`` →
     #: ``{"list_id": ...}``, ``braze`` → ``{"subscription_group_id": ...}`` or ``{}`` (the
-    #: custom attribute), ``webhook`` → ``{}``; a destination not named gets the audience under its
+    #: custom attribute), ``webhook`` → ``{}`` (``webhook: false``: ``{"enabled": "false"}``, not
+    #: sent there); a destination not named gets the audience under its
     #: default mechanism (see docs/audiences.md)
     sync: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
@@ -516,8 +517,9 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
                                      "(profile fields: see docs/audiences.md; traits.x for a trait)")  # fmt: skip
             elif len(f) > 1 and f[0] not in _JSON_AUDIENCE_FIELDS:
                 err((*base, "when"), f"{_fmt_path((*base, 'when'))}: {'.'.join(f)}: {f[0]} has no fields")
-        sync = tuple(sorted((d, tuple(sorted((str(k), str(v)) for k, v in kv.items())) if isinstance(kv, dict) else ())
-                            for d, kv in (a.get("sync") or {}).items() if kv is not False))  # fmt: skip
+        sync = tuple(sorted((d, tuple(sorted((str(k), str(v)) for k, v in kv.items())) if isinstance(kv, dict)
+                             else (("enabled", "false"),) if kv is False else ())
+                            for d, kv in (a.get("sync") or {}).items()))  # fmt: skip
         auds[a["name"]] = AudienceDef(a["name"], when, frozenset(deps), frozenset(used), sync)
         aud_paths[a["name"]] = (*base, "when")
 

@@ -46,9 +46,10 @@ def file_targets(defs: Definitions | None, dest_type: str) -> dict[str, dict[str
     ... audiences:
     ...   - {name: a, when: "email != null", sync: {klaviyo: {list_id: L1}, braze: {subscription_group_id: g1}}}
     ...   - {name: b, when: "email == null"}
+    ...   - {name: c, when: "email == null", sync: {webhook: false}}
     ... ''')
     >>> file_targets(d, "klaviyo"), file_targets(d, "braze"), file_targets(d, "webhook")
-    ({'a': {'list_id': 'L1'}}, {'a': {'subscription_group_id': 'g1'}, 'b': {}}, {'a': {}, 'b': {}})
+    ({'a': {'list_id': 'L1'}}, {'a': {'subscription_group_id': 'g1'}, 'b': {}, 'c': {}}, {'a': {}, 'b': {}})
     """
     out: dict[str, dict[str, str]] = {}
     for a in defs.audiences if defs is not None else ():
@@ -59,7 +60,7 @@ def file_targets(defs: Definitions | None, dest_type: str) -> dict[str, dict[str
         elif dest_type == "braze":
             gid = (t or {}).get("subscription_group_id")
             out[a.name] = {"subscription_group_id": gid} if gid else {}
-        else:
+        elif t is None or t.get("enabled") != "false":  # ``sync: {webhook: false}`` opts out
             out[a.name] = {}
     return out
 
