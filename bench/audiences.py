@@ -1,0 +1,152 @@
+"""Cost of computed traits and audiences: 20 traits + 10 audiences against none, in one run.
+
+    .venv/bin/python bench/audiences.py [--users 3000] [--rounds 3] [--days 30]
+
+* **Throughput** until every profile holds its events: the real dataflow process
+  (``dataflows.profiles:get_flow(stop_at_end=True)``, as ``bench/pipeline.py`` runs it) over the
+  same generated stream in a fresh Redis each time, once without ``LIVEPROFILE_DEFINITIONS`` and
+  once with a 20-trait / 10-audience file, **alternating** in every round (the machine's drift
+  hits both alike). Prints each run, the medians and the ratio with / without (issue 14 wants
+  >= 0.7), startup included and without (each variant's startup measured on an empty buffer).
+* **State**: every user's :class:`operators.user.UserState` built by the real step function with
+  and without the definitions; pickled bytes per user (what a snapshot stores) and the
+  difference per user per trait.
+
+The 20 traits are ``bench/computed_state.py``'s (every kind, windows 24h..90d and all time, with
+and without ``where``); the 10 audiences read them with and/or/not/in, ``audience.x``,
+``traits.x`` and profile fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.computed_state import TRAITS, definitions_text  # noqa: E402
+from bench.pipeline import load_buffer  # noqa: E402
+from liveprofile.devtools.generate import GenConfig, generate  # noqa: E402
+from operators.definitions import load_definitions  # noqa: E402
+from operators.events import Event, Limits, parse_event  # noqa: E402
+from operators.user import UserConfig, step  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+
+AUDIENCES = [
+    ("shoe_browsers_no_order", "computed.shoe_views_7d >= 3 and computed.orders_7d == 0"),
+    ("big_spenders", "computed.spend_90d > 500"),
+    ("repeat_buyers", "computed.orders_all >= 2"),
+    ("browsers", "computed.views_7d >= 5 or computed.pages_24h >= 3"),
+    ("window_shoppers", "audience.browsers and not audience.repeat_buyers"),
+    ("shoe_fans", 'computed.top_category_30d in ["shoes", "sneakers"]'),
+    ("many_categories", "computed.products_7d >= 4"),
+    ("cart_holders", "cart_value > 50 and computed.orders_7d == 0"),
+    ("pro_plan", 'traits.plan == "pro" or traits.plan == "enterprise"'),
+    ("vip", "audience.big_spenders and (audience.repeat_buyers or computed.max_order_all > 200)"),
+]
+assert len(TRAITS) == 20 and len(AUDIENCES) == 10
+
+
+def file_text() -> str:
+    lines = [definitions_text().rstrip("\n"), "audiences:"]
+    for name, when in AUDIENCES:
+        lines += [f"  - name: {name}", f"    when: '{when}'"]
+    return "\n".join(lines) + "\n"
+
+
+def run_dataflow(url: str, shards: int, definitions: Path | None) -> float:
+    """Wall seconds of one run over the buffer until it is drained (startup included)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEPROFILE_")}
+    env.update({"LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"})
+    if definitions is not None:
+        env["LIVEPROFILE_DEFINITIONS"] = str(definitions)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.profiles:get_flow(stop_at_end=True)"], check=True, env=env, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def check_loaded(url: str, definitions: Path) -> None:
+    """The 'with' runs must really compute: a profile carries ``computed`` afterwards."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    try:
+        for key in r.scan_iter("lp:profile:*", count=1000):
+            if r.hexists(key, "computed"):
+                return
+        msg = f"no profile carries `computed` after a run with {definitions}: is the dataflow loading definitions?"
+        raise SystemExit(msg)
+    finally:
+        r.close()
+
+
+def state_sizes(events: list[dict], defs_text: str) -> tuple[float, float, int]:
+    """(pickled bytes per user without, with the definitions, users)."""
+    lim = Limits(timestamp_min_ms=0)
+    parsed = [e for e in (parse_event(dict(ev, receivedAt=ev["timestamp"]), lim) for ev in events) if isinstance(e, Event)]
+    out = []
+    for cfg in (UserConfig(), UserConfig(definitions=load_definitions(defs_text))):
+        states: dict[str, object] = {}
+        for ev in parsed:
+            st, _, _ = step(cfg, states.get(ev.uid), ev.uid, [ev])  # type: ignore[arg-type]
+            states[ev.uid] = st
+        out.append(sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in states.values()) / len(states))
+    return out[0], out[1], len(states)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=3000)
+    ap.add_argument("--days", type=float, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--shards", type=int, default=4)
+    args = ap.parse_args()
+    gen = generate(GenConfig(users=args.users, seed=1, end_ms=int(time.time() * 1000) - 60_000, days=args.days, duplicate_rate=0.02))
+    text = file_text()
+    load_definitions(text)
+    runs: dict[str, list[float]] = {"without": [], "with": []}
+    startup: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "definitions.yaml"
+        path.write_text(text)
+        empty = RedisServer(Path(d) / "empty").start()
+        try:
+            for name, defs in (("without", None), ("with", path)):
+                startup[name] = run_dataflow(empty.url, args.shards, defs)
+        finally:
+            empty.stop()
+        n = 0
+        for rnd in range(args.rounds):
+            for name, defs in ((("without", None), ("with", path)) if rnd % 2 == 0 else (("with", path), ("without", None))):
+                srv = RedisServer(Path(d) / f"r{rnd}-{name}").start()
+                try:
+                    n = load_buffer(srv.url, gen.events, args.shards)
+                    dt = run_dataflow(srv.url, args.shards, defs)
+                    if defs is not None:
+                        check_loaded(srv.url, defs)
+                finally:
+                    srv.stop()
+                runs[name].append(dt)
+                print(f"round {rnd} {name:8s} {n / dt:9.0f} ev/s  ({dt:.1f}s, {n} events)", flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    rate = {k: n / v for k, v in med.items()}
+    steady = {k: n / max(v - startup[k], 1e-3) for k, v in med.items()}
+    print(f"events in buffer                 {n}")
+    print(f"without definitions              {rate['without']:10.0f} ev/s  ({steady['without']:.0f} ev/s without startup {startup['without']:.1f}s)")
+    print(f"20 traits + 10 audiences         {rate['with']:10.0f} ev/s  ({steady['with']:.0f} ev/s without startup {startup['with']:.1f}s)")
+    print(f"ratio with / without             {rate['with'] / rate['without']:10.2f}   ({steady['with'] / steady['without']:.2f} without startup; issue 14 wants >= 0.7)")
+    without, with_, users = state_sizes(gen.events, text)
+    print(f"state (pickled UserState)        {without:10.0f} B/user without, {with_:.0f} B/user with ({users} users)")
+    print(f"state per user per trait         {(with_ - without) / len(TRAITS):10.1f} B")
+
+
+if __name__ == "__main__":
+    main()
