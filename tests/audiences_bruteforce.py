@@ -307,6 +307,16 @@ def _units(cents: int) -> int | float:
     return cents // 100 if cents % 100 == 0 else cents / 100
 
 
+def _takes(kind: str, v: Any) -> bool:
+    """A present, non-money value counts for ``kind``: numbers for the numeric kinds, scalars for
+    the distinct-value kinds, anything for ``first``/``last``."""
+    if kind in ("sum", "avg", "min", "max"):
+        return _is_num(v)
+    if kind in ("most_frequent", "unique_list", "unique_count"):
+        return type(v) in (str, bool) or _is_num(v)
+    return True
+
+
 def _window_has(t: TraitDef, ts: int, now: int) -> bool:
     if ts > now:
         return False
@@ -334,9 +344,7 @@ def trait_value(t: TraitDef, events: Iterable[Mapping[str, Any]], now: int) -> A
                 v = to_cents(v)
             except MoneyError:
                 continue
-        elif t.kind in ("sum", "avg", "min", "max") and not _is_num(v):
-            continue
-        elif t.kind in ("most_frequent", "unique_list", "unique_count") and not (type(v) in (str, bool) or _is_num(v)):
+        elif not _takes(t.kind, v):
             continue
         rows.append((ts, ev["messageId"], v))
     k = t.kind
