@@ -39,9 +39,10 @@ identify has ``ts <= T``, its anonymous id's (the flow merges the anonymous hist
 anonymous id not identified by ``T`` has its own (anonymous) profile; an identified one's
 anonymous profile is merged away (``merged_into``) and not compared.
 
-Every generated event time avoids the last 5 minutes of an hour, and the sample times are at
-``:30``: a bucket exit is always on an hour boundary, so the stream clock's few seconds of
-wall-time extrapolation after the input stops never reach an exit the brute force has not seen.
+Every generated event time avoids the last 5 minutes of an hour: a bucket exit is always on an
+hour boundary, so when a prefix of the stream is compared at its newest event time, the stream
+clock's few seconds of wall-time extrapolation while a test waits never reach an exit the brute
+force has not seen.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ DAY = 24 * HOUR
 #: 2024-04-22T00:00Z .. 2024-06-01T00:00Z: 40 days of event time
 END_MS = 1_717_200_000_000
 START_MS = END_MS - 40 * DAY
-#: sample times in the middle (at :30, see the module doc): after the early stoppers' 7d windows
+#: where to cut the stream for comparisons in the middle (each prefix is compared at its newest
+#: event time, see the module doc): after the early stoppers' 7d windows
 #: close, mid-stream, after the early email openers' 30d window closes
 SAMPLES = (START_MS + 5 * DAY + 12 * HOUR + 30 * 60_000, START_MS + 16 * DAY + 30 * 60_000,
            START_MS + 37 * DAY + 18 * HOUR + 30 * 60_000)

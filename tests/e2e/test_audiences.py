@@ -2,16 +2,16 @@
 checked against the independent brute force of :mod:`tests.audiences_bruteforce`.
 
 The generated stream (fixed seed, ~360 profiles, ~6.7k events over 40 days) goes into the
-buffer in prefixes: all events with ``ts <= T`` for each sample time ``T`` (three in the middle,
-then the newest event); after each, the test waits until every profile's ``computed`` and
-``audiences`` fields and every ``lp:audience:{name}`` set equal the brute force at ``T`` (or
-fails with the differences after a timeout). The sample times come after windows closed for
+buffer in prefixes: all events with ``ts <= cut`` for each sample cut (three in the middle,
+then the end); after each, the test waits until every profile's ``computed`` and ``audiences``
+fields and every ``lp:audience:{name}`` set equal the brute force at ``T``, the newest event
+time of the prefix (or fails with the differences after a timeout). The sample times come after windows closed for
 users with no later events (the early stoppers' 7d windows, the early email openers' 30d), so
 those exits must have been fired by the flow's own event-time timers. Shuffled input (each event
-displaced by up to 20 minutes of event time) and two workers must give the same results. The
-sorted single-worker run also checks the change feed: per user and audience, transitions
-alternate entered/exited starting with entered and end at the brute force's membership, and
-each carries an ``event_at`` at which the brute force agrees with the transition.
+displaced by up to 20 minutes of event time) and two workers must give the same results. All
+runs also check the change feed: per user and audience, transitions alternate entered/exited
+starting with entered and end at the brute force's membership; and, on sorted input with one
+worker, each carries an ``event_at`` at which the brute force agrees with the transition.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ def _ts(ev: dict) -> int:
     return STREAM.ts(ev)
 
 
+def newest(cut: int) -> int:
+    """The stream's time once every event up to ``cut`` is in: its newest event time (the flow
+    cannot know about an exit after it; event times avoid the 5 minutes before an hour, where
+    exits are, so the clock's wall-time extrapolation while the test waits reaches none)."""
+    return max(t for e in STREAM.events if (t := _ts(e)) <= cut)
+
+
 def agree(r: redis.Redis, defs: Definitions, at: int, timeout: float = 90) -> None:
     """Wait until Redis equals the brute force at ``at``; fail with the differences."""
     exp = expected(defs, STREAM, at)
@@ -64,7 +71,11 @@ def agree(r: redis.Redis, defs: Definitions, at: int, timeout: float = 90) -> No
     try:
         wait_for(ok, timeout, 0.5, f"the profiles to equal the brute force at {at}")
     except TimeoutError:
-        pytest.fail(f"at {at}: {len(mismatches(r, defs, exp, limit=0))} mismatches, e.g. {last}")
+        keys = sorted({m[0] for m in last if m[0] in exp.events})[:3]
+        counts = {k: {f: v for f, v in profile_state(r, [k])[k].items() if f in ("event_count", "email_opens", "anonymous_ids")}
+                  for k in keys}  # fmt: skip
+        pytest.fail(f"at {at}: {len(mismatches(r, defs, exp, limit=0))} mismatches, e.g. {last}; "
+                    f"the flow's own counters there: {counts}; brute-force events: {[len(exp.events[k]) for k in keys]}")
 
 
 def run_prefixes(redis_url: str, r: redis.Redis, tmp: Path, text: str, order: list[dict], workers: int) -> Definitions:
@@ -75,12 +86,12 @@ def run_prefixes(redis_url: str, r: redis.Redis, tmp: Path, text: str, order: li
     df = start_dataflow(env, tmp, extra=["-w", str(workers)] if workers > 1 else ())
     try:
         lo = -1
-        for at in TIMES:
-            chunk = [e for e in order if lo < _ts(e) <= at]
+        for cut in TIMES:
+            chunk = [e for e in order if lo < _ts(e) <= cut]
             assert load_buffer(redis_url, chunk, 4) == len(chunk)
-            agree(r, defs, at)
+            agree(r, defs, newest(cut))
             assert df.alive(), df.output()
-            lo = at
+            lo = cut
     finally:
         df.interrupt()
     return defs
@@ -139,4 +150,16 @@ def test_every_kind_equals_brute_force_at_sampled_times_and_end(redis_url: str, 
     order = STREAM.shuffled(seed=3) if shuffled else STREAM.events
     assert shuffled == (order != STREAM.events)
     defs = run_prefixes(redis_url, r, tmp_path, RICH, order, workers)
-    check_feed(r, defs, STREAM, T_END, event_times=not shuffled and workers == 1)
+    check_feed(r, defs, STREAM, T_END, event_times=False)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "audflow e93eb84: a batch renders computed/audiences at the stream clock (max(newest event, clock.now(), last render)) "
+    "but stamps event_at with the batch's newest event; when the clock is ahead of the user's shard, an exit that happened "
+    "at a bucket exit after that event is reported with the earlier event_at (e.g. u135 exits hot_now at "
+    "2024-05-24T05:32:09.051Z while the brute force has it inside until 06:00)"))
+def test_transitions_carry_an_event_at_when_they_hold(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
+    """Sorted input, one worker: each enter/exit entry's ``event_at`` is a time at which the brute
+    force agrees with it (in after ``entered``, out after ``exited``)."""
+    defs = run_prefixes(redis_url, r, tmp_path, RICH, STREAM.events, 1)
+    check_feed(r, defs, STREAM, T_END, event_times=True)
