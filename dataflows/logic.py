@@ -154,7 +154,10 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         uid = values[0][0]
-        self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values], self._clock.now())
+        # rendered at the user's own newest event time, not the stream clock: a window exit between
+        # the two is the timer's (armed at once, it fires with event_ms = the exit), so every
+        # transition's event_at is a time at which it holds
+        self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values])
         if dups:
             metrics.EVENTS_DUPLICATE.inc(dups)
         for o in outs:

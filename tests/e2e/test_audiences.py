@@ -153,11 +153,6 @@ def test_every_kind_equals_brute_force_at_sampled_times_and_end(redis_url: str, 
     check_feed(r, defs, STREAM, T_END, event_times=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "audflow e93eb84: a batch renders computed/audiences at the stream clock (max(newest event, clock.now(), last render)) "
-    "but stamps event_at with the batch's newest event; when the clock is ahead of the user's shard, an exit that happened "
-    "at a bucket exit after that event is reported with the earlier event_at (e.g. u135 exits hot_now at "
-    "2024-05-24T05:32:09.051Z while the brute force has it inside until 06:00)"))
 def test_transitions_carry_an_event_at_when_they_hold(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
     """Sorted input, one worker: each enter/exit entry's ``event_at`` is a time at which the brute
     force agrees with it (in after ``entered``, out after ``exited``)."""
