@@ -60,10 +60,12 @@ def _typed(kind: Kind, v: str) -> Any:
         return None
 
 
-def profile_env(fields: Mapping[str, str]) -> dict[str, Any]:
-    """The profile fields typed by their schema kind (see the module doc)."""
+def profile_env(fields: Mapping[str, str], only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The profile fields typed by their schema kind (see the module doc); ``only``: just these
+    names (what the audiences read: :attr:`~operators.definitions.Definitions.profile_fields`)."""
     env: dict[str, Any] = {}
-    for name, v in fields.items():
+    for name in fields if only is None else only:
+        v = fields.get(name)
         f = BY_NAME.get(name)
         if f is None or not isinstance(v, str):
             continue
@@ -75,4 +77,4 @@ def profile_env(fields: Mapping[str, str]) -> dict[str, Any]:
 
 def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapping[str, Any]) -> tuple[str, ...]:
     """The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in."""
-    return tuple(sorted(defs.memberships(profile_env(fields), computed_values)))
+    return tuple(sorted(defs.memberships(profile_env(fields, defs.profile_fields), computed_values)))

@@ -353,6 +353,35 @@ class ComputedState:
     traits: dict[str, _Trait] = field(default_factory=dict)
     #: the latest event time observed (ms); ``-1``: none yet
     max_ts: int = -1
+    #: transient, never pickled: the last :meth:`values` per trait, ``name -> (digest, value,
+    #: from_ms, until_ms)`` (valid for ``from_ms <= now < until_ms``; ``until_ms`` ``None``: until
+    #: the slot changes), and the owner's memo of the audiences last evaluated from them
+    memo: dict[str, tuple[str, Any, int, int | None]] | None = field(default=None, repr=False, compare=False)
+    audience_memo: tuple[Any, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+    #: transient: no bucket leaves its window before this event time (``None``: not known)
+    expire_at: int | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> list[Any]:
+        return [self.traits, self.max_ts]  # the layout of snapshot versions 6 and 7: the memos are not state
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):  # (None, slots): before the memos
+            slots = state[1]
+            self.traits, self.max_ts = slots.get("traits", {}), slots.get("max_ts", -1)
+        else:
+            self.traits, self.max_ts = state[0], state[1]
+        self.memo = None
+        self.audience_memo = None
+        self.expire_at = None
+
+    def _forget_values(self, name: str | None = None) -> None:
+        """A slot changed (``None``: any may have): its remembered value is stale."""
+        if name is None:
+            self.memo = None
+            self.audience_memo = None
+            self.expire_at = None
+        elif self.memo:
+            self.memo.pop(name, None)
 
     def touch(self, defs: Definitions, received_ms: int, fluid: bool = False) -> None:
         """Give every defined trait a slot: a new or changed one starts empty with boundary
@@ -363,6 +392,7 @@ class ComputedState:
             s = self.traits.get(t.name)
             if s is None or s.digest != t.digest:
                 self.traits[t.name] = _new_slot(t, received_ms, fluid)
+                self._forget_values(t.name)
 
     def _fold(self, t: TraitDef, s: _Trait, ev: Event, env: Mapping[str, Any]) -> bool:
         """Fold ``ev`` (already counted into ``max_ts``) into one trait's slot, if it counts."""
@@ -371,15 +401,20 @@ class ComputedState:
         v = _value(t, env)
         if not _accepts(t.kind, v):
             return False
+        if self.memo:
+            self.memo.pop(t.name, None)
         if s.buckets is None:
             s.agg = _add(t.kind, s.agg, v, ev.ts, ev.message_id)
             return True
         assert t.window_ms is not None
         r = resolution_ms(t.window_ms)
         b = ev.ts // r
-        if (b + 1) * r + t.window_ms <= self.max_ts:
+        exit_ms = (b + 1) * r + t.window_ms
+        if exit_ms <= self.max_ts:
             return False  # late for a bucket that has left the window
         s.buckets[b] = _add(t.kind, s.buckets.get(b), v, ev.ts, ev.message_id)
+        if self.expire_at is not None and exit_ms < self.expire_at:
+            self.expire_at = exit_ms
         return True
 
     def observe(self, defs: Definitions, ev: Event) -> bool:
@@ -390,7 +425,7 @@ class ComputedState:
         env = event_env(ev)
         changed = False
         rec = ev.received_at
-        for t in defs.computed_traits:
+        for t in defs.traits_for(ev.type, ev.name):  # only the traits over this event's name or type
             s = self.traits[t.name]
             if rec < s.boundary and s.fluid:
                 s.boundary = rec  # a new user's earlier-received event: live, like all of theirs
@@ -434,6 +469,9 @@ class ComputedState:
         return newest
 
     def _expire(self, defs: Definitions) -> None:
+        if self.expire_at is not None and self.max_ts < self.expire_at:
+            return  # no bucket has reached its exit yet
+        soonest: int | None = None
         for t in defs.computed_traits:
             if t.window_ms is None:
                 continue
@@ -442,25 +480,49 @@ class ComputedState:
                 continue
             r = resolution_ms(t.window_ms)
             dead = [b for b in s.buckets if (b + 1) * r + t.window_ms <= self.max_ts]
+            if dead:
+                self._forget_values(t.name)
             for b in dead:
                 del s.buckets[b]
+            for b in s.buckets:
+                e = (b + 1) * r + t.window_ms
+                if soonest is None or e < soonest:
+                    soonest = e
+        self.expire_at = soonest if soonest is not None else 2**62
 
     def values(self, defs: Definitions, now_ms: int) -> dict[str, Any]:
-        """Every trait's value at stream time ``now_ms`` (exact for ``now_ms >= max_ts``)."""
+        """Every trait's value at stream time ``now_ms`` (exact for ``now_ms >= max_ts``).
+
+        A trait's value is remembered (not pickled) until its slot changes or ``now_ms`` passes its
+        next bucket exit, so rendering a profile again recomputes only the traits that changed."""
         out: dict[str, Any] = {}
+        memo = self.memo
+        if memo is None:
+            memo = self.memo = {}
         for t in defs.computed_traits:
-            s = self.traits.get(t.name)
+            name = t.name
+            m = memo.get(name)
+            if m is not None and m[0] == t.digest and m[2] <= now_ms and (m[3] is None or now_ms < m[3]):
+                out[name] = m[1]
+                continue
+            s = self.traits.get(name)
             agg = None
+            until: int | None = None
             if s is not None and s.digest == t.digest:
                 if s.buckets is None:
                     agg = s.agg
                 else:
                     assert t.window_ms is not None
                     r = resolution_ms(t.window_ms)
+                    w = t.window_ms
                     for b in sorted(s.buckets):
-                        if (b + 1) * r + t.window_ms > now_ms:
+                        exit_ms = (b + 1) * r + w
+                        if exit_ms > now_ms:
                             agg = _combine(t.kind, agg, s.buckets[b])
-            out[t.name] = _final(t.kind, agg, is_money(t))
+                            if until is None or exit_ms < until:
+                                until = exit_ms
+            v = out[name] = _final(t.kind, agg, is_money(t))
+            memo[name] = (t.digest, v, now_ms, until)
         return out
 
     def next_change_ms(self, defs: Definitions, now_ms: int) -> int | None:
@@ -480,6 +542,7 @@ class ComputedState:
     def merge(self, other: ComputedState, defs: Definitions) -> None:
         """Fold ``other`` (a user merged into this one) in: exact for every kind within buckets
         (``most_frequent`` over the distinct cap excepted). ``other`` is not modified."""
+        self._forget_values()
         self.max_ts = max(self.max_ts, other.max_ts)
         for t in defs.computed_traits:
             o = other.traits.get(t.name)
@@ -511,6 +574,7 @@ class ComputedState:
         live = {t.name: t.digest for t in defs.computed_traits}
         for name in [n for n, s in self.traits.items() if live.get(n) != s.digest]:
             del self.traits[name]
+            self._forget_values(name)
 
 
 #: most events in one seed (one buffer entry)

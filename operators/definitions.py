@@ -236,15 +236,30 @@ class Definitions:
     _by_name: Mapping[str, TraitDef] = field(default_factory=dict, repr=False, compare=False)
     #: see :func:`fingerprint_of` (computed once at load: the per-user step records it per render)
     fingerprint: str = ""
+    #: the profile fields (and ``traits``) the audiences read, sorted: all an evaluation needs
+    profile_fields: tuple[str, ...] = ()
+    _by_event: Mapping[tuple[str, str | None], tuple[TraitDef, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     def trait(self, name: str) -> TraitDef:
         return self._by_name[name]
+
+    def traits_for(self, ev_type: str, ev_name: str) -> tuple[TraitDef, ...]:
+        """The traits an event of this type and name can count for (file order): those over its
+        name (a ``track``) or over its type (``page``, ``identify``, ...); ``where`` not checked."""
+        return self._by_event.get((ev_type, ev_name if ev_type == "track" else None), ())
 
 
     def memberships(self, env: Callable[[tuple[str, ...]], Any] | Mapping[str, Any], computed: Mapping[str, Any]) -> tuple[str, ...]:
         """The audiences (names, dependency order) one profile is in. ``env`` reads profile fields
         and ``traits.x``; ``computed`` holds the computed values; ``audience.x`` is this evaluation's."""
         inside: dict[str, bool] = {}
+        if isinstance(env, Mapping):  # one flat dict: the fast lookup path, no callback per read
+            flat = dict(env)
+            flat["computed"] = computed
+            flat["audience"] = inside
+            for a in self.audiences:
+                inside[a.name] = a.when.holds(flat)
+            return tuple(n for n, v in inside.items() if v)
 
         def read(path: tuple[str, ...]) -> Any:
             if path[0] == "computed" and len(path) == 2:
@@ -526,7 +541,13 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
     ordered = _dependency_order(auds, aud_paths, err)
     if errors:
         raise DefinitionsErrors(errors, source)
-    return Definitions(1, tuple(traits), ordered, source, {t.name: t for t in traits}, fingerprint_of(tuple(traits), ordered))
+    read = sorted({f[0] for a in ordered for f in a.when.fields() if f[0] not in ("computed", "audience")})
+    by_event: dict[tuple[str, str | None], list[TraitDef]] = {}
+    for t in traits:
+        key = (t.event, None) if t.event in EVENT_TYPE_NAMES else ("track", t.event)
+        by_event.setdefault(key, []).append(t)
+    return Definitions(1, tuple(traits), ordered, source, {t.name: t for t in traits}, fingerprint_of(tuple(traits), ordered),
+                       tuple(read), {k: tuple(v) for k, v in by_event.items()})  # fmt: skip
 
 
 def _dependency_order(auds: dict[str, AudienceDef], paths: dict[str, tuple[Any, ...]], err: Callable[..., None]) -> tuple[AudienceDef, ...]:

@@ -127,12 +127,21 @@ def null_check(op: str, v: Any) -> bool:
 
 def lookup(env: Env, path: tuple[str, ...]) -> Any:
     """The value at ``path`` in ``env`` (``None`` when missing). Never raises."""
+    if type(env) is dict:  # the common case, without the Mapping ABC checks
+        cur: Any = env
+        for part in path:
+            if type(cur) is not dict and not isinstance(cur, Mapping):
+                return None
+            cur = cur.get(part)
+            if cur is None:
+                return None
+        return cur
     if callable(env) and not isinstance(env, Mapping):
         try:
             return env(path)
         except Exception:  # an env that fails reads as a missing field
             return None
-    cur: Any = env
+    cur = env
     for part in path:
         if not isinstance(cur, Mapping):
             return None

@@ -268,10 +268,19 @@ def render(st: UserState, defs: Definitions | None = None, now_ms: int | None = 
     f["session_count"] = str(st.behaviour.sessions)
     if defs is not None:
         now = render_time(st, now_ms)
-        values = (st.computed or ComputedState()).values(defs, now)
-        st.audiences = evaluate(defs, f, values)
+        comp = st.computed or ComputedState()
+        values = comp.values(defs, now)
+        computed = _json(values)
+        # the audiences read only the computed values and defs.profile_fields: unchanged, unchanged
+        key = (computed, tuple(f.get(n) for n in defs.profile_fields))
+        memo = comp.audience_memo
+        if memo is not None and memo[0] == key:
+            st.audiences = memo[1]
+        else:
+            st.audiences = evaluate(defs, f, values)
+            comp.audience_memo = (key, st.audiences)
         st.computed_at = now
-        f["computed"] = _json(values)
+        f["computed"] = computed
         f["audiences"] = _json(list(st.audiences))
         st.defs_fp = defs.fingerprint
     return f
