@@ -75,6 +75,29 @@ def profile_env(fields: Mapping[str, str], only: tuple[str, ...] | None = None) 
     return env
 
 
-def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapping[str, Any]) -> tuple[str, ...]:
-    """The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in."""
-    return tuple(sorted(defs.memberships(profile_env(fields, defs.profile_fields), computed_values)))
+def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapping[str, Any],
+             memo: dict[str, tuple[Any, Any, bool]] | None = None) -> tuple[str, ...]:  # fmt: skip
+    """The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in.
+
+    ``memo`` (the caller's, per profile): each audience's inputs (the computed traits, profile
+    fields and audiences its ``when`` reads) and result from the last evaluation; an audience
+    whose inputs are unchanged is not evaluated again (same result: evaluation is pure)."""
+    if memo is None:
+        return tuple(sorted(defs.memberships(profile_env(fields, defs.profile_fields), computed_values)))
+    inside: dict[str, bool] = {}
+    env: dict[str, Any] | None = None
+    inputs = defs.inputs
+    for a in defs.audiences:
+        traits, names, deps = inputs[a.name]
+        key = (tuple(computed_values.get(t) for t in traits), tuple(fields.get(n) for n in names), tuple(inside[d] for d in deps))
+        m = memo.get(a.name)
+        if m is not None and m[0] is a.when and m[1] == key:
+            inside[a.name] = m[2]
+            continue
+        if env is None:
+            env = profile_env(fields, defs.profile_fields)
+            env["computed"] = computed_values
+            env["audience"] = inside
+        v = inside[a.name] = a.when.holds(env)
+        memo[a.name] = (a.when, key, v)
+    return tuple(sorted(n for n, v in inside.items() if v))

@@ -357,7 +357,10 @@ class ComputedState:
     #: from_ms, until_ms)`` (valid for ``from_ms <= now < until_ms``; ``until_ms`` ``None``: until
     #: the slot changes), and the owner's memo of the audiences last evaluated from them
     memo: dict[str, tuple[str, Any, int, int | None]] | None = field(default=None, repr=False, compare=False)
-    audience_memo: tuple[Any, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+    audience_memo: dict[str, tuple[Any, Any, bool]] | None = field(default=None, repr=False, compare=False)
+    #: transient: the last values() dict, valid for ``from <= now < until`` while no slot changes,
+    #: and its JSON (``(values, from_ms, until_ms, json or None, the definitions' fingerprint)``)
+    last: tuple[dict[str, Any], int, int, str | None, str] | None = field(default=None, repr=False, compare=False)
     #: transient: no bucket leaves its window before this event time (``None``: not known)
     expire_at: int | None = field(default=None, repr=False, compare=False)
 
@@ -373,9 +376,11 @@ class ComputedState:
         self.memo = None
         self.audience_memo = None
         self.expire_at = None
+        self.last = None
 
     def _forget_values(self, name: str | None = None) -> None:
         """A slot changed (``None``: any may have): its remembered value is stale."""
+        self.last = None
         if name is None:
             self.memo = None
             self.audience_memo = None
@@ -401,6 +406,7 @@ class ComputedState:
         v = _value(t, env)
         if not _accepts(t.kind, v):
             return False
+        self.last = None
         if self.memo:
             self.memo.pop(t.name, None)
         if s.buckets is None:
@@ -495,15 +501,21 @@ class ComputedState:
 
         A trait's value is remembered (not pickled) until its slot changes or ``now_ms`` passes its
         next bucket exit, so rendering a profile again recomputes only the traits that changed."""
+        last = self.last
+        if last is not None and last[1] <= now_ms < last[2] and last[4] == defs.fingerprint:
+            return last[0]
         out: dict[str, Any] = {}
         memo = self.memo
         if memo is None:
             memo = self.memo = {}
+        valid_until = 2**62
         for t in defs.computed_traits:
             name = t.name
             m = memo.get(name)
             if m is not None and m[0] == t.digest and m[2] <= now_ms and (m[3] is None or now_ms < m[3]):
                 out[name] = m[1]
+                if m[3] is not None and m[3] < valid_until:
+                    valid_until = m[3]
                 continue
             s = self.traits.get(name)
             agg = None
@@ -523,7 +535,21 @@ class ComputedState:
                                 until = exit_ms
             v = out[name] = _final(t.kind, agg, is_money(t))
             memo[name] = (t.digest, v, now_ms, until)
+            if until is not None and until < valid_until:
+                valid_until = until
+        self.last = (out, now_ms, valid_until, None, defs.fingerprint)
         return out
+
+    def values_json(self, defs: Definitions, now_ms: int) -> tuple[dict[str, Any], str]:
+        """:meth:`values` and its JSON (the profile's ``computed`` field), both remembered."""
+        values = self.values(defs, now_ms)
+        last = self.last
+        if last is not None and last[0] is values and last[3] is not None:
+            return values, last[3]
+        text = orjson.dumps(values).decode()
+        if last is not None and last[0] is values:
+            self.last = (values, last[1], last[2], text, last[4])
+        return values, text
 
     def next_change_ms(self, defs: Definitions, now_ms: int) -> int | None:
         """The earliest bucket exit after ``now_ms`` (no windowed value changes before it)."""

@@ -239,6 +239,8 @@ class Definitions:
     #: the profile fields (and ``traits``) the audiences read, sorted: all an evaluation needs
     profile_fields: tuple[str, ...] = ()
     _by_event: Mapping[tuple[str, str | None], tuple[TraitDef, ...]] = field(default_factory=dict, repr=False, compare=False)
+    #: per audience, what its ``when`` reads: (computed traits, profile fields, audiences), sorted
+    inputs: Mapping[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict, repr=False, compare=False)
 
     def trait(self, name: str) -> TraitDef:
         return self._by_name[name]
@@ -546,8 +548,10 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
     for t in traits:
         key = (t.event, None) if t.event in EVENT_TYPE_NAMES else ("track", t.event)
         by_event.setdefault(key, []).append(t)
+    inputs = {a.name: (tuple(sorted(a.traits)), tuple(sorted({f[0] for f in a.when.fields() if f[0] not in ("computed", "audience")})),
+                       tuple(sorted(a.depends_on))) for a in ordered}  # fmt: skip
     return Definitions(1, tuple(traits), ordered, source, {t.name: t for t in traits}, fingerprint_of(tuple(traits), ordered),
-                       tuple(read), {k: tuple(v) for k, v in by_event.items()})  # fmt: skip
+                       tuple(read), {k: tuple(v) for k, v in by_event.items()}, inputs)  # fmt: skip
 
 
 def _dependency_order(auds: dict[str, AudienceDef], paths: dict[str, tuple[Any, ...]], err: Callable[..., None]) -> tuple[AudienceDef, ...]:

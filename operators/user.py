@@ -269,16 +269,10 @@ def render(st: UserState, defs: Definitions | None = None, now_ms: int | None = 
     if defs is not None:
         now = render_time(st, now_ms)
         comp = st.computed or ComputedState()
-        values = comp.values(defs, now)
-        computed = _json(values)
-        # the audiences read only the computed values and defs.profile_fields: unchanged, unchanged
-        key = (computed, tuple(f.get(n) for n in defs.profile_fields))
-        memo = comp.audience_memo
-        if memo is not None and memo[0] == key:
-            st.audiences = memo[1]
-        else:
-            st.audiences = evaluate(defs, f, values)
-            comp.audience_memo = (key, st.audiences)
+        values, computed = comp.values_json(defs, now)
+        if comp.audience_memo is None:
+            comp.audience_memo = {}
+        st.audiences = evaluate(defs, f, values, comp.audience_memo)  # only audiences whose inputs changed
         st.computed_at = now
         f["computed"] = computed
         f["audiences"] = _json(list(st.audiences))

@@ -221,3 +221,27 @@ def test_a_new_users_events_all_count_whatever_their_receipt_order() -> None:
     old, outs, _ = step(CFG, old, "u2", [first])
     old, outs, _ = step(CFG, old, "u2", late)
     assert orjson.loads(updates(outs)[-1].fields["computed"])["shoe_views_7d"] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3), st.sampled_from(["", "40.00", "120.00"]),
+                          st.sampled_from(['{}', '{"plan": "pro"}', '{"plan": "free"}'])), min_size=1, max_size=12))  # fmt: skip
+def test_remembered_evaluation_equals_a_fresh_one(seq: list[tuple[int, int, str, str]]) -> None:
+    """evaluate() with a memo (the per-profile remembered inputs and results) gives what a fresh
+    evaluation gives, for any sequence of renders of one profile."""
+    defs = load_definitions("""\
+version: 1
+computed_traits:
+  - {name: views, kind: count, event: Product Viewed, window: 7d}
+  - {name: orders, kind: count, event: Order Completed}
+audiences:
+  - {name: browsers, when: computed.views >= 3 and computed.orders == 0}
+  - {name: buyers, when: computed.orders >= 1}
+  - {name: carts, when: cart_value > 50 and not audience.buyers}
+  - {name: pros, when: 'traits.plan == "pro" or audience.browsers'}
+""")
+    memo: dict = {}
+    for views, orders, cart, traits in seq:
+        fields = {"cart_value": cart, "traits": traits}
+        values = {"views": views, "orders": orders}
+        assert evaluate(defs, fields, values, memo) == evaluate(defs, fields, values)
