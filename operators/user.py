@@ -496,9 +496,12 @@ def on_timer(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output
     exit_ms = _last_exit(cfg, st, clock)
     if trigger is None and exit_ms is not None and st.profile.seq > 0:
         defs = cfg.definitions
-        assert defs is not None and st.computed is not None
-        values = st.computed.values(defs, exit_ms)
-        if values == st.computed.values(defs, st.computed_at) and evaluate(defs, render(st), values) == st.audiences:
+        c = st.computed
+        assert defs is not None and c is not None
+        before = c.values(defs, st.computed_at)  # remembered from the last render, as a rule
+        # no event since that render, so the profile fields are as rendered: the audiences can
+        # change only if a computed value does (a session closing re-renders anyway, below)
+        if c.values(defs, exit_ms) == before:
             st.computed_at = exit_ms  # nothing changed: no write, and the next timer is the next exit
             exit_ms = None
     if trigger is None and not closed and exit_ms is None:
