@@ -158,6 +158,11 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
         # the two is the timer's (armed at once, it fires with event_ms = the exit), so every
         # transition's event_at is a time at which it holds
         self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values])
+        if self._cfg.definitions is not None and self.state is not None:
+            # the window exits the stream clock already passed, in the same output (the sink writes
+            # the user once): on a backlog the clock runs ahead of each user's events, and a timer
+            # round trip per user per batch would cost a second profile write
+            outs += on_timer(self._cfg, self.state, self._clock.now())
         if dups:
             metrics.EVENTS_DUPLICATE.inc(dups)
         for o in outs:
