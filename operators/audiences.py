@@ -83,7 +83,7 @@ def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapp
     fields and audiences its ``when`` reads) and result from the last evaluation; an audience
     whose inputs are unchanged is not evaluated again (same result: evaluation is pure)."""
     if memo is None:
-        return tuple(sorted(defs.memberships(profile_env(fields, defs.profile_fields), computed_values)))
+        memo = {}
     inside: dict[str, bool] = {}
     env: dict[str, Any] | None = None
     inputs = defs.inputs

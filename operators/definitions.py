@@ -251,27 +251,15 @@ class Definitions:
         return self._by_event.get((ev_type, ev_name if ev_type == "track" else None), ())
 
 
-    def memberships(self, env: Callable[[tuple[str, ...]], Any] | Mapping[str, Any], computed: Mapping[str, Any]) -> tuple[str, ...]:
-        """The audiences (names, dependency order) one profile is in. ``env`` reads profile fields
-        and ``traits.x``; ``computed`` holds the computed values; ``audience.x`` is this evaluation's."""
+    def memberships(self, env: Mapping[str, Any], computed: Mapping[str, Any]) -> tuple[str, ...]:
+        """The audiences (names, dependency order) one profile is in. ``env`` holds profile fields
+        and ``traits``; ``computed`` the computed values; ``audience.x`` is this evaluation's."""
         inside: dict[str, bool] = {}
-        if isinstance(env, Mapping):  # one flat dict: the fast lookup path, no callback per read
-            flat = dict(env)
-            flat["computed"] = computed
-            flat["audience"] = inside
-            for a in self.audiences:
-                inside[a.name] = a.when.holds(flat)
-            return tuple(n for n, v in inside.items() if v)
-
-        def read(path: tuple[str, ...]) -> Any:
-            if path[0] == "computed" and len(path) == 2:
-                return computed.get(path[1])
-            if path[0] == "audience" and len(path) == 2:
-                return inside.get(path[1], False)
-            return lookup(env, path)
-
+        flat = dict(env)  # one flat dict: the expressions' fast lookup path
+        flat["computed"] = computed
+        flat["audience"] = inside
         for a in self.audiences:
-            inside[a.name] = a.when.holds(read)
+            inside[a.name] = a.when.holds(flat)
         return tuple(n for n, v in inside.items() if v)
 
 
@@ -543,13 +531,13 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
     ordered = _dependency_order(auds, aud_paths, err)
     if errors:
         raise DefinitionsErrors(errors, source)
-    read = sorted({f[0] for a in ordered for f in a.when.fields() if f[0] not in ("computed", "audience")})
     by_event: dict[tuple[str, str | None], list[TraitDef]] = {}
     for t in traits:
         key = (t.event, None) if t.event in EVENT_TYPE_NAMES else ("track", t.event)
         by_event.setdefault(key, []).append(t)
     inputs = {a.name: (tuple(sorted(a.traits)), tuple(sorted({f[0] for f in a.when.fields() if f[0] not in ("computed", "audience")})),
                        tuple(sorted(a.depends_on))) for a in ordered}  # fmt: skip
+    read = sorted({n for _, names, _ in inputs.values() for n in names})
     return Definitions(1, tuple(traits), ordered, source, {t.name: t for t in traits}, fingerprint_of(tuple(traits), ordered),
                        tuple(read), {k: tuple(v) for k, v in by_event.items()}, inputs)  # fmt: skip
 
