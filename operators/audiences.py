@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from operators.definitions import Definitions
+from operators.residual import residual
 from operators.schema import BY_NAME, Kind
 
 __all__ = ["profile_env", "evaluate"]
@@ -76,28 +77,39 @@ def profile_env(fields: Mapping[str, str], only: tuple[str, ...] | None = None) 
 
 
 def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapping[str, Any],
-             memo: dict[str, tuple[Any, Any, bool]] | None = None) -> tuple[str, ...]:  # fmt: skip
-    """The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in.
+             memo: dict[str, tuple[Any, Any, Any]] | None = None, rules: list[Any] | None = None) -> tuple[str, ...]:  # fmt: skip
+    """The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in —
+    the early ones only: a late audience (:attr:`~operators.definitions.Definitions.late`, it
+    reads RFM or model fields) is decided by the profile script; with ``rules`` (a list) its
+    ``[name, rule]`` pairs (:func:`operators.residual.residual`, dependency order) are appended.
 
     ``memo`` (the caller's, per profile): each audience's inputs (the computed traits, profile
-    fields and audiences its ``when`` reads) and result from the last evaluation; an audience
-    whose inputs are unchanged is not evaluated again (same result: evaluation is pure)."""
+    fields and early audiences its ``when`` reads) and result (or rule) from the last evaluation;
+    an audience whose inputs are unchanged is not evaluated again (evaluation is pure)."""
     if memo is None:
         memo = {}
     inside: dict[str, bool] = {}
     env: dict[str, Any] | None = None
     inputs = defs.inputs
+    late = defs.late
     for a in defs.audiences:
+        is_late = a.name in late
+        if is_late and rules is None:
+            continue
         traits, names, deps = inputs[a.name]
         key = (tuple(computed_values.get(t) for t in traits), tuple(fields.get(n) for n in names), tuple(inside[d] for d in deps))
         m = memo.get(a.name)
         if m is not None and m[0] is a.when and m[1] == key:
-            inside[a.name] = m[2]
-            continue
-        if env is None:
-            env = profile_env(fields, defs.profile_fields)
-            env["computed"] = computed_values
-            env["audience"] = inside
-        v = inside[a.name] = a.when.holds(env)
-        memo[a.name] = (a.when, key, v)
+            v = m[2]
+        else:
+            if env is None:
+                env = profile_env(fields, defs.profile_fields)
+                env["computed"] = computed_values
+                env["audience"] = inside
+            v = residual(a.when, env, late) if is_late else a.when.holds(env)
+            memo[a.name] = (a.when, key, v)
+        if is_late:
+            rules.append([a.name, v])  # type: ignore[union-attr]
+        else:
+            inside[a.name] = v
     return tuple(sorted(n for n, v in inside.items() if v))

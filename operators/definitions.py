@@ -241,6 +241,9 @@ class Definitions:
     _by_event: Mapping[tuple[str, str | None], tuple[TraitDef, ...]] = field(default_factory=dict, repr=False, compare=False)
     #: per audience, what its ``when`` reads: (computed traits, profile fields, audiences), sorted
     inputs: Mapping[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict, repr=False, compare=False)
+    #: the late audiences: their ``when`` reads an RFM or model field (:data:`LATER_FIELDS`), directly
+    #: or through a late audience; decided by the profile script from rules (:mod:`operators.residual`)
+    late: frozenset[str] = frozenset()
 
     def trait(self, name: str) -> TraitDef:
         return self._by_name[name]
@@ -514,9 +517,8 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
                 if len(f) < 2:
                     err((*base, "when"), f"{_fmt_path((*base, 'when'))}: traits: write traits.NAME")
             elif f[0] in LATER_FIELDS:
-                err((*base, "when"), f"{_fmt_path((*base, 'when'))}: {f[0]} is scored after audiences are evaluated "
-                                     f"(by the {LATER_FIELDS[f[0]]} stage, against the whole population or the models); "
-                                     "audiences cannot read it yet")  # fmt: skip
+                if len(f) > 1:
+                    err((*base, "when"), f"{_fmt_path((*base, 'when'))}: {'.'.join(f)}: {f[0]} has no fields")
             elif f[0] not in AUDIENCE_FIELDS:
                 err((*base, "when"), f"{_fmt_path((*base, 'when'))}: unknown profile field {f[0]!r} "
                                      "(profile fields: see docs/audiences.md; traits.x for a trait)")  # fmt: skip
@@ -535,11 +537,15 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
     for t in traits:
         key = (t.event, None) if t.event in EVENT_TYPE_NAMES else ("track", t.event)
         by_event.setdefault(key, []).append(t)
-    inputs = {a.name: (tuple(sorted(a.traits)), tuple(sorted({f[0] for f in a.when.fields() if f[0] not in ("computed", "audience")})),
-                       tuple(sorted(a.depends_on))) for a in ordered}  # fmt: skip
+    late: set[str] = set()
+    for a in ordered:  # dependency order: a late audience's dependencies are decided before it
+        if any(f[0] in LATER_FIELDS for f in a.when.fields()) or a.depends_on & late:
+            late.add(a.name)
+    inputs = {a.name: (tuple(sorted(a.traits)), tuple(sorted({f[0] for f in a.when.fields() if f[0] not in ("computed", "audience") and f[0] not in LATER_FIELDS})),
+                       tuple(sorted(a.depends_on - late))) for a in ordered}  # fmt: skip
     read = sorted({n for _, names, _ in inputs.values() for n in names})
     return Definitions(1, tuple(traits), ordered, source, {t.name: t for t in traits}, fingerprint_of(tuple(traits), ordered),
-                       tuple(read), {k: tuple(v) for k, v in by_event.items()}, inputs)  # fmt: skip
+                       tuple(read), {k: tuple(v) for k, v in by_event.items()}, inputs, frozenset(late))  # fmt: skip
 
 
 def _dependency_order(auds: dict[str, AudienceDef], paths: dict[str, tuple[Any, ...]], err: Callable[..., None]) -> tuple[AudienceDef, ...]:

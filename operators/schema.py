@@ -16,7 +16,7 @@ fields derives it from :data:`FIELDS`:
 Adding a field means adding a row here; a test fails until its owner renders it.
 
 >>> sorted(names(Kind.JSON))
-['anonymous_ids', 'audiences', 'cart', 'computed', 'consent', 'groups', 'interests', 'traits']
+['anonymous_ids', 'audience_rules', 'audiences', 'cart', 'computed', 'consent', 'groups', 'interests', 'traits']
 >>> [f.name for f in FIELDS if f.segment]
 ['cart_abandoned', 'top_category', 'rfm_segment', 'suspect']
 """
@@ -111,6 +111,9 @@ FIELDS: tuple[Field, ...] = (
     # the audience names the user is in, sorted; delivered through each platform's list mechanism, not as a field;
     # the profile script keeps {p}:audience:{name} and the change feed's audiences_entered / audiences_exited from it
     Field("audiences", Kind.JSON, Owner.USER, pushed=False),
+    # the late audiences' rules (operators.residual): what is left of each `when` that reads RFM or model
+    # fields, evaluated by the profile script whenever a rule or a late field changes; internal
+    Field("audience_rules", Kind.JSON, Owner.USER, pushed=False, shown=False),
     Field("rfm_r", Kind.INT, Owner.RFM),
     Field("rfm_f", Kind.INT, Owner.RFM),
     Field("rfm_m", Kind.INT, Owner.RFM),
@@ -149,11 +152,13 @@ JSON_FIELDS = names(Kind.JSON)
 
 
 def lua_segment_table() -> str:
-    """The profile script's segment tables, as the Lua line it holds.
+    """The profile script's segment tables and the kinds of the late fields (what the late
+    audiences' rules read, :mod:`operators.residual`), as the Lua line it holds.
 
     >>> print(lua_segment_table())
-    local seg = {top_category = 'segment:interest:', rfm_segment = 'segment:'}; local flag = {cart_abandoned = 'segment:cart_abandoned', suspect = 'segment:suspect'}
+    local seg = {top_category = 'segment:interest:', rfm_segment = 'segment:'}; local flag = {cart_abandoned = 'segment:cart_abandoned', suspect = 'segment:suspect'}; local late = {rfm_r = 'int', rfm_f = 'int', rfm_m = 'int', rfm_segment = 'text', anomaly_score = 'float', suspect = 'flag', purchase_propensity = 'float'}
     """
     seg = ", ".join(f"{f.name} = '{f.segment.key}'" for f in FIELDS if f.segment and not f.segment.flag)
     flag = ", ".join(f"{f.name} = '{f.segment.key}'" for f in FIELDS if f.segment and f.segment.flag)
-    return f"local seg = {{{seg}}}; local flag = {{{flag}}}"
+    late = ", ".join(f"{f.name} = '{f.kind}'" for f in FIELDS if f.owner in (Owner.RFM, Owner.MODELS))
+    return f"local seg = {{{seg}}}; local flag = {{{flag}}}; local late = {{{late}}}"

@@ -272,10 +272,12 @@ def render(st: UserState, defs: Definitions | None = None, now_ms: int | None = 
         values, computed = comp.values_json(defs, now)
         if comp.audience_memo is None:
             comp.audience_memo = {}
-        st.audiences = evaluate(defs, f, values, comp.audience_memo)  # only audiences whose inputs changed
+        rules: list[Any] = []  # the late audiences' rules (operators.residual), for the profile script
+        st.audiences = evaluate(defs, f, values, comp.audience_memo, rules)  # only audiences whose inputs changed
         st.computed_at = now
         f["computed"] = computed
         f["audiences"] = _json(list(st.audiences))
+        f["audience_rules"] = _json(rules)
         st.defs_fp = defs.fingerprint
     return f
 
@@ -534,7 +536,7 @@ def redeploy(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output
         st.defs_fp = ""
         st.audiences = ()
         p = st.profile
-        fields = {**render(st), "computed": "{}", "audiences": "[]"}
+        fields = {**render(st), "computed": "{}", "audiences": "[]", "audience_rules": "[]"}
         return [ProfileUpdate(p.uid, p.seq, fields, p.last_received, _rfm_of(p), None, event_ms=clock)]
     if st.computed is not None:
         st.computed.prune(defs)

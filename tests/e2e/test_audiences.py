@@ -58,9 +58,9 @@ def newest(cut: int) -> int:
     return max(t for e in STREAM.events if (t := _ts(e)) <= cut)
 
 
-def agree(r: redis.Redis, defs: Definitions, at: int, timeout: float = 90) -> None:
-    """Wait until Redis equals the brute force at ``at``; fail with the differences."""
-    exp = expected(defs, STREAM, at)
+def agree(r: redis.Redis, defs: Definitions, at: int, timeout: float = 90, stream: Stream = STREAM) -> None:
+    """Wait until Redis equals the brute force over ``stream`` at ``at``; fail with the differences."""
+    exp = expected(defs, stream, at)
     last: list = []
 
     def ok() -> bool:

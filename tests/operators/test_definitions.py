@@ -177,9 +177,10 @@ def test_any_text_loads_or_reports_errors(text: str) -> None:
         assert exc.errors and all(e.line >= 1 and e.column >= 1 for e in exc.errors)
 
 
-def test_audiences_read_only_fields_the_user_step_writes_and_name_their_sync() -> None:
-    """An audience is evaluated in the per-user step: a later stage's field (RFM, the models) or an
-    unknown field is an error at its line, not an audience that is silently never true."""
+def test_audiences_read_profile_fields_rfm_and_model_fields_and_name_their_sync() -> None:
+    """An unknown field is an error at its line, not an audience that is silently never true; the
+    RFM and model fields (scored after the per-user step) make an audience *late*, and an audience
+    that reads a late one is late too (its rule is decided by the profile script)."""
     bad = """\
 version: 1
 audiences:
@@ -188,14 +189,23 @@ audiences:
   - name: b
     when: cart_valu > 3
   - name: c
-    when: suspect == true
+    when: suspect.x == true
 """
     with pytest.raises(DefinitionsErrors) as e:
         load_definitions(bad, "d.yaml")
     got = [(x.line, x.message.split(":")[1].strip()) for x in e.value.errors]
-    assert got == [(4, "rfm_segment is scored after audiences are evaluated (by the rfm stage, against the whole population or the models); audiences cannot read it yet"),
-                   (6, "unknown profile field 'cart_valu' (profile fields"),
-                   (8, "suspect is scored after audiences are evaluated (by the models stage, against the whole population or the models); audiences cannot read it yet")]  # fmt: skip
+    assert got == [(6, "unknown profile field 'cart_valu' (profile fields"), (8, "suspect.x")]
+    d = load_definitions("""\
+version: 1
+audiences:
+  - {name: champs, when: rfm_segment == "champions"}
+  - {name: risky, when: suspect or anomaly_score > 0.9}
+  - {name: likely, when: purchase_propensity >= 0.5 and rfm_r >= 3}
+  - {name: champs_with_cart, when: audience.champs and cart_value > 0}
+  - {name: carts, when: cart_value > 0}
+  - {name: carts_not_risky, when: audience.carts and not audience.risky}
+""")
+    assert d.late == {"champs", "risky", "likely", "champs_with_cart", "carts_not_risky"}
     ok = load_definitions("""\
 version: 1
 audiences:

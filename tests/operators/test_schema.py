@@ -42,7 +42,7 @@ def test_names_are_unique_and_every_field_has_an_owner() -> None:
 
 def test_core_and_user_renderers_write_exactly_their_rows() -> None:
     assert tuple(to_fields(ProfileState("u1"))) == owned_by(Owner.CORE)
-    outputs = {"computed", "audiences"}  # only while definitions are loaded
+    outputs = {"computed", "audiences", "audience_rules"}  # only while definitions are loaded
     assert set(render(_busy_user())) == (set(owned_by(Owner.CORE)) | set(owned_by(Owner.USER))) - outputs
     defs = load_definitions(SPEC_EXAMPLE)
     assert set(render(_busy_user(), defs)) == set(owned_by(Owner.CORE)) | set(owned_by(Owner.USER))
@@ -63,8 +63,9 @@ def test_the_profile_script_writes_the_store_rows_and_holds_the_schema_segments(
     i = next(n for n, ln in enumerate(lines) if ln.startswith(SEGMENTS_MARK))
     assert lines[i + 1] == lua_segment_table()  # the file as shipped equals what the schema renders
     assert lua_segment_table() in PROFILE_LUA
-    in_lua = set(re.findall(r"(\w+) = '", lines[i + 1]))
-    assert in_lua == {f.name for f in FIELDS if f.segment}
+    seg_part, late_part = lines[i + 1].split("local late = ")
+    assert set(re.findall(r"(\w+) = '", seg_part)) == {f.name for f in FIELDS if f.segment}
+    assert dict(re.findall(r"(\w+) = '(\w+)'", late_part)) == {f.name: str(f.kind) for f in FIELDS if f.owner in (Owner.RFM, Owner.MODELS)}
 
 
 def test_sync_typing_and_api_decoding_come_from_the_schema() -> None:
