@@ -32,7 +32,8 @@ def summary(defs: Definitions) -> str:
         lines.append(f"  trait {t.name}: {t.kind}{value} over {t.event!r}{where}, {window} (digest {t.digest})")
     for a in defs.audiences:
         deps = f" (after {', '.join(sorted(a.depends_on))})" if a.depends_on else ""
-        lines.append(f"  audience {a.name}: {a.when}{deps}")
+        late = " [late: reads RFM or model fields, decided when they are scored]" if a.name in defs.late else ""
+        lines.append(f"  audience {a.name}: {a.when}{deps}{late}")
     return "\n".join(lines)
 
 

@@ -27,6 +27,12 @@ def test_cli_check_ok_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(err) == 11
     assert all(re.match(rf"^{re.escape(str(bad))}:\d+:\d+: ", line) for line in err), err
     assert err[0].startswith(f"{bad}:3:11: ")
+    late = tmp_path / "late.yaml"
+    late.write_text("version: 1\naudiences:\n  - {name: champs, when: rfm_segment == \"champions\"}\n  - {name: carts, when: cart_value > 0}\n")
+    assert main(["definitions", "check", str(late)]) == 0
+    out = capsys.readouterr().out
+    assert '  audience champs: rfm_segment == "champions" [late: reads RFM or model fields, decided when they are scored]' in out
+    assert "  audience carts: cart_value > 0\n" in out + "\n"
     assert main(["definitions", "check", str(tmp_path / "missing.yaml")]) == 1
     assert "cannot read" in capsys.readouterr().err
 
