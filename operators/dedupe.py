@@ -66,6 +66,8 @@ class SeenIds:
     (True, 3)
     >>> s.prune(cfg); len(s)                      # 'a' and 'b' fell out of the window
     1
+    >>> "c" in s, "a" in s
+    (True, False)
     """
 
     ids: bytearray = field(default_factory=bytearray)
@@ -74,6 +76,10 @@ class SeenIds:
 
     def __len__(self) -> int:
         return len(self.times)
+
+    def __contains__(self, message_id: object) -> bool:
+        """Whether ``message_id`` is remembered (nothing is recorded)."""
+        return isinstance(message_id, str) and _find(self.ids, _digest(message_id)) != -1
 
     def first_sight(self, cfg: DedupeConfig, message_id: str, ts: int) -> bool:
         """Record ``message_id`` seen at event time ``ts``; ``False`` if already seen."""

@@ -18,7 +18,9 @@ and shard models with the ``abuse`` forest; 4 profile states with traits and gro
 identity stage's state is an :class:`operators.identity.AnonState` (the link and the messageIds
 it routed), not the bare linked id; 6 user states with computed traits and audiences; 7 computed
 traits with a history/live boundary and the backfill seeds they took (and user states with the
-fingerprint of the definitions they were rendered under).
+fingerprint of the definitions they were rendered under); 8 anonymous user states with the log of
+their newest applied items (:class:`operators.user.MergeLog`: an identity merge counts each event
+once, whichever copy of a replayed export the user reads).
 
 >>> load(dump({"a": 1})), load(pickle.dumps(["u1"]))
 ({'a': 1}, ['u1'])
@@ -37,7 +39,7 @@ __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
-VERSION = 7
+VERSION = 8
 
 
 def _from_bare_pickle(obj: Any) -> Any:
@@ -103,6 +105,15 @@ def _seed_boundaries(obj: Any) -> Any:
     return obj
 
 
+def _merge_logs(obj: Any) -> Any:
+    """7 -> 8: :class:`operators.user.UserState` gained ``merge_log`` (an appended field): its
+    ``__setstate__`` gives an older pickle none while unpickling (also inside buffered merges), so
+    the objects are already version 8 here. An anonymous state from before the upgrade keeps no
+    log and merges as exported (as before it: a replayed export of it can count an event twice);
+    one created after the upgrade logs from its first event."""
+    return obj
+
+
 MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     0: _from_bare_pickle,
     1: _orders_consent_unsubscribe,
@@ -111,6 +122,7 @@ MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     4: _anon_state,
     5: _computed_traits,
     6: _seed_boundaries,
+    7: _merge_logs,
 }
 
 
@@ -123,7 +135,7 @@ def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
     >>> version_of(dump(1)), version_of(pickle.dumps(1))
-    (7, 0)
+    (8, 0)
     """
     return int.from_bytes(raw[3:5], "big") if raw[:3] == MAGIC else 0
 

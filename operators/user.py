@@ -52,6 +52,32 @@ themselves: :func:`next_deadline` includes the next bucket exit after the last r
 changed. A user with only all-time traits arms no timer. With ``cfg.definitions`` ``None``
 nothing of this exists: no fields, no timers, the state's ``computed`` stays ``None``.
 
+**An identity merge counts each event once, however the buffer is replayed.** After a restart
+from a snapshot the buffer can hold the killed run's :class:`MergeExport` of an anonymous profile
+*with* events that the replay, reading the shards in another order, routes to the known user
+directly (the identify first), or *without* events the replay routes to the anonymous profile
+(the identify later); the re-emitted export has the same ``merge_id``. So an anonymous profile
+keeps a :class:`MergeLog`: the items (events, backfill seeds) it applied, the newest
+:data:`MERGE_LOG_MIN` at least (at most twice that), with the pickled state before them. The
+first copy of a merge the user reads is merged *without* the logged events the user's dedupe
+already holds (by ``messageId``): the anonymous state is rebuilt from the state before the log
+with every other logged item folded in through the very fold the step applies (profile
+counters, cart, sessions and behaviour features, interest, computed traits); with none held
+(the usual case) the state merges as exported, with no rebuild. A later copy (its ``merge_id``
+already taken) adds the logged events the user lacks, through the same fold. Either copy, read
+before or after the events routed directly, so gives the user each event once.
+
+Beyond the bound: an event the user holds that is older than the anonymous profile's log (more
+than :data:`MERGE_LOG_MIN` newer items were applied after it) counts twice, as every event did
+before the log, and one only a later copy holds, older than its log, is missing; so is a held
+event the user's dedupe no longer remembers (its window and cap: counted twice), and a later
+copy adds no event older than the dedupe window before the user's newest (it might have been
+forgotten). An anonymous state from before snapshot version 8 has no log and merges as exported;
+known users merged by an ``alias`` keep no log either. A rebuilt state misses only what timers
+did to the anonymous profile between its events (a session closed or a cart marked abandoned by
+the stream clock: the next event decides them alike), and its computed traits are folded under
+the definitions of the merge.
+
 A :class:`~operators.computed.Seed` (``liveprofile definitions backfill``) folds history into the
 user's computed traits (:meth:`~operators.computed.ComputedState.apply_seed`: only events received
 before each trait's boundary, each chunk once); when it changed something it is an input item
@@ -63,13 +89,13 @@ user this flow has never seen, or already taken, writes nothing.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from operators.audiences import evaluate
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
-from operators.computed import ComputedState, Seed
-from operators.dedupe import DedupeConfig
+from operators.computed import ComputedState, Seed, trait_paths
+from operators.dedupe import DedupeConfig, SeenIds
 from operators.definitions import Definitions
 from operators.events import Event
 from operators.identity import Absorb, Link, Refused, is_anon, public_id
@@ -83,6 +109,8 @@ __all__ = [
     "UserConfig",
     "UserState",
     "MergeIn",
+    "MergeLog",
+    "MERGE_LOG_MIN",
     "Forget",
     "Unsuppress",
     "ProfileUpdate",
@@ -220,6 +248,27 @@ class Forward:
 Output = ProfileUpdate | BehaviourUpdate | RfmDelta | MergeExport | Retire | Forward | Refused
 
 
+#: an anonymous profile's :class:`MergeLog` holds at least its newest this many applied items
+#: (at most twice as many): the replayed events a merge leaves out are among them
+MERGE_LOG_MIN = 32
+
+
+@dataclass(slots=True)
+class MergeLog:
+    """What an anonymous profile keeps so that its merge can leave out the events the user
+    already holds (module docstring): ``items``, the events and seeds it applied since ``base``
+    (the pickled state before them, without its log; ``None``: a new state), in order, and
+    ``mid``, the pickled state after ``items[:MERGE_LOG_MIN]`` once there are that many. At
+    ``2 * MERGE_LOG_MIN`` items ``mid`` becomes ``base`` and the items before it go: so at least
+    the newest :data:`MERGE_LOG_MIN` are always there, with one pickle per that many items.
+    The events are kept with only the ``context`` their folds read (``userAgent``, and the
+    paths the computed traits read)."""
+
+    items: list[Event | Seed] = field(default_factory=list)
+    base: bytes | None = None
+    mid: bytes | None = None
+
+
 @dataclass(slots=True)
 class UserState:
     """All state of one user (picklable)."""
@@ -239,10 +288,15 @@ class UserState:
     #: the :attr:`~operators.definitions.Definitions.fingerprint` ``computed`` and ``audiences``
     #: were last rendered under (``""``: none): another one at start means a re-render (redeploy)
     defs_fp: str = ""
+    # -- snapshot version 8 ---------------------------------------------------------------
+    #: an anonymous profile's newest applied items, for an idempotent merge (``None``: a known
+    #: user, or an anonymous state from before version 8: merged as exported)
+    merge_log: MergeLog | None = None
 
     @classmethod
     def new(cls, uid: str) -> UserState:
-        return cls(ProfileState(uid))
+        """A new state for ``uid`` (an anonymous profile's with an empty :class:`MergeLog`)."""
+        return cls(ProfileState(uid), merge_log=MergeLog() if is_anon(uid) else None)
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (version 5 had no computed traits)."""
@@ -335,6 +389,120 @@ def _outputs(cfg: UserConfig, st: UserState, changed: bool, event: dict[str, Any
 Item = Event | Link | MergeIn | Forget | Unsuppress | Absorb | Seed
 
 
+def _fold_event(cfg: UserConfig, st: UserState, ev: Event, fresh: bool, closed: list[ClosedSession]) -> bool:
+    """Fold one event into ``st`` (after its cart-abandonment check): the profile (``False``: a
+    duplicate, nothing changed), the computed traits, sessions (closed ones appended to
+    ``closed``) and interest; an anonymous profile logs it for its merge (:class:`MergeLog`)."""
+    p = st.profile
+    if not p.apply(ev, cfg.dedupe, cfg.abandon_ms, cfg.max_traits):
+        return False
+    defs = cfg.definitions
+    if defs is not None:
+        if st.computed is None:
+            st.computed = ComputedState()
+            if fresh:
+                st.computed.touch(defs, ev.received_at, fluid=True)
+        st.computed.observe(defs, ev)
+    closed.extend(st.behaviour.observe(cfg.session, ev, len(p.cart_ops)))
+    if not st.behaviour.rule_suspect():
+        _interest(cfg, st, ev)
+    if st.merge_log is not None:
+        _log(st, _for_log(defs, ev))
+    return True
+
+
+def _fold_seed(defs: Definitions, st: UserState, seed: Seed) -> int | None:
+    """Fold a backfill chunk into ``st``'s computed traits: the newest event time it counted
+    (``None``: it changed nothing); a change is an input item (``seq`` advances) and logged."""
+    if st.computed is None:
+        st.computed = ComputedState()
+    newest = st.computed.apply_seed(defs, seed)
+    if newest is not None:
+        st.profile.seq += 1
+        if st.merge_log is not None:
+            _log(st, seed)
+    return newest
+
+
+def _log(st: UserState, item: Event | Seed) -> None:
+    """Append an applied item to the anonymous profile's :class:`MergeLog` (and move it on)."""
+    log = st.merge_log
+    assert log is not None
+    log.items.append(item)
+    n = len(log.items)
+    if n == MERGE_LOG_MIN:
+        log.mid = _checkpoint(st)
+    elif n >= 2 * MERGE_LOG_MIN:
+        log.base, log.items = log.mid, log.items[MERGE_LOG_MIN:]
+        log.mid = _checkpoint(st)
+
+
+def _checkpoint(st: UserState) -> bytes:
+    """The pickled state without its log (what a rebuild starts from)."""
+    log, st.merge_log = st.merge_log, None
+    try:
+        return pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        st.merge_log = log
+
+
+#: the ``context`` keys every fold reads (machine opens: the user agent)
+_FOLD_CONTEXT = frozenset({"userAgent"})
+_context_keys: dict[str, frozenset[str] | None] = {}
+
+
+def _for_log(defs: Definitions | None, ev: Event) -> Event:
+    """``ev`` with only the ``context`` the folds read (``userAgent`` and the computed traits'
+    ``context`` paths; the whole context if one reads it all): the heaviest part of most events,
+    and nothing a rebuild needs."""
+    ctx = ev.context
+    if not ctx:
+        return ev
+    fp = defs.fingerprint if defs is not None else ""
+    if fp in _context_keys:
+        keys = _context_keys[fp]
+    else:
+        paths = trait_paths(defs.computed_traits) if defs is not None else frozenset()
+        keys = _context_keys[fp] = None if ("context",) in paths else _FOLD_CONTEXT | {q[1] for q in paths if len(q) > 1 and q[0] == "context"}
+    if keys is None or ctx.keys() <= keys:
+        return ev
+    return replace(ev, context={k: v for k, v in ctx.items() if k in keys})
+
+
+def _not_held(cfg: UserConfig, other: UserState, held: SeenIds) -> list[Event]:
+    """The logged events of the anonymous state ``other`` that ``held`` (the user's dedupe) does
+    not remember, except those older than its window before its newest event (it may have
+    forgotten them). The events the first copy merged were inserted after the merge's id, so
+    while ``held`` still holds that id its cap has not dropped them either."""
+    log = other.merge_log
+    if log is None:
+        return []
+    cutoff = held.newest - cfg.dedupe.window_ms
+    return [x for x in log.items if type(x) is Event and x.ts >= cutoff and x.message_id not in held]
+
+
+def _without_held(cfg: UserConfig, other: UserState, held: SeenIds) -> UserState:
+    """The anonymous state ``other`` without the logged events whose ``messageId`` s ``held`` (the
+    user's dedupe) remembers: ``other`` itself when there are none (or it has no log), else
+    rebuilt from the state before its log with every other logged item folded in, in order."""
+    log = other.merge_log
+    if log is None or not any(type(x) is Event and x.message_id in held for x in log.items):
+        return other
+    st: UserState = pickle.loads(log.base) if log.base is not None else UserState(ProfileState(other.profile.uid))
+    defs = cfg.definitions
+    if defs is not None and st.computed is not None:
+        st.computed.prune(defs)
+    closed: list[ClosedSession] = []
+    for x in log.items:
+        if type(x) is Event:
+            if x.message_id not in held:
+                st.profile.check_abandoned(x.ts, cfg.abandon_ms)
+                _fold_event(cfg, st, x, log.base is None, closed)
+        elif defs is not None and st.profile.seq > 0:
+            _fold_seed(defs, st, x)  # type: ignore[arg-type]
+    return st
+
+
 def _forward(stub: Merged, uid: str, items: list[Item]) -> list[Output]:
     """What a merged-away user does with ``items``: forward events and merges to the survivor."""
     fwd: list[Event | MergeIn] = [it for it in items if type(it) is Event or type(it) is MergeIn]  # type: ignore[misc]
@@ -384,22 +552,12 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             t = p.check_abandoned(it.ts, cfg.abandon_ms)
             if t is not None:
                 trigger, changed = t, True
-            if not p.apply(it, cfg.dedupe, cfg.abandon_ms, cfg.max_traits):
+            if not _fold_event(cfg, st, it, fresh, closed):
                 dups += 1
                 continue
             changed = True
             behaviour = True
             event_ms = it.ts if event_ms is None else max(event_ms, it.ts)
-            if defs is not None:
-                if st.computed is None:
-                    st.computed = ComputedState()
-                    if fresh:
-                        st.computed.touch(defs, it.received_at, fluid=True)
-                st.computed.observe(defs, it)
-            cart_ops = len(p.cart_ops)
-            closed.extend(st.behaviour.observe(cfg.session, it, cart_ops))
-            if not st.behaviour.rule_suspect():
-                _interest(cfg, st, it)
         elif type(it) is Link or type(it) is Absorb:
             into = it.user_id
             if into == uid or is_anon(uid) != (type(it) is Link):  # a self-alias, or not this namespace's
@@ -416,6 +574,8 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
                 continue
             extra.extend(_outputs(cfg, st, changed, trigger, closed, behaviour, now_ms, event_ms))
             merge_id = f"merge:{uid}:{into}"
+            if st.merge_log is not None:
+                st.merge_log.mid = None  # a rebuild starts from the base: the export need not carry it
             extra.append(MergeExport(uid, into, merge_id, it.ts, pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)))
             if st.rfm is not None:
                 extra.append(RfmDelta(st.rfm, None))
@@ -441,8 +601,18 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
                 fresh = True
         elif type(it) is MergeIn:
             if not p.seen.first_sight(cfg.dedupe, it.merge_id, it.ts):
+                # a later copy of a merge already taken: only the logged events the user lacks
+                # (a replayed export can hold events the first copy had not; module doc)
+                for ev in _not_held(cfg, pickle.loads(it.state), p.seen):
+                    t = p.check_abandoned(ev.ts, cfg.abandon_ms)
+                    if t is not None:
+                        trigger, changed = t, True
+                    if _fold_event(cfg, st, ev, False, closed):
+                        changed = behaviour = True
+                        event_ms = ev.ts if event_ms is None else max(event_ms, ev.ts)
                 continue
-            other: UserState = pickle.loads(it.state)
+            # an event the user already holds (a replayed export, see the module doc) is left out
+            other: UserState = _without_held(cfg, pickle.loads(it.state), p.seen)
             # an anonymous profile is remembered as an anonymous id of this user; a known one is not
             other.profile.uid = public_id(it.from_uid) if is_anon(it.from_uid) else uid
             p.merge(other.profile, cfg.dedupe, cfg.max_traits)
@@ -451,6 +621,8 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             if defs is not None and other.computed is not None:
                 if st.computed is None:
                     st.computed = ComputedState()
+                    if fresh:  # new to the flow: its own live events count however early received, as if first
+                        st.computed.touch(defs, it.ts, fluid=True)
                 st.computed.merge(other.computed, defs)
             event_ms = it.ts if event_ms is None else max(event_ms, it.ts)
             changed = True
@@ -459,11 +631,8 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             # has never seen: a backfill makes no profiles); a seed already taken changes nothing
             if defs is None or p.seq == 0:
                 continue
-            if st.computed is None:
-                st.computed = ComputedState()
-            newest = st.computed.apply_seed(defs, it)
+            newest = _fold_seed(defs, st, it)  # a change is an input item: the write has its own position
             if newest is not None:
-                p.seq += 1  # an input item that changed the state: the write has its own position
                 event_ms = newest if event_ms is None else max(event_ms, newest)
                 changed = True
     if st.suppressed:

@@ -3,7 +3,8 @@ snapshots, commit 037e423; ``v1``: the first versioned layout, commit 8fe6588, b
 state gained order records, unsubscribe, consent and machine opens; ``v2``: commit 4d4b0d1, before
 the behaviour state gained the abuse logs and the shard models the ``abuse`` forest; ``v3``: commit
 1fe9579, the last layout whose identity snapshots were the bare linked id; ``v5``: commit 8e5bb0a,
-the last layout whose user states had no computed traits; all made by
+the last layout whose user states had no computed traits; ``v7``: commit bc19ee6, the last layout
+whose anonymous user states kept no merge log; all made by
 ``snapshots/make_recovery_store.py``) resume under this code with the same profiles as an
 uninterrupted run, and later snapshots are written at the current version; a version bump runs
 its migration exactly once."""
@@ -32,6 +33,7 @@ STORE_V1 = Path(__file__).parent / "snapshots" / "v1"
 STORE_V2 = Path(__file__).parent / "snapshots" / "v2"
 STORE_V3 = Path(__file__).parent / "snapshots" / "v3"
 STORE_V5 = Path(__file__).parent / "snapshots" / "v5"
+STORE_V7 = Path(__file__).parent / "snapshots" / "v7"
 
 
 def _snapshots(store: Path, step: str) -> list[bytes]:
@@ -45,8 +47,8 @@ def _snapshots(store: Path, step: str) -> list[bytes]:
     return [pickle.loads(blob) for _, blob in rows if blob is not None]
 
 
-@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2), (STORE_V3, 3), (STORE_V5, 5)],
-                         ids=["v0", "v1", "v2", "v3", "v5"])  # fmt: skip
+@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2), (STORE_V3, 3), (STORE_V5, 5), (STORE_V7, 7)],
+                         ids=["v0", "v1", "v2", "v3", "v5", "v7"])  # fmt: skip
 def test_a_store_from_a_previous_layout_resumes_with_the_same_profiles(tmp_path: Path, source: Path, version: int) -> None:
     store = tmp_path / "rec"
     shutil.copytree(source, store)
@@ -188,3 +190,24 @@ def test_a_version_5_store_resumes_under_definitions_counting_from_the_upgrade(t
         assert orjson.loads(p.fields["audiences"]) == (["viewers"] if n else []), uid
     users = [snapshot.load(s) for s in _snapshots(store, "user") if isinstance(s, bytes) and snapshot.version_of(s) == snapshot.VERSION]
     assert any(isinstance(u, UserState) and u.computed is not None for u in users)
+
+
+def test_a_version_7_store_resumes_its_anonymous_states_without_a_log_and_new_ones_log(tmp_path: Path) -> None:
+    """The v7 store's anonymous profiles (a0..a2, snapshotted before they identify) resume with no
+    :class:`~operators.user.MergeLog` (they merge as exported, as before the upgrade: the resume
+    test above checks the profiles equal an uninterrupted run's), and the version-8 snapshots of
+    anonymous profiles created after the upgrade hold one."""
+    from operators.user import UserState
+
+    store = tmp_path / "rec"
+    shutil.copytree(STORE_V7, store)
+    old = [snapshot.load(s) for s in _snapshots(store, "user") if isinstance(s, bytes)]
+    anon = [u for u in old if isinstance(u, UserState) and is_anon(u.profile.uid)]
+    assert len(anon) == 3 and all(u.merge_log is None and u.profile.event_count == 1 for u in anon)
+    late = [(0, b"1714564800000-900", orjson.dumps({"type": "track", "event": "Product Viewed", "messageId": "late-1",
+                                                     "anonymousId": "new-visitor", "receivedAt": "2024-05-02T00:00:00.000Z",
+                                                     "timestamp": 1714564900}))]  # fmt: skip
+    run_main(flow_of(items() + late, Out(), batch_size=4), recovery_config=RecoveryConfig(str(store)), epoch_interval=timedelta(0))
+    new = [snapshot.load(s) for s in _snapshots(store, "user") if isinstance(s, bytes) and snapshot.version_of(s) == snapshot.VERSION]
+    fresh = [u for u in new if isinstance(u, UserState) and u.profile.uid == " anon:new-visitor"]
+    assert len(fresh) == 1 and fresh[0].merge_log is not None and [e.message_id for e in fresh[0].merge_log.items] == ["late-1"]
