@@ -89,7 +89,8 @@ user this flow has never seen, or already taken, writes nothing.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 from operators.audiences import evaluate
@@ -261,10 +262,11 @@ class MergeLog:
     ``mid``, the pickled state after ``items[:MERGE_LOG_MIN]`` once there are that many. At
     ``2 * MERGE_LOG_MIN`` items ``mid`` becomes ``base`` and the items before it go: so at least
     the newest :data:`MERGE_LOG_MIN` are always there, with one pickle per that many items.
-    The events are kept with only the ``context`` their folds read (``userAgent``, and the
-    paths the computed traits read)."""
+    The events are kept as their field values with only the ``context`` their folds read
+    (``userAgent``, and the paths the computed traits read)."""
 
-    items: list[Event | Seed] = field(default_factory=list)
+    #: events as their field values (``Event(*row)``), seeds as they are
+    items: list[tuple[Any, ...] | Seed] = field(default_factory=list)
     base: bytes | None = None
     mid: bytes | None = None
 
@@ -407,7 +409,8 @@ def _fold_event(cfg: UserConfig, st: UserState, ev: Event, fresh: bool, closed: 
     if not st.behaviour.rule_suspect():
         _interest(cfg, st, ev)
     if st.merge_log is not None:
-        _log(st, _for_log(defs, ev))
+        items = st.merge_log.items
+        _log(st, _row(defs, ev, items[-1] if items and type(items[-1]) is tuple else None))
     return True
 
 
@@ -424,7 +427,7 @@ def _fold_seed(defs: Definitions, st: UserState, seed: Seed) -> int | None:
     return newest
 
 
-def _log(st: UserState, item: Event | Seed) -> None:
+def _log(st: UserState, item: tuple[Any, ...] | Seed) -> None:
     """Append an applied item to the anonymous profile's :class:`MergeLog` (and move it on)."""
     log = st.merge_log
     assert log is not None
@@ -449,24 +452,42 @@ def _checkpoint(st: UserState) -> bytes:
 #: the ``context`` keys every fold reads (machine opens: the user agent)
 _FOLD_CONTEXT = frozenset({"userAgent"})
 _context_keys: dict[str, frozenset[str] | None] = {}
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+_as_row = attrgetter(*_EVENT_FIELDS)
+_MID, _TS, _CTX = _EVENT_FIELDS.index("message_id"), _EVENT_FIELDS.index("ts"), _EVENT_FIELDS.index("context")
+#: fields most of one visitor's events share (pickled once when the same object)
+_SHARED = tuple(_EVENT_FIELDS.index(f) for f in ("type", "name", "uid", "anonymous_id", "category"))
 
 
-def _for_log(defs: Definitions | None, ev: Event) -> Event:
-    """``ev`` with only the ``context`` the folds read (``userAgent`` and the computed traits'
-    ``context`` paths; the whole context if one reads it all): the heaviest part of most events,
-    and nothing a rebuild needs."""
+def _row(defs: Definitions | None, ev: Event, prev: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """``ev`` as logged: its field values (``Event(*row)`` is it again; a tuple pickles without the
+    field names), with only the ``context`` the folds read (``userAgent`` and the computed traits'
+    ``context`` paths; all of it if one reads it whole: the heaviest part of most events, and
+    nothing a rebuild needs), and the strings equal to the previous row's shared with it."""
+    row = list(_as_row(ev))
     ctx = ev.context
-    if not ctx:
-        return ev
-    fp = defs.fingerprint if defs is not None else ""
-    if fp in _context_keys:
-        keys = _context_keys[fp]
-    else:
-        paths = trait_paths(defs.computed_traits) if defs is not None else frozenset()
-        keys = _context_keys[fp] = None if ("context",) in paths else _FOLD_CONTEXT | {q[1] for q in paths if len(q) > 1 and q[0] == "context"}
-    if keys is None or ctx.keys() <= keys:
-        return ev
-    return replace(ev, context={k: v for k, v in ctx.items() if k in keys})
+    if ctx:
+        fp = defs.fingerprint if defs is not None else ""
+        if fp in _context_keys:
+            keys = _context_keys[fp]
+        else:
+            paths = trait_paths(defs.computed_traits) if defs is not None else frozenset()
+            keys = _context_keys[fp] = None if ("context",) in paths else _FOLD_CONTEXT | {q[1] for q in paths if len(q) > 1 and q[0] == "context"}
+        if keys is not None and not ctx.keys() <= keys:
+            ctx = row[_CTX] = {k: v for k, v in ctx.items() if k in keys}
+    if prev is not None:
+        for i in _SHARED:
+            if row[i] == prev[i]:
+                row[i] = prev[i]
+        ua, pua = ctx.get("userAgent"), prev[_CTX].get("userAgent")
+        if ua is not None and ua == pua and ua is not pua:
+            row[_CTX] = {**ctx, "userAgent": pua}
+    return tuple(row)
+
+
+def _logged(log: MergeLog) -> list[Event | Seed]:
+    """The items of a :class:`MergeLog`, events as :class:`~operators.events.Event` s again."""
+    return [x if type(x) is Seed else Event(*x) for x in log.items]  # type: ignore[misc]
 
 
 def _not_held(cfg: UserConfig, other: UserState, held: SeenIds) -> list[Event]:
@@ -478,7 +499,7 @@ def _not_held(cfg: UserConfig, other: UserState, held: SeenIds) -> list[Event]:
     if log is None:
         return []
     cutoff = held.newest - cfg.dedupe.window_ms
-    return [x for x in log.items if type(x) is Event and x.ts >= cutoff and x.message_id not in held]
+    return [Event(*x) for x in log.items if type(x) is tuple and x[_TS] >= cutoff and x[_MID] not in held]
 
 
 def _without_held(cfg: UserConfig, other: UserState, held: SeenIds) -> UserState:
@@ -486,14 +507,14 @@ def _without_held(cfg: UserConfig, other: UserState, held: SeenIds) -> UserState
     user's dedupe) remembers: ``other`` itself when there are none (or it has no log), else
     rebuilt from the state before its log with every other logged item folded in, in order."""
     log = other.merge_log
-    if log is None or not any(type(x) is Event and x.message_id in held for x in log.items):
+    if log is None or not any(type(x) is tuple and x[_MID] in held for x in log.items):
         return other
     st: UserState = pickle.loads(log.base) if log.base is not None else UserState(ProfileState(other.profile.uid))
     defs = cfg.definitions
     if defs is not None and st.computed is not None:
         st.computed.prune(defs)
     closed: list[ClosedSession] = []
-    for x in log.items:
+    for x in _logged(log):
         if type(x) is Event:
             if x.message_id not in held:
                 st.profile.check_abandoned(x.ts, cfg.abandon_ms)

@@ -197,6 +197,7 @@ def test_a_version_7_store_resumes_its_anonymous_states_without_a_log_and_new_on
     :class:`~operators.user.MergeLog` (they merge as exported, as before the upgrade: the resume
     test above checks the profiles equal an uninterrupted run's), and the version-8 snapshots of
     anonymous profiles created after the upgrade hold one."""
+    from operators.events import Event
     from operators.user import UserState
 
     store = tmp_path / "rec"
@@ -210,4 +211,4 @@ def test_a_version_7_store_resumes_its_anonymous_states_without_a_log_and_new_on
     run_main(flow_of(items() + late, Out(), batch_size=4), recovery_config=RecoveryConfig(str(store)), epoch_interval=timedelta(0))
     new = [snapshot.load(s) for s in _snapshots(store, "user") if isinstance(s, bytes) and snapshot.version_of(s) == snapshot.VERSION]
     fresh = [u for u in new if isinstance(u, UserState) and u.profile.uid == " anon:new-visitor"]
-    assert len(fresh) == 1 and fresh[0].merge_log is not None and [e.message_id for e in fresh[0].merge_log.items] == ["late-1"]
+    assert len(fresh) == 1 and fresh[0].merge_log is not None and [Event(*e).message_id for e in fresh[0].merge_log.items] == ["late-1"]

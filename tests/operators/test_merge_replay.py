@@ -166,8 +166,8 @@ def test_the_log_is_bounded_and_keeps_only_the_context_the_folds_read() -> None:
         st_, _, _ = step(cfg, st_, A1, [_ev(f"v{i}", T0 + i * 1000, "Product Viewed", anonymousId="a1")])
         assert isinstance(st_, UserState) and st_.merge_log is not None
         assert min(i + 1, MERGE_LOG_MIN) <= len(st_.merge_log.items) < 2 * MERGE_LOG_MIN
-    ev = st_.merge_log.items[-1]
-    assert isinstance(ev, Event) and ev.context == {"page": {"path": "/p"}, "userAgent": UA}  # no ip
+    row = st_.merge_log.items[-1]
+    assert isinstance(row, tuple) and Event(*row).context == {"page": {"path": "/p"}, "userAgent": UA}  # no ip
     known, _, _ = step(cfg, None, "u1", [_ev("k", T0, userId="u1")])
     assert isinstance(known, UserState) and known.merge_log is None  # known users keep no log
 
