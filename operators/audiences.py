@@ -92,13 +92,15 @@ def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapp
     env: dict[str, Any] | None = None
     inputs = defs.inputs
     late = defs.late
+    cget, fget, iget = computed_values.get, fields.get, inside.__getitem__
     for a in defs.audiences:
-        is_late = a.name in late
+        name = a.name
+        is_late = name in late
         if is_late and rules is None:
             continue
-        traits, names, deps = inputs[a.name]
-        key = (tuple(computed_values.get(t) for t in traits), tuple(fields.get(n) for n in names), tuple(inside[d] for d in deps))
-        m = memo.get(a.name)
+        traits, names, deps = inputs[name]
+        key = (*map(cget, traits), *map(fget, names), *map(iget, deps))  # fixed lengths per audience: one flat tuple
+        m = memo.get(name)
         if m is not None and m[0] is a.when and m[1] == key:
             v = m[2]
         else:
@@ -106,10 +108,10 @@ def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapp
                 env = profile_env(fields, defs.profile_fields)
                 env["computed"] = computed_values
                 env["audience"] = inside
-            v = residual(a.when, env, late) if is_late else a.when.holds(env)
-            memo[a.name] = (a.when, key, v)
+            v = residual(a.when, env, late) if is_late else a.holds(env)  # type: ignore[misc]  # the compiled ``when``
+            memo[name] = (a.when, key, v)
         if is_late:
-            rules.append([a.name, v])  # type: ignore[union-attr]
+            rules.append([name, v])  # type: ignore[union-attr]
         else:
-            inside[a.name] = v
+            inside[name] = v
     return tuple(sorted(n for n, v in inside.items() if v))

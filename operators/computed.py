@@ -83,13 +83,14 @@ True
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from operators.definitions import DAY_MS, HOUR_MS, Definitions, TraitDef
+from operators.definitions import DAY_MS, EVENT_TYPE_NAMES, HOUR_MS, Definitions, TraitDef
 from operators.events import MONEY_FIELDS, Event
 from operators.money import MoneyError, to_cents
 from operators.snapshot import reset_to_defaults
@@ -129,16 +130,6 @@ def is_money(t: TraitDef) -> bool:
     return t.kind in _NUMERIC and v is not None and len(v) == 2 and v[0] == "properties" and v[1] in MONEY_FIELDS
 
 
-def _value(t: TraitDef, env: Mapping[str, Any]) -> Any:
-    v = t.value_of(env)
-    if v is not None and is_money(t):
-        try:
-            return to_cents(v)
-        except MoneyError:
-            return None
-    return v
-
-
 def _units(cents: int) -> int | float:
     return cents // 100 if cents % 100 == 0 else cents / 100
 
@@ -157,57 +148,191 @@ def _is_scalar(v: Any) -> bool:
 #   unique_*: set of values
 
 
-def _accepts(kind: str, v: Any) -> bool:
-    """Does a matching event with value ``v`` count for a trait of ``kind``?"""
-    if kind == "count":
-        return True
-    if kind in ("sum", "avg", "min", "max"):
-        return _is_num(v)
-    if kind in ("first", "last"):
-        return v is not None
-    return _is_scalar(v)
+def _add_count(agg: Any, v: Any, ts: int, mid: str) -> Any:
+    return (agg or 0) + 1
 
 
-def _add(kind: str, agg: Any, v: Any, ts: int, mid: str) -> Any:
-    if kind == "count":
-        return (agg or 0) + 1
-    if v is None:
-        return agg
-    if kind in ("sum", "avg", "min", "max"):
-        if not _is_num(v):
-            return agg
-        if kind == "sum":
-            return v if agg is None else agg + v
-        if kind == "avg":
-            return [v, 1] if agg is None else [agg[0] + v, agg[1] + 1]
-        if agg is None:
-            return v
-        return min(agg, v) if kind == "min" else max(agg, v)
-    if kind in ("first", "last"):
-        item = (ts, mid, v)
-        if agg is None:
-            return item
-        if kind == "first":
-            return item if (ts, mid) < (agg[0], agg[1]) else agg
-        return item if (ts, mid) > (agg[0], agg[1]) else agg
-    if not _is_scalar(v):
-        return agg
+def _add_sum(agg: Any, v: Any, ts: int, mid: str) -> Any:
+    return v if agg is None else agg + v
+
+
+def _add_avg(agg: Any, v: Any, ts: int, mid: str) -> Any:
+    return [v, 1] if agg is None else [agg[0] + v, agg[1] + 1]
+
+
+def _add_min(agg: Any, v: Any, ts: int, mid: str) -> Any:
+    return v if agg is None else min(agg, v)
+
+
+def _add_max(agg: Any, v: Any, ts: int, mid: str) -> Any:
+    return v if agg is None else max(agg, v)
+
+
+def _add_first(agg: Any, v: Any, ts: int, mid: str) -> Any:
+    if agg is None:
+        return (ts, mid, v)
+    return (ts, mid, v) if (ts, mid) < (agg[0], agg[1]) else agg
+
+
+def _add_last(agg: Any, v: Any, ts: int, mid: str) -> Any:
+    if agg is None:
+        return (ts, mid, v)
+    return (ts, mid, v) if (ts, mid) > (agg[0], agg[1]) else agg
+
+
+def _add_most_frequent(agg: Any, v: Any, ts: int, mid: str) -> Any:
     key = _key(v)
-    if kind == "most_frequent":
-        agg = {} if agg is None else agg
-        cur = agg.get(key)
-        if cur is None:
-            agg[key] = [1, ts, mid]
-            _cap_counts(agg)
-        else:
-            cur[0] += 1
-            if (ts, mid) > (cur[1], cur[2]):
-                cur[1], cur[2] = ts, mid
-        return agg
+    agg = {} if agg is None else agg
+    cur = agg.get(key)
+    if cur is None:
+        agg[key] = [1, ts, mid]
+        _cap_counts(agg)
+    else:
+        cur[0] += 1
+        if (ts, mid) > (cur[1], cur[2]):
+            cur[1], cur[2] = ts, mid
+    return agg
+
+
+def _add_unique(agg: Any, v: Any, ts: int, mid: str) -> Any:
     agg = set() if agg is None else agg
-    agg.add(key)
+    agg.add(_key(v))
     _cap_set(agg)
     return agg
+
+
+#: per kind: the fold of one accepted value into an aggregate (``None`` = empty), and which values
+#: a matching event must carry to count (``None``: any, the value is not read)
+_ADD = {"count": _add_count, "sum": _add_sum, "avg": _add_avg, "min": _add_min, "max": _add_max, "first": _add_first,
+        "last": _add_last, "most_frequent": _add_most_frequent, "unique_list": _add_unique, "unique_count": _add_unique}  # fmt: skip
+
+
+def _not_none(v: Any) -> bool:
+    return v is not None
+
+
+_ACCEPT = {"count": None, "sum": _is_num, "avg": _is_num, "min": _is_num, "max": _is_num, "first": _not_none, "last": _not_none,
+           "most_frequent": _is_scalar, "unique_list": _is_scalar, "unique_count": _is_scalar}  # fmt: skip
+
+
+#: ``fold(state, ev, history)``: fold one event into the slots of some traits it is of the type/name of
+Folder = Callable[["ComputedState", Event, bool], bool]
+
+
+def _fuse(traits: tuple[TraitDef, ...] | list[TraitDef]) -> Folder:
+    """The fold of one event into the slots of ``traits`` (all over its type/name), built once.
+
+    ``fold(st, ev, history)`` folds ``ev`` (already counted into ``st.max_ts``) into each trait's
+    slot (made by :meth:`ComputedState.touch` or a seed) it counts for, and is ``True`` iff it
+    counted for one. Live (``history`` false): only slots whose boundary is at or before its
+    receipt (a fluid slot's boundary first comes down to an earlier receipt); history (a seed's
+    event): only slots whose boundary is after it. For each trait: its ``where`` (compiled), the
+    value read (a money value in cents, :func:`is_money`), whether the kind takes it
+    (:data:`_ACCEPT`), then the aggregate or the event's bucket (:data:`_ADD`; a bucket already out
+    of the window takes nothing). Traits with the same ``where`` and ``value`` share one check and
+    one read; the folds of different traits are independent, so their order is not observable."""
+    groups: dict[tuple[str | None, tuple[str, ...] | None], list[TraitDef]] = {}
+    for t in traits:
+        groups.setdefault((None if t.where is None else str(t.where), t.value if t.kind != "count" else None), []).append(t)
+    plan = []
+    for members in groups.values():
+        t0 = members[0]
+        rows = tuple((t.name, _ACCEPT[t.kind], _ADD[t.kind], is_money(t), t.window_ms or 0,
+                      resolution_ms(t.window_ms) if t.window_ms is not None else 0) for t in members)  # fmt: skip
+        plan.append((t0.where_fn, t0.value_fn if t0.kind != "count" else None, rows))
+    steps = tuple(plan)
+
+    def fold(st: ComputedState, ev: Event, history: bool = False) -> bool:
+        slots = st.traits
+        rec = ev.received_at
+        ts = ev.ts
+        mid = ev.message_id
+        max_ts = st.max_ts
+        env: dict[str, Any] | None = None
+        changed: list[str] | None = None
+        for where, get, rows in steps:
+            state = 0  # 0: not checked yet, 1: counts, 2: does not (``where`` false)
+            v: Any = None
+            cents: Any = _MISSING
+            for name, accept, add, money, w, r in rows:
+                s = slots[name]
+                if history:
+                    if rec >= s.boundary:
+                        continue
+                else:
+                    if rec < s.boundary and s.fluid:
+                        s.boundary = rec  # a new user's earlier-received event: live, like all of theirs
+                    if rec < s.boundary:
+                        continue
+                if state == 0:
+                    if env is None:
+                        env = {"properties": ev.properties, "context": ev.context, "traits": ev.traits}  # event_env
+                    state = 1 if where is None or where(env) else 2
+                    if get is not None and state == 1:
+                        v = get(env)
+                if state == 2:
+                    continue  # (not break: the others' fluid boundaries still come down)
+                x = v
+                if money:
+                    if cents is _MISSING:
+                        cents = None
+                        if v is not None:
+                            try:
+                                cents = to_cents(v)
+                            except MoneyError:
+                                cents = None
+                    x = cents
+                if accept is not None and not accept(x):
+                    continue
+                buckets = s.buckets
+                if buckets is None:
+                    s.agg = add(s.agg, x, ts, mid)
+                else:
+                    b = ts // r
+                    exit_ms = (b + 1) * r + w
+                    if exit_ms <= max_ts:
+                        continue  # late for a bucket that has left the window
+                    if add is _add_count:
+                        buckets[b] = (buckets.get(b) or 0) + 1
+                    else:
+                        buckets[b] = add(buckets.get(b), x, ts, mid)
+                    exp = st.expire_at
+                    if exp is not None and exit_ms < exp:
+                        st.expire_at = exit_ms
+                if changed is None:
+                    changed = [name]
+                else:
+                    changed.append(name)
+        if changed is None:
+            return False
+        st._changed_all(changed)
+        return True
+
+    return fold
+
+
+def _on_event(t: TraitDef, ev_type: str, ev_name: str) -> bool:
+    """Is an event of this type and name one the trait is over (``where`` not checked)?"""
+    if t.event in EVENT_TYPE_NAMES:
+        return ev_type == t.event
+    return ev_type == "track" and ev_name == t.event
+
+
+def _named_folders(defs: Definitions) -> dict[str, Folder]:
+    """Every trait's own folder (:func:`_fuse` of it alone) by name, built once per :class:`Definitions`."""
+    plans = defs.compiled.get("computed.folders.by_name")
+    if plans is None:
+        plans = defs.compiled["computed.folders.by_name"] = {t.name: _fuse([t]) for t in defs.computed_traits}
+    return plans  # type: ignore[no-any-return]
+
+
+def _folders(defs: Definitions) -> dict[tuple[str, str | None], Folder]:
+    """One folder (:func:`_fuse`) per event key of :meth:`Definitions.traits_for`, over all its
+    traits, built once per :class:`Definitions` (kept in its ``compiled`` memo)."""
+    plans = defs.compiled.get("computed.folders")
+    if plans is None:
+        plans = defs.compiled["computed.folders"] = {k: _fuse(ts) for k, ts in defs._by_event.items()}
+    return plans  # type: ignore[no-any-return]
 
 
 def _key(v: Any) -> Any:
@@ -225,6 +350,30 @@ def _unkey(k: Any) -> Any:
 
 def _kkey(k: Any) -> tuple[int, Any]:
     return sort_key(_unkey(k))
+
+
+def _sorted_values(keys: set[Any]) -> list[Any]:
+    """``[_unkey(k) for k in sorted(keys, key=_kkey)]``, by :func:`sort_key`'s groups (booleans,
+    numbers, strings), each sorted on its own (keys are distinct values, so no ties)."""
+    bools: list[Any] = []
+    nums: list[Any] = []
+    strs: list[Any] = []
+    for k in keys:
+        v = k[1] if isinstance(k, tuple) else k
+        if isinstance(v, bool):
+            bools.append(v)
+        elif isinstance(v, int | float):
+            nums.append(v)
+        else:
+            strs.append(v)
+    if len(nums) > 1:
+        nums.sort()
+    if strs and len(strs) > 1:
+        strs.sort()
+    if bools:
+        bools.sort()
+        return bools + nums + strs
+    return nums + strs if nums else strs
 
 
 def _cap_set(s: set[Any]) -> None:
@@ -284,6 +433,21 @@ def _copy(kind: str, agg: Any) -> Any:
     return agg
 
 
+_MISSING = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` are the same value of the same type (so the same JSON): ``1``, ``1.0`` and
+    ``true`` are three values here, and a NaN is never the same."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is list:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) is float:
+        return a == b and (a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b))  # 0.0 is not -0.0 in JSON
+    return bool(a == b)
+
+
 def _final(kind: str, agg: Any, money: bool = False) -> Any:
     if agg is None:
         return 0 if kind in ("count", "sum", "unique_count") else ([] if kind == "unique_list" else None)
@@ -294,10 +458,12 @@ def _final(kind: str, agg: Any, money: bool = False) -> Any:
     if kind in ("first", "last"):
         return agg[2]
     if kind == "most_frequent":
-        best = max(agg, key=lambda k: (agg[k][0], agg[k][1], agg[k][2], _kkey(k)))
-        return _unkey(best)
+        # the greatest (count, ts, message id), ties by the value's sort order
+        top = max(agg.values())
+        best = [k for k, c in agg.items() if c == top]
+        return _unkey(best[0] if len(best) == 1 else max(best, key=_kkey))
     if kind == "unique_list":
-        return [_unkey(k) for k in sorted(agg, key=_kkey)]
+        return _sorted_values(agg)
     if kind == "unique_count":
         return len(agg)
     return agg
@@ -361,8 +527,15 @@ class ComputedState:
     #: transient: the last values() dict, valid for ``from <= now < until`` while no slot changes,
     #: and its JSON (``(values, from_ms, until_ms, json or None, the definitions' fingerprint)``)
     last: tuple[dict[str, Any], int, int, str | None, str] | None = field(default=None, repr=False, compare=False)
-    #: transient: no bucket leaves its window before this event time (``None``: not known)
+    #: transient: no bucket leaves its window before this event time (``None``: not known); when
+    #: set under ``exp_defs`` it is exactly the soonest exit of the buckets (``2**62``: none)
     expire_at: int | None = field(default=None, repr=False, compare=False)
+    #: transient: the definitions ``expire_at`` was computed under
+    exp_defs: Definitions | None = field(default=None, repr=False, compare=False)
+    #: transient: the definitions every trait of which has a slot of its digest (:meth:`touch` is a no-op)
+    touched: Definitions | None = field(default=None, repr=False, compare=False)
+    #: transient: the traits whose slot changed since ``last`` was computed
+    dirty: set[str] | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> list[Any]:
         return [self.traits, self.max_ts]  # the layout of snapshot versions 6 and 7: the memos are not state
@@ -377,67 +550,75 @@ class ComputedState:
         self.audience_memo = None
         self.expire_at = None
         self.last = None
+        self.exp_defs = None
+        self.touched = None
+        self.dirty = None
 
     def _forget_values(self, name: str | None = None) -> None:
-        """A slot changed (``None``: any may have): its remembered value is stale."""
-        self.last = None
+        """A slot changed (``None``: any may have, or slots were added or replaced): its remembered
+        value is stale."""
         if name is None:
+            self.last = None
             self.memo = None
             self.audience_memo = None
             self.expire_at = None
-        elif self.memo:
+            self.touched = None
+            self.dirty = None
+        else:
+            self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        """The slot of ``name`` changed: its remembered value is stale (the others' are not)."""
+        if self.memo:
             self.memo.pop(name, None)
+        if self.last is not None:
+            if self.dirty is None:
+                self.dirty = {name}
+            else:
+                self.dirty.add(name)
+
+    def _changed_all(self, names: list[str]) -> None:
+        """:meth:`_changed` for each of ``names``."""
+        memo = self.memo
+        if memo:
+            for name in names:
+                memo.pop(name, None)
+        if self.last is not None:
+            if self.dirty is None:
+                self.dirty = set(names)
+            else:
+                self.dirty.update(names)
 
     def touch(self, defs: Definitions, received_ms: int, fluid: bool = False) -> None:
         """Give every defined trait a slot: a new or changed one starts empty with boundary
         ``received_ms`` (the receipt time of the user's first event since it appeared). ``fluid``:
         the user is new to the flow (nothing of theirs was processed before), so a live event
         received earlier than the boundary is live too and lowers it, until a seed is applied."""
+        if self.touched is defs:
+            return  # every slot is there (anything that drops or replaces one forgets ``touched``)
         for t in defs.computed_traits:
             s = self.traits.get(t.name)
             if s is None or s.digest != t.digest:
+                if s is not None:
+                    self.expire_at = None  # its buckets go: the soonest exit is not known any more
                 self.traits[t.name] = _new_slot(t, received_ms, fluid)
                 self._forget_values(t.name)
-
-    def _fold(self, t: TraitDef, s: _Trait, ev: Event, env: Mapping[str, Any]) -> bool:
-        """Fold ``ev`` (already counted into ``max_ts``) into one trait's slot, if it counts."""
-        if not t.matches(ev.type, ev.name, env):
-            return False
-        v = _value(t, env)
-        if not _accepts(t.kind, v):
-            return False
-        self.last = None
-        if self.memo:
-            self.memo.pop(t.name, None)
-        if s.buckets is None:
-            s.agg = _add(t.kind, s.agg, v, ev.ts, ev.message_id)
-            return True
-        assert t.window_ms is not None
-        r = resolution_ms(t.window_ms)
-        b = ev.ts // r
-        exit_ms = (b + 1) * r + t.window_ms
-        if exit_ms <= self.max_ts:
-            return False  # late for a bucket that has left the window
-        s.buckets[b] = _add(t.kind, s.buckets.get(b), v, ev.ts, ev.message_id)
-        if self.expire_at is not None and exit_ms < self.expire_at:
-            self.expire_at = exit_ms
-        return True
+        self.touched = defs
 
     def observe(self, defs: Definitions, ev: Event) -> bool:
         """Fold the live event ``ev`` into every trait it matches whose boundary is at or before
         its receipt (:meth:`touch` first); ``True`` iff it counted for some trait."""
-        self.touch(defs, ev.received_at)
-        self.max_ts = max(self.max_ts, ev.ts)
-        env = event_env(ev)
-        changed = False
-        rec = ev.received_at
-        for t in defs.traits_for(ev.type, ev.name):  # only the traits over this event's name or type
-            s = self.traits[t.name]
-            if rec < s.boundary and s.fluid:
-                s.boundary = rec  # a new user's earlier-received event: live, like all of theirs
-            if rec >= s.boundary and self._fold(t, s, ev, env):
-                changed = True
-        self._expire(defs)
+        if self.touched is not defs:
+            self.touch(defs, ev.received_at)
+        if self.exp_defs is not defs:
+            self.expire_at = None  # computed under other definitions: recomputed below
+        if ev.ts > self.max_ts:
+            self.max_ts = ev.ts
+        fold = _folders(defs).get((ev.type, ev.name if ev.type == "track" else None))
+        changed = fold is not None and fold(self, ev, False)  # only the traits over this event's name or type
+        exp = self.expire_at
+        if exp is None or self.max_ts >= exp:
+            self._expire(defs)
         return changed
 
     def apply_seed(self, defs: Definitions, seed: Seed) -> int | None:
@@ -447,12 +628,18 @@ class ComputedState:
         that does not exist yet is made with boundary ``seed.upto_ms + 1``. Returns the newest event
         time it counted (``None``: it counted none, nothing changed)."""
         newest: int | None = None
+        if self.exp_defs is not defs:
+            self.expire_at = None  # computed under other definitions: recomputed below
         for name, digest in seed.traits:
             t = defs._by_name.get(name)
             if t is None or t.digest != digest:
                 continue  # the run was for another definition of this trait: nothing to apply
             s = self.traits.get(name)
             if s is None or s.digest != digest:
+                if s is not None:
+                    self.expire_at = None  # its buckets go: the soonest exit is not known any more
+                if self.touched is not defs:
+                    self.touched = None
                 s = self.traits[name] = _new_slot(t, seed.upto_ms + 1)
             claims = s.seeded if s.seeded is not None else {}
             inv = (seed.run, seed.upto_ms)
@@ -465,10 +652,11 @@ class ComputedState:
             days[seed.day] = bits | (1 << seed.part)
             s.seeded = claims
             s.fluid = False  # history below the boundary now comes from seeds: it stays put
+            fold = _named_folders(defs)[name]
             for ev in seed.events:
                 if ev.received_at < s.boundary:
                     self.max_ts = max(self.max_ts, ev.ts)
-                    if self._fold(t, s, ev, event_env(ev)):
+                    if _on_event(t, ev.type, ev.name) and fold(self, ev, True):
                         newest = ev.ts if newest is None else max(newest, ev.ts)
         if newest is not None:
             self._expire(defs)
@@ -484,26 +672,37 @@ class ComputedState:
             s = self.traits.get(t.name)
             if s is None or s.buckets is None or s.digest != t.digest:
                 continue
+            if not s.buckets:
+                continue
             r = resolution_ms(t.window_ms)
-            dead = [b for b in s.buckets if (b + 1) * r + t.window_ms <= self.max_ts]
+            w = t.window_ms
+            # a bucket's exit grows with its index: the soonest is the smallest index still inside
+            cut = (self.max_ts - w) // r  # exit (b + 1) * r + w <= max_ts  <=>  b < cut
+            dead = [b for b in s.buckets if b < cut]
             if dead:
-                self._forget_values(t.name)
-            for b in dead:
-                del s.buckets[b]
-            for b in s.buckets:
-                e = (b + 1) * r + t.window_ms
+                self._changed(t.name)
+                for b in dead:
+                    del s.buckets[b]
+            if s.buckets:
+                e = (min(s.buckets) + 1) * r + w
                 if soonest is None or e < soonest:
                     soonest = e
         self.expire_at = soonest if soonest is not None else 2**62
+        self.exp_defs = defs
 
     def values(self, defs: Definitions, now_ms: int) -> dict[str, Any]:
         """Every trait's value at stream time ``now_ms`` (exact for ``now_ms >= max_ts``).
 
         A trait's value is remembered (not pickled) until its slot changes or ``now_ms`` passes its
-        next bucket exit, so rendering a profile again recomputes only the traits that changed."""
+        next bucket exit, so rendering a profile again recomputes only the traits that changed; while
+        the recomputed values are the same (type and value), the same dict (and its JSON) is returned."""
         last = self.last
         if last is not None and last[1] <= now_ms < last[2] and last[4] == defs.fingerprint:
-            return last[0]
+            dirty = self.dirty
+            if not dirty:
+                return last[0]
+            return self._refresh(defs, now_ms, last, dirty)
+        self.dirty = None
         out: dict[str, Any] = {}
         memo = self.memo
         if memo is None:
@@ -517,28 +716,73 @@ class ComputedState:
                 if m[3] is not None and m[3] < valid_until:
                     valid_until = m[3]
                 continue
-            s = self.traits.get(name)
-            agg = None
-            until: int | None = None
-            if s is not None and s.digest == t.digest:
-                if s.buckets is None:
-                    agg = s.agg
-                else:
-                    assert t.window_ms is not None
-                    r = resolution_ms(t.window_ms)
-                    w = t.window_ms
-                    for b in sorted(s.buckets):
-                        exit_ms = (b + 1) * r + w
-                        if exit_ms > now_ms:
-                            agg = _combine(t.kind, agg, s.buckets[b])
-                            if until is None or exit_ms < until:
-                                until = exit_ms
-            v = out[name] = _final(t.kind, agg, is_money(t))
+            v, until = self._value_at(t, now_ms)
+            out[name] = v
             memo[name] = (t.digest, v, now_ms, until)
             if until is not None and until < valid_until:
                 valid_until = until
         self.last = (out, now_ms, valid_until, None, defs.fingerprint)
         return out
+
+    def _value_at(self, t: TraitDef, now_ms: int) -> tuple[Any, int | None]:
+        """One trait's value at ``now_ms`` and the exit until which it holds (``None``: until its slot changes)."""
+        s = self.traits.get(t.name)
+        agg = None
+        until: int | None = None
+        if s is not None and s.digest == t.digest:
+            buckets = s.buckets
+            if buckets is None:
+                agg = s.agg
+            elif buckets:
+                assert t.window_ms is not None
+                r = resolution_ms(t.window_ms)
+                w = t.window_ms
+                cut = (now_ms - w) // r  # a bucket counts at now_ms iff (b + 1) * r + w > now_ms  <=>  b >= cut
+                if t.kind == "count":  # integers: any order
+                    n = 0
+                    first = None
+                    for b, c in buckets.items():
+                        if b >= cut:
+                            n += c
+                            if first is None or b < first:
+                                first = b
+                    if first is not None:
+                        agg, until = n, (first + 1) * r + w
+                else:
+                    live = sorted(b for b in buckets if b >= cut)
+                    if live:
+                        until = (live[0] + 1) * r + w  # the exit grows with the bucket
+                        kind = t.kind
+                        for b in live:
+                            agg = _combine(kind, agg, buckets[b])
+        return _final(t.kind, agg, is_money(t)), until
+
+    def _refresh(self, defs: Definitions, now_ms: int, last: tuple[dict[str, Any], int, int, str | None, str], dirty: set[str]) -> dict[str, Any]:
+        """:meth:`values` when only the ``dirty`` slots changed since ``last`` (valid at ``now_ms``)."""
+        self.dirty = None
+        old = last[0]
+        memo = self.memo
+        if memo is None:
+            memo = self.memo = {}
+        valid_until = last[2]
+        new: dict[str, Any] | None = None
+        for name in dirty:
+            t = defs._by_name.get(name)
+            if t is None:
+                continue
+            v, until = self._value_at(t, now_ms)
+            memo[name] = (t.digest, v, now_ms, until)
+            if until is not None and until < valid_until:
+                valid_until = until
+            if new is None and not _same(v, old.get(name, _MISSING)):
+                new = dict(old)
+            if new is not None:
+                new[name] = v
+        if new is None:  # every recomputed value is the one remembered: the same dict and JSON
+            self.last = (old, now_ms, valid_until, last[3], last[4])
+            return old
+        self.last = (new, now_ms, valid_until, None, last[4])
+        return new
 
     def values_json(self, defs: Definitions, now_ms: int) -> tuple[dict[str, Any], str]:
         """:meth:`values` and its JSON (the profile's ``computed`` field), both remembered."""
@@ -553,6 +797,9 @@ class ComputedState:
 
     def next_change_ms(self, defs: Definitions, now_ms: int) -> int | None:
         """The earliest bucket exit after ``now_ms`` (no windowed value changes before it)."""
+        exp = self.expire_at
+        if exp is not None and exp > now_ms and self.exp_defs is defs:
+            return exp if exp < 2**62 else None  # the soonest exit of all the buckets is after now_ms
         best: int | None = None
         for t in defs.computed_traits:
             s = self.traits.get(t.name)
@@ -562,6 +809,25 @@ class ComputedState:
             for b in s.buckets:
                 exit_ms = (b + 1) * r + t.window_ms
                 if exit_ms > now_ms and (best is None or exit_ms < best):
+                    best = exit_ms
+        return best
+
+    def last_change_ms(self, defs: Definitions, after_ms: int, upto_ms: int) -> int | None:
+        """The latest bucket exit in ``(after_ms, upto_ms]`` (``None``: none): where following
+        :meth:`next_change_ms` from ``after_ms`` ends before passing ``upto_ms``."""
+        exp = self.expire_at
+        if exp is not None and exp > upto_ms and self.exp_defs is defs:
+            return None  # no bucket exits before upto_ms
+        best: int | None = None
+        for t in defs.computed_traits:
+            s = self.traits.get(t.name)
+            if t.window_ms is None or s is None or not s.buckets or s.digest != t.digest:
+                continue
+            r = resolution_ms(t.window_ms)
+            w = t.window_ms
+            for b in s.buckets:
+                exit_ms = (b + 1) * r + w
+                if after_ms < exit_ms <= upto_ms and (best is None or exit_ms > best):
                     best = exit_ms
         return best
 
@@ -601,6 +867,9 @@ class ComputedState:
         for name in [n for n, s in self.traits.items() if live.get(n) != s.digest]:
             del self.traits[name]
             self._forget_values(name)
+            self.expire_at = None  # its buckets went: the soonest exit is not known any more
+            if self.touched is not defs:
+                self.touched = None
 
 
 #: most events in one seed (one buffer entry)

@@ -46,7 +46,7 @@ import jsonschema
 import orjson
 import yaml
 
-from operators.expr import Expr, ExprError, Path, compile_expr, lookup
+from operators.expr import Expr, ExprError, Path, compile_expr, path_getter, to_predicate
 from operators.schema import FIELDS, Kind, Owner
 
 __all__ = [
@@ -186,6 +186,17 @@ class TraitDef:
     value: tuple[str, ...] | None
     window_ms: int | None
     digest: str
+    #: ``where`` and ``value`` compiled once (:func:`operators.expr.to_predicate`,
+    #: :func:`operators.expr.path_getter`): what the per-event path calls; derived, not compared
+    where_fn: Callable[[Mapping[str, Any]], bool] | None = field(default=None, repr=False, compare=False)
+    value_fn: Callable[[Mapping[str, Any]], Any] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "where_fn", None if self.where is None else to_predicate(self.where))
+        object.__setattr__(self, "value_fn", None if self.value is None else path_getter(self.value))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the compiled functions are rebuilt, not pickled
+        return (TraitDef, (self.name, self.kind, self.event, self.where, self.value, self.window_ms, self.digest))
 
     def matches(self, ev_type: str, ev_name: str, env: Mapping[str, Any]) -> bool:
         """Does an event (its type, name and ``{properties, context, traits}``) count for this trait?
@@ -196,10 +207,10 @@ class TraitDef:
                 return False
         elif ev_type != "track" or ev_name != self.event:
             return False
-        return self.where is None or self.where.holds(env)
+        return self.where_fn is None or self.where_fn(env)
 
     def value_of(self, env: Mapping[str, Any]) -> Any:
-        return None if self.value is None else lookup(env, self.value)
+        return None if self.value_fn is None else self.value_fn(env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +227,14 @@ class AudienceDef:
     #: sent there); a destination not named gets the audience under its
     #: default mechanism (see docs/audiences.md)
     sync: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    #: ``when`` compiled once (:func:`operators.expr.to_predicate`): derived, not compared
+    holds: Callable[[Mapping[str, Any]], bool] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "holds", to_predicate(self.when))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the compiled function is rebuilt, not pickled
+        return (AudienceDef, (self.name, self.when, self.depends_on, self.traits, self.sync))
 
     def sync_for(self, destination: str) -> dict[str, str] | None:
         """This audience's settings at ``destination`` (``None``: the file names none for it)."""
@@ -244,6 +263,9 @@ class Definitions:
     #: the late audiences: their ``when`` reads an RFM or model field (:data:`LATER_FIELDS`), directly
     #: or through a late audience; decided by the profile script from rules (:mod:`operators.residual`)
     late: frozenset[str] = frozenset()
+    #: what consumers derive from these definitions once per process (e.g. operators.computed's
+    #: per-trait fold plans), by the consumer's key; not part of the value
+    compiled: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def trait(self, name: str) -> TraitDef:
         return self._by_name[name]
@@ -253,7 +275,6 @@ class Definitions:
         name (a ``track``) or over its type (``page``, ``identify``, ...); ``where`` not checked."""
         return self._by_event.get((ev_type, ev_name if ev_type == "track" else None), ())
 
-
     def memberships(self, env: Mapping[str, Any], computed: Mapping[str, Any]) -> tuple[str, ...]:
         """The audiences (names, dependency order) one profile is in. ``env`` holds profile fields
         and ``traits``; ``computed`` the computed values; ``audience.x`` is this evaluation's."""
@@ -262,7 +283,7 @@ class Definitions:
         flat["computed"] = computed
         flat["audience"] = inside
         for a in self.audiences:
-            inside[a.name] = a.when.holds(flat)
+            inside[a.name] = a.holds(flat)  # type: ignore[misc]
         return tuple(n for n, v in inside.items() if v)
 
 

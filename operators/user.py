@@ -668,12 +668,7 @@ def _last_exit(cfg: UserConfig, st: UserState, clock: int) -> int | None:
     defs, c = cfg.definitions, st.computed
     if defs is None or c is None:
         return None
-    last = None
-    t = c.next_change_ms(defs, st.computed_at)
-    while t is not None and t <= clock:
-        last = t
-        t = c.next_change_ms(defs, t)
-    return last
+    return c.last_change_ms(defs, st.computed_at, clock)
 
 
 def on_timer(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output]:
