@@ -12,6 +12,10 @@
   and without the definitions; pickled bytes per user (what a snapshot stores) and the
   difference per user per trait.
 
+``--profile FILE``: instead, run the flow once with the definitions *in this process* under
+cProfile (``bytewax.testing.run_main``, the same flow and stream), write the stats to ``FILE`` and
+print the top entries (by own time and cumulative) — where the time of the 'with' runs goes.
+
 The 20 traits are ``bench/computed_state.py``'s (every kind, windows 24h..90d and all time, with
 and without ``where``); the 10 audiences read them with and/or/not/in, ``audience.x``,
 ``traits.x`` and profile fields.
@@ -102,12 +106,38 @@ def state_sizes(events: list[dict], defs_text: str) -> tuple[float, float, int]:
     return out[0], out[1], len(states)
 
 
+def profile_flow(url: str, shards: int, definitions: Path, out: str) -> None:
+    """One 'with' run of the flow in this process under cProfile; the stats go to ``out``."""
+    import cProfile
+    import pstats
+
+    for k in [k for k in os.environ if k.startswith("LIVEPROFILE_")]:
+        del os.environ[k]
+    os.environ.update({"LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z",
+                       "LIVEPROFILE_DEFINITIONS": str(definitions)})  # fmt: skip
+    from bytewax.testing import run_main
+
+    from dataflows.profiles import get_flow
+
+    flow = get_flow(stop_at_end=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    run_main(flow)
+    prof.disable()
+    prof.dump_stats(out)
+    check_loaded(url, definitions)
+    stats = pstats.Stats(out)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=3000)
     ap.add_argument("--days", type=float, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--profile", metavar="FILE", default="", help="cProfile one 'with' run in-process instead; stats to FILE")
     args = ap.parse_args()
     gen = generate(GenConfig(users=args.users, seed=1, end_ms=int(time.time() * 1000) - 60_000, days=args.days, duplicate_rate=0.02))
     text = file_text()
@@ -117,6 +147,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "definitions.yaml"
         path.write_text(text)
+        if args.profile:
+            srv = RedisServer(Path(d) / "profile").start()
+            try:
+                load_buffer(srv.url, gen.events, args.shards)
+                profile_flow(srv.url, args.shards, path, args.profile)
+            finally:
+                srv.stop()
+            return
         empty = RedisServer(Path(d) / "empty").start()
         try:
             for name, defs in (("without", None), ("with", path)):

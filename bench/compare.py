@@ -12,7 +12,8 @@ from its tree's root, so it imports that tree's code (checked: the run prints th
 Figures: the dataflow's throughput until every profile holds its events (``pipeline.py``, startup
 included and without), its state per user (``memory.py``: heap and pickled bytes), and freshness
 through the collector with the flow running as deployed (``freshness.py``: p50/p99 at 1k and
-3k events/s offered).
+3k events/s offered), and the cost of computed traits and audiences (``audiences.py``, one
+with/without pair per round: the ratio, startup included and without).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ BENCHES = [
     ("memory", "memory.py", [], [
         ("state heap B/user", r"state objects \(heap\)\s+([\d.]+) B/user", False),
         ("snapshot B/user", r"snapshot \(pickled\)\s+([\d.]+) B/user", False),
+    ]),
+    ("audiences", "audiences.py", ["--rounds", "1"], [
+        ("20 traits + 10 audiences / none", r"ratio with / without\s+([\d.]+)", True),
+        ("  the same without startup", r"ratio with / without\s+[\d.]+\s+\(([\d.]+) without startup", True),
     ]),
     ("freshness", "freshness.py", ["--rates", "1000,3000", "--seconds", "8"], [
         ("p50 ms at 1k/s", r"^\s*1000\s+\d+\s+([\d.]+)\s", False),
@@ -65,7 +70,7 @@ def main() -> int:
     ap.add_argument("--head", default="", help="a revision to measure instead of the working tree")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--users", type=int, default=5000, help="users of the pipeline stream (memory uses 2x)")
-    ap.add_argument("--only", default="", help="comma-separated bench names (pipeline,memory,freshness)")
+    ap.add_argument("--only", default="", help="comma-separated bench names (pipeline,memory,audiences,freshness)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-base-") as d:
         base = Path(d) / "base"
@@ -84,7 +89,7 @@ def main() -> int:
             got: dict[tuple[str, str], list[float]] = {}
             for rnd in range(a.rounds):
                 for name, script, args, figures in benches:
-                    sized = [*args, "--users", str(a.users if name == "pipeline" else 2 * a.users)] if name != "freshness" else args
+                    sized = [*args, "--users", str(a.users if name in ("pipeline", "audiences") else 2 * a.users)] if name != "freshness" else args
                     for ver in (("base", "head") if rnd % 2 == 0 else ("head", "base")):
                         text = run(trees[ver], script, sized)
                         for fig, rx, _ in figures:
