@@ -103,7 +103,8 @@ def main() -> int:
                 for fig, _, higher in figures:
                     b, h = statistics.median(got[(fig, "base")]), statistics.median(got[(fig, "head")])
                     better = "better" if (h > b) == higher else "worse"
-                    print(f"{fig:34} {b:10.1f} {h:10.1f} {h / b:10.3f}   ({'higher' if higher else 'lower'} is better: head {better})")
+                    prec = 3 if abs(b) < 10 else 1  # ratios need their decimals
+                    print(f"{fig:34} {b:10.{prec}f} {h:10.{prec}f} {h / b:10.3f}   ({'higher' if higher else 'lower'} is better: head {better})")
         finally:
             for tree in {base, head} - {ROOT}:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
