@@ -99,7 +99,10 @@ def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapp
         if is_late and rules is None:
             continue
         traits, names, deps = inputs[name]
-        key = (*map(cget, traits), *map(fget, names), *map(iget, deps))  # fixed lengths per audience: one flat tuple
+        vals = tuple(map(cget, traits))
+        # fixed lengths per audience: one flat tuple; the values' types too (``1 == True`` in
+        # Python, not in the expression language: a value turning from true to 1 is a change)
+        key = (*vals, *map(type, vals), *map(fget, names), *map(iget, deps))
         m = memo.get(name)
         if m is not None and m[0] is a.when and m[1] == key:
             v = m[2]

@@ -95,7 +95,7 @@ from operators.events import MONEY_FIELDS, Event
 from operators.money import MoneyError, to_cents
 from operators.snapshot import reset_to_defaults
 
-__all__ = ["ComputedState", "DISTINCT_CAP", "Seed", "resolution_ms", "sort_key", "event_env", "is_money",
+__all__ = ["ComputedState", "same_value", "DISTINCT_CAP", "Seed", "resolution_ms", "sort_key", "event_env", "is_money",
            "trait_paths", "compact_event", "event_of_compact", "plan_seeds", "seed_run", "SEED_EVENTS"]  # fmt: skip
 
 DISTINCT_CAP = 100
@@ -436,13 +436,13 @@ def _copy(kind: str, agg: Any) -> Any:
 _MISSING = object()
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     """``a`` and ``b`` are the same value of the same type (so the same JSON): ``1``, ``1.0`` and
     ``true`` are three values here, and a NaN is never the same."""
     if type(a) is not type(b):
         return False
     if type(a) is list:
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
     if type(a) is float:
         return a == b and (a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b))  # 0.0 is not -0.0 in JSON
     return bool(a == b)
@@ -774,7 +774,7 @@ class ComputedState:
             memo[name] = (t.digest, v, now_ms, until)
             if until is not None and until < valid_until:
                 valid_until = until
-            if new is None and not _same(v, old.get(name, _MISSING)):
+            if new is None and not same_value(v, old.get(name, _MISSING)):
                 new = dict(old)
             if new is not None:
                 new[name] = v

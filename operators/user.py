@@ -95,7 +95,7 @@ from typing import Any
 
 from operators.audiences import evaluate
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
-from operators.computed import ComputedState, Seed, trait_paths
+from operators.computed import ComputedState, Seed, same_value, trait_paths
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.definitions import Definitions
 from operators.events import Event
@@ -688,7 +688,8 @@ def on_timer(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output
         before = c.values(defs, st.computed_at)  # remembered from the last render, as a rule
         # no event since that render, so the profile fields are as rendered: the audiences can
         # change only if a computed value does (a session closing re-renders anyway, below)
-        if c.values(defs, exit_ms) == before:
+        after = c.values(defs, exit_ms)
+        if after is before or (after.keys() == before.keys() and all(same_value(after[k], before[k]) for k in after)):
             st.computed_at = exit_ms  # nothing changed: no write, and the next timer is the next exit
             exit_ms = None
     if trigger is None and not closed and exit_ms is None:
