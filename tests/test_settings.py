@@ -33,7 +33,7 @@ def test_definitions_are_loaded_at_start_and_an_invalid_file_refuses_with_every_
     assert [t.name for t in s.definitions.computed_traits] == ["shoe_views_7d", "orders_7d", "spend_90d"]
     assert Settings.from_env({}).definitions is None
     bad = tmp_path / "bad.yaml"
-    bad.write_text("version: 1\naudiences:\n  - {name: a, when: rfm_r > 1}\n  - {name: B, when: cart_items > 1}\n")
+    bad.write_text("version: 1\naudiences:\n  - {name: a, when: rfm_r.x > 1}\n  - {name: B, when: cart_items > 1}\n")
     with pytest.raises(ConfigError) as e:
         Settings.from_env({"LIVEPROFILE_DEFINITIONS": str(bad)})
     assert f"{bad}:3:" in str(e.value) and f"{bad}:4:" in str(e.value)
