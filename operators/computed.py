@@ -84,7 +84,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -800,17 +800,7 @@ class ComputedState:
         exp = self.expire_at
         if exp is not None and exp > now_ms and self.exp_defs is defs:
             return exp if exp < 2**62 else None  # the soonest exit of all the buckets is after now_ms
-        best: int | None = None
-        for t in defs.computed_traits:
-            s = self.traits.get(t.name)
-            if t.window_ms is None or s is None or not s.buckets or s.digest != t.digest:
-                continue
-            r = resolution_ms(t.window_ms)
-            for b in s.buckets:
-                exit_ms = (b + 1) * r + t.window_ms
-                if exit_ms > now_ms and (best is None or exit_ms < best):
-                    best = exit_ms
-        return best
+        return min((x for x in self._exits(defs) if x > now_ms), default=None)
 
     def last_change_ms(self, defs: Definitions, after_ms: int, upto_ms: int) -> int | None:
         """The latest bucket exit in ``(after_ms, upto_ms]`` (``None``: none): where following
@@ -818,7 +808,10 @@ class ComputedState:
         exp = self.expire_at
         if exp is not None and exp > upto_ms and self.exp_defs is defs:
             return None  # no bucket exits before upto_ms
-        best: int | None = None
+        return max((x for x in self._exits(defs) if after_ms < x <= upto_ms), default=None)
+
+    def _exits(self, defs: Definitions) -> Iterator[int]:
+        """The exit time of every bucket of every windowed trait current under ``defs``."""
         for t in defs.computed_traits:
             s = self.traits.get(t.name)
             if t.window_ms is None or s is None or not s.buckets or s.digest != t.digest:
@@ -826,10 +819,7 @@ class ComputedState:
             r = resolution_ms(t.window_ms)
             w = t.window_ms
             for b in s.buckets:
-                exit_ms = (b + 1) * r + w
-                if after_ms < exit_ms <= upto_ms and (best is None or exit_ms > best):
-                    best = exit_ms
-        return best
+                yield (b + 1) * r + w
 
     def merge(self, other: ComputedState, defs: Definitions) -> None:
         """Fold ``other`` (a user merged into this one) in: exact for every kind within buckets

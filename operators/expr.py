@@ -150,14 +150,7 @@ def lookup(env: Env, path: tuple[str, ...]) -> Any:
             return env(path)
         except Exception:  # an env that fails reads as a missing field
             return None
-    cur = env
-    for part in path:
-        if not isinstance(cur, Mapping):
-            return None
-        cur = cur.get(part)
-        if cur is None:
-            return None
-    return cur
+    return _rest(env, path)
 
 
 # ---------------------------------------------------------------- the tree
