@@ -12,7 +12,7 @@
   and without the definitions; pickled bytes per user (what a snapshot stores) and the
   difference per user per trait.
 
-``--profile FILE``: instead, run the flow once with the definitions *in this process* under
+``--profile FILE``: instead, run the flow once with the definitions (``--without``: without) *in this process* under
 cProfile (``bytewax.testing.run_main``, the same flow and stream), write the stats to ``FILE`` and
 print the top entries (by own time and cumulative) — where the time of the 'with' runs goes.
 
@@ -106,15 +106,17 @@ def state_sizes(events: list[dict], defs_text: str) -> tuple[float, float, int]:
     return out[0], out[1], len(states)
 
 
-def profile_flow(url: str, shards: int, definitions: Path, out: str) -> None:
-    """One 'with' run of the flow in this process under cProfile; the stats go to ``out``."""
+def profile_flow(url: str, shards: int, definitions: Path | None, out: str) -> None:
+    """One run of the flow in this process under cProfile (``definitions`` ``None``: the 'without'
+    variant); the stats go to ``out``."""
     import cProfile
     import pstats
 
     for k in [k for k in os.environ if k.startswith("LIVEPROFILE_")]:
         del os.environ[k]
-    os.environ.update({"LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z",
-                       "LIVEPROFILE_DEFINITIONS": str(definitions)})  # fmt: skip
+    os.environ.update({"LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"})
+    if definitions is not None:
+        os.environ["LIVEPROFILE_DEFINITIONS"] = str(definitions)
     from bytewax.testing import run_main
 
     from dataflows.profiles import get_flow
@@ -125,7 +127,8 @@ def profile_flow(url: str, shards: int, definitions: Path, out: str) -> None:
     run_main(flow)
     prof.disable()
     prof.dump_stats(out)
-    check_loaded(url, definitions)
+    if definitions is not None:
+        check_loaded(url, definitions)
     stats = pstats.Stats(out)
     stats.sort_stats("tottime").print_stats(30)
     stats.sort_stats("cumulative").print_stats(40)
@@ -138,6 +141,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--profile", metavar="FILE", default="", help="cProfile one 'with' run in-process instead; stats to FILE")
+    ap.add_argument("--without", action="store_true", help="with --profile: profile the 'without' variant")
     args = ap.parse_args()
     gen = generate(GenConfig(users=args.users, seed=1, end_ms=int(time.time() * 1000) - 60_000, days=args.days, duplicate_rate=0.02))
     text = file_text()
@@ -151,7 +155,7 @@ def main() -> None:
             srv = RedisServer(Path(d) / "profile").start()
             try:
                 load_buffer(srv.url, gen.events, args.shards)
-                profile_flow(srv.url, args.shards, path, args.profile)
+                profile_flow(srv.url, args.shards, None if args.without else path, args.profile)
             finally:
                 srv.stop()
             return

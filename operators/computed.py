@@ -311,6 +311,64 @@ def _fuse(traits: tuple[TraitDef, ...] | list[TraitDef]) -> Folder:
     return fold
 
 
+def _fuse_compiled(traits: tuple[TraitDef, ...] | list[TraitDef]) -> Folder:
+    """:func:`_fuse` as straight-line Python, generated once per event key: the same checks in the
+    same order (tests/operators/test_fold_compiled.py: equal states), with each trait's slot name,
+    bucket width and window bound as constants and ``count``'s fold inlined — no per-row tuple
+    unpacking or kind dispatch on the hot path. The generated source holds only our own
+    identifiers and integers; names, functions and sentinels are bound through the namespace."""
+    groups: dict[tuple[str | None, tuple[str, ...] | None], list[TraitDef]] = {}
+    for t in traits:
+        groups.setdefault((None if t.where is None else str(t.where), t.value if t.kind != "count" else None), []).append(t)
+    ns: dict[str, Any] = {"_MISSING": _MISSING, "to_cents": to_cents, "MoneyError": MoneyError}
+    lines = ["def fold(st, ev, history=False):", "    slots = st.traits", "    rec = ev.received_at", "    ts = ev.ts",
+             "    mid = ev.message_id", "    max_ts = st.max_ts", "    env = None", "    changed = []"]  # fmt: skip
+    k = 0
+    for g, members in enumerate(groups.values()):
+        t0 = members[0]
+        where = t0.where_fn
+        get = t0.value_fn if t0.kind != "count" else None
+        ns[f"W{g}"], ns[f"G{g}"] = where, get
+        lines += ["    state = 0", "    v = None", "    cents = _MISSING"]
+        for t in members:
+            ns[f"N{k}"], ns[f"A{k}"], ns[f"ADD{k}"] = t.name, _ACCEPT[t.kind], _ADD[t.kind]
+            i = "    "
+            lines += [f"{i}s = slots[N{k}]", f"{i}if history:", f"{i}    live = rec < s.boundary", f"{i}else:",
+                      f"{i}    if rec < s.boundary and s.fluid:", f"{i}        s.boundary = rec", f"{i}    live = rec >= s.boundary",
+                      f"{i}if live and state == 0:", f"{i}    if env is None:",
+                      f'{i}        env = {{"properties": ev.properties, "context": ev.context, "traits": ev.traits}}']  # fmt: skip
+            lines.append(f"{i}    state = 1" if where is None else f"{i}    state = 1 if W{g}(env) else 2")
+            if get is not None:
+                lines.append(f"{i}    if state == 1:")
+                lines.append(f"{i}        v = G{g}(env)")
+            lines.append(f"{i}if live and state == 1:")
+            i += "    "
+            x = "v"
+            if is_money(t):
+                lines += [f"{i}if cents is _MISSING:", f"{i}    cents = None", f"{i}    if v is not None:", f"{i}        try:",
+                          f"{i}            cents = to_cents(v)", f"{i}        except MoneyError:", f"{i}            cents = None"]  # fmt: skip
+                x = "cents"
+            if _ACCEPT[t.kind] is not None:
+                lines.append(f"{i}if A{k}({x}):")
+                i += "    "
+            count = t.kind == "count"
+            agg = [f"{i}s.agg = (s.agg or 0) + 1" if count else f"{i}s.agg = ADD{k}(s.agg, {x}, ts, mid)", f"{i}changed.append(N{k})"]
+            if t.window_ms is None:
+                lines += agg
+            else:
+                r = resolution_ms(t.window_ms)
+                w = t.window_ms
+                lines += [f"{i}buckets = s.buckets", f"{i}if buckets is None:", *("    " + a for a in agg), f"{i}else:",
+                          f"{i}    b = ts // {r}", f"{i}    exit_ms = b * {r} + {r + w}", f"{i}    if exit_ms > max_ts:",
+                          f"{i}        buckets[b] = (buckets.get(b) or 0) + 1" if count else f"{i}        buckets[b] = ADD{k}(buckets.get(b), {x}, ts, mid)",
+                          f"{i}        exp = st.expire_at", f"{i}        if exp is not None and exit_ms < exp:", f"{i}            st.expire_at = exit_ms",
+                          f"{i}        changed.append(N{k})"]  # fmt: skip
+            k += 1
+    lines += ["    if not changed:", "        return False", "    st._changed_all(changed)", "    return True"]
+    exec(compile("\n".join(lines) + "\n", "<computed fold>", "exec"), ns)  # our identifiers and integers only
+    return ns["fold"]  # type: ignore[no-any-return]
+
+
 def _on_event(t: TraitDef, ev_type: str, ev_name: str) -> bool:
     """Is an event of this type and name one the trait is over (``where`` not checked)?"""
     if t.event in EVENT_TYPE_NAMES:
@@ -322,7 +380,7 @@ def _named_folders(defs: Definitions) -> dict[str, Folder]:
     """Every trait's own folder (:func:`_fuse` of it alone) by name, built once per :class:`Definitions`."""
     plans = defs.compiled.get("computed.folders.by_name")
     if plans is None:
-        plans = defs.compiled["computed.folders.by_name"] = {t.name: _fuse([t]) for t in defs.computed_traits}
+        plans = defs.compiled["computed.folders.by_name"] = {t.name: _fuse_compiled([t]) for t in defs.computed_traits}
     return plans  # type: ignore[no-any-return]
 
 
@@ -331,7 +389,7 @@ def _folders(defs: Definitions) -> dict[tuple[str, str | None], Folder]:
     traits, built once per :class:`Definitions` (kept in its ``compiled`` memo)."""
     plans = defs.compiled.get("computed.folders")
     if plans is None:
-        plans = defs.compiled["computed.folders"] = {k: _fuse(ts) for k, ts in defs._by_event.items()}
+        plans = defs.compiled["computed.folders"] = {k: _fuse_compiled(ts) for k, ts in defs._by_event.items()}
     return plans  # type: ignore[no-any-return]
 
 
