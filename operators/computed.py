@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -594,6 +595,9 @@ class ComputedState:
     touched: Definitions | None = field(default=None, repr=False, compare=False)
     #: transient: the traits whose slot changed since ``last`` was computed
     dirty: set[str] | None = field(default=None, repr=False, compare=False)
+    #: transient: every bucket's exit, sorted, under these definitions (``None``: not known; any
+    #: change to a slot forgets it) — the timers' slow path once no bucket is left to drop
+    exits: tuple[Definitions, list[int]] | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> list[Any]:
         return [self.traits, self.max_ts]  # the layout of snapshot versions 6 and 7: the memos are not state
@@ -611,10 +615,12 @@ class ComputedState:
         self.exp_defs = None
         self.touched = None
         self.dirty = None
+        self.exits = None
 
     def _forget_values(self, name: str | None = None) -> None:
         """A slot changed (``None``: any may have, or slots were added or replaced): its remembered
         value is stale."""
+        self.exits = None
         if name is None:
             self.last = None
             self.memo = None
@@ -627,6 +633,7 @@ class ComputedState:
 
     def _changed(self, name: str) -> None:
         """The slot of ``name`` changed: its remembered value is stale (the others' are not)."""
+        self.exits = None
         if self.memo:
             self.memo.pop(name, None)
         if self.last is not None:
@@ -637,6 +644,7 @@ class ComputedState:
 
     def _changed_all(self, names: list[str]) -> None:
         """:meth:`_changed` for each of ``names``."""
+        self.exits = None
         memo = self.memo
         if memo:
             for name in names:
@@ -699,6 +707,7 @@ class ComputedState:
                 if self.touched is not defs:
                     self.touched = None
                 s = self.traits[name] = _new_slot(t, seed.upto_ms + 1)
+                self.exits = None
             claims = s.seeded if s.seeded is not None else {}
             inv = (seed.run, seed.upto_ms)
             if any(seed.day in days for k, days in claims.items() if k != inv):
@@ -858,7 +867,9 @@ class ComputedState:
         exp = self.expire_at
         if exp is not None and exp > now_ms and self.exp_defs is defs:
             return exp if exp < 2**62 else None  # the soonest exit of all the buckets is after now_ms
-        return min((x for x in self._exits(defs) if x > now_ms), default=None)
+        exits = self._sorted_exits(defs)
+        i = bisect_right(exits, now_ms)
+        return exits[i] if i < len(exits) else None
 
     def last_change_ms(self, defs: Definitions, after_ms: int, upto_ms: int) -> int | None:
         """The latest bucket exit in ``(after_ms, upto_ms]`` (``None``: none): where following
@@ -866,7 +877,19 @@ class ComputedState:
         exp = self.expire_at
         if exp is not None and exp > upto_ms and self.exp_defs is defs:
             return None  # no bucket exits before upto_ms
-        return max((x for x in self._exits(defs) if after_ms < x <= upto_ms), default=None)
+        exits = self._sorted_exits(defs)
+        i = bisect_right(exits, upto_ms)
+        return exits[i - 1] if i > 0 and exits[i - 1] > after_ms else None
+
+    def _sorted_exits(self, defs: Definitions) -> list[int]:
+        """:meth:`_exits`, sorted, remembered until a slot changes (an idle user's timers ask again
+        and again with the same buckets)."""
+        ex = self.exits
+        if ex is not None and ex[0] is defs:
+            return ex[1]
+        out = sorted(self._exits(defs))
+        self.exits = (defs, out)
+        return out
 
     def _exits(self, defs: Definitions) -> Iterator[int]:
         """The exit time of every bucket of every windowed trait current under ``defs``."""
@@ -914,7 +937,7 @@ class ComputedState:
         live = {t.name: t.digest for t in defs.computed_traits}
         for name in [n for n, s in self.traits.items() if live.get(n) != s.digest]:
             del self.traits[name]
-            self._forget_values(name)
+            self._forget_values(name)  # (forgets the exits too)
             self.expire_at = None  # its buckets went: the soonest exit is not known any more
             if self.touched is not defs:
                 self.touched = None

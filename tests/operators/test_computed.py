@@ -269,3 +269,34 @@ def test_spec_example_by_hand() -> None:
     leave = s.next_change_ms(d, BASE + 3 * HOUR_MS)
     assert leave == BASE + DAY_MS + 7 * DAY_MS, "day bucket of the views ends, plus 7 days"
     assert d.memberships({}, s.values(d, leave)) == ()
+
+
+def test_next_exit_asked_after_the_exits_then_a_new_bucket() -> None:
+    """The timers' slow path (no bucket left to drop: an idle user asked again after the exits)
+    remembers the sorted exits; an event that adds a bucket without dropping one must be seen."""
+
+    def view(i: int, ts: int) -> Event:
+        return Event(message_id=f"m{i}", type="track", name="Product Viewed", uid="u", user_id="u", anonymous_id=None,
+                     ts=ts, received_at=BASE, properties={"cat": "shoes", "v": 1}, traits={}, context={})  # fmt: skip
+
+    s = ComputedState()
+    seen = [view(0, BASE + 50 * 60_000)]
+    s.observe(DEFS, seen[0])
+    for now in (BASE + 9 * DAY_MS, BASE + 4 * HOUR_MS + 1):  # after every exit, then after the soonest
+        assert s.next_change_ms(DEFS, now) == brute_next_exit(seen, now)
+        assert s.last_change_ms(DEFS, BASE, now) == max((x for x in _exits(seen) if BASE < x <= now), default=None)
+    # before the soonest exit (4h: the 3h window's first hour), so nothing is dropped, in a new hour
+    seen.append(view(1, BASE + HOUR_MS + 10 * 60_000))
+    s.observe(DEFS, seen[1])
+    for now in (BASE + 4 * HOUR_MS + 1, BASE + 5 * HOUR_MS, BASE + 9 * DAY_MS):
+        assert s.next_change_ms(DEFS, now) == brute_next_exit(seen, now)
+        assert s.last_change_ms(DEFS, BASE, now) == max((x for x in _exits(seen) if BASE < x <= now), default=None)
+
+
+def _exits(events: list[Event]) -> list[int]:
+    out = []
+    for t in DEFS.computed_traits:
+        if t.window_ms is not None:
+            r = HOUR_MS if t.window_ms <= 48 * HOUR_MS else DAY_MS
+            out += [(e.ts // r + 1) * r + t.window_ms for e in events if _counts_for(t, e)]
+    return out
