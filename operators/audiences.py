@@ -40,7 +40,7 @@ from operators.definitions import Definitions
 from operators.residual import residual
 from operators.schema import BY_NAME, Kind
 
-__all__ = ["profile_env", "evaluate"]
+__all__ = ["profile_env", "evaluate", "evaluate_reference"]
 
 
 def _typed(kind: Kind, v: str) -> Any:
@@ -78,7 +78,59 @@ def profile_env(fields: Mapping[str, str], only: tuple[str, ...] | None = None) 
 
 def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapping[str, Any],
              memo: dict[str, tuple[Any, Any, Any]] | None = None, rules: list[Any] | None = None) -> tuple[str, ...]:  # fmt: skip
-    """The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in —
+    """The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in: what
+    :func:`evaluate_reference` returns (and appends to ``rules``, and remembers in ``memo``), run as
+    straight-line code generated once per :class:`Definitions` (:func:`_evaluator`)."""
+    fn = defs.compiled.get("audiences.evaluate")
+    if fn is None:
+        fn = defs.compiled["audiences.evaluate"] = _evaluator(defs)
+    return fn(fields, computed_values, {} if memo is None else memo, rules)  # type: ignore[no-any-return]
+
+
+def _evaluator(defs: Definitions) -> Any:
+    """Generate :func:`evaluate_reference`'s loop unrolled over ``defs``' audiences: each
+    audience's memo key built from its own inputs in place (no per-call ``map``/unpacking), names,
+    ``when`` trees and compiled predicates bound as constants through the namespace (the source holds
+    only generated identifiers)."""
+    ns: dict[str, Any] = {"profile_env": profile_env, "residual": residual, "PF": defs.profile_fields, "LATE": defs.late}
+    lines = ["def evaluate(fields, cv, memo, rules):", "    inside = {}", "    env = None", "    cget = cv.get", "    fget = fields.get"]
+    early: list[str] = []
+    for i, a in enumerate(defs.audiences):
+        traits, names, deps = defs.inputs[a.name]
+        is_late = a.name in defs.late
+        ns[f"N{i}"], ns[f"WHEN{i}"], ns[f"HOLDS{i}"] = a.name, a.when, a.holds
+        ind = "    "
+        if is_late:
+            lines.append("    if rules is not None:")
+            ind = "        "
+        for j, t in enumerate(traits):
+            ns[f"T{i}_{j}"] = t
+            lines.append(f"{ind}v{j} = cget(T{i}_{j})")
+        for j, f in enumerate(names):
+            ns[f"F{i}_{j}"] = f
+        for j, d in enumerate(deps):
+            ns[f"D{i}_{j}"] = d
+        parts = ([f"v{j}" for j in range(len(traits))] + [f"type(v{j})" for j in range(len(traits))]
+                 + [f"fget(F{i}_{j})" for j in range(len(names))] + [f"inside[D{i}_{j}]" for j in range(len(deps))])  # fmt: skip
+        key = "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+        lines += [f"{ind}key = {key}", f"{ind}m = memo.get(N{i})", f"{ind}if m is not None and m[0] is WHEN{i} and m[1] == key:",
+                  f"{ind}    r = m[2]", f"{ind}else:", f"{ind}    if env is None:", f"{ind}        env = profile_env(fields, PF)",
+                  f'{ind}        env["computed"] = cv', f'{ind}        env["audience"] = inside',
+                  f"{ind}    r = residual(WHEN{i}, env, LATE)" if is_late else f"{ind}    r = HOLDS{i}(env)",
+                  f"{ind}    memo[N{i}] = (WHEN{i}, key, r)",
+                  f"{ind}rules.append([N{i}, r])" if is_late else f"{ind}inside[N{i}] = r"]  # fmt: skip
+        if not is_late:
+            early.append(a.name)
+    ns["SORTED"] = tuple(sorted(early))
+    lines.append("    return tuple([n for n in SORTED if inside[n]])")
+    exec(compile("\n".join(lines) + "\n", "<audiences evaluate>", "exec"), ns)  # generated identifiers only
+    return ns["evaluate"]
+
+
+def evaluate_reference(defs: Definitions, fields: Mapping[str, str], computed_values: Mapping[str, Any],
+             memo: dict[str, tuple[Any, Any, Any]] | None = None, rules: list[Any] | None = None) -> tuple[str, ...]:  # fmt: skip
+    """:func:`evaluate` as a loop over the audiences: the reference its generated code is tested
+    against (tests/operators/test_audiences.py). The audiences (names, sorted) a profile with ``fields`` and ``computed_values`` is in —
     the early ones only: a late audience (:attr:`~operators.definitions.Definitions.late`, it
     reads RFM or model fields) is decided by the profile script; with ``rules`` (a list) its
     ``[name, rule]`` pairs (:func:`operators.residual.residual`, dependency order) are appended.

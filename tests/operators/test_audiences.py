@@ -5,12 +5,13 @@ next_deadline; contract items 1 and 5)."""
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.audiences import evaluate, profile_env
+from operators.audiences import evaluate, evaluate_reference, profile_env
 from operators.computed import ComputedState
 from operators.definitions import DAY_MS, HOUR_MS, SPEC_EXAMPLE, load_definitions
 from operators.events import Event, Limits, parse_event
@@ -245,3 +246,45 @@ audiences:
         fields = {"cart_value": cart, "traits": traits}
         values = {"views": views, "orders": orders}
         assert evaluate(defs, fields, values, memo) == evaluate(defs, fields, values)
+
+
+_GEN_DEFS = """\
+version: 1
+computed_traits:
+  - {name: views, kind: count, event: Product Viewed, window: 7d}
+  - {name: orders, kind: count, event: Order Completed}
+  - {name: top, kind: most_frequent, event: Product Viewed, value: properties.category}
+audiences:
+  - {name: browsers, when: computed.views >= 3 and computed.orders == 0}
+  - {name: buyers, when: computed.orders >= 1 or computed.top == true}
+  - {name: champs, when: 'rfm_segment == "champions" and audience.buyers'}
+  - {name: carts, when: cart_value > 50 and not audience.buyers}
+  - {name: pros, when: 'traits.plan == "pro" or audience.browsers'}
+  - {name: lapsing, when: 'audience.champs or (rfm_r <= 2 and computed.views > 0)'}
+  - {name: everyone, when: 'true'}
+"""
+
+_vals = st.one_of(st.none(), st.booleans(), st.integers(0, 4), st.sampled_from([0.0, 1.0, 3.5, "shoes", "1"]))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(_vals, _vals, _vals, st.sampled_from(["", "40.00", "120.00", "x"]),
+                          st.sampled_from(['{}', '{"plan": "pro"}', "not json"]), st.booleans()), min_size=1, max_size=10))  # fmt: skip
+def test_generated_evaluation_equals_the_reference(seq: list[tuple[Any, Any, Any, str, str, bool]]) -> None:
+    """The generated evaluate (what the step runs) and the reference loop: the same audiences, the
+    same late rules appended, the same memo entries, render after render of one profile — values that
+    change type but not Python == (true -> 1) included, late audiences with and without ``rules``."""
+    defs = load_definitions(_GEN_DEFS)
+    memo_a: dict = {}
+    memo_b: dict = {}
+    for views, orders, top, cart, traits, with_rules in seq:
+        fields = {"cart_value": cart, "traits": traits}
+        values = {"views": views, "orders": orders, "top": top}
+        rules_a: list | None = [] if with_rules else None
+        rules_b: list | None = [] if with_rules else None
+        assert evaluate(defs, fields, values, memo_a, rules_a) == evaluate_reference(defs, fields, values, memo_b, rules_b)
+        assert rules_a == rules_b
+        assert memo_a.keys() == memo_b.keys()
+        for k in memo_a:
+            assert memo_a[k][0] is memo_b[k][0] and memo_a[k][1] == memo_b[k][1] and memo_a[k][2] == memo_b[k][2]
+            assert [type(x) for x in memo_a[k][1]] == [type(x) for x in memo_b[k][1]]
