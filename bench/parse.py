@@ -12,7 +12,8 @@
    fallback) and :func:`operators.events.parse_event_reference` (old: orjson + dict checks)
    return equal results for every entry (Event field by field; Rejected reason, message, raw,
    received_at, message_id); any difference is printed and the bench exits 1.
-3. Times, per chunk of ``--chunk`` entries, ``orjson.loads`` alone, the old and the new parse,
+3. Times (CPU time of this process: ``time.process_time``, so another process's turn on the
+   shared cores is not counted; its cache and frequency effects still are), per chunk of ``--chunk`` entries, ``orjson.loads`` alone, the old and the new parse,
    alternating the variants (the order rotates every round), ``--rounds`` rounds; prints µs per
    event (best chunk and median chunk over the rounds) and the ratio new/old; then the same for
    the bad entries (the slow path's cost: the fast path's attempt plus the reference).
@@ -88,10 +89,10 @@ def timed(variants: dict[str, Callable[[bytes], object]], entries_: list[bytes],
             for c in chunks:
                 for k in order:
                     f = variants[k]
-                    t0 = time.perf_counter()
+                    t0 = time.process_time()
                     for e in c:
                         f(e)
-                    out[k].append((time.perf_counter() - t0) / len(c) * 1e6)
+                    out[k].append((time.process_time() - t0) / len(c) * 1e6)
             gc.collect()
     finally:
         if gc_was:

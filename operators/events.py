@@ -775,9 +775,12 @@ _MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a 
 _DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_RUN = b"0" * 19
 #: orjson reads at most 1024 levels of nesting, msgspec as many as the interpreter's recursion
-#: limit allows (Hypothesis, for one, raises it): bytes with 1024 or more ``[``/``{`` (a
-#: necessary condition for that depth) take the slow path
+#: limit allows: at the default limit (1000) it stops first; above it (Hypothesis, for one,
+#: raises it) bytes with 1024 or more ``[``/``{`` (a necessary condition for that depth) take
+#: the slow path
 _ORJSON_DEPTH = 1024
+#: below this recursion limit msgspec gives up (RecursionError: slow path) before orjson would
+_SAFE_RECURSION_LIMIT = 1000
 _MONEY_SET = frozenset(MONEY_FIELDS)
 _PRODUCT_KEYS = ("product_id", "sku", "price")
 _TRIVIAL_CONTEXT = frozenset({"traits", "consent", "consentManagement"})
@@ -942,8 +945,8 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
     if props:
         money: dict[str, int] = {}
         if not _MONEY_SET.isdisjoint(props):
-            for key in MONEY_FIELDS:
-                v = props.get(key)
+            for key in _MONEY_SET.intersection(props):
+                v = props[key]
                 if v is not None:
                     money[key] = _fast_cents(v)
         raw_products = props.get("products")
@@ -1003,7 +1006,9 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
 
 def _fast(raw: bytes, limits: Limits, received_at: int | None) -> Event | None:
     """The typed fast path of :func:`parse_event` for JSON bytes: an Event, or ``None``."""
-    if raw.count(b"[") + raw.count(b"{") >= _ORJSON_DEPTH or _LONG_RUN in raw.translate(_DIGIT_RUNS):
+    if _LONG_RUN in raw.translate(_DIGIT_RUNS):
+        return None
+    if sys.getrecursionlimit() > _SAFE_RECURSION_LIMIT and raw.count(b"[") + raw.count(b"{") >= _ORJSON_DEPTH:
         return None
     try:
         w = _decode_wire(raw)
