@@ -11,6 +11,13 @@ the raw event. It never raises on bad input and never reads the clock.
 
 Reason codes (stable, used in dead letters and metrics): see :data:`REASONS`.
 
+Two implementations, one answer: JSON bytes go first through a typed fast path (msgspec
+decodes them in C into a struct of the top-level fields; the common shapes are checked on it)
+that only ever returns an Event; anything else, every bad event included, goes to
+:func:`parse_event_reference` (orjson and the dict checks), which writes every dead letter.
+``tests/operators/test_events_fast.py`` holds them equal, type-strictly, on every input it
+generates; ``bench/parse.py`` times both on the same buffer entries.
+
 Trust (SPEC 2, 5): every event in the buffer came in with a server write key
 (``LIVEPROFILE_WRITE_KEYS``, or a signed way in: pixel, webhooks, imports) or a
 browser write key (``LIVEPROFILE_BROWSER_WRITE_KEYS``, public). The envelope check
