@@ -11,6 +11,13 @@ the raw event. It never raises on bad input and never reads the clock.
 
 Reason codes (stable, used in dead letters and metrics): see :data:`REASONS`.
 
+Two implementations, one answer: JSON bytes go first through a typed fast path (msgspec
+decodes them in C into a struct of the top-level fields; the common shapes are checked on it)
+that only ever returns an Event; anything else, every bad event included, goes to
+:func:`parse_event_reference` (orjson and the dict checks), which writes every dead letter.
+``tests/operators/test_events_fast.py`` holds them equal, type-strictly, on every input it
+generates; ``bench/parse.py`` times both on the same buffer entries.
+
 Trust (SPEC 2, 5): every event in the buffer came in with a server write key
 (``LIVEPROFILE_WRITE_KEYS``, or a signed way in: pixel, webhooks, imports) or a
 browser write key (``LIVEPROFILE_BROWSER_WRITE_KEYS``, public). The envelope check
@@ -33,11 +40,12 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+import msgspec
 import orjson
 
 from operators.money import MoneyError, to_cents
 from operators.names import ORDER_CANCELLED, ORDER_COMPLETED, ORDER_REFUNDED
-from operators.timeutil import TimestampError, iso, parse_ts
+from operators.timeutil import TimestampError, _parse_ts_str, iso, parse_ts
 from operators.traits import RESERVED, TraitError, parse_traits
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "BROWSER_TRUST",
     "ENGAGEMENT_EVENTS",
     "parse_event",
+    "parse_event_reference",
     "parse_consent",
     "validate_email",
     "norm_category",
@@ -678,25 +687,28 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     )
 
 
-def parse_event(
+def parse_event_reference(
     raw: bytes | str | dict[str, Any],
     limits: Limits,
     received_at: int | None = None,
 ) -> Event | Rejected:
-    """Validate and normalize one event; bad input comes back as :class:`Rejected`.
+    """:func:`parse_event` without its typed fast path: ``orjson.loads`` and the dict-based
+    checks (``_check``) for every input. What :func:`parse_event` falls back to whenever its
+    fast path does not produce an :class:`Event` (so every dead letter's reason and message
+    come from here), and the reference the tests and ``bench/parse.py`` compare it with.
 
     ``received_at`` (epoch ms) is used only when the event carries no
     ``receivedAt`` of its own.
 
     >>> lim = Limits()
-    >>> ev = parse_event(b'{"type":"track","event":"Order Completed","userId":"u1",'
+    >>> ev = parse_event_reference(b'{"type":"track","event":"Order Completed","userId":"u1",'
     ...     b'"messageId":"m1","timestamp":"2024-05-01T12:00:00Z","sentAt":"2024-05-01T12:00:10Z",'
     ...     b'"receivedAt":"2024-05-01T12:00:05Z","properties":{"revenue":"19.99"}}', lim)
     >>> ev.uid, iso(ev.ts), ev.value_cents
     ('u1', '2024-05-01T11:59:55.000Z', 1999)
-    >>> parse_event(b'{"type":"track","userId":"u1"}', lim, received_at=0).reason
+    >>> parse_event_reference(b'{"type":"track","userId":"u1"}', lim, received_at=0).reason
     <Reason.MISSING_EVENT: 'missing_event'>
-    >>> parse_event(b'{"type": "track", ', lim).reason
+    >>> parse_event_reference(b'{"type": "track", ', lim).reason
     <Reason.MALFORMED_JSON: 'malformed_json'>
     """
     if isinstance(raw, dict):
@@ -730,3 +742,322 @@ def parse_event(
         return Rejected(exc.reason, exc.message, raw_bytes, rec_ms, mid if isinstance(mid, str) else None)
     except RecursionError:
         return Rejected(Reason.INVALID_FIELD_TYPE, "event nesting is too deep", raw_bytes or b"", received_at)
+
+
+# -- the typed fast path ------------------------------------------------------------------------
+# JSON bytes decode (msgspec, in C) straight into _Wire: the top-level fields _check reads, typed
+# only as far as msgspec's rules are exactly today's (a JSON string is a str, an object is a dict,
+# null is None); everything else is Any and checked as _check checks it. Unknown top-level fields
+# are skipped (an Event keeps none; only a missing messageId needs the whole body: slow path).
+# _fast_check then runs _check's rules on the struct for the common shapes and returns None,
+# never an answer of its own, whenever anything is off: the event is then decoded and checked
+# again by parse_event_reference, which writes every dead letter. So the fast path can only
+# ever produce Events, and only those _check produces for the same bytes
+# (tests/operators/test_events_fast.py checks this against parse_event_reference).
+
+
+class _Wire(msgspec.Struct, gc=False):
+    type: str
+    messageId: str  # noqa: N815 - the wire names
+    userId: str | None = None  # noqa: N815
+    anonymousId: str | None = None  # noqa: N815
+    event: Any = None
+    name: Any = None
+    previousId: Any = None  # noqa: N815
+    groupId: Any = None  # noqa: N815
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    receivedAt: Any = None  # noqa: N815
+    timestamp: Any = None
+    originalTimestamp: Any = None  # noqa: N815
+    sentAt: Any = None  # noqa: N815
+    trust: Any = msgspec.field(default=None, name=TRUST_FIELD)
+
+
+_decode_wire = msgspec.json.Decoder(_Wire).decode
+_MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
+#: orjson reads an integer beyond 64 bits as a float, msgspec as an int: bytes with a run of 19
+#: digits (the shortest such integer) take the slow path. Digits become "0", the rest " ".
+_DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
+#: orjson reads at most 1024 levels of nesting, msgspec as many as the interpreter's recursion
+#: limit allows: at the default limit (1000) it stops first; above it (Hypothesis, for one,
+#: raises it) bytes with 1024 or more ``[``/``{`` (a necessary condition for that depth) take
+#: the slow path
+_ORJSON_DEPTH = 1024
+#: below this recursion limit msgspec gives up (RecursionError: slow path) before orjson would
+_SAFE_RECURSION_LIMIT = 1000
+_MONEY_SET = frozenset(MONEY_FIELDS)
+_PRODUCT_KEYS = ("product_id", "sku", "price")
+_TRIVIAL_CONTEXT = frozenset({"traits", "consent", "consentManagement"})
+
+
+def _fast_ts(v: object) -> int:
+    """``parse_ts`` (a string straight to its cached parser)."""
+    return _parse_ts_str(v) if type(v) is str else parse_ts(v)
+
+
+#: float -> cents, the fast path's memo of ``to_cents`` (a catalogue repeats its prices). Only
+#: floats: ``True == 1 == 1.0`` share a dict slot, and ``True`` is no amount.
+_CENTS: dict[float, int] = {}
+
+
+def _fast_cents(v: object) -> int:
+    """``to_cents(v)`` (raises ``MoneyError`` as it does)."""
+    if type(v) is float:
+        c = _CENTS.get(v)
+        if c is None:
+            c = to_cents(v)
+            if len(_CENTS) >= 4096:
+                _CENTS.clear()
+            _CENTS[v] = c
+        return c
+    return to_cents(v)
+
+
+def _fast_product(p: dict[str, Any]) -> Product:
+    """``_product(p, where)`` for the fast path (a bad line raises; the slow path says why)."""
+    v = p.get("price")
+    price = 0 if v is None else _fast_cents(v)
+    q = p.get("quantity")
+    if q is None:
+        qty = 1
+    elif type(q) is int and 0 < q <= _MAX_QTY:
+        qty = q
+    else:
+        qty = _qty(q, "")
+    if "product_id" in p:
+        pid = p["product_id"]
+    elif "sku" in p:
+        pid = p["sku"]
+    else:
+        pid = p.get("id")
+    if type(pid) is str:
+        pid = sys.intern(pid[:_MAX_ID_LEN])
+    else:
+        pid = sys.intern(str(pid)[:_MAX_ID_LEN]) if pid is not None and not isinstance(pid, dict | list) else ""
+    name = p.get("name")
+    return Product(pid, name[:200] if isinstance(name, str) else "", norm_category(p.get("category")), price, qty)
+
+
+def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event | None:
+    """``_check`` on a decoded :class:`_Wire`: the same Event, or ``None`` (take the slow path)."""
+    etype = w.type
+    if etype not in EVENT_TYPES:
+        return None
+    user_id = w.userId
+    if user_id is not None:
+        user_id = user_id.strip()
+        if len(user_id) > _MAX_ID_LEN:
+            return None
+        user_id = user_id or None
+    anon_id = w.anonymousId
+    if anon_id is not None:
+        anon_id = anon_id.strip()
+        if len(anon_id) > _MAX_ID_LEN:
+            return None
+        anon_id = anon_id or None
+    if user_id is None and anon_id is None:
+        return None
+    message_id = w.messageId
+    if not message_id or len(message_id) > _MAX_ID_LEN:
+        return None  # a derived id hashes the whole body: the slow path has it
+
+    name = ""
+    previous_id = None
+    trusted = w.trust is None
+    if etype == "track":
+        name = w.event
+        if type(name) is not str or not (name := name.strip()):
+            return None
+        name = name[:_MAX_ID_LEN]
+        if not trusted and name in ENGAGEMENT_EVENTS:
+            return None
+    elif etype == "page" or etype == "screen":
+        n = w.name
+        name = n[:_MAX_ID_LEN] if isinstance(n, str) else ""
+    elif etype == "alias":
+        previous_id = _ident(w.previousId, "previousId")
+        if previous_id is None or user_id is None:
+            return None
+
+    props = w.properties
+    if props is None:
+        props = {}
+    traits = w.traits
+    if traits is None:
+        traits = {}
+    context = w.context
+    if context is None:
+        context = {}
+
+    rv = w.receivedAt
+    if rv is None:
+        if received_default is None:
+            return None
+        received = received_default
+    else:
+        received = _fast_ts(rv)
+    original = w.originalTimestamp
+    cv = w.timestamp
+    if cv is not None:
+        client_ts: int | None = _fast_ts(cv)
+    elif original is not None:
+        client_ts = _fast_ts(original)
+    else:
+        client_ts = None
+    sv = w.sentAt
+    if client_ts is None:
+        ts = received
+        if sv is not None:
+            _fast_ts(sv)  # _check reads it, and rejects a bad one
+    elif sv is not None:
+        ts = received - (_fast_ts(sv) - client_ts)
+        original = original if isinstance(original, str) else iso(client_ts)
+    else:
+        ts = client_ts
+    lo = limits.timestamp_min_ms if limits.timestamp_min_ms is not None else received - limits.max_age_ms
+    if ts < lo or ts > received + limits.max_future_skew_ms:
+        return None
+
+    email = None
+    user_traits = None
+    group_id = None
+    group_traits = None
+    ctx_traits = context.get("traits") if context else None
+    if ctx_traits is not None and type(ctx_traits) is not dict:
+        return None
+    if etype == "identify":
+        raw_email = traits.get("email")
+        if (raw_email is None or raw_email == "") and ctx_traits:
+            raw_email = ctx_traits.get("email")
+        if raw_email is not None and raw_email != "":
+            email = validate_email(raw_email)
+        if traits or ctx_traits:
+            user_traits = parse_traits([ctx_traits or {}, traits], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
+    else:
+        if ctx_traits:
+            user_traits = parse_traits([ctx_traits, {}], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
+        if etype == "group":
+            group_id = _ident(w.groupId, "groupId")
+            if group_id is not None and traits:
+                group_traits = parse_traits([traits], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
+
+    products: tuple[Product, ...] = ()
+    value_cents = 0
+    category = ""
+    order_id = None
+    refund_cents: int | None = None
+    if props:
+        money: dict[str, int] = {}
+        if not _MONEY_SET.isdisjoint(props):
+            for key in _MONEY_SET.intersection(props):
+                v = props[key]
+                if v is not None:
+                    money[key] = _fast_cents(v)
+        raw_products = props.get("products")
+        if raw_products is not None:
+            if type(raw_products) is not list or len(raw_products) > 1000:
+                return None
+            plist = []
+            for p in raw_products:
+                if type(p) is not dict:
+                    return None
+                plist.append(_fast_product(p))
+            products = tuple(plist)
+        elif etype == "track" and ("product_id" in props or "sku" in props or "price" in props):
+            products = (_fast_product(props),)
+        else:
+            q = props.get("quantity")
+            if q is not None:
+                _qty(q, "properties.quantity")
+        if money:
+            if "revenue" in money:
+                value_cents = money["revenue"]
+            elif "total" in money:
+                value_cents = money["total"]
+            elif products:
+                value_cents = sum(p.price_cents * p.quantity for p in products)
+            elif "value" in money:
+                value_cents = money["value"]
+        elif products:
+            value_cents = sum(p.price_cents * p.quantity for p in products)
+        if etype == "track" and name in _ORDER_ID_EVENTS:
+            order_id = _order_id(props, strict=name != ORDER_COMPLETED)
+            if name == ORDER_REFUNDED:
+                if "total" in money:
+                    refund_cents = money["total"]
+                elif "revenue" in money:
+                    refund_cents = money["revenue"]
+                elif products:
+                    refund_cents = sum(p.price_cents * p.quantity for p in products)
+        c = props.get("category")
+        if c is not None:
+            category = norm_category(c)
+    if name in (ORDER_REFUNDED, ORDER_CANCELLED) and (etype != "track" or order_id is None and (refund_cents is None or name == ORDER_CANCELLED)):
+        return None  # a page named so, or a refund/cancellation naming no order: the slow path
+    if not category and products:
+        category = products[0].category
+
+    return Event(
+        message_id, etype, name,
+        user_id if user_id is not None else anon_id,  # type: ignore[arg-type]
+        user_id, anon_id, ts, received, props, traits, context, previous_id, email, category,
+        products, value_cents, original if isinstance(original, str) else None, order_id,
+        refund_cents,
+        parse_consent(context) if context and ("consent" in context or "consentManagement" in context) else (),
+        trusted, user_traits or None, group_id, group_traits,
+    )  # fmt: skip
+
+
+def _fast(raw: bytes, limits: Limits, received_at: int | None) -> Event | None:
+    """The typed fast path of :func:`parse_event` for JSON bytes: an Event, or ``None``."""
+    if _LONG_RUN in raw.translate(_DIGIT_RUNS):
+        return None
+    if sys.getrecursionlimit() > _SAFE_RECURSION_LIMIT and raw.count(b"[") + raw.count(b"{") >= _ORJSON_DEPTH:
+        return None
+    try:
+        w = _decode_wire(raw)
+    except _MSGSPEC_ERRORS:
+        return None
+    try:
+        return _fast_check(w, limits, received_at)
+    except (_Invalid, TimestampError, MoneyError, TraitError, ValueError, RecursionError):
+        return None
+
+
+def parse_event(
+    raw: bytes | str | dict[str, Any],
+    limits: Limits,
+    received_at: int | None = None,
+) -> Event | Rejected:
+    """Validate and normalize one event; bad input comes back as :class:`Rejected`.
+
+    ``received_at`` (epoch ms) is used only when the event carries no
+    ``receivedAt`` of its own. Returns exactly what :func:`parse_event_reference` returns for
+    the same input (the tests hold it to that): JSON bytes or text first go through a typed
+    fast path (msgspec decodes them into a struct in C, the common shapes are checked without
+    building the whole dict), and anything it does not accept outright (every bad event,
+    and unusual good ones) is decoded and checked again by the reference, which writes the
+    dead letter. A decoded dict goes straight to the reference.
+
+    >>> lim = Limits()
+    >>> ev = parse_event(b'{"type":"track","event":"Order Completed","userId":"u1",'
+    ...     b'"messageId":"m1","timestamp":"2024-05-01T12:00:00Z","sentAt":"2024-05-01T12:00:10Z",'
+    ...     b'"receivedAt":"2024-05-01T12:00:05Z","properties":{"revenue":"19.99"}}', lim)
+    >>> ev.uid, iso(ev.ts), ev.value_cents
+    ('u1', '2024-05-01T11:59:55.000Z', 1999)
+    >>> parse_event(b'{"type":"track","userId":"u1"}', lim, received_at=0).reason
+    <Reason.MISSING_EVENT: 'missing_event'>
+    >>> parse_event(b'{"type": "track", ', lim).reason
+    <Reason.MALFORMED_JSON: 'malformed_json'>
+    """
+    if not isinstance(raw, dict):
+        raw_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+        if len(raw_bytes) <= limits.max_event_bytes:
+            ev = _fast(raw_bytes, limits, received_at)
+            if ev is not None:
+                return ev
+        raw = raw_bytes
+    return parse_event_reference(raw, limits, received_at)

@@ -22,7 +22,8 @@ Parsing (:func:`parse_traits`, called by :func:`operators.events.parse_event`):
 * Bounds: more than ``max_traits`` traits in one event is the dead letter ``too_many_traits``;
   a value whose JSON is longer than ``max_trait_bytes`` is the dead letter ``trait_too_large``
   (the whole event: a trait is never silently cut). A trait name longer than 128 characters
-  or a value nested deeper than 8 levels is ``invalid_field_type``.
+  or a value nested deeper than 8 levels is ``invalid_field_type``, and so is a value JSON cannot
+  hold (an integer beyond 64 bits, a non-string key: only a decoded event given as a dict can).
 
 Folding (:func:`fold`, :func:`merge_into`): a trait map is ``name -> (event time, value)``;
 ``value`` ``None`` is a tombstone (the trait was unset by a JSON ``null``), kept with its time
@@ -60,6 +61,8 @@ _SUBKEYS: dict[str, dict[str, str]] = {
 _NOT_TRAITS = frozenset({"email"})
 _MAX_NAME = 128
 _MAX_DEPTH = 8
+#: the integers orjson writes (what a trait value must be to be folded and stored)
+_MIN_INT, _MAX_INT = -(2**63), 2**64 - 1
 
 #: name -> (event time ms, value; ``None``: unset)
 TraitMap = dict[str, tuple[int, Any]]
@@ -119,11 +122,18 @@ def parse_traits(sources: list[dict[str, Any]], max_traits: int, max_bytes: int,
     for k, v in out.items():
         if len(k) > _MAX_NAME or not k:
             raise TraitError("invalid_field_type", f"a trait name must be 1 to {_MAX_NAME} characters")
+        if isinstance(v, int) and not isinstance(v, bool) and not _MIN_INT <= v <= _MAX_INT:
+            raise TraitError("invalid_field_type", f"trait {k[:40]!r} is an integer beyond 64 bits")
         if v is None or isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) * 4 <= max_bytes):
             continue
         if _depth(v) > _MAX_DEPTH:
             raise TraitError("invalid_field_type", f"trait {k[:40]!r} is nested deeper than {_MAX_DEPTH} levels")
-        n = len(orjson.dumps(v))
+        try:
+            n = len(orjson.dumps(v))
+        except (orjson.JSONEncodeError, TypeError):  # only a decoded dict can hold these (not JSON bytes)
+            raise TraitError(
+                "invalid_field_type", f"trait {k[:40]!r} cannot be written as JSON (an integer beyond 64 bits, a non-string key or invalid text)"
+            ) from None
         if n > max_bytes:
             raise TraitError("trait_too_large", f"trait {k[:40]!r} is {n} bytes of JSON, the limit is {max_bytes}")
     return out

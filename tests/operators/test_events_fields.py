@@ -199,3 +199,32 @@ def test_more_field_details() -> None:
     with pytest.raises(ValueError) as exc:
         validate_email("q" * 100)
     assert str(exc.value) == f"not a valid email address: {'q' * 80!r}"
+
+
+@pytest.mark.parametrize(
+    ("traits", "message"),
+    [
+        ({"big": 2**70}, "trait 'big' is an integer beyond 64 bits"),
+        ({"neg": -(2**63) - 1}, "trait 'neg' is an integer beyond 64 bits"),
+        ({"deep": {"n": 2**64}}, "trait 'deep' cannot be written as JSON (an integer beyond 64 bits, a non-string key or invalid text)"),
+        ({"keys": {1: "x"}}, "trait 'keys' cannot be written as JSON (an integer beyond 64 bits, a non-string key or invalid text)"),
+        ({"list": [{"a": 2**65}]}, "trait 'list' cannot be written as JSON (an integer beyond 64 bits, a non-string key or invalid text)"),
+    ],
+)
+@pytest.mark.parametrize("where", ["traits", "context"])
+def test_unwritable_trait_of_a_decoded_event_is_a_dead_letter(traits: dict, message: str, where: str) -> None:
+    """A decoded event (parse_event(dict): backfill, abuse replay) whose trait holds an integer
+    beyond 64 bits or a non-string key: a dead letter, never an exception (it crashed before:
+    orjson.dumps in parse_traits, or the per-user step's trait fold for a top-level big int)."""
+    body: dict = {"type": "identify", "userId": "u1", "messageId": "m1", "receivedAt": REC}
+    body.update({"traits": traits} if where == "traits" else {"context": {"traits": traits}})
+    r = parse_event(body, LIM)
+    assert isinstance(r, Rejected), r
+    assert (r.reason, r.message, r.message_id) == ("invalid_field_type", message, "m1")
+    assert r.received_at == R
+
+
+def test_writable_64_bit_trait_integers_are_kept() -> None:
+    e = parse_event({"type": "identify", "userId": "u1", "messageId": "m1", "receivedAt": REC,
+                     "traits": {"lo": -(2**63), "hi": 2**64 - 1}}, LIM)  # fmt: skip
+    assert isinstance(e, Event) and e.user_traits == {"lo": -(2**63), "hi": 2**64 - 1}
