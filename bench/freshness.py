@@ -17,7 +17,9 @@ buffer's backlog (entries appended and not yet read by the dataflow, all shards)
 then the bench waits until it is 0 and the histogram's count has stopped growing (up to
 ``--drain-timeout`` s). Reading it earlier would leave out the events still queued, the
 stalest ones, and make a saturated rate look better than it is. The backlog at the end of the
-offered period and the time it took to drain are printed with the quantiles; a rate whose
+offered period and the time it took to drain are printed with the quantiles, and so are the p99
+read when the offered period ended (the old reading, ``p99 undrained``) and the histogram's
+count then / after the drain (``writes``); a rate whose
 backlog did not drain within the timeout prints ``not drained`` (its quantiles are then a
 lower bound).
 """
@@ -155,12 +157,15 @@ def run(rate: float, seconds: float, batch: int, workdir: Path, drain_timeout: f
         client = redis.Redis.from_url(srv.url)
         shards = Settings.from_env(env).shards
         metrics = f"http://127.0.0.1:{aport}/metrics"
+        early = httpx.get(metrics, timeout=5).text  # the histogram when the offered period ends
         at_end, waited, drained = drain(metrics, lambda: sum(backlog(client, Keys("lp"), shards).values()), drain_timeout)
         client.close()
         text = httpx.get(metrics, timeout=5).text
         return {
             "offered": rate, "achieved": sent / elapsed, "refused_requests": refused,
             "backlog_at_end": at_end, "drain_s": waited, "drained": drained,
+            "p99_early_ms": (histogram_quantile(early, "liveprofile_freshness_seconds", 0.99) or float("nan")) * 1000,
+            "n_early": _hist_count(early), "n": _hist_count(text),
             "p50_ms": (histogram_quantile(text, "liveprofile_freshness_seconds", 0.5) or float("nan")) * 1000,
             "p99_ms": (histogram_quantile(text, "liveprofile_freshness_seconds", 0.99) or float("nan")) * 1000,
             "writes": _counter(text, "liveprofile_profile_writes", result="written"),
@@ -180,13 +185,14 @@ def main() -> None:
     ap.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the backlog to drain before reading")
     args = ap.parse_args()
     print(f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start")
-    print(f"{'offered ev/s':>12} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} {'refused':>8} {'backlog at end':>15} {'drain s':>8}")
+    print(f"{'offered ev/s':>12} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} {'refused':>8} {'backlog at end':>15} {'drain s':>8} {'p99 undrained':>14} {'writes':>13}")
     with tempfile.TemporaryDirectory() as d:
         for rate in (float(x) for x in args.rates.split(",")):
             res = run(rate, args.seconds, args.batch, Path(d), args.drain_timeout)
             note = "" if res["drained"] else "  not drained: quantiles are a lower bound"
             print(f"{res['offered']:12.0f} {res['achieved']:9.0f} {res['p50_ms']:8.1f} {res['p99_ms']:8.1f} {res['refused_requests']:8.0f} "
-                  f"{res['backlog_at_end']:15.0f} {res['drain_s']:8.1f}  (load {os.getloadavg()[0]:.2f}){note}", flush=True)  # fmt: skip
+                  f"{res['backlog_at_end']:15.0f} {res['drain_s']:8.1f} {res['p99_early_ms']:14.1f} {res['n_early']:6.0f}/{res['n']:<6.0f}"
+                  f"  (load {os.getloadavg()[0]:.2f}){note}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,6 +194,13 @@ def redis_counters(client: redis.Redis) -> tuple[float, int]:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(stats["total_commands_processed"])
 
 
+def profile_memory(client: redis.Redis, keys: Keys, users: list[str]) -> float:
+    """Mean ``MEMORY USAGE`` (bytes, exact: ``SAMPLES 0``) of the profile hashes of ``users``."""
+    sizes = [client.memory_usage(keys.profile(u), samples=0) for u in users]
+    got = [s for s in sizes if s]
+    return sum(got) / max(len(got), 1)
+
+
 def fresh_copy(rdb: Path, workdir: Path) -> RedisServer:
     """A new redis-server loaded from the saved buffer ``rdb``, with AOF everysec switched on
     (as deployed) and its first rewrite finished before this returns."""
@@ -223,6 +231,8 @@ class Live:
     redis_cmds: int
     over: int  #: users whose event_count went above the truth (should be 0)
     redis_calls: int = 0  #: commands including those run inside scripts (INFO commandstats)
+    profile_bytes: float = 0.0  #: mean MEMORY USAGE of a known user's profile hash
+    used_memory: int = 0  #: redis used_memory at completion (buffer left, change feed, profiles, sets)
     cmd_top: list[tuple[str, int]] = field(default_factory=list)
 
     @property
@@ -233,8 +243,16 @@ class Live:
 def run_live(rdb: Path, variant: str, expected: dict[str, int], n_events: int, shards: int, workdir: Path, timeout: float = 600.0) -> Live:
     """Run the deployed flow (variant of :data:`VARIANTS`) on a fresh copy of the buffer until
     every user in ``expected`` has its ``event_count``; then stop it. See the module docstring."""
-    procs_n, workers = VARIANTS[variant]
     srv = fresh_copy(rdb, workdir / "redis")
+    try:
+        return _run_live(srv, variant, expected, n_events, shards, workdir, timeout)
+    finally:
+        srv.stop()  # also when the flow never started
+
+
+def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events: int, shards: int, workdir: Path, timeout: float) -> Live:
+    """:func:`run_live` on the already started ``srv``."""
+    procs_n, workers = VARIANTS[variant]
     keys = Keys("lp")
     rec = workdir / "rec"
     rec.mkdir()
@@ -298,6 +316,8 @@ def run_live(rdb: Path, variant: str, expected: dict[str, int], n_events: int, s
         cpu_last = proc_cpu_s(pids)
         rcpu1, rcmd1 = redis_counters(c)
         after_cmdstats = c.info("commandstats")
+        profile_bytes = profile_memory(c, keys, list(expected)[:300])
+        used_memory = int(c.info("memory")["used_memory"])
     finally:
         for p in procs:
             if p.poll() is None:
@@ -320,7 +340,7 @@ def run_live(rdb: Path, variant: str, expected: dict[str, int], n_events: int, s
     return Live(
         variant=variant, events=n_events, seconds=max(last_ms - first_ms, 1) / 1000, startup_s=first_ms / 1000 - t_start,
         flow_cpu_s=cpu_last - cpu_first, redis_cpu_s=rcpu1 - rcpu0, redis_cmds=rcmd1 - rcmd0 - sum(own.values()), over=len(over),
-        redis_calls=sum(calls.values()), cmd_top=top[:7],
+        redis_calls=sum(calls.values()), cmd_top=top[:7], profile_bytes=profile_bytes, used_memory=used_memory,
     )  # fmt: skip
 
 
@@ -345,12 +365,23 @@ def prepare(users: int, shards: int, days: float, workdir: Path, sessions_mean: 
 def measure_live(users: int, shards: int, days: float, rounds: int, variants: list[str], naive_sample: int, sessions_mean: float = 5.0) -> dict[str, object]:
     """Every figure of the default mode, medians over ``rounds``; see the module docstring."""
     out: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # "naive"/"bare" -> consumer CPU s per event, "naive_redis"/"bare_redis" -> Redis's
     lives: dict[str, list[Live]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as d:
         srv, gen, n, rdb = prepare(users, shards, days, Path(d), sessions_mean)
         expected = {u: int(t["event_count"]) for u, t in gen.truth.items()}
         keys = Keys("lp")
         dst = srv.url.rsplit("/", 1)[0] + "/1"
+        c = redis.Redis.from_url(srv.url)
+
+        def costed(name: str, fn: Callable[[], tuple[int, float]]) -> tuple[int, float]:
+            """Run a baseline, noting its own CPU and Redis's CPU per entry."""
+            r0, p0 = redis_counters(c)[0], time.process_time()
+            got, dt = fn()
+            cpu.setdefault(name, []).append((time.process_time() - p0) / got)
+            cpu.setdefault(name + "_redis", []).append((redis_counters(c)[0] - r0) / got)
+            return got, dt
+
         try:
             jobs = [*variants, "naive", "bare"]
             for rnd in range(rounds):
@@ -359,11 +390,11 @@ def measure_live(users: int, shards: int, days: float, rounds: int, variants: li
                 for job in order:
                     if job == "naive":
                         redis.Redis.from_url(dst).flushdb()
-                        nn, nt = naive_consumer(srv.url, dst, keys, shards, naive_sample)
+                        nn, nt = costed("naive", lambda: naive_consumer(srv.url, dst, keys, shards, naive_sample))
                         out.setdefault("naive", []).append(nn / nt)
                         print(f"round {rnd + 1}: naive {nn / nt:8.0f} ev/s over {nn} entries  (load {load()})", flush=True)
                     elif job == "bare":
-                        bn, bt = bare_consumer(srv.url, keys, shards)
+                        bn, bt = costed("bare", lambda: bare_consumer(srv.url, keys, shards))
                         out.setdefault("bare", []).append(bn / bt)
                         print(f"round {rnd + 1}: bare  {bn / bt:8.0f} ev/s over {bn} entries  (load {load()})", flush=True)
                     else:
@@ -373,8 +404,9 @@ def measure_live(users: int, shards: int, days: float, rounds: int, variants: li
                               f"{lv.flow_cpu_s / n * 1e6:.1f} µs flow CPU/event, {lv.redis_cpu_s / n * 1e6:.1f} µs Redis CPU/event, "
                               f"{lv.redis_cmds / n:.3f} Redis cmds/event, over-counted users {lv.over}  (load {load()})", flush=True)  # fmt: skip
         finally:
+            c.close()
             srv.stop()
-    return {"events": n, "users": len(expected), "rates": out, "lives": lives}
+    return {"events": n, "users": len(expected), "rates": out, "lives": lives, "cpu": cpu}
 
 
 def report(m: dict[str, object]) -> None:
@@ -387,18 +419,24 @@ def report(m: dict[str, object]) -> None:
             med[v] = statistics.median(r.rate for r in runs)
     n = int(m["events"])  # type: ignore[call-overload]
     print(f"\nevents in buffer                 {n}  ({m['users']} users; medians of {len(next(iter(rates.values())))} rounds; load {load()})")
-    print(f"naive consumer (pages of {PAGE})    {med['naive']:10.0f} ev/s")
-    print(f"bare page consumer               {med['bare']:10.0f} ev/s")
+    cpu = {k: statistics.median(v) * 1e6 for k, v in m["cpu"].items()}  # type: ignore[attr-defined]
+    print(f"naive consumer (pages of {PAGE})    {med['naive']:10.0f} ev/s  (consumer CPU {cpu['naive']:.1f} µs/event, Redis CPU {cpu['naive_redis']:.1f} µs/event)")
+    print(f"bare page consumer               {med['bare']:10.0f} ev/s  (consumer CPU {cpu['bare']:.1f} µs/event, Redis CPU {cpu['bare_redis']:.1f} µs/event)")
+    cost: dict[str, float] = {}
     for v, runs in lives.items():
         if not runs:
             continue
-        cpu = statistics.median(r.flow_cpu_s for r in runs) / n * 1e6
+        fcpu = statistics.median(r.flow_cpu_s for r in runs) / n * 1e6
         rcpu = statistics.median(r.redis_cpu_s for r in runs) / n * 1e6
+        cost[v] = fcpu + rcpu
         rcmd = statistics.median(r.redis_cmds for r in runs) / n
         print(f"{LABELS[v]:32} {med[v]:10.0f} ev/s  (startup {statistics.median(r.startup_s for r in runs):.1f} s not counted; "
-              f"flow CPU {cpu:.1f} µs/event, Redis CPU {rcpu:.1f} µs/event, Redis {rcmd:.3f} commands/event)")  # fmt: skip
+              f"flow CPU {fcpu:.1f} µs/event, Redis CPU {rcpu:.1f} µs/event, Redis {rcmd:.3f} commands/event)")  # fmt: skip
         top = runs[-1].cmd_top
         print(f"{'':32} Redis commands/event by name (incl. in scripts): " + ", ".join(f"{k} {c / n:.3f}" for k, c in top))
+        users = int(m["users"])  # type: ignore[call-overload]
+        print(f"{'':32} Redis memory: profile hash {statistics.median(r.profile_bytes for r in runs):.0f} B/user (MEMORY USAGE), "
+              f"used_memory at completion {statistics.median(r.used_memory for r in runs) / users:.0f} B/user (buffer left, change feed, sets included)")  # fmt: skip
         if any(r.over for r in runs):
             print(f"{'':32} WARNING: users over-counted: {[r.over for r in runs]}")
     if "1w" in med:
@@ -408,6 +446,9 @@ def report(m: dict[str, object]) -> None:
             print(f"ratio -w 2 / 1 worker            {med['w2'] / med['1w']:10.3f}")
         if "2p" in med:
             print(f"ratio 2 processes / 1 worker     {med['2p'] / med['1w']:10.3f}")
+        # the same comparisons per CPU second (consumer + Redis), less sensitive to a shared machine's load
+        print(f"per CPU s, pipeline / bare       {(cpu['bare'] + cpu['bare_redis']) / cost['1w']:10.3f}   (CPU per event: bare / pipeline)")
+        print(f"per CPU s, pipeline / naive      {(cpu['naive'] + cpu['naive_redis']) / cost['1w']:10.2f}   (CPU per event: naive / pipeline)")
 
 
 # --------------------------------------------------------------------------- --stop-at-end
