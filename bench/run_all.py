@@ -75,13 +75,13 @@ QUICK = [
 
 ISSUE15 = [
     ("pipeline.py", ["--users", "5000", "--sessions-mean", "3.4", "--rounds", "2"]),
-    ("parse.py", []),
+    ("parse.py", ["--users", "1000"]),
     ("memory.py", ["--users", "12000"]),
     ("freshness.py", ["--rates", "1000,5000,10000", "--seconds", "30"]),
 ]
 ISSUE15_QUICK = [
     ("pipeline.py", ["--users", "120", "--rounds", "1"]),
-    ("parse.py", ["--quick"]),
+    ("parse.py", ["--users", "100", "--rounds", "2"]),
     ("memory.py", ["--users", "400"]),
     ("freshness.py", ["--rates", "1000", "--seconds", "3", "--drain-timeout", "30"]),
 ]
@@ -96,7 +96,9 @@ DONE_WHEN = [
     ("flow CPU, Redis CPU, Redis commands per event (1 worker)", "pipeline.py", r"^live flow, 1 worker.*\((?:startup [\d.]+ s not counted; )?(flow CPU .*)\)$"),
     ("-w 2 / 1 worker", "pipeline.py", r"^ratio -w 2 / 1 worker\s+([\d.]+)"),
     ("2 processes / 1 worker", "pipeline.py", r"^ratio 2 processes / 1 worker\s+([\d.]+)"),
-    ("parse + validate (µs/event)", "parse.py", r"(?im)^.*(?:µs|us)/event.*$"),
+    ("parse + validate, good entries (µs/event, new parse)", "parse.py", r"^\s+new \(parse_event\)\s+(best\s+[\d.]+ µs/event.*)$"),
+    ("parse new/old (good entries)", "parse.py", r"^\s+(ratio new/old: .*)$"),
+    ("parse new == old on every entry", "parse.py", r"^new == old on every entry: (.*)$"),
     ("state heap (B/user)", "memory.py", r"^state objects \(heap\)\s+(\d+) B/user"),
     ("state pickled (B/user)", "memory.py", r"^snapshot \(pickled\)\s+(\d+) B/user"),
     ("dataflow RSS slope (B/identity)", "memory.py", r"^dataflow peak RSS.*:\s+(\d+) B/id"),
