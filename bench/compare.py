@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: (name, script, args, [(figure, regex with one number group, higher is better)])
 BENCHES = [
-    ("pipeline", "pipeline.py", ["--naive-sample", "2000"], [
+    ("pipeline", "pipeline.py", ["--stop-at-end", "--naive-sample", "2000"], [
         ("dataflow ev/s", r"liveprofile dataflow\s+([\d.]+) ev/s", True),
         ("dataflow ev/s without startup", r"ev/s  \(startup [\d.]+s included; ([\d.]+) ev/s without\)", True),
     ]),

@@ -11,6 +11,17 @@ HTTP client library would take much of the CPU it is measuring), for ``--seconds
 ``liveprofile_freshness_seconds`` histogram (scraped from its Bytewax API) gives
 p50/p99 (bucket upper bounds); the achieved rate is what the collector
 accepted. All three processes and Redis share this 2-core machine.
+
+The histogram is read only once the dataflow has caught up: when the offered period ends, the
+buffer's backlog (entries appended and not yet read by the dataflow, all shards) is recorded,
+then the bench waits until it is 0 and the histogram's count has stopped growing (up to
+``--drain-timeout`` s). Reading it earlier would leave out the events still queued, the
+stalest ones, and make a saturated rate look better than it is. The backlog at the end of the
+offered period and the time it took to drain are printed with the quantiles, and so are the p99
+read when the offered period ended (the old reading, ``p99 undrained``) and the histogram's
+count then / after the drain (``writes``); a rate whose
+backlog did not drain within the timeout prints ``not drained`` (its quantiles are then a
+lower bound).
 """
 
 from __future__ import annotations
@@ -23,16 +34,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from liveprofile.buffer.streams import backlog  # noqa: E402
 from liveprofile.devtools.demo import _counter, histogram_quantile  # noqa: E402
 from liveprofile.devtools.generate import GenConfig, generate  # noqa: E402
+from liveprofile.settings import Settings  # noqa: E402
+from liveprofile.store.keys import Keys  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 
@@ -88,7 +104,31 @@ async def offer(url: str, events: list[dict], rate: float, seconds: float, batch
     return counts["sent"], counts["refused"], time.perf_counter() - t0
 
 
-def run(rate: float, seconds: float, batch: int, workdir: Path) -> dict[str, float]:
+def _hist_count(text: str, name: str = "liveprofile_freshness_seconds") -> float:
+    """The ``_count`` sample of histogram ``name`` in exposition ``text`` (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "_count"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def drain(metrics_url: str, unread: Callable[[], int], timeout: float, quiet: float = 1.5) -> tuple[int, float, bool]:
+    """Wait until the buffer backlog ``unread()`` is 0 and the freshness histogram's count has not
+    grown for ``quiet`` seconds. Returns (backlog when called, seconds waited, drained in time)."""
+    at_end = unread()
+    t0 = time.monotonic()
+    last, since = -1.0, time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        count = _hist_count(httpx.get(metrics_url, timeout=5).text)
+        if count != last:
+            last, since = count, time.monotonic()
+        if unread() == 0 and time.monotonic() - since >= quiet:
+            return at_end, time.monotonic() - t0, True
+        time.sleep(0.25)
+    return at_end, time.monotonic() - t0, False
+
+
+def run(rate: float, seconds: float, batch: int, workdir: Path, drain_timeout: float = 120.0) -> dict[str, float]:
     srv = RedisServer(workdir / f"redis-{int(rate)}", appendonly=True).start()
     cport, aport = free_port(), free_port()
     env = {**os.environ, "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_WRITE_KEYS": "bench-key",
@@ -114,10 +154,18 @@ def run(rate: float, seconds: float, batch: int, workdir: Path) -> dict[str, flo
         n_users = max(200, int(rate * seconds / 40))  # ~49 events per user in a day
         gen = generate(GenConfig(users=n_users, seed=2, end_ms=int(time.time() * 1000) - 60_000, days=1))
         sent, refused, elapsed = asyncio.run(offer(base, gen.events, rate, seconds, batch))
-        time.sleep(3)
-        text = httpx.get(f"http://127.0.0.1:{aport}/metrics", timeout=5).text
+        client = redis.Redis.from_url(srv.url)
+        shards = Settings.from_env(env).shards
+        metrics = f"http://127.0.0.1:{aport}/metrics"
+        early = httpx.get(metrics, timeout=5).text  # the histogram when the offered period ends
+        at_end, waited, drained = drain(metrics, lambda: sum(backlog(client, Keys("lp"), shards).values()), drain_timeout)
+        client.close()
+        text = httpx.get(metrics, timeout=5).text
         return {
             "offered": rate, "achieved": sent / elapsed, "refused_requests": refused,
+            "backlog_at_end": at_end, "drain_s": waited, "drained": drained,
+            "p99_early_ms": (histogram_quantile(early, "liveprofile_freshness_seconds", 0.99) or float("nan")) * 1000,
+            "n_early": _hist_count(early), "n": _hist_count(text),
             "p50_ms": (histogram_quantile(text, "liveprofile_freshness_seconds", 0.5) or float("nan")) * 1000,
             "p99_ms": (histogram_quantile(text, "liveprofile_freshness_seconds", 0.99) or float("nan")) * 1000,
             "writes": _counter(text, "liveprofile_profile_writes", result="written"),
@@ -134,12 +182,17 @@ def main() -> None:
     ap.add_argument("--rates", default="1000,5000,10000")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--batch", type=int, default=50, help="events per request")
+    ap.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the backlog to drain before reading")
     args = ap.parse_args()
-    print(f"{'offered ev/s':>12} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} {'refused':>8}")
+    print(f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start")
+    print(f"{'offered ev/s':>12} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} {'refused':>8} {'backlog at end':>15} {'drain s':>8} {'p99 undrained':>14} {'writes':>13}")
     with tempfile.TemporaryDirectory() as d:
         for rate in (float(x) for x in args.rates.split(",")):
-            res = run(rate, args.seconds, args.batch, Path(d))
-            print(f"{res['offered']:12.0f} {res['achieved']:9.0f} {res['p50_ms']:8.1f} {res['p99_ms']:8.1f} {res['refused_requests']:8.0f}", flush=True)
+            res = run(rate, args.seconds, args.batch, Path(d), args.drain_timeout)
+            note = "" if res["drained"] else "  not drained: quantiles are a lower bound"
+            print(f"{res['offered']:12.0f} {res['achieved']:9.0f} {res['p50_ms']:8.1f} {res['p99_ms']:8.1f} {res['refused_requests']:8.0f} "
+                  f"{res['backlog_at_end']:15.0f} {res['drain_s']:8.1f} {res['p99_early_ms']:14.1f} {res['n_early']:6.0f}/{res['n']:<6.0f}"
+                  f"  (load {os.getloadavg()[0]:.2f}){note}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
