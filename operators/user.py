@@ -478,30 +478,43 @@ def _checkpoint(st: UserState) -> bytes:
 
 #: the ``context`` keys every fold reads (machine opens: the user agent)
 _FOLD_CONTEXT = frozenset({"userAgent"})
-_context_keys: dict[str, frozenset[str] | None] = {}
+#: the ``properties`` keys the folds read (machine opens, the email an email event is about, a
+#: refund's id); the computed traits' paths come on top (:func:`_kept_keys`)
+_FOLD_PROPERTIES = frozenset({"machine_open", "sg_machine_open", "email_id", "campaign_id", "refund_id"})
+#: per definitions fingerprint: the keys of ``properties``, ``context`` and ``traits`` a logged
+#: event keeps (``None``: all of them, a trait reads it whole)
+_kept: dict[str, tuple[frozenset[str] | None, ...]] = {}
 _EVENT_FIELDS = tuple(f.name for f in fields(Event))
 _as_row = attrgetter(*_EVENT_FIELDS)
 _MID, _TS, _CTX = _EVENT_FIELDS.index("message_id"), _EVENT_FIELDS.index("ts"), _EVENT_FIELDS.index("context")
+#: the dicts a logged event keeps only the read keys of, and the keys every fold reads of each
+_SLIMMED = tuple((_EVENT_FIELDS.index(f), f, base) for f, base in (("properties", _FOLD_PROPERTIES), ("context", _FOLD_CONTEXT), ("traits", frozenset())))
 #: fields most of one visitor's events share (pickled once when the same object)
 _SHARED = tuple(_EVENT_FIELDS.index(f) for f in ("type", "name", "uid", "anonymous_id", "category"))
 
 
+def _kept_keys(defs: Definitions | None) -> tuple[frozenset[str] | None, ...]:
+    """The keys a logged event keeps of each dict in :data:`_SLIMMED` under ``defs``."""
+    fp = defs.fingerprint if defs is not None else ""
+    got = _kept.get(fp)
+    if got is None:
+        paths = trait_paths(defs.computed_traits) if defs is not None else frozenset()
+        got = _kept[fp] = tuple(None if (top,) in paths else base | {q[1] for q in paths if len(q) > 1 and q[0] == top} for _, top, base in _SLIMMED)
+    return got
+
+
 def _row(defs: Definitions | None, ev: Event, prev: tuple[Any, ...] | None) -> tuple[Any, ...]:
     """``ev`` as logged: its field values (``Event(*row)`` is it again; a tuple pickles without the
-    field names), with only the ``context`` the folds read (``userAgent`` and the computed traits'
-    ``context`` paths; all of it if one reads it whole: the heaviest part of most events, and
-    nothing a rebuild needs), and the strings equal to the previous row's shared with it."""
+    field names), with only the ``properties``, ``context`` and ``traits`` keys the folds read
+    (:data:`_FOLD_PROPERTIES`, ``userAgent``, and the computed traits' paths; all of one if a trait
+    reads it whole: the heaviest part of most events, and nothing a rebuild needs), and the
+    strings equal to the previous row's shared with it."""
     row = list(_as_row(ev))
-    ctx = ev.context
-    if ctx:
-        fp = defs.fingerprint if defs is not None else ""
-        if fp in _context_keys:
-            keys = _context_keys[fp]
-        else:
-            paths = trait_paths(defs.computed_traits) if defs is not None else frozenset()
-            keys = _context_keys[fp] = None if ("context",) in paths else _FOLD_CONTEXT | {q[1] for q in paths if len(q) > 1 and q[0] == "context"}
-        if keys is not None and not ctx.keys() <= keys:
-            ctx = row[_CTX] = {k: v for k, v in ctx.items() if k in keys}
+    for (i, _, _), keys in zip(_SLIMMED, _kept_keys(defs), strict=True):
+        d = row[i]
+        if d and keys is not None and not d.keys() <= keys:
+            row[i] = {k: v for k, v in d.items() if k in keys}
+    ctx = row[_CTX]
     if prev is not None:
         for i in _SHARED:
             if row[i] == prev[i]:
