@@ -46,7 +46,7 @@ import math
 import re
 import zlib
 from array import array
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from operators.events import Event

@@ -55,6 +55,7 @@ the events whose destination can change are remembered here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
