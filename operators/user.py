@@ -90,16 +90,19 @@ from __future__ import annotations
 
 import pickle
 import zlib
+from array import array
 from dataclasses import dataclass, field, fields
+from itertools import accumulate
 from operator import attrgetter
 from typing import Any
+from uuid import UUID
 
 from operators.audiences import evaluate
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
 from operators.computed import ComputedState, Seed, same_value, trait_paths
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.definitions import Definitions
-from operators.events import Event
+from operators.events import Event, Product
 from operators.identity import Absorb, Link, Refused, is_anon, public_id
 from operators.interest import Interest, InterestConfig, event_weight
 from operators.profile import ProfileState, to_fields
@@ -272,16 +275,24 @@ class MergeLog:
     mid: bytes | None = None
 
     def __getstate__(self) -> tuple[int, bytes]:
-        """The pickled state (snapshot version 9): ``(1, zlib of the pickled (items, base, mid))``:
-        one visitor's logged events repeat most of their strings and structure, so compressed they
-        cost a fraction."""
-        raw = pickle.dumps((self.items, self.base, self.mid), protocol=pickle.HIGHEST_PROTOCOL)
+        """The pickled state (snapshot version 9): ``(1, zlib of the pickled (columns, seeds, base,
+        mid))``: the logged events by field (:func:`_columns`: one visitor's events repeat most of
+        their values field by field, so compressed they cost a fraction), the seeds with their
+        positions among the items."""
+        items = self.items
+        rows = [x for x in items if type(x) is tuple]
+        seeds = [(i, x) for i, x in enumerate(items) if type(x) is not tuple] if len(rows) < len(items) else []
+        raw = pickle.dumps((_columns(rows), seeds, self.base, self.mid), protocol=pickle.HIGHEST_PROTOCOL)
         return 1, zlib.compress(raw, _LOG_LEVEL)
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (before version 9: the slots)."""
         if type(state) is tuple and type(state[0]) is int:
-            self.items, self.base, self.mid = pickle.loads(zlib.decompress(state[1]))
+            cols, seeds, self.base, self.mid = pickle.loads(zlib.decompress(state[1]))
+            items: list[tuple[Any, ...] | Seed] = _rows(cols)  # type: ignore[assignment]
+            for i, x in seeds:
+                items.insert(i, x)
+            self.items = items
         else:
             for k, v in reset_to_defaults(self, state).items():
                 object.__setattr__(self, k, v)
@@ -289,6 +300,49 @@ class MergeLog:
 
 #: the zlib level of a pickled :class:`MergeLog`
 _LOG_LEVEL = 6
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[int, list[Any]]:
+    """Logged event rows by field, ``(how many, columns)``: ``ts`` as its first value and the
+    differences (int64 bytes), ``received_at`` less ``ts`` (int64 bytes), ``products`` as tuples of
+    the :class:`~operators.events.Product` fields, ``message_id`` as the 16 bytes of each id when
+    every one is a canonical (lowercase, hyphenated) UUID; :func:`_rows` reverses it exactly."""
+    if not rows:
+        return 0, []
+    cols: list[Any] = [list(c) for c in zip(*rows, strict=True)]
+    ts = cols[_TS]
+    try:
+        dts = array("q", [ts[0], *(b - a for a, b in zip(ts, ts[1:], strict=False))]).tobytes()
+        dra = array("q", [r - t for r, t in zip(cols[_RA], ts, strict=True)]).tobytes()
+    except OverflowError:  # times beyond int64 differences: kept as they are
+        pass
+    else:
+        cols[_TS], cols[_RA] = dts, dra
+    cols[_PR] = [tuple((p.product_id, p.name, p.category, p.price_cents, p.quantity) for p in ps) if ps else () for ps in cols[_PR]]
+    mids = cols[_MID]
+    if all(type(m) is str and len(m) == 36 for m in mids):
+        try:
+            us = [UUID(m) for m in mids]
+        except ValueError:
+            us = []
+        if us and all(str(u) == m for u, m in zip(us, mids, strict=True)):
+            cols[_MID] = b"".join(u.bytes for u in us)
+    return len(rows), cols
+
+
+def _rows(packed: tuple[int, list[Any]]) -> list[tuple[Any, ...]]:
+    """The rows of :func:`_columns`."""
+    n, cols = packed
+    if not n:
+        return []
+    if type(cols[_TS]) is bytes:
+        ts = cols[_TS] = list(accumulate(array("q", cols[_TS])))
+        cols[_RA] = [r + t for r, t in zip(array("q", cols[_RA]), ts, strict=True)]
+    cols[_PR] = [tuple(Product(*p) for p in ps) if ps else () for ps in cols[_PR]]
+    mids = cols[_MID]
+    if type(mids) is bytes:
+        cols[_MID] = [str(UUID(bytes=mids[16 * i : 16 * i + 16])) for i in range(n)]
+    return list(zip(*cols, strict=True))
 
 
 @dataclass(slots=True)
@@ -487,6 +541,7 @@ _kept: dict[str, tuple[frozenset[str] | None, ...]] = {}
 _EVENT_FIELDS = tuple(f.name for f in fields(Event))
 _as_row = attrgetter(*_EVENT_FIELDS)
 _MID, _TS, _CTX = _EVENT_FIELDS.index("message_id"), _EVENT_FIELDS.index("ts"), _EVENT_FIELDS.index("context")
+_RA, _PR = _EVENT_FIELDS.index("received_at"), _EVENT_FIELDS.index("products")
 #: the dicts a logged event keeps only the read keys of, and the keys every fold reads of each
 _SLIMMED = tuple((_EVENT_FIELDS.index(f), f, base) for f, base in (("properties", _FOLD_PROPERTIES), ("context", _FOLD_CONTEXT), ("traits", frozenset())))
 #: fields most of one visitor's events share (pickled once when the same object)

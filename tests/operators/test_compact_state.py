@@ -178,3 +178,31 @@ def test_seen_ids_restore_equal_whatever_their_times(times: list[int], ids: list
         s.first_sight(cfg, m, t)
     back = pickle.loads(pickle.dumps(s))
     assert back == s and back.newest == s.newest and all((m in back) == (m in s) for m in ids)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids=st.lists(st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()), st.text(max_size=40)), min_size=1, max_size=12),
+       seeds_at=st.lists(st.integers(0, 12), max_size=3))  # fmt: skip
+def test_a_merge_log_restores_its_items_field_for_field(ids: list[str], seeds_at: list[int]) -> None:
+    """The columns a :class:`~operators.user.MergeLog` pickles (times as differences, products as
+    tuples, UUID messageIds as their bytes: only canonical ones) give back the very rows, and the
+    seeds at their positions."""
+    from operators.computed import Seed
+    from operators.events import Product
+    from operators.user import _EVENT_FIELDS, MergeLog, _row
+
+    rows: list[Any] = []
+    for i, m in enumerate(ids):
+        raw = {"type": "track", "event": "Order Completed", "messageId": m or "x", "userId": "u1", "timestamp": 1_700_000_000 + i * 7,
+               "receivedAt": 1_700_000_000 + i * 9, "properties": {"order_id": f"o{i}", "products": [{"product_id": f"p{i}", "price": 2}]}}  # fmt: skip
+        ev = parse_event(raw, Limits(timestamp_min_ms=0))
+        assert isinstance(ev, Event)
+        rows.append(_row(None, ev, rows[-1] if rows else None))
+    assert all(isinstance(p, Product) for r in rows for p in r[_EVENT_FIELDS.index("products")]) and rows[0][_EVENT_FIELDS.index("products")]
+    items: list[Any] = list(rows)
+    for k in seeds_at:
+        items.insert(min(k, len(items)), Seed(f"s{k}", "u1", "r", 1, k, 5, (("t", "d"),), ()))
+    log = MergeLog(items, b"base", None)
+    back = pickle.loads(pickle.dumps(log))
+    assert back.items == items and back.base == b"base" and back.mid is None
+    assert [type(x) for x in back.items] == [type(x) for x in items]
