@@ -36,6 +36,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, fields
+from operator import attrgetter
 from typing import Any
 
 __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults"]
@@ -187,19 +188,21 @@ def reset_to_defaults(obj: Any, state: Any) -> dict[str, Any]:
 
 
 _REQUIRED = object()
-#: per slots dataclass: its field names, and each one's default (``_REQUIRED``: none) with whether
-#: it comes from a factory (then a fresh one is made for each restored object)
-_LAYOUTS: dict[type, tuple[tuple[str, ...], tuple[Any, ...], tuple[Callable[[], Any] | None, ...]]] = {}
+#: per slots dataclass: a getter of all its field values (a tuple, declaration order), their names,
+#: each one's default (``_REQUIRED``: none) and factory (``None``: none; a fresh value per restored
+#: object), and each field's mask bit
+_LAYOUTS: dict[type, tuple[Any, tuple[str, ...], tuple[Any, ...], tuple[Callable[[], Any] | None, ...], tuple[int, ...]]] = {}
 
 
-def _layout(cls: type) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[Callable[[], Any] | None, ...]]:
+def _layout(cls: type) -> tuple[Any, tuple[str, ...], tuple[Any, ...], tuple[Callable[[], Any] | None, ...], tuple[int, ...]]:
     lay = _LAYOUTS.get(cls)
     if lay is None:
         fs = fields(cls)
         names = tuple(f.name for f in fs)
         factories = tuple(f.default_factory if f.default_factory is not MISSING else None for f in fs)
         defaults = tuple(f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else _REQUIRED) for f in fs)
-        lay = _LAYOUTS[cls] = (names, defaults, factories)
+        get = attrgetter(*names) if len(names) > 1 else (lambda o, n=names[0]: (getattr(o, n),))
+        lay = _LAYOUTS[cls] = (get, names, defaults, factories, tuple(1 << i for i in range(len(fs))))
     return lay
 
 
@@ -217,22 +220,25 @@ def pack(obj: Any, skip: frozenset[str] = frozenset()) -> tuple[Any, ...]:
     ...     a: int = 1
     ...     b: list = field(default_factory=list)
     ...     c: float = 0.0
-    >>> pack(S()), pack(S(2, [3], 0))
-    ((0,), (7, 2, [3], 0))
+    >>> pack(S()), pack(S(2, [3], 0)), pack(S(2, [3], 0), frozenset({"b"}))
+    ((0,), (7, 2, [3], 0), (5, 2, 0))
     >>> s = S.__new__(S); unpack(s, (6, [3], 0)); s
     S(a=1, b=[3], c=0)
     """
-    names, defaults, _ = _layout(type(obj))
+    get, names, defaults, _, bits = _layout(type(obj))
     mask = 0
     out: list[Any] = [0]
-    bit = 1
-    for name, d in zip(names, defaults, strict=True):
-        if name not in skip:
-            v = getattr(obj, name)
-            if v is not d and (type(v) is not type(d) or v != d):
-                mask |= bit
-                out.append(v)
-        bit <<= 1
+    for v, d, bit in zip(get(obj), defaults, bits, strict=True):
+        if v is d or (type(v) is type(d) and v == d):
+            continue
+        mask |= bit
+        out.append(v)
+    if skip:
+        for i, name in enumerate(names):
+            if mask & bits[i] and name in skip:
+                k = (mask & (bits[i] - 1)).bit_count() + 1
+                del out[k]
+                mask &= ~bits[i]
     out[0] = mask
     return tuple(out)
 
@@ -240,12 +246,11 @@ def pack(obj: Any, skip: frozenset[str] = frozenset()) -> tuple[Any, ...]:
 def unpack(obj: Any, state: tuple[Any, ...]) -> None:
     """Restore a :func:`pack` ed ``state`` into ``obj`` (made by ``cls.__new__``): every field is
     set, the ones the mask leaves out to their defaults (a fresh one from a factory)."""
-    names, defaults, factories = _layout(type(obj))
+    _, names, defaults, factories, bits = _layout(type(obj))
     mask = state[0]
     j = 1
-    bit = 1
     setattr_ = object.__setattr__
-    for name, d, fac in zip(names, defaults, factories, strict=True):
+    for name, d, fac, bit in zip(names, defaults, factories, bits, strict=True):
         if mask & bit:
             setattr_(obj, name, state[j])
             j += 1
@@ -253,7 +258,6 @@ def unpack(obj: Any, state: tuple[Any, ...]) -> None:
             setattr_(obj, name, fac())
         elif d is not _REQUIRED:
             setattr_(obj, name, d)
-        bit <<= 1
 
 
 def is_packed(state: Any) -> bool:
