@@ -95,7 +95,6 @@ from dataclasses import dataclass, field, fields
 from itertools import accumulate
 from operator import attrgetter
 from typing import Any
-from uuid import UUID
 
 from operators.audiences import evaluate
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
@@ -298,15 +297,15 @@ class MergeLog:
                 object.__setattr__(self, k, v)
 
 
-#: the zlib level of a pickled :class:`MergeLog`
-_LOG_LEVEL = 6
+#: the zlib level of a pickled :class:`MergeLog` (6 is ~2 % smaller and ~30 % slower)
+_LOG_LEVEL = 1
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> tuple[int, list[Any]]:
     """Logged event rows by field, ``(how many, columns)``: ``ts`` as its first value and the
     differences (int64 bytes), ``received_at`` less ``ts`` (int64 bytes), ``products`` as tuples of
-    the :class:`~operators.events.Product` fields, ``message_id`` as the 16 bytes of each id when
-    every one is a canonical (lowercase, hyphenated) UUID; :func:`_rows` reverses it exactly."""
+    the :class:`~operators.events.Product` fields; :func:`_rows` reverses it exactly. (UUID
+    messageIds as their 16 bytes would save ~200 B more per visitor but cost ~75 µs a pickle.)"""
     if not rows:
         return 0, []
     cols: list[Any] = [list(c) for c in zip(*rows, strict=True)]
@@ -319,14 +318,6 @@ def _columns(rows: list[tuple[Any, ...]]) -> tuple[int, list[Any]]:
     else:
         cols[_TS], cols[_RA] = dts, dra
     cols[_PR] = [tuple((p.product_id, p.name, p.category, p.price_cents, p.quantity) for p in ps) if ps else () for ps in cols[_PR]]
-    mids = cols[_MID]
-    if all(type(m) is str and len(m) == 36 for m in mids):
-        try:
-            us = [UUID(m) for m in mids]
-        except ValueError:
-            us = []
-        if us and all(str(u) == m for u, m in zip(us, mids, strict=True)):
-            cols[_MID] = b"".join(u.bytes for u in us)
     return len(rows), cols
 
 
@@ -339,9 +330,6 @@ def _rows(packed: tuple[int, list[Any]]) -> list[tuple[Any, ...]]:
         ts = cols[_TS] = list(accumulate(array("q", cols[_TS])))
         cols[_RA] = [r + t for r, t in zip(array("q", cols[_RA]), ts, strict=True)]
     cols[_PR] = [tuple(Product(*p) for p in ps) if ps else () for ps in cols[_PR]]
-    mids = cols[_MID]
-    if type(mids) is bytes:
-        cols[_MID] = [str(UUID(bytes=mids[16 * i : 16 * i + 16])) for i in range(n)]
     return list(zip(*cols, strict=True))
 
 

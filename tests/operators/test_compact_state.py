@@ -185,8 +185,7 @@ def test_seen_ids_restore_equal_whatever_their_times(times: list[int], ids: list
        seeds_at=st.lists(st.integers(0, 12), max_size=3))  # fmt: skip
 def test_a_merge_log_restores_its_items_field_for_field(ids: list[str], seeds_at: list[int]) -> None:
     """The columns a :class:`~operators.user.MergeLog` pickles (times as differences, products as
-    tuples, UUID messageIds as their bytes: only canonical ones) give back the very rows, and the
-    seeds at their positions."""
+    tuples) give back the very rows, and the seeds at their positions."""
     from operators.computed import Seed
     from operators.events import Product
     from operators.user import _EVENT_FIELDS, MergeLog, _row
