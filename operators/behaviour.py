@@ -46,7 +46,7 @@ import math
 import re
 import zlib
 from array import array
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from operators.events import Event
@@ -60,7 +60,7 @@ from operators.names import (
     PRODUCT_REMOVED,
     PRODUCT_VIEWED,
 )
-from operators.snapshot import reset_to_defaults
+from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
 
 __all__ = [
     "SessionConfig",
@@ -185,6 +185,25 @@ class Session:
     gap_sq: float = 0.0
     prev_ts: int = _NONE
 
+    def __getstate__(self) -> tuple[Any, ...]:
+        """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9), ``pre_order``
+        as the tuple of its values when its keys are :meth:`counters`' (in that order)."""
+        st = pack(self)
+        po = self.pre_order
+        if po is not None and tuple(po) == _COUNTER_KEYS:
+            st = tuple(tuple(v.values()) if v is po else v for v in st)
+        return st
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickle of this or an earlier layout."""
+        if is_packed(state):
+            unpack(self, state)
+            if type(self.pre_order) is tuple:
+                self.pre_order = dict(zip(_COUNTER_KEYS, self.pre_order, strict=True))
+        else:
+            for k, v in reset_to_defaults(self, state).items():
+                object.__setattr__(self, k, v)
+
     def counters(self, past_orders: int, cart_ops: int) -> dict[str, float]:
         return {
             "views": float(self.views),
@@ -198,6 +217,10 @@ class Session:
             "past_orders": float(past_orders),
             "cart_ops": float(cart_ops),
         }
+
+
+#: the keys of :meth:`Session.counters`, in its order
+_COUNTER_KEYS = ("views", "adds", "removes", "checkouts", "categories", "duration_min", "events", "email_clicks", "past_orders", "cart_ops")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,25 +265,26 @@ class Behaviour:
     abuse_n: int = 0  # growths of the abuse features past 1
     scored_abuse: int = 0  # abuse_n at the last scoring
 
-    def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        """The pickled state: every field but the abuse counts (derived from the logs again
-        when restored) and the abuse fields still at their defaults (most users' state stays
-        as small as before them)."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in _DERIVED or (f.name in _ABUSE_FIELDS and v == f.default):
-                continue
-            out[f.name] = v.tobytes() if f.name in _LOGS else v  # bytes pickle ~35 B smaller than an array
-        return None, out
+    def __getstate__(self) -> tuple[Any, ...]:
+        """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9) without the
+        abuse counts (derived from the logs again when restored), the int64 arrays as their bytes
+        (~35 B smaller each than a pickled array)."""
+        return tuple(v.tobytes() if type(v) is array else v for v in pack(self, _DERIVED))
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
         (snapshot version 2 had none of the abuse fields), the abuse counts are recounted."""
-        for k, v in reset_to_defaults(self, state).items():
-            if k in _LOGS and isinstance(v, bytes):
-                v = array("q", v)  # noqa: PLW2901
-            object.__setattr__(self, k, v)
+        if is_packed(state):
+            unpack(self, state)
+            for k in _ARRAYS:
+                v = getattr(self, k)
+                if type(v) is bytes:
+                    object.__setattr__(self, k, array("q", v))
+        else:
+            for k, v in reset_to_defaults(self, state).items():
+                if k in _LOGS and isinstance(v, bytes):
+                    v = array("q", v)  # noqa: PLW2901
+                object.__setattr__(self, k, v)
         n = self.abuse_n
         self._order_counts()
         self._identity_counts()
@@ -594,6 +618,8 @@ _DERIVED = frozenset({"order_burst", "small_order_burst", "identities_day", "ide
 #: abuse fields a pickle leaves out while at their defaults
 _ABUSE_FIELDS = frozenset({"orders_log", "emails_log", "abuse_n", "scored_abuse"})
 _LOGS = frozenset({"orders_log", "emails_log"})
+#: the int64 array fields (pickled as their bytes)
+_ARRAYS = ("delivered", "orders_log", "emails_log")
 
 
 def _get(pairs: array, key: int) -> int | None:

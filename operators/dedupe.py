@@ -20,6 +20,9 @@ from __future__ import annotations
 import hashlib
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
+
+from operators.snapshot import reset_to_defaults
 
 __all__ = ["DedupeConfig", "SeenIds"]
 
@@ -76,6 +79,27 @@ class SeenIds:
 
     def __len__(self) -> int:
         return len(self.times)
+
+    def __getstate__(self) -> tuple[int, bytes, bytes | array]:
+        """The pickled state (snapshot version 9): ``(newest, ids, times)``, the times as 32-bit
+        offsets below ``newest`` (their bytes) when they all fit (a window under 49 days: 4 bytes
+        an id less), else the int64 array itself."""
+        times, newest = self.times, self.newest
+        try:
+            off = array("I", [newest - t for t in times]).tobytes()
+        except OverflowError:
+            return newest, bytes(self.ids), times
+        return newest, bytes(self.ids), off
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickle of this or an earlier layout (before version 9: the slots)."""
+        if type(state) is tuple and type(state[0]) is int:
+            newest, ids, times = state
+            self.newest, self.ids = newest, bytearray(ids)
+            self.times = times if type(times) is array else array("q", [newest - o for o in array("I", times)])
+        else:
+            for k, v in reset_to_defaults(self, state).items():
+                object.__setattr__(self, k, v)
 
     def __contains__(self, message_id: object) -> bool:
         """Whether ``message_id`` is remembered (nothing is recorded)."""

@@ -55,9 +55,11 @@ the events whose destination can change are remembered here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
+from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
 
 __all__ = [
     "ANON_PREFIX", "GRAPH_KEY", "Absorb", "AnonState", "MergeGraph", "Refused", "decide", "Link", "anon_uid",
@@ -214,6 +216,18 @@ class AnonState:
 
     linked: str | None = None
     seen: SeenIds = field(default_factory=SeenIds)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9)."""
+        return pack(self)
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickle of this or an earlier layout."""
+        if is_packed(state):
+            unpack(self, state)
+        else:
+            for k, v in reset_to_defaults(self, state).items():
+                object.__setattr__(self, k, v)
 
     def __bool__(self) -> bool:
         """Whether there is anything to keep (an unlinked id whose window emptied costs nothing)."""

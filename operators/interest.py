@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from operators.names import EventName
+from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
 
 __all__ = ["InterestConfig", "Interest", "event_weight"]
 
@@ -90,6 +92,18 @@ class Interest:
 
     scores: dict[str, float] = field(default_factory=dict)
     t_ref: int = -(2**62)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9)."""
+        return pack(self)
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickle of this or an earlier layout."""
+        if is_packed(state):
+            unpack(self, state)
+        else:
+            for k, v in reset_to_defaults(self, state).items():
+                object.__setattr__(self, k, v)
 
     def add(self, cfg: InterestConfig, category: str, weight: float, ts: int) -> None:
         """Add ``weight`` for ``category`` at event time ``ts``."""

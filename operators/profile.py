@@ -80,7 +80,7 @@ from operators.names import (
     UNSUBSCRIBED,
 )
 from operators.schema import Owner, owned_by
-from operators.snapshot import reset_to_defaults
+from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
 from operators.timeutil import iso
 from operators.traits import TraitMap, merge_into
 from operators.traits import fold as fold_traits
@@ -153,9 +153,17 @@ class ProfileState:
     traits: TraitMap = field(default_factory=dict)  # trait -> (event time, value or None: unset); operators.traits
     groups: dict[str, int] = field(default_factory=dict)  # group (account) id -> newest group call time
 
+    def __getstate__(self) -> tuple[Any, ...]:
+        """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9: no field
+        names, fields at their defaults left out)."""
+        return pack(self)
+
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
         (snapshot version 1 had none of the version-2 fields)."""
+        if is_packed(state):
+            unpack(self, state)
+            return
         for k, v in reset_to_defaults(self, state).items():
             object.__setattr__(self, k, v)
 

@@ -20,7 +20,10 @@ it routed), not the bare linked id; 6 user states with computed traits and audie
 traits with a history/live boundary and the backfill seeds they took (and user states with the
 fingerprint of the definitions they were rendered under); 8 anonymous user states with the log of
 their newest applied items (:class:`operators.user.MergeLog`: an identity merge counts each event
-once, whichever copy of a replayed export the user reads).
+once, whichever copy of a replayed export the user reads); 9 compact per-user states: the state
+classes pickle a packed tuple (:func:`pack`: a bitmask of the fields away from their defaults and
+only those values, no field names; dedupe times as 32-bit offsets, the merge log compressed), read
+by the same ``__setstate__`` that still reads every older layout.
 
 >>> load(dump({"a": 1})), load(pickle.dumps(["u1"]))
 ({'a': 1}, ['u1'])
@@ -33,13 +36,14 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, fields
+from operator import attrgetter
 from typing import Any
 
-__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of"]
+__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
-VERSION = 8
+VERSION = 9
 
 
 def _from_bare_pickle(obj: Any) -> Any:
@@ -114,6 +118,13 @@ def _merge_logs(obj: Any) -> Any:
     return obj
 
 
+def _compact_states(obj: Any) -> Any:
+    """8 -> 9: the per-user state classes pickle a packed tuple (:func:`pack`) instead of their
+    slots dict; their ``__setstate__`` reads both (also inside buffered merges and merge logs), so
+    the objects are already version 9 here and the next snapshot of each is written packed."""
+    return obj
+
+
 MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     0: _from_bare_pickle,
     1: _orders_consent_unsubscribe,
@@ -123,6 +134,7 @@ MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     5: _computed_traits,
     6: _seed_boundaries,
     7: _merge_logs,
+    8: _compact_states,
 }
 
 
@@ -135,7 +147,7 @@ def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
     >>> version_of(dump(1)), version_of(pickle.dumps(1))
-    (8, 0)
+    (9, 0)
     """
     return int.from_bytes(raw[3:5], "big") if raw[:3] == MAGIC else 0
 
@@ -173,3 +185,82 @@ def reset_to_defaults(obj: Any, state: Any) -> dict[str, Any]:
             object.__setattr__(obj, f.name, f.default_factory())
     slots = state[1] if isinstance(state, tuple) else state
     return dict(slots or {})
+
+
+_REQUIRED = object()
+#: per slots dataclass: a getter of all its field values (a tuple, declaration order), their names,
+#: each one's default (``_REQUIRED``: none) and factory (``None``: none; a fresh value per restored
+#: object), and each field's mask bit
+_LAYOUTS: dict[type, tuple[Any, tuple[str, ...], tuple[Any, ...], tuple[Callable[[], Any] | None, ...], tuple[int, ...]]] = {}
+
+
+def _layout(cls: type) -> tuple[Any, tuple[str, ...], tuple[Any, ...], tuple[Callable[[], Any] | None, ...], tuple[int, ...]]:
+    lay = _LAYOUTS.get(cls)
+    if lay is None:
+        fs = fields(cls)
+        names = tuple(f.name for f in fs)
+        factories = tuple(f.default_factory if f.default_factory is not MISSING else None for f in fs)
+        defaults = tuple(f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else _REQUIRED) for f in fs)
+        get = attrgetter(*names) if len(names) > 1 else (lambda o, n=names[0]: (getattr(o, n),))
+        lay = _LAYOUTS[cls] = (get, names, defaults, factories, tuple(1 << i for i in range(len(fs))))
+    return lay
+
+
+def pack(obj: Any, skip: frozenset[str] = frozenset()) -> tuple[Any, ...]:
+    """A slots dataclass's compact pickled state: ``(mask, *values)``, where bit ``i`` of ``mask``
+    says field ``i`` (declaration order) differs from its default and ``values`` are those fields'
+    values in order (a value equal to its default *and of the same type* is left out: ``0`` never
+    stands for ``0.0`` or ``False``). Fields in ``skip`` are never written (derived ones: the
+    owner's ``__setstate__`` recomputes them). :func:`unpack` reverses it; fields appended to the
+    class later are beyond the mask, so an older packed state restores them with their defaults.
+
+    >>> from dataclasses import dataclass, field
+    >>> @dataclass(slots=True)
+    ... class S:
+    ...     a: int = 1
+    ...     b: list = field(default_factory=list)
+    ...     c: float = 0.0
+    >>> pack(S()), pack(S(2, [3], 0)), pack(S(2, [3], 0), frozenset({"b"}))
+    ((0,), (7, 2, [3], 0), (5, 2, 0))
+    >>> s = S.__new__(S); unpack(s, (6, [3], 0)); s
+    S(a=1, b=[3], c=0)
+    """
+    get, names, defaults, _, bits = _layout(type(obj))
+    mask = 0
+    out: list[Any] = [0]
+    for v, d, bit in zip(get(obj), defaults, bits, strict=True):
+        if v is d or (type(v) is type(d) and v == d):
+            continue
+        mask |= bit
+        out.append(v)
+    if skip:
+        for i, name in enumerate(names):
+            if mask & bits[i] and name in skip:
+                k = (mask & (bits[i] - 1)).bit_count() + 1
+                del out[k]
+                mask &= ~bits[i]
+    out[0] = mask
+    return tuple(out)
+
+
+def unpack(obj: Any, state: tuple[Any, ...]) -> None:
+    """Restore a :func:`pack` ed ``state`` into ``obj`` (made by ``cls.__new__``): every field is
+    set, the ones the mask leaves out to their defaults (a fresh one from a factory)."""
+    _, names, defaults, factories, bits = _layout(type(obj))
+    mask = state[0]
+    j = 1
+    setattr_ = object.__setattr__
+    for name, d, fac, bit in zip(names, defaults, factories, bits, strict=True):
+        if mask & bit:
+            setattr_(obj, name, state[j])
+            j += 1
+        elif fac is not None:
+            setattr_(obj, name, fac())
+        elif d is not _REQUIRED:
+            setattr_(obj, name, d)
+
+
+def is_packed(state: Any) -> bool:
+    """Whether a ``__setstate__`` argument is a :func:`pack` ed state (older layouts pickled the
+    slots as ``(None, {name: value})`` or a bare dict)."""
+    return type(state) is tuple and bool(state) and type(state[0]) is int

@@ -4,7 +4,8 @@ state gained order records, unsubscribe, consent and machine opens; ``v2``: comm
 the behaviour state gained the abuse logs and the shard models the ``abuse`` forest; ``v3``: commit
 1fe9579, the last layout whose identity snapshots were the bare linked id; ``v5``: commit 8e5bb0a,
 the last layout whose user states had no computed traits; ``v7``: commit bc19ee6, the last layout
-whose anonymous user states kept no merge log; all made by
+whose anonymous user states kept no merge log; ``v8``: commit 7ce027b, the last layout whose state
+classes pickled their slots dicts (before the packed states of version 9); all made by
 ``snapshots/make_recovery_store.py``) resume under this code with the same profiles as an
 uninterrupted run, and later snapshots are written at the current version; a version bump runs
 its migration exactly once."""
@@ -34,6 +35,7 @@ STORE_V2 = Path(__file__).parent / "snapshots" / "v2"
 STORE_V3 = Path(__file__).parent / "snapshots" / "v3"
 STORE_V5 = Path(__file__).parent / "snapshots" / "v5"
 STORE_V7 = Path(__file__).parent / "snapshots" / "v7"
+STORE_V8 = Path(__file__).parent / "snapshots" / "v8"
 
 
 def _snapshots(store: Path, step: str) -> list[bytes]:
@@ -47,8 +49,8 @@ def _snapshots(store: Path, step: str) -> list[bytes]:
     return [pickle.loads(blob) for _, blob in rows if blob is not None]
 
 
-@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2), (STORE_V3, 3), (STORE_V5, 5), (STORE_V7, 7)],
-                         ids=["v0", "v1", "v2", "v3", "v5", "v7"])  # fmt: skip
+@pytest.mark.parametrize(("source", "version"), [(STORE_V0, 0), (STORE_V1, 1), (STORE_V2, 2), (STORE_V3, 3), (STORE_V5, 5), (STORE_V7, 7),
+                                                 (STORE_V8, 8)], ids=["v0", "v1", "v2", "v3", "v5", "v7", "v8"])  # fmt: skip
 def test_a_store_from_a_previous_layout_resumes_with_the_same_profiles(tmp_path: Path, source: Path, version: int) -> None:
     store = tmp_path / "rec"
     shutil.copytree(source, store)
@@ -212,3 +214,30 @@ def test_a_version_7_store_resumes_its_anonymous_states_without_a_log_and_new_on
     new = [snapshot.load(s) for s in _snapshots(store, "user") if isinstance(s, bytes) and snapshot.version_of(s) == snapshot.VERSION]
     fresh = [u for u in new if isinstance(u, UserState) and u.profile.uid == " anon:new-visitor"]
     assert len(fresh) == 1 and fresh[0].merge_log is not None and [Event(*e).message_id for e in fresh[0].merge_log.items] == ["late-1"]
+
+
+def test_a_version_8_store_resumes_its_merge_logs_and_rewrites_every_state_packed(tmp_path: Path) -> None:
+    """The v8 store's states (slots-dict pickles) restore equal to themselves packed and back (the
+    anonymous profiles a0..a2 with their one-event :class:`~operators.user.MergeLog`), and after
+    the resume every user state snapshotted again is a version-9 packed pickle that restores the
+    same log (the resume test above checks the profiles equal an uninterrupted run's)."""
+    from operators.events import Event
+    from operators.user import UserState
+
+    store = tmp_path / "rec"
+    shutil.copytree(STORE_V8, store)
+    old = [snapshot.load(s) for s in _snapshots(store, "user") if isinstance(s, bytes)]
+    anon = [u for u in old if isinstance(u, UserState) and is_anon(u.profile.uid)]
+    assert len(anon) == 3 and all(u.merge_log is not None and len(u.merge_log.items) == 1 for u in anon)
+    for u in old:
+        assert snapshot.load(snapshot.dump(u)) == u
+    logged = {u.profile.uid: [Event(*e).message_id for e in u.merge_log.items] for u in anon}  # type: ignore[union-attr]
+    late = [(0, b"1714564800000-900", orjson.dumps({"type": "track", "event": "Product Viewed", "messageId": "late-1",
+                                                     "anonymousId": "a2", "receivedAt": "2024-05-02T00:00:00.000Z",
+                                                     "timestamp": 1714564900}))]  # fmt: skip
+    run_main(flow_of(items() + late, Out(), batch_size=4), recovery_config=RecoveryConfig(str(store)), epoch_interval=timedelta(0))
+    raw = [s for s in _snapshots(store, "user") if isinstance(s, bytes) and snapshot.version_of(s) == snapshot.VERSION]
+    new = [snapshot.load(s) for s in raw]
+    a2 = [u for u in new if isinstance(u, UserState) and u.profile.uid == " anon:a2"]
+    assert len(a2) == 1 and a2[0].merge_log is not None
+    assert [Event(*e).message_id for e in a2[0].merge_log.items] == [*logged[" anon:a2"], "m38", "late-1"]

@@ -7,7 +7,7 @@ Runs the flow of ``CHECKOUT`` (its ``build_flow`` from ``dataflows.build``, or f
 at :data:`ABORT_AT`, so ``OUT_DIR/part-0.sqlite3`` holds that layout's snapshots of every step
 (identity links, user states, models, the RFM population) and the input position. The committed
 store ``v0/`` was made from 037e423, the last layout with bare-pickle snapshots; ``v1/`` from
-8fe6588, the last snapshot version 1; ``v2/`` from 4d4b0d1, the last snapshot version 2; ``v3/`` from 1fe9579, the last snapshot version 3; ``v5/`` from 8e5bb0a, the last snapshot version 5; ``v7/`` from bc19ee6, the last snapshot version 7 (run with the checkout as the working directory, so its code
+8fe6588, the last snapshot version 1; ``v2/`` from 4d4b0d1, the last snapshot version 2; ``v3/`` from 1fe9579, the last snapshot version 3; ``v5/`` from 8e5bb0a, the last snapshot version 5; ``v7/`` from bc19ee6, the last snapshot version 7; ``v8/`` from 7ce027b, the last snapshot version 8 (run with the checkout as the working directory, so its code
 is imported).
 """
 
