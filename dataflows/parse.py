@@ -63,7 +63,7 @@ def parse_batch(limits: Limits, clock: StreamClock, items: list[SourceItem]) -> 
         res = parse_event(raw, limits)
         if type(res) is Event:
             n_valid += 1
-            observe(res.ts if res.ts < res.received_at else res.received_at)
+            observe(res.ts if res.ts < res.received_at else res.received_at, shard)
             akey = anonymous_key(res)
             append(("u", res.uid, res) if akey is None else ("i", akey, res))
             if res.type == "alias" and res.previous_id != res.user_id:

@@ -54,6 +54,7 @@ class _KafkaShard(StatefulSourcePartition[SourceItem, int | None]):
             self._read = (m.offset or 0) + 1
         if out:
             self._counter.inc(len(out))
+        self._clock.reading(shard, bool(out))
         now = time.monotonic()
         if self._r is not None and self._progress_key and now - self._published_at >= 1.0:
             self._published_at = now

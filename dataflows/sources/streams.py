@@ -124,6 +124,7 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
             self._awake = datetime.now(UTC) + self._backoff
             return []
         self._backoff = self._idle
+        self._opts.clock.reading(self._shard, bool(entries))
         if not entries:
             if self._stop_at_end:
                 self._publish_progress(force=True)
