@@ -748,7 +748,10 @@ def parse_event_reference(
 # JSON bytes decode (msgspec, in C) straight into _Wire: the top-level fields _check reads, typed
 # only as far as msgspec's rules are exactly today's (a JSON string is a str, an object is a dict,
 # null is None); everything else is Any and checked as _check checks it. Unknown top-level fields
-# are skipped (an Event keeps none; only a missing messageId needs the whole body: slow path).
+# are not skipped: msgspec skips an unknown field without the checks orjson applies to every value
+# (``1e400`` there is malformed JSON to orjson, found by the property test), so the SDKs' other
+# envelope fields are decoded as Any (checked like every value) and any other top-level field
+# takes the slow path (forbid_unknown_fields).
 # _fast_check then runs _check's rules on the struct for the common shapes and returns None,
 # never an answer of its own, whenever anything is off: the event is then decoded and checked
 # again by parse_event_reference, which writes every dead letter. So the fast path can only
@@ -756,7 +759,7 @@ def parse_event_reference(
 # (tests/operators/test_events_fast.py checks this against parse_event_reference).
 
 
-class _Wire(msgspec.Struct, gc=False):
+class _Wire(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     type: str
     messageId: str  # noqa: N815 - the wire names
     userId: str | None = None  # noqa: N815
@@ -773,6 +776,18 @@ class _Wire(msgspec.Struct, gc=False):
     originalTimestamp: Any = None  # noqa: N815
     sentAt: Any = None  # noqa: N815
     trust: Any = msgspec.field(default=None, name=TRUST_FIELD)
+    # the SDKs' other envelope fields (Segment analytics.js / analytics-python, RudderStack):
+    # decoded only so that their values are checked as orjson checks them; not read
+    integrations: Any = None
+    channel: Any = None
+    version: Any = None
+    writeKey: Any = None  # noqa: N815
+    metadata_: Any = msgspec.field(default=None, name="_metadata")
+    category: Any = None
+    rudderId: Any = None  # noqa: N815
+    request_ip: Any = None
+    requestId: Any = None  # noqa: N815
+    projectId: Any = None  # noqa: N815
 
 
 _decode_wire = msgspec.json.Decoder(_Wire).decode
