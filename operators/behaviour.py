@@ -60,7 +60,7 @@ from operators.names import (
     PRODUCT_REMOVED,
     PRODUCT_VIEWED,
 )
-from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
+from operators.snapshot import pack, restore
 
 __all__ = [
     "SessionConfig",
@@ -196,13 +196,8 @@ class Session:
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout."""
-        if is_packed(state):
-            unpack(self, state)
-            if type(self.pre_order) is tuple:
-                self.pre_order = dict(zip(_COUNTER_KEYS, self.pre_order, strict=True))
-        else:
-            for k, v in reset_to_defaults(self, state).items():
-                object.__setattr__(self, k, v)
+        if restore(self, state) and type(self.pre_order) is tuple:
+            self.pre_order = dict(zip(_COUNTER_KEYS, self.pre_order, strict=True))
 
     def counters(self, past_orders: int, cart_ops: int) -> dict[str, float]:
         return {
@@ -274,17 +269,11 @@ class Behaviour:
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
         (snapshot version 2 had none of the abuse fields), the abuse counts are recounted."""
-        if is_packed(state):
-            unpack(self, state)
-            for k in _ARRAYS:
-                v = getattr(self, k)
-                if type(v) is bytes:
-                    object.__setattr__(self, k, array("q", v))
-        else:
-            for k, v in reset_to_defaults(self, state).items():
-                if k in _LOGS and isinstance(v, bytes):
-                    v = array("q", v)  # noqa: PLW2901
-                object.__setattr__(self, k, v)
+        restore(self, state)
+        for k in _ARRAYS:  # packed: the arrays' bytes; older layouts: logs pickled as bytes
+            v = getattr(self, k)
+            if type(v) is bytes:
+                object.__setattr__(self, k, array("q", v))
         n = self.abuse_n
         self._order_counts()
         self._identity_counts()
@@ -617,7 +606,6 @@ class Behaviour:
 _DERIVED = frozenset({"order_burst", "small_order_burst", "identities_day", "identities_30d"})
 #: abuse fields a pickle leaves out while at their defaults
 _ABUSE_FIELDS = frozenset({"orders_log", "emails_log", "abuse_n", "scored_abuse"})
-_LOGS = frozenset({"orders_log", "emails_log"})
 #: the int64 array fields (pickled as their bytes)
 _ARRAYS = ("delivered", "orders_log", "emails_log")
 

@@ -94,7 +94,7 @@ import orjson
 from operators.definitions import DAY_MS, EVENT_TYPE_NAMES, HOUR_MS, Definitions, TraitDef
 from operators.events import MONEY_FIELDS, Event
 from operators.money import MoneyError, to_cents
-from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
+from operators.snapshot import pack, restore
 
 __all__ = ["ComputedState", "same_value", "DISTINCT_CAP", "Seed", "resolution_ms", "sort_key", "event_env", "is_money",
            "trait_paths", "compact_event", "event_of_compact", "plan_seeds", "seed_run", "SEED_EVENTS"]  # fmt: skip
@@ -550,11 +550,7 @@ class _Trait:
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (snapshot version 6 had no ``boundary``
         and ``seeded``: they get ``0`` and ``None``)."""
-        if is_packed(state):
-            unpack(self, state)
-            return
-        for k, v in reset_to_defaults(self, state).items():
-            object.__setattr__(self, k, v)
+        restore(self, state)
 
 
 def _new_slot(t: TraitDef, boundary: int, fluid: bool = False) -> _Trait:

@@ -59,7 +59,7 @@ from typing import Any
 
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
-from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
+from operators.snapshot import pack, restore
 
 __all__ = [
     "ANON_PREFIX", "GRAPH_KEY", "Absorb", "AnonState", "MergeGraph", "Refused", "decide", "Link", "anon_uid",
@@ -223,11 +223,7 @@ class AnonState:
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout."""
-        if is_packed(state):
-            unpack(self, state)
-        else:
-            for k, v in reset_to_defaults(self, state).items():
-                object.__setattr__(self, k, v)
+        restore(self, state)
 
     def __bool__(self) -> bool:
         """Whether there is anything to keep (an unlinked id whose window emptied costs nothing)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.names import EventName
-from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
+from operators.snapshot import pack, restore
 
 __all__ = ["InterestConfig", "Interest", "event_weight"]
 
@@ -99,11 +99,7 @@ class Interest:
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout."""
-        if is_packed(state):
-            unpack(self, state)
-        else:
-            for k, v in reset_to_defaults(self, state).items():
-                object.__setattr__(self, k, v)
+        restore(self, state)
 
     def add(self, cfg: InterestConfig, category: str, weight: float, ts: int) -> None:
         """Add ``weight`` for ``category`` at event time ``ts``."""

@@ -80,7 +80,7 @@ from operators.names import (
     UNSUBSCRIBED,
 )
 from operators.schema import Owner, owned_by
-from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
+from operators.snapshot import pack, restore
 from operators.timeutil import iso
 from operators.traits import TraitMap, merge_into
 from operators.traits import fold as fold_traits
@@ -161,11 +161,7 @@ class ProfileState:
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
         (snapshot version 1 had none of the version-2 fields)."""
-        if is_packed(state):
-            unpack(self, state)
-            return
-        for k, v in reset_to_defaults(self, state).items():
-            object.__setattr__(self, k, v)
+        restore(self, state)
 
     # -- folding -------------------------------------------------------------------
     def apply(self, ev: Event, dedupe: DedupeConfig, abandon_ms: int = 3_600_000, max_traits: int = 100) -> bool:

@@ -39,7 +39,7 @@ from dataclasses import MISSING, fields
 from operator import attrgetter
 from typing import Any
 
-__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults"]
+__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults", "restore"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
@@ -264,3 +264,25 @@ def is_packed(state: Any) -> bool:
     """Whether a ``__setstate__`` argument is a :func:`pack` ed state (older layouts pickled the
     slots as ``(None, {name: value})`` or a bare dict)."""
     return type(state) is tuple and bool(state) and type(state[0]) is int
+
+
+def restore(obj: Any, state: Any) -> bool:
+    """The whole ``__setstate__`` of a packed slots dataclass: restore ``state`` (a :func:`pack` ed
+    tuple, or a pickle of an earlier layout, whose missing fields get their defaults) into ``obj``;
+    ``True`` when it was packed (callers that post-process one layout tell them apart).
+
+    >>> from dataclasses import dataclass, field
+    >>> @dataclass(slots=True)
+    ... class S:
+    ...     a: int = 1
+    ...     b: list = field(default_factory=list)
+    >>> s, t = S.__new__(S), S.__new__(S)
+    >>> restore(s, pack(S(5, [2]))), s, restore(t, (None, {"a": 7})), t
+    (True, S(a=5, b=[2]), False, S(a=7, b=[]))
+    """
+    if is_packed(state):
+        unpack(obj, state)
+        return True
+    for k, v in reset_to_defaults(obj, state).items():
+        object.__setattr__(obj, k, v)
+    return False

@@ -106,7 +106,7 @@ from operators.identity import Absorb, Link, Refused, is_anon, public_id
 from operators.interest import Interest, InterestConfig, event_weight
 from operators.profile import ProfileState, to_fields
 from operators.rfm import RfmValues
-from operators.snapshot import is_packed, pack, reset_to_defaults, unpack
+from operators.snapshot import pack, reset_to_defaults, restore
 from operators.timeutil import iso
 
 __all__ = [
@@ -368,11 +368,7 @@ class UserState:
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (version 5 had no computed traits)."""
-        if is_packed(state):
-            unpack(self, state)
-            return
-        for k, v in reset_to_defaults(self, state).items():
-            object.__setattr__(self, k, v)
+        restore(self, state)
 
 
 def _rfm_of(p: ProfileState) -> RfmValues | None:
