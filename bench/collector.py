@@ -23,9 +23,10 @@ CPU is utime+stime from ``/proc/<pid>/stat`` over the measured period (after a w
 by the events the collector answered as accepted. Each measurement has its own fresh
 redis-server (AOF on, as deployed) and collector process. With ``--baseline DIR`` (a checkout
 of the baseline commit, e.g. a worktree of main) the collector of ``DIR`` and the collector of
-this tree are measured alternately, ``--rounds`` times each (order swapped every round), on the
-same requests, and the ratios this/baseline are printed; the load average is printed with
-every line (2 shared cores: only the ratios mean something).
+this tree run side by side, each with its own redis-server, and every request is released to
+both at the same moment (so whatever else loads the machine loads both alike: on 2 shared
+cores, measuring them one after the other gave rounds from 0.79 to 1.03 for the same code);
+``--rounds`` fresh pairs, and the ratios this/baseline are printed with the load average.
 """
 
 from __future__ import annotations
@@ -266,13 +267,14 @@ async def _open_loop_conn(port: int, queue: asyncio.Queue, counts: list[int]) ->
         writer.close()
 
 
-async def offer_batches(port: int, reqs: list[tuple[int, bytes]], rate: float, seconds: float, start: int = 0,
-                        connections: int = 8) -> tuple[int, int, int]:  # fmt: skip
-    """Release ``reqs`` (from ``start``, cycling) at ``rate`` events/s for ``seconds``, open loop, over
-    ``connections`` keep-alive connections. Returns (events accepted, non-200 answers, next start)."""
-    queue: asyncio.Queue = asyncio.Queue()
-    counts = [0, 0]
-    workers = [asyncio.create_task(_open_loop_conn(port, queue, counts)) for _ in range(connections)]
+async def offer_batches(ports: list[int], reqs: list[tuple[int, bytes]], rate: float, seconds: float, start: int = 0,
+                        connections: int = 8) -> tuple[list[tuple[int, int]], int]:  # fmt: skip
+    """Release ``reqs`` (from ``start``, cycling) at ``rate`` events/s for ``seconds``, open loop,
+    each request to every collector of ``ports`` at the same moment, over ``connections``
+    keep-alive connections per collector. Returns ((events accepted, non-200) per port, next start)."""
+    queues: list[asyncio.Queue] = [asyncio.Queue() for _ in ports]
+    counts = [[0, 0] for _ in ports]
+    workers = [asyncio.create_task(_open_loop_conn(port, q, c)) for port, q, c in zip(ports, queues, counts, strict=True) for _ in range(connections)]
     t0 = time.perf_counter()
     due = 0.0
     k = start
@@ -281,13 +283,15 @@ async def offer_batches(port: int, reqs: list[tuple[int, bytes]], rate: float, s
         if delay > 0:
             await asyncio.sleep(delay)
         item = reqs[k % len(reqs)]
-        queue.put_nowait(item)
+        for q in queues:
+            q.put_nowait(item)
         due += item[0] / rate
         k += 1
-    for _ in workers:
-        queue.put_nowait(None)
+    for q in queues:
+        for _ in range(connections):
+            q.put_nowait(None)
     await asyncio.gather(*workers)
-    return counts[0], counts[1], k
+    return [(c[0], c[1]) for c in counts], k
 
 
 def _tree_label(tree: Path) -> str:
@@ -296,31 +300,47 @@ def _tree_label(tree: Path) -> str:
     return rev + ("+changes" if dirty else "")
 
 
-def measure_cpu(tree: Path, reqs: list[tuple[int, bytes]], rate: float, seconds: float, workdir: Path) -> dict[str, float]:
-    """One measurement: a fresh redis-server and the collector of ``tree``; ``rate`` events/s for
-    1.5 s of warm-up, then ``seconds`` measured. Returns events, non-200, CPU seconds of both."""
-    srv = RedisServer(workdir, appendonly=True).start()
-    port = free_port()
-    env = {**os.environ, "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_WRITE_KEYS": "bench-key", "LIVEPROFILE_MAX_BACKLOG": str(10**9)}
-    env.pop("PYTHONPATH", None)
-    coll = subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(port)], env=env, cwd=tree)
+def measure_cpu(trees: dict[str, Path], reqs: list[tuple[int, bytes]], rate: float, seconds: float, workdir: Path) -> dict[str, dict[str, float]]:
+    """One measurement: per tree a fresh redis-server and that tree's collector, all offered the
+    same requests at the same moments (``rate`` events/s each): 1.5 s of warm-up, then ``seconds``
+    measured. Per tree: events accepted, non-200 answers, CPU seconds of its collector and Redis."""
+    servers: dict[str, RedisServer] = {}
+    colls: dict[str, subprocess.Popen[bytes]] = {}
+    ports: dict[str, int] = {}
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        _, _, nxt = asyncio.run(offer_batches(port, reqs, rate, 1.5))
-        assert srv.proc is not None
-        c0, r0, t0 = proc_cpu(coll.pid), proc_cpu(srv.proc.pid), time.perf_counter()
-        accepted, bad, _ = asyncio.run(offer_batches(port, reqs, rate, seconds, nxt))
-        c1, r1, t1 = proc_cpu(coll.pid), proc_cpu(srv.proc.pid), time.perf_counter()
+        for name, tree in trees.items():
+            srv = servers[name] = RedisServer(workdir / name, appendonly=True).start()
+            ports[name] = free_port()
+            env = {**os.environ, "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_WRITE_KEYS": "bench-key", "LIVEPROFILE_MAX_BACKLOG": str(10**9)}
+            env.pop("PYTHONPATH", None)
+            colls[name] = subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(ports[name])], env=env, cwd=tree)
+        for port in ports.values():
+            for _ in range(100):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        port_list = list(ports.values())
+        _, nxt = asyncio.run(offer_batches(port_list, reqs, rate, 1.5))
+
+        def cpu() -> dict[str, tuple[float, float]]:
+            return {n: (proc_cpu(colls[n].pid), proc_cpu(servers[n].proc.pid)) for n in trees}  # type: ignore[union-attr]
+
+        before, t0 = cpu(), time.perf_counter()
+        counts, _ = asyncio.run(offer_batches(port_list, reqs, rate, seconds, nxt))
+        after, t1 = cpu(), time.perf_counter()
     finally:
-        coll.terminate()
-        coll.wait(10)
-        srv.stop()
-    return {"events": accepted, "bad": bad, "collector_s": c1 - c0, "redis_s": r1 - r0, "wall_s": t1 - t0}
+        for c in colls.values():
+            c.terminate()
+            c.wait(10)
+        for srv in servers.values():
+            srv.stop()
+    return {
+        n: {"events": counts[i][0], "bad": counts[i][1], "collector_s": after[n][0] - before[n][0],
+            "redis_s": after[n][1] - before[n][1], "wall_s": t1 - t0}
+        for i, n in enumerate(trees)
+    }  # fmt: skip
 
 
 def cpu_main(args: argparse.Namespace) -> None:
@@ -332,16 +352,14 @@ def cpu_main(args: argparse.Namespace) -> None:
     mean_bytes = sum(len(b) for _, b in reqs) / n_ev
     trees = {"this": ROOT} if args.baseline is None else {"baseline": args.baseline.resolve(), "this": ROOT}
     print(f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start; {len(reqs)} requests of 20-100 events, "
-          f"{mean_bytes:.0f} bytes/event; offered {args.rate:.0f} events/s, {seconds:g} s per measurement")  # fmt: skip
+          f"{mean_bytes:.0f} bytes/event; offered {args.rate:.0f} events/s to each collector, {seconds:g} s per round")  # fmt: skip
     for name, tree in trees.items():
         print(f"  {name}: {tree} at {_tree_label(tree)}")
     totals = {name: {"events": 0.0, "collector_s": 0.0, "redis_s": 0.0} for name in trees}
     per_round: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as d:
         for r in range(args.rounds):
-            order = list(trees) if r % 2 == 0 else list(reversed(trees))
-            for name in order:
-                m = measure_cpu(trees[name], reqs, args.rate, seconds, Path(d) / f"redis-{r}-{name}")
+            for name, m in measure_cpu(trees, reqs, args.rate, seconds, Path(d) / f"round-{r}").items():
                 ev = max(m["events"], 1)
                 c_us, r_us = m["collector_s"] / ev * 1e6, m["redis_s"] / ev * 1e6
                 per_round[name].append((c_us, r_us))
