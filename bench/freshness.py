@@ -1,6 +1,6 @@
 """Freshness at fixed offered rates: collector receipt -> profile visible in Redis.
 
-    .venv/bin/python bench/freshness.py [--rates 1000,5000,10000] [--seconds 20]
+    .venv/bin/python bench/freshness.py [--rates 1000,5000,10000] [--seconds 20] [--baseline DIR]
 
 For each rate: a private redis-server, the collector and the dataflow
 (recovery on, ``-s 2``) as real processes on this machine; an open-loop
@@ -22,6 +22,12 @@ read when the offered period ended (the old reading, ``p99 undrained``) and the 
 count then / after the drain (``writes``); a rate whose
 backlog did not drain within the timeout prints ``not drained`` (its quantiles are then a
 lower bound).
+
+``--baseline DIR``: at each rate the same run twice, once with the collector of ``DIR`` (a
+checkout of the baseline commit, e.g. a worktree of main) and once with this tree's (the
+dataflow is this tree's both times), order swapped from one rate to the next, same events;
+the rows are printed together with the collector's CPU per accepted event (``/proc``) and
+the p99 ratio this/baseline.
 """
 
 from __future__ import annotations
@@ -128,7 +134,16 @@ def drain(metrics_url: str, unread: Callable[[], int], timeout: float, quiet: fl
     return at_end, time.monotonic() - t0, False
 
 
-def run(rate: float, seconds: float, batch: int, workdir: Path, drain_timeout: float = 120.0) -> dict[str, float]:
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(rate: float, seconds: float, batch: int, workdir: Path, drain_timeout: float = 120.0, collector_tree: Path = ROOT) -> dict[str, float]:
+    workdir = workdir / f"{int(rate)}-{len(list(workdir.iterdir()))}"
+    workdir.mkdir()
     srv = RedisServer(workdir / f"redis-{int(rate)}", appendonly=True).start()
     cport, aport = free_port(), free_port()
     env = {**os.environ, "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_WRITE_KEYS": "bench-key",
@@ -139,7 +154,7 @@ def run(rate: float, seconds: float, batch: int, workdir: Path, drain_timeout: f
     procs = [
         subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.profiles:flow", "-r", str(rec), "-s", "2", "-b", "10"], env=env, cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(cport)], env=env, cwd=ROOT,
+        subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(cport)], env=env, cwd=collector_tree,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     ]  # fmt: skip
     try:
@@ -153,7 +168,9 @@ def run(rate: float, seconds: float, batch: int, workdir: Path, drain_timeout: f
             time.sleep(0.2)
         n_users = max(200, int(rate * seconds / 40))  # ~49 events per user in a day
         gen = generate(GenConfig(users=n_users, seed=2, end_ms=int(time.time() * 1000) - 60_000, days=1))
+        cpu0 = _proc_cpu(procs[1].pid)
         sent, refused, elapsed = asyncio.run(offer(base, gen.events, rate, seconds, batch))
+        collector_us = (_proc_cpu(procs[1].pid) - cpu0) / max(sent, 1) * 1e6
         client = redis.Redis.from_url(srv.url)
         shards = Settings.from_env(env).shards
         metrics = f"http://127.0.0.1:{aport}/metrics"
@@ -169,6 +186,7 @@ def run(rate: float, seconds: float, batch: int, workdir: Path, drain_timeout: f
             "p50_ms": (histogram_quantile(text, "liveprofile_freshness_seconds", 0.5) or float("nan")) * 1000,
             "p99_ms": (histogram_quantile(text, "liveprofile_freshness_seconds", 0.99) or float("nan")) * 1000,
             "writes": _counter(text, "liveprofile_profile_writes", result="written"),
+            "collector_us": collector_us,
         }  # fmt: skip
     finally:
         for p in procs:
@@ -183,16 +201,29 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--batch", type=int, default=50, help="events per request")
     ap.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the backlog to drain before reading")
+    ap.add_argument("--baseline", type=Path, default=None, help="a checkout whose collector runs each rate too, side by side in the output")
     args = ap.parse_args()
+    trees = {"": ROOT} if args.baseline is None else {"baseline": args.baseline.resolve(), "this": ROOT}
     print(f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start")
-    print(f"{'offered ev/s':>12} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} {'refused':>8} {'backlog at end':>15} {'drain s':>8} {'p99 undrained':>14} {'writes':>13}")
+    if args.baseline is not None:
+        for name, tree in trees.items():
+            rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+            print(f"  {name}: collector of {tree} at {rev}")
+    print(f"{'collector':>9} {'offered ev/s':>12} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} {'refused':>8} {'backlog at end':>15} {'drain s':>8} "
+          f"{'p99 undrained':>14} {'writes':>13} {'coll us/ev':>10}")  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
-        for rate in (float(x) for x in args.rates.split(",")):
-            res = run(rate, args.seconds, args.batch, Path(d), args.drain_timeout)
-            note = "" if res["drained"] else "  not drained: quantiles are a lower bound"
-            print(f"{res['offered']:12.0f} {res['achieved']:9.0f} {res['p50_ms']:8.1f} {res['p99_ms']:8.1f} {res['refused_requests']:8.0f} "
-                  f"{res['backlog_at_end']:15.0f} {res['drain_s']:8.1f} {res['p99_early_ms']:14.1f} {res['n_early']:6.0f}/{res['n']:<6.0f}"
-                  f"  (load {os.getloadavg()[0]:.2f}){note}", flush=True)  # fmt: skip
+        for k, rate in enumerate(float(x) for x in args.rates.split(",")):
+            names = list(trees) if k % 2 == 0 else list(reversed(trees))
+            p99: dict[str, float] = {}
+            for name in names:
+                res = run(rate, args.seconds, args.batch, Path(d), args.drain_timeout, trees[name])
+                p99[name] = res["p99_ms"]
+                note = "" if res["drained"] else "  not drained: quantiles are a lower bound"
+                print(f"{name:>9} {res['offered']:12.0f} {res['achieved']:9.0f} {res['p50_ms']:8.1f} {res['p99_ms']:8.1f} {res['refused_requests']:8.0f} "
+                      f"{res['backlog_at_end']:15.0f} {res['drain_s']:8.1f} {res['p99_early_ms']:14.1f} {res['n_early']:6.0f}/{res['n']:<6.0f} "
+                      f"{res['collector_us']:10.1f}  (load {os.getloadavg()[0]:.2f}){note}", flush=True)  # fmt: skip
+            if args.baseline is not None:
+                print(f"{'':>9} {rate:12.0f} p99 this/baseline {p99['this'] / p99['baseline']:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ May import: nothing of liveprofile (a test holds the services to importing it, n
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 __all__ = [
     "Scope", "Receive", "Send", "HTTPError", "JSON", "respond", "run_lifespan", "query_params",
     "schema_ref", "json_content", "HEALTH_SCHEMA",
-    "HttpLimits", "LimitedHttpToolsProtocol", "server_options", "limits_of",
+    "HttpLimits", "LimitedHttpToolsProtocol", "server_options", "limits_of", "tune_gc",
 ]  # fmt: skip
 
 Scope = dict[str, Any]
@@ -224,3 +225,14 @@ def server_options(limits: HttpLimits) -> dict[str, Any]:
     worker processes load it too; each process sets the limits when it builds its app)."""
     LimitedHttpToolsProtocol.limits = limits
     return {"http": "liveprofile.asgi:LimitedHttpToolsProtocol"}  # the connection limit is the protocol's
+
+
+def tune_gc() -> None:
+    """For a server process (the API, the collector), called once before serving: startup
+    objects leave the GC's view (``gc.freeze``) and young collections run less often
+    (``gc.set_threshold(50_000, 20, 20)``). Objects are still freed by reference counting at
+    once; only cycles wait longer. A collector request decodes hundreds of dicts per batch, so
+    under the defaults the cyclic GC ran almost every request and full collections scanned the
+    whole startup heap (17 % of the collector's CPU samples at 4,000 events/s, py-spy --native)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)

@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import logging
 import time
@@ -104,6 +103,7 @@ from liveprofile.asgi import (
     respond,
     run_lifespan,
     server_options,
+    tune_gc,
 )
 from liveprofile.buffer.ingest import prepare
 from liveprofile.buffer.writers import Appender, appender_for
@@ -669,13 +669,6 @@ def audience_listing(defs: Definitions | None) -> list[dict[str, Any]]:
 
 def _error(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
-
-
-def tune_gc() -> None:
-    """For a server process: startup objects leave the GC's view and young collections run less
-    often — fewer, shorter collector pauses on the request path (tail latency)."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def serve(settings: Settings, config: ApiConfig, host: str, port: int, *, log_level: str = "warning") -> None:

@@ -3,7 +3,8 @@
 ``prepare(events, ...)`` stamps ``receivedAt`` (unless the event already has
 one and ``keep_received`` is set, as for historical imports), applies batch
 defaults, enforces the per-event size limit, validates with
-:func:`operators.events.parse_event`, and returns the buffer appends for the
+:func:`operators.events.parse_event` the JSON bytes that will be appended (so the verdict is
+the dataflow's on the same bytes, and the typed fast path applies), and returns the buffer appends for the
 valid events plus the dead-letter appends for the rest. Nothing is written
 here; the caller appends both lists in one go, so the dead letters are as
 durable as the events.
@@ -315,7 +316,9 @@ def prepare(
                     raw[:max_event], None, mid if isinstance(mid, str) else None,
                 )  # fmt: skip
             else:
-                res = parse_event(ev, limits)
+                # the bytes the buffer will hold, not the dict: parse_event's typed fast path
+                # (msgspec) takes bytes, and the verdict is the one the dataflow reaches on them
+                res = parse_event(raw, limits)
                 if not isinstance(res, Rejected):
                     out.appends.append((streams[shard_of(res.uid, shards)], {"e": raw}))
                     out.owners.append((res.user_id, res.anonymous_id))

@@ -87,6 +87,7 @@ from liveprofile.asgi import (
     respond,
     run_lifespan,
     server_options,
+    tune_gc,
 )
 from liveprofile.buffer.streams import BacklogMonitor
 from liveprofile.buffer.writers import appender_for
@@ -363,11 +364,13 @@ def serve(
     }  # fmt: skip
     # access_log stays off: access lines would carry the pixel's query string (its signature).
     if workers > 1:
-        # Each worker process builds its own app from the environment.
+        # Each worker process builds its own app from the environment (and tunes its GC: create_app).
         os.environ["LIVEPROFILE_COLLECTOR_ALLOW_NO_KEYS"] = "1" if allow_no_keys else ""
         uvicorn.run("liveprofile.collector.app:create_app", factory=True, workers=workers, **common)
         return
-    uvicorn.run(CollectorApp(settings, config=config, allow_no_keys=allow_no_keys), **common)
+    app = CollectorApp(settings, config=config, allow_no_keys=allow_no_keys)
+    tune_gc()
+    uvicorn.run(app, **common)
 
 
 def create_app() -> CollectorApp:
@@ -376,4 +379,6 @@ def create_app() -> CollectorApp:
 
     settings = Settings.from_env()
     server_options(limits_of(settings))  # this worker process's HTTP limits
-    return CollectorApp(settings, config=_config_from_env(), allow_no_keys=bool(os.environ.get("LIVEPROFILE_COLLECTOR_ALLOW_NO_KEYS")))
+    app = CollectorApp(settings, config=_config_from_env(), allow_no_keys=bool(os.environ.get("LIVEPROFILE_COLLECTOR_ALLOW_NO_KEYS")))
+    tune_gc()
+    return app

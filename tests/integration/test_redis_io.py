@@ -159,3 +159,35 @@ def test_raw_pipeline_raises_noscript_after_reading_every_reply(r: redis.Redis) 
     assert r.get("after") == b"1"
     pipe.command("PING")  # the pooled connection is still in step
     assert pipe.execute()[0] in (b"PONG", "PONG", True)
+
+
+def test_async_client_packs_with_hiredis_the_bytes_redis_py_packs(redis_url: str, r: redis.Redis) -> None:
+    """connect_async's connections pack in C (hiredis) and send exactly the RESP that redis-py's
+    Python packer sends (a command name with a space split, str/bytes/int/float, args past the
+    6,000-byte chunking cutoff), and a pipeline of them runs against a real server."""
+    import asyncio
+
+    from redis.asyncio.connection import Connection
+
+    from liveprofile.store.connection import connect_async
+
+    big = b"x" * 9000
+    cmds = [("EVALSHA", "0" * 40, 2, "k1", "k2", b"raw", 7, -1, 2.5, "\u00e9t\u00e9"), ("CONFIG GET", "maxmemory"), ("XADD", "s", "*", "e", big)]
+    client = connect_async(redis_url)
+    packing = client.connection_pool.connection_class()
+    assert type(packing).pack_commands is not Connection.pack_commands  # hiredis, not the Python loop
+    python = Connection()
+    assert b"".join(packing.pack_commands(cmds)) == b"".join(python.pack_commands(cmds))
+    for cmd in cmds:
+        assert b"".join(packing.pack_command(*cmd)) == b"".join(python.pack_command(*cmd))
+
+    async def run() -> list[object]:
+        pipe = client.pipeline(transaction=False)
+        pipe.xadd("hiredis-packed", {"e": big, "n": 3})
+        pipe.xlen("hiredis-packed")
+        out = await pipe.execute()
+        await client.aclose()
+        return out
+
+    _, n = asyncio.run(run())
+    assert n == 1 and r.xrange("hiredis-packed")[0][1] == {b"e": big, b"n": b"3"}

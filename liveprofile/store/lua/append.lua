@@ -20,6 +20,8 @@ local bound = tonumber(ARGV[1])
 local shards = tonumber(ARGV[2])
 local others = tonumber(ARGV[3])
 local sup = tonumber(ARGV[4 + others])
+-- no suppressed set (nobody forgotten yet): no member can be in it, skip the per-member lookups
+if sup > 0 and redis.call('EXISTS', KEYS[sup]) == 0 then sup = 0 end
 local first = 5 + others
 -- one pass over the appends: {KEYS index, first field position, field count, kept}
 local plan = {}
