@@ -9,8 +9,8 @@ base, this, this, base, base, ... (alternating, so drift in the machine's load h
 timed as :func:`bench.pipeline.run_live` times them (first profile write -> the write
 completing the last user, from the change feed's ids).
 
-Per run and as medians it prints events/s and where the flow's wall time went, from the
-threads' ``schedstat`` over the timed span: **on CPU** (running), **runqueue** (runnable but
+Per run and as medians it prints events/s, the flow's CPU seconds (all its threads) per wall
+second, and where the worker thread's wall time went, from its ``schedstat`` over the timed span: **on CPU** (running), **runqueue** (runnable but
 waiting for a core: other processes' load, not the flow's doing) and **blocked** (the rest:
 waiting on sockets, fsync, sleeps). Then the ratio this / base of the medians, and the load.
 """

@@ -188,17 +188,17 @@ def proc_cpu_s(pids: list[int]) -> float:
 
 
 def sched_s(pids: list[int]) -> tuple[float, float]:
-    """(seconds on a CPU, seconds runnable but waiting for one) summed over the threads of
-    ``pids``, from ``/proc/PID/task/*/schedstat`` (wall time minus both is time blocked/asleep)."""
+    """(seconds on a CPU, seconds runnable but waiting for one) of the main threads of ``pids``
+    (each runs its process's first worker), summed, from ``/proc/PID/schedstat``; wall time
+    minus both is the time the worker was blocked or asleep."""
     run = wait = 0.0
     for pid in pids:
-        for t in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                r, w, _ = (t / "schedstat").read_text().split()
-            except (OSError, ValueError):
-                continue
-            run += int(r) / 1e9
-            wait += int(w) / 1e9
+        try:
+            r, w, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        run += int(r) / 1e9
+        wait += int(w) / 1e9
     return run, wait
 
 
@@ -250,8 +250,8 @@ class Live:
     used_memory: int = 0  #: redis used_memory at completion (buffer left, change feed, profiles, sets)
     cmd_top: list[tuple[str, int]] = field(default_factory=list)
     poll_wall_s: float = 0.0  #: wall seconds between the polls that bound flow_cpu_s
-    on_cpu_s: float = 0.0  #: the same span: seconds the flow's threads ran (schedstat)
-    runqueue_s: float = 0.0  #: the same span: seconds they were runnable but waiting for a CPU
+    on_cpu_s: float = 0.0  #: the same span: seconds the worker (main) thread ran (schedstat)
+    runqueue_s: float = 0.0  #: the same span: seconds it was runnable but waiting for a CPU
 
     @property
     def rate(self) -> float:
