@@ -193,8 +193,10 @@ def redis_sinks(s: Settings, overlap: bool = False) -> Sinks:
     return Sinks(**sinks)
 
 
-def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, trim_retain_ms: int | None = None) -> Source[SourceItem]:
-    """The source reading the configured buffer (``LIVEPROFILE_BUFFER``), sharing progress through ``clock``."""
+def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, trim_retain_ms: int | None = None,
+                  read_ahead: bool = False) -> Source[SourceItem]:  # fmt: skip
+    """The source reading the configured buffer (``LIVEPROFILE_BUFFER``), sharing progress through
+    ``clock``; ``read_ahead``: Redis shards read their next page while the flow computes."""
     keys = Keys.of(s)
     if s.buffer == "kafka":
         from dataflows.sources.kafka import KafkaBufferSource
@@ -211,4 +213,5 @@ def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, tr
         trim_retain_ms=trim_retain_ms,
         cluster=s.redis_cluster,
         clock=clock,
+        read_ahead=read_ahead,
     )

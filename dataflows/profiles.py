@@ -85,14 +85,16 @@ def single_worker(argv: list[str] | None = None, env: dict[str, str] | None = No
 
 def get_flow(stop_at_end: bool = False) -> Dataflow:
     """The production flow, configured from ``LIVEPROFILE_*`` (see docs/configuration.md); run by
-    one worker, its sinks overlap the computing (:func:`single_worker`)."""
+    one worker (:func:`single_worker`) with ``LIVEPROFILE_OVERLAP_IO`` on, its sinks and its
+    shards' reads overlap the computing."""
     tune_gc()
     s = Settings.from_env()
     trim = s.buffer_retain_ms if s.buffer_retain_ms is not None and recovery_enabled() else None
     if s.buffer_retain_ms is not None and trim is None:
         logging.getLogger(__name__).info("recovery is off: the buffer is the log and is not trimmed")
     clock = StreamClock()
-    return build_flow(s, buffer_source(s, clock, stop_at_end, trim), redis_sinks(s, overlap=single_worker()), clock)
+    overlap = s.overlap_io and single_worker()
+    return build_flow(s, buffer_source(s, clock, stop_at_end, trim, read_ahead=overlap), redis_sinks(s, overlap=overlap), clock)
 
 
 flow = get_flow()

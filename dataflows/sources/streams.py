@@ -8,7 +8,7 @@ last completed epoch left off, and state and input roll back together.
 Redis being unreachable is not fatal: the partition logs, counts the error,
 backs off (``next_awake``) and retries, so the dataflow reconnects by itself.
 
-**Read-ahead** (``read_ahead``, on by default): after returning a page, the partition asks for
+**Read-ahead** (``read_ahead``; the production flow turns it on with its overlapped sinks): after returning a page, the partition asks for
 the next one from a thread of its own, so the read (waiting behind the sinks' scripts in
 Redis) overlaps the dataflow's work on the page just returned. The snapshot stays the
 position after the last entry *returned* (a page read ahead and not yet returned is read
@@ -205,7 +205,7 @@ class SourceOptions:
     trim_retain_ms: int | None = None
     cluster: bool = False
     clock: StreamClock = field(default_factory=StreamClock)
-    read_ahead: bool = True
+    read_ahead: bool = False
 
 
 class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
@@ -231,7 +231,7 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
         trim_retain_ms: int | None = None,
         cluster: bool = False,
         clock: StreamClock | None = None,
-        read_ahead: bool = True,
+        read_ahead: bool = False,
     ) -> None:
         self.url = url
         self.streams = list(streams)

@@ -79,7 +79,7 @@ def test_an_epoch_with_a_failed_write_is_not_committed(redis_url: str, r: redis.
 def _buffer_flow(redis_url: str) -> Dataflow:
     """The buffer source (pages of one entry, each next one read ahead) into the overlapped sink."""
     flow = Dataflow("overlap_buffer")
-    s = op.input("inp", flow, RedisStreamSource(redis_url, [K.events(0)], count=1, stop_at_end=True))
+    s = op.input("inp", flow, RedisStreamSource(redis_url, [K.events(0)], count=1, stop_at_end=True, read_ahead=True))
 
     def update(item: tuple[int, bytes, bytes]) -> tuple[str, ProfileUpdate]:
         u = item[2].decode()

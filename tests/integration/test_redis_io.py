@@ -105,7 +105,7 @@ def test_source_read_ahead_is_not_the_position_and_an_empty_one_is_not_trusted(r
     """While the next page is read ahead, the snapshot stays after the last entry returned; a
     read ahead that found nothing is read again before the partition reports the end."""
     ids = [r.xadd(K.events(0), {"e": f"{i}"}) for i in range(15)]
-    src = RedisStreamSource(redis_url, [K.events(0)], count=10, stop_at_end=True)
+    src = RedisStreamSource(redis_url, [K.events(0)], count=10, stop_at_end=True, read_ahead=True)
     p = src.build_part("inp", K.events(0), None)
     assert [x[2] for x in p.next_batch()] == [str(i).encode() for i in range(10)]
     assert p._ahead is not None and len(p._ahead.result()) == 5  # entries 10-14 are read ahead, not returned
