@@ -187,6 +187,21 @@ def proc_cpu_s(pids: list[int]) -> float:
     return sum(stats[p][1] for p in tree if p in stats)
 
 
+def sched_s(pids: list[int]) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of the main threads of ``pids``
+    (each runs its process's first worker), summed, from ``/proc/PID/schedstat``; wall time
+    minus both is the time the worker was blocked or asleep."""
+    run = wait = 0.0
+    for pid in pids:
+        try:
+            r, w, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        run += int(r) / 1e9
+        wait += int(w) / 1e9
+    return run, wait
+
+
 def redis_counters(client: redis.Redis) -> tuple[float, int]:
     """(redis-server main-process CPU seconds, commands processed so far)."""
     cpu = client.info("cpu")
@@ -234,30 +249,36 @@ class Live:
     profile_bytes: float = 0.0  #: mean MEMORY USAGE of a known user's profile hash
     used_memory: int = 0  #: redis used_memory at completion (buffer left, change feed, profiles, sets)
     cmd_top: list[tuple[str, int]] = field(default_factory=list)
+    poll_wall_s: float = 0.0  #: wall seconds between the polls that bound flow_cpu_s
+    on_cpu_s: float = 0.0  #: the same span: seconds the worker (main) thread ran (schedstat)
+    runqueue_s: float = 0.0  #: the same span: seconds it was runnable but waiting for a CPU
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
 
 
-def run_live(rdb: Path, variant: str, expected: dict[str, int], n_events: int, shards: int, workdir: Path, timeout: float = 600.0) -> Live:
+def run_live(rdb: Path, variant: str, expected: dict[str, int], n_events: int, shards: int, workdir: Path, timeout: float = 600.0,
+             tree: Path = ROOT) -> Live:  # fmt: skip
     """Run the deployed flow (variant of :data:`VARIANTS`) on a fresh copy of the buffer until
-    every user in ``expected`` has its ``event_count``; then stop it. See the module docstring."""
+    every user in ``expected`` has its ``event_count``; then stop it. See the module docstring.
+    ``tree``: the source tree whose flow runs (another worktree: its code, this interpreter)."""
     srv = fresh_copy(rdb, workdir / "redis")
     try:
-        return _run_live(srv, variant, expected, n_events, shards, workdir, timeout)
+        return _run_live(srv, variant, expected, n_events, shards, workdir, timeout, tree)
     finally:
         srv.stop()  # also when the flow never started
 
 
-def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events: int, shards: int, workdir: Path, timeout: float) -> Live:
+def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events: int, shards: int, workdir: Path, timeout: float,
+              tree: Path = ROOT) -> Live:  # fmt: skip
     """:func:`run_live` on the already started ``srv``."""
     procs_n, workers = VARIANTS[variant]
     keys = Keys("lp")
     rec = workdir / "rec"
     rec.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), str(procs_n * workers)], check=True, capture_output=True)
-    env = {**os.environ, "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"}
     base = [sys.executable, "-m", "bytewax.run", "dataflows.profiles:flow", "-r", str(rec), "-s", SNAPSHOT_S, "-b", BACKUP_S]
     if workers > 1:
         base += ["-w", str(workers)]
@@ -271,12 +292,15 @@ def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events
     rcpu0, rcmd0 = redis_counters(c)
     logs = [open(workdir / f"dataflow-{i}.log", "wb") for i in range(len(argvs))]  # noqa: SIM115
     t_start = time.time()
-    procs = [subprocess.Popen(a, env=env, cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT) for a, lf in zip(argvs, logs, strict=True)]
+    procs = [subprocess.Popen(a, env=env, cwd=tree, stdout=lf, stderr=subprocess.STDOUT) for a, lf in zip(argvs, logs, strict=True)]
+    # the working directory is the tree: ``python -m`` puts it first on sys.path
     pids = [p.pid for p in procs]
     todo = dict(expected)
     over: set[str] = set()
     last_id, first_ms, last_ms = "0-0", 0, 0
     cpu_first = cpu_last = 0.0
+    t_first = t_last = 0.0
+    sched_first = sched_last = (0.0, 0.0)
     try:
         deadline = time.monotonic() + timeout
         while todo:
@@ -286,7 +310,7 @@ def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events
                 if p.poll() is not None:
                     raise RuntimeError(f"{variant}: a dataflow process exited ({p.returncode}); see {workdir}")
             time.sleep(0.2)
-            cpu_now = proc_cpu_s(pids)
+            cpu_now, t_now, sched_now = proc_cpu_s(pids), time.monotonic(), sched_s(pids)
             while True:
                 resp = c.xread({keys.changes: last_id}, count=10_000)
                 own_xread += 1
@@ -296,7 +320,7 @@ def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events
                 last_id = entries[-1][0].decode()
                 if not first_ms:
                     first_ms = int(entries[0][0].split(b"-")[0])
-                    cpu_first = cpu_now
+                    cpu_first, t_first, sched_first = cpu_now, t_now, sched_now
                 for eid, f in entries:
                     if f.get(b"anonymous") == b"1":
                         continue
@@ -313,7 +337,7 @@ def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events
                     if got >= want and uid in todo:
                         del todo[uid]
                         last_ms = max(last_ms, int(eid.split(b"-")[0]))
-        cpu_last = proc_cpu_s(pids)
+        cpu_last, t_last, sched_last = proc_cpu_s(pids), time.monotonic(), sched_s(pids)
         rcpu1, rcmd1 = redis_counters(c)
         after_cmdstats = c.info("commandstats")
         profile_bytes = profile_memory(c, keys, list(expected)[:300])
@@ -341,6 +365,7 @@ def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events
         variant=variant, events=n_events, seconds=max(last_ms - first_ms, 1) / 1000, startup_s=first_ms / 1000 - t_start,
         flow_cpu_s=cpu_last - cpu_first, redis_cpu_s=rcpu1 - rcpu0, redis_cmds=rcmd1 - rcmd0 - sum(own.values()), over=len(over),
         redis_calls=sum(calls.values()), cmd_top=top[:7], profile_bytes=profile_bytes, used_memory=used_memory,
+        poll_wall_s=t_last - t_first, on_cpu_s=sched_last[0] - sched_first[0], runqueue_s=sched_last[1] - sched_first[1],
     )  # fmt: skip
 
 

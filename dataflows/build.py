@@ -43,6 +43,7 @@ from dataflows.sinks import (
     RedisProfileSink,
     RfmEdgesSink,
 )
+from dataflows.sinks.overlap import Lane, OverlappedSink
 from dataflows.sources.streams import RedisStreamSource, SourceItem
 from liveprofile.buffer.writers import raw_writer
 from liveprofile.settings import DEFINITIONS_NEED_INTELLIGENCE, ConfigError, Settings
@@ -60,7 +61,7 @@ from operators.user import (
     RfmDelta,
 )
 
-__all__ = ["Sinks", "build_flow", "redis_sinks", "buffer_source", "FLOW_ID"]
+__all__ = ["Sinks", "build_flow", "redis_sinks", "buffer_source", "output", "FLOW_ID"]
 
 FLOW_ID = "liveprofile"
 POPULATION_KEY = "rfm"
@@ -85,6 +86,19 @@ def _is(*types: type) -> Any:
     return lambda kv: type(kv[1]) in types
 
 
+def _keyed(x: Any) -> tuple[str, Any]:
+    return ("", x)
+
+
+def output(step_id: str, up: Stream[Any], sink: Sink[Any]) -> None:
+    """``op.output``; an :class:`~dataflows.sinks.overlap.OverlappedSink` (a partitioned sink)
+    gets its items as ``("", item)`` (step ``{step_id}_keyed``), so it writes what the plain
+    sink would."""
+    if isinstance(sink, OverlappedSink):
+        up = op.map(f"{step_id}_keyed", up, _keyed)
+    op.output(step_id, up, sink)
+
+
 def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clock: StreamClock) -> Dataflow:
     """Assemble the dataflow from its I/O parts and its stream clock (the one the source shares
     progress through; every stateful step reads time from it)."""
@@ -96,20 +110,20 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
     raw = op.input("inp", flow, source)
     parsed = op.flat_map_batch("parse", raw, lambda items: parse_batch(limits, clock, items))
     valid = op.branch("valid", parsed, lambda x: type(x) is tuple)
-    op.output("dead_letter", valid.falses, sinks.dead_letter)
+    output("dead_letter", valid.falses, sinks.dead_letter)
     if sinks.catalogue is not None:  # products seen in the stream, keyed by product id
         seen = op.flat_map("catalogue_in", valid.trues, lambda x: [(s.product_id, s) for s in sightings(x[2])] if type(x[2]) is Event else [])
-        op.output("catalogue_out", op.map("catalogue_writes", op.stateful_batch("catalogue", seen, CatalogueLogic), lambda kv: kv[1]), sinks.catalogue)
+        output("catalogue_out", op.map("catalogue_writes", op.stateful_batch("catalogue", seen, CatalogueLogic), lambda kv: kv[1]), sinks.catalogue)
     if sinks.account is not None:
         groups = op.filter_map("groups", valid.trues, lambda x: x[2] if type(x[2]) is Event and x[2].group_id is not None and x[0] != "g" else None)
-        op.output("account_out", groups, sinks.account)
+        output("account_out", groups, sinks.account)
 
     if not settings.intelligence:
         if ucfg.definitions is not None:  # Settings.from_env refuses this too; a hand-built Settings must not slip by
             raise ConfigError(DEFINITIONS_NEED_INTELLIGENCE)
         core_in = op.filter_map("core_in", valid.trues, lambda x: (x[2].uid, (x[2].uid, x[2])) if type(x[2]) is Event else None)
         profiles = op.stateful_batch("core", core_in, lambda resume: CoreLogic(ucfg, resume))
-        op.output("profile_out", profiles, sinks.profile)
+        output("profile_out", profiles, sinks.profile)
         return flow
 
     stage = op.branch("stage", valid.trues, lambda x: x[0] == "i")
@@ -121,27 +135,27 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
     decided = op.stateful_batch("merge_graph", to_graph, GraphLogic)
     approved = op.branch("approved", decided, lambda kv: type(kv[1]) is tuple)
     absorbs = op.map("absorbs", approved.trues, lambda kv: (kv[1][0], kv[1]))
-    op.output("cycle_out", op.map("cycles", approved.falses, lambda kv: refused_dead_letter(kv[1])), sinks.dead_letter)
+    output("cycle_out", op.map("cycles", approved.falses, lambda kv: refused_dead_letter(kv[1])), sinks.dead_letter)
     direct = op.map("direct", is_graph.falses, lambda x: (x[1], (x[1], x[2])))
     to_user = op.merge("to_user", rerouted, absorbs, direct)
     recheck = settings.timer_recheck_s
     outs = op.stateful_batch("user", to_user, lambda resume: UserLogic(ucfg, clock, resume, recheck))
 
     is_profile = op.branch("is_profile", outs, _is(ProfileUpdate, Retire))
-    op.output("profile_out", is_profile.trues, sinks.profile)
+    output("profile_out", is_profile.trues, sinks.profile)
     is_behaviour = op.branch("is_behaviour", is_profile.falses, _is(BehaviourUpdate))
     to_models = op.map("to_models", is_behaviour.trues, lambda kv: (model_shard(kv[0], n_shards), kv[1]))
     scored = op.stateful_batch("models", to_models, lambda resume: ModelsLogic(mcfg, n_shards, resume))
     patches: Stream[ModelOut] = op.map("model_out", scored, lambda kv: kv[1])
-    op.output("patch_out", patches, sinks.patch)
+    output("patch_out", patches, sinks.patch)
     is_rfm = op.branch("is_rfm", is_behaviour.falses, _is(RfmDelta))
     to_pop = op.map("to_population", is_rfm.trues, lambda kv: (POPULATION_KEY, kv[1]))
     edges: Stream[EdgesOut] = op.map("edges", op.stateful_batch("population", to_pop, lambda resume: PopulationLogic(clock, resume)), lambda kv: kv[1])
-    op.output("edges_out", edges, sinks.edges)
+    output("edges_out", edges, sinks.edges)
     merges: Stream[MergeExport | Forward] = op.filter_map("merges", is_rfm.falses, lambda kv: kv[1] if type(kv[1]) in (MergeExport, Forward) else None)
-    op.output("merge_out", merges, sinks.merge)
+    output("merge_out", merges, sinks.merge)
     refused = op.filter_map("refused", is_rfm.falses, lambda kv: refused_dead_letter(kv[1]) if type(kv[1]) is Refused else None)
-    op.output("refused_out", refused, sinks.dead_letter)
+    output("refused_out", refused, sinks.dead_letter)
     return flow
 
 
@@ -154,23 +168,35 @@ def refused_dead_letter(r: Refused) -> DeadLetter:
     return DeadLetter(Rejected(r.reason, r.message, raw, ev.received_at, ev.message_id), f"merge:{r.uid}", (r.seq, 0))
 
 
-def redis_sinks(s: Settings) -> Sinks:
-    """The production sinks for settings ``s`` (the key layout says whether Redis is a cluster)."""
+def redis_sinks(s: Settings, overlap: bool = False) -> Sinks:
+    """The production sinks for settings ``s`` (the key layout says whether Redis is a cluster).
+
+    ``overlap`` (only for a flow run by one worker): every sink but the merges writes from one
+    shared :class:`~dataflows.sinks.overlap.Lane` while the worker computes, each epoch committed
+    only after its writes are done (:mod:`dataflows.sinks.overlap`)."""
     keys = Keys.of(s)
     url = s.redis_url
-    return Sinks(
-        profile=RedisProfileSink(url, keys, s.changes_maxlen),
-        patch=RedisPatchSink(url, keys, s.changes_maxlen),
-        edges=RfmEdgesSink(url, keys, s.changes_maxlen),
-        merge=BufferMergeSink(functools.partial(raw_writer, s), s.shards),
-        dead_letter=RedisDeadLetterSink(url, keys, s.dead_letter_maxlen),
-        catalogue=RedisCatalogueSink(url, keys, s.catalogue_top_max),
-        account=RedisAccountSink(url, keys),
-    )
+    sinks: dict[str, Any] = {
+        "profile": RedisProfileSink(url, keys, s.changes_maxlen),
+        "patch": RedisPatchSink(url, keys, s.changes_maxlen),
+        "edges": RfmEdgesSink(url, keys, s.changes_maxlen),
+        "merge": BufferMergeSink(functools.partial(raw_writer, s), s.shards),
+        "dead_letter": RedisDeadLetterSink(url, keys, s.dead_letter_maxlen),
+        "catalogue": RedisCatalogueSink(url, keys, s.catalogue_top_max),
+        "account": RedisAccountSink(url, keys),
+    }
+    if overlap:
+        # the merges stay synchronous: the source reads them back from the buffer, and a
+        # stop-at-end run must see them before it finds a shard drained (they are rare)
+        lane = Lane()
+        sinks = {name: sink if name == "merge" else OverlappedSink(sink, lane) for name, sink in sinks.items()}
+    return Sinks(**sinks)
 
 
-def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, trim_retain_ms: int | None = None) -> Source[SourceItem]:
-    """The source reading the configured buffer (``LIVEPROFILE_BUFFER``), sharing progress through ``clock``."""
+def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, trim_retain_ms: int | None = None,
+                  read_ahead: bool = False) -> Source[SourceItem]:  # fmt: skip
+    """The source reading the configured buffer (``LIVEPROFILE_BUFFER``), sharing progress through
+    ``clock``; ``read_ahead``: Redis shards read their next page while the flow computes."""
     keys = Keys.of(s)
     if s.buffer == "kafka":
         from dataflows.sources.kafka import KafkaBufferSource
@@ -187,4 +213,5 @@ def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, tr
         trim_retain_ms=trim_retain_ms,
         cluster=s.redis_cluster,
         clock=clock,
+        read_ahead=read_ahead,
     )

@@ -55,15 +55,46 @@ def recovery_enabled(argv: list[str] | None = None, env: dict[str, str] | None =
     )
 
 
+def single_worker(argv: list[str] | None = None, env: dict[str, str] | None = None) -> bool:
+    """Whether this process is the only worker of its dataflow (``bytewax.run`` without ``-w``
+    above 1 and without ``-i``/``-a``, nor their environment variables): only then do the sinks
+    overlap the computing (:mod:`dataflows.sinks.overlap`; with more workers they would route
+    every write to one of them).
+
+    >>> single_worker(["run.py", "m:flow", "-r", "/rec"], {}), single_worker(["run.py", "m:flow", "-w", "2"], {})
+    (True, False)
+    >>> single_worker(["run.py", "m:flow", "-i", "0", "-a", "h:1;h:2"], {}), single_worker(["run.py"], {"BYTEWAX_WORKERS_PER_PROCESS": "1"})
+    (False, True)
+    """
+    argv = sys.argv if argv is None else argv
+    env = dict(os.environ) if env is None else env
+    workers = env.get("BYTEWAX_WORKERS_PER_PROCESS", "1")
+    for i, a in enumerate(argv):
+        if a in ("-w", "--workers-per-process") and i + 1 < len(argv):
+            workers = argv[i + 1]
+        elif a.startswith("--workers-per-process="):
+            workers = a.split("=", 1)[1]
+        elif a.startswith("-w") and a[2:].isdigit():
+            workers = a[2:]
+        elif a in ("-i", "-a", "--process-id", "--addresses") or a.startswith(("--process-id=", "--addresses=")):
+            return False
+    if any(env.get(k) for k in ("BYTEWAX_ADDRESSES", "BYTEWAX_HOSTFILE_PATH", "BYTEWAX_PROCESS_ID")):
+        return False
+    return workers.strip() == "1"
+
+
 def get_flow(stop_at_end: bool = False) -> Dataflow:
-    """The production flow, configured from ``LIVEPROFILE_*`` (see docs/configuration.md)."""
+    """The production flow, configured from ``LIVEPROFILE_*`` (see docs/configuration.md); run by
+    one worker (:func:`single_worker`) with ``LIVEPROFILE_OVERLAP_IO`` on, its sinks and its
+    shards' reads overlap the computing."""
     tune_gc()
     s = Settings.from_env()
     trim = s.buffer_retain_ms if s.buffer_retain_ms is not None and recovery_enabled() else None
     if s.buffer_retain_ms is not None and trim is None:
         logging.getLogger(__name__).info("recovery is off: the buffer is the log and is not trimmed")
     clock = StreamClock()
-    return build_flow(s, buffer_source(s, clock, stop_at_end, trim), redis_sinks(s), clock)
+    overlap = s.overlap_io and single_worker()
+    return build_flow(s, buffer_source(s, clock, stop_at_end, trim, read_ahead=overlap), redis_sinks(s, overlap=overlap), clock)
 
 
 flow = get_flow()

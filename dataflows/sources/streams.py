@@ -8,6 +8,14 @@ last completed epoch left off, and state and input roll back together.
 Redis being unreachable is not fatal: the partition logs, counts the error,
 backs off (``next_awake``) and retries, so the dataflow reconnects by itself.
 
+**Read-ahead** (``read_ahead``; the production flow turns it on with its overlapped sinks): after returning a page, the partition asks for
+the next one from a thread of its own, so the read (waiting behind the sinks' scripts in
+Redis) overlaps the dataflow's work on the page just returned. The snapshot stays the
+position after the last entry *returned* (a page read ahead and not yet returned is read
+again after a restart); a read ahead that comes back empty is not trusted: the partition
+reads again then and there, as without read-ahead, so "nothing more" (idle back-off, the end
+of a ``stop_at_end`` run, the stream clock's caught-up shard) always comes from a fresh read.
+
 Items are ``(shard, entry_id, raw_event_bytes)``.
 """
 
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -68,6 +77,8 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
         self._read_counter = metrics.EVENTS_READ.labels(self._label)
         self._snapshots: list[bytes] = []  # positions of the last two snapshots
         self._trimmed_at = 0.0
+        self._ahead: Future[list[tuple[bytes, list[bytes]]]] | None = None  # the next page, being read
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"read-ahead-{shard}") if opts.read_ahead else None
 
     def _publish_progress(self, force: bool = False) -> None:
         """Publish the read count (for backlog) at most once a second, or now if ``force``."""
@@ -116,7 +127,10 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
             except BLOCKED as exc:  # Redis at maxmemory or read-only: the read count waits, reading goes on
                 metrics.BLOCKED_RETRIES.labels(blocked_reason(exc)).inc()
             self._trim()  # frees memory (with recovery on)
-            entries = self._read_entries()
+            ahead, self._ahead = self._ahead, None
+            entries = ahead.result() if ahead is not None else []
+            if not entries:  # nothing read ahead (or it found nothing): read now
+                entries = self._read_entries(self._last_id)
         except RETRYABLE as exc:
             metrics.SOURCE_ERRORS.labels(self._label).inc()
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
@@ -133,18 +147,21 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
             return []
         self._awake = None
         self._last_id = entries[-1][0]
+        if self._reader is not None:
+            self._ahead = self._reader.submit(self._read_entries, self._last_id)
         self._read += len(entries)
         self._read_counter.inc(len(entries))
         shard = self._shard
         return [(shard, eid, f[1] if len(f) == 2 and f[0] == b"e" else _field_e(f)) for eid, f in entries]
 
-    def _read_entries(self) -> list[tuple[bytes, list[bytes]]]:
-        """Up to ``count`` entries after the last id: (id, [field, value, ...]) each."""
+    def _read_entries(self, after: bytes) -> list[tuple[bytes, list[bytes]]]:
+        """Up to ``count`` entries after the id ``after``: (id, [field, value, ...]) each.
+        Runs on the worker or on the read-ahead thread, never on both at once."""
         raw = self._raw
         if raw is None:
-            resp = self._r.xread({self._stream: self._last_id}, count=self._count)
+            resp = self._r.xread({self._stream: after}, count=self._count)
             return [(eid, [x for kv in fields.items() for x in kv]) for eid, fields in resp[0][1]] if resp else []
-        raw.command("XREAD", "COUNT", self._count, "STREAMS", self._stream, self._last_id)
+        raw.command("XREAD", "COUNT", self._count, "STREAMS", self._stream, after)
         resp = raw.execute()[0]
         if isinstance(resp, Exception):
             raise resp
@@ -161,6 +178,8 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
         return (self._last_id, self._read)
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
         self._r.close()
 
 
@@ -176,8 +195,8 @@ def _field_e(fields: list[bytes]) -> bytes:
 class SourceOptions:
     """How partitions read: entries per poll, idle back-off, end-of-stream behaviour,
     where read progress goes, buffer trimming (``None``: never trim), whether
-    the URL names a Redis Cluster node, and the flow's stream clock (which the shared
-    progress advances)."""
+    the URL names a Redis Cluster node, the flow's stream clock (which the shared
+    progress advances), and whether each partition reads its next page ahead."""
 
     count: int = 1000
     idle: timedelta = timedelta(milliseconds=5)
@@ -186,6 +205,7 @@ class SourceOptions:
     trim_retain_ms: int | None = None
     cluster: bool = False
     clock: StreamClock = field(default_factory=StreamClock)
+    read_ahead: bool = False
 
 
 class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
@@ -197,6 +217,7 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
     on) trims what has been durably processed, keeping at least that much.
     ``cluster``: ``url`` is a Redis Cluster node; every command here touches one
     stream (or the progress hash), so each goes to the node owning it.
+    ``read_ahead``: read each next page while the dataflow works on the last (module doc).
     """
 
     def __init__(
@@ -210,10 +231,11 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
         trim_retain_ms: int | None = None,
         cluster: bool = False,
         clock: StreamClock | None = None,
+        read_ahead: bool = False,
     ) -> None:
         self.url = url
         self.streams = list(streams)
-        self.opts = SourceOptions(count, idle, stop_at_end, progress_key, trim_retain_ms, cluster, clock or StreamClock())
+        self.opts = SourceOptions(count, idle, stop_at_end, progress_key, trim_retain_ms, cluster, clock or StreamClock(), read_ahead)
 
     def list_parts(self) -> list[str]:
         return list(self.streams)

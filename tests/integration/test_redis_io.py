@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 import redis
 
 from dataflows.outputs import DeadLetter
@@ -98,6 +99,25 @@ def test_source_resumes_after_snapshot(redis_url: str, r: redis.Redis) -> None:
     except StopIteration:
         pass
     assert r.hget(K.buffer_progress, "1") == b"25"
+
+
+def test_source_read_ahead_is_not_the_position_and_an_empty_one_is_not_trusted(redis_url: str, r: redis.Redis) -> None:
+    """While the next page is read ahead, the snapshot stays after the last entry returned; a
+    read ahead that found nothing is read again before the partition reports the end."""
+    ids = [r.xadd(K.events(0), {"e": f"{i}"}) for i in range(15)]
+    src = RedisStreamSource(redis_url, [K.events(0)], count=10, stop_at_end=True, read_ahead=True)
+    p = src.build_part("inp", K.events(0), None)
+    assert [x[2] for x in p.next_batch()] == [str(i).encode() for i in range(10)]
+    assert p._ahead is not None and len(p._ahead.result()) == 5  # entries 10-14 are read ahead, not returned
+    assert p.snapshot() == (ids[9], 10)
+    assert [x[2] for x in p.next_batch()] == [str(i).encode() for i in range(10, 15)]
+    assert p._ahead is not None and p._ahead.result() == []  # the read ahead found the stream drained...
+    r.xadd(K.events(0), {"e": "15"})  # ...and then an entry came
+    assert [x[2] for x in p.next_batch()] == [b"15"]
+    assert p.snapshot()[1] == 16
+    with pytest.raises(StopIteration):
+        p.next_batch()
+    p.close()
 
 
 def test_source_survives_redis_outage(redis_server, redis_url: str) -> None:  # type: ignore[no-untyped-def]
