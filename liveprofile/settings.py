@@ -72,7 +72,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_CORS_ORIGINS": ("", "comma-separated origins (scheme://host[:port]) whose pages may send events and read the answers (CORS), `*` for any; empty = none, no page is granted (see docs/collector.md)"),
     "LIVEPROFILE_TRUNCATE_IP": ("off", "on: truncate context.ip of ingested events (IPv4 to /24, IPv6 to /48) before storing"),
     "LIVEPROFILE_READ_BATCH": ("1000", "stream entries the dataflow reads per shard per poll"),
-    "LIVEPROFILE_OVERLAP_IO": ("on", "on: a dataflow run by one worker writes its sinks and reads each shard's next page from threads of their own while it computes, each epoch committed only after its writes (docs/reliability.md); off: every read and write on the worker"),
+    "LIVEPROFILE_OVERLAP_IO": ("off", "on: a dataflow run by one worker writes its sinks and reads each shard's next page from threads of their own while it computes, each epoch committed only after its writes (docs/reliability.md): x1.17 where a core is free for Redis and those threads, 0.7-0.8x on an oversubscribed machine (docs/benchmarks.md); off: every read and write on the worker"),
     "LIVEPROFILE_POLL_INTERVAL": ("0.005", "seconds the dataflow waits before polling an idle shard again (freshness floor vs idle CPU: 5 ms costs ~9 % of a core idle, 20 ms ~6 %)"),
     "LIVEPROFILE_SESSION_GAP": ("30m", "inactivity (event time) that ends a session"),
     "LIVEPROFILE_CART_ABANDON_WINDOW": ("1h", "event time after the last cart change without an order before a cart counts as abandoned"),
@@ -254,7 +254,7 @@ class Settings:
     debugger: bool = False  # LIVEPROFILE_DEBUGGER
     debugger_maxlen: int = 1000
     debugger_show_values: bool = False
-    overlap_io: bool = True  # LIVEPROFILE_OVERLAP_IO
+    overlap_io: bool = False  # LIVEPROFILE_OVERLAP_IO
     #: the loaded definitions file (``LIVEPROFILE_DEFINITIONS``); ``None``: none configured
     definitions: Definitions | None = None
 
