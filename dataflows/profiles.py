@@ -58,6 +58,9 @@ def recovery_enabled(argv: list[str] | None = None, env: dict[str, str] | None =
 def get_flow(stop_at_end: bool = False) -> Dataflow:
     """The production flow, configured from ``LIVEPROFILE_*`` (see docs/configuration.md)."""
     tune_gc()
+    import operators
+
+    logging.getLogger(__name__).info("operators: %s", operators.mode())  # compiled or pure (operators/__init__.py)
     s = Settings.from_env()
     trim = s.buffer_retain_ms if s.buffer_retain_ms is not None and recovery_enabled() else None
     if s.buffer_retain_ms is not None and trim is None:

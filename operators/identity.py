@@ -57,6 +57,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
 from operators.snapshot import pack, restore
@@ -89,6 +91,7 @@ def public_id(uid: str) -> str:
     return uid[len(ANON_PREFIX):] if uid.startswith(ANON_PREFIX) else uid
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Link:
     """Tell the anonymous profile ``anonymous_id`` to merge into ``user_id``."""
@@ -98,6 +101,7 @@ class Link:
     ts: int
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Absorb:
     """An ``alias`` asking the known user ``previous_id`` to merge into ``user_id``
@@ -110,6 +114,7 @@ class Absorb:
     event: Event
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Refused:
     """An alias that is not honoured: a dead letter ``reason`` for ``event``; ``uid`` and ``seq``

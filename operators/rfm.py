@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 __all__ = ["RfmValues", "Population", "RfmEdges", "segment", "rfm_fields", "SEGMENTS", "DAY_MS", "RECENCY_FLOORS"]
 
@@ -47,6 +48,7 @@ SEGMENTS = (
 )  # fmt: skip
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class RfmValues:
     """One customer's raw RFM values."""
@@ -85,6 +87,7 @@ def _edges(hist: dict[int, int], n: int) -> tuple[int, int, int, int]:
     return (out[0], out[1], out[2], out[3])
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class RfmEdges:
     """Quintile edges per dimension, in bin space; ``n`` customers behind them."""
