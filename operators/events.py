@@ -46,6 +46,7 @@ from mypy_extensions import mypyc_attr
 
 from operators.money import MoneyError, to_cents
 from operators.names import ORDER_CANCELLED, ORDER_COMPLETED, ORDER_REFUNDED
+from operators.snapshot import set_slots_state, slots_state
 from operators.timeutil import TimestampError, _parse_ts_str, iso, parse_ts
 from operators.traits import RESERVED, TraitError, parse_traits
 from operators.wire import TRUST_FIELD as _WIRE_TRUST_FIELD
@@ -200,6 +201,13 @@ class Product:
     price_cents: int
     quantity: int
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
+
 
 @dataclass(slots=True)
 class Event:
@@ -241,6 +249,13 @@ class Event:
     #: a ``group`` call's ``groupId`` and account traits (normalized like the user's)
     group_id: str | None = None
     group_traits: dict[str, Any] | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
 
 
 @mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)

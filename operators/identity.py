@@ -61,7 +61,7 @@ from mypy_extensions import mypyc_attr
 
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
-from operators.snapshot import pack, restore
+from operators.snapshot import pack, restore, set_slots_state, slots_state
 
 __all__ = [
     "ANON_PREFIX", "GRAPH_KEY", "Absorb", "AnonState", "MergeGraph", "Refused", "decide", "Link", "anon_uid",
@@ -143,6 +143,13 @@ class MergeGraph:
         while uid in self.into:
             uid = self.into[uid]
         return uid
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
 
 
 def decide(graph: MergeGraph | None, ab: Absorb) -> tuple[MergeGraph | None, list[tuple[str, Absorb]], list[Refused]]:

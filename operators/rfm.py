@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from mypy_extensions import mypyc_attr
+
+from operators.snapshot import set_slots_state, slots_state
 
 __all__ = ["RfmValues", "Population", "RfmEdges", "segment", "rfm_fields", "SEGMENTS", "DAY_MS", "RECENCY_FLOORS"]
 
@@ -161,6 +164,13 @@ class Population:
         [4, 4, 4]
         """
         return RfmEdges(_recency_windows(_edges(self.r, self.n), self.r), _edges(self.f, self.n), _edges(self.m, self.n), self.n)
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
 
 
 def _recency_windows(edges: tuple[int, int, int, int], hist: dict[int, int]) -> tuple[int, int, int, int]:

@@ -52,7 +52,8 @@ def test_the_mode_asked_for_is_the_mode_running() -> None:
 
 
 # the states: every user's UserState after the real step over a generated stream with the
-# definitions of bench/audiences.py (computed traits and audiences included), as snapshot bytes
+# definitions of bench/audiences.py (computed traits and audiences included), an Event, the RFM
+# population and a merge graph, as snapshot bytes
 _BUILD = r"""
 import sys
 sys.path.insert(0, {root!r})
@@ -80,6 +81,17 @@ def states():
         for i in range(0, len(evs), 7):
             st, _, _ = step(cfg, st, uid, evs[i:i + 7])
         out[uid] = st
+    # the native classes pickled as plain slots classes (operators.snapshot.slots_state) too
+    from operators.identity import MergeGraph
+    from operators.rfm import Population
+    pop = Population()
+    for st in out.values():
+        if st.rfm is not None:
+            pop.apply(None, st.rfm)
+    with_products = [ev for evs in by_user.values() for ev in evs if ev.products]
+    out["~event with products"] = with_products[0]
+    out["~population"] = pop
+    out["~merge graph"] = MergeGraph({{"a": "b", "b": "c"}})
     return out
 """
 
