@@ -29,6 +29,11 @@ setup() {
     command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
   fi
   if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi
+  if [ "${LIVEPROFILE_NO_COMPILE:-0}" = 0 ]; then  # the mypyc build of operators/ (setup.py)
+    command -v gcc >/dev/null 2>&1 || need+=(gcc)
+    "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+      || need+=("$(basename "$PY")-dev")
+  fi
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}" >&2
     apt_install "${need[@]}"

@@ -36,7 +36,8 @@ What compiling changes, and how the sources keep both modes one program:
 * The msgspec struct of the parse's fast path is in :mod:`.wire`, which is not compiled.
 * Doctests run on the sources (``LIVEPROFILE_PURE=1``): compiled functions have none to collect.
 
-:data:`PURE` says whether the pure mode was asked for; :func:`compiled_modules` which modules
+:data:`PURE` says whether the pure mode was asked for; :func:`built_modules` which modules have
+an extension built; :func:`compiled_modules` which modules
 are running compiled (imports them); :func:`mode` a one-line summary (``liveprofile version``
 and the dataflow's start log print it). A compiled module and its source behave the same and
 pickle the same bytes (``tests/operators/test_compiled_mode.py``).
@@ -52,7 +53,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["PURE", "compiled_modules", "mode"]
+__all__ = ["PURE", "built_modules", "compiled_modules", "mode"]
 
 _HERE = Path(__file__).resolve().parent
 #: ``LIVEPROFILE_PURE=1``: import every ``operators.*`` module from its ``.py`` source
@@ -79,8 +80,8 @@ if PURE and not any(f is _SourceFinder for f in sys.meta_path):
     sys.meta_path.insert(0, _SourceFinder)
 
 
-def _extension_names() -> list[str]:
-    """The modules with a compiled extension next to their source (whether or not in use)."""
+def built_modules() -> list[str]:
+    """The modules with a compiled extension next to their source (whether in use or not)."""
     out = []
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         for p in _HERE.glob(f"*{suffix}"):
@@ -95,7 +96,7 @@ def compiled_modules() -> list[str]:
     look: a module is compiled when its ``__file__`` is an extension module).
     Empty in the pure mode or when nothing was built."""
     out = []
-    for name in _extension_names():
+    for name in built_modules():
         mod = importlib.import_module(f"{__name__}.{name}")
         if not str(getattr(mod, "__file__", "")).endswith(".py"):
             out.append(name)
