@@ -135,3 +135,11 @@ def test_snapshots_cross_the_modes() -> None:
     # (load + dump is not byte-stable in one mode either: a restored set can iterate in another order)
     assert compiled_in_pure == dict.fromkeys(pure, True)
     assert pure_in_compiled == dict.fromkeys(compiled, True)
+
+
+def test_liveprofile_version_prints_the_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    from liveprofile.cli import main
+
+    assert main(["version"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("liveprofile ") and out[1] == f"operators: {operators.mode()}"
