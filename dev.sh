@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # liveprofile developer entry point.
 #   ./dev.sh demo   set everything up (venv, package, redis-server) and run the local demo
-#   ./dev.sh test   set everything up and run the whole test suite (what CI runs)
+#   ./dev.sh test   set everything up and run the whole test suite (what CI runs): compiled
+#                   operators, then tests/operators + tests/dataflows again with the pure ones
+#                   (./dev.sh test ARGS...: pytest ARGS, compiled, only)
 #   ./dev.sh setup  only set up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,6 +29,11 @@ setup() {
     command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
   fi
   if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi
+  if [ "${LIVEPROFILE_NO_COMPILE:-0}" = 0 ]; then  # the mypyc build of operators/ (setup.py)
+    command -v gcc >/dev/null 2>&1 || need+=(gcc)
+    "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+      || need+=("$(basename "$PY")-dev")
+  fi
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}" >&2
     apt_install "${need[@]}"
@@ -37,7 +44,11 @@ setup() {
   fi
   echo "installing liveprofile and its dependencies into .venv (quiet; first run takes a minute)" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  # also compiles operators/'s hot modules with mypyc (setup.py; a failed build fails here)
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,kafka]'
+  if [ "${LIVEPROFILE_NO_COMPILE:-0}" = 0 ]; then
+    .venv/bin/python -c 'import operators, sys; m = operators.compiled_modules(); sys.exit(0 if m else "the mypyc build left no compiled operators modules (see setup.py)")'
+  fi
   if [ "${1:-}" = test ] && ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
     PYTHON=.venv/bin/python bash deploy/tools/fetch-kubectl.sh >/dev/null   # kustomize for tests/deploy
   fi
@@ -46,6 +57,12 @@ setup() {
 case "${1:-demo}" in
   setup) setup test ;;
   demo)  setup demo; shift || true; exec .venv/bin/liveprofile demo "$@" ;;
-  test)  setup test; shift || true; exec .venv/bin/python -m pytest -q --durations=30 "$@" ;;
+  test)  setup test; shift || true
+         if [ $# -gt 0 ]; then exec .venv/bin/python -m pytest -q --durations=30 "$@"; fi
+         # the whole suite on the compiled operators, then the pure ones (LIVEPROFILE_PURE=1, see
+         # operators/__init__.py) on the operators' and adapters' tests and doctests
+         .venv/bin/python -m pytest -q --durations=30
+         echo "again with the pure-Python operators (LIVEPROFILE_PURE=1): tests/operators tests/dataflows and their doctests" >&2
+         LIVEPROFILE_PURE=1 exec .venv/bin/python -m pytest -q tests/operators tests/dataflows operators dataflows ;;
   *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
 esac

@@ -66,10 +66,13 @@ def file_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_dataflow(url: str, shards: int, definitions: Path | None) -> float:
-    """Wall seconds of one run over the buffer until it is drained (startup included)."""
+def run_dataflow(url: str, shards: int, definitions: Path | None, pure: bool = False) -> float:
+    """Wall seconds of one run over the buffer until it is drained (startup included);
+    ``pure``: with the pure-Python operators (``LIVEPROFILE_PURE=1``), else as installed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEPROFILE_")}
     env.update({"LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"})
+    if pure:
+        env["LIVEPROFILE_PURE"] = "1"
     if definitions is not None:
         env["LIVEPROFILE_DEFINITIONS"] = str(definitions)
     t0 = time.perf_counter()
@@ -142,12 +145,20 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--profile", metavar="FILE", default="", help="cProfile one 'with' run in-process instead; stats to FILE")
     ap.add_argument("--without", action="store_true", help="with --profile: profile the 'without' variant")
+    ap.add_argument("--pure-too", action="store_true",
+                    help="also run both variants with the pure-Python operators (LIVEPROFILE_PURE=1), alternated with the installed (compiled) ones")
     args = ap.parse_args()
+    import operators
+
+    print(f"operators: {operators.mode()}", flush=True)
     gen = generate(GenConfig(users=args.users, seed=1, end_ms=int(time.time() * 1000) - 60_000, days=args.days, duplicate_rate=0.02))
     text = file_text()
     load_definitions(text)
-    runs: dict[str, list[float]] = {"without": [], "with": []}
+    modes = [False, True] if args.pure_too else [False]
+    names = [f"{v}{' pure' if pure else ''}" for pure in modes for v in ("without", "with")]
+    runs: dict[str, list[float]] = {k: [] for k in names}
     startup: dict[str, float] = {}
+    loads: list[str] = []
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "definitions.yaml"
         path.write_text(text)
@@ -161,30 +172,41 @@ def main() -> None:
             return
         empty = RedisServer(Path(d) / "empty").start()
         try:
-            for name, defs in (("without", None), ("with", path)):
-                startup[name] = run_dataflow(empty.url, args.shards, defs)
+            for name in names:
+                startup[name] = run_dataflow(empty.url, args.shards, path if name.startswith("with ") or name == "with" else None, name.endswith(" pure"))
         finally:
             empty.stop()
         n = 0
         for rnd in range(args.rounds):
-            for name, defs in ((("without", None), ("with", path)) if rnd % 2 == 0 else (("with", path), ("without", None))):
-                srv = RedisServer(Path(d) / f"r{rnd}-{name}").start()
+            order = names if rnd % 2 == 0 else names[::-1]  # alternating: the machine's drift hits all alike
+            for name in order:
+                defs = path if name.split()[0] == "with" else None
+                srv = RedisServer(Path(d) / f"r{rnd}-{name.replace(' ', '-')}").start()
                 try:
                     n = load_buffer(srv.url, gen.events, args.shards)
-                    dt = run_dataflow(srv.url, args.shards, defs)
+                    dt = run_dataflow(srv.url, args.shards, defs, name.endswith(" pure"))
                     if defs is not None:
                         check_loaded(srv.url, defs)
                 finally:
                     srv.stop()
                 runs[name].append(dt)
-                print(f"round {rnd} {name:8s} {n / dt:9.0f} ev/s  ({dt:.1f}s, {n} events)", flush=True)
+                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                loads.append(load)
+                print(f"round {rnd} {name:13s} {n / dt:9.0f} ev/s  ({dt:.1f}s, {n} events)  load {load}", flush=True)
     med = {k: statistics.median(v) for k, v in runs.items()}
     rate = {k: n / v for k, v in med.items()}
     steady = {k: n / max(v - startup[k], 1e-3) for k, v in med.items()}
     print(f"events in buffer                 {n}")
-    print(f"without definitions              {rate['without']:10.0f} ev/s  ({steady['without']:.0f} ev/s without startup {startup['without']:.1f}s)")
-    print(f"20 traits + 10 audiences         {rate['with']:10.0f} ev/s  ({steady['with']:.0f} ev/s without startup {startup['with']:.1f}s)")
-    print(f"ratio with / without             {rate['with'] / rate['without']:10.2f}   ({steady['with'] / steady['without']:.2f} without startup; issue 14 wants >= 0.7)")
+    for sfx, label in ([("", "installed"), (" pure", "pure")] if args.pure_too else [("", "")]):
+        tag = f" ({label})" if label else ""
+        w, wo = "with" + sfx, "without" + sfx
+        print(f"without definitions{tag:14s}{rate[wo]:10.0f} ev/s  ({steady[wo]:.0f} ev/s without startup {startup[wo]:.1f}s)")
+        print(f"20 traits + 10 audiences{tag:9s}{rate[w]:10.0f} ev/s  ({steady[w]:.0f} ev/s without startup {startup[w]:.1f}s)")
+        print(f"ratio with / without{tag:13s}{rate[w] / rate[wo]:10.2f}   ({steady[w] / steady[wo]:.2f} without startup; issue 14 wants >= 0.7)")
+    if args.pure_too:
+        for v in ("without", "with"):
+            print(f"installed / pure, {v:15s}{rate[v] / rate[v + ' pure']:10.2f}   ({steady[v] / steady[v + ' pure']:.2f} without startup)")
+    print(f"load (1, 5, 15 min) per run      {'; '.join(loads)}")
     without, with_, users = state_sizes(gen.events, text)
     print(f"state (pickled UserState)        {without:10.0f} B/user without, {with_:.0f} B/user with ({users} users)")
     print(f"state per user per trait         {(with_ - without) / len(TRAITS):10.1f} B")

@@ -29,6 +29,7 @@ import argparse
 import cProfile
 import gc
 import io
+import json
 import os
 import pstats
 import statistics
@@ -108,13 +109,47 @@ def report(title: str, res: dict[str, list[float]], new: str, old: str) -> None:
     print(f"  ratio new/old: best {min(res[new]) / min(res[old]):.3f}   median {statistics.median(res[new]) / statistics.median(res[old]):.3f}")
 
 
+def compare_modes(args: argparse.Namespace) -> int:
+    """``--pure-too``: the good entries' figures of the installed (compiled) and the pure-Python
+    operators, one child process per (round, mode), the order alternating every round; prints
+    each mode's µs/event (best and median chunk) and the ratio compiled/pure."""
+    import subprocess
+
+    import operators
+
+    print(f"installed operators: {operators.mode()}")
+    res: dict[str, dict[str, list[float]]] = {"compiled": {}, "pure": {}}
+    for r in range(args.rounds):
+        for mode in ("compiled", "pure") if r % 2 == 0 else ("pure", "compiled"):
+            env = {k: v for k, v in os.environ.items() if k != "LIVEPROFILE_PURE"}
+            if mode == "pure":
+                env["LIVEPROFILE_PURE"] = "1"
+            cmd = [sys.executable, __file__, "--users", str(args.users), "--rounds", "1", "--chunk", str(args.chunk), "--emit-json"]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            got = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
+            for k, v in got.items():
+                res[mode].setdefault(k, []).extend(v)
+        print(f"round {r} done (load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})", flush=True)
+    for mode, figures in res.items():
+        report(f"{mode} operators, good entries, parse + validate", figures, "new (parse_event)", "old (parse_event_reference)")
+    for k in ("new (parse_event)", "old (parse_event_reference)"):
+        c, p = res["compiled"][k], res["pure"][k]
+        print(f"compiled/pure {k:<30} best {min(c) / min(p):.3f}   median {statistics.median(c) / statistics.median(p):.3f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--chunk", type=int, default=2000)
     ap.add_argument("--profile", action="store_true", help="cProfile the new parse over the good entries")
+    ap.add_argument("--pure-too", action="store_true",
+                    help="compiled vs pure operators: --rounds child runs of each mode (LIVEPROFILE_PURE=1), alternated")
+    ap.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)  # a --pure-too child's figures
     args = ap.parse_args()
+    if args.pure_too:
+        return compare_modes(args)
 
     good, bad, limits = entries(args.users)
     print(f"{len(good)} good entries (mean {sum(map(len, good)) / len(good):.0f} bytes), {len(bad)} bad entries")
@@ -130,6 +165,9 @@ def main() -> int:
         return parse_event(e, limits)
 
     res = timed({"orjson.loads alone": orjson.loads, "old (parse_event_reference)": old, "new (parse_event)": new}, good, args.rounds, args.chunk)
+    if args.emit_json:
+        print("JSON " + json.dumps(res))
+        return 0
     report("good entries, parse + validate", res, "new (parse_event)", "old (parse_event_reference)")
     res = timed({"old (parse_event_reference)": old, "new (parse_event)": new}, bad, args.rounds * 5, args.chunk)
     report("bad entries (dead letters: the slow path)", res, "new (parse_event)", "old (parse_event_reference)")

@@ -73,8 +73,10 @@ PAGE = 500
 #: how the deployed dataflow runs recovery (docs/reliability.md, deploy/entrypoint-dataflow.sh)
 SNAPSHOT_S, BACKUP_S = "2", "10"
 #: live variants: name -> (processes, worker threads per process)
-VARIANTS: dict[str, tuple[int, int]] = {"1w": (1, 1), "w2": (1, 2), "2p": (2, 1)}
-LABELS = {"1w": "live flow, 1 worker", "w2": "live flow, -w 2", "2p": "live flow, 2 processes"}
+#: (``1w-pure``: one worker with the pure-Python operators, ``LIVEPROFILE_PURE=1``; the others run
+#: the operators as installed: compiled by mypyc unless the build was skipped)
+VARIANTS: dict[str, tuple[int, int]] = {"1w": (1, 1), "w2": (1, 2), "2p": (2, 1), "1w-pure": (1, 1)}
+LABELS = {"1w": "live flow, 1 worker", "w2": "live flow, -w 2", "2p": "live flow, 2 processes", "1w-pure": "live flow, 1 worker, pure Python"}
 
 
 def load_buffer(url: str, events: list[dict], shards: int) -> int:
@@ -279,6 +281,9 @@ def _run_live(srv: RedisServer, variant: str, expected: dict[str, int], n_events
     rec.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), str(procs_n * workers)], check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(tree), "LIVEPROFILE_REDIS_URL": srv.url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"}
+    env.pop("LIVEPROFILE_PURE", None)
+    if variant.endswith("-pure"):
+        env["LIVEPROFILE_PURE"] = "1"
     base = [sys.executable, "-m", "bytewax.run", "dataflows.profiles:flow", "-r", str(rec), "-s", SNAPSHOT_S, "-b", BACKUP_S]
     if workers > 1:
         base += ["-w", str(workers)]
@@ -471,6 +476,8 @@ def report(m: dict[str, object]) -> None:
             print(f"ratio -w 2 / 1 worker            {med['w2'] / med['1w']:10.3f}")
         if "2p" in med:
             print(f"ratio 2 processes / 1 worker     {med['2p'] / med['1w']:10.3f}")
+        if "1w-pure" in med:
+            print(f"ratio installed / pure, 1 worker {med['1w'] / med['1w-pure']:10.3f}   (flow + Redis CPU per event, pure / installed: {cost['1w-pure'] / cost['1w']:.3f})")
         # the same comparisons per CPU second (consumer + Redis), less sensitive to a shared machine's load
         print(f"per CPU s, pipeline / bare       {(cpu['bare'] + cpu['bare_redis']) / cost['1w']:10.3f}   (CPU per event: bare / pipeline)")
         print(f"per CPU s, pipeline / naive      {(cpu['naive'] + cpu['naive_redis']) / cost['1w']:10.2f}   (CPU per event: naive / pipeline)")
@@ -524,7 +531,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--sessions-mean", type=float, default=5.0, help="the generator's sessions per user (3.4: ~43 events per user)")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--variants", default="1w,w2,2p", help="live variants, comma-separated: 1w, w2, 2p")
+    ap.add_argument("--variants", default="1w,w2,2p", help="live variants, comma-separated: 1w, w2, 2p, 1w-pure (pure-Python operators)")
     ap.add_argument("--naive-sample", type=int, default=0, help="entries the naive consumer reads (0: all)")
     ap.add_argument("--stop-at-end", action="store_true", help="the older stop_at_end run (bench/compare.py)")
     args = ap.parse_args()
@@ -541,6 +548,9 @@ def main() -> None:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         ap.error(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
+    import operators
+
+    print(f"operators as installed: {operators.mode()}", flush=True)
     report(measure_live(args.users, args.shards, args.days, args.rounds, variants, args.naive_sample, args.sessions_mean))
 
 

@@ -88,6 +88,9 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
     one worker (:func:`single_worker`) with ``LIVEPROFILE_OVERLAP_IO`` on, its sinks and its
     shards' reads overlap the computing."""
     tune_gc()
+    import operators
+
+    logging.getLogger(__name__).info("operators: %s", operators.mode())  # compiled or pure (operators/__init__.py)
     s = Settings.from_env()
     trim = s.buffer_retain_ms if s.buffer_retain_ms is not None and recovery_enabled() else None
     if s.buffer_retain_ms is not None and trim is None:

@@ -19,6 +19,7 @@ Subcommands::
     liveprofile definitions backfill (--buffer | --file F)...   count history into new or changed computed traits
     liveprofile privacy-requests [--apply]                      privacy requests received by webhook
     liveprofile config [--markdown]                             show effective settings
+    liveprofile version                                         the version, and whether operators/ runs compiled
 
 The dataflow itself runs with ``python -m bytewax.run dataflows.profiles:flow``.
 """
@@ -114,6 +115,21 @@ def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_version(args: argparse.Namespace, settings: Settings) -> int:
+    """``liveprofile 0.1.0`` and the operators' mode: ``compiled (N modules: ...)`` or ``pure (...)``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import operators
+
+    try:
+        ver = version("liveprofile")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        ver = "(not installed)"
+    print(f"liveprofile {ver}")
+    print(f"operators: {operators.mode()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liveprofile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -178,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_privacy_request_commands(sub)
     add_mapping_commands(sub)
     add_definitions_commands(sub)
+
+    v = sub.add_parser("version", help="print the version and whether operators/ runs compiled (mypyc) or pure")
+    v.set_defaults(func=_cmd_version)
 
     cf = sub.add_parser("config", help="show the effective settings")
     cf.add_argument("--markdown", action="store_true", help="print the settings table of docs/configuration.md")

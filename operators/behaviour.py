@@ -49,6 +49,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from operators.events import Event
 from operators.names import (
     CHECKOUT_STARTED,
@@ -60,7 +62,7 @@ from operators.names import (
     PRODUCT_REMOVED,
     PRODUCT_VIEWED,
 )
-from operators.snapshot import pack, restore
+from operators.snapshot import is_packed, pack, restore
 
 __all__ = [
     "SessionConfig",
@@ -152,6 +154,7 @@ SPAN_KEEP_MAX = 12
 _NONE = -(2**62)
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     """Inactivity gap (ms) that ends a session."""
@@ -196,8 +199,9 @@ class Session:
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout."""
-        if restore(self, state) and type(self.pre_order) is tuple:
-            self.pre_order = dict(zip(_COUNTER_KEYS, self.pre_order, strict=True))
+        if is_packed(state):  # a tuple in it is pre_order's values (no other field holds one)
+            state = tuple(dict(zip(_COUNTER_KEYS, v, strict=True)) if i and type(v) is tuple else v for i, v in enumerate(state))
+        restore(self, state)
 
     def counters(self, past_orders: int, cart_ops: int) -> dict[str, float]:
         return {
@@ -218,6 +222,7 @@ class Session:
 _COUNTER_KEYS = ("views", "adds", "removes", "checkouts", "categories", "duration_min", "events", "email_clicks", "past_orders", "cart_ops")
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class ClosedSession:
     """A finished session: when, its propensity features, and whether it converted."""

@@ -90,6 +90,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from operators.definitions import DAY_MS, EVENT_TYPE_NAMES, HOUR_MS, Definitions, TraitDef
 from operators.events import MONEY_FIELDS, Event
@@ -557,6 +558,7 @@ def _new_slot(t: TraitDef, boundary: int, fluid: bool = False) -> _Trait:
     return _Trait(t.digest, None, {} if t.window_ms is not None else None, boundary, None, fluid)
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Seed:
     """One backfill chunk for one user (a ``_computed_seed`` buffer entry): ``events`` (received
@@ -1020,7 +1022,7 @@ def compact_event(ev: Event, paths: frozenset[tuple[str, ...]]) -> dict[str, Any
     out: dict[str, Any] = {"ts": ev.ts, "receivedAt": ev.received_at, "messageId": ev.message_id, "type": ev.type, "name": ev.name}
     env = event_env(ev)
     for path in sorted(paths):
-        v = env
+        v: Any = env  # any JSON value on the way down
         for part in path:
             v = v.get(part) if isinstance(v, Mapping) else None
             if v is None:

@@ -22,6 +22,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from operators.snapshot import reset_to_defaults
 
 __all__ = ["DedupeConfig", "SeenIds"]
@@ -44,6 +46,7 @@ def _find(buf: bytearray, d: bytes) -> int:
     return i >> 3 if i != -1 else -1
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class DedupeConfig:
     """Window of event time (ms) and the per-user cap on remembered ids."""

@@ -87,7 +87,7 @@ AUDIENCE_FIELDS = frozenset(f.name for f in FIELDS if f.owner in (Owner.CORE, Ow
 _JSON_AUDIENCE_FIELDS = frozenset(f.name for f in FIELDS if f.name in AUDIENCE_FIELDS and f.kind is Kind.JSON)
 LATER_FIELDS = {f.name: str(f.owner) for f in FIELDS if f.owner in (Owner.RFM, Owner.MODELS)}
 
-_EXTRA = {"^x-": {}}
+_EXTRA: dict[str, Any] = {"^x-": {}}
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "liveprofile definitions",
@@ -471,8 +471,9 @@ def load_definitions(text: str, source: str = "<definitions>") -> Definitions:
         else:
             names[name] = path
 
-    raw_traits = data.get("computed_traits") if isinstance(data.get("computed_traits"), list) else []
-    raw_auds = data.get("audiences") if isinstance(data.get("audiences"), list) else []
+    got_traits, got_auds = data.get("computed_traits"), data.get("audiences")
+    raw_traits: list[Any] = got_traits if isinstance(got_traits, list) else []
+    raw_auds: list[Any] = got_auds if isinstance(got_auds, list) else []
     traits: list[TraitDef] = []
     for i, t in enumerate(raw_traits):
         if not isinstance(t, dict):

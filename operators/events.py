@@ -42,11 +42,15 @@ from typing import Any
 
 import msgspec
 import orjson
+from mypy_extensions import mypyc_attr
 
 from operators.money import MoneyError, to_cents
 from operators.names import ORDER_CANCELLED, ORDER_COMPLETED, ORDER_REFUNDED
+from operators.snapshot import set_slots_state, slots_state
 from operators.timeutil import TimestampError, _parse_ts_str, iso, parse_ts
 from operators.traits import RESERVED, TraitError, parse_traits
+from operators.wire import TRUST_FIELD as _WIRE_TRUST_FIELD
+from operators.wire import Wire, decode_wire
 
 __all__ = [
     "Event",
@@ -74,7 +78,7 @@ EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"
 MONEY_FIELDS = ("revenue", "total", "price", "value", "subtotal", "tax", "shipping", "discount")
 
 #: the reserved top-level field carrying a browser key's trust level (see the module doc)
-TRUST_FIELD = "_trust"
+TRUST_FIELD = _WIRE_TRUST_FIELD
 BROWSER_TRUST = "browser"
 #: email engagement events only server keys and the signed pixel may report
 ENGAGEMENT_EVENTS = frozenset({"Email Delivered", "Email Opened", "Email Link Clicked"})
@@ -162,6 +166,7 @@ _EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z
 _WS_RE = re.compile(r"\s+")
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Validation bounds.
@@ -195,6 +200,13 @@ class Product:
     category: str
     price_cents: int
     quantity: int
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
 
 
 @dataclass(slots=True)
@@ -238,7 +250,15 @@ class Event:
     group_id: str | None = None
     group_traits: dict[str, Any] | None = field(default=None, repr=False)
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
 
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
+
+
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """An event that failed validation: goes to the dead letters."""
@@ -530,10 +550,10 @@ def _check(ev: dict[str, Any], limits: Limits, received_default: int | None) -> 
     previous_id = None
     trusted = ev.get(TRUST_FIELD) is None
     if etype == "track":
-        name = ev.get("event")
-        if not isinstance(name, str) or not name.strip():
+        raw_name = ev.get("event")
+        if not isinstance(raw_name, str) or not raw_name.strip():
             raise _Invalid(Reason.MISSING_EVENT, "track calls need a non-empty string `event`")
-        name = name.strip()[:_MAX_ID_LEN]
+        name = raw_name.strip()[:_MAX_ID_LEN]
         if not trusted and name in ENGAGEMENT_EVENTS:
             raise _Invalid(Reason.UNTRUSTED_ENGAGEMENT, f"{name!r} from a browser write key: email engagement is reported by server keys and the signed pixel only")
     elif etype in ("page", "screen"):
@@ -750,38 +770,10 @@ def parse_event_reference(
 # (tests/operators/test_events_fast.py checks this against parse_event_reference).
 
 
-class _Wire(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    type: str
-    messageId: str  # noqa: N815 - the wire names
-    userId: str | None = None  # noqa: N815
-    anonymousId: str | None = None  # noqa: N815
-    event: Any = None
-    name: Any = None
-    previousId: Any = None  # noqa: N815
-    groupId: Any = None  # noqa: N815
-    properties: dict[str, Any] | None = None
-    traits: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
-    receivedAt: Any = None  # noqa: N815
-    timestamp: Any = None
-    originalTimestamp: Any = None  # noqa: N815
-    sentAt: Any = None  # noqa: N815
-    trust: Any = msgspec.field(default=None, name=TRUST_FIELD)
-    # the SDKs' other envelope fields (Segment analytics.js / analytics-python, RudderStack):
-    # decoded only so that their values are checked as orjson checks them; not read
-    integrations: Any = None
-    channel: Any = None
-    version: Any = None
-    writeKey: Any = None  # noqa: N815
-    metadata_: Any = msgspec.field(default=None, name="_metadata")
-    category: Any = None
-    rudderId: Any = None  # noqa: N815
-    request_ip: Any = None
-    requestId: Any = None  # noqa: N815
-    projectId: Any = None  # noqa: N815
-
-
-_decode_wire = msgspec.json.Decoder(_Wire).decode
+# _Wire lives in operators/wire.py, which mypyc leaves out: a msgspec Struct must stay a Python
+# class (its metaclass builds it) and its msgspec.field defaults are typed None to mypy
+_Wire = Wire
+_decode_wire = decode_wire
 _MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 #: orjson reads an integer beyond 64 bits as a float, msgspec as an int: bytes with a run of 19
 #: digits (the shortest such integer) take the slow path. Digits become "0", the rest " ".
@@ -874,8 +866,8 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
     previous_id = None
     trusted = w.trust is None
     if etype == "track":
-        name = w.event
-        if type(name) is not str or not (name := name.strip()):
+        raw_name = w.event  # Any: compiled, a str variable would check (and raise on) it
+        if type(raw_name) is not str or not (name := raw_name.strip()):
             return None
         name = name[:_MAX_ID_LEN]
         if not trusted and name in ENGAGEMENT_EVENTS:

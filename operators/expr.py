@@ -70,6 +70,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 __all__ = ["Expr", "ExprError", "compile_expr", "Lit", "Path", "Cmp", "In", "Not", "And", "Or", "CMP_OPS", "to_function",
            "to_predicate", "path_getter"]
 
@@ -156,6 +158,7 @@ def lookup(env: Env, path: tuple[str, ...]) -> Any:
 # ---------------------------------------------------------------- the tree
 
 
+@mypyc_attr(native_class=False)  # the base of frozen, pickled nodes (operators/__init__.py)
 class Expr:
     """A compiled expression: ``eval(env)``, ``fields()``, ``str()`` (canonical source)."""
 
@@ -184,6 +187,7 @@ def _fmt_lit(v: Any) -> str:
     return repr(v)
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Lit(Expr):
     value: Any
@@ -198,6 +202,7 @@ class Lit(Expr):
         return _fmt_lit(self.value)
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Path(Expr):
     parts: tuple[str, ...]
@@ -212,6 +217,7 @@ class Path(Expr):
         return ".".join(self.parts)
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Cmp(Expr):
     op: str
@@ -232,6 +238,7 @@ class Cmp(Expr):
         return f"{_operand(self.left)} {self.op} {_operand(self.right)}"
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class In(Expr):
     item: Expr
@@ -248,6 +255,7 @@ class In(Expr):
         return f"{_operand(self.item)} in [{', '.join(_fmt_lit(v) for v in self.values)}]"
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Not(Expr):
     arg: Expr
@@ -263,6 +271,7 @@ class Not(Expr):
         return f"not ({inner})" if isinstance(self.arg, And | Or) else f"not {inner}"
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class And(Expr):
     left: Expr
@@ -280,6 +289,7 @@ class And(Expr):
         return f"{lhs} and {rhs}"
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Or(Expr):
     left: Expr
@@ -315,6 +325,7 @@ _TOKEN = re.compile(
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class _Tok:
     kind: str  # num | str | name | kw | op | end
@@ -622,8 +633,11 @@ class _Gen:
             return repr(compare(op, left.value, right.value))
         if not isinstance(left, Lit) and not isinstance(right, Lit):
             return f"_cmp({op!r}, {self.value(left)}, {self.value(right)})"
-        lit, other = (right, left) if isinstance(right, Lit) else (left, right)
-        k = lit.value
+        if isinstance(right, Lit):
+            k, other, lit_right = right.value, left, True
+        else:
+            assert isinstance(left, Lit)  # exactly one side is a literal here
+            k, other, lit_right = left.value, right, False
         kind = _exact_kind(k)
         t = self.tmp()
         x = self.value(other)
@@ -633,8 +647,8 @@ class _Gen:
             return f"({x} is {(not k)!r})" if op == "!=" else "False"
         kc = self.const(k)
         py = _PY_OPS[op]
-        fast = f"{t} {py} {kc}" if lit is right else f"{kc} {py} {t}"
-        slow = f"_cmp({op!r}, {t}, {kc})" if lit is right else f"_cmp({op!r}, {kc}, {t})"
+        fast = f"{t} {py} {kc}" if lit_right else f"{kc} {py} {t}"
+        slow = f"_cmp({op!r}, {t}, {kc})" if lit_right else f"_cmp({op!r}, {kc}, {t})"
         test = f"type({t} := {x}) in _NUM" if kind == "num" else f"type({t} := {x}) is str"
         return f"({fast} if {test} else False if {t} is None else {slow})"
 

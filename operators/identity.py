@@ -57,9 +57,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from operators.dedupe import DedupeConfig, SeenIds
 from operators.events import Event
-from operators.snapshot import pack, restore
+from operators.snapshot import pack, restore, set_slots_state, slots_state
 
 __all__ = [
     "ANON_PREFIX", "GRAPH_KEY", "Absorb", "AnonState", "MergeGraph", "Refused", "decide", "Link", "anon_uid",
@@ -89,6 +91,7 @@ def public_id(uid: str) -> str:
     return uid[len(ANON_PREFIX):] if uid.startswith(ANON_PREFIX) else uid
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Link:
     """Tell the anonymous profile ``anonymous_id`` to merge into ``user_id``."""
@@ -98,6 +101,7 @@ class Link:
     ts: int
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Absorb:
     """An ``alias`` asking the known user ``previous_id`` to merge into ``user_id``
@@ -110,6 +114,7 @@ class Absorb:
     event: Event
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Refused:
     """An alias that is not honoured: a dead letter ``reason`` for ``event``; ``uid`` and ``seq``
@@ -138,6 +143,13 @@ class MergeGraph:
         while uid in self.into:
             uid = self.into[uid]
         return uid
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
 
 
 def decide(graph: MergeGraph | None, ab: Absorb) -> tuple[MergeGraph | None, list[tuple[str, Absorb]], list[Refused]]:

@@ -19,12 +19,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from operators.names import EventName
 from operators.snapshot import pack, restore
 
 __all__ = ["InterestConfig", "Interest", "event_weight"]
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class InterestConfig:
     """Half-life (ms), weights by event kind, and state bounds."""

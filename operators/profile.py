@@ -244,9 +244,9 @@ class ProfileState:
                 self.cart_orphans = False
         elif name == ORDER_REFUNDED:
             oid = ev.order_id or ""
-            key = _refund_key(ev)
+            rkey = _refund_key(ev)
             recs = self.refunds.setdefault(oid, {})
-            recs.setdefault(key, WHOLE if ev.refund_cents is None else ev.refund_cents)
+            recs.setdefault(rkey, WHOLE if ev.refund_cents is None else ev.refund_cents)
         elif name == ORDER_CANCELLED:
             if ev.order_id is not None:
                 self.cancelled[ev.order_id] = min(ts, self.cancelled.get(ev.order_id, ts))
@@ -254,9 +254,9 @@ class ProfileState:
             if self.unsubscribed == _NONE or ts < self.unsubscribed:
                 self.unsubscribed = ts
         elif name == EMAIL_DELIVERED:
-            key = email_key(ev)
-            if key is not None:
-                self.email_sent[key] = min(ts, self.email_sent.get(key, ts))
+            ekey = email_key(ev)
+            if ekey is not None:
+                self.email_sent[ekey] = min(ts, self.email_sent.get(ekey, ts))
                 self._bound_emails()
         elif name == EMAIL_OPENED:
             key = email_key(ev)
@@ -468,10 +468,10 @@ class ProfileState:
             self._let_go_oldest_order()
         if other.unsubscribed != _NONE and (self.unsubscribed == _NONE or other.unsubscribed < self.unsubscribed):
             self.unsubscribed = other.unsubscribed
-        for cat, (t, g) in other.consent.items():
+        for cat, (t, given) in other.consent.items():
             cur = self.consent.get(cat)
-            if cur is None or t > cur[0] or (t == cur[0] and not g):
-                self.consent[cat] = (t, g)
+            if cur is None or t > cur[0] or (t == cur[0] and not given):
+                self.consent[cat] = (t, given)
         self.email_opens_machine += other.email_opens_machine
         merge_into(self.traits, other.traits, max_traits)
         for g, t in other.groups.items():

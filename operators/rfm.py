@@ -30,8 +30,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
+from mypy_extensions import mypyc_attr
+
+from operators.snapshot import set_slots_state, slots_state
 
 __all__ = ["RfmValues", "Population", "RfmEdges", "segment", "rfm_fields", "SEGMENTS", "DAY_MS", "RECENCY_FLOORS"]
 
@@ -47,6 +51,7 @@ SEGMENTS = (
 )  # fmt: skip
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class RfmValues:
     """One customer's raw RFM values."""
@@ -85,6 +90,7 @@ def _edges(hist: dict[int, int], n: int) -> tuple[int, int, int, int]:
     return (out[0], out[1], out[2], out[3])
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class RfmEdges:
     """Quintile edges per dimension, in bin space; ``n`` customers behind them."""
@@ -158,6 +164,13 @@ class Population:
         [4, 4, 4]
         """
         return RfmEdges(_recency_windows(_edges(self.r, self.n), self.r), _edges(self.f, self.n), _edges(self.m, self.n), self.n)
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
 
 
 def _recency_windows(edges: tuple[int, int, int, int], hist: dict[int, int]) -> tuple[int, int, int, int]:

@@ -39,7 +39,7 @@ from dataclasses import MISSING, fields
 from operator import attrgetter
 from typing import Any
 
-__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults", "restore"]
+__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults", "restore", "slots_state", "set_slots_state"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
@@ -286,3 +286,32 @@ def restore(obj: Any, state: Any) -> bool:
     for k, v in reset_to_defaults(obj, state).items():
         object.__setattr__(obj, k, v)
     return False
+
+
+def slots_state(obj: Any) -> tuple[None, dict[str, Any]]:
+    """The ``__getstate__`` of a slots dataclass pickled as Python pickles one by default
+    (``(None, {field: value})``, declaration order; what an unset field leaves out): a compiled
+    (mypyc) class writes these same bytes, and reads the pickles written before it was compiled.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(slots=True)
+    ... class S:
+    ...     a: int
+    ...     b: str = "x"
+    >>> slots_state(S(1)), slots_state(S(1)) == S(1).__reduce_ex__(5)[2]  # the default pickle's state
+    ((None, {'a': 1, 'b': 'x'}), True)
+    """
+    out: dict[str, Any] = {}
+    for name in _layout(type(obj))[1]:
+        try:
+            out[name] = getattr(obj, name)
+        except AttributeError:
+            continue
+    return (None, out)
+
+
+def set_slots_state(obj: Any, state: Any) -> None:
+    """The ``__setstate__`` that reads :func:`slots_state` (and a bare ``{field: value}``)."""
+    slots = state[1] if isinstance(state, tuple) else state
+    for k, v in (slots or {}).items():
+        object.__setattr__(obj, k, v)

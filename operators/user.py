@@ -96,6 +96,8 @@ from itertools import accumulate
 from operator import attrgetter
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from operators.audiences import evaluate
 from operators.behaviour import Behaviour, ClosedSession, SessionConfig
 from operators.computed import ComputedState, Seed, same_value, trait_paths
@@ -132,6 +134,7 @@ __all__ = [
 ]
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class UserConfig:
     """Everything the per-user step is configured by."""
@@ -151,6 +154,7 @@ class UserConfig:
             raise ValueError(msg)
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class MergeIn:
     """An anonymous user's exported state arriving at the known user (via the buffer)."""
@@ -161,6 +165,7 @@ class MergeIn:
     state: bytes
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Forget:
     """Erase the user's state (GDPR; the profile itself is deleted by ``liveprofile forget``)
@@ -169,6 +174,7 @@ class Forget:
     uid: str
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Unsuppress:
     """Stop ignoring a forgotten user: their next events start a fresh state."""
@@ -176,6 +182,7 @@ class Unsuppress:
     uid: str
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class ProfileUpdate:
     """One profile write: ``seq`` guard, string fields, newest receipt time, trigger event;
@@ -192,6 +199,7 @@ class ProfileUpdate:
     event_ms: int | None = None
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class BehaviourUpdate:
     """Input of the shard's models for one user and batch."""
@@ -204,6 +212,7 @@ class BehaviourUpdate:
     score: bool = True  # False: only closed sessions for the propensity model, no anomaly scoring
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class RfmDelta:
     """A customer's move in the RFM population (``None``: not a customer)."""
@@ -212,6 +221,7 @@ class RfmDelta:
     new: RfmValues | None
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class MergeExport:
     """The anonymous state to deliver to ``to_uid`` (through the buffer, exactly once)."""
@@ -223,6 +233,7 @@ class MergeExport:
     state: bytes
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Retire:
     """The anonymous profile ``uid`` merged into ``into``: tombstone it."""
@@ -232,6 +243,7 @@ class Retire:
     seq: int
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Merged:
     """The state of a known user merged into ``into`` (a stub: everything is forwarded)."""
@@ -240,6 +252,7 @@ class Merged:
     seq: int
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Forward:
     """Items for ``from_uid``, which merged into ``to_uid``: deliver them there (through the buffer)."""
@@ -616,7 +629,7 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
 
     Returns the new state, the outputs, and how many events were duplicates.
     """
-    if type(st) is Merged:
+    if isinstance(st, Merged):
         rest: list[Item] = []
         for i, it in enumerate(items):
             if type(it) is Forget:  # erase the stub too, and start suppressed
@@ -669,8 +682,8 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
                 continue
             if p.seq == 0:  # nothing to merge
                 if type(it) is Absorb:  # approved by the merge graph: later events with this id go to ``into``
-                    rest = _forward(Merged(into, 0), uid, list(items[i + 1 :]))
-                    return Merged(into, 0), extra + rest, dups
+                    fwd = _forward(Merged(into, 0), uid, list(items[i + 1 :]))
+                    return Merged(into, 0), extra + fwd, dups
                 continue
             extra.extend(_outputs(cfg, st, changed, trigger, closed, behaviour, now_ms, event_ms))
             merge_id = f"merge:{uid}:{into}"
@@ -686,14 +699,14 @@ def step(cfg: UserConfig, st: UserState | Merged | None, uid: str, items: list[I
             # a known user keeps the stub that forwards to the survivor
             return (None if is_anon(uid) else stub), extra, dups
         elif type(it) is Forget:
-            out: list[Output] = [RfmDelta(st.rfm, None)] if st.rfm is not None else []
+            forgot: list[Output] = [RfmDelta(st.rfm, None)] if st.rfm is not None else []
             st = UserState.new(uid)
             st.suppressed = True
             p = st.profile
             changed = behaviour = False
             trigger = event_ms = None
             closed = []
-            extra = out
+            extra = forgot
         elif type(it) is Unsuppress:
             if st.suppressed:
                 st = UserState.new(uid)
@@ -754,7 +767,7 @@ def on_timer(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output
     """Live-traffic timers: close an idle session, abandon an idle cart, and re-render the computed
     traits and audiences at the latest window exit the clock passed (a :class:`ProfileUpdate`
     with ``event_ms`` = that exit, only if ``computed`` or ``audiences`` changed)."""
-    if type(st) is Merged or st.suppressed:
+    if isinstance(st, Merged) or st.suppressed:
         return []
     cart_ops = len(st.profile.cart_ops)
     closed = st.behaviour.close_if_idle(cfg.session, clock, cart_ops)
@@ -811,7 +824,7 @@ def redeploy(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output
 def next_deadline(cfg: UserConfig, st: UserState | Merged) -> int | None:
     """Earliest event time at which :func:`on_timer` has something to do (computed traits: the
     next bucket exit after their last render)."""
-    if type(st) is Merged or st.suppressed:
+    if isinstance(st, Merged) or st.suppressed:
         return None
     ds = [d for d in (st.behaviour.deadline(cfg.session), st.profile.abandon_deadline(cfg.abandon_ms)) if d is not None]
     if cfg.definitions is not None and st.computed is not None:

@@ -164,7 +164,12 @@ def test_pack_keeps_a_value_of_another_type_than_its_default() -> None:
     back = pickle.loads(pickle.dumps(i))
     assert back == i and type(back.scores["shoes"]) is int and back.t_ref == 0
     weird = Interest({}, False)  # type: ignore[arg-type]
-    assert type(pickle.loads(pickle.dumps(weird)).t_ref) is bool
+    import operators
+
+    if "interest" in operators.compiled_modules():  # a native int attribute holds the int a bool equals
+        assert type(weird.t_ref) is int and type(pickle.loads(pickle.dumps(weird)).t_ref) is int
+    else:
+        assert type(pickle.loads(pickle.dumps(weird)).t_ref) is bool
 
 
 @settings(max_examples=200, deadline=None)

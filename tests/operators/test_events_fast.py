@@ -13,6 +13,7 @@ import inspect
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -93,7 +94,7 @@ def picture(v: object) -> str:
 def strict(x: object) -> str:
     """A type-strict picture of a result (Event: every field, the dicts included)."""
     if isinstance(x, Event):
-        return picture([getattr(x, f) for f in Event.__slots__])
+        return picture([getattr(x, f.name) for f in fields(Event)])  # a compiled Event has no __slots__
     assert isinstance(x, Rejected), x
     return repr((type(x.reason), str(x.reason), x.message, x.raw, x.received_at, x.message_id))
 
