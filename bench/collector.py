@@ -179,6 +179,17 @@ def main() -> None:
         print(f"debugger tap on / off: /v1/batch {b1 / b0:.2f}, /v1/track {s1 / s0:.2f}")
 
 
+def wait_healthy(port: int, tries: int = 100) -> None:
+    """Wait until the collector on ``port`` answers ``/healthz`` 200 (up to ``tries`` attempts,
+    0.1 s apart while it refuses connections)."""
+    for _ in range(tries):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
 def run_collector(url: str, debugger: str, batches: list[bytes], singles: list[bytes], args: argparse.Namespace) -> tuple[float, int, float, int]:
     """(batch req/s, batch non-200, track req/s, track non-200) of one collector process with
     ``LIVEPROFILE_DEBUGGER=debugger`` on the shared redis-server ``url``."""
@@ -187,12 +198,7 @@ def run_collector(url: str, debugger: str, batches: list[bytes], singles: list[b
            "LIVEPROFILE_DEBUGGER": debugger}  # fmt: skip
     coll = subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(port)], env=env, cwd=ROOT)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(port)
         b_rps, b_bad = drive(port, _requests("/v1/batch", batches, True), args.seconds, args.connections, args.processes)
         s_rps, s_bad = drive(port, _requests("/v1/track", singles, False), args.seconds, args.connections, args.processes)
     finally:
@@ -315,12 +321,7 @@ def measure_cpu(trees: dict[str, Path], reqs: list[tuple[int, bytes]], rate: flo
             env.pop("PYTHONPATH", None)
             colls[name] = subprocess.Popen([sys.executable, "-m", "liveprofile.cli", "collector", "--port", str(ports[name])], env=env, cwd=tree)
         for port in ports.values():
-            for _ in range(100):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_healthy(port)
         port_list = list(ports.values())
         _, nxt = asyncio.run(offer_batches(port_list, reqs, rate, 1.5))
 
