@@ -185,8 +185,10 @@ class Unsuppress:
 @mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class ProfileUpdate:
-    """One profile write: ``seq`` guard, string fields, newest receipt time, trigger event;
-    ``event_ms``: the event time that caused it (the batch's newest event, or the window exit a
+    """One profile write: ``seq`` guard, string fields, trigger event; ``last_received_ms``: the
+    collector's receipt time of the newest event the write carries (what freshness is measured
+    from), ``0`` when no received event caused it (a timer: session close, cart abandonment, a
+    window exit; a redeploy); ``event_ms``: the event time that caused it (the batch's newest event, or the window exit a
     timer fired for; the change feed's ``event_at``)."""
 
     uid: str
@@ -444,7 +446,9 @@ def _interest(cfg: UserConfig, st: UserState, ev: Event) -> None:
 
 
 def _outputs(cfg: UserConfig, st: UserState, changed: bool, event: dict[str, Any] | None, closed: list[ClosedSession], behaviour: bool,
-             now_ms: int | None = None, event_ms: int | None = None) -> list[Output]:  # fmt: skip
+             now_ms: int | None = None, event_ms: int | None = None, received: bool = True) -> list[Output]:  # fmt: skip
+    """The outputs of one fold; ``received``: whether received events caused it (else the profile
+    write's ``last_received_ms`` is 0: timers and redeploys are not freshness samples)."""
     out: list[Output] = []
     p = st.profile
     if changed or event is not None:
@@ -452,7 +456,8 @@ def _outputs(cfg: UserConfig, st: UserState, changed: bool, event: dict[str, Any
         if new != st.rfm:
             out.append(RfmDelta(st.rfm, new))
             st.rfm = new
-        out.append(ProfileUpdate(p.uid, p.seq, render(st, cfg.definitions, now_ms), p.last_received, new, event, event_ms=event_ms))
+        out.append(ProfileUpdate(p.uid, p.seq, render(st, cfg.definitions, now_ms), p.last_received if received else 0, new, event,
+                                 event_ms=event_ms))  # fmt: skip
     # score when due, and when a session of 8+ events closes (its complete features);
     # a short session closing only trains the propensity model
     b = st.behaviour
@@ -788,7 +793,7 @@ def on_timer(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output
         return []
     at = exit_ms if exit_ms is not None else (clock if trigger is not None else None)
     changed = trigger is not None or exit_ms is not None
-    return _outputs(cfg, st, changed, trigger, closed, False, exit_ms, at)
+    return _outputs(cfg, st, changed, trigger, closed, False, exit_ms, at, received=False)
 
 
 def redeployed(cfg: UserConfig, st: UserState | Merged | None) -> bool:
@@ -815,10 +820,10 @@ def redeploy(cfg: UserConfig, st: UserState | Merged, clock: int) -> list[Output
         st.audiences = ()
         p = st.profile
         fields = {**render(st), "computed": "{}", "audiences": "[]", "audience_rules": "[]"}
-        return [ProfileUpdate(p.uid, p.seq, fields, p.last_received, _rfm_of(p), None, event_ms=clock)]
+        return [ProfileUpdate(p.uid, p.seq, fields, 0, _rfm_of(p), None, event_ms=clock)]
     if st.computed is not None:
         st.computed.prune(defs)
-    return _outputs(cfg, st, True, None, [], False, clock, clock)
+    return _outputs(cfg, st, True, None, [], False, clock, clock, received=False)
 
 
 def next_deadline(cfg: UserConfig, st: UserState | Merged) -> int | None:

@@ -35,9 +35,11 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
                 latest[uid] = out
             elif out.seq >= prev.seq:
                 if type(out) is ProfileUpdate and type(prev) is ProfileUpdate:
-                    # coalesce: the newest values, and an earlier update's trigger event if the newest has none
+                    # coalesce: the newest values, an earlier update's trigger event if the newest has none,
+                    # and the newest receipt either carries (a timer's write carries none: 0)
                     out = dataclasses.replace(out, fields={**prev.fields, **out.fields}, event=out.event or prev.event,
-                                              event_ms=out.event_ms if out.event_ms is not None else prev.event_ms)  # fmt: skip
+                                              event_ms=out.event_ms if out.event_ms is not None else prev.event_ms,
+                                              last_received_ms=max(out.last_received_ms, prev.last_received_ms))  # fmt: skip
                 latest[uid] = out
         w = self._w
         keys = w.keys
@@ -69,7 +71,7 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
         for out, ok in zip(latest.values(), results, strict=True):  # type: ignore[call-overload]
             if ok == ProfileResult.WRITTEN:
                 written += 1
-                if type(out) is ProfileUpdate:
+                if type(out) is ProfileUpdate and out.last_received_ms:  # timers' writes are not receipts
                     metrics.FRESHNESS.observe(max(0.0, done - out.last_received_ms / 1000))
             elif ok == ProfileResult.STALE:
                 stale += 1

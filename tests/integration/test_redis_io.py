@@ -211,3 +211,26 @@ def test_async_client_packs_with_hiredis_the_bytes_redis_py_packs(redis_url: str
 
     _, n = asyncio.run(run())
     assert n == 1 and r.xrange("hiredis-packed")[0][1] == {b"e": big, b"n": b"3"}
+
+
+def _freshness_count() -> float:
+    from dataflows import metrics
+
+    return next(s.value for m in metrics.FRESHNESS.collect() for s in m.samples if s.name.endswith("_count"))
+
+
+def test_freshness_samples_only_writes_that_carry_a_receipt(redis_url: str, r: redis.Redis) -> None:
+    """A timer's write (session close, abandonment, window exit: ``last_received_ms`` 0) is not a
+    freshness sample: measured from the user's last receipt it would record minutes of
+    "staleness" for a profile that was fresh, and fire the freshness alert on quiet users."""
+    import time
+
+    part = RedisProfileSink(redis_url, K).build("s", 0, 1)
+    now_ms = int(time.time() * 1000)
+    before = _freshness_count()
+    part.write_batch([("u1", fields(1))])  # a timer's write: written, not sampled
+    assert r.hget(K.profile("u1"), "seq") == b"1" and _freshness_count() == before
+    received = ProfileUpdate("u1", 2, {"user_id": "u1", "event_count": "2", "email": ""}, now_ms, None)
+    timer = ProfileUpdate("u1", 2, {"user_id": "u1", "event_count": "2", "email": "", "cart_abandoned": "1"}, 0, None)
+    part.write_batch([("u1", received), ("u1", timer)])  # coalesced: the receipt the batch carries is kept
+    assert r.hget(K.profile("u1"), "cart_abandoned") == b"1" and _freshness_count() == before + 1

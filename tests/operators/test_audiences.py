@@ -132,6 +132,7 @@ def test_a_window_exits_by_stream_time_alone_one_timer_per_bucket_exit() -> None
     assert next_deadline(CFG, s) == exit_ms
     (u,) = updates(on_timer(CFG, s, exit_ms + 5 * HOUR_MS))  # the clock passed it: rendered at the exit itself
     assert u.event_ms == exit_ms and u.fields["audiences"] == "[]"
+    assert u.last_received_ms == 0  # a window exit is no receipt: not a freshness sample
     assert orjson.loads(u.fields["computed"])["shoe_views_7d"] == 0
     assert s.audiences == () and next_deadline(CFG, s) is None  # nothing left in any window: no timer
     assert on_timer(CFG, s, exit_ms + 30 * DAY_MS) == []

@@ -200,6 +200,7 @@ def test_on_timer_closes_idle_session_and_abandons_the_cart_once() -> None:
     assert u.event is not None and u.event["name"] == "Cart Abandoned"
     assert u.event["properties"]["cart_value"] == "5.00"
     assert u.fields["cart_abandoned"] == "1" and u.seq == 1  # timers do not advance seq
+    assert u.last_received_ms == 0  # no receipt caused it: not a freshness sample
     assert next_deadline(CFG, st_) is None
     assert on_timer(CFG, st_, add.ts + 10 * abandon) == []  # once
 
