@@ -99,6 +99,7 @@ DONE_WHEN = [
     ("parse + validate, good entries (µs/event, new parse)", "parse.py", r"^\s+new \(parse_event\)\s+(best\s+[\d.]+ µs/event.*)$"),
     ("parse new/old (good entries)", "parse.py", r"^\s+(ratio new/old: .*)$"),
     ("parse new == old on every entry", "parse.py", r"^new == old on every entry: (.*)$"),
+    ("parse + validate, SDK-shaped entries (with sentAt)", "parse.py", r"^\s+new \(parse_event, SDK-shaped\)\s+(best\s+[\d.]+ µs/event.*)$"),
     ("state heap (B/user)", "memory.py", r"^state objects \(heap\)\s+(\d+) B/user"),
     ("state pickled (B/user)", "memory.py", r"^snapshot \(pickled\)\s+(\d+) B/user"),
     ("dataflow RSS slope (B/identity)", "memory.py", r"^dataflow peak RSS.*:\s+(\d+) B/id"),

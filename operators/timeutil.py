@@ -13,10 +13,9 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from time import gmtime as _gmtime
 
-__all__ = ["TimestampError", "parse_ts", "iso", "ms_from_datetime", "parse_duration_s"]
+__all__ = ["TimestampError", "parse_ts", "read_ts_str", "iso", "iso_as_given", "ms_from_datetime", "parse_duration_s"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 # Years 1..9999 are all that datetime can represent; anything outside is nonsense.
 _MIN_MS = -62135596800000
 _MAX_MS = 253402300799999
@@ -34,7 +33,8 @@ def ms_from_datetime(dt: datetime) -> int:
     """
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _MS
+    d = dt - _EPOCH  # seconds and microseconds are normalized >= 0, so this is the floor of the ms
+    return d.days * 86_400_000 + d.seconds * 1000 + d.microseconds // 1000
 
 
 def parse_ts(value: object) -> int:
@@ -69,9 +69,9 @@ def parse_ts(value: object) -> int:
     return ms
 
 
-@lru_cache(maxsize=8192)
-def _parse_ts_str(value: str) -> int:
-    """The string case of :func:`parse_ts`, cached: batches repeat ``receivedAt``/``sentAt``."""
+def read_ts_str(value: str) -> int:
+    """The string case of :func:`parse_ts`, not cached (for values that rarely repeat, such as
+    an event's own ``timestamp``; :func:`parse_ts` caches: batches repeat ``receivedAt``/``sentAt``)."""
     s = value.strip()
     if not s or len(s) > 64:
         msg = f"not an ISO 8601 timestamp: {value[:64]!r}"
@@ -105,6 +105,26 @@ def iso(ms: int) -> str:
     except (OverflowError, ValueError, OSError):
         dt = _EPOCH + timedelta(milliseconds=ms)
         return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+_parse_ts_str = lru_cache(maxsize=8192)(read_ts_str)
+
+
+def iso_as_given(value: object, ms: int) -> str:
+    """``iso(ms)`` for the ``ms`` that ``value`` was read as, reusing ``value`` when it is
+    already in that exact shape (``YYYY-MM-DDTHH:MM:SS.fffZ``, what analytics.js and the
+    server SDKs send): formatting a fresh timestamp costs about a microsecond, the check a
+    few comparisons. The caller guarantees ``ms == parse_ts(value)``.
+
+    >>> iso_as_given("2024-05-01T12:00:00.123Z", 1714564800123)
+    '2024-05-01T12:00:00.123Z'
+    >>> iso_as_given("2024-05-01T14:00:00.123+02:00", 1714564800123)
+    '2024-05-01T12:00:00.123Z'
+    """
+    if type(value) is str and len(value) == 24 and value[23] == "Z" and value[19] == "." and value[10] == "T" \
+            and value[4] == "-" and value[7] == "-" and value[13] == ":" and value[16] == ":":  # fmt: skip
+        return value
+    return iso(ms)
 
 
 def parse_duration_s(value: str) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from operators.timeutil import TimestampError, iso, ms_from_datetime, parse_duration_s, parse_ts
@@ -113,3 +113,26 @@ def test_parse_duration_rejects_junk() -> None:
     for bad in ("", "h", "1x", "ten minutes"):
         with pytest.raises(ValueError):
             parse_duration_s(bad)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.one_of(
+    st.integers(min_value=-62135596800000, max_value=253402300799999).map(iso),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[T t][0-9]{2}:[0-9]{2}:[0-9]{2}[.,][0-9]{3}[Zz]\Z"),
+    st.text(alphabet="0123456789-T:.Z+ z٣²", min_size=22, max_size=26),
+    st.integers(min_value=0, max_value=2**41),
+))  # fmt: skip
+@example("2024-05-01 12:00:00.123Z").via("space separator")
+@example("2024-05-01T12:00:00,123Z").via("comma fraction")
+@example("2024-05-01T12:00:00.123z").via("lowercase z")
+@example("2024-05-01T12:00:00.123+00:00").via("offset")
+def test_iso_as_given_is_iso_of_what_the_value_was_read_as(value: object) -> None:
+    """The reuse of a given timestamp string never changes the result: it is ``iso`` of the
+    value's reading, for every value :func:`parse_ts` accepts."""
+    from operators.timeutil import iso_as_given
+
+    try:
+        ms = parse_ts(value)
+    except TimestampError:
+        return
+    assert iso_as_given(value, ms) == iso(ms)
