@@ -545,8 +545,29 @@ class _Trait:
     fluid: bool = False
 
     def __getstate__(self) -> tuple[Any, ...]:
-        """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9)."""
-        return pack(self)
+        """The pickled state: what :func:`operators.snapshot.pack` gives (snapshot version 9),
+        spelled out for these six fields (every snapshot pickles every slot of every user it
+        holds; tests/operators/test_computed.py checks it equals ``pack``)."""
+        mask = 1  # ``digest`` has no default: always there
+        out: list[Any] = [0, self.digest]
+        if self.agg is not None:
+            mask |= 2
+            out.append(self.agg)
+        if self.buckets is not None:
+            mask |= 4
+            out.append(self.buckets)
+        boundary = self.boundary
+        if type(boundary) is not int or boundary != 0:
+            mask |= 8
+            out.append(boundary)
+        if self.seeded is not None:
+            mask |= 16
+            out.append(self.seeded)
+        if self.fluid is not False:
+            mask |= 32
+            out.append(self.fluid)
+        out[0] = mask
+        return tuple(out)
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (snapshot version 6 had no ``boundary``
@@ -603,6 +624,9 @@ class ComputedState:
     #: transient: every bucket's exit, sorted, under these definitions (``None``: not known; any
     #: change to a slot forgets it) — the timers' slow path once no bucket is left to drop
     exits: tuple[Definitions, list[int]] | None = field(default=None, repr=False, compare=False)
+    #: transient: the definitions :meth:`prune` last ran under, while every slot is still one of
+    #: theirs (slots are only made under the definitions passed in: other ones forget it)
+    pruned: Definitions | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> list[Any]:
         return [self.traits, self.max_ts]  # the layout of snapshot versions 6 and 7: the memos are not state
@@ -621,6 +645,7 @@ class ComputedState:
         self.touched = None
         self.dirty = None
         self.exits = None
+        self.pruned = None
 
     def _forget_values(self, name: str | None = None) -> None:
         """A slot changed (``None``: any may have, or slots were added or replaced): its remembered
@@ -667,6 +692,8 @@ class ComputedState:
         received earlier than the boundary is live too and lowers it, until a seed is applied."""
         if self.touched is defs:
             return  # every slot is there (anything that drops or replaces one forgets ``touched``)
+        if self.pruned is not defs:
+            self.pruned = None  # slots of other definitions may come in
         for t in defs.computed_traits:
             s = self.traits.get(t.name)
             if s is None or s.digest != t.digest:
@@ -701,6 +728,8 @@ class ComputedState:
         newest: int | None = None
         if self.exp_defs is not defs:
             self.expire_at = None  # computed under other definitions: recomputed below
+        if self.pruned is not defs:
+            self.pruned = None  # slots of other definitions may come in
         for name, digest in seed.traits:
             t = defs._by_name.get(name)
             if t is None or t.digest != digest:
@@ -911,6 +940,8 @@ class ComputedState:
         """Fold ``other`` (a user merged into this one) in: exact for every kind within buckets
         (``most_frequent`` over the distinct cap excepted). ``other`` is not modified."""
         self._forget_values()
+        if self.pruned is not defs:
+            self.pruned = None  # slots of other definitions may come in
         self.max_ts = max(self.max_ts, other.max_ts)
         for t in defs.computed_traits:
             o = other.traits.get(t.name)
@@ -939,6 +970,8 @@ class ComputedState:
 
     def prune(self, defs: Definitions) -> None:
         """Drop the state of traits no longer defined (or changed: their digest differs)."""
+        if self.pruned is defs:
+            return  # pruned under these already, and every slot since was made under them
         live = {t.name: t.digest for t in defs.computed_traits}
         for name in [n for n, s in self.traits.items() if live.get(n) != s.digest]:
             del self.traits[name]
@@ -946,6 +979,7 @@ class ComputedState:
             self.expire_at = None  # its buckets went: the soonest exit is not known any more
             if self.touched is not defs:
                 self.touched = None
+        self.pruned = defs
 
 
 #: most events in one seed (one buffer entry)
