@@ -924,27 +924,33 @@ class ComputedState:
         if self.expire_at is not None and self.max_ts < self.expire_at:
             return  # no bucket has reached its exit yet
         soonest: int | None = None
+        max_ts = self.max_ts
+        slots = self.traits
         for t in defs.computed_traits:
-            if t.window_ms is None:
-                continue
-            s = self.traits.get(t.name)
-            if s is None or s.buckets is None or s.digest != t.digest:
-                continue
-            if not s.buckets:
-                continue
-            r = resolution_ms(t.window_ms)
             w = t.window_ms
+            if w is None:
+                continue
+            s = slots.get(t.name)
+            if s is None:
+                continue
+            buckets = s.buckets
+            if not buckets or s.digest != t.digest:
+                continue
+            r = HOUR_MS if w <= 48 * HOUR_MS else DAY_MS  # resolution_ms
             # a bucket's exit grows with its index: the soonest is the smallest index still inside
-            cut = (self.max_ts - w) // r  # exit (b + 1) * r + w <= max_ts  <=>  b < cut
-            dead = [b for b in s.buckets if b < cut]
-            if dead:
+            cut = (max_ts - w) // r  # exit (b + 1) * r + w <= max_ts  <=>  b < cut
+            lo = min(buckets)
+            if lo < cut:  # some have left: drop them
+                dead = [b for b in buckets if b < cut]
                 self._changed(t.name)
                 for b in dead:
-                    del s.buckets[b]
-            if s.buckets:
-                e = (min(s.buckets) + 1) * r + w
-                if soonest is None or e < soonest:
-                    soonest = e
+                    del buckets[b]
+                if not buckets:
+                    continue
+                lo = min(buckets)
+            e = (lo + 1) * r + w
+            if soonest is None or e < soonest:
+                soonest = e
         self.expire_at = soonest if soonest is not None else 2**62
         self.exp_defs = defs
 
