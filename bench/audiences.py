@@ -12,6 +12,11 @@
   and without the definitions; pickled bytes per user (what a snapshot stores) and the
   difference per user per trait.
 
+``--baseline DIR``: also run both variants with another source tree's flow (a worktree of main,
+set up with its own ``.venv``: ``git worktree add --detach ../base main && ./dev.sh setup``),
+alternated with this tree's in every round; prints that tree's ratio too and this / baseline per
+variant (the same stream, the same machine drift).
+
 ``--profile FILE``: instead, run the flow once with the definitions (``--without``: without) *in this process* under
 cProfile (``bytewax.testing.run_main``, the same flow and stream), write the stats to ``FILE`` and
 print the top entries (by own time and cumulative) — where the time of the 'with' runs goes.
@@ -66,9 +71,10 @@ def file_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_dataflow(url: str, shards: int, definitions: Path | None, pure: bool = False) -> float:
+def run_dataflow(url: str, shards: int, definitions: Path | None, pure: bool = False, tree: Path | None = None) -> float:
     """Wall seconds of one run over the buffer until it is drained (startup included);
-    ``pure``: with the pure-Python operators (``LIVEPROFILE_PURE=1``), else as installed."""
+    ``pure``: with the pure-Python operators (``LIVEPROFILE_PURE=1``), else as installed;
+    ``tree``: another source tree's flow, run with its own ``.venv`` (``None``: this one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEPROFILE_")}
     env.update({"LIVEPROFILE_REDIS_URL": url, "LIVEPROFILE_SHARDS": str(shards), "LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z"})
     if pure:
@@ -76,7 +82,8 @@ def run_dataflow(url: str, shards: int, definitions: Path | None, pure: bool = F
     if definitions is not None:
         env["LIVEPROFILE_DEFINITIONS"] = str(definitions)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.profiles:get_flow(stop_at_end=True)"], check=True, env=env, cwd=ROOT)
+    py = sys.executable if tree is None else str(tree / ".venv" / "bin" / "python")
+    subprocess.run([py, "-m", "bytewax.run", "dataflows.profiles:get_flow(stop_at_end=True)"], check=True, env=env, cwd=tree or ROOT)
     return time.perf_counter() - t0
 
 
@@ -145,6 +152,8 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--profile", metavar="FILE", default="", help="cProfile one 'with' run in-process instead; stats to FILE")
     ap.add_argument("--without", action="store_true", help="with --profile: profile the 'without' variant")
+    ap.add_argument("--baseline", metavar="DIR", type=Path, default=None,
+                    help="also run both variants with this source tree (its own .venv), alternated with this tree's")
     ap.add_argument("--pure-too", action="store_true",
                     help="also run both variants with the pure-Python operators (LIVEPROFILE_PURE=1), alternated with the installed (compiled) ones")
     args = ap.parse_args()
@@ -154,8 +163,11 @@ def main() -> None:
     gen = generate(GenConfig(users=args.users, seed=1, end_ms=int(time.time() * 1000) - 60_000, days=args.days, duplicate_rate=0.02))
     text = file_text()
     load_definitions(text)
-    modes = [False, True] if args.pure_too else [False]
-    names = [f"{v}{' pure' if pure else ''}" for pure in modes for v in ("without", "with")]
+    modes = [""] + ([" pure"] if args.pure_too else []) + ([" base"] if args.baseline is not None else [])
+    names = [f"{v}{sfx}" for sfx in modes for v in ("without", "with")]
+    base = args.baseline.resolve() if args.baseline is not None else None
+    if base is not None:
+        print(f"baseline tree: {base}", flush=True)
     runs: dict[str, list[float]] = {k: [] for k in names}
     startup: dict[str, float] = {}
     loads: list[str] = []
@@ -173,7 +185,8 @@ def main() -> None:
         empty = RedisServer(Path(d) / "empty").start()
         try:
             for name in names:
-                startup[name] = run_dataflow(empty.url, args.shards, path if name.startswith("with ") or name == "with" else None, name.endswith(" pure"))
+                startup[name] = run_dataflow(empty.url, args.shards, path if name.split()[0] == "with" else None, name.endswith(" pure"),
+                                             base if name.endswith(" base") else None)  # fmt: skip
         finally:
             empty.stop()
         n = 0
@@ -184,7 +197,7 @@ def main() -> None:
                 srv = RedisServer(Path(d) / f"r{rnd}-{name.replace(' ', '-')}").start()
                 try:
                     n = load_buffer(srv.url, gen.events, args.shards)
-                    dt = run_dataflow(srv.url, args.shards, defs, name.endswith(" pure"))
+                    dt = run_dataflow(srv.url, args.shards, defs, name.endswith(" pure"), base if name.endswith(" base") else None)
                     if defs is not None:
                         check_loaded(srv.url, defs)
                 finally:
@@ -197,7 +210,8 @@ def main() -> None:
     rate = {k: n / v for k, v in med.items()}
     steady = {k: n / max(v - startup[k], 1e-3) for k, v in med.items()}
     print(f"events in buffer                 {n}")
-    for sfx, label in ([("", "installed"), (" pure", "pure")] if args.pure_too else [("", "")]):
+    labels = {"": "installed" if len(modes) > 1 else "", " pure": "pure", " base": "baseline"}
+    for sfx, label in [(m, labels[m]) for m in modes]:
         tag = f" ({label})" if label else ""
         w, wo = "with" + sfx, "without" + sfx
         print(f"without definitions{tag:14s}{rate[wo]:10.0f} ev/s  ({steady[wo]:.0f} ev/s without startup {startup[wo]:.1f}s)")
@@ -206,6 +220,9 @@ def main() -> None:
     if args.pure_too:
         for v in ("without", "with"):
             print(f"installed / pure, {v:15s}{rate[v] / rate[v + ' pure']:10.2f}   ({steady[v] / steady[v + ' pure']:.2f} without startup)")
+    if base is not None:
+        for v in ("without", "with"):
+            print(f"this / baseline, {v:16s}{rate[v] / rate[v + ' base']:10.2f}   ({steady[v] / steady[v + ' base']:.2f} without startup)")
     print(f"load (1, 5, 15 min) per run      {'; '.join(loads)}")
     without, with_, users = state_sizes(gen.events, text)
     print(f"state (pickled UserState)        {without:10.0f} B/user without, {with_:.0f} B/user with ({users} users)")

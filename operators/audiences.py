@@ -84,7 +84,33 @@ def evaluate(defs: Definitions, fields: Mapping[str, str], computed_values: Mapp
     fn = defs.compiled.get("audiences.evaluate")
     if fn is None:
         fn = defs.compiled["audiences.evaluate"] = _evaluator(defs)
-    return fn(fields, computed_values, {} if memo is None else memo, rules)  # type: ignore[no-any-return]
+    if memo is None:
+        return fn(fields, computed_values, {}, rules)  # type: ignore[no-any-return]
+    # the whole evaluation again: the same values dict (ComputedState.values returns the very dict
+    # while no value changed, and never modifies one it returned) and the same profile fields read
+    read = tuple([fields.get(n) for n in defs.profile_fields])
+    last = memo.get(_LAST)
+    if last is not None and last[0] is fn and last[1][0] is computed_values and last[1][1] == read:
+        out, late = last[2]
+        if rules is not None:
+            if late is None:  # remembered from a call without rules: the late audiences' are not known
+                return _again(fn, fields, computed_values, memo, rules, read)
+            rules.extend(late)
+        return out  # type: ignore[no-any-return]
+    return _again(fn, fields, computed_values, memo, rules, read)
+
+
+#: the ``memo`` key of the last whole evaluation (no audience is named so: names are identifiers)
+_LAST = " last"
+
+
+def _again(fn: Any, fields: Mapping[str, str], computed_values: Mapping[str, Any], memo: dict[str, tuple[Any, Any, Any]],
+           rules: list[Any] | None, read: tuple[str | None, ...]) -> tuple[str, ...]:  # fmt: skip
+    """Evaluate (per audience, :func:`_evaluator`'s memo) and remember the whole call in ``memo``."""
+    n = len(rules) if rules is not None else 0
+    out: tuple[str, ...] = fn(fields, computed_values, memo, rules)
+    memo[_LAST] = (fn, (computed_values, read), (out, rules[n:] if rules is not None else None))
+    return out
 
 
 def _evaluator(defs: Definitions) -> Any:

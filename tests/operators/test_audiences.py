@@ -11,7 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.audiences import evaluate, evaluate_reference, profile_env
+from operators.audiences import _LAST, evaluate, evaluate_reference, profile_env
 from operators.computed import ComputedState
 from operators.definitions import DAY_MS, HOUR_MS, SPEC_EXAMPLE, load_definitions
 from operators.events import Event, Limits, parse_event
@@ -285,7 +285,29 @@ def test_generated_evaluation_equals_the_reference(seq: list[tuple[Any, Any, Any
         rules_b: list | None = [] if with_rules else None
         assert evaluate(defs, fields, values, memo_a, rules_a) == evaluate_reference(defs, fields, values, memo_b, rules_b)
         assert rules_a == rules_b
-        assert memo_a.keys() == memo_b.keys()
-        for k in memo_a:
+        assert memo_a.keys() - {_LAST} == memo_b.keys()  # (evaluate also remembers the whole call)
+        for k in memo_b:
             assert memo_a[k][0] is memo_b[k][0] and memo_a[k][1] == memo_b[k][1] and memo_a[k][2] == memo_b[k][2]
             assert [type(x) for x in memo_a[k][1]] == [type(x) for x in memo_b[k][1]]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(_vals, _vals, st.sampled_from(["", "40.00", "120.00"]), st.sampled_from(['{}', '{"plan": "pro"}']),
+                          st.booleans(), st.booleans()), min_size=1, max_size=12))  # fmt: skip
+def test_a_whole_evaluation_again_on_the_same_values_dict(seq: list[tuple[Any, Any, str, str, bool, bool]]) -> None:
+    """evaluate() remembers its last call: the very same values dict (as ComputedState.values
+    returns it while no value changed) with the same profile fields read gives the last result
+    and late rules again; anything else evaluates. Checked against a fresh reference evaluation,
+    the dict reused whenever its values are unchanged, calls with and without ``rules`` mixed."""
+    defs = load_definitions(_GEN_DEFS)
+    memo: dict = {}
+    values: dict | None = None
+    for views, orders, cart, traits, with_rules, reuse in seq:
+        new = {"views": views, "orders": orders, "top": "shoes"}
+        if values is None or not reuse or orjson.dumps(values) != orjson.dumps(new):
+            values = new
+        fields = {"cart_value": cart, "traits": traits, "email": "x@example.com"}
+        rules: list | None = [] if with_rules else None
+        ref_rules: list | None = [] if with_rules else None
+        assert evaluate(defs, fields, values, memo, rules) == evaluate_reference(defs, fields, dict(values), None, ref_rules)
+        assert rules == ref_rules

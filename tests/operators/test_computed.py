@@ -300,3 +300,22 @@ def _exits(events: list[Event]) -> list[int]:
             r = HOUR_MS if t.window_ms <= 48 * HOUR_MS else DAY_MS
             out += [(e.ts // r + 1) * r + t.window_ms for e in events if _counts_for(t, e)]
     return out
+
+
+def test_slot_pickled_state_is_packs() -> None:
+    """``_Trait.__getstate__`` (spelled out for speed) is exactly :func:`operators.snapshot.pack`
+    for every combination of defaulted and set fields, so the snapshot bytes are the same."""
+    from itertools import product
+
+    from operators.computed import _Trait
+    from operators.snapshot import pack
+
+    n = 0
+    for agg, buckets, boundary, seeded, fluid in product((None, 0, 3, [1.5, 2]), (None, {}, {5: 1}), (0, 7, -1),
+                                                         (None, {}, {("r", 1): {2: 1}}), (False, True)):  # fmt: skip
+        slot = _Trait("d", agg, buckets, boundary, seeded, fluid)
+        assert slot.__getstate__() == pack(slot), slot
+        back = pickle.loads(pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
+        assert (back.digest, back.agg, back.buckets, back.boundary, back.seeded, back.fluid) == ("d", agg, buckets, boundary, seeded, fluid)
+        n += 1
+    assert n == 4 * 3 * 3 * 3 * 2

@@ -11,7 +11,14 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.computed import ComputedState, _fuse, _fuse_compiled
+from operators.computed import (
+    _COMPILED,
+    ComputedState,
+    _fold_of,
+    _fuse,
+    _fuse_compiled,
+    _NativeFold,
+)
 from operators.definitions import DAY_MS, HOUR_MS
 from operators.events import Event
 from tests.operators.test_computed import BASE, DEFS, streams
@@ -25,19 +32,21 @@ def _fold_both(events: list[Event], history: list[bool], fluid: bool, boundary: 
     keys = {(e.type, e.name if e.type == "track" else None) for e in events}
     ref = {k: _fuse(DEFS._by_event.get(k, ())) for k in keys}
     gen = {k: _fuse_compiled(DEFS._by_event.get(k, ())) for k in keys}
-    a, b = ComputedState(), ComputedState()
-    for c in (a, b):
+    nat = {k: _NativeFold(DEFS._by_event.get(k, ())) for k in keys}
+    a, b, n = ComputedState(), ComputedState(), ComputedState()
+    for c in (a, b, n):
         c.touch(DEFS, boundary, fluid)
         c.values(DEFS, BASE)  # a remembered render: folds mark what they change dirty
         c.expire_at = 2**62
     for e, hist in zip(events, history, strict=True):
         k = (e.type, e.name if e.type == "track" else None)
-        for c in (a, b):
+        for c in (a, b, n):
             c.max_ts = max(c.max_ts, e.ts)
         got_a = ref[k](a, e, hist)
         got_b = gen[k](b, e, hist)
-        assert got_a == got_b
-        assert _state(a) == _state(b)
+        got_n = nat[k](n, e, hist)
+        assert got_a == got_b == got_n
+        assert _state(a) == _state(b) == _state(n)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
@@ -55,3 +64,11 @@ def test_late_event_for_a_bucket_out_of_the_window_is_skipped_by_both() -> None:
               ts=BASE, received_at=BASE, properties={"v": 3, "cat": "shoes"}, traits={}, context={})  # fmt: skip
     late = replace(e, message_id="m0", ts=BASE - 40 * DAY_MS)
     _fold_both([replace(e, ts=BASE + 60 * DAY_MS), late], [False, False], False, 0)
+
+
+def test_the_flow_folds_with_the_native_loop_when_compiled() -> None:
+    """Compiled, the flow's fold is the compiled loop (generated code runs interpreted); pure, the generated code."""
+    import operators
+
+    assert operators.mode().startswith("compiled") == _COMPILED
+    assert isinstance(_fold_of(DEFS.computed_traits), _NativeFold) == _COMPILED
