@@ -228,7 +228,7 @@ def apply(state: ProductState | None, seen: list[Sighting]) -> tuple[ProductStat
             st.adds += 1
         else:
             st.units += s.units
-        r = rank(s)
+        r: Any = rank(s)  # one tuple object for all its attributes (compiled too: the same pickled bytes)
         for k, v in s.attrs:
             old = st.attrs.get(k)
             if old is None or r >= old[0]:
