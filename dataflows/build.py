@@ -48,7 +48,7 @@ from dataflows.sources.streams import RedisStreamSource, SourceItem
 from liveprofile.buffer.writers import raw_writer
 from liveprofile.settings import DEFINITIONS_NEED_INTELLIGENCE, ConfigError, Settings
 from liveprofile.store.keys import Keys
-from operators.catalogue import sightings
+from operators.catalogue import keyed_sightings
 from operators.events import Event, Rejected
 from operators.timeutil import iso
 from operators.user import (
@@ -112,7 +112,7 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
     valid = op.branch("valid", parsed, lambda x: type(x) is tuple)
     output("dead_letter", valid.falses, sinks.dead_letter)
     if sinks.catalogue is not None:  # products seen in the stream, keyed by product id
-        seen = op.flat_map("catalogue_in", valid.trues, lambda x: [(s.product_id, s) for s in sightings(x[2])] if type(x[2]) is Event else [])
+        seen = op.flat_map_batch("catalogue_in", valid.trues, keyed_sightings)  # one compiled call per batch
         output("catalogue_out", op.map("catalogue_writes", op.stateful_batch("catalogue", seen, CatalogueLogic), lambda kv: kv[1]), sinks.catalogue)
     if sinks.account is not None:
         groups = op.filter_map("groups", valid.trues, lambda x: x[2] if type(x[2]) is Event and x[2].group_id is not None and x[0] != "g" else None)

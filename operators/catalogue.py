@@ -33,10 +33,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from operators.events import Event, norm_category
 from operators.money import format_cents
+from operators.snapshot import set_slots_state, slots_state
 
-__all__ = ["Sighting", "ProductState", "CatalogueOut", "WEIGHTS", "SEEN_IDS", "sightings", "apply", "output"]
+__all__ = ["Sighting", "ProductState", "CatalogueOut", "WEIGHTS", "SEEN_IDS", "sightings", "keyed_sightings", "apply", "output"]
 
 #: popularity weight of one sighting kind
 WEIGHTS = {"view": 1, "add": 2, "purchase": 5}
@@ -47,6 +50,7 @@ SEEN_IDS = 256
 _MAX_ATTR = 2048
 
 
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Sighting:
     """One product line of one event: its id, kind, weight (units for a purchase), time and attributes."""
@@ -80,7 +84,15 @@ class ProductState:
     def category(self) -> str:
         return self.attrs.get("category", ((0, 0), ""))[1]
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickled as a plain slots class pickles (and did before compiling): ``(None, slots)``."""
+        return slots_state(self)
 
+    def __setstate__(self, state: Any) -> None:
+        set_slots_state(self, state)
+
+
+@mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class CatalogueOut:
     """Absolute catalogue write of one product: its attributes, category, popularity, and the
@@ -156,6 +168,28 @@ def sightings(ev: Event) -> list[Sighting]:
     return out
 
 
+def keyed_sightings(items: list[Any]) -> list[tuple[str, Sighting]]:
+    """The sightings of a batch of routed items, keyed by product id, in order: ``items`` are
+    ``(route, key, item)`` triples (the flow's parse output); an item that is no
+    :class:`~operators.events.Event` says nothing about the catalogue. One call per batch (the
+    flow's ``catalogue_in``): :func:`sightings` of each event, without a Python call per item.
+
+    >>> from operators.events import Limits, parse_event
+    >>> ev = parse_event({"type": "track", "event": "Product Added", "userId": "u", "messageId": "m1",
+    ...     "timestamp": "2024-05-01T10:00:00Z", "receivedAt": "2024-05-01T10:00:00Z",
+    ...     "properties": {"product_id": "p1"}}, Limits(timestamp_min_ms=0))
+    >>> [(k, s.kind) for k, s in keyed_sightings([("u", "u", ev), ("g", "g", object())])]
+    [('p1', 'add')]
+    """
+    out: list[tuple[str, Sighting]] = []
+    for x in items:
+        ev = x[2]
+        if type(ev) is Event and ev.products:
+            for s in sightings(ev):
+                out.append((s.product_id, s))
+    return out
+
+
 def rank(s: Sighting) -> tuple[int, int]:
     """How strongly a sighting's attributes hold: server keys over browser keys, then event time.
 
@@ -194,7 +228,7 @@ def apply(state: ProductState | None, seen: list[Sighting]) -> tuple[ProductStat
             st.adds += 1
         else:
             st.units += s.units
-        r = rank(s)
+        r: Any = rank(s)  # one tuple object for all its attributes (compiled too: the same pickled bytes)
         for k, v in s.attrs:
             old = st.attrs.get(k)
             if old is None or r >= old[0]:

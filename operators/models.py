@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
+from typing import Any
 
 from river import anomaly, compose, linear_model, metrics, optim, preprocessing
 
 from operators.behaviour import FEATURE_LIMITS
+from operators.hst import ForestView
 
 __all__ = ["model_fields", "judge", "ModelConfig", "ShardModels", "add_missing_forests"]
 
@@ -90,6 +92,12 @@ class ShardModels:
     scored: int = 0
     sessions: int = 0
     window: int = 250
+    #: group -> the compiled view of its forest (:mod:`operators.hst`) that scores and learns it;
+    #: a cache, not state: never pickled, rebuilt after a restore
+    views: dict[str, ForestView] = field(default_factory=dict, repr=False, compare=False)
+
+    #: the pickled fields, as before the views (the snapshot bytes are unchanged)
+    _STATE = ("hst", "prop", "auc", "scored", "sessions", "window")
 
     @classmethod
     def new(cls, cfg: ModelConfig) -> ShardModels:
@@ -103,12 +111,20 @@ class ShardModels:
         best = 0.0
         warm = self.scored >= 4 * self.window
         do_learn = learn and (not warm or self.scored % 2 == 0)
+        views = self.views
         for g, feats in FEATURE_GROUPS.items():
-            xg = {f: x[f] for f in feats}
             model = self.hst[g]
-            best = max(best, float(model.score_one(xg)))
+            view = views.get(g)
+            if view is None or view.model is not model:
+                if not model.trees:  # River builds the trees on the first learn; scores 0 until a window closed
+                    if do_learn:
+                        model.learn_one({f: x[f] for f in feats})
+                    continue
+                view = views[g] = ForestView(model, feats)
+            xs = [x[f] for f in feats]
+            best = max(best, view.score(xs))  # == float(model.score_one(xg)): River's walk, compiled
             if do_learn:
-                model.learn_one(xg)
+                view.learn(xs)  # == model.learn_one(xg)
         self.scored += 1
         return best
 
@@ -122,6 +138,15 @@ class ShardModels:
             self.prop.learn_one(x, converted)
         self.sessions += 1
         return p
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """What a slots dataclass pickles by default, without the views (the same bytes as before them)."""
+        return (None, {k: getattr(self, k) for k in self._STATE})
+
+    def __setstate__(self, state: Any) -> None:
+        for k, v in state[1].items():
+            object.__setattr__(self, k, v)
+        self.views = {}
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

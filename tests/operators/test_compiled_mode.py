@@ -53,7 +53,7 @@ def test_the_mode_asked_for_is_the_mode_running() -> None:
 
 # the states: every user's UserState after the real step over a generated stream with the
 # definitions of bench/audiences.py (computed traits and audiences included), an Event, the RFM
-# population and a merge graph, as snapshot bytes
+# population, a merge graph and catalogue product states, as snapshot bytes
 _BUILD = r"""
 import sys
 sys.path.insert(0, {root!r})
@@ -92,6 +92,13 @@ def states():
     out["~event with products"] = with_products[0]
     out["~population"] = pop
     out["~merge graph"] = MergeGraph({{"a": "b", "b": "c"}})
+    from operators.catalogue import apply, sightings
+    lines = {{}}
+    for ev in with_products:
+        for s in sightings(ev):
+            lines.setdefault(s.product_id, []).append(s)
+    for pid in sorted(lines)[:5]:
+        out["~product " + pid] = apply(None, lines[pid])[0]
     return out
 """
 
