@@ -31,6 +31,7 @@ from river import anomaly, compose, linear_model, metrics, optim, preprocessing
 
 from operators.behaviour import FEATURE_LIMITS
 from operators.hst import ForestView
+from operators.snapshot import set_slots_state
 
 __all__ = ["model_fields", "judge", "ModelConfig", "ShardModels", "add_missing_forests"]
 
@@ -144,8 +145,7 @@ class ShardModels:
         return (None, {k: getattr(self, k) for k in self._STATE})
 
     def __setstate__(self, state: Any) -> None:
-        for k, v in state[1].items():
-            object.__setattr__(self, k, v)
+        set_slots_state(self, state)
         self.views = {}
 
     def to_bytes(self) -> bytes:
