@@ -139,7 +139,8 @@ def build_flow(settings: Settings, source: Source[SourceItem], sinks: Sinks, clo
     direct = op.map("direct", is_graph.falses, lambda x: (x[1], (x[1], x[2])))
     to_user = op.merge("to_user", rerouted, absorbs, direct)
     recheck = settings.timer_recheck_s
-    outs = op.stateful_batch("user", to_user, lambda resume: UserLogic(ucfg, clock, resume, recheck))
+    idle = settings.state_idle_s
+    outs = op.stateful_batch("user", to_user, lambda resume: UserLogic(ucfg, clock, resume, recheck, idle))
 
     is_profile = op.branch("is_profile", outs, _is(ProfileUpdate, Retire))
     output("profile_out", is_profile.trues, sinks.profile)

@@ -49,6 +49,10 @@ class StreamClock:
         """The wall clock as Bytewax wants it for ``notify_at`` (aware UTC)."""
         return datetime.fromtimestamp(self._wall(), UTC)
 
+    def wall_s(self) -> float:
+        """The wall clock in seconds since the epoch."""
+        return self._wall()
+
     def observe(self, event_ms: int, shard: int | None = None) -> None:
         """Advance to ``event_ms`` if it is newer (and ``shard``'s newest, when given)."""
         if shard is not None and event_ms > self._shard_max.get(shard, -(2**62)):

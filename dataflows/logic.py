@@ -41,6 +41,7 @@ from operators.rfm import Population, RfmEdges
 from operators.routing import shard_of
 from operators.user import (
     BehaviourUpdate,
+    Merged,
     MergeExport,
     ProfileUpdate,
     RfmDelta,
@@ -62,6 +63,8 @@ def model_shard(uid: str, n: int) -> str:
 
 _RETAIN = StatefulBatchLogic.RETAIN
 _DISCARD = StatefulBatchLogic.DISCARD
+_RESIDENT = metrics.USER_STATES.labels("resident")
+_PACKED = metrics.USER_STATES.labels("packed")
 _MAX_TIMER_WAIT = 30.0  # s: re-check event-time deadlines at least this often (the clock may jump)
 
 
@@ -139,25 +142,78 @@ class GraphLogic(StatefulBatchLogic[Absorb, Any, bytes]):
 
 
 class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
-    """Per-user state (see :mod:`operators.user`)."""
+    """Per-user state (see :mod:`operators.user`).
 
-    __slots__ = ("_cfg", "_clock", "_recheck", "state", "_redeploy")
+    **Idle users are packed** (``idle_s``, ``LIVEPROFILE_STATE_IDLE``; ``None``: never): once a user
+    has had no event for ``idle_s`` of wall time and no timer is due, the state is dropped and kept
+    only as its compressed snapshot (:func:`operators.snapshot.compressed`: about a fifth of the live
+    objects' memory), with the next event-time deadline it had. The next event, or that deadline
+    coming due, unpacks it first, so every output is the one the unpacked state gives; a packed
+    user's :meth:`snapshot` is those bytes (no pickling). A resumed key starts packed (Bytewax
+    builds every resumed key at start), unless it needs a re-render under changed definitions.
+    The process's memory grows with the users active within ``idle_s``; ``USER_STATES`` counts
+    both forms.
+    """
 
-    def __init__(self, cfg: UserConfig, clock: StreamClock, resume: bytes | None, recheck_s: float = _MAX_TIMER_WAIT) -> None:
+    __slots__ = ("_cfg", "_clock", "_recheck", "_idle", "state", "_packed", "_due", "_touched", "_redeploy")
+
+    def __init__(self, cfg: UserConfig, clock: StreamClock, resume: bytes | None, recheck_s: float = _MAX_TIMER_WAIT,
+                 idle_s: float | None = None) -> None:  # fmt: skip
         self._cfg = cfg
         self._clock = clock
         self._recheck = recheck_s
-        self.state: UserState | None = snapshot.load(resume) if resume is not None else None
+        self._idle = idle_s
+        #: the packed state (compressed snapshot bytes) while ``state`` is ``None``
+        self._packed: bytes | None = None
+        #: a packed state's next event-time deadline (:func:`operators.user.next_deadline`)
+        self._due: int | None = None
+        #: wall seconds of the last event
+        self._touched = 0.0
+        self.state: UserState | Merged | None = snapshot.load(resume) if resume is not None else None
         # resumed under another definitions file: re-render once, with no event of the user's
         # (Bytewax builds every resumed key at start, so every profile is brought up to date)
         self._redeploy = resume is not None and redeployed(cfg, self.state)
+        if self.state is not None:
+            _RESIDENT.inc()
+            if idle_s is not None and not self._redeploy:
+                assert resume is not None
+                self._pack(resume if snapshot.version_of(resume) == snapshot.VERSION else None)
+
+    def _pack(self, raw: bytes | None = None) -> None:
+        """Keep the state only as its compressed snapshot (``raw``: its snapshot bytes, if known)."""
+        st = self.state
+        assert st is not None
+        self._due = next_deadline(self._cfg, st)
+        self._packed = snapshot.compressed(raw if raw is not None else snapshot.dump(st))
+        self.state = None
+        _RESIDENT.dec()
+        _PACKED.inc()
+
+    def _unpack(self) -> UserState | Merged:
+        assert self._packed is not None
+        st: UserState | Merged = snapshot.load(self._packed)
+        self.state, self._packed, self._due = st, None, None
+        _PACKED.dec()
+        _RESIDENT.inc()
+        return st
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         uid = values[0][0]
+        had = self.state is not None
+        if not had and self._packed is not None:
+            self._unpack()
+            had = True
+        if self._idle is not None:
+            self._touched = self._clock.wall_s()
         # rendered at the user's own newest event time, not the stream clock: a window exit between
         # the two is the timer's (armed at once, it fires with event_ms = the exit), so every
         # transition's event_at is a time at which it holds
         self.state, outs, dups = step(self._cfg, self.state, uid, [v for _, v in values])
+        if self.state is None:
+            if had:
+                _RESIDENT.dec()
+        elif not had:
+            _RESIDENT.inc()
         if self._cfg.definitions is not None and self.state is not None:
             # the window exits the stream clock already passed, in the same output (the sink writes
             # the user once): on a backlog the clock runs ahead of each user's events, and a timer
@@ -175,16 +231,23 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
                     metrics.SESSIONS_CLOSED.labels("1" if c.converted else "0").inc()
         return outs, (_RETAIN if self.state is not None else _DISCARD)
 
+    def _wait(self, deadline_ms: int) -> datetime:
+        clock = self._clock
+        return clock.wall() + timedelta(seconds=timer_wait(clock, deadline_ms, self._recheck))
+
     def notify_at(self) -> datetime | None:
-        if self.state is None:
-            return None
+        st = self.state
+        if st is None:
+            return None if self._due is None else self._wait(self._due)
         if self._redeploy:
             return self._clock.wall()
-        d = next_deadline(self._cfg, self.state)
-        if d is None:
-            return None
-        clock = self._clock
-        return clock.wall() + timedelta(seconds=timer_wait(clock, d, self._recheck))
+        d = next_deadline(self._cfg, st)
+        at = None if d is None else self._wait(d)
+        if self._idle is not None:
+            pack_at = datetime.fromtimestamp(self._touched + self._idle, UTC)
+            if at is None or pack_at < at:
+                return pack_at
+        return at
 
     def _redeployed(self, clock: int) -> list[Any]:
         if not self._redeploy:
@@ -194,24 +257,43 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
         return redeploy(self._cfg, self.state, clock)
 
     def on_notify(self) -> tuple[list[Any], bool]:
-        if self.state is None:
-            return [], _DISCARD
         now = self._clock.now()
-        outs = self._redeployed(now) + on_timer(self._cfg, self.state, now)
+        st = self.state
+        if st is None:
+            if self._packed is None:
+                return [], _DISCARD
+            if self._due is None or now < self._due:
+                return [], _RETAIN  # a re-check before the deadline: stays packed
+            st = self._unpack()
+        elif self._idle is not None and not self._redeploy and self._clock.wall_s() >= self._touched + self._idle:
+            d = next_deadline(self._cfg, st)
+            if d is None or now < d:  # idle, and no timer is due
+                self._pack()
+                return [], _RETAIN
+        outs = self._redeployed(now) + on_timer(self._cfg, st, now)
         for o in outs:
             if type(o) is ProfileUpdate and o.event is not None:
                 metrics.CARTS_ABANDONED.inc()
+        if self._idle is not None and self._clock.wall_s() >= self._touched + self._idle:
+            self._pack()  # a packed (or idle) user's timer fired: packed again
         return outs, _RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
         """End of a finite input: fire what the newest event time already decided
         (not wall-clock extrapolation, so a finite replay ends the same every time)."""
-        if self.state is None:
-            return [], _DISCARD
         newest = self._clock.newest()
+        if self.state is None:
+            if self._packed is None:
+                return [], _DISCARD
+            if self._due is None or newest < self._due:
+                return [], _RETAIN  # nothing is due: stays packed
+            self._unpack()
+        assert self.state is not None
         return self._redeployed(newest) + on_timer(self._cfg, self.state, newest), _RETAIN
 
     def snapshot(self) -> bytes:
+        if self.state is None and self._packed is not None:
+            return self._packed
         return snapshot.dump(self.state)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "MERGES",
     "WRITES_BLOCKED",
     "BLOCKED_RETRIES",
+    "USER_STATES",
 ]
 
 EVENTS_READ = Counter("liveprofile_dataflow_events_read_total", "Buffer entries read", ["shard"])
@@ -80,4 +81,10 @@ WRITES_BLOCKED = Gauge(
 )
 BLOCKED_RETRIES = Counter(
     "liveprofile_dataflow_redis_blocked_retries_total", "Sink writes Redis refused (OOM/READONLY) and that were retried", ["reason"]
+)
+USER_STATES = Gauge(
+    "liveprofile_user_states",
+    "Per-user states this process holds, by form: resident (live objects, the users active within "
+    "LIVEPROFILE_STATE_IDLE) or packed (idle users: their compressed snapshot bytes)",
+    ["form"],
 )

@@ -85,6 +85,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_HTTP_MAX_CONNECTIONS": ("2048", "collector and API: open connections (or running requests) per process above which new requests get 503"),
     "LIVEPROFILE_DEAD_LETTER_MAXLEN": ("100000", "approximate cap on the dead-letter stream (every stage: collector, dataflow, replay, re-drive; each entry holds at most LIVEPROFILE_MAX_EVENT_BYTES of raw event)"),
     "LIVEPROFILE_TIMER_RECHECK": ("30s", "longest wait before a user's pending event-time deadline (session end, cart abandonment, a computed trait's window exit) that the wall clock has already passed is checked again: the stream clock can jump there during replays and across processes (a deadline still ahead of the wall clock is slept until: the stream clock never passes it)"),
+    "LIVEPROFILE_STATE_IDLE": ("1h", "a user idle this long (wall time: no event, no timer due) is packed: the dataflow keeps their state as its compressed snapshot (about 1.2 KB instead of about 6 KB of objects) and unpacks it at their next event or due timer; memory then grows with the users active in this window, not with all users ('off': never pack)"),
     "LIVEPROFILE_BUFFER_RETAIN": ("1h", "with Bytewax recovery on: trim buffer entries durably processed and older than this ('off': never trim; without recovery the buffer is never trimmed)"),
     "LIVEPROFILE_BUFFER": ("redis", "where accepted events are buffered: redis (Redis Streams {prefix}:events:{i}) or kafka (one topic, LIVEPROFILE_SHARDS partitions)"),
     "LIVEPROFILE_KAFKA_BROKERS": ("", "with LIVEPROFILE_BUFFER=kafka: comma-separated bootstrap servers"),
@@ -244,6 +245,8 @@ class Settings:
     kafka_brokers: str
     kafka_topic: str
     timer_recheck_s: float
+    #: wall seconds a user is idle before the dataflow packs their state (``None``: never)
+    state_idle_s: float | None = 3600.0
     dead_letter_maxlen: int = 100_000
     http_max_header_bytes: int = 32768
     http_header_timeout_s: float = 10.0
@@ -338,6 +341,7 @@ class Settings:
             debugger_show_values=_bool(v, "LIVEPROFILE_DEBUGGER_SHOW_VALUES"),
             overlap_io=_bool(v, "LIVEPROFILE_OVERLAP_IO"),
             definitions=definitions,
+            state_idle_s=None if v["LIVEPROFILE_STATE_IDLE"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_STATE_IDLE") / 1000,
             buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),
         )
         if overrides:

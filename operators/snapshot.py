@@ -25,6 +25,11 @@ classes pickle a packed tuple (:func:`pack`: a bitmask of the fields away from t
 only those values, no field names; dedupe times as 32-bit offsets, the merge log compressed), read
 by the same ``__setstate__`` that still reads every older layout.
 
+A snapshot may also be **compressed** (:func:`compressed`): the version field's high bit set and
+the pickle zlib-compressed. The dataflow keeps idle users' states in this form (about three
+quarters of the size); :func:`load` reads both, and code from before the flag refuses a
+compressed snapshot as "newer" (its version reads as ``0x8000 + version``) rather than misreading it.
+
 >>> load(dump({"a": 1})), load(pickle.dumps(["u1"]))
 ({'a': 1}, ['u1'])
 >>> st = load(dump("u1", version=4)); type(st).__name__, st.linked, len(st.seen)  # a v4 identity snapshot
@@ -34,16 +39,19 @@ by the same ``__setstate__`` that still reads every older layout.
 from __future__ import annotations
 
 import pickle
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, fields
 from operator import attrgetter
 from typing import Any
 
-__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults", "restore", "slots_state", "set_slots_state"]
+__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "compressed", "is_compressed", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults", "restore", "slots_state", "set_slots_state"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
 VERSION = 9
+#: the version field's flag of a :func:`compressed` snapshot
+_ZLIB = 0x8000
 
 
 def _from_bare_pickle(obj: Any) -> Any:
@@ -146,10 +154,34 @@ def dump(obj: Any, version: int = VERSION) -> bytes:
 def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
-    >>> version_of(dump(1)), version_of(pickle.dumps(1))
-    (9, 0)
+    >>> version_of(dump(1)), version_of(pickle.dumps(1)), version_of(compressed(dump(1)))
+    (9, 0, 9)
     """
-    return int.from_bytes(raw[3:5], "big") if raw[:3] == MAGIC else 0
+    return int.from_bytes(raw[3:5], "big") & ~_ZLIB if raw[:3] == MAGIC else 0
+
+
+def is_compressed(raw: bytes) -> bool:
+    """Is ``raw`` a :func:`compressed` snapshot?
+
+    >>> is_compressed(dump(1)), is_compressed(compressed(dump(1))), is_compressed(pickle.dumps(1))
+    (False, True, False)
+    """
+    return raw[:3] == MAGIC and bool(raw[3] & 0x80)
+
+
+def compressed(raw: bytes) -> bytes:
+    """The versioned snapshot ``raw`` (from :func:`dump`) with its pickle zlib-compressed (level 1:
+    the fastest; a per-user state's pickle shrinks by about a quarter); already compressed: ``raw``.
+
+    >>> raw = dump({"u": "x" * 300}); z = compressed(raw)
+    >>> len(z) < len(raw), load(z) == load(raw), compressed(z) is z
+    (True, True, True)
+    """
+    if raw[:3] != MAGIC:
+        raise ValueError("only a versioned snapshot (snapshot.dump) can be compressed")
+    if raw[3] & 0x80:
+        return raw
+    return raw[:3] + bytes((raw[3] | 0x80, raw[4])) + zlib.compress(raw[5:], 1)
 
 
 def load(raw: bytes, version: int = VERSION, migrations: Mapping[int, Callable[[Any], Any]] = MIGRATIONS) -> Any:
@@ -157,7 +189,7 @@ def load(raw: bytes, version: int = VERSION, migrations: Mapping[int, Callable[[
     v = version_of(raw)
     if v > version:
         raise ValueError(f"snapshot version {v} is newer than this code's {version}: upgrade the dataflow")
-    obj = pickle.loads(raw[5:] if v else raw)
+    obj = pickle.loads((zlib.decompress(raw[5:]) if raw[3] & 0x80 else raw[5:]) if v else raw)
     while v < version:
         obj = migrations[v](obj)
         v += 1
