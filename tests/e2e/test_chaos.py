@@ -34,6 +34,12 @@ from tests.e2e.chaos import (
 #: LIVEPROFILE_TIMESTAMP_MIN (FAST_WINDOWS) admits old events.
 
 
+#: the killed runs pack users idle for a second of wall time (LIVEPROFILE_STATE_IDLE): users are
+#: packed and unpacked all along the stream, and every resumed key starts packed; the reference
+#: never packs, so the comparison also shows packing changes nothing
+IDLE = "1s"
+
+
 @pytest.fixture(scope="module")
 def events() -> list[dict]:
     # ~63k events: five kills still land mid-stream (each in its own sixth of the input, with a
@@ -64,7 +70,7 @@ def reference(events: list[dict], tmp_path_factory: pytest.TempPathFactory, redi
     r = redis.Redis.from_url(redis_server.url)
     r.flushall()
     load(redis_server.url, events)
-    procs = cluster(base_env(redis_server.url, **FAST_WINDOWS), tmp, 1, init_recovery(tmp / "rec", 1), "ref")
+    procs = cluster(base_env(redis_server.url, **FAST_WINDOWS, LIVEPROFILE_STATE_IDLE="off"), tmp, 1, init_recovery(tmp / "rec", 1), "ref")
     try:
         settled(r)
     finally:
@@ -82,7 +88,7 @@ def test_kill_9_repeatedly_gives_the_uninterrupted_state(
 ) -> None:
     load(redis_url, events)
     rep = chaos_run(
-        base_env(redis_url, **FAST_WINDOWS), tmp_path, init_recovery(tmp_path / "rec", parts), processes, kills,
+        base_env(redis_url, **FAST_WINDOWS, LIVEPROFILE_STATE_IDLE=IDLE), tmp_path, init_recovery(tmp_path / "rec", parts), processes, kills,
         seed=len(processes) * 7 + kills, ends=lambda: entries_added(r), settle=lambda _procs, _start: settled(r),
     )  # fmt: skip
     print("kills (resumed from, read, snapshot, re-read):", [(k.resumed_from, k.read, k.snapshot, k.reread) for k in rep.kills])
