@@ -103,6 +103,8 @@ DONE_WHEN = [
     ("state heap (B/user)", "memory.py", r"^state objects \(heap\)\s+(\d+) B/user"),
     ("state pickled (B/user)", "memory.py", r"^snapshot \(pickled\)\s+(\d+) B/user"),
     ("dataflow RSS slope (B/identity)", "memory.py", r"^dataflow peak RSS.*:\s+(\d+) B/id"),
+    ("idle user's packed state, heap (B/user)", "memory.py", r"^idle user, packed \(heap\)\s+(\d+ B/user.*)$"),
+    ("resumed dataflow RSS slope, packed idle (B/identity)", "memory.py", r"^resumed, packed idle: RSS.*:\s+(\d+ B/id.*)$"),
     ("freshness at 1k ev/s (offered achieved p50 p99 refused backlog drain)", "freshness.py", r"^\s+(1000\s.*)$"),
     ("freshness at 5k ev/s", "freshness.py", r"^\s+(5000\s.*)$"),
     ("freshness at 10k ev/s", "freshness.py", r"^\s+(10000\s.*)$"),
