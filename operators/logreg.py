@@ -264,7 +264,7 @@ class AucView:
     >>> v = auc_view(ours)
     >>> for y, p in ((True, 0.9), (False, 0.2), (True, 0.4), (False, 0.6)):
     ...     ref.update(y, p); v.update(y, p)
-    >>> ref.get() == ours.get()
+    >>> bool(ref.get() == ours.get())
     True
     """
 
