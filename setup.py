@@ -15,11 +15,11 @@ import os
 from setuptools import setup
 
 #: the operators modules mypyc compiles (the per-user step, its state types, the parse and the
-#: computed traits/audiences, the catalogue, the HST score view); left out: models (River's objects: nothing to gain), definitions
+#: computed traits/audiences, the catalogue, the HST and propensity views); left out: models (River's objects: nothing to gain), definitions
 #: (YAML/JSON Schema, read once at start), __init__ (the pure-mode finder must stay Python)
 MYPYC_MODULES = [
     "timeutil", "money", "names", "traits", "events", "dedupe", "interest", "behaviour",
-    "identity", "profile", "rfm", "snapshot", "expr", "computed", "audiences", "user", "catalogue", "hst",
+    "identity", "profile", "rfm", "snapshot", "expr", "computed", "audiences", "user", "catalogue", "hst", "logreg",
 ]
 
 

@@ -355,7 +355,7 @@ class ModelsLogic(StatefulBatchLogic[BehaviourUpdate, ModelOut, bytes]):
         if m.sessions:
             if self._auc is None:
                 self._auc = metrics.PROPENSITY_AUC.labels(model_shard(values[0].uid, self._n))
-            self._auc.set(m.auc.get())
+            self._auc.set(m.auc_value())  # == m.auc.get()
         return out, _RETAIN
 
     def snapshot(self) -> bytes:

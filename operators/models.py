@@ -31,6 +31,7 @@ from river import anomaly, compose, linear_model, metrics, optim, preprocessing
 
 from operators.behaviour import FEATURE_LIMITS
 from operators.hst import ForestView
+from operators.logreg import AucView, PropensityView, auc_view, propensity_view
 from operators.snapshot import set_slots_state
 
 __all__ = ["model_fields", "judge", "ModelConfig", "ShardModels", "add_missing_forests"]
@@ -96,6 +97,14 @@ class ShardModels:
     #: group -> the compiled view of its forest (:mod:`operators.hst`) that scores and learns it;
     #: a cache, not state: never pickled, rebuilt after a restore
     views: dict[str, ForestView] = field(default_factory=dict, repr=False, compare=False)
+    #: the compiled views of ``prop`` and ``auc`` (:mod:`operators.logreg`); caches like ``views``
+    #: (``None``: not built yet, or the model is not of the shape they compute: River's calls then)
+    pview: PropensityView | None = field(default=None, repr=False, compare=False)
+    aview: AucView | None = field(default=None, repr=False, compare=False)
+    #: ``auc_of.get()`` as of ``auc_at`` sessions (a cache: it only changes when a session is learnt)
+    auc_of: Any = field(default=None, repr=False, compare=False)
+    auc_at: int = field(default=-1, repr=False, compare=False)
+    auc_last: float = field(default=0.0, repr=False, compare=False)
 
     #: the pickled fields, as before the views (the snapshot bytes are unchanged)
     _STATE = ("hst", "prop", "auc", "scored", "sessions", "window")
@@ -129,16 +138,46 @@ class ShardModels:
         self.scored += 1
         return best
 
+    def _pview(self) -> PropensityView | None:
+        v = self.pview
+        if v is None or v.pipeline is not self.prop:
+            v = self.pview = propensity_view(self.prop)
+        return v
+
     def propensity(self, x: dict[str, float]) -> float:
-        return float(self.prop.predict_proba_one(x).get(True, 0.0))
+        """P(converts) of session features ``x``: River's ``predict_proba_one``, computed by the
+        compiled view when the pipeline is the usual one (the same float)."""
+        v = self._pview()
+        if v is None:
+            return float(self.prop.predict_proba_one(x).get(True, 0.0))
+        return v.predict(x)
 
     def learn_session(self, x: dict[str, float], converted: bool, learn: bool) -> float:
         p = self.propensity(x)
-        self.auc.update(converted, p)
+        a = self.aview
+        if a is None or a.auc is not self.auc:
+            a = self.aview = auc_view(self.auc)
+        if a is None:
+            self.auc.update(converted, p)
+        else:
+            a.update(converted, p)  # == self.auc.update(converted, p)
         if learn:
-            self.prop.learn_one(x, converted)
+            v = self._pview()
+            if v is None:
+                self.prop.learn_one(x, converted)
+            else:
+                v.learn(x, converted)  # == self.prop.learn_one(x, converted)
         self.sessions += 1
         return p
+
+    def auc_value(self) -> float:
+        """``auc.get()``, computed again only after a session was learnt since the last call:
+        ``get`` reads the matrices (inserting their zero counts on its first read, as River does)
+        and the next call before an update would return the same float and change nothing."""
+        if self.auc_at != self.sessions or self.auc_of is not self.auc:
+            self.auc_last = float(self.auc.get())
+            self.auc_at, self.auc_of = self.sessions, self.auc
+        return self.auc_last
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
         """What a slots dataclass pickles by default, without the views (the same bytes as before them)."""
@@ -147,6 +186,8 @@ class ShardModels:
     def __setstate__(self, state: Any) -> None:
         set_slots_state(self, state)
         self.views = {}
+        self.pview = self.aview = self.auc_of = None
+        self.auc_at, self.auc_last = -1, 0.0
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
