@@ -265,6 +265,52 @@ class Event:
         set_slots_state(self, state)
 
 
+def _new_event(
+    message_id: str, type_: str, name: str, uid: str, user_id: str | None, anonymous_id: str | None,
+    ts: int, received_at: int, properties: dict[str, Any], traits: dict[str, Any], context: dict[str, Any],
+    previous_id: str | None, email: str | None, category: str, products: tuple[Product, ...],
+    value_cents: int, original_timestamp: str | None, order_id: str | None, refund_cents: int | None,
+    consent: tuple[tuple[str, bool], ...], trusted: bool, user_traits: dict[str, Any] | None,
+    group_id: str | None, group_traits: dict[str, Any] | None,
+) -> Event:
+    """``Event(...)`` with every field given, in :class:`Event`'s field order (the fast path's
+    constructor): the same object, built without the dataclass's ``__init__``.
+
+    That ``__init__`` is generated Python code even in the compiled build (it sets the 24 fields
+    one by one through their descriptors); here the instance comes from ``Event.__new__`` (which
+    runs no ``__init__``: what unpickling runs too) and compiled code writes the fields straight
+    into it. Event keeps the generated ``__init__`` (a written one would make mypyc's
+    ``__new__`` call it, and unpickling, which calls ``Event.__new__(Event)``, would fail).
+    ``tests/operators/test_events_fast.py`` holds this to ``Event(...)`` field by field.
+    """
+    ev = Event.__new__(Event)
+    ev.message_id = message_id
+    ev.type = type_
+    ev.name = name
+    ev.uid = uid
+    ev.user_id = user_id
+    ev.anonymous_id = anonymous_id
+    ev.ts = ts
+    ev.received_at = received_at
+    ev.properties = properties
+    ev.traits = traits
+    ev.context = context
+    ev.previous_id = previous_id
+    ev.email = email
+    ev.category = category
+    ev.products = products
+    ev.value_cents = value_cents
+    ev.original_timestamp = original_timestamp
+    ev.order_id = order_id
+    ev.refund_cents = refund_cents
+    ev.consent = consent
+    ev.trusted = trusted
+    ev.user_traits = user_traits
+    ev.group_id = group_id
+    ev.group_traits = group_traits
+    return ev
+
+
 @mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
 @dataclass(frozen=True, slots=True)
 class Rejected:
@@ -1011,7 +1057,7 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
     if not category and products:
         category = products[0].category
 
-    return Event(
+    return _new_event(
         message_id, etype, name,
         user_id if user_id is not None else anon_id,  # type: ignore[arg-type]
         user_id, anon_id, ts, received, props, traits, context, previous_id, email, category,
@@ -1024,8 +1070,8 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
 
 def _fast(raw: bytes, limits: Limits, received_at: int | None) -> Event | None:
     """The typed fast path of :func:`parse_event` for JSON bytes: an Event, or ``None``."""
-    if _LONG_RUN in raw.translate(_DIGIT_RUNS):
-        return None
+    if raw.translate(_DIGIT_RUNS).find(_LONG_RUN) >= 0:  # not ``in``: bytes' ``in`` first tries
+        return None  # the needle as an int, and builds (and drops) a TypeError for every event
     if sys.getrecursionlimit() > _SAFE_RECURSION_LIMIT and raw.count(b"[") + raw.count(b"{") >= _ORJSON_DEPTH:
         return None
     try:
