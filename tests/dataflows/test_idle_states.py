@@ -18,8 +18,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Gauge
 
-from dataflows import metrics
+import dataflows.logic
 from dataflows.build import build_flow
 from dataflows.clock import StreamClock
 from dataflows.logic import UserLogic
@@ -97,6 +98,17 @@ def drive(cfg: UserConfig, schedule: list[tuple[Any, ...]], idle_s: float | None
     return outs, logic, packs
 
 
+@pytest.fixture
+def gauge(monkeypatch: pytest.MonkeyPatch) -> Gauge:
+    """``liveprofile_user_states`` in a registry of this test's own, patched into
+    :mod:`dataflows.logic` (the process-wide one also counts other tests' logic objects, and
+    worker threads a stopped test run may leave behind)."""
+    g = Gauge("liveprofile_user_states", "test copy", ["form"], registry=CollectorRegistry())
+    monkeypatch.setattr(dataflows.logic, "_RESIDENT", g.labels("resident"))
+    monkeypatch.setattr(dataflows.logic, "_PACKED", g.labels("packed"))
+    return g
+
+
 def state_of(logic: UserLogic) -> Any:
     """The user's state as its snapshot restores it (compared by value: the bytes of two equal
     states can differ in how pickle shares equal strings)."""
@@ -120,12 +132,12 @@ def test_packing_idle_users_changes_no_output(schedule: list[tuple[Any, ...]], i
     assert state_of(b) == state_of(a)
 
 
-def test_an_idle_user_is_packed_and_unpacked_by_the_next_event() -> None:
+def test_an_idle_user_is_packed_and_unpacked_by_the_next_event(gauge: Gauge) -> None:
     """Idle for the window: only compressed bytes are kept (smaller than the state's snapshot),
     ``snapshot()`` hands them out as they are, the gauge counts the user as packed; a pending
     cart-abandonment deadline still fires (unpacking for it, then packing again); the next event
     unpacks and the profile counts every event."""
-    resident, packed = metrics.USER_STATES.labels("resident"), metrics.USER_STATES.labels("packed")
+    resident, packed = gauge.labels("resident"), gauge.labels("packed")
     r0, p0 = resident._value.get(), packed._value.get()
     schedule: list[tuple[Any, ...]] = [("events", [(1, "Product Viewed", 0), (2, "Product Added", 0)]), ("wait", 61)]
     outs, logic, packs = drive(CFG, schedule[:1], 60.0)
@@ -168,7 +180,7 @@ def test_a_resumed_key_starts_packed_unless_it_needs_a_re_render() -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_the_flow_packing_every_user_at_once_writes_what_it_writes_without(tmp_path: Path, workers: int) -> None:
+def test_the_flow_packing_every_user_at_once_writes_what_it_writes_without(tmp_path: Path, workers: int, gauge: Gauge) -> None:
     """The whole wiring, recovery on, two runs (the second resumes: its keys start packed): with
     ``LIVEPROFILE_STATE_IDLE=0s`` (every idle check packs) the profile writes, dead letters and
     model patches are those of a flow with packing off."""
@@ -182,7 +194,7 @@ def test_the_flow_packing_every_user_at_once_writes_what_it_writes_without(tmp_p
     first = [body(i, f"u{i % 5}", names[i % 3], T0 + i * 1000) for i in range(40)]
     second = [body(i, f"u{i % 7}", names[i % 3], T0 + i * 1000) for i in range(40, 80)]
 
-    gauge = metrics.USER_STATES.labels("packed")
+    packed_gauge = gauge.labels("packed")
 
     def run(idle: str) -> tuple[Out, float]:
         rec = tmp_path / idle
@@ -191,12 +203,12 @@ def test_the_flow_packing_every_user_at_once_writes_what_it_writes_without(tmp_p
         rc = RecoveryConfig(str(rec))
         s = Settings.from_env({"LIVEPROFILE_TIMESTAMP_MIN": "2000-01-01T00:00:00Z", "LIVEPROFILE_STATE_IDLE": idle}, shards=1)
         out = Out()
-        p0 = gauge._value.get()
+        p0 = packed_gauge._value.get()
         for items in (first, first + second):  # TestingSource resumes at the index it reached
             wall = FakeWall(T0 / 1000 + 90)
             flow = build_flow(s, TestingSource([*items, TestingSource.EOF()], batch_size=7), out.sinks(), StreamClock(wall))
             execute(flow, workers, recovery_config=rc, epoch_interval=timedelta(0))
-        return out, gauge._value.get() - p0
+        return out, packed_gauge._value.get() - p0
 
     (plain, none), (packed, some) = run("off"), run("0s")
     assert none == 0 and some >= 7  # every user packed at least once (the 7 of the second run's end, at least)
