@@ -177,13 +177,18 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
             _RESIDENT.inc()
             if idle_s is not None and not self._redeploy:
                 assert resume is not None
-                self._pack(resume if snapshot.version_of(resume) == snapshot.VERSION else None)
+                self._pack(next_deadline(cfg, self.state), resume if snapshot.version_of(resume) == snapshot.VERSION else None)
 
-    def _pack(self, raw: bytes | None = None) -> None:
-        """Keep the state only as its compressed snapshot (``raw``: its snapshot bytes, if known)."""
+    def _idle_now(self) -> bool:
+        """Packing is on and the user has had no event for the idle window."""
+        return self._idle is not None and self._clock.wall_s() >= self._touched + self._idle
+
+    def _pack(self, due: int | None, raw: bytes | None = None) -> None:
+        """Keep the state only as its compressed snapshot (``raw``: its snapshot bytes, if known)
+        and ``due``, its :func:`~operators.user.next_deadline`."""
         st = self.state
         assert st is not None
-        self._due = next_deadline(self._cfg, st)
+        self._due = due
         self._packed = snapshot.compressed(raw if raw is not None else snapshot.dump(st))
         self.state = None
         _RESIDENT.dec()
@@ -265,17 +270,17 @@ class UserLogic(StatefulBatchLogic[tuple[str, Any], Any, bytes]):
             if self._due is None or now < self._due:
                 return [], _RETAIN  # a re-check before the deadline: stays packed
             st = self._unpack()
-        elif self._idle is not None and not self._redeploy and self._clock.wall_s() >= self._touched + self._idle:
+        elif not self._redeploy and self._idle_now():
             d = next_deadline(self._cfg, st)
             if d is None or now < d:  # idle, and no timer is due
-                self._pack()
+                self._pack(d)
                 return [], _RETAIN
         outs = self._redeployed(now) + on_timer(self._cfg, st, now)
         for o in outs:
             if type(o) is ProfileUpdate and o.event is not None:
                 metrics.CARTS_ABANDONED.inc()
-        if self._idle is not None and self._clock.wall_s() >= self._touched + self._idle:
-            self._pack()  # a packed (or idle) user's timer fired: packed again
+        if self._idle_now():
+            self._pack(next_deadline(self._cfg, st))  # a packed (or idle) user's timer fired: packed again
         return outs, _RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
