@@ -8,9 +8,15 @@ others read theirs. :meth:`FeedReader.ensure_groups` creates a group at the
 oldest retained change (a new destination gets the retained history).
 
 **Pending first.** After the lease is taken (:meth:`FeedReader.reclaim`), the
-next reads take over every pending entry of the group with ``XAUTOCLAIM``
+next read takes over every pending entry of the group with ``XAUTOCLAIM``
 (entries a dead holder read but never acknowledged; they precede everything
 unread, so order is kept), then new entries are read with ``XREADGROUP``.
+The pending entries come as *one* batch, however many there are (at most the
+one batch a holder died with, as every holder acknowledges a batch before it
+reads the next): a dead holder may have
+sent a user's newest version, collapsed from several entries, without
+committing it, and a batch cut between that user's entries would send an
+older version after it — the receiver would keep the stale values.
 
 **Batches** (:meth:`FeedReader.next_batch`). Entries are read until
 ``batch_size`` or until the oldest has waited ``flush_interval`` seconds, and
@@ -209,10 +215,10 @@ class FeedReader:
         out: list[Change] = []
         bad: list[BadEntry] = []
         if self._claim:
-            for stream in self._feed_of:
+            for stream in self._feed_of:  # every pending entry, in one batch (module docstring)
                 start = "0-0"
-                while len(out) + len(bad) < size:
-                    res = await self.r.xautoclaim(stream, self.sk.group, self.consumer, 0, start, count=size - len(out) - len(bad))
+                while True:
+                    res = await self.r.xautoclaim(stream, self.sk.group, self.consumer, 0, start, count=size)
                     nxt, claimed = res[0], res[1]
                     for entry_id in res[2] if len(res) > 2 else ():
                         bad.append((stream, entry_id, {}))
@@ -220,8 +226,6 @@ class FeedReader:
                     if nxt in ("0-0", b"0-0"):
                         break
                     start = nxt
-                if len(out) + len(bad) >= size:
-                    return out, bad  # more pending: keep claiming next time
             self._claim = False
             if out or bad:
                 return out, bad

@@ -312,3 +312,49 @@ def test_new_lease_claims_what_the_previous_holder_left_pending(redis_url: str, 
     assert {q.path for q in hook.log} == {"/a"}
     assert r.xpending(CHANGES, sk.group)["pending"] == 0
     assert hook.violations == []
+
+
+def test_a_new_holder_takes_the_whole_pending_batch_at_once(redis_url: str, r: redis.Redis, feed: Feed,
+                                                            make_vendor: Make) -> None:  # fmt: skip
+    """Holder ``b`` reads u1's versions 1 and 2 (and others) in one batch, sends u1 at version 2 —
+    collapsed — and dies before committing or acknowledging. The next holder ``a`` reads in batches
+    smaller than that pending batch, yet it takes every pending entry in one batch: so it never
+    sends u1's version 1 after the version 2 the receiver already has (a receiver that de-duplicates
+    on the item key would keep the stale values of version 1)."""
+    hook = make_vendor("webhook")
+
+    async def main() -> None:
+        b = worker(redis_url, config("hook", hook, batch_size=10), consumer="b", lease_ttl=0.3)
+        a = worker(redis_url, config("hook", hook, batch_size=2), consumer="a", lease_ttl=0.3)
+        for w in (a, b):
+            w.delivery.open()
+        try:
+            await b.feed.ensure_groups()
+            assert await b.lease.acquire()
+            feed.change("u0", {"cart_value": "0.00"})
+            feed.change("u1", {"cart_value": "1.00"})
+            feed.change("u1", {"cart_value": "2.00"})
+            feed.change("u2", {"cart_value": "3.00"})
+            changes, _ = await b.feed.next_batch()
+            assert len(changes) == 4
+            for req in b.delivery.dest.build(await b.feed.select(changes)):
+                await b.delivery.send(req)  # sent, then b dies: nothing committed, nothing acknowledged
+            assert {(rec["user_id"], rec["version"]) for rec in hook.unique.values()} == {("u0", 1), ("u1", 2), ("u2", 1)}
+            await until(lambda: not r.exists(SyncKeys("lp", "hook").lease), what="b's lease to expire")
+            assert await a.lease.acquire()
+            changes, bad = await a.feed.next_batch()
+            assert sorted((c.user_id, c.version) for c in changes) == [("u0", 1), ("u1", 1), ("u1", 2), ("u2", 1)]
+            await a.delivery.deliver(await a.feed.select(changes))
+            await a.feed.ack(changes, bad)
+        finally:
+            for w in (a, b):
+                await w.delivery.close()
+                await w.feed.r.aclose()
+
+    asyncio.run(main())
+    with hook.lock:
+        got = [(rec["user_id"], rec["version"]) for rec in hook.unique.values()]
+    assert got == [("u0", 1), ("u1", 2), ("u2", 1)], got  # nothing after u1's version 2 but duplicates
+    assert hook.duplicates == 3
+    assert r.xpending(CHANGES, SyncKeys("lp", "hook").group)["pending"] == 0
+    assert hook.violations == []
