@@ -42,12 +42,22 @@ setup() {
     echo "creating the virtualenv .venv" >&2
     "$PY" -m venv .venv
   fi
-  echo "installing liveprofile and its dependencies into .venv (quiet; first run takes a minute)" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  # also compiles operators/'s hot modules with mypyc (setup.py; a failed build fails here)
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,kafka]'
-  if [ "${LIVEPROFILE_NO_COMPILE:-0}" = 0 ]; then
-    .venv/bin/python -c 'import operators, sys; m = operators.compiled_modules(); sys.exit(0 if m else "the mypyc build left no compiled operators modules (see setup.py)")'
+  # the install (and the mypyc build) is skipped when nothing it depends on changed since the
+  # last one: the packaging files, every operators/ source (a compiled module built from an older
+  # source would be stale) and the compile switch; the rest of the tree is an editable install
+  local stamp=.venv/.liveprofile-build
+  local want
+  want="$(cat setup.py pyproject.toml operators/*.py | sha256sum | cut -d' ' -f1) compile=${LIVEPROFILE_NO_COMPILE:-0}"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    rm -f "$stamp"
+    echo "installing liveprofile and its dependencies into .venv (quiet; first run takes a minute)" >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+    # also compiles operators/'s hot modules with mypyc (setup.py; a failed build fails here)
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,kafka]'
+    if [ "${LIVEPROFILE_NO_COMPILE:-0}" = 0 ]; then
+      .venv/bin/python -c 'import operators, sys; m = operators.compiled_modules(); sys.exit(0 if m else "the mypyc build left no compiled operators modules (see setup.py)")'
+    fi
+    echo "$want" > "$stamp"
   fi
   if [ "${1:-}" = test ] && ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
     PYTHON=.venv/bin/python bash deploy/tools/fetch-kubectl.sh >/dev/null   # kustomize for tests/deploy
