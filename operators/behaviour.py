@@ -62,7 +62,7 @@ from operators.names import (
     PRODUCT_REMOVED,
     PRODUCT_VIEWED,
 )
-from operators.snapshot import is_packed, pack, restore
+from operators.snapshot import is_packed, pack_defaults, restore
 
 __all__ = [
     "SessionConfig",
@@ -191,7 +191,7 @@ class Session:
     def __getstate__(self) -> tuple[Any, ...]:
         """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9), ``pre_order``
         as the tuple of its values when its keys are :meth:`counters`' (in that order)."""
-        st = pack(self)
+        st = _pack_Session(self)
         po = self.pre_order
         if po is not None and tuple(po) == _COUNTER_KEYS:
             st = tuple(tuple(v.values()) if v is po else v for v in st)
@@ -269,7 +269,7 @@ class Behaviour:
         """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9) without the
         abuse counts (derived from the logs again when restored), the int64 arrays as their bytes
         (~35 B smaller each than a pickled array)."""
-        return tuple(v.tobytes() if type(v) is array else v for v in pack(self, _DERIVED))
+        return tuple(v.tobytes() if type(v) is array else v for v in _pack_Behaviour(self))
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
@@ -674,3 +674,208 @@ def _session_features(s: Session) -> dict[str, float]:
         "view_cart_ratio": s.adds / s.views if s.views else 0.0,
         "events": float(s.events),
     }
+
+
+# >>> generated snapshot packers (python -m liveprofile.devtools.packers): do not edit
+_PACK_DEFAULTS_Session = pack_defaults(Session)
+
+
+def _pack_Session(o: Session) -> tuple[Any, ...]:
+    """``operators.snapshot.pack(o)``, field by field (generated)."""
+    D = _PACK_DEFAULTS_Session
+    m = 0
+    out: list[Any] = [0]
+    v: Any
+    d: Any
+    v = o.start
+    d = D[0]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1
+        out.append(v)
+    v = o.last
+    d = D[1]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2
+        out.append(v)
+    v = o.events
+    d = D[2]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4
+        out.append(v)
+    v = o.views
+    d = D[3]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8
+        out.append(v)
+    v = o.adds
+    d = D[4]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 16
+        out.append(v)
+    v = o.removes
+    d = D[5]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 32
+        out.append(v)
+    v = o.checkouts
+    d = D[6]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 64
+        out.append(v)
+    v = o.email_clicks
+    d = D[7]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 128
+        out.append(v)
+    v = o.converted
+    d = D[8]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 256
+        out.append(v)
+    v = o.pre_order
+    d = D[9]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 512
+        out.append(v)
+    v = o.products
+    d = D[10]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1024
+        out.append(v)
+    v = o.categories
+    d = D[11]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2048
+        out.append(v)
+    v = o.gap_n
+    d = D[12]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4096
+        out.append(v)
+    v = o.gap_sum
+    d = D[13]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8192
+        out.append(v)
+    v = o.gap_sq
+    d = D[14]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 16384
+        out.append(v)
+    v = o.prev_ts
+    d = D[15]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 32768
+        out.append(v)
+    out[0] = m
+    return tuple(out)
+
+
+_PACK_DEFAULTS_Behaviour = pack_defaults(Behaviour)
+
+
+def _pack_Behaviour(o: Behaviour) -> tuple[Any, ...]:
+    """``operators.snapshot.pack(o, _DERIVED)``, field by field (generated)."""
+    D = _PACK_DEFAULTS_Behaviour
+    m = 0
+    out: list[Any] = [0]
+    v: Any
+    d: Any
+    v = o.session
+    d = D[0]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1
+        out.append(v)
+    v = o.spans
+    d = D[1]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2
+        out.append(v)
+    v = o.older_sessions
+    d = D[2]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4
+        out.append(v)
+    v = o.past_orders
+    d = D[3]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8
+        out.append(v)
+    v = o.order_n
+    d = D[4]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 16
+        out.append(v)
+    v = o.order_mean
+    d = D[5]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 32
+        out.append(v)
+    v = o.order_m2
+    d = D[6]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 64
+        out.append(v)
+    v = o.order_z
+    d = D[7]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 128
+        out.append(v)
+    v = o.delivered
+    d = D[8]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 256
+        out.append(v)
+    v = o.email_n
+    d = D[9]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 512
+        out.append(v)
+    v = o.email_fast
+    d = D[10]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1024
+        out.append(v)
+    v = o.email_latency_s
+    d = D[11]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2048
+        out.append(v)
+    v = o.last_session
+    d = D[12]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4096
+        out.append(v)
+    v = o.scored_events
+    d = D[13]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8192
+        out.append(v)
+    v = o.scored_email
+    d = D[14]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 16384
+        out.append(v)
+    v = o.orders_log
+    d = D[15]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 32768
+        out.append(v)
+    v = o.emails_log
+    d = D[16]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 65536
+        out.append(v)
+    v = o.abuse_n
+    d = D[21]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2097152
+        out.append(v)
+    v = o.scored_abuse
+    d = D[22]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4194304
+        out.append(v)
+    out[0] = m
+    return tuple(out)
+# <<< generated snapshot packers

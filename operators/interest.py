@@ -22,7 +22,7 @@ from typing import Any
 from mypy_extensions import mypyc_attr
 
 from operators.names import EventName
-from operators.snapshot import pack, restore
+from operators.snapshot import pack_defaults, restore
 
 __all__ = ["InterestConfig", "Interest", "event_weight"]
 
@@ -98,7 +98,7 @@ class Interest:
 
     def __getstate__(self) -> tuple[Any, ...]:
         """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9)."""
-        return pack(self)
+        return _pack_Interest(self)
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout."""
@@ -136,3 +136,29 @@ class Interest:
         """The highest-scoring category, or ``""``."""
         r = self.render()
         return next(iter(r), "")
+
+
+# >>> generated snapshot packers (python -m liveprofile.devtools.packers): do not edit
+_PACK_DEFAULTS_Interest = pack_defaults(Interest)
+
+
+def _pack_Interest(o: Interest) -> tuple[Any, ...]:
+    """``operators.snapshot.pack(o)``, field by field (generated)."""
+    D = _PACK_DEFAULTS_Interest
+    m = 0
+    out: list[Any] = [0]
+    v: Any
+    d: Any
+    v = o.scores
+    d = D[0]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1
+        out.append(v)
+    v = o.t_ref
+    d = D[1]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2
+        out.append(v)
+    out[0] = m
+    return tuple(out)
+# <<< generated snapshot packers

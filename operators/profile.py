@@ -80,7 +80,7 @@ from operators.names import (
     UNSUBSCRIBED,
 )
 from operators.schema import Owner, owned_by
-from operators.snapshot import pack, restore
+from operators.snapshot import pack_defaults, restore
 from operators.timeutil import iso
 from operators.traits import TraitMap, merge_into
 from operators.traits import fold as fold_traits
@@ -156,7 +156,7 @@ class ProfileState:
     def __getstate__(self) -> tuple[Any, ...]:
         """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9: no field
         names, fields at their defaults left out)."""
-        return pack(self)
+        return _pack_ProfileState(self)
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout: fields it lacks get their defaults
@@ -610,3 +610,189 @@ def to_fields(st: ProfileState) -> dict[str, str]:
         "traits": render_traits(st.traits),
         "groups": orjson.dumps(sorted(st.groups)).decode() if st.groups else "[]",
     }
+
+
+# >>> generated snapshot packers (python -m liveprofile.devtools.packers): do not edit
+_PACK_DEFAULTS_ProfileState = pack_defaults(ProfileState)
+
+
+def _pack_ProfileState(o: ProfileState) -> tuple[Any, ...]:
+    """``operators.snapshot.pack(o)``, field by field (generated)."""
+    D = _PACK_DEFAULTS_ProfileState
+    m = 0
+    out: list[Any] = [0]
+    v: Any
+    d: Any
+    v = o.uid
+    d = D[0]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1
+        out.append(v)
+    v = o.seq
+    d = D[1]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2
+        out.append(v)
+    v = o.event_count
+    d = D[2]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4
+        out.append(v)
+    v = o.first_seen
+    d = D[3]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8
+        out.append(v)
+    v = o.last_seen
+    d = D[4]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 16
+        out.append(v)
+    v = o.purchase_count
+    d = D[5]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 32
+        out.append(v)
+    v = o.revenue_cents
+    d = D[6]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 64
+        out.append(v)
+    v = o.first_purchase
+    d = D[7]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 128
+        out.append(v)
+    v = o.last_purchase
+    d = D[8]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 256
+        out.append(v)
+    v = o.last_order_ts
+    d = D[9]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 512
+        out.append(v)
+    v = o.cart_ops
+    d = D[10]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1024
+        out.append(v)
+    v = o.cart_info
+    d = D[11]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2048
+        out.append(v)
+    v = o.cart_abandoned
+    d = D[12]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4096
+        out.append(v)
+    v = o.cart_orphans
+    d = D[13]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8192
+        out.append(v)
+    v = o.email
+    d = D[14]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 16384
+        out.append(v)
+    v = o.email_ts
+    d = D[15]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 32768
+        out.append(v)
+    v = o.email_opens
+    d = D[16]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 65536
+        out.append(v)
+    v = o.email_clicks
+    d = D[17]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 131072
+        out.append(v)
+    v = o.last_email_open
+    d = D[18]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 262144
+        out.append(v)
+    v = o.last_received
+    d = D[19]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 524288
+        out.append(v)
+    v = o.aliases
+    d = D[20]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1048576
+        out.append(v)
+    v = o.seen
+    d = D[21]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2097152
+        out.append(v)
+    v = o.orders
+    d = D[22]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4194304
+        out.append(v)
+    v = o.refunds
+    d = D[23]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8388608
+        out.append(v)
+    v = o.cancelled
+    d = D[24]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 16777216
+        out.append(v)
+    v = o.frozen_refund
+    d = D[25]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 33554432
+        out.append(v)
+    v = o.frozen_cancel
+    d = D[26]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 67108864
+        out.append(v)
+    v = o.unsubscribed
+    d = D[27]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 134217728
+        out.append(v)
+    v = o.consent
+    d = D[28]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 268435456
+        out.append(v)
+    v = o.email_opens_machine
+    d = D[29]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 536870912
+        out.append(v)
+    v = o.email_sent
+    d = D[30]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1073741824
+        out.append(v)
+    v = o.email_open_log
+    d = D[31]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2147483648
+        out.append(v)
+    v = o.traits
+    d = D[32]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4294967296
+        out.append(v)
+    v = o.groups
+    d = D[33]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8589934592
+        out.append(v)
+    out[0] = m
+    return tuple(out)
+# <<< generated snapshot packers

@@ -108,7 +108,7 @@ from operators.identity import Absorb, Link, Refused, is_anon, public_id
 from operators.interest import Interest, InterestConfig, event_weight
 from operators.profile import ProfileState, to_fields
 from operators.rfm import RfmValues
-from operators.snapshot import pack, reset_to_defaults, restore
+from operators.snapshot import pack_defaults, reset_to_defaults, restore
 from operators.timeutil import iso
 
 __all__ = [
@@ -379,7 +379,7 @@ class UserState:
 
     def __getstate__(self) -> tuple[Any, ...]:
         """The pickled state: :func:`operators.snapshot.pack` ed (snapshot version 9)."""
-        return pack(self)
+        return _pack_UserState(self)
 
     def __setstate__(self, state: Any) -> None:
         """Restore a pickle of this or an earlier layout (version 5 had no computed traits)."""
@@ -837,3 +837,69 @@ def next_deadline(cfg: UserConfig, st: UserState | Merged) -> int | None:
         if d is not None:
             ds.append(d)
     return min(ds) if ds else None
+
+
+# >>> generated snapshot packers (python -m liveprofile.devtools.packers): do not edit
+_PACK_DEFAULTS_UserState = pack_defaults(UserState)
+
+
+def _pack_UserState(o: UserState) -> tuple[Any, ...]:
+    """``operators.snapshot.pack(o)``, field by field (generated)."""
+    D = _PACK_DEFAULTS_UserState
+    m = 0
+    out: list[Any] = [0]
+    v: Any
+    d: Any
+    v = o.profile
+    d = D[0]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 1
+        out.append(v)
+    v = o.interest
+    d = D[1]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 2
+        out.append(v)
+    v = o.behaviour
+    d = D[2]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 4
+        out.append(v)
+    v = o.rfm
+    d = D[3]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 8
+        out.append(v)
+    v = o.suppressed
+    d = D[4]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 16
+        out.append(v)
+    v = o.computed
+    d = D[5]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 32
+        out.append(v)
+    v = o.audiences
+    d = D[6]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 64
+        out.append(v)
+    v = o.computed_at
+    d = D[7]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 128
+        out.append(v)
+    v = o.defs_fp
+    d = D[8]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 256
+        out.append(v)
+    v = o.merge_log
+    d = D[9]
+    if not (v is d or (type(v) is type(d) and v == d)):
+        m |= 512
+        out.append(v)
+    out[0] = m
+    return tuple(out)
+# <<< generated snapshot packers
