@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--base", type=Path, required=True, help="the baseline source tree (a worktree)")
     ap.add_argument("--users", type=int, default=5000)
     ap.add_argument("--sessions-mean", type=float, default=3.4)
+    ap.add_argument("--days", type=float, default=30,
+                    help="event-time span of the stream (e.g. 0.01 with --users 50000 --sessions-mean 1: each user's events spread over many epochs, as live traffic is)")
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3, help="runs of each tree")
     args = ap.parse_args()
@@ -49,7 +51,7 @@ def main() -> None:
     runs: dict[str, list[Live]] = {"base": [], "this": []}
     print(f"base {trees['base']}  this {ROOT}  (load {load()})", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-live-ab-") as d:
-        srv, gen, n, rdb = prepare(args.users, args.shards, 30, Path(d), args.sessions_mean)
+        srv, gen, n, rdb = prepare(args.users, args.shards, args.days, Path(d), args.sessions_mean)
         srv.stop()
         expected = {u: int(t["event_count"]) for u, t in gen.truth.items()}
         order = [name for i in range(args.rounds) for name in (("base", "this") if i % 2 == 0 else ("this", "base"))]
