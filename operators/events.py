@@ -828,25 +828,46 @@ def parse_event_reference(
 _Wire = Wire
 _decode_wire = decode_wire
 _MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
-#: orjson reads an integer beyond 64 bits as a float, msgspec as an int: bytes with a run of 19
-#: digits (the shortest such integer) take the slow path. Digits become "0", the rest " ".
-_DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_LONG_RUN = b"0" * 19
+#: the decoded struct as a tuple in field order (one C call; a compiled attribute read of a
+#: msgspec field goes through the generic getattr); the fields _fast_check reads, by position:
+_astuple = msgspec.structs.astuple
+_READ_FIELDS = (
+    "type", "messageId", "userId", "anonymousId", "event", "name", "previousId", "groupId",
+    "properties", "traits", "context", "receivedAt", "timestamp", "originalTimestamp", "sentAt", "trust",
+)  # fmt: skip
+if tuple(_Wire.__struct_fields__[: len(_READ_FIELDS)]) != _READ_FIELDS:  # the positions below
+    raise ImportError("operators.wire.Wire's first fields must be " + ", ".join(_READ_FIELDS))
+#: orjson reads an integer outside int64/uint64 as a float, msgspec as an int: a decoded value
+#: holding one takes the slow path (:func:`_unlike_orjson`). Its only difference in numbers:
+#: both read every float correctly rounded, and both refuse 1e400.
+_I64_MIN = -(2**63)
+_U64_MAX = 2**64 - 1
+_SHORT = 2**62 - 1  # below it in magnitude an int is in range (mypyc compares it inline)
 #: orjson reads at most 1024 levels of nesting, msgspec as many as the interpreter's recursion
-#: limit allows: at the default limit (1000) it stops first; above it (Hypothesis, for one,
-#: raises it) bytes with 1024 or more ``[``/``{`` (a necessary condition for that depth) take
-#: the slow path
-_ORJSON_DEPTH = 1024
-#: below this recursion limit msgspec gives up (RecursionError: slow path) before orjson would
-_SAFE_RECURSION_LIMIT = 1000
+#: limit allows (Hypothesis, for one, raises it): from 1024 levels on the slow path has it. The
+#: levels a top-level field's value may hold (the event itself is the first level):
+_FIELD_LEVELS = 1024 - 2
 _MONEY_SET = frozenset(MONEY_FIELDS)
 _PRODUCT_KEYS = ("product_id", "sku", "price")
 _TRIVIAL_CONTEXT = frozenset({"traits", "consent", "consentManagement"})
 
 
+#: receivedAt/sentAt text -> ms, the fast path's memo of ``parse_ts`` (a batch repeats them): a
+#: dict read in compiled code, where the lru_cache wrapper is a call through ``tp_call``
+_TS: dict[str, int] = {}
+
+
 def _fast_ts(v: object) -> int:
-    """``parse_ts`` (a string straight to its cached parser)."""
-    return _parse_ts_str(v) if type(v) is str else parse_ts(v)
+    """``parse_ts`` (a string through the memo)."""
+    if type(v) is str:
+        ms = _TS.get(v)
+        if ms is None:
+            ms = _parse_ts_str(v)
+            if len(_TS) >= 8192:
+                _TS.clear()
+            _TS[v] = ms
+        return ms
+    return parse_ts(v)
 
 
 def _fast_own_ts(v: object) -> int:
@@ -873,6 +894,50 @@ def _fast_cents(v: object) -> int:
     return to_cents(v)
 
 
+#: category text -> :func:`norm_category` of it (the same interned string), the fast path's memo
+_CATEGORIES: dict[str, str] = {}
+
+
+def _fast_category(v: object) -> str:
+    """``norm_category(v)``."""
+    if type(v) is str and len(v) <= 256:
+        c = _CATEGORIES.get(v)
+        if c is None:
+            c = norm_category(v)
+            if len(_CATEGORIES) >= 4096:
+                _CATEGORIES.clear()
+            _CATEGORIES[v] = c
+        return c
+    return norm_category(v)
+
+
+#: product id -> ``sys.intern`` of it (the same object), the fast path's memo
+_PIDS: dict[str, str] = {}
+
+
+def _intern_pid(s: str) -> str:
+    """``sys.intern(s)``."""
+    i = _PIDS.get(s)
+    if i is None:
+        i = sys.intern(s)
+        if len(_PIDS) >= 8192:
+            _PIDS.clear()
+        _PIDS[i] = i
+    return i
+
+
+def _new_product(product_id: str, name: str, category: str, price_cents: int, quantity: int) -> Product:
+    """``Product(...)`` without the dataclass's generated (interpreted) ``__init__``: see
+    :func:`_new_event`. ``tests/operators/test_events_fast.py`` holds it to ``Product(...)``."""
+    p = Product.__new__(Product)
+    p.product_id = product_id
+    p.name = name
+    p.category = category
+    p.price_cents = price_cents
+    p.quantity = quantity
+    return p
+
+
 def _fast_product(p: dict[str, Any]) -> Product:
     """``_product(p, where)`` for the fast path (a bad line raises; the slow path says why)."""
     v = p.get("price")
@@ -891,25 +956,60 @@ def _fast_product(p: dict[str, Any]) -> Product:
     else:
         pid = p.get("id")
     if type(pid) is str:
-        pid = sys.intern(pid[:_MAX_ID_LEN])
+        pid = _intern_pid(pid[:_MAX_ID_LEN])
     else:
-        pid = sys.intern(str(pid)[:_MAX_ID_LEN]) if pid is not None and not isinstance(pid, dict | list) else ""
+        pid = _intern_pid(str(pid)[:_MAX_ID_LEN]) if pid is not None and not isinstance(pid, dict | list) else ""
     name = p.get("name")
-    return Product(pid, name[:200] if isinstance(name, str) else "", norm_category(p.get("category")), price, qty)
+    return _new_product(pid, name[:200] if isinstance(name, str) else "", _fast_category(p.get("category")), price, qty)
 
 
-def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event | None:
-    """``_check`` on a decoded :class:`_Wire`: the same Event, or ``None`` (take the slow path)."""
-    etype = w.type
+def _unlike_orjson(v: object, levels: int) -> bool:
+    """Whether orjson would read ``v`` (a decoded JSON value) otherwise than msgspec did, or
+    might: it holds an integer outside int64/uint64 (orjson reads a float), or containers
+    nested more than ``levels`` deep (orjson stops at 1024 levels). Never raises but
+    ``RecursionError`` (the pure build, past the interpreter's limit: the slow path too)."""
+    if isinstance(v, dict):
+        if levels <= 0:
+            return True
+        for x in v.values():
+            if type(x) is str or x is None:
+                continue
+            if isinstance(x, int):
+                if (x > _SHORT or x < -_SHORT) and not _I64_MIN <= x <= _U64_MAX:
+                    return True
+            elif isinstance(x, dict | list) and _unlike_orjson(x, levels - 1):
+                return True
+        return False
+    if isinstance(v, list):
+        if levels <= 0:
+            return True
+        for x in v:
+            if type(x) is str or x is None:
+                continue
+            if isinstance(x, int):
+                if (x > _SHORT or x < -_SHORT) and not _I64_MIN <= x <= _U64_MAX:
+                    return True
+            elif isinstance(x, dict | list) and _unlike_orjson(x, levels - 1):
+                return True
+        return False
+    if isinstance(v, int):
+        return (v > _SHORT or v < -_SHORT) and not _I64_MIN <= v <= _U64_MAX
+    return False
+
+
+def _fast_check(f: tuple[Any, ...], limits: Limits, received_default: int | None) -> Event | None:
+    """``_check`` on a decoded :class:`_Wire`'s fields (``_astuple``, read by position: see
+    :data:`_READ_FIELDS`): the same Event, or ``None`` (take the slow path)."""
+    etype: str = f[0]  # typed fields (the struct's types): a cast, then str/dict primitives
     if etype not in EVENT_TYPES:
         return None
-    user_id = w.userId
+    user_id: str | None = f[2]
     if user_id is not None:
         user_id = user_id.strip()
         if len(user_id) > _MAX_ID_LEN:
             return None
         user_id = user_id or None
-    anon_id = w.anonymousId
+    anon_id: str | None = f[3]
     if anon_id is not None:
         anon_id = anon_id.strip()
         if len(anon_id) > _MAX_ID_LEN:
@@ -917,54 +1017,54 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
         anon_id = anon_id or None
     if user_id is None and anon_id is None:
         return None
-    message_id = w.messageId
+    message_id: str = f[1]
     if not message_id or len(message_id) > _MAX_ID_LEN:
         return None  # a derived id hashes the whole body: the slow path has it
 
     name = ""
     previous_id = None
-    trusted = w.trust is None
+    trusted = f[15] is None
     if etype == "track":
-        raw_name = w.event  # Any: compiled, a str variable would check (and raise on) it
+        raw_name = f[4]
         if type(raw_name) is not str or not (name := raw_name.strip()):
             return None
         name = name[:_MAX_ID_LEN]
         if not trusted and name in ENGAGEMENT_EVENTS:
             return None
     elif etype == "page" or etype == "screen":
-        n = w.name
+        n = f[5]
         name = n[:_MAX_ID_LEN] if isinstance(n, str) else ""
     elif etype == "alias":
-        previous_id = _ident(w.previousId, "previousId")
+        previous_id = _ident(f[6], "previousId")
         if previous_id is None or user_id is None:
             return None
 
-    props = w.properties
+    props: dict[str, Any] | None = f[8]
     if props is None:
         props = {}
-    traits = w.traits
+    traits: dict[str, Any] | None = f[9]
     if traits is None:
         traits = {}
-    context = w.context
+    context: dict[str, Any] | None = f[10]
     if context is None:
         context = {}
 
-    rv = w.receivedAt
+    rv = f[11]
     if rv is None:
         if received_default is None:
             return None
         received = received_default
     else:
         received = _fast_ts(rv)
-    original = w.originalTimestamp
-    cv = w.timestamp
+    original = f[13]
+    cv = f[12]
     if cv is not None:
         client_ts: int | None = _fast_own_ts(cv)
     elif original is not None:
         client_ts = _fast_own_ts(original)
     else:
         client_ts = None
-    sv = w.sentAt
+    sv = f[14]
     if client_ts is None:
         ts = received
         if sv is not None:
@@ -974,7 +1074,9 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
         original = original if isinstance(original, str) else iso_as_given(cv, client_ts) if cv is not None else iso(client_ts)
     else:
         ts = client_ts
-    lo = limits.timestamp_min_ms if limits.timestamp_min_ms is not None else received - limits.max_age_ms
+    lo = limits.timestamp_min_ms
+    if lo is None:
+        lo = received - limits.max_age_ms
     if ts < lo or ts > received + limits.max_future_skew_ms:
         return None
 
@@ -997,7 +1099,7 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
         if ctx_traits:
             user_traits = parse_traits([ctx_traits, {}], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
         if etype == "group":
-            group_id = _ident(w.groupId, "groupId")
+            group_id = _ident(f[7], "groupId")
             if group_id is not None and traits:
                 group_traits = parse_traits([traits], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
 
@@ -1008,11 +1110,9 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
     refund_cents: int | None = None
     if props:
         money: dict[str, int] = {}
-        if not _MONEY_SET.isdisjoint(props):
-            for key in _MONEY_SET.intersection(props):
-                v = props[key]
-                if v is not None:
-                    money[key] = _fast_cents(v)
+        for key, v in props.items():
+            if v is not None and key in _MONEY_SET:
+                money[key] = _fast_cents(v)
         raw_products = props.get("products")
         if raw_products is not None:
             if type(raw_products) is not list or len(raw_products) > 1000:
@@ -1051,7 +1151,7 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
                     refund_cents = sum(p.price_cents * p.quantity for p in products)
         c = props.get("category")
         if c is not None:
-            category = norm_category(c)
+            category = _fast_category(c)
     if name in (ORDER_REFUNDED, ORDER_CANCELLED) and (etype != "track" or order_id is None and (refund_cents is None or name == ORDER_CANCELLED)):
         return None  # a page named so, or a refund/cancellation naming no order: the slow path
     if not category and products:
@@ -1070,16 +1170,16 @@ def _fast_check(w: _Wire, limits: Limits, received_default: int | None) -> Event
 
 def _fast(raw: bytes, limits: Limits, received_at: int | None) -> Event | None:
     """The typed fast path of :func:`parse_event` for JSON bytes: an Event, or ``None``."""
-    if raw.translate(_DIGIT_RUNS).find(_LONG_RUN) >= 0:  # not ``in``: bytes' ``in`` first tries
-        return None  # the needle as an int, and builds (and drops) a TypeError for every event
-    if sys.getrecursionlimit() > _SAFE_RECURSION_LIMIT and raw.count(b"[") + raw.count(b"{") >= _ORJSON_DEPTH:
-        return None
     try:
-        w = _decode_wire(raw)
+        f = _astuple(_decode_wire(raw))
+        for i in range(4, len(f)):  # 0-3 are typed str (or None): no number, no nesting
+            v = f[i]
+            if v is not None and type(v) is not str and _unlike_orjson(v, _FIELD_LEVELS):
+                return None
     except _MSGSPEC_ERRORS:
         return None
     try:
-        return _fast_check(w, limits, received_at)
+        return _fast_check(f, limits, received_at)
     except (_Invalid, TimestampError, MoneyError, TraitError, ValueError, RecursionError):
         return None
 
