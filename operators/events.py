@@ -38,7 +38,7 @@ import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import orjson
@@ -79,7 +79,7 @@ __all__ = [
     "identity_of",
 ]
 
-EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 
 #: Properties whose values are money (numeric, non-negative).
 MONEY_FIELDS = ("revenue", "total", "price", "value", "subtotal", "tax", "shipping", "discount")
@@ -88,7 +88,7 @@ MONEY_FIELDS = ("revenue", "total", "price", "value", "subtotal", "tax", "shippi
 TRUST_FIELD = _WIRE_TRUST_FIELD
 BROWSER_TRUST = "browser"
 #: email engagement events only server keys and the signed pixel may report
-ENGAGEMENT_EVENTS = frozenset({"Email Delivered", "Email Opened", "Email Link Clicked"})
+ENGAGEMENT_EVENTS: Final = frozenset({"Email Delivered", "Email Opened", "Email Link Clicked"})
 
 
 class Reason(StrEnum):
@@ -163,11 +163,11 @@ _MEANINGS: dict[str, str] = {
 #: Reason code -> what it means (:class:`Reason`'s codes).
 REASONS: dict[str, str] = {r.value: r.meaning for r in Reason}
 
-_MAX_ID_LEN = 256
+_MAX_ID_LEN: Final = 256
 _MAX_CONSENT_CATEGORIES = 64
 #: events whose ``order_id`` is kept (refunds and cancellations refer to an order by it)
-_ORDER_ID_EVENTS = frozenset({ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED})
-_MAX_QTY = 1_000_000
+_ORDER_ID_EVENTS: Final = frozenset({ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED})
+_MAX_QTY: Final = 1_000_000
 # Practical address syntax (what ESPs accept): no spaces, one @, dotted domain.
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 _WS_RE = re.compile(r"\s+")
@@ -840,21 +840,25 @@ if tuple(_Wire.__struct_fields__[: len(_READ_FIELDS)]) != _READ_FIELDS:  # the p
 #: orjson reads an integer outside int64/uint64 as a float, msgspec as an int: a decoded value
 #: holding one takes the slow path (:func:`_unlike_orjson`). Its only difference in numbers:
 #: both read every float correctly rounded, and both refuse 1e400.
-_I64_MIN = -(2**63)
-_U64_MAX = 2**64 - 1
-_SHORT = 2**62 - 1  # below it in magnitude an int is in range (mypyc compares it inline)
+_I64_MIN: Final = -(2**63)
+_U64_MAX: Final = 2**64 - 1
+_SHORT: Final = 2**62 - 1  # below it in magnitude an int is in range (mypyc compares it inline)
 #: orjson reads at most 1024 levels of nesting, msgspec as many as the interpreter's recursion
 #: limit allows (Hypothesis, for one, raises it): from 1024 levels on the slow path has it. The
 #: levels a top-level field's value may hold (the event itself is the first level):
-_FIELD_LEVELS = 1024 - 2
-_MONEY_SET = frozenset(MONEY_FIELDS)
+_FIELD_LEVELS: Final = 1024 - 2
+_MONEY_SET: Final = frozenset(MONEY_FIELDS)
+#: the order event names as this module's constants (compiled: statics, not global lookups)
+_COMPLETED: Final = ORDER_COMPLETED
+_REFUNDED: Final = ORDER_REFUNDED
+_CANCELLED: Final = ORDER_CANCELLED
 _PRODUCT_KEYS = ("product_id", "sku", "price")
 _TRIVIAL_CONTEXT = frozenset({"traits", "consent", "consentManagement"})
 
 
 #: receivedAt/sentAt text -> ms, the fast path's memo of ``parse_ts`` (a batch repeats them): a
 #: dict read in compiled code, where the lru_cache wrapper is a call through ``tp_call``
-_TS: dict[str, int] = {}
+_TS: Final[dict[str, int]] = {}
 
 
 def _fast_ts(v: object) -> int:
@@ -878,7 +882,7 @@ def _fast_own_ts(v: object) -> int:
 
 #: float -> cents, the fast path's memo of ``to_cents`` (a catalogue repeats its prices). Only
 #: floats: ``True == 1 == 1.0`` share a dict slot, and ``True`` is no amount.
-_CENTS: dict[float, int] = {}
+_CENTS: Final[dict[float, int]] = {}
 
 
 def _fast_cents(v: object) -> int:
@@ -895,7 +899,7 @@ def _fast_cents(v: object) -> int:
 
 
 #: category text -> :func:`norm_category` of it (the same interned string), the fast path's memo
-_CATEGORIES: dict[str, str] = {}
+_CATEGORIES: Final[dict[str, str]] = {}
 
 
 def _fast_category(v: object) -> str:
@@ -912,7 +916,7 @@ def _fast_category(v: object) -> str:
 
 
 #: product id -> ``sys.intern`` of it (the same object), the fast path's memo
-_PIDS: dict[str, str] = {}
+_PIDS: Final[dict[str, str]] = {}
 
 
 def _intern_pid(s: str) -> str:
@@ -967,7 +971,9 @@ def _unlike_orjson(v: object, levels: int) -> bool:
     """Whether orjson would read ``v`` (a decoded JSON value) otherwise than msgspec did, or
     might: it holds an integer outside int64/uint64 (orjson reads a float), or containers
     nested more than ``levels`` deep (orjson stops at 1024 levels). Never raises but
-    ``RecursionError`` (the pure build, past the interpreter's limit: the slow path too)."""
+    ``RecursionError`` (the pure build, past the interpreter's limit: the slow path too).
+    (``type(x) is dict or ...``: msgspec builds exact dicts and lists; compiled,
+    ``isinstance(x, dict | list)`` would build and drop the union at every value.)"""
     if isinstance(v, dict):
         if levels <= 0:
             return True
@@ -977,7 +983,7 @@ def _unlike_orjson(v: object, levels: int) -> bool:
             if isinstance(x, int):
                 if (x > _SHORT or x < -_SHORT) and not _I64_MIN <= x <= _U64_MAX:
                     return True
-            elif isinstance(x, dict | list) and _unlike_orjson(x, levels - 1):
+            elif (type(x) is dict or type(x) is list) and _unlike_orjson(x, levels - 1):
                 return True
         return False
     if isinstance(v, list):
@@ -989,7 +995,7 @@ def _unlike_orjson(v: object, levels: int) -> bool:
             if isinstance(x, int):
                 if (x > _SHORT or x < -_SHORT) and not _I64_MIN <= x <= _U64_MAX:
                     return True
-            elif isinstance(x, dict | list) and _unlike_orjson(x, levels - 1):
+            elif (type(x) is dict or type(x) is list) and _unlike_orjson(x, levels - 1):
                 return True
         return False
     if isinstance(v, int):
@@ -1141,8 +1147,8 @@ def _fast_check(f: tuple[Any, ...], limits: Limits, received_default: int | None
         elif products:
             value_cents = sum(p.price_cents * p.quantity for p in products)
         if etype == "track" and name in _ORDER_ID_EVENTS:
-            order_id = _order_id(props, strict=name != ORDER_COMPLETED)
-            if name == ORDER_REFUNDED:
+            order_id = _order_id(props, strict=name != _COMPLETED)
+            if name == _REFUNDED:
                 if "total" in money:
                     refund_cents = money["total"]
                 elif "revenue" in money:
@@ -1152,7 +1158,7 @@ def _fast_check(f: tuple[Any, ...], limits: Limits, received_default: int | None
         c = props.get("category")
         if c is not None:
             category = _fast_category(c)
-    if name in (ORDER_REFUNDED, ORDER_CANCELLED) and (etype != "track" or order_id is None and (refund_cents is None or name == ORDER_CANCELLED)):
+    if name in (_REFUNDED, _CANCELLED) and (etype != "track" or order_id is None and (refund_cents is None or name == _CANCELLED)):
         return None  # a page named so, or a refund/cancellation naming no order: the slow path
     if not category and products:
         category = products[0].category
