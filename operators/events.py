@@ -832,10 +832,26 @@ _MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a 
 #: msgspec field goes through the generic getattr); the fields _fast_check reads, by position:
 _astuple = msgspec.structs.astuple
 _READ_FIELDS = (
-    "type", "messageId", "userId", "anonymousId", "event", "name", "previousId", "groupId",
-    "properties", "traits", "context", "receivedAt", "timestamp", "originalTimestamp", "sentAt", "trust",
+    "type", "messageId", "userId", "anonymousId", "timestamp", "context", "event", "name",
+    "properties", "traits", "receivedAt", "sentAt", "originalTimestamp", "previousId", "groupId", "trust",
 )  # fmt: skip
-if tuple(_Wire.__struct_fields__[: len(_READ_FIELDS)]) != _READ_FIELDS:  # the positions below
+_TYPE: Final = 0
+_MESSAGE_ID: Final = 1
+_USER_ID: Final = 2
+_ANONYMOUS_ID: Final = 3
+_TIMESTAMP: Final = 4
+_CONTEXT: Final = 5
+_EVENT: Final = 6
+_NAME: Final = 7
+_PROPERTIES: Final = 8
+_TRAITS: Final = 9
+_RECEIVED_AT: Final = 10
+_SENT_AT: Final = 11
+_ORIGINAL_TIMESTAMP: Final = 12
+_PREVIOUS_ID: Final = 13
+_GROUP_ID: Final = 14
+_TRUST: Final = 15
+if tuple(_Wire.__struct_fields__[: len(_READ_FIELDS)]) != _READ_FIELDS:  # the positions above
     raise ImportError("operators.wire.Wire's first fields must be " + ", ".join(_READ_FIELDS))
 #: orjson reads an integer outside int64/uint64 as a float, msgspec as an int: a decoded value
 #: holding one takes the slow path (:func:`_unlike_orjson`). Its only difference in numbers:
@@ -1006,16 +1022,16 @@ def _unlike_orjson(v: object, levels: int) -> bool:
 def _fast_check(f: tuple[Any, ...], limits: Limits, received_default: int | None) -> Event | None:
     """``_check`` on a decoded :class:`_Wire`'s fields (``_astuple``, read by position: see
     :data:`_READ_FIELDS`): the same Event, or ``None`` (take the slow path)."""
-    etype: str = f[0]  # typed fields (the struct's types): a cast, then str/dict primitives
+    etype: str = f[_TYPE]  # typed fields (the struct's types): a cast, then str/dict primitives
     if etype not in EVENT_TYPES:
         return None
-    user_id: str | None = f[2]
+    user_id: str | None = f[_USER_ID]
     if user_id is not None:
         user_id = user_id.strip()
         if len(user_id) > _MAX_ID_LEN:
             return None
         user_id = user_id or None
-    anon_id: str | None = f[3]
+    anon_id: str | None = f[_ANONYMOUS_ID]
     if anon_id is not None:
         anon_id = anon_id.strip()
         if len(anon_id) > _MAX_ID_LEN:
@@ -1023,54 +1039,54 @@ def _fast_check(f: tuple[Any, ...], limits: Limits, received_default: int | None
         anon_id = anon_id or None
     if user_id is None and anon_id is None:
         return None
-    message_id: str = f[1]
+    message_id: str = f[_MESSAGE_ID]
     if not message_id or len(message_id) > _MAX_ID_LEN:
         return None  # a derived id hashes the whole body: the slow path has it
 
     name = ""
     previous_id = None
-    trusted = f[15] is None
+    trusted = f[_TRUST] is None
     if etype == "track":
-        raw_name = f[4]
+        raw_name = f[_EVENT]
         if type(raw_name) is not str or not (name := raw_name.strip()):
             return None
         name = name[:_MAX_ID_LEN]
         if not trusted and name in ENGAGEMENT_EVENTS:
             return None
     elif etype == "page" or etype == "screen":
-        n = f[5]
+        n = f[_NAME]
         name = n[:_MAX_ID_LEN] if isinstance(n, str) else ""
     elif etype == "alias":
-        previous_id = _ident(f[6], "previousId")
+        previous_id = _ident(f[_PREVIOUS_ID], "previousId")
         if previous_id is None or user_id is None:
             return None
 
-    props: dict[str, Any] | None = f[8]
+    props: dict[str, Any] | None = f[_PROPERTIES]
     if props is None:
         props = {}
-    traits: dict[str, Any] | None = f[9]
+    traits: dict[str, Any] | None = f[_TRAITS]
     if traits is None:
         traits = {}
-    context: dict[str, Any] | None = f[10]
+    context: dict[str, Any] | None = f[_CONTEXT]
     if context is None:
         context = {}
 
-    rv = f[11]
+    rv = f[_RECEIVED_AT]
     if rv is None:
         if received_default is None:
             return None
         received = received_default
     else:
         received = _fast_ts(rv)
-    original = f[13]
-    cv = f[12]
+    original = f[_ORIGINAL_TIMESTAMP]
+    cv = f[_TIMESTAMP]
     if cv is not None:
         client_ts: int | None = _fast_own_ts(cv)
     elif original is not None:
         client_ts = _fast_own_ts(original)
     else:
         client_ts = None
-    sv = f[14]
+    sv = f[_SENT_AT]
     if client_ts is None:
         ts = received
         if sv is not None:
@@ -1105,7 +1121,7 @@ def _fast_check(f: tuple[Any, ...], limits: Limits, received_default: int | None
         if ctx_traits:
             user_traits = parse_traits([ctx_traits, {}], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
         if etype == "group":
-            group_id = _ident(f[7], "groupId")
+            group_id = _ident(f[_GROUP_ID], "groupId")
             if group_id is not None and traits:
                 group_traits = parse_traits([traits], limits.max_traits, limits.max_trait_bytes, limits.traits_deny)
 
@@ -1178,7 +1194,7 @@ def _fast(raw: bytes, limits: Limits, received_at: int | None) -> Event | None:
     """The typed fast path of :func:`parse_event` for JSON bytes: an Event, or ``None``."""
     try:
         f = _astuple(_decode_wire(raw))
-        for i in range(4, len(f)):  # 0-3 are typed str (or None): no number, no nesting
+        for i in range(_TIMESTAMP, len(f)):  # the first 4 are typed str (or None): no number, no nesting
             v = f[i]
             if v is not None and type(v) is not str and _unlike_orjson(v, _FIELD_LEVELS):
                 return None
