@@ -283,7 +283,7 @@ def _new_event(
     ``__new__`` call it, and unpickling, which calls ``Event.__new__(Event)``, would fail).
     ``tests/operators/test_events_fast.py`` holds this to ``Event(...)`` field by field.
     """
-    ev = Event.__new__(Event)
+    ev = _EVENT_NEW(Event)
     ev.message_id = message_id
     ev.type = type_
     ev.name = name
@@ -309,6 +309,10 @@ def _new_event(
     ev.group_id = group_id
     ev.group_traits = group_traits
     return ev
+
+
+#: ``Event.__new__`` (looked up once: compiled, ``Event.__new__`` is a method lookup per call)
+_EVENT_NEW: Final = Event.__new__
 
 
 @mypyc_attr(native_class=False)  # frozen and pickled: a Python class (operators/__init__.py)
@@ -946,10 +950,13 @@ def _intern_pid(s: str) -> str:
     return i
 
 
+_PRODUCT_NEW: Final = Product.__new__
+
+
 def _new_product(product_id: str, name: str, category: str, price_cents: int, quantity: int) -> Product:
     """``Product(...)`` without the dataclass's generated (interpreted) ``__init__``: see
     :func:`_new_event`. ``tests/operators/test_events_fast.py`` holds it to ``Product(...)``."""
-    p = Product.__new__(Product)
+    p = _PRODUCT_NEW(Product)
     p.product_id = product_id
     p.name = name
     p.category = category
@@ -1131,10 +1138,21 @@ def _fast_check(f: tuple[Any, ...], limits: Limits, received_default: int | None
     order_id = None
     refund_cents: int | None = None
     if props:
-        money: dict[str, int] = {}
+        # the money fields (each checked); of their amounts only these three are read
+        has_money = False
+        revenue: int | None = None
+        total: int | None = None
+        value: int | None = None
         for key, v in props.items():
             if v is not None and key in _MONEY_SET:
-                money[key] = _fast_cents(v)
+                cents = _fast_cents(v)
+                has_money = True
+                if key == "revenue":
+                    revenue = cents
+                elif key == "total":
+                    total = cents
+                elif key == "value":
+                    value = cents
         raw_products = props.get("products")
         if raw_products is not None:
             if type(raw_products) is not list or len(raw_products) > 1000:
@@ -1151,24 +1169,24 @@ def _fast_check(f: tuple[Any, ...], limits: Limits, received_default: int | None
             q = props.get("quantity")
             if q is not None:
                 _qty(q, "properties.quantity")
-        if money:
-            if "revenue" in money:
-                value_cents = money["revenue"]
-            elif "total" in money:
-                value_cents = money["total"]
+        if has_money:
+            if revenue is not None:
+                value_cents = revenue
+            elif total is not None:
+                value_cents = total
             elif products:
                 value_cents = sum(p.price_cents * p.quantity for p in products)
-            elif "value" in money:
-                value_cents = money["value"]
+            elif value is not None:
+                value_cents = value
         elif products:
             value_cents = sum(p.price_cents * p.quantity for p in products)
         if etype == "track" and name in _ORDER_ID_EVENTS:
             order_id = _order_id(props, strict=name != _COMPLETED)
             if name == _REFUNDED:
-                if "total" in money:
-                    refund_cents = money["total"]
-                elif "revenue" in money:
-                    refund_cents = money["revenue"]
+                if total is not None:
+                    refund_cents = total
+                elif revenue is not None:
+                    refund_cents = revenue
                 elif products:
                     refund_cents = sum(p.price_cents * p.quantity for p in products)
         c = props.get("category")
