@@ -830,11 +830,11 @@ def parse_event_reference(
 # _Wire lives in operators/wire.py, which mypyc leaves out: a msgspec Struct must stay a Python
 # class (its metaclass builds it) and its msgspec.field defaults are typed None to mypy
 _Wire = Wire
-_decode_wire = decode_wire
+_decode_wire: Final = decode_wire
 _MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 #: the decoded struct as a tuple in field order (one C call; a compiled attribute read of a
 #: msgspec field goes through the generic getattr); the fields _fast_check reads, by position:
-_astuple = msgspec.structs.astuple
+_astuple: Final = msgspec.structs.astuple
 _READ_FIELDS = (
     "type", "messageId", "userId", "anonymousId", "timestamp", "context", "event", "name",
     "properties", "traits", "receivedAt", "sentAt", "originalTimestamp", "previousId", "groupId", "trust",
