@@ -114,7 +114,8 @@ def _canonical_ms(value: str) -> int:
     yoe = yy - era * 400
     doy = (153 * (mo - 3 if mo > 2 else mo + 9) + 2) // 5 + d - 1
     days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    return ((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + b[20] * 100 + b[21] * 10 + b[22] - 5328  # 48 * 111
+    frac = b[20] * 100 + b[21] * 10 + b[22] - 5328  # 48 * 111
+    return ((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + frac
 
 
 def read_ts_str(value: str) -> int:
