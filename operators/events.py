@@ -819,7 +819,9 @@ def parse_event_reference(
 # are not skipped: msgspec skips an unknown field without the checks orjson applies to every value
 # (``1e400`` there is malformed JSON to orjson, found by the property test), so the SDKs' other
 # envelope fields are decoded as Any (checked like every value) and any other top-level field
-# takes the slow path (forbid_unknown_fields).
+# takes the slow path (forbid_unknown_fields). Where the two decoders read the same text
+# differently (an integer outside int64/uint64, nesting past orjson's 1024 levels) a walk of the
+# decoded values (_unlike_orjson) sends the event to the slow path.
 # _fast_check then runs _check's rules on the struct for the common shapes and returns None,
 # never an answer of its own, whenever anything is off: the event is then decoded and checked
 # again by parse_event_reference, which writes every dead letter. So the fast path can only

@@ -362,7 +362,7 @@ def test_the_memos_answer_as_the_functions_do() -> None:
 
 def test_nesting_orjson_refuses_is_not_read_whatever_the_recursion_limit() -> None:
     """orjson reads at most 1024 levels; msgspec as many as the recursion limit allows (Hypothesis
-    raises it): from 1024 brackets on the fast path steps aside, at any limit."""
+    raises it): from 1024 levels on the fast path steps aside, at any limit."""
     lim = Limits(timestamp_min_ms=0)
     old = sys.getrecursionlimit()
     try:
