@@ -23,21 +23,24 @@ TRUST_FIELD = "_trust"
 
 
 class Wire(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    # in the order events usually carry these keys (the collector's entries: the client's order,
+    # then receivedAt): msgspec looks a key up among the fields from the one after the last
+    # found, so this order finds each at the first try; any order decodes the same
     type: str
     messageId: str  # noqa: N815 - the wire names
     userId: str | None = None  # noqa: N815
     anonymousId: str | None = None  # noqa: N815
+    timestamp: Any = None
+    context: dict[str, Any] | None = None
     event: Any = None
     name: Any = None
-    previousId: Any = None  # noqa: N815
-    groupId: Any = None  # noqa: N815
     properties: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
     receivedAt: Any = None  # noqa: N815
-    timestamp: Any = None
-    originalTimestamp: Any = None  # noqa: N815
     sentAt: Any = None  # noqa: N815
+    originalTimestamp: Any = None  # noqa: N815
+    previousId: Any = None  # noqa: N815
+    groupId: Any = None  # noqa: N815
     trust: Any = msgspec.field(default=None, name=TRUST_FIELD)
     # the SDKs' other envelope fields (Segment analytics.js / analytics-python, RudderStack):
     # decoded only so that their values are checked as orjson checks them; not read

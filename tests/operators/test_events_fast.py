@@ -118,9 +118,25 @@ tokens = st.sampled_from([
     Tok(b"[]"), Tok(b'"  "'), Tok(b'""'), Tok(b"123456789012345678901"), Tok(b"1234567890123456789"), Tok(b"18446744073709551616"),
     Tok(b"9223372036854775808"), Tok(b"-9223372036854775809"), Tok(b"1" * 25), Tok(b"0.1"), Tok(b"19.99"), Tok(b"1.005"),
 ])  # fmt: skip
+#: number texts at the edges of how orjson and msgspec read numbers: ints at and past int64/uint64
+#: (orjson: a float past them, or an error past a double), long mantissas and exponents (both
+#: round every float correctly), halfway cases, subnormals, overflow and underflow
+NUMBERS = [
+    b"0", b"-0", b"-0.0", b"0.0e-0", b"1" * 19, b"9" * 19, b"-" + b"9" * 19, b"1" * 20, b"9" * 20, b"-" + b"9" * 20,
+    b"9223372036854775807", b"9223372036854775808", b"-9223372036854775808", b"-9223372036854775809",
+    b"18446744073709551615", b"18446744073709551616", b"-18446744073709551616", b"100000000000000000000", b"1" + b"0" * 400,
+    b"4611686018427387903", b"4611686018427387904", b"-4611686018427387904", b"-4611686018427387905",
+    b"0.1000000000000000055511151231257827021181583404541015625", b"2.4703282292062327e-324", b"2.4703282292062328e-324",
+    b"4.9406564584124654e-324", b"1.7976931348623157e308", b"1.7976931348623158e308", b"1.7976931348623159e308",
+    b"1e-0000000000000000000001", b"1e0000000000000000000000000308", b"1e0000000000000000000000000309",
+    b"0.00000000000000000000000000001", b"123456789012345678901234567890e-30", b"9007199254740993", b"9007199254740993.0",
+    b"9007199254740993.00000000000000000000001", b"0." + b"0" * 400 + b"1", b"1" + b"0" * 400 + b"e-400", b"-1e-400",
+    b"1e-99999999999999999999999", b"1e99999999999999999999", b"0e99999999999", b"1E+0000000000000000000002",
+    b"1.2345678901234567890123456789", b"12345678901234567890.5",
+]  # fmt: skip
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1), huge_int,
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12), tokens,
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12), tokens, st.sampled_from(NUMBERS).map(Tok),
 )  # fmt: skip
 values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3), max_leaves=8)
 
@@ -292,9 +308,61 @@ def test_the_fast_path_is_taken_and_valid_events_of_every_type_come_out_of_it() 
         assert strict(fast) == strict(check(raw, lim))
 
 
+@pytest.mark.parametrize("num", NUMBERS)
+def test_numbers_at_the_edges_wherever_they_are(num: bytes) -> None:
+    """Each edge number, alone and nested, in every kind of place a value can be: the new parse
+    equals the reference; an in-range one (an int within int64/uint64, any float) stays on the fast path."""
+    lim = Limits(timestamp_min_ms=0)
+    base = b'"type":"track","event":"Product Viewed","userId":"u","messageId":"m","receivedAt":0'
+    places = [
+        b'"properties":{"x":%s}', b'"properties":{"price":%s}', b'"properties":{"quantity":%s,"product_id":"p"}',
+        b'"properties":{"products":[{"product_id":%s,"price":1}]}', b'"properties":{"a":[1,{"b":[%s]}]}',
+        b'"context":{"page":{"n":%s}}', b'"traits":{"n":%s}', b'"integrations":[%s]', b'"channel":%s', b'"timestamp":%s',
+        b'"event":%s', b'"_trust":%s', b'"sentAt":%s',
+    ]  # fmt: skip
+    for place in places:
+        raw = b"{" + base + b"," + place % num + b"}"
+        check(raw, lim)
+    raw = b"{" + base + b',"properties":{"x":' + num + b"}}"
+    try:
+        old = orjson.loads(num)
+    except orjson.JSONDecodeError:
+        old = None
+    if old is not None and type(old) is type(json.loads(num)):  # orjson reads it as its text says
+        assert isinstance(events_mod._fast(raw, lim, None), Event), num
+
+
+def test_new_product_is_the_dataclass_constructor() -> None:
+    """``_new_product`` is ``Product(...)``, field by field, and pickles as it does."""
+    import pickle
+
+    for args in (("p1", "Shoe", "shoes", 999, 2), ("", "", "", 0, 1)):
+        a, b = events_mod._new_product(*args), events_mod.Product(*args)
+        assert type(a) is events_mod.Product and a == b
+        assert [repr(getattr(a, f.name)) for f in fields(b)] == [repr(x) for x in args]
+        assert pickle.dumps(a, 5) == pickle.dumps(b, 5) and pickle.loads(pickle.dumps(a, 5)) == b
+
+
+def test_the_memos_answer_as_the_functions_do() -> None:
+    """The fast path's memos (product ids, categories, receivedAt/sentAt) give what the function
+    they stand for gives: the same object for an interned id, equal values otherwise; past their
+    size they start again."""
+    from operators.timeutil import parse_ts
+
+    for i in range(9000):
+        pid = f"p{i % 9000}"
+        assert events_mod._intern_pid(pid) is sys.intern(pid)
+    for c in ("Shoes > Running", "  Men's  Shoes", "x" * 300, None, 7):
+        assert events_mod._fast_category(c) == events_mod.norm_category(c)
+    for i in range(0, 9000 * 1000, 1000):
+        ts = f"2024-05-01T12:00:{i // 1000 % 60:02d}.{i % 997:03d}Z"
+        assert events_mod._fast_ts(ts) == parse_ts(ts)
+    assert events_mod._fast_ts(1714564800) == parse_ts(1714564800)
+
+
 def test_nesting_orjson_refuses_is_not_read_whatever_the_recursion_limit() -> None:
     """orjson reads at most 1024 levels; msgspec as many as the recursion limit allows (Hypothesis
-    raises it): from 1024 brackets on the fast path steps aside, at any limit."""
+    raises it): from 1024 levels on the fast path steps aside, at any limit."""
     lim = Limits(timestamp_min_ms=0)
     old = sys.getrecursionlimit()
     try:

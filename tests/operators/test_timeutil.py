@@ -136,3 +136,52 @@ def test_iso_as_given_is_iso_of_what_the_value_was_read_as(value: object) -> Non
     except TimestampError:
         return
     assert iso_as_given(value, ms) == iso(ms)
+
+
+def _by_fromisoformat(value: str) -> int | None:
+    """What read_ts_str read every string as before its canonical-shape reader: fromisoformat
+    (and its lower-case retry), then ms_from_datetime; ``None`` where that raises."""
+    s = value.strip()
+    for text in (s, s.replace("z", "Z").replace("t", "T")):
+        try:
+            return ms_from_datetime(datetime.fromisoformat(text))
+        except ValueError:
+            continue
+        except OverflowError:
+            return None
+    return None
+
+
+_canonical_texts = st.builds(
+    lambda y, mo, d, h, mi, s, ms: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z",
+    st.one_of(st.integers(0, 9999), st.sampled_from([0, 1, 4, 100, 400, 1600, 1900, 1969, 1970, 2000, 2024, 2100, 9999])),
+    st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61), st.integers(0, 61), st.integers(0, 999),
+)  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(
+    _canonical_texts,
+    st.tuples(_canonical_texts, st.integers(0, 23), st.sampled_from(list("0:-.TZz /+a\u0663\uff12"))).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]),
+))  # fmt: skip
+@example("2024-02-29T23:59:59.999Z")
+@example("1900-02-29T00:00:00.000Z")
+@example("0000-01-01T00:00:00.000Z")
+@example("1969-12-31T23:59:59.999Z")
+@example("2024-05-01T24:00:00.000Z")
+@example("2024-05-01T12:00:60.000Z")
+@example("\uff12024-05-01T12:00:00.000Z")
+def test_read_ts_str_reads_the_canonical_shape_as_fromisoformat_does(value: str) -> None:
+    """The canonical shape's own reader (``YYYY-MM-DDTHH:MM:SS.fffZ``, computed from the digits)
+    gives what fromisoformat gives, and a text it does not take still reads (or fails) as before."""
+    from operators.timeutil import NOT_CANONICAL, _canonical_ms, read_ts_str
+
+    want = _by_fromisoformat(value)
+    got = _canonical_ms(value)
+    if got != NOT_CANONICAL:
+        assert got == want, value
+    if want is None:
+        with pytest.raises(TimestampError):
+            read_ts_str(value)
+    else:
+        assert read_ts_str(value) == want
