@@ -23,7 +23,9 @@ their newest applied items (:class:`operators.user.MergeLog`: an identity merge 
 once, whichever copy of a replayed export the user reads); 9 compact per-user states: the state
 classes pickle a packed tuple (:func:`pack`: a bitmask of the fields away from their defaults and
 only those values, no field names; dedupe times as 32-bit offsets, the merge log compressed), read
-by the same ``__setstate__`` that still reads every older layout.
+by the same ``__setstate__`` that still reads every older layout; 10 user states pickled flat
+(:meth:`operators.user.UserState.__reduce__`: the nested states' packed tuples inside the user's,
+one function reference instead of one class reference per nested state).
 
 A snapshot may also be **compressed** (:func:`compressed`): the version field's high bit set and
 the pickle zlib-compressed. The dataflow keeps idle users' states in this form (about three
@@ -49,7 +51,7 @@ __all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "compressed", "is_c
 
 MAGIC = b"LPS"
 #: the layout this code writes
-VERSION = 9
+VERSION = 10
 #: the version field's flag of a :func:`compressed` snapshot
 _ZLIB = 0x8000
 
@@ -133,6 +135,13 @@ def _compact_states(obj: Any) -> Any:
     return obj
 
 
+def _flat_user_states(obj: Any) -> Any:
+    """9 -> 10: a user state pickles flat (:meth:`operators.user.UserState.__reduce__`: its
+    nested states' packed tuples inside its own, one function reference instead of one per
+    class); the objects a version-9 pickle builds are the same, so nothing changes here."""
+    return obj
+
+
 MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     0: _from_bare_pickle,
     1: _orders_consent_unsubscribe,
@@ -143,6 +152,7 @@ MIGRATIONS: Mapping[int, Callable[[Any], Any]] = {
     6: _seed_boundaries,
     7: _merge_logs,
     8: _compact_states,
+    9: _flat_user_states,
 }
 
 
@@ -155,7 +165,7 @@ def version_of(raw: bytes) -> int:
     """The version a snapshot was written at (0: a bare pickle from before versioning).
 
     >>> version_of(dump(1)), version_of(pickle.dumps(1)), version_of(compressed(dump(1)))
-    (9, 0, 9)
+    (10, 0, 10)
     """
     return int.from_bytes(raw[3:5], "big") & ~_ZLIB if raw[:3] == MAGIC else 0
 

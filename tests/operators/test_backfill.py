@@ -186,7 +186,7 @@ def test_a_version_6_user_state_restores_with_boundary_zero_and_takes_no_seed() 
     assert c.apply_seed(d, plan_seeds("u1", d.computed_traits, [old], now)[0]) is None, "everything it counted was live"
     assert c.observe(d, _view("new", now, now + 1))
     assert c.values(d, now) == {"views": 4, "views_7d": 4}
-    assert snapshot.version_of(snapshot.dump(st)) == snapshot.VERSION == 9
+    assert snapshot.version_of(snapshot.dump(st)) == snapshot.VERSION == 10
 
 
 # ------------------------------------------------------------------ the seed entry (a parser)
