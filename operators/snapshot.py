@@ -10,7 +10,9 @@ Bytes without the magic are version 0: the bare pickles written before snapshots
 Renaming a state class's field or module is a version bump: raise :data:`VERSION`, add the step
 to :data:`MIGRATIONS`, and (for a rename) give the class a ``__setstate__`` that accepts the old
 names. A snapshot from a newer version than this code knows is refused (``ValueError``), never
-misread.
+misread. Adding a field to a per-user state class (appended, with a default) needs no bump, but
+its generated packer must be rewritten: ``python -m liveprofile.devtools.packers`` (a test fails
+until it is).
 
 Versions: 0 bare pickles; 1 the first versioned layout; 2 profile states with order records,
 unsubscribe, consent and machine opens; 3 behaviour states with the abuse logs (orders, emails)
