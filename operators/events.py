@@ -878,6 +878,15 @@ _PRODUCT_KEYS = ("product_id", "sku", "price")
 _TRIVIAL_CONTEXT = frozenset({"traits", "consent", "consentManagement"})
 
 
+def _remember(memo: dict[Any, Any], limit: int, key: Any, value: Any) -> Any:
+    """Put ``key -> value`` in one of the fast path's memos (emptied first when it holds
+    ``limit`` entries, so hostile input cannot grow it) and return ``value``."""
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 #: receivedAt/sentAt text -> ms, the fast path's memo of ``parse_ts`` (a batch repeats them): a
 #: dict read in compiled code, where the lru_cache wrapper is a call through ``tp_call``
 _TS: Final[dict[str, int]] = {}
@@ -888,10 +897,7 @@ def _fast_ts(v: object) -> int:
     if type(v) is str:
         ms = _TS.get(v)
         if ms is None:
-            ms = _parse_ts_str(v)
-            if len(_TS) >= 8192:
-                _TS.clear()
-            _TS[v] = ms
+            ms = _remember(_TS, 8192, v, _parse_ts_str(v))
         return ms
     return parse_ts(v)
 
@@ -912,10 +918,7 @@ def _fast_cents(v: object) -> int:
     if type(v) is float:
         c = _CENTS.get(v)
         if c is None:
-            c = to_cents(v)
-            if len(_CENTS) >= 4096:
-                _CENTS.clear()
-            _CENTS[v] = c
+            c = _remember(_CENTS, 4096, v, to_cents(v))
         return c
     return to_cents(v)
 
@@ -929,10 +932,7 @@ def _fast_category(v: object) -> str:
     if type(v) is str and len(v) <= 256:
         c = _CATEGORIES.get(v)
         if c is None:
-            c = norm_category(v)
-            if len(_CATEGORIES) >= 4096:
-                _CATEGORIES.clear()
-            _CATEGORIES[v] = c
+            c = _remember(_CATEGORIES, 4096, v, norm_category(v))
         return c
     return norm_category(v)
 
@@ -946,9 +946,7 @@ def _intern_pid(s: str) -> str:
     i = _PIDS.get(s)
     if i is None:
         i = sys.intern(s)
-        if len(_PIDS) >= 8192:
-            _PIDS.clear()
-        _PIDS[i] = i
+        _remember(_PIDS, 8192, i, i)  # keyed by the interned string itself, not by s
     return i
 
 

@@ -49,7 +49,7 @@ from dataclasses import MISSING, fields
 from operator import attrgetter
 from typing import Any
 
-__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "compressed", "is_compressed", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults", "restore", "pack_defaults", "slots_state", "set_slots_state"]
+__all__ = ["VERSION", "MAGIC", "MIGRATIONS", "dump", "load", "compressed", "is_compressed", "version_of", "pack", "unpack", "is_packed", "reset_to_defaults", "restore", "pack_defaults", "pack_bit", "packed_index", "slots_state", "set_slots_state"]
 
 MAGIC = b"LPS"
 #: the layout this code writes
@@ -257,6 +257,22 @@ def pack_defaults(cls: type) -> tuple[Any, ...]:
     return _layout(cls)[2]
 
 
+def pack_bit(cls: type, name: str) -> int:
+    """The :func:`pack` mask bit of field ``name`` of slots dataclass ``cls``."""
+    _, names, _, _, bits = _layout(cls)
+    return bits[names.index(name)]
+
+
+def packed_index(mask: int, bit: int) -> int:
+    """Where the field of mask bit ``bit`` sits in a :func:`pack` ed tuple with ``mask``
+    (``0``: left out, at its default).
+
+    >>> packed_index(0b1011, 0b1000), packed_index(0b1011, 0b0100), packed_index(0b1011, 1)
+    (3, 0, 1)
+    """
+    return (mask & (bit - 1)).bit_count() + 1 if mask & bit else 0
+
+
 def pack(obj: Any, skip: frozenset[str] = frozenset()) -> tuple[Any, ...]:
     """A slots dataclass's compact pickled state: ``(mask, *values)``, where bit ``i`` of ``mask``
     says field ``i`` (declaration order) differs from its default and ``values`` are those fields'
@@ -287,8 +303,7 @@ def pack(obj: Any, skip: frozenset[str] = frozenset()) -> tuple[Any, ...]:
     if skip:
         for i, name in enumerate(names):
             if mask & bits[i] and name in skip:
-                k = (mask & (bits[i] - 1)).bit_count() + 1
-                del out[k]
+                del out[packed_index(mask, bits[i])]
                 mask &= ~bits[i]
     out[0] = mask
     return tuple(out)

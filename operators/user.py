@@ -108,7 +108,7 @@ from operators.identity import Absorb, Link, Refused, is_anon, public_id
 from operators.interest import Interest, InterestConfig, event_weight
 from operators.profile import ProfileState, to_fields
 from operators.rfm import RfmValues
-from operators.snapshot import pack_defaults, reset_to_defaults, restore
+from operators.snapshot import pack_bit, pack_defaults, packed_index, reset_to_defaults, restore
 from operators.timeutil import iso
 
 __all__ = [
@@ -393,19 +393,17 @@ class UserState:
         return (user_state_from_flat, (flat_state(self),))
 
 
-def _bit(cls: type, name: str) -> int:
-    """The :func:`operators.snapshot.pack` mask bit of field ``name`` of ``cls``."""
-    return 1 << [f.name for f in fields(cls)].index(name)
+def _restored(cls: Any, state: Any) -> Any:
+    """An object of ``cls`` restored from ``state`` as the unpickler restores it (``__new__``, then
+    ``__setstate__``)."""
+    obj = cls.__new__(cls)
+    obj.__setstate__(state)
+    return obj
 
 
-def _at(mask: int, bit: int) -> int:
-    """Where the field of mask bit ``bit`` sits in a packed tuple (``0``: left out, at its default)."""
-    return 1 + (mask & (bit - 1)).bit_count() if mask & bit else 0
-
-
-_U_INTEREST, _U_BEHAVIOUR, _U_RFM = (_bit(UserState, n) for n in ("interest", "behaviour", "rfm"))
-_P_SEEN = _bit(ProfileState, "seen")
-_B_SESSION = _bit(Behaviour, "session")
+_U_INTEREST, _U_BEHAVIOUR, _U_RFM = (pack_bit(UserState, n) for n in ("interest", "behaviour", "rfm"))
+_P_SEEN = pack_bit(ProfileState, "seen")
+_B_SESSION = pack_bit(Behaviour, "session")
 
 
 def flat_state(st: UserState) -> tuple[Any, ...]:
@@ -417,24 +415,24 @@ def flat_state(st: UserState) -> tuple[Any, ...]:
     m: int = out[0]
     p = st.profile
     ps = list(p.__getstate__())
-    k = _at(ps[0], _P_SEEN)
+    k = packed_index(ps[0], _P_SEEN)
     if k:
         ps[k] = p.seen.__getstate__()
     out[1] = tuple(ps)  # the profile: a required field, always present
-    i = _at(m, _U_INTEREST)
+    i = packed_index(m, _U_INTEREST)
     if i:
         out[i] = st.interest.__getstate__()
-    i = _at(m, _U_BEHAVIOUR)
+    i = packed_index(m, _U_BEHAVIOUR)
     if i:
         b = st.behaviour
         bs = list(b.__getstate__())
-        k = _at(bs[0], _B_SESSION)
+        k = packed_index(bs[0], _B_SESSION)
         if k:
             sess = b.session
             assert sess is not None
             bs[k] = sess.__getstate__()
         out[i] = tuple(bs)
-    i = _at(m, _U_RFM)
+    i = packed_index(m, _U_RFM)
     if i:
         rfm = st.rfm
         assert rfm is not None
@@ -448,35 +446,24 @@ def user_state_from_flat(flat: tuple[Any, ...]) -> UserState:
     vals = list(flat)
     m: int = vals[0]
     ps = list(vals[1])
-    k = _at(ps[0], _P_SEEN)
+    k = packed_index(ps[0], _P_SEEN)
     if k:
-        seen = SeenIds.__new__(SeenIds)
-        seen.__setstate__(ps[k])
-        ps[k] = seen
-    prof = ProfileState.__new__(ProfileState)
-    prof.__setstate__(tuple(ps))
-    vals[1] = prof
-    i = _at(m, _U_INTEREST)
+        ps[k] = _restored(SeenIds, ps[k])
+    vals[1] = _restored(ProfileState, tuple(ps))
+    i = packed_index(m, _U_INTEREST)
     if i:
-        it = Interest.__new__(Interest)
-        it.__setstate__(vals[i])
-        vals[i] = it
-    i = _at(m, _U_BEHAVIOUR)
+        vals[i] = _restored(Interest, vals[i])
+    i = packed_index(m, _U_BEHAVIOUR)
     if i:
         bs = list(vals[i])
-        k = _at(bs[0], _B_SESSION)
+        k = packed_index(bs[0], _B_SESSION)
         if k:
-            sess = Session.__new__(Session)
-            sess.__setstate__(bs[k])
-            bs[k] = sess
-        b = Behaviour.__new__(Behaviour)
-        b.__setstate__(tuple(bs))
-        vals[i] = b
-    i = _at(m, _U_RFM)
+            bs[k] = _restored(Session, bs[k])
+        vals[i] = _restored(Behaviour, tuple(bs))
+    i = packed_index(m, _U_RFM)
     if i:
         vals[i] = RfmValues(*vals[i])
-    st = UserState.__new__(UserState)
-    st.__setstate__(tuple(vals))
+    st: UserState = _restored(UserState, tuple(vals))
     return st
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import copyreg
+import functools
 import io
 import pickle
 from dataclasses import fields
@@ -42,7 +43,9 @@ def test_the_generated_blocks_are_up_to_date() -> None:
     assert {c for m in packers.PACKED.values() for c, _ in m} == {c.__name__ for c in CASES}
 
 
+@functools.cache
 def _states() -> dict[type, list[Any]]:
+    """The states, built once (on first use, not at import)."""
     gen = generate(GenConfig(users=150, seed=5, end_ms=1_764_000_000_000, days=20, duplicate_rate=0.02))
     lim = Limits(timestamp_min_ms=0)
     cfg = user.UserConfig()
@@ -67,8 +70,6 @@ def _states() -> dict[type, list[Any]]:
     return out
 
 
-STATES = _states()
-
 
 def _same(cls: type, o: Any) -> None:
     packer, skip = CASES[cls]
@@ -80,7 +81,7 @@ def _same(cls: type, o: Any) -> None:
 
 @pytest.mark.parametrize("cls", list(CASES), ids=lambda c: c.__name__)
 def test_each_packer_gives_packs_tuple_on_real_states(cls: type) -> None:
-    objs = STATES[cls]
+    objs = _states()[cls]
     assert len(objs) >= 20
     for o in objs:
         _same(cls, o)
@@ -96,7 +97,7 @@ def test_each_packer_gives_packs_tuple_with_fields_put_back_to_their_defaults(da
     """A field equal to its default but not the default object (a new empty list, a copy of the
     default Interest) is left out by both; one at its default object too."""
     cls = data.draw(st.sampled_from(list(CASES)), label="class")
-    o = copy.copy(data.draw(st.sampled_from(STATES[cls]), label="state"))
+    o = copy.copy(data.draw(st.sampled_from(_states()[cls]), label="state"))
     defaults = snapshot.pack_defaults(cls)
     names = [f.name for f in fields(cls)]
     reset = data.draw(st.sets(st.integers(0, len(names) - 1)), label="fields reset")
@@ -129,7 +130,7 @@ def test_user_states_pickle_flat_and_restore_equal() -> None:
     """Version 10: one reference to ``user_state_from_flat``, no class of the nested states named;
     the state comes back equal, and so does its version-9 pickle (a resumed old snapshot); the
     flat pickle is smaller."""
-    for state in STATES[user.UserState]:
+    for state in _states()[user.UserState]:
         raw = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         for name in (b"ProfileState", b"Behaviour", b"Interest", b"Session", b"SeenIds", b"RfmValues"):
             assert name not in raw
@@ -144,7 +145,7 @@ def test_user_states_pickle_flat_and_restore_equal() -> None:
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_a_user_state_with_nested_states_at_their_defaults_pickles_flat(data: st.DataObject) -> None:
-    s = data.draw(st.sampled_from(STATES[user.UserState]), label="state")
+    s = data.draw(st.sampled_from(_states()[user.UserState]), label="state")
     o = user.UserState(s.profile, s.interest, s.behaviour, s.rfm)
     if data.draw(st.booleans(), label="default interest"):
         o.interest = interest.Interest()
