@@ -43,6 +43,7 @@ from dataflows.sinks import (
     RedisProfileSink,
     RfmEdgesSink,
 )
+from dataflows.sinks.deferred import Channel
 from dataflows.sinks.overlap import Lane, OverlappedSink
 from dataflows.sources.streams import RedisStreamSource, SourceItem
 from liveprofile.buffer.writers import raw_writer
@@ -169,12 +170,16 @@ def refused_dead_letter(r: Refused) -> DeadLetter:
     return DeadLetter(Rejected(r.reason, r.message, raw, ev.received_at, ev.message_id), f"merge:{r.uid}", (r.seq, 0))
 
 
-def redis_sinks(s: Settings, overlap: bool = False) -> Sinks:
+def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
     """The production sinks for settings ``s`` (the key layout says whether Redis is a cluster).
 
-    ``overlap`` (only for a flow run by one worker): every sink but the merges writes from one
-    shared :class:`~dataflows.sinks.overlap.Lane` while the worker computes, each epoch committed
-    only after its writes are done (:mod:`dataflows.sinks.overlap`)."""
+    ``overlap`` (only for a flow run by one worker; ``LIVEPROFILE_OVERLAP_IO``): ``"replies"``,
+    the profile and patch sinks send their batches over one
+    :class:`~dataflows.sinks.deferred.Channel` and read the replies later, the RFM edges write
+    after those replies (:mod:`dataflows.sinks.deferred`); ``"threads"``, every sink but the
+    merges writes from one shared :class:`~dataflows.sinks.overlap.Lane` while the worker
+    computes (:mod:`dataflows.sinks.overlap`). Either way each epoch is committed only after its
+    writes are done."""
     keys = Keys.of(s)
     url = s.redis_url
     sinks: dict[str, Any] = {
@@ -186,7 +191,14 @@ def redis_sinks(s: Settings, overlap: bool = False) -> Sinks:
         "catalogue": RedisCatalogueSink(url, keys, s.catalogue_top_max),
         "account": RedisAccountSink(url, keys),
     }
-    if overlap:
+    if overlap == "replies" and not keys.cluster:
+        # the sinks that write other keys than the profiles (dead letters, catalogue, accounts,
+        # merges) stay plain: nothing orders them after the profile writes, and waiting for the
+        # channel's replies before each of them would undo the overlap
+        channel = Channel(url)
+        for name in ("profile", "patch", "edges"):
+            sinks[name] = OverlappedSink(sinks[name], channel)
+    elif overlap == "threads":
         # the merges stay synchronous: the source reads them back from the buffer, and a
         # stop-at-end run must see them before it finds a shard drained (they are rare)
         lane = Lane()

@@ -72,7 +72,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LIVEPROFILE_CORS_ORIGINS": ("", "comma-separated origins (scheme://host[:port]) whose pages may send events and read the answers (CORS), `*` for any; empty = none, no page is granted (see docs/collector.md)"),
     "LIVEPROFILE_TRUNCATE_IP": ("off", "on: truncate context.ip of ingested events (IPv4 to /24, IPv6 to /48) before storing"),
     "LIVEPROFILE_READ_BATCH": ("1000", "stream entries the dataflow reads per shard per poll"),
-    "LIVEPROFILE_OVERLAP_IO": ("off", "on: a dataflow run by one worker writes its sinks and reads each shard's next page from threads of their own while it computes, each epoch committed only after its writes (docs/reliability.md): x1.17 where a core is free for Redis and those threads, 0.7-0.8x on an oversubscribed machine (docs/benchmarks.md); off: every read and write on the worker"),
+    "LIVEPROFILE_OVERLAP_IO": ("replies", "how a dataflow run by one worker overlaps its Redis I/O with its computing, each epoch committed only after its writes (docs/reliability.md). replies: the profile and patch sinks send each batch at once and read its replies later, on the worker (no thread; x1.2 on bench/pipeline.py's stream); threads: every sink writes, and each shard reads its next page, from threads of their own (0.96x on 2 shared cores: the GIL); off: every read and write on the worker, waiting for its replies"),
     "LIVEPROFILE_POLL_INTERVAL": ("0.005", "seconds the dataflow waits before polling an idle shard again (freshness floor vs idle CPU: 5 ms costs ~9 % of a core idle, 20 ms ~6 %)"),
     "LIVEPROFILE_SESSION_GAP": ("30m", "inactivity (event time) that ends a session"),
     "LIVEPROFILE_CART_ABANDON_WINDOW": ("1h", "event time after the last cart change without an order before a cart counts as abandoned"),
@@ -172,6 +172,14 @@ def _bool(values: Mapping[str, str], name: str) -> bool:
     raise ConfigError(msg)
 
 
+def _overlap(values: Mapping[str, str], name: str) -> str:
+    """``replies``, ``threads`` or ``off`` (``on``, the older spelling of ``threads``, still read)."""
+    v = values[name].strip().lower()
+    if v == "on":
+        return "threads"
+    return _choice(values, name, ("replies", "threads", "off"))
+
+
 def _float(values: Mapping[str, str], name: str) -> float:
     try:
         return float(values[name])
@@ -257,7 +265,7 @@ class Settings:
     debugger: bool = False  # LIVEPROFILE_DEBUGGER
     debugger_maxlen: int = 1000
     debugger_show_values: bool = False
-    overlap_io: bool = False  # LIVEPROFILE_OVERLAP_IO
+    overlap_io: str = "off"  # LIVEPROFILE_OVERLAP_IO: replies, threads or off
     #: the loaded definitions file (``LIVEPROFILE_DEFINITIONS``); ``None``: none configured
     definitions: Definitions | None = None
 
@@ -339,7 +347,7 @@ class Settings:
             debugger=_bool(v, "LIVEPROFILE_DEBUGGER"),
             debugger_maxlen=_int(v, "LIVEPROFILE_DEBUGGER_MAXLEN"),
             debugger_show_values=_bool(v, "LIVEPROFILE_DEBUGGER_SHOW_VALUES"),
-            overlap_io=_bool(v, "LIVEPROFILE_OVERLAP_IO"),
+            overlap_io=_overlap(v, "LIVEPROFILE_OVERLAP_IO"),
             definitions=definitions,
             state_idle_s=None if v["LIVEPROFILE_STATE_IDLE"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_STATE_IDLE") / 1000,
             buffer_retain_ms=None if v["LIVEPROFILE_BUFFER_RETAIN"].strip().lower() == "off" else _dur_ms(v, "LIVEPROFILE_BUFFER_RETAIN"),

@@ -39,3 +39,11 @@ def test_definitions_are_loaded_at_start_and_an_invalid_file_refuses_with_every_
     assert f"{bad}:3:" in str(e.value) and f"{bad}:4:" in str(e.value)
     with pytest.raises(ConfigError, match="cannot read"):
         Settings.from_env({"LIVEPROFILE_DEFINITIONS": str(tmp_path / "missing.yaml")})
+
+
+def test_overlap_io_reads_its_three_modes_and_the_older_on() -> None:
+    read = lambda v: Settings.from_env({"LIVEPROFILE_OVERLAP_IO": v}).overlap_io  # noqa: E731
+    assert Settings.from_env({}).overlap_io == "replies"
+    assert [read(v) for v in ("replies", "Threads", "off", "on")] == ["replies", "threads", "off", "threads"]
+    with pytest.raises(ConfigError, match="LIVEPROFILE_OVERLAP_IO must be one of"):
+        read("yes")

@@ -28,7 +28,7 @@ from operators.identity import is_anon, public_id
 from operators.rfm import RfmEdges
 from operators.timeutil import iso
 
-__all__ = ["with_retry", "raise_errors", "now_iso", "Writer"]
+__all__ = ["with_retry", "raise_errors", "now_iso", "Writer", "Batch"]
 
 logger = logging.getLogger("dataflows.sinks")
 
@@ -187,3 +187,25 @@ class Writer:
         self.client.close()
 
 
+
+
+class Batch:
+    """One sink batch ready to write: ``build`` queues its commands in a fresh ``writer.pipe()``
+    (callable again: a retry rebuilds the same commands), ``finish`` takes the pipeline's replies
+    (every error among them already raised) and does the sink's accounting.
+
+    :meth:`run` writes it synchronously, with the writer's retries; a
+    :class:`~dataflows.sinks.deferred.Channel` sends it and reads the replies later."""
+
+    __slots__ = ("writer", "build", "finish", "what")
+
+    def __init__(self, writer: Writer, build: Callable[[], Any], finish: Callable[[list[Any]], None], what: str) -> None:
+        self.writer = writer
+        self.build = build
+        self.finish = finish
+        self.what = what
+
+    def run(self) -> None:
+        """Write it now: build, execute, raise the first error (transient ones retried), finish."""
+        replies = self.writer.retry(lambda: raise_errors(self.build().execute()), self.what)
+        self.finish(replies)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Sink writes that overlap the dataflow's computing, committed with the epoch (single worker).
+"""Sink writes that overlap the dataflow's computing from a thread, committed with the epoch (single
+worker; ``LIVEPROFILE_OVERLAP_IO=threads``; the default ``replies`` is :mod:`dataflows.sinks.deferred`).
 
 A Bytewax sink's ``write_batch`` runs on the worker thread, so every Redis round trip of a
 sink (send the pipeline, wait while Redis runs its scripts, read the replies) used to stop the
@@ -43,7 +44,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bytewax.outputs import (
     DynamicSink,
@@ -51,6 +52,9 @@ from bytewax.outputs import (
     StatefulSinkPartition,
     StatelessSinkPartition,
 )
+
+if TYPE_CHECKING:
+    from dataflows.sinks.deferred import Channel
 
 __all__ = ["Lane", "OverlappedSink", "PART"]
 
@@ -107,6 +111,10 @@ class Lane:
         self._raise()
         self._start().put(fn)
 
+    def write(self, inner: StatelessSinkPartition[Any], values: list[Any]) -> None:
+        """Queue ``inner.write_batch(values)`` (:meth:`submit`)."""
+        self.submit(lambda: inner.write_batch(values))
+
     def drain(self, once: bool = False) -> None:
         """Wait until every queued write is done; raises the error of one that failed (with
         ``once``: only if it was not raised before — Bytewax closes partitions while it unwinds
@@ -119,13 +127,12 @@ class Lane:
 
 
 class _OverlappedPartition(StatefulSinkPartition[X, None]):
-    def __init__(self, inner: StatelessSinkPartition[X], lane: Lane) -> None:
+    def __init__(self, inner: StatelessSinkPartition[X], lane: Lane | Channel) -> None:
         self._inner = inner
         self._lane = lane
 
     def write_batch(self, values: list[X]) -> None:
-        inner = self._inner
-        self._lane.submit(lambda: inner.write_batch(values))
+        self._lane.write(self._inner, values)
 
     def snapshot(self) -> None:
         """The epoch's barrier: every write queued so far is done (or this raises)."""
@@ -143,7 +150,7 @@ class OverlappedSink(FixedPartitionedSink[X, None], Generic[X]):
     as Bytewax's partitioned sinks want them (the key is ignored: one partition); ``inner``
     receives the values."""
 
-    def __init__(self, inner: DynamicSink[X], lane: Lane) -> None:
+    def __init__(self, inner: DynamicSink[X], lane: Lane | Channel) -> None:
         self.inner = inner
         self.lane = lane
 

@@ -11,7 +11,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows import metrics
 from dataflows.outputs import ModelOut
-from dataflows.sinks.common import Writer, now_iso, raise_errors
+from dataflows.sinks.common import Batch, Writer, now_iso
 from liveprofile.store.keys import Keys
 from liveprofile.store.scripts import ProfileMode, ProfileResult
 from operators.identity import public_id
@@ -27,6 +27,10 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
         self._w = w
 
     def write_batch(self, items: list[tuple[str, ProfileUpdate | Retire]]) -> None:
+        self.prepare(items).run()
+
+    def prepare(self, items: list[tuple[str, ProfileUpdate | Retire]]) -> Batch:
+        """The batch writing ``items`` (the newest update per user, coalesced)."""
         t0 = time.perf_counter()
         latest: dict[str, ProfileUpdate | Retire] = {}
         for uid, out in items:
@@ -46,7 +50,7 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
         edges = w.edges()
         updated_at = now_iso()
 
-        def run() -> list[object]:
+        def build() -> object:
             pipe = w.pipe()
             for uid, out in latest.items():
                 if type(out) is Retire:
@@ -63,25 +67,35 @@ class _ProfilePartition(StatelessSinkPartition[tuple[str, ProfileUpdate | Retire
                     w.command(pipe, "SREM", customers or keys.rfm_customers_in(keys.group(uid)), uid)
                 elif out.rfm is not None:
                     w.command(pipe, "SADD", customers or keys.rfm_customers_in(keys.group(uid)), uid)
-            return raise_errors(pipe.execute())[: len(latest)]
+            return pipe
 
-        results = w.retry(run, "profile sink")
-        done = time.time()
-        written = stale = 0
-        for out, ok in zip(latest.values(), results, strict=True):  # type: ignore[call-overload]
-            if ok == ProfileResult.WRITTEN:
-                written += 1
-                if type(out) is ProfileUpdate and out.last_received_ms:  # timers' writes are not receipts
-                    metrics.FRESHNESS.observe(max(0.0, done - out.last_received_ms / 1000))
-            elif ok == ProfileResult.STALE:
-                stale += 1
-        metrics.PROFILE_WRITES.labels("written").inc(written)
-        metrics.PROFILE_WRITES.labels("stale").inc(stale)
-        metrics.PROFILE_WRITES.labels("unchanged").inc(len(latest) - written - stale)
-        metrics.SINK_SECONDS.labels("profile").observe(time.perf_counter() - t0)
+        built = time.perf_counter() - t0
+
+        def finish(replies: list[object]) -> None:
+            t1 = time.perf_counter()
+            _account(list(latest.values()), replies[: len(latest)])
+            metrics.SINK_SECONDS.labels("profile").observe(built + time.perf_counter() - t1)
+
+        return Batch(w, build, finish, "profile sink")
 
     def close(self) -> None:
         self._w.close()
+
+
+def _account(outs: list[ProfileUpdate | Retire], results: list[object]) -> None:
+    """The profile sink's metrics for the script's ``results`` (one per output)."""
+    done = time.time()
+    written = stale = 0
+    for out, ok in zip(outs, results, strict=True):
+        if ok == ProfileResult.WRITTEN:
+            written += 1
+            if type(out) is ProfileUpdate and out.last_received_ms:  # timers' writes are not receipts
+                metrics.FRESHNESS.observe(max(0.0, done - out.last_received_ms / 1000))
+        elif ok == ProfileResult.STALE:
+            stale += 1
+    metrics.PROFILE_WRITES.labels("written").inc(written)
+    metrics.PROFILE_WRITES.labels("stale").inc(stale)
+    metrics.PROFILE_WRITES.labels("unchanged").inc(len(outs) - written - stale)
 
 
 class RedisProfileSink(DynamicSink[tuple[str, ProfileUpdate | Retire]]):
@@ -103,6 +117,10 @@ class _PatchPartition(StatelessSinkPartition[ModelOut]):
         self._anom_maxlen = anomalies_maxlen
 
     def write_batch(self, items: list[ModelOut]) -> None:
+        self.prepare(items).run()
+
+    def prepare(self, items: list[ModelOut]) -> Batch:
+        """The batch writing ``items`` (the newest patch per user, every flagged anomaly)."""
         latest: dict[str, ModelOut] = {}
         for out in items:
             latest[out.uid] = out
@@ -110,7 +128,7 @@ class _PatchPartition(StatelessSinkPartition[ModelOut]):
         updated_at = now_iso()
         keys = w.keys
 
-        def run() -> None:
+        def build() -> object:
             pipe = w.pipe()
             for uid, out in latest.items():
                 w.call(pipe, uid, 0, ProfileMode.PATCH, out.fields, b"", updated_at)
@@ -119,12 +137,16 @@ class _PatchPartition(StatelessSinkPartition[ModelOut]):
                     w.command(pipe, "XADD", keys.anomalies, "MAXLEN", "~", self._anom_maxlen, "*",
                               "user_id", out.uid, "score", f"{out.score:.4f}",
                               "features", orjson.dumps(out.features), "at", updated_at)  # fmt: skip
-            raise_errors(pipe.execute())
+            return pipe
 
-        w.retry(run, "patch sink")
+        return Batch(w, build, _ignore, "patch sink")
 
     def close(self) -> None:
         self._w.close()
+
+
+def _ignore(replies: list[object]) -> None:
+    """A patch batch's replies need no accounting (errors were raised)."""
 
 
 class RedisPatchSink(DynamicSink[ModelOut]):

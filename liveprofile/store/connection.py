@@ -37,7 +37,7 @@ from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 from redis.connection import HiredisRespSerializer
 
-__all__ = ["connect", "connect_async", "run_script", "load_scripts", "RawPipeline", "RETRYABLE", "BLOCKED", "TROUBLE", "blocked_reason"]
+__all__ = ["connect", "connect_async", "run_script", "load_scripts", "RawPipeline", "read_replies", "RETRYABLE", "BLOCKED", "TROUBLE", "blocked_reason"]
 
 #: writes Redis refuses until an operator or a failover acts: ``OOM`` (at ``maxmemory`` with
 #: ``noeviction``) and ``READONLY`` (the server is, or has just become, a replica). Nothing of a
@@ -207,21 +207,33 @@ class RawPipeline:
         conn = self._pool.get_connection()
         try:
             conn.send_packed_command([b"".join(cmds)])
-            out: list[Any] = []
-            noscript: redis.exceptions.NoScriptError | None = None
-            for _ in cmds:
-                try:
-                    out.append(conn.read_response())
-                except redis.exceptions.NoScriptError as exc:
-                    noscript = exc
-                    out.append(exc)
-                except redis.ResponseError as exc:
-                    out.append(exc)
+            out = read_replies(conn, len(cmds))
         except BaseException:
             conn.disconnect()  # replies may be pending: never hand this connection out again
             raise
         finally:
             self._pool.release(conn)
-        if noscript is not None:
-            raise noscript
+        for r in out:
+            if type(r) is redis.exceptions.NoScriptError:
+                raise r
         return out
+
+    def take(self) -> list[bytes]:
+        """The queued commands, packed (one ``bytes`` each), and the pipeline emptied: for a
+        caller that sends them itself (:mod:`dataflows.sinks.deferred`)."""
+        cmds, self._cmds = self._cmds, []
+        return cmds
+
+
+def read_replies(conn: Any, n: int) -> list[Any]:
+    """The next ``n`` replies on ``conn``, each ``ResponseError`` (``NoScriptError`` included)
+    returned in its place; connection trouble raises (the caller discards the connection)."""
+    out: list[Any] = []
+    append = out.append
+    read = conn.read_response
+    for _ in range(n):
+        try:
+            append(read())
+        except redis.ResponseError as exc:
+            append(exc)
+    return out

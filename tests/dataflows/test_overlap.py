@@ -11,7 +11,7 @@ import pytest
 import redis
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import TestingSource, run_main
+from bytewax.testing import run_main
 
 from dataflows.build import output
 from dataflows.sinks import RedisProfileSink
@@ -49,31 +49,6 @@ def _causes(exc: BaseException | None) -> list[BaseException]:
         out.append(exc)
         exc = exc.__cause__ or exc.__context__
     return out
-
-
-def _flow(redis_url: str) -> Dataflow:
-    updates = [(u, ProfileUpdate(u, 1, {"user_id": u, "event_count": "1"}, 0, None)) for u in USERS]
-    flow = Dataflow("overlap")
-    s = op.input("inp", flow, TestingSource(updates, batch_size=1))
-    output("profile_out", s, OverlappedSink(RedisProfileSink(redis_url, K, retry_for=0.1), Lane()))
-    return flow
-
-
-def test_an_epoch_with_a_failed_write_is_not_committed(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
-    """u5's write fails (its profile key holds a string: WRONGTYPE) while later items are already
-    being read: the run stops, and after the restart (the key fixed) u5's profile is written.
-    Fails if the snapshot does not wait for the lane (the epoch of u5 would be committed and u5
-    never replayed)."""
-    init_db_dir(tmp_path, 1)
-    rc = RecoveryConfig(str(tmp_path))
-    r.set(K.profile("u5"), "not a hash")
-    with pytest.raises(Exception) as raised:  # noqa: PT011 - Bytewax wraps the sink's error
-        run_main(_flow(redis_url), epoch_interval=timedelta(0), recovery_config=rc)
-    assert any(isinstance(e, redis.ResponseError) for e in _causes(raised.value))  # the WRONGTYPE reply
-    assert all(r.hget(K.profile(u), "event_count") == b"1" for u in USERS[:5])
-    r.delete(K.profile("u5"))
-    run_main(_flow(redis_url), epoch_interval=timedelta(0), recovery_config=rc)
-    assert {u: r.hget(K.profile(u), "event_count") for u in USERS} == dict.fromkeys(USERS, b"1")
 
 
 def _buffer_flow(redis_url: str) -> Dataflow:
