@@ -207,9 +207,10 @@ def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
 
 
 def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, trim_retain_ms: int | None = None,
-                  read_ahead: bool = False) -> Source[SourceItem]:  # fmt: skip
+                  read_ahead: bool = False, send_ahead: bool = False) -> Source[SourceItem]:  # fmt: skip
     """The source reading the configured buffer (``LIVEPROFILE_BUFFER``), sharing progress through
-    ``clock``; ``read_ahead``: Redis shards read their next page while the flow computes."""
+    ``clock``; ``read_ahead``: Redis shards read their next page while the flow computes (a
+    thread each); ``send_ahead``: they send its read at once and take the reply at the next poll."""
     keys = Keys.of(s)
     if s.buffer == "kafka":
         from dataflows.sources.kafka import KafkaBufferSource
@@ -227,4 +228,5 @@ def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, tr
         cluster=s.redis_cluster,
         clock=clock,
         read_ahead=read_ahead,
+        send_ahead=send_ahead,
     )

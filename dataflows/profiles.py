@@ -97,8 +97,8 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
         logging.getLogger(__name__).info("recovery is off: the buffer is the log and is not trimmed")
     clock = StreamClock()
     overlap = s.overlap_io if single_worker() else "off"
-    read_ahead = overlap == "threads"
-    return build_flow(s, buffer_source(s, clock, stop_at_end, trim, read_ahead=read_ahead), redis_sinks(s, overlap=overlap), clock)
+    source = buffer_source(s, clock, stop_at_end, trim, read_ahead=overlap == "threads", send_ahead=overlap == "replies")
+    return build_flow(s, source, redis_sinks(s, overlap=overlap), clock)
 
 
 flow = get_flow()

@@ -120,6 +120,27 @@ def test_source_read_ahead_is_not_the_position_and_an_empty_one_is_not_trusted(r
     p.close()
 
 
+def test_source_send_ahead_is_not_the_position_an_empty_one_is_not_trusted_and_a_lost_one_is_read_again(redis_url: str, r: redis.Redis) -> None:
+    """The same with the read *sent* ahead (no thread): after each page the next page's XREAD
+    is sent and its reply is taken at the next poll; an empty one is read again; a connection
+    lost with the read pending costs one empty poll (backed off), then the page is read."""
+    ids = [r.xadd(K.events(0), {"e": f"{i}"}) for i in range(15)]
+    p = RedisStreamSource(redis_url, [K.events(0)], count=10, stop_at_end=True, send_ahead=True).build_part("inp", K.events(0), None)
+    assert [x[2] for x in p.next_batch()] == [str(i).encode() for i in range(10)]
+    assert p._sent is not None and p.snapshot() == (ids[9], 10)
+    assert [x[2] for x in p.next_batch()] == [str(i).encode() for i in range(10, 15)]
+    r.xadd(K.events(0), {"e": "15"})  # after the read sent ahead found the stream drained
+    assert [x[2] for x in p.next_batch()] == [b"15"]
+    r.xadd(K.events(0), {"e": "16"})
+    p._sent.disconnect()  # the connection with the pending read is lost (its reply with it)
+    assert p.next_batch() == [] and p.next_awake() is not None
+    assert [x[2] for x in p.next_batch()] == [b"16"]
+    assert p.snapshot()[1] == 17
+    with pytest.raises(StopIteration):
+        p.next_batch()
+    p.close()
+
+
 def test_source_survives_redis_outage(redis_server, redis_url: str) -> None:  # type: ignore[no-untyped-def]
     src = RedisStreamSource("redis://127.0.0.1:1/0", ["lp:events:0"])
     p = src.build_part("inp", "lp:events:0", None)
