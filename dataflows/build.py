@@ -174,7 +174,7 @@ def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
     """The production sinks for settings ``s`` (the key layout says whether Redis is a cluster).
 
     ``overlap`` (only for a flow run by one worker; ``LIVEPROFILE_OVERLAP_IO``): ``"replies"``,
-    the profile and patch sinks send their batches over one
+    the profile, patch and catalogue sinks send their batches over one
     :class:`~dataflows.sinks.deferred.Channel` and read the replies later, the RFM edges write
     after those replies (:mod:`dataflows.sinks.deferred`); ``"threads"``, every sink but the
     merges writes from one shared :class:`~dataflows.sinks.overlap.Lane` while the worker
@@ -192,11 +192,10 @@ def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
         "account": RedisAccountSink(url, keys),
     }
     if overlap == "replies" and not keys.cluster:
-        # the sinks that write other keys than the profiles (dead letters, catalogue, accounts,
-        # merges) stay plain: nothing orders them after the profile writes, and waiting for the
-        # channel's replies before each of them would undo the overlap
+        # the dead letters, accounts and merges stay plain (rare; nothing orders them after the
+        # profile writes, and waiting for the channel's replies before each would undo the overlap)
         channel = Channel(url)
-        for name in ("profile", "patch", "edges"):
+        for name in ("profile", "patch", "catalogue", "edges"):
             sinks[name] = OverlappedSink(sinks[name], channel)
     elif overlap == "threads":
         # the merges stay synchronous: the source reads them back from the buffer, and a

@@ -14,10 +14,11 @@ group tag), so the same writes work on a Redis Cluster, where the pipeline is sp
 
 from __future__ import annotations
 
+from itertools import chain
+
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from dataflows.sinks.common import raise_errors, with_retry
-from liveprofile.store.connection import connect
+from dataflows.sinks.common import Batch, Writer
 from liveprofile.store.keys import Keys
 from operators.catalogue import CatalogueOut
 
@@ -26,37 +27,46 @@ __all__ = ["RedisCatalogueSink"]
 
 class _CataloguePartition(StatelessSinkPartition[CatalogueOut]):
     def __init__(self, url: str, keys: Keys, top_max: int, retry_for: float) -> None:
-        self._r = connect(url, keys.cluster, socket_timeout=10)
-        self._keys = keys
+        self._w = Writer(url, keys, 0, retry_for)
         self._top_max = top_max
-        self._retry_for = retry_for
 
     def write_batch(self, items: list[CatalogueOut]) -> None:
+        self.prepare(items).run()
+
+    def prepare(self, items: list[CatalogueOut]) -> Batch:
+        """The batch writing ``items`` (the newest write per product, every category it left)."""
         last: dict[str, CatalogueOut] = {}
         left: dict[str, set[str]] = {}
         for it in items:  # the newest write per product is the whole truth; every category it left
             last[it.product_id] = it
             if it.left_category:
                 left.setdefault(it.product_id, set()).add(it.left_category)
-        k = self._keys
+        w = self._w
+        k = w.keys
+        command = w.command
+        bound = -(self._top_max + 1)
 
-        def run() -> object:
-            pipe = self._r.pipeline(transaction=False)
+        def build() -> object:
+            pipe = w.pipe()
             for pid, it in last.items():
-                pipe.hset(k.product(pid), mapping=it.fields)
+                command(pipe, "HSET", k.product(pid), *chain.from_iterable(it.fields.items()))
                 for old in left.get(pid, ()):
                     if old != it.category:
-                        pipe.zrem(k.category_top(old), pid)
+                        command(pipe, "ZREM", k.category_top(old), pid)
                 if it.category:
                     top = k.category_top(it.category)
-                    pipe.zadd(top, {pid: it.popularity})
-                    pipe.zremrangebyrank(top, 0, -(self._top_max + 1))
-            return raise_errors(pipe.execute(raise_on_error=False))
+                    command(pipe, "ZADD", top, it.popularity, pid)
+                    command(pipe, "ZREMRANGEBYRANK", top, 0, bound)
+            return pipe
 
-        with_retry(run, "catalogue sink", self._retry_for)
+        return Batch(w, build, _ignore, "catalogue sink")
 
     def close(self) -> None:
-        self._r.close()
+        self._w.close()
+
+
+def _ignore(replies: list[object]) -> None:
+    """A catalogue batch's replies need no accounting (errors were raised)."""
 
 
 class RedisCatalogueSink(DynamicSink[CatalogueOut]):

@@ -13,9 +13,9 @@ they have usually arrived.
 
 The guarantees stay those of the synchronous sinks:
 
-* **Order.** Every deferred batch goes over the channel's one connection, so Redis runs them
-  in the order the worker produced them (the profile upserts before the patches of the same
-  users). A sink wrapped here that cannot defer (no ``prepare``: the RFM edges, which read
+* **Order.** Every deferred batch (profile upserts, model patches, catalogue writes) goes over
+  the channel's one connection, so Redis runs them in the order the worker produced them (the
+  profile upserts before the patches of the same users). A sink wrapped here that cannot defer (no ``prepare``: the RFM edges, which read
   profiles back) first reads every pending reply, then writes synchronously, as before.
 * **Durability with the epoch.** As with the lane, the sinks are Bytewax
   ``FixedPartitionedSink``\\ s of one partition (:class:`~dataflows.sinks.overlap.OverlappedSink`),
