@@ -12,6 +12,7 @@ them as a schema.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -170,7 +171,7 @@ def refused_dead_letter(r: Refused) -> DeadLetter:
     return DeadLetter(Rejected(r.reason, r.message, raw, ev.received_at, ev.message_id), f"merge:{r.uid}", (r.seq, 0))
 
 
-def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
+def redis_sinks(s: Settings, overlap: str = "off", channel: Channel | None = None) -> Sinks:
     """The production sinks for settings ``s`` (the key layout says whether Redis is a cluster).
 
     ``overlap`` (only for a flow run by one worker; ``LIVEPROFILE_OVERLAP_IO``): ``"replies"``,
@@ -179,7 +180,7 @@ def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
     after those replies (:mod:`dataflows.sinks.deferred`); ``"threads"``, every sink but the
     merges writes from one shared :class:`~dataflows.sinks.overlap.Lane` while the worker
     computes (:mod:`dataflows.sinks.overlap`). Either way each epoch is committed only after its
-    writes are done."""
+    writes are done. ``channel``: the one to use with ``"replies"`` (one of its own if ``None``)."""
     keys = Keys.of(s)
     url = s.redis_url
     sinks: dict[str, Any] = {
@@ -194,7 +195,7 @@ def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
     if overlap == "replies" and not keys.cluster:
         # the dead letters, accounts and merges stay plain (rare; nothing orders them after the
         # profile writes, and waiting for the channel's replies before each would undo the overlap)
-        channel = Channel(url)
+        channel = channel or Channel(url)
         for name in ("profile", "patch", "catalogue", "edges"):
             sinks[name] = OverlappedSink(sinks[name], channel)
     elif overlap == "threads":
@@ -206,10 +207,11 @@ def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
 
 
 def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, trim_retain_ms: int | None = None,
-                  read_ahead: bool = False, send_ahead: bool = False) -> Source[SourceItem]:  # fmt: skip
+                  read_ahead: bool = False, send_ahead: bool = False, on_poll: Callable[[], None] | None = None) -> Source[SourceItem]:  # fmt: skip
     """The source reading the configured buffer (``LIVEPROFILE_BUFFER``), sharing progress through
     ``clock``; ``read_ahead``: Redis shards read their next page while the flow computes (a
-    thread each); ``send_ahead``: they send its read at once and take the reply at the next poll."""
+    thread each); ``send_ahead``: they send its read at once and take the reply at the next poll;
+    ``on_poll``: called at every poll of a Redis shard (the deferred sinks' :meth:`Channel.collect`)."""
     keys = Keys.of(s)
     if s.buffer == "kafka":
         from dataflows.sources.kafka import KafkaBufferSource
@@ -228,4 +230,5 @@ def buffer_source(s: Settings, clock: StreamClock, stop_at_end: bool = False, tr
         clock=clock,
         read_ahead=read_ahead,
         send_ahead=send_ahead,
+        on_poll=on_poll,
     )

@@ -29,6 +29,7 @@ from bytewax.dataflow import Dataflow
 from dataflows.build import Sinks, buffer_source, build_flow, redis_sinks
 from dataflows.clock import StreamClock
 from dataflows.parse import parse_batch
+from dataflows.sinks.deferred import Channel
 from liveprofile.settings import Settings
 
 __all__ = ["Sinks", "build_flow", "get_flow", "parse_batch", "flow"]
@@ -97,8 +98,10 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
         logging.getLogger(__name__).info("recovery is off: the buffer is the log and is not trimmed")
     clock = StreamClock()
     overlap = s.overlap_io if single_worker() else "off"
-    source = buffer_source(s, clock, stop_at_end, trim, read_ahead=overlap == "threads", send_ahead=overlap == "replies")
-    return build_flow(s, source, redis_sinks(s, overlap=overlap), clock)
+    channel = Channel(s.redis_url) if overlap == "replies" and not s.redis_cluster else None
+    source = buffer_source(s, clock, stop_at_end, trim, read_ahead=overlap == "threads", send_ahead=overlap == "replies",
+                           on_poll=channel.collect if channel is not None else None)  # fmt: skip
+    return build_flow(s, source, redis_sinks(s, overlap=overlap, channel=channel), clock)
 
 
 flow = get_flow()

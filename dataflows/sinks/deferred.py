@@ -55,7 +55,7 @@ class Channel:
         self._client = connect(url, False, socket_timeout=10)
         self._depth = depth
         self._conn: Any = None
-        self._pending: deque[tuple[Batch, int]] = deque()
+        self._pending: deque[tuple[Batch, int, list[Any]]] = deque()  # (batch, replies due, replies read)
         self._failed = False  # an error was raised on the worker: nothing more is written
 
     def __len__(self) -> int:
@@ -88,8 +88,9 @@ class Channel:
             self._guard(batch.run)
             return
         cmds = pipe.take()
+        self.collect()
         pending = self._pending
-        pending.append((batch, len(cmds)))
+        pending.append((batch, len(cmds), []))
         try:
             if self._conn is None:
                 self._conn = self._client.connection_pool.get_connection()
@@ -109,13 +110,37 @@ class Channel:
         while self._pending:
             self._read_oldest()
 
+    def collect(self) -> None:
+        """Read the replies that have arrived, without waiting for more: the worker calls it
+        whenever it sends a batch and whenever its source polls (:func:`dataflows.profiles.get_flow`),
+        so a batch's accounting (the freshness histogram's sample: the time its replies were read)
+        lags its write by at most one poll, also when no next batch comes."""
+        conn = self._conn
+        pending = self._pending
+        while pending and conn is not None:
+            _, n, got = pending[0]
+            try:
+                while len(got) < n and conn.can_read(timeout=0):
+                    got += read_replies(conn, 1)
+            except Exception:  # noqa: BLE001 - a lost connection: every pending batch again
+                self._rewrite()
+                return
+            if len(got) < n:
+                return
+            self._finish()
+
     def _read_oldest(self) -> None:
-        batch, n = self._pending[0]
+        _, n, got = self._pending[0]
         try:
-            replies = read_replies(self._conn, n)
+            got += read_replies(self._conn, n - len(got))
         except Exception:  # noqa: BLE001 - a timeout or a lost connection: every pending batch again
             self._rewrite()
             return
+        self._finish()
+
+    def _finish(self) -> None:
+        """Account for the oldest pending batch, all of whose replies are read."""
+        batch, _, replies = self._pending[0]
         for r in replies:
             if isinstance(r, Exception):
                 self._rewrite()
@@ -129,7 +154,7 @@ class Channel:
         self._drop()
         pending = self._pending
         while pending:
-            batch, _ = pending.popleft()
+            batch, _, _ = pending.popleft()
             self._guard(batch.run)
 
     def _guard(self, fn: Any) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -97,6 +98,7 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"read-ahead-{shard}") if opts.read_ahead else None
         self._send_ahead = opts.send_ahead and self._raw is not None and self._reader is None
         self._sent: Any = None  # a connection whose XREAD (sent ahead) is not answered yet
+        self._on_poll = opts.on_poll
 
     def _publish_progress(self, force: bool = False) -> None:
         """Publish the read count (for backlog) at most once a second, or now if ``force``."""
@@ -139,6 +141,8 @@ class _ShardPartition(StatefulSourcePartition[SourceItem, tuple[bytes, int]]):
             metrics.TRIMMED.labels(self._label).inc(trimmed)
 
     def next_batch(self) -> list[SourceItem]:
+        if self._on_poll is not None:
+            self._on_poll()
         try:
             try:
                 self._publish_progress()
@@ -259,6 +263,7 @@ class SourceOptions:
     clock: StreamClock = field(default_factory=StreamClock)
     read_ahead: bool = False
     send_ahead: bool = False
+    on_poll: Callable[[], None] | None = None
 
 
 class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
@@ -272,7 +277,7 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
     stream (or the progress hash), so each goes to the node owning it.
     ``read_ahead``: read each next page while the dataflow works on the last, from a thread;
     ``send_ahead``: send each next page's read at once and take its reply at the next poll (one
-    server; module doc).
+    server; module doc). ``on_poll``: called at the start of every poll (errors propagate).
     """
 
     def __init__(
@@ -288,10 +293,11 @@ class RedisStreamSource(FixedPartitionedSource[SourceItem, tuple[bytes, int]]):
         clock: StreamClock | None = None,
         read_ahead: bool = False,
         send_ahead: bool = False,
+        on_poll: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.streams = list(streams)
-        self.opts = SourceOptions(count, idle, stop_at_end, progress_key, trim_retain_ms, cluster, clock or StreamClock(), read_ahead, send_ahead)
+        self.opts = SourceOptions(count, idle, stop_at_end, progress_key, trim_retain_ms, cluster, clock or StreamClock(), read_ahead, send_ahead, on_poll)
 
     def list_parts(self) -> list[str]:
         return list(self.streams)
