@@ -98,8 +98,13 @@ def test_a_user_who_stops_viewing_leaves_by_stream_time_other_users_drive(settin
     views = [item(i, T0 + i, userId="u3") for i in range(3)]
     days = [item(10 + d, T0 + d * DAY_MS, userId="u9", properties={"category": "books"}) for d in range(1, 10)]
 
-    def u3_left() -> bool:
-        return any(audiences(p) == [] for p in updates(out, "u3")[1:])
+    def u3_left() -> bool:  # in the audience (after the third view), then out of it
+        entered = False
+        for p in updates(out, "u3"):
+            entered = entered or audiences(p) == [AUD]
+            if entered and audiences(p) == []:
+                return True
+        return False
 
     steps = [*views, *days, ("advance", 0, u3_left, 30.0)]
     flow = build_flow(settings, SteppedSource(steps, wall), out.sinks(), StreamClock(wall))
