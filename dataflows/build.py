@@ -82,6 +82,8 @@ class Sinks:
         self.dead_letter = dead_letter
         self.catalogue = catalogue
         self.account = account  # group calls' account traits and members (None: not written)
+        #: what the source calls at every poll: the deferred sinks' :meth:`Channel.collect` (or None)
+        self.on_poll: Callable[[], None] | None = None
 
 
 def _is(*types: type) -> Any:
@@ -171,7 +173,7 @@ def refused_dead_letter(r: Refused) -> DeadLetter:
     return DeadLetter(Rejected(r.reason, r.message, raw, ev.received_at, ev.message_id), f"merge:{r.uid}", (r.seq, 0))
 
 
-def redis_sinks(s: Settings, overlap: str = "off", channel: Channel | None = None) -> Sinks:
+def redis_sinks(s: Settings, overlap: str = "off") -> Sinks:
     """The production sinks for settings ``s`` (the key layout says whether Redis is a cluster).
 
     ``overlap`` (only for a flow run by one worker; ``LIVEPROFILE_OVERLAP_IO``): ``"replies"``,
@@ -180,7 +182,8 @@ def redis_sinks(s: Settings, overlap: str = "off", channel: Channel | None = Non
     after those replies (:mod:`dataflows.sinks.deferred`); ``"threads"``, every sink but the
     merges writes from one shared :class:`~dataflows.sinks.overlap.Lane` while the worker
     computes (:mod:`dataflows.sinks.overlap`). Either way each epoch is committed only after its
-    writes are done. ``channel``: the one to use with ``"replies"`` (one of its own if ``None``)."""
+    writes are done. With ``"replies"`` the returned sinks' ``on_poll`` is the channel's
+    :meth:`~dataflows.sinks.deferred.Channel.collect`, for the source to call at every poll."""
     keys = Keys.of(s)
     url = s.redis_url
     sinks: dict[str, Any] = {
@@ -195,10 +198,13 @@ def redis_sinks(s: Settings, overlap: str = "off", channel: Channel | None = Non
     if overlap == "replies" and not keys.cluster:
         # the dead letters, accounts and merges stay plain (rare; nothing orders them after the
         # profile writes, and waiting for the channel's replies before each would undo the overlap)
-        channel = channel or Channel(url)
+        channel = Channel(url)
         for name in ("profile", "patch", "catalogue", "edges"):
             sinks[name] = OverlappedSink(sinks[name], channel)
-    elif overlap == "threads":
+        out = Sinks(**sinks)
+        out.on_poll = channel.collect
+        return out
+    if overlap == "threads":
         # the merges stay synchronous: the source reads them back from the buffer, and a
         # stop-at-end run must see them before it finds a shard drained (they are rare)
         lane = Lane()

@@ -51,7 +51,7 @@ FRESHNESS = Histogram(
     buckets=(0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 SINK_SECONDS = Histogram(
-    "liveprofile_sink_batch_seconds", "Duration of one sink write_batch", ["sink"],
+    "liveprofile_sink_batch_seconds", "Duration of one sink batch, from building it to its replies read (deferred replies: sent meanwhile)", ["sink"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
 SOURCE_ERRORS = Counter(

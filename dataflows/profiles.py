@@ -29,7 +29,6 @@ from bytewax.dataflow import Dataflow
 from dataflows.build import Sinks, buffer_source, build_flow, redis_sinks
 from dataflows.clock import StreamClock
 from dataflows.parse import parse_batch
-from dataflows.sinks.deferred import Channel
 from liveprofile.settings import Settings
 
 __all__ = ["Sinks", "build_flow", "get_flow", "parse_batch", "flow"]
@@ -98,10 +97,10 @@ def get_flow(stop_at_end: bool = False) -> Dataflow:
         logging.getLogger(__name__).info("recovery is off: the buffer is the log and is not trimmed")
     clock = StreamClock()
     overlap = s.overlap_io if single_worker() else "off"
-    channel = Channel(s.redis_url) if overlap == "replies" and not s.redis_cluster else None
+    sinks = redis_sinks(s, overlap=overlap)
     source = buffer_source(s, clock, stop_at_end, trim, read_ahead=overlap == "threads", send_ahead=overlap == "replies",
-                           on_poll=channel.collect if channel is not None else None)  # fmt: skip
-    return build_flow(s, source, redis_sinks(s, overlap=overlap, channel=channel), clock)
+                           on_poll=sinks.on_poll)  # fmt: skip
+    return build_flow(s, source, sinks, clock)
 
 
 flow = get_flow()

@@ -265,7 +265,7 @@ class Settings:
     debugger: bool = False  # LIVEPROFILE_DEBUGGER
     debugger_maxlen: int = 1000
     debugger_show_values: bool = False
-    overlap_io: str = "off"  # LIVEPROFILE_OVERLAP_IO: replies, threads or off
+    overlap_io: str = "replies"  # LIVEPROFILE_OVERLAP_IO: replies, threads or off
     #: the loaded definitions file (``LIVEPROFILE_DEFINITIONS``); ``None``: none configured
     definitions: Definitions | None = None
 

@@ -59,14 +59,10 @@ class _CataloguePartition(StatelessSinkPartition[CatalogueOut]):
                     command(pipe, "ZREMRANGEBYRANK", top, 0, bound)
             return pipe
 
-        return Batch(w, build, _ignore, "catalogue sink")
+        return Batch(w, build, None, "catalogue sink")
 
     def close(self) -> None:
         self._w.close()
-
-
-def _ignore(replies: list[object]) -> None:
-    """A catalogue batch's replies need no accounting (errors were raised)."""
 
 
 class RedisCatalogueSink(DynamicSink[CatalogueOut]):

@@ -104,7 +104,7 @@ class Writer:
         self._maxlen = changes_maxlen
         self.retry_for = retry_for
         self._script = self.client.register_script(PROFILE_LUA)
-        self._loaded = False  # EVALSHA needs the script loaded first (every primary of a cluster)
+        self.loaded = False  # EVALSHA needs the script loaded first (every primary of a cluster)
         # single Redis: the per-call keys are constants but the profile's (the hot path stays as it was)
         self._single = None if keys.cluster else (keys.profile_prefix, keys.changes, keys.suppressed)
         self._edges = RfmEdges()
@@ -113,13 +113,13 @@ class Writer:
     def load(self) -> None:
         """``SCRIPT LOAD`` the profile script (every primary of a cluster)."""
         load_scripts(self.client, [self._script])
-        self._loaded = True
+        self.loaded = True
 
     def retry(self, fn: Callable[[], object], what: str) -> object:
         """:func:`with_retry` with this writer's budget, loading the script first where needed."""
 
         def run() -> object:
-            if not self._loaded:
+            if not self.loaded:
                 self.load()
             return fn()
 
@@ -187,19 +187,18 @@ class Writer:
         self.client.close()
 
 
-
-
 class Batch:
     """One sink batch ready to write: ``build`` queues its commands in a fresh ``writer.pipe()``
-    (callable again: a retry rebuilds the same commands), ``finish`` takes the pipeline's replies
-    (every error among them already raised) and does the sink's accounting.
+    (callable again: a retry rebuilds the same commands), ``finish`` (``None``: nothing to do)
+    takes the pipeline's replies (every error among them already raised) and does the sink's
+    accounting.
 
     :meth:`run` writes it synchronously, with the writer's retries; a
     :class:`~dataflows.sinks.deferred.Channel` sends it and reads the replies later."""
 
     __slots__ = ("writer", "build", "finish", "what")
 
-    def __init__(self, writer: Writer, build: Callable[[], Any], finish: Callable[[list[Any]], None], what: str) -> None:
+    def __init__(self, writer: Writer, build: Callable[[], Any], finish: Callable[[list[Any]], None] | None, what: str) -> None:
         self.writer = writer
         self.build = build
         self.finish = finish
@@ -207,5 +206,9 @@ class Batch:
 
     def run(self) -> None:
         """Write it now: build, execute, raise the first error (transient ones retried), finish."""
-        replies = self.writer.retry(lambda: raise_errors(self.build().execute()), self.what)
-        self.finish(replies)  # type: ignore[arg-type]
+        self.done(self.writer.retry(lambda: raise_errors(self.build().execute()), self.what))  # type: ignore[arg-type]
+
+    def done(self, replies: list[Any]) -> None:
+        """The batch was written and these are its replies (none an error): its accounting."""
+        if self.finish is not None:
+            self.finish(replies)

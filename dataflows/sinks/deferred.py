@@ -6,10 +6,10 @@ pipeline, wait while Redis runs its scripts, read the replies. Measured on the d
 nearly all of it waiting for the profile and patch sinks' replies. The threaded
 :class:`~dataflows.sinks.overlap.Lane` hides that wait but costs ~30 % more CPU per event (the
 GIL handed back and forth between two busy threads). A :class:`Channel` needs no thread:
-a sink's batch is built and *sent* on the worker, and its replies are read when the channel
-holds more than ``depth`` batches, or at the epoch's close. Meanwhile Redis runs the scripts
-on its own core and the worker computes the next batches; by the time the replies are read
-they have usually arrived.
+a sink's batch is built and *sent* on the worker, and its replies are read as they arrive, without
+waiting (:meth:`Channel.collect`, at every write and every source poll), and waited for only when
+the channel holds more than ``depth`` batches, or at the epoch's close. Meanwhile Redis runs the
+scripts on its own core and the worker computes the next batches.
 
 The guarantees stay those of the synchronous sinks:
 
@@ -42,7 +42,7 @@ from collections import deque
 from typing import Any
 
 from dataflows.sinks.common import Batch
-from liveprofile.store.connection import RawPipeline, connect, read_replies
+from liveprofile.store.connection import connect, read_replies
 
 __all__ = ["Channel"]
 
@@ -78,16 +78,12 @@ class Channel:
         ``depth`` are pending."""
         if self._failed:
             raise RuntimeError("an earlier sink write failed; this dataflow is stopping")
-        if not batch.writer._loaded:  # the first batch of a writer loads its script (EVALSHA)
+        w = batch.writer
+        if not w.loaded or w.keys.cluster:  # a writer's first batch loads its script; a cluster pipeline
             self.drain()
             self._guard(batch.run)
             return
-        pipe = batch.build()
-        if type(pipe) is not RawPipeline:  # a cluster pipeline: synchronous
-            self.drain()
-            self._guard(batch.run)
-            return
-        cmds = pipe.take()
+        cmds = batch.build().take()
         self.collect()
         pending = self._pending
         pending.append((batch, len(cmds), []))
@@ -146,7 +142,7 @@ class Channel:
                 self._rewrite()
                 return
         self._pending.popleft()
-        self._guard(lambda: batch.finish(replies))
+        self._guard(lambda: batch.done(replies))
 
     def _rewrite(self) -> None:
         """Drop the connection (replies may be unread) and write every pending batch again, in
